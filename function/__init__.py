@@ -1,0 +1,1 @@
+"""modelrun's prediction service and the model store it shares with training/."""

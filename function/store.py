@@ -1,0 +1,378 @@
+"""The versioned model store, shared by training/ and function/.
+
+Layout under a model's root URI (gs://BUCKET/models/NAME or file:///abs/path/NAME):
+
+    versions/<version>/model.joblib     immutable, written first
+    versions/<version>/metadata.json    immutable, written last: marks the version complete
+    current.json                        {"version", "sha256", "promoted_at", "previous", "history"}
+
+Two backends offer the same three calls: read(key) -> (bytes, token), write(key, data, if_token)
+and keys(prefix). A token identifies what was read (a GCS generation, or the content's sha256 on
+disk); write with if_token=None creates only if absent, so versions are never overwritten, and
+current.json is replaced only if it still holds what was read, so concurrent promotions cannot
+silently overwrite each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from function.artifact import (
+    METADATA_FILE,
+    MODEL_FILE,
+    encode_metadata,
+    parse_metadata,
+    sha256_hex,
+    verify_digest,
+)
+from function.errors import ConfigError, Conflict, ModelrunError, NotFound, StoreUnavailable
+
+CURRENT_FILE = "current.json"
+HISTORY_LIMIT = 50
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Backend(Protocol):
+    """Where the bytes live."""
+
+    uri: str
+
+    def read(self, key: str) -> tuple[bytes, str]: ...
+
+    def write(self, key: str, data: bytes, if_token: str | None) -> None: ...
+
+    def keys(self, prefix: str) -> list[str]: ...
+
+
+class FileBackend:
+    """A folder on local disk; atomic renames and a lock file stand in for GCS preconditions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = root.as_uri()
+
+    def read(self, key: str) -> tuple[bytes, str]:
+        try:
+            data = (self.root / key).read_bytes()
+        except FileNotFoundError as e:
+            raise NotFound(f"{self.uri}/{key} does not exist") from e
+        except OSError as e:
+            raise StoreUnavailable(f"cannot read {self.uri}/{key}: {e.strerror}") from e
+        return data, sha256_hex(data)
+
+    def write(self, key: str, data: bytes, if_token: str | None) -> None:
+        path = self.root / key
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._locked(), self._staged(path, data) as staged:
+                if if_token is None:
+                    # link() fails if the name exists: create-only, and never a partial file.
+                    os.link(staged, path)
+                else:
+                    _, token = self.read(key)
+                    if token != if_token:
+                        raise Conflict(f"{self.uri}/{key} changed since it was read")
+                    os.replace(staged, path)
+        except FileExistsError as e:
+            raise Conflict(f"{self.uri}/{key} already exists") from e
+        except NotFound as e:
+            raise Conflict(f"{self.uri}/{key} was removed since it was read") from e
+        except OSError as e:
+            raise StoreUnavailable(f"cannot write {self.uri}/{key}: {e.strerror}") from e
+
+    def keys(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    @contextlib.contextmanager
+    def _staged(self, path: Path, data: bytes) -> Iterator[str]:
+        fd, staged = tempfile.mkstemp(dir=path.parent, prefix=".staged-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            yield staged
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+
+
+class GcsBackend:
+    """A prefix in a GCS bucket, through google-cloud-storage (the client is made on first use)."""
+
+    def __init__(self, bucket: str, prefix: str, timeout: float) -> None:
+        self.bucket_name = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
+        self.timeout = timeout
+        self._bucket: Any = None
+
+    def read(self, key: str) -> tuple[bytes, str]:
+        with self._errors(key):
+            blob = self._client_bucket().get_blob(
+                self._name(key), timeout=self.timeout, retry=self._retry()
+            )
+            if blob is None:
+                raise NotFound(f"{self.uri}/{key} does not exist")
+            generation = blob.generation  # taken first: a download may reset blob properties
+            data = blob.download_as_bytes(
+                if_generation_match=generation, timeout=self.timeout, retry=self._retry()
+            )
+            return data, str(generation)
+
+    def write(self, key: str, data: bytes, if_token: str | None) -> None:
+        content_type = "application/json" if key.endswith(".json") else "application/octet-stream"
+        with self._errors(key):
+            self._client_bucket().blob(self._name(key)).upload_from_string(
+                data,
+                content_type=content_type,
+                if_generation_match=int(if_token) if if_token else 0,
+                timeout=self.timeout,
+                retry=self._retry(),
+            )
+
+    def keys(self, prefix: str) -> list[str]:
+        with self._errors(prefix):
+            bucket = self._client_bucket()
+            blobs = bucket.client.list_blobs(
+                bucket, prefix=self._name(prefix), timeout=self.timeout, retry=self._retry()
+            )
+            start = len(self._name(""))
+            return sorted(b.name[start:] for b in blobs)
+
+    def _name(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _client_bucket(self) -> Any:
+        if self._bucket is None:
+            # Imported on first use: the file side needs none of it.
+            from google.cloud import storage  # type: ignore[attr-defined]
+
+            self._bucket = storage.Client().bucket(self.bucket_name)
+        return self._bucket
+
+    def _retry(self) -> Any:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        return DEFAULT_RETRY.with_timeout(self.timeout)
+
+    @contextlib.contextmanager
+    def _errors(self, key: str) -> Iterator[None]:
+        from google.api_core import exceptions as gexc
+        from google.auth import exceptions as auth_exc
+        from requests import exceptions as req_exc
+
+        where = f"{self.uri}/{key}"
+        try:
+            yield
+        except ModelrunError:
+            raise
+        except gexc.PreconditionFailed as e:
+            raise Conflict(f"{where} changed since it was read, or already exists") from e
+        except gexc.NotFound as e:
+            raise NotFound(f"{where} does not exist (or the bucket does not)") from e
+        except gexc.Forbidden as e:
+            raise StoreUnavailable(f"access to {where} was denied: {e.message}") from e
+        except (gexc.GoogleAPIError, auth_exc.GoogleAuthError, req_exc.RequestException) as e:
+            raise StoreUnavailable(f"cannot reach {where}: {type(e).__name__}: {e}") from e
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version as listed: complete versions carry their metadata."""
+
+    version: str
+    metadata: dict[str, Any] | None
+
+    @property
+    def complete(self) -> bool:
+        return self.metadata is not None
+
+
+def open_backend(uri: str, timeout: float = 30.0) -> Backend:
+    """Return the backend for gs://BUCKET/PREFIX, file:///ABS/PATH or a plain path."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "gs":
+        if not parsed.netloc:
+            raise ConfigError(f"store URI {uri!r} has no bucket (expected gs://BUCKET/PREFIX)")
+        return GcsBackend(parsed.netloc, parsed.path, timeout)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise ConfigError(f"store URI {uri!r} must be file:///ABSOLUTE/PATH")
+        return FileBackend(Path(parsed.path))
+    if parsed.scheme == "" and uri:
+        return FileBackend(Path(uri).resolve())
+    raise ConfigError(f"store URI {uri!r} must start with gs:// or file://")
+
+
+class ModelStore:
+    """The versions of one model and the pointer to the current one."""
+
+    def __init__(self, uri: str, *, timeout: float = 30.0) -> None:
+        self.backend = open_backend(uri.rstrip("/"), timeout)
+        self.uri = self.backend.uri
+
+    def publish(self, artifact_dir: Path, version: str | None = None) -> str:
+        """Upload an artifact folder as a new immutable version and return its id."""
+        metadata, files = read_artifact_dir(artifact_dir)
+        version = default_version(metadata["sha256"]) if version is None else version
+        check_version_id(version)
+        prefix = f"versions/{version}/"
+        if self.backend.keys(prefix):
+            raise Conflict(
+                f"version {version} already exists in {self.uri}; versions are immutable"
+            )
+        for name, data in files.items():
+            self.backend.write(prefix + name, data, if_token=None)
+        metadata = {**metadata, "version": version, "published_at": utc_now()}
+        # Written last: until it exists the version is incomplete and cannot be promoted.
+        self.backend.write(prefix + METADATA_FILE, encode_metadata(metadata), if_token=None)
+        return version
+
+    def current(self) -> tuple[dict[str, Any] | None, str | None]:
+        """Return current.json (None if nothing was promoted) and its token."""
+        try:
+            data, token = self.backend.read(CURRENT_FILE)
+        except NotFound:
+            return None, None
+        try:
+            pointer = json.loads(data)
+            if not isinstance(pointer, dict):
+                raise TypeError("not an object")
+            check_version_id(pointer["version"])
+        except (ValueError, TypeError, KeyError, ModelrunError) as e:
+            raise StoreUnavailable(f"{self.uri}/{CURRENT_FILE} is corrupt: {e}") from e
+        return pointer, token
+
+    def metadata(self, version: str) -> dict[str, Any]:
+        """Return a complete version's metadata, or raise NotFound naming what is missing."""
+        check_version_id(version)
+        key = f"versions/{version}/{METADATA_FILE}"
+        try:
+            data, _ = self.backend.read(key)
+        except NotFound as e:
+            state = "incomplete" if self.backend.keys(f"versions/{version}/") else "missing"
+            raise NotFound(f"version {version} is {state} in {self.uri}") from e
+        return parse_metadata(data, f"{self.uri}/{key}")
+
+    def read_file(self, version: str, name: str) -> bytes:
+        """Return the bytes of one file of a version."""
+        data, _ = self.backend.read(f"versions/{version}/{name}")
+        return data
+
+    def resolve(self, version: str = "current") -> dict[str, Any]:
+        """Return the metadata of a version id, or of the current one."""
+        if version == "current":
+            pointer, _ = self.current()
+            if pointer is None:
+                raise NotFound(f"no version of {self.uri} has been promoted yet")
+            version = pointer["version"]
+        return self.metadata(version)
+
+    def promote(self, version: str) -> dict[str, Any]:
+        """Point current.json at a complete, verified version; history remembers the old one."""
+        metadata = self.metadata(version)
+        verify_digest(
+            self.read_file(version, MODEL_FILE), metadata["sha256"], f"{self.uri} {version}"
+        )
+        pointer, token = self.current()
+        history = [pointer["version"], *pointer.get("history", [])] if pointer else []
+        return self._point(version, metadata["sha256"], history, token)
+
+    def rollback(self) -> dict[str, Any]:
+        """Point current.json back at the version promoted before the current one."""
+        pointer, token = self.current()
+        if not pointer or not pointer.get("history"):
+            raise NotFound(f"{self.uri} has no earlier version to roll back to")
+        version, *history = pointer["history"]
+        metadata = self.metadata(version)
+        return self._point(version, metadata["sha256"], history, token)
+
+    def versions(self) -> list[VersionInfo]:
+        """List every version, oldest first; incomplete ones have no metadata."""
+        ids = sorted({key.split("/")[1] for key in self.backend.keys("versions/")})
+        infos = []
+        for version in ids:
+            try:
+                infos.append(VersionInfo(version, self.metadata(version)))
+            except NotFound:
+                infos.append(VersionInfo(version, None))
+        return sorted(infos, key=lambda v: ((v.metadata or {}).get("published_at", ""), v.version))
+
+    def _point(
+        self, version: str, sha256: str, history: list[str], token: str | None
+    ) -> dict[str, Any]:
+        history = history[:HISTORY_LIMIT]
+        pointer = {
+            "version": version,
+            "sha256": sha256,
+            "promoted_at": utc_now(),
+            "previous": history[0] if history else None,
+            "history": history,
+        }
+        try:
+            self.backend.write(CURRENT_FILE, encode_metadata(pointer), if_token=token)
+        except Conflict as e:
+            raise Conflict(
+                f"{self.uri}/{CURRENT_FILE} was changed by someone else while promoting "
+                f"{version}; nothing was overwritten - check `list` and retry"
+            ) from e
+        return pointer
+
+
+def read_artifact_dir(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Read a training output folder; check its model against its metadata before upload."""
+    where = path / METADATA_FILE
+    try:
+        metadata = parse_metadata(where.read_bytes(), str(where))
+        files = {name: (path / name).read_bytes() for name in metadata["files"]}
+    except FileNotFoundError as e:
+        raise NotFound(f"{path} is not a training output folder: {e.filename} is missing") from e
+    except OSError as e:
+        raise NotFound(f"cannot read artifact folder {path}: {e}") from e
+    for name, data in files.items():
+        verify_digest(data, metadata["files"][name]["sha256"], str(path / name))
+    return metadata, files
+
+
+def check_version_id(version: str) -> None:
+    """Refuse version ids that could escape the layout or shadow current.json."""
+    if not isinstance(version, str) or not VERSION_PATTERN.match(version) or version == "current":
+        raise ConfigError(
+            f"version id {version!r} is invalid: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, and not 'current'"
+        )
+
+
+def default_version(sha256: str) -> str:
+    """Return a sortable, unique-enough version id: UTC time plus the digest's head."""
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}Z-{sha256[:8]}"
+
+
+def utc_now() -> str:
+    """Return the current UTC time as RFC 3339."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

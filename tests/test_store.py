@@ -1,0 +1,204 @@
+"""The model store on both sides: a folder, and the real GCS client on gcp-storage-emulator."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from function.artifact import METADATA_FILE, MODEL_FILE
+from function.errors import ConfigError, Conflict, IntegrityError, NotFound, StoreUnavailable
+from function.store import ModelStore, open_backend
+
+
+@pytest.fixture(params=["file", "gcs"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ModelStore:
+    if request.param == "file":
+        return ModelStore((tmp_path / "store" / "iris").as_uri(), timeout=5)
+    return ModelStore(request.getfixturevalue("gcs_uri"), timeout=5)
+
+
+def test_publish_then_promote_makes_it_current(store: ModelStore, iris_artifact: Path) -> None:
+    version = store.publish(iris_artifact, "v1")
+    pointer = store.promote(version)
+
+    assert pointer["version"] == "v1"
+    assert pointer["previous"] is None
+    assert store.resolve()["version"] == "v1"
+    published = json.loads((iris_artifact / METADATA_FILE).read_text())
+    assert store.read_file("v1", MODEL_FILE) == (iris_artifact / MODEL_FILE).read_bytes()
+    assert store.metadata("v1")["sha256"] == published["sha256"]
+
+
+def test_published_metadata_records_version_and_time(
+    store: ModelStore, iris_artifact: Path
+) -> None:
+    store.publish(iris_artifact, "v1")
+
+    metadata = store.metadata("v1")
+
+    assert metadata["version"] == "v1"
+    assert metadata["published_at"].endswith("Z")
+
+
+def test_default_version_id_is_time_and_digest(store: ModelStore, iris_artifact: Path) -> None:
+    version = store.publish(iris_artifact)
+
+    digest = json.loads((iris_artifact / METADATA_FILE).read_text())["sha256"]
+    assert version.endswith(digest[:8])
+    assert version[:8].isdigit()
+
+
+def test_a_version_is_never_overwritten(
+    store: ModelStore, iris_artifact: Path, forest_artifact: Path
+) -> None:
+    store.publish(iris_artifact, "v1")
+
+    with pytest.raises(Conflict, match="v1 already exists"):
+        store.publish(forest_artifact, "v1")
+    assert store.metadata("v1")["estimator"] == "LogisticRegression"
+
+
+def test_rollback_walks_back_through_history(
+    store: ModelStore, iris_artifact: Path, forest_artifact: Path
+) -> None:
+    for version, artifact in (
+        ("v1", iris_artifact),
+        ("v2", forest_artifact),
+        ("v3", iris_artifact),
+    ):
+        store.publish(artifact, version)
+        store.promote(version)
+
+    assert store.rollback()["version"] == "v2"
+    assert store.rollback()["version"] == "v1"
+    with pytest.raises(NotFound, match="no earlier version"):
+        store.rollback()
+    assert store.resolve()["version"] == "v1"
+
+
+def test_list_marks_complete_and_incomplete_versions(
+    store: ModelStore, iris_artifact: Path
+) -> None:
+    store.publish(iris_artifact, "v1")
+    # An interrupted publish: the model reached the store, metadata.json (written last) did not.
+    store.backend.write("versions/v2/model.joblib", b"partial", if_token=None)
+
+    listed = {v.version: v.complete for v in store.versions()}
+
+    assert listed == {"v1": True, "v2": False}
+
+
+def test_an_incomplete_version_cannot_be_promoted(store: ModelStore, iris_artifact: Path) -> None:
+    store.backend.write("versions/v2/model.joblib", b"partial", if_token=None)
+
+    with pytest.raises(NotFound, match="v2 is incomplete"):
+        store.promote("v2")
+    assert store.current() == (None, None)
+
+
+def test_interrupted_publish_leaves_current_untouched(
+    store: ModelStore, iris_artifact: Path, forest_artifact: Path
+) -> None:
+    store.publish(iris_artifact, "v1")
+    store.promote("v1")
+    real_write = store.backend.write
+
+    def crash_on_metadata(key: str, data: bytes, if_token: str | None) -> None:
+        if key.endswith(METADATA_FILE):  # fault injection: the process dies before the last write
+            raise KeyboardInterrupt
+        real_write(key, data, if_token)
+
+    store.backend.write = crash_on_metadata  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        store.publish(forest_artifact, "v2")
+    store.backend.write = real_write  # type: ignore[method-assign]
+
+    assert store.resolve()["version"] == "v1"
+    assert {v.version: v.complete for v in store.versions()} == {"v1": True, "v2": False}
+    with pytest.raises(Conflict, match="v2 already exists"):
+        store.publish(forest_artifact, "v2")
+
+
+def test_promote_refuses_a_model_that_does_not_match_its_digest(
+    store: ModelStore, iris_artifact: Path
+) -> None:
+    store.publish(iris_artifact, "v1")
+    # A version written by hand (or tampered with) whose model is not the one its metadata names.
+    metadata = {**store.metadata("v1"), "version": "v9"}
+    store.backend.write("versions/v9/model.joblib", b"evil", if_token=None)
+    store.backend.write("versions/v9/metadata.json", json.dumps(metadata).encode(), if_token=None)
+
+    with pytest.raises(IntegrityError, match="sha256"):
+        store.promote("v9")
+    assert store.current() == (None, None)
+
+
+def test_publish_refuses_an_artifact_whose_model_was_altered(
+    store: ModelStore, iris_artifact: Path, tmp_path: Path
+) -> None:
+    altered = tmp_path / "altered"
+    shutil.copytree(iris_artifact, altered)
+    (altered / MODEL_FILE).write_bytes(b"not the model that was evaluated")
+
+    with pytest.raises(IntegrityError, match="sha256"):
+        store.publish(altered, "v1")
+    assert store.versions() == []
+
+
+def test_publish_names_a_folder_that_is_not_an_artifact(store: ModelStore, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match="metadata.json is missing"):
+        store.publish(tmp_path, "v1")
+
+
+def test_resolve_without_promotion_says_so(store: ModelStore) -> None:
+    with pytest.raises(NotFound, match="no version .* promoted"):
+        store.resolve()
+
+
+@pytest.mark.parametrize("version", ["current", "../escape", "a/b", "", "x" * 65, "-lead"])
+def test_version_ids_that_could_escape_are_refused(
+    store: ModelStore, iris_artifact: Path, version: str
+) -> None:
+    with pytest.raises(ConfigError, match="version id"):
+        store.publish(iris_artifact, version)
+
+
+def test_corrupt_current_json_is_reported(store: ModelStore, iris_artifact: Path) -> None:
+    store.backend.write("current.json", b"{not json", if_token=None)
+
+    with pytest.raises(StoreUnavailable, match="current.json is corrupt"):
+        store.resolve()
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("s3://bucket/x", "must start with gs:// or file://"),
+        ("gs:///x", "has no bucket"),
+        ("file://host/x", "file:///ABSOLUTE/PATH"),
+    ],
+)
+def test_bad_store_uris_are_named(uri: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        open_backend(uri)
+
+
+def test_unreachable_gcs_is_a_store_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{free_port()}")
+    store = ModelStore("gs://nowhere/models/iris", timeout=1)
+
+    with pytest.raises(StoreUnavailable, match="cannot reach gs://nowhere/models/iris"):
+        store.resolve()
+
+
+def test_missing_bucket_is_named(gcs_emulator, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
+    store = ModelStore("gs://no-such-bucket/models/iris", timeout=2)
+
+    with pytest.raises(NotFound, match="no-such-bucket"):
+        store.metadata("v1")

@@ -1,0 +1,1 @@
+"""Train, evaluate and publish scikit-learn models into modelrun's versioned store."""

@@ -1,0 +1,200 @@
+"""python -m training: train, publish, promote, rollback and list model versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from function.errors import InvalidInput, ModelrunError
+from function.store import ModelStore, check_version_id
+from training.estimators import ESTIMATORS, parse_param
+
+EXIT_ERROR = 1
+EXIT_GATE = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one verb; print a one-line error and return non-zero on failure."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ModelrunError as e:
+        from training.train import GateFailed
+
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_GATE if isinstance(e, GateFailed) else EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _train(args: argparse.Namespace) -> None:
+    from training.data import load_csv, load_iris
+    from training.train import Options, parse_gate, train, write_artifact
+
+    params = _read_params(args.params) if args.params else {}
+    params.update(parse_param(p) for p in args.param)
+    gates = [parse_gate(g) for g in args.gate]
+    if args.min_accuracy is not None:
+        gates.append(parse_gate(f"accuracy>={args.min_accuracy}"))
+    if args.data and not args.target:
+        raise InvalidInput("--data needs --target COLUMN (the column to predict)")
+    if args.target and not args.data:
+        raise InvalidInput("--target needs --data PATH.csv")
+    data = load_csv(Path(args.data), args.target, args.impute) if args.data else load_iris()
+    name = args.name or (Path(args.data).stem if args.data else "iris")
+    check_version_id(name)
+    options = Options(
+        name=name,
+        estimator=args.estimator,
+        params=params,
+        seed=args.seed,
+        test_size=args.test_size,
+        cv=args.cv,
+        impute=args.impute,
+        gates=gates,
+    )
+    pipeline, metadata = train(data, options)
+    metadata = write_artifact(Path(args.out), pipeline, metadata)
+    holdout = ", ".join(f"{k}={v:.4f}" for k, v in metadata["metrics"]["holdout"].items())
+    print(f"trained {name} ({args.estimator}) on {data.rows} rows: {holdout}")
+    print(f"wrote {args.out}/model.joblib (sha256 {metadata['sha256'][:12]}…) and metadata.json")
+
+
+def _publish(args: argparse.Namespace) -> None:
+    from function.store import read_artifact_dir
+
+    metadata, _ = read_artifact_dir(Path(args.dir))
+    store = _store(args, metadata["name"])
+    version = store.publish(Path(args.dir), args.version)
+    print(f"published {store.uri}/versions/{version}")
+    if args.promote:
+        store.promote(version)
+        print(f"promoted {version}: it is now current")
+
+
+def _promote(args: argparse.Namespace) -> None:
+    pointer = _store(args, args.name).promote(args.version)
+    print(f"promoted {pointer['version']} (previous: {pointer['previous']})")
+
+
+def _rollback(args: argparse.Namespace) -> None:
+    pointer = _store(args, args.name).rollback()
+    print(f"rolled back: {pointer['version']} is current again")
+
+
+def _list(args: argparse.Namespace) -> None:
+    store = _store(args, args.name)
+    pointer, _ = store.current()
+    current = pointer["version"] if pointer else None
+    versions = store.versions()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "version": v.version,
+                        "current": v.version == current,
+                        "complete": v.complete,
+                        "metadata": v.metadata,
+                    }
+                    for v in versions
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not versions:
+        print(f"no versions in {store.uri}")
+    for v in versions:
+        mark = "*" if v.version == current else " "
+        if v.metadata is None:
+            print(f"{mark} {v.version}  INCOMPLETE (interrupted publish; never promotable)")
+            continue
+        holdout = v.metadata["metrics"]["holdout"]
+        scores = "  ".join(f"{k}={val:.4f}" for k, val in holdout.items())
+        print(f"{mark} {v.version}  {v.metadata['estimator']:<28} {scores}")
+
+
+def _store(args: argparse.Namespace, name: str) -> ModelStore:
+    check_version_id(name)
+    return ModelStore(f"{args.store.rstrip('/')}/{name}", timeout=args.timeout)
+
+
+def _read_params(path: str) -> dict[str, Any]:
+    try:
+        params = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise InvalidInput(f"cannot read params file {path}: {e.strerror}") from e
+    except ValueError as e:
+        raise InvalidInput(f"params file {path} is not valid JSON: {e}") from e
+    if not isinstance(params, dict):
+        raise InvalidInput(f"params file {path} must hold a JSON object of name: value")
+    return params
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    verbs = parser.add_subparsers(required=True, metavar="VERB")
+
+    train = verbs.add_parser("train", help="train, evaluate and gate a model; write an artifact")
+    train.add_argument("--data", help="CSV file (default: Iris, bundled with scikit-learn)")
+    train.add_argument("--target", help="the CSV column to predict")
+    train.add_argument("--name", help="model name (default: iris, or the CSV file's stem)")
+    train.add_argument(
+        "--estimator", default="logistic_regression", help=f"one of: {', '.join(ESTIMATORS)}"
+    )
+    train.add_argument("--params", help="JSON file of estimator parameters")
+    train.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="one parameter (repeat)"
+    )
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--test-size", type=float, default=0.2, help="hold-out fraction")
+    train.add_argument("--cv", type=int, default=5, help="cross-validation folds")
+    train.add_argument(
+        "--impute", choices=["mean", "median"], help="fill missing feature values (default: refuse)"
+    )
+    train.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="METRIC>=VALUE",
+        help="quality gate on a hold-out metric (or cv_METRIC); repeat for several",
+    )
+    train.add_argument("--min-accuracy", type=float, help="shorthand for --gate accuracy>=VALUE")
+    train.add_argument("--out", default="artifacts/iris", help="output folder")
+    train.set_defaults(run=_train)
+
+    def store_args(p: argparse.ArgumentParser, name_required: bool = True) -> None:
+        p.add_argument("--store", required=True, help="gs://BUCKET/PREFIX or file:///ABS/PATH")
+        p.add_argument("--name", required=name_required, help="model name")
+        p.add_argument("--timeout", type=float, default=30.0, help="store timeout in seconds")
+
+    publish = verbs.add_parser("publish", help="upload an artifact folder as a new version")
+    store_args(publish, name_required=False)
+    publish.add_argument("dir", help="a folder written by `train`")
+    publish.add_argument("--version", help="version id (default: UTC time + digest)")
+    publish.add_argument("--promote", action="store_true", help="make it current")
+    publish.set_defaults(run=_publish)
+
+    promote = verbs.add_parser("promote", help="make a version current")
+    store_args(promote)
+    promote.add_argument("version")
+    promote.set_defaults(run=_promote)
+
+    rollback = verbs.add_parser("rollback", help="go back to the previously current version")
+    store_args(rollback)
+    rollback.set_defaults(run=_rollback)
+
+    listing = verbs.add_parser("list", help="list versions, marking the current one with *")
+    store_args(listing)
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(run=_list)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""Fit a pipeline, judge it on held-out data and by cross-validation, and write the artifact."""
+
+from __future__ import annotations
+
+import io
+import math
+import operator
+import os
+import platform
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from function.artifact import METADATA_FILE, MODEL_FILE, encode_metadata, sha256_hex
+from function.errors import InvalidInput, ModelrunError
+from function.store import utc_now
+from training.data import Dataset
+from training.estimators import build_pipeline, spec
+
+# metric name -> (scorer for cross_validate, sign to turn the scorer back into the metric)
+SCORERS = {
+    "classification": {
+        "accuracy": ("accuracy", 1),
+        "balanced_accuracy": ("balanced_accuracy", 1),
+        "f1_macro": ("f1_macro", 1),
+    },
+    "regression": {
+        "r2": ("r2", 1),
+        "rmse": ("neg_root_mean_squared_error", -1),
+        "mae": ("neg_mean_absolute_error", -1),
+    },
+}
+GATE_PATTERN = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|>|<)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
+OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
+
+
+class GateFailed(ModelrunError):
+    """The model is not good enough to publish."""
+
+    status, title = 422, "Quality Gate Failed"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A threshold on one metric, e.g. accuracy>=0.9 (hold-out) or cv_accuracy>=0.9."""
+
+    metric: str
+    op: str
+    threshold: float
+
+    def __str__(self) -> str:
+        return f"{self.metric}{self.op}{self.threshold:g}"
+
+
+def parse_gate(text: str) -> Gate:
+    """Parse METRIC>=VALUE (or <=, >, <)."""
+    match = GATE_PATTERN.match(text)
+    if not match:
+        raise InvalidInput(f"gate {text!r} must look like METRIC>=VALUE, e.g. accuracy>=0.9")
+    return Gate(match[1], match[2], float(match[3]))
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to train; defaults give the built-in Iris model."""
+
+    name: str = "iris"
+    estimator: str = "logistic_regression"
+    params: dict[str, Any] | None = None
+    seed: int = 42
+    test_size: float = 0.2
+    cv: int = 5
+    impute: str | None = None
+    gates: Sequence[Gate] = ()
+
+
+def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any]]:
+    """Fit on the training split and return the pipeline and its metadata; raise if gated out."""
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_validate, train_test_split
+
+    task = spec(options.estimator).task
+    _check_shape(data, task, options)
+    pipeline, params = build_pipeline(
+        options.estimator, options.params or {}, options.seed, options.impute
+    )
+    stratify = data.y if task == "classification" else None
+    X_train, X_test, y_train, y_test = train_test_split(
+        data.X, data.y, test_size=options.test_size, random_state=options.seed, stratify=stratify
+    )
+    folds = (StratifiedKFold if task == "classification" else KFold)(
+        n_splits=options.cv, shuffle=True, random_state=options.seed
+    )
+    scorers = SCORERS[task]
+    try:
+        cv = cross_validate(
+            pipeline,
+            X_train,
+            y_train,
+            cv=folds,
+            scoring={m: s for m, (s, _) in scorers.items()},
+            error_score="raise",
+        )
+        pipeline.fit(X_train, y_train)
+    except ValueError as e:  # sklearn's InvalidParameterError is a ValueError
+        raise InvalidInput(
+            f"{options.estimator} cannot be trained with these parameters: {e}"
+        ) from e
+    holdout = _holdout_metrics(task, y_test, pipeline.predict(X_test))
+    cv_metrics = {
+        m: {
+            "mean": float(np.mean(sign * cv[f"test_{m}"])),
+            "std": float(np.std(sign * cv[f"test_{m}"])),
+            "folds": options.cv,
+        }
+        for m, (_, sign) in scorers.items()
+    }
+    metadata = {
+        "name": options.name,
+        "version": None,
+        "created_at": utc_now(),
+        "task": task,
+        "estimator": type(pipeline[-1]).__name__,
+        "estimator_name": options.estimator,
+        "pipeline": [step for step, _ in pipeline.steps],
+        "params": _jsonable(params),
+        "feature_names": data.feature_names,
+        "class_names": [str(c) for c in pipeline.classes_] if task == "classification" else [],
+        "metrics": {"holdout": holdout, "cv": cv_metrics},
+        "dataset": {
+            "source": data.source,
+            "target": data.target,
+            "rows": data.rows,
+            "train_rows": len(y_train),
+            "test_rows": len(y_test),
+            "sha256": data.sha256,
+        },
+        "training": {"seed": options.seed, "test_size": options.test_size, "cv": options.cv},
+        "gates": [str(g) for g in options.gates],
+        "versions": _library_versions(),
+        "git_commit": git_commit(),
+    }
+    _apply_gates(options.gates, holdout, cv_metrics)
+    return pipeline, metadata
+
+
+def write_artifact(out: Path, pipeline: Any, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Write model.joblib, then metadata.json (with the model's digest), into out."""
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(pipeline, buffer)
+    model = buffer.getvalue()
+    digest = sha256_hex(model)
+    metadata = {
+        **metadata,
+        "sha256": digest,
+        "files": {MODEL_FILE: {"sha256": digest, "size": len(model)}},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in ((MODEL_FILE, model), (METADATA_FILE, encode_metadata(metadata))):
+        staged = out / f".{name}.partial"
+        staged.write_bytes(data)
+        staged.replace(out / name)
+    return metadata
+
+
+def git_commit() -> str | None:
+    """Return the commit the code was trained from (GITHUB_SHA in CI), or None."""
+    if os.environ.get("GITHUB_SHA"):
+        return os.environ["GITHUB_SHA"]
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def _check_shape(data: Dataset, task: str, options: Options) -> None:
+    if not 0 < options.test_size < 1:
+        raise InvalidInput(f"test size must be between 0 and 1, got {options.test_size}")
+    if options.cv < 2:
+        raise InvalidInput(f"cross-validation needs at least 2 folds, got {options.cv}")
+    # Every class needs a row in the hold-out set and `cv` rows in the training split.
+    needed = max(2, math.ceil(options.cv / (1 - options.test_size)) + 1)
+    if task == "regression":
+        if not np.issubdtype(data.y.dtype, np.number):
+            raise InvalidInput(f"target {data.target!r} is not numeric; a regressor needs numbers")
+        if data.rows < needed:
+            raise InvalidInput(f"{data.rows} rows are too few: need at least {needed}")
+        return
+    if np.issubdtype(data.y.dtype, np.floating) and not np.all(np.mod(data.y, 1) == 0):
+        raise InvalidInput(
+            f"target {data.target!r} holds continuous numbers; use a regression estimator "
+            "(ridge, random_forest_regressor, gradient_boosting_regressor)"
+        )
+    labels, counts = np.unique(data.y, return_counts=True)
+    if len(labels) < 2:
+        raise InvalidInput(f"target {data.target!r} has a single class; a classifier needs two")
+    small = [
+        f"{label!s} ({count})"
+        for label, count in zip(labels, counts, strict=True)
+        if count < needed
+    ]
+    if small:
+        raise InvalidInput(
+            f"too few rows per class for a stratified split and {options.cv}-fold "
+            f"cross-validation (need {needed}): {', '.join(small)}; add data or lower --cv"
+        )
+
+
+def _holdout_metrics(task: str, y_true: Any, y_pred: Any) -> dict[str, float]:
+    from sklearn import metrics
+
+    if task == "classification":
+        return {
+            "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(metrics.balanced_accuracy_score(y_true, y_pred)),
+            "f1_macro": float(metrics.f1_score(y_true, y_pred, average="macro")),
+        }
+    return {
+        "r2": float(metrics.r2_score(y_true, y_pred)),
+        "rmse": float(metrics.root_mean_squared_error(y_true, y_pred)),
+        "mae": float(metrics.mean_absolute_error(y_true, y_pred)),
+    }
+
+
+def _apply_gates(
+    gates: Sequence[Gate], holdout: dict[str, float], cv: dict[str, dict[str, float]]
+) -> None:
+    available = {**holdout, **{f"cv_{m}": v["mean"] for m, v in cv.items()}}
+    for gate in gates:
+        if gate.metric not in available:
+            raise InvalidInput(
+                f"gate {gate} names an unknown metric; available: {', '.join(available)}"
+            )
+        value = available[gate.metric]
+        if not OPERATORS[gate.op](value, gate.threshold):
+            raise GateFailed(f"quality gate {gate} failed: {gate.metric} is {value:.4f}")
+
+
+def _library_versions() -> dict[str, str]:
+    import joblib
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "sklearn": sklearn.__version__,
+        "numpy": np.__version__,
+        "joblib": joblib.__version__,
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return repr(value)
