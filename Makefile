@@ -1,0 +1,42 @@
+# modelrun: `make serve` serves Iris predictions locally; `make test` runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+PORT ?= 8080
+STORE ?= file://$(CURDIR)/.modelrun/store
+
+.PHONY: install serve test lint format train clean
+
+install: $(INSTALLED)
+
+# Reinstall whenever a requirements file changes; creating the venv may need python3-venv (apt).
+$(INSTALLED): requirements.txt function/requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+		echo "python3 -m venv failed: installing python3-venv with apt"; \
+		apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+serve: install  ## train + publish Iris if needed, then serve it on http://localhost:$(PORT)
+	PORT=$(PORT) STORE=$(STORE) $(PY) -m local.serve
+
+test: install  ## the whole suite
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+train: install  ## train the default model into artifacts/iris
+	$(PY) -m training train --out artifacts/iris
+
+clean:
+	rm -rf $(VENV) artifacts .modelrun .pytest_cache .mypy_cache .ruff_cache

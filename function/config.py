@@ -1,0 +1,139 @@
+"""Service configuration: read once from the environment, checked all at once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from function.errors import ConfigError, ModelrunError
+from function.store import check_version_id, open_backend
+
+MIN_KEY_LENGTH = 16
+ENVIRONMENTS = ("production", "development")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SECRET_PATTERN = re.compile(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$")
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting the service reads; see the README's configuration table."""
+
+    model_uri: str
+    model_version: str = "current"
+    model_sha256: str | None = None
+    api_keys: frozenset[str] = frozenset()
+    api_keys_secret: str | None = None
+    api_keys_refresh_seconds: float = 300.0
+    secret_manager_emulator_host: str | None = None
+    environment: str = "production"
+    max_request_bytes: int = 1_048_576
+    max_instances_per_request: int = 1000
+    store_timeout_seconds: float = 10.0
+    log_level: str = "INFO"
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys or self.api_keys_secret)
+
+
+def load_config(environ: Mapping[str, str]) -> Config:
+    """Build the Config from an environment; raise ConfigError naming the variable and value."""
+
+    def get(name: str) -> str | None:
+        value = environ.get(name, "").strip()
+        return value or None
+
+    def parsed(name: str, parse: Callable[[str], T], default: T, secret: bool = False) -> T:
+        raw = get(name)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except (ValueError, ModelrunError) as e:
+            shown = "(value not shown)" if secret else repr(raw)
+            raise ConfigError(f"{name}={shown} is invalid: {e}") from e
+
+    model_uri = get("MODEL_URI")
+    if model_uri is None:
+        raise ConfigError("MODEL_URI is required, e.g. gs://BUCKET/models/iris or file:///abs/iris")
+    parsed("MODEL_URI", open_backend, None)
+    api_keys: frozenset[str] = parsed("API_KEYS", parse_keys, frozenset(), secret=True)
+    config = Config(
+        model_uri=model_uri,
+        model_version=parsed("MODEL_VERSION", _version, "current"),
+        model_sha256=parsed("MODEL_SHA256", _sha256, None),
+        api_keys=api_keys,
+        api_keys_secret=parsed("API_KEYS_SECRET", _secret_name, None),
+        api_keys_refresh_seconds=parsed("API_KEYS_REFRESH_SECONDS", _seconds, 300.0),
+        secret_manager_emulator_host=get("SECRET_MANAGER_EMULATOR_HOST"),
+        environment=parsed("ENVIRONMENT", _choice(ENVIRONMENTS, str.lower), "production"),
+        max_request_bytes=parsed("MAX_REQUEST_BYTES", _positive_int, 1_048_576),
+        max_instances_per_request=parsed("MAX_INSTANCES_PER_REQUEST", _positive_int, 1000),
+        store_timeout_seconds=parsed("STORE_TIMEOUT_SECONDS", _seconds, 10.0),
+        log_level=parsed("LOG_LEVEL", _choice(LOG_LEVELS, str.upper), "INFO"),
+    )
+    if config.api_keys and config.api_keys_secret:
+        raise ConfigError("set API_KEYS or API_KEYS_SECRET, not both")
+    if not config.auth_enabled and config.environment != "development":
+        raise ConfigError(
+            "no API key is configured: set API_KEYS or API_KEYS_SECRET "
+            "(ENVIRONMENT=development runs without keys, for a laptop only)"
+        )
+    return config
+
+
+def parse_keys(raw: str) -> frozenset[str]:
+    """Split a comma- or newline-separated key list; refuse short keys without echoing them."""
+    keys = frozenset(k.strip() for k in re.split(r"[,\n]", raw) if k.strip())
+    if not keys:
+        raise ValueError("holds no key")
+    short = sum(1 for k in keys if len(k) < MIN_KEY_LENGTH)
+    if short:
+        raise ValueError(f"{short} key(s) are shorter than {MIN_KEY_LENGTH} characters")
+    return keys
+
+
+def _version(raw: str) -> str:
+    if raw != "current":
+        check_version_id(raw)
+    return raw
+
+
+def _sha256(raw: str) -> str:
+    if not SHA256_PATTERN.match(raw.lower()):
+        raise ValueError("expected 64 hexadecimal characters")
+    return raw.lower()
+
+
+def _secret_name(raw: str) -> str:
+    if not SECRET_PATTERN.match(raw):
+        raise ValueError("expected projects/PROJECT/secrets/SECRET/versions/VERSION")
+    return raw
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError("expected a positive number of seconds")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("expected a positive whole number")
+    return value
+
+
+def _choice(choices: tuple[str, ...], normalise: Callable[[str], str]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = normalise(raw)
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse

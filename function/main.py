@@ -1,0 +1,34 @@
+"""The functions-framework entry point.
+
+    functions-framework --source function/main.py --target handle
+
+Configuration is read once, here, at start; a bad value stops the process with a message naming it.
+The model and keys load in a background thread of the serving process (see Service.start).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# functions-framework loads this file by path: make its package importable however it was launched.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import functions_framework
+from flask import Response, request
+
+from function.app import build, problem_response
+from function.errors import ConfigError, NotFound
+
+try:
+    handle = build(os.environ)
+except ConfigError as e:
+    print(f"modelrun: configuration error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+@functions_framework.errorhandler(404)
+def _framework_not_found(error: Exception) -> Response:
+    """Answer the paths functions-framework keeps for itself (/robots.txt) as problem+json too."""
+    return problem_response(NotFound(f"no route {request.path}"), request.path)

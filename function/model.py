@@ -1,0 +1,95 @@
+"""Fetch a model version from the store, verify it, unpickle it, warm it up."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from function.artifact import MODEL_FILE, verify_digest
+from function.errors import IntegrityError
+from function.store import ModelStore
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified, warmed-up estimator and what the service needs to know about it."""
+
+    estimator: Any
+    metadata: dict[str, Any]
+    load_seconds: float
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["version"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.metadata["feature_names"])
+
+    @property
+    def has_probabilities(self) -> bool:
+        return self.metadata["task"] == "classification" and hasattr(
+            self.estimator, "predict_proba"
+        )
+
+
+def load_model(store: ModelStore, version: str, pinned_sha256: str | None) -> LoadedModel:
+    """Resolve version ('current' or an id), then fetch and check it before unpickling."""
+    started = time.perf_counter()
+    metadata = store.resolve(version)
+    where = f"{store.uri} version {metadata['version']}"
+    if pinned_sha256 and metadata["sha256"] != pinned_sha256:
+        raise IntegrityError(
+            f"{where} has sha256 {metadata['sha256']}, but MODEL_SHA256 pins {pinned_sha256}"
+        )
+    data = store.read_file(metadata["version"], MODEL_FILE)
+    verify_digest(data, metadata["sha256"], f"{where} {MODEL_FILE}")
+    estimator = _unpickle(data, where)
+    del data  # the download is not kept beside the model (Cloud Run counts both against memory)
+    _check(estimator, metadata, where)
+    return LoadedModel(estimator, metadata, time.perf_counter() - started)
+
+
+def _unpickle(data: bytes, where: str) -> Any:
+    import joblib
+
+    try:
+        return joblib.load(io.BytesIO(data))
+    except Exception as e:  # a verified file that still fails to load: incompatible libraries
+        raise IntegrityError(f"{where} cannot be loaded: {type(e).__name__}: {e}") from e
+
+
+def _check(estimator: Any, metadata: dict[str, Any], where: str) -> None:
+    if not callable(getattr(estimator, "predict", None)):
+        raise IntegrityError(f"{where} holds a {type(estimator).__name__}, not an estimator")
+    n_features = len(metadata["feature_names"])
+    fitted = getattr(estimator, "n_features_in_", n_features)
+    if fitted != n_features:
+        raise IntegrityError(
+            f"{where} was fitted on {fitted} features but its metadata names {n_features}"
+        )
+    if metadata["task"] == "classification":
+        classes = [str(c) for c in getattr(estimator, "classes_", [])]
+        if classes != metadata["class_names"]:
+            raise IntegrityError(
+                f"{where} predicts the classes {classes}, its metadata names "
+                f"{metadata['class_names']}"
+            )
+    # Warm-up: the first real request should not pay for lazy initialisation.
+    probe = np.zeros((1, n_features))
+    try:
+        predictions = estimator.predict(probe)
+        if metadata["task"] == "classification" and hasattr(estimator, "predict_proba"):
+            estimator.predict_proba(probe)
+    except Exception as e:
+        raise IntegrityError(f"{where} fails a warm-up prediction: {type(e).__name__}: {e}") from e
+    if np.shape(predictions) != (1,):
+        raise IntegrityError(f"{where} returns predictions of shape {np.shape(predictions)}")

@@ -1,0 +1,150 @@
+"""The prediction core: turn a request body into a checked matrix, and a matrix into answers."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from function.errors import InvalidInput, PayloadTooLarge
+from function.model import LoadedModel
+
+PARAMETERS = {"probabilities": bool}
+
+
+@dataclass(frozen=True)
+class Instances:
+    """Rows in feature order, and what the caller asked for."""
+
+    X: np.ndarray
+    probabilities: bool = True
+
+
+def parse_instances(body: Any, feature_names: list[str], max_instances: int) -> Instances:
+    """Accept {"instances": [...]}, {"features": [...]} or one object of named features."""
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the body must be a JSON object, got {_kind(body)}")
+    if "instances" in body:
+        rows, prefix = body["instances"], "instances"
+        _no_extra_keys(body, {"instances", "parameters"})
+        if not isinstance(rows, list):
+            raise InvalidInput(f"expected a list of rows, got {_kind(rows)}", field=prefix)
+        if not rows:
+            raise InvalidInput("must hold at least one row", field=prefix)
+        if len(rows) > max_instances:
+            raise PayloadTooLarge(
+                f"{len(rows)} rows exceed the limit of {max_instances} per request",
+                field=prefix,
+            )
+        fields = [f"{prefix}[{i}]" for i in range(len(rows))]
+    elif "features" in body:
+        rows, fields = [body["features"]], ["features"]
+        _no_extra_keys(body, {"features", "parameters"})
+    else:
+        rows, fields = [body], [""]
+    parameters = body.get("parameters", {}) if rows[0] is not body else {}
+    X = np.empty((len(rows), len(feature_names)), dtype=np.float64)
+    for i, (row, field) in enumerate(zip(rows, fields, strict=True)):
+        X[i] = _row(row, field, feature_names)
+    return Instances(X, **_parameters(parameters))
+
+
+def predict(model: LoadedModel, instances: Instances) -> dict[str, Any]:
+    """Return predictions (class names or numbers), probabilities when asked, and the model."""
+    estimator = model.estimator
+    answer: dict[str, Any] = {"predictions": estimator.predict(instances.X).tolist()}
+    if instances.probabilities and model.has_probabilities:
+        classes = [str(c) for c in estimator.classes_]
+        answer["probabilities"] = [
+            dict(zip(classes, row, strict=True))
+            for row in estimator.predict_proba(instances.X).tolist()
+        ]
+    answer["model"] = {"name": model.name, "version": model.version}
+    return answer
+
+
+def _row(row: Any, field: str, names: list[str]) -> list[float]:
+    if isinstance(row, list):
+        if len(row) != len(names):
+            raise InvalidInput(
+                f"expected {len(names)} values ({', '.join(names)}), got {len(row)}",
+                field=field or None,
+            )
+        return [_number(v, f"{field}[{j}]", names[j]) for j, v in enumerate(row)]
+    if isinstance(row, dict):
+        unknown = [k for k in row if k not in names]
+        if unknown:
+            raise InvalidInput(
+                f"unknown feature; expected {', '.join(names)}"
+                + ("" if field else " (or a body with instances or features)"),
+                field=_join(field, unknown[0]),
+            )
+        missing = [n for n in names if n not in row]
+        if missing:
+            raise InvalidInput("missing feature", field=_join(field, missing[0]))
+        return [_number(row[n], _join(field, n)) for n in names]
+    raise InvalidInput(
+        f"a row must be a list in feature order or an object by feature name, got {_kind(row)}",
+        field=field or None,
+    )
+
+
+def _number(value: Any, field: str, feature: str | None = None) -> float:
+    """Return value as a float; positional fields also name their feature in the message."""
+    named = f" for {feature}" if feature else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(f"expected a finite number{named}, got {_show(value)}", field=field)
+    try:
+        number = float(value)
+    except OverflowError as e:
+        raise InvalidInput(f"the number{named} is too large", field=field) from e
+    if not math.isfinite(number):
+        raise InvalidInput(f"expected a finite number{named}, got {_show(value)}", field=field)
+    return number
+
+
+def _parameters(parameters: Any) -> dict[str, Any]:
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"expected an object, got {_kind(parameters)}", field="parameters")
+    chosen = {}
+    for key, value in parameters.items():
+        expected = PARAMETERS.get(key)
+        if expected is None:
+            raise InvalidInput(
+                f"unknown parameter; expected {', '.join(PARAMETERS)}", field=f"parameters.{key}"
+            )
+        if not isinstance(value, expected):
+            raise InvalidInput(
+                f"expected {expected.__name__}, got {_show(value)}", field=f"parameters.{key}"
+            )
+        chosen[key] = value
+    return chosen
+
+
+def _no_extra_keys(body: dict[str, Any], allowed: set[str]) -> None:
+    extra = sorted(set(body) - allowed)
+    if extra:
+        raise InvalidInput(f"unexpected key; allowed: {', '.join(sorted(allowed))}", field=extra[0])
+
+
+def _join(field: str, name: str) -> str:
+    return f"{field}.{name}" if field else name
+
+
+def _kind(value: Any) -> str:
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return kinds.get(type(value), "a number")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (dict, list)) or value is None or isinstance(value, bool):
+        return _kind(value)
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,91 @@
+"""`make serve`: the embedded default. No cloud, no Docker.
+
+Trains and publishes the Iris model into a local store folder if nothing is current there, makes a
+development key (kept in .modelrun/dev-api-key), prints how to call the API, then runs the same
+functions-framework command the container runs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from function.errors import ModelrunError
+from function.store import ModelStore
+from training.__main__ import main as training
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE = ROOT / ".modelrun"
+NAME = "iris"
+
+
+def ensure_model(store_root: str) -> str:
+    """Return the model URI, training and publishing Iris first if nothing is current."""
+    uri = f"{store_root.rstrip('/')}/{NAME}"
+    store = ModelStore(uri)
+    pointer, _ = store.current()
+    if pointer is None:
+        print(f"no model is current in {uri}: training the default Iris model…", flush=True)
+        with tempfile.TemporaryDirectory() as out:
+            code = training(["train", "--out", out, "--min-accuracy", "0.8"])
+            if code == 0:
+                code = training(["publish", "--store", store_root, out, "--promote"])
+            if code != 0:
+                raise SystemExit(code)
+    return uri
+
+
+def dev_key() -> str:
+    """Return the development key, made once and kept private to this user."""
+    path = STATE / "dev-api-key"
+    if not path.exists():
+        STATE.mkdir(exist_ok=True)
+        path.write_text(f"dev-{secrets.token_urlsafe(24)}\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def main() -> None:
+    port = os.environ.get("PORT", "8080")
+    store_root = os.environ.get("STORE", (STATE / "store").as_uri())
+    try:
+        model_uri = ensure_model(store_root)
+    except ModelrunError as e:
+        raise SystemExit(f"error: {e}") from None
+    key = dev_key()
+    url = f"http://localhost:{port}"
+    print(
+        f"""
+modelrun is starting on {url} with the model {model_uri}
+development API key: {key}
+
+  curl -s {url}/ready
+  curl -s -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\
+       -d '{{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}}' {url}/predict
+
+Stop with Ctrl-C.
+""",
+        flush=True,
+    )
+    env = {
+        **os.environ,
+        "MODEL_URI": model_uri,
+        "API_KEYS": key,
+        "ENVIRONMENT": "development",
+        "PORT": port,
+        "HOME": os.environ.get("HOME") or str(STATE),
+    }
+    command = shutil.which("functions-framework", path=str(Path(sys.executable).parent))
+    if command is None:
+        raise SystemExit("functions-framework is not installed: run `make install`")
+    argv = [command, "--source", "function/main.py", "--target", "handle", "--port", port]
+    os.chdir(ROOT)
+    os.execve(command, argv, env)  # noqa: S606 - become the server, as the container does
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The prediction core: every accepted shape, every refusal with its exact field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+
+from function.body import parse_json
+from function.errors import BadRequest, InvalidInput, PayloadTooLarge
+from function.model import LoadedModel
+from function.predict import Instances, parse_instances, predict
+
+NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+ROW = [5.1, 3.5, 1.4, 0.2]
+NAMED = dict(zip(NAMES, ROW, strict=True))
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"instances": [ROW]}, ROW),
+        ({"instances": [NAMED]}, ROW),
+        ({"features": ROW}, ROW),
+        ({"features": NAMED}, ROW),
+        (NAMED, ROW),
+        ({"instances": [[5, 3, 1, 0]]}, [5.0, 3.0, 1.0, 0.0]),
+    ],
+)
+def test_every_shape_gives_the_same_row(body: Any, expected: list[float]) -> None:
+    instances = parse_instances(body, NAMES, 10)
+
+    assert instances.X.tolist() == [expected]
+    assert instances.probabilities is True
+
+
+def test_named_rows_are_put_in_feature_order() -> None:
+    shuffled = {"petal_width": 0.2, "sepal_length": 5.1, "petal_length": 1.4, "sepal_width": 3.5}
+
+    assert parse_instances({"instances": [shuffled]}, NAMES, 10).X.tolist() == [ROW]
+
+
+def test_probabilities_can_be_turned_off() -> None:
+    body = {"instances": [ROW], "parameters": {"probabilities": False}}
+
+    assert parse_instances(body, NAMES, 10).probabilities is False
+
+
+@pytest.mark.parametrize(
+    "body, field, detail",
+    [
+        ([ROW], None, "the body must be a JSON object, got a list"),
+        ({"instances": ROW}, "instances[0]", "a row must be a list"),
+        ({"instances": []}, "instances", "at least one row"),
+        ({"instances": {"a": 1}}, "instances", "expected a list of rows, got an object"),
+        ({"instances": [ROW, ROW[:3]]}, "instances[1]", "expected 4 values"),
+        (
+            {"instances": [[5.1, 3.5, "abc", 0.2]]},
+            "instances[0][2]",
+            'expected a finite number for petal_length, got "abc"',
+        ),
+        ({"instances": [[5.1, 3.5, None, 0.2]]}, "instances[0][2]", "got null"),
+        ({"instances": [[5.1, 3.5, True, 0.2]]}, "instances[0][2]", "got a boolean"),
+        ({"instances": [[5.1, float("nan"), 1, 0.2]]}, "instances[0][1]", "got NaN"),
+        ({"instances": [[5.1, float("inf"), 1, 0.2]]}, "instances[0][1]", "got Infinity"),
+        ({"instances": [[5.1, 10**400, 1, 0.2]]}, "instances[0][1]", "too large"),
+        (
+            {"instances": [ROW, ROW, {**NAMED, "petal_width": "x"}]},
+            "instances[2].petal_width",
+            'expected a finite number, got "x"',
+        ),
+        ({"instances": [{**NAMED, "colour": 1}]}, "instances[0].colour", "unknown feature"),
+        (
+            {"instances": [{k: v for k, v in NAMED.items() if k != "sepal_width"}]},
+            "instances[0].sepal_width",
+            "missing feature",
+        ),
+        ({"instances": [ROW], "extra": 1}, "extra", "unexpected key"),
+        (
+            {"instances": [ROW], "parameters": {"probabilities": "no"}},
+            "parameters.probabilities",
+            "expected bool",
+        ),
+        ({"instances": [ROW], "parameters": {"top_k": 2}}, "parameters.top_k", "unknown parameter"),
+        ({"instances": [ROW], "parameters": []}, "parameters", "expected an object"),
+        ({"features": ROW[:2]}, "features", "expected 4 values"),
+        ({"instance": [ROW]}, "instance", "or a body with instances or features"),
+        ({}, "sepal_length", "missing feature"),
+    ],
+)
+def test_invalid_input_names_the_field(body: Any, field: str | None, detail: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        parse_instances(body, NAMES, 10)
+
+    assert raised.value.field == field
+    assert detail in raised.value.detail
+    assert raised.value.status == 422
+
+
+def test_too_many_rows_is_413() -> None:
+    with pytest.raises(PayloadTooLarge) as raised:
+        parse_instances({"instances": [ROW] * 11}, NAMES, 10)
+
+    assert raised.value.status == 413
+    assert raised.value.field == "instances"
+
+
+@pytest.mark.parametrize(
+    "raw, detail",
+    [
+        (b"{", "malformed JSON at line 1 column 2"),
+        (b'{"a": 1, "a": 2}', 'the key "a" appears twice'),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"[" * 100_000, "nested too deeply"),
+        (b'{"x": 1' + b"0" * 5000 + b"}", "malformed JSON"),
+    ],
+)
+def test_malformed_json_is_400(raw: bytes, detail: str) -> None:
+    with pytest.raises(BadRequest) as raised:
+        parse_json(raw)
+
+    assert detail in raised.value.detail
+
+
+def test_nan_literals_reach_validation_with_their_location() -> None:
+    body = parse_json(b'{"instances": [[5.1, NaN, 1.4, 0.2]]}')
+
+    with pytest.raises(InvalidInput) as raised:
+        parse_instances(body, NAMES, 10)
+    assert raised.value.field == "instances[0][1]"
+
+
+def test_predictions_equal_the_estimators_own(iris_artifact: Path) -> None:
+    from sklearn.datasets import load_iris
+
+    estimator = joblib.load(iris_artifact / "model.joblib")
+    metadata = json.loads((iris_artifact / "metadata.json").read_text())
+    model = LoadedModel(estimator, {**metadata, "version": "v1"}, 0.0)
+    X = load_iris().data
+
+    answer = predict(model, Instances(np.asarray(X, dtype=np.float64)))
+
+    assert answer["predictions"] == estimator.predict(X).tolist()
+    expected = estimator.predict_proba(X).tolist()
+    assert [list(p.values()) for p in answer["probabilities"]] == expected
+    assert list(answer["probabilities"][0]) == ["setosa", "versicolor", "virginica"]
+    assert answer["model"] == {"name": "iris", "version": "v1"}
