@@ -1,0 +1,77 @@
+"""modelrun on Google Cloud: wire the components of one stack and export what users need."""
+
+from __future__ import annotations
+
+import pulumi
+
+import config as stack_config
+from api_keys import ApiKeys, ApiKeysArgs
+from apis import Apis
+from bucket import ModelBucket, ModelBucketArgs
+from cloud_run import PredictionService, PredictionServiceArgs
+from github import GithubDeployer, GithubDeployerArgs
+from registry import ImageRegistry, ImageRegistryArgs
+
+config = stack_config.load()
+apis = Apis("apis", config.project)
+after_apis = pulumi.ResourceOptions(depends_on=apis.services)
+
+registry = ImageRegistry(
+    "modelrun",
+    ImageRegistryArgs(config.project, config.region, config.images_to_keep, config.labels),
+    after_apis,
+)
+models = ModelBucket(
+    "models",
+    ModelBucketArgs(
+        project=config.project,
+        region=config.region,
+        noncurrent_version_days=config.noncurrent_version_days,
+        protect=config.deletion_protection,
+        kms_key=config.bucket_kms_key,
+        labels=config.labels,
+    ),
+    after_apis,
+)
+keys = ApiKeys(
+    "modelrun-api-keys",
+    ApiKeysArgs(config.project, config.deletion_protection, config.labels, config.api_key),
+    after_apis,
+)
+service = PredictionService(
+    "modelrun",
+    PredictionServiceArgs(config, models.name, keys.secret, keys.version),
+    after_apis,
+)
+github = GithubDeployer(
+    "github",
+    GithubDeployerArgs(
+        project=config.project,
+        region=config.region,
+        repository=config.github_repository,
+        branch=config.github_branch,
+        registry=registry.repository,
+        service=service.service,
+        runtime_account=service.account,
+        secret=keys.secret,
+        model_bucket=models.name,
+        state_bucket=config.state_bucket,
+        secrets_kms_key=config.secrets_kms_key,
+    ),
+    after_apis,
+)
+
+outputs = {
+    "serviceUrl": service.url,
+    "modelBucket": models.name,
+    "modelUri": pulumi.Output.concat("gs://", models.name, "/models/", config.model_name),
+    "apiKeySecret": keys.secret_id,
+    "apiKey": keys.key,
+    "imageRepository": registry.url,
+    "workloadIdentityProvider": github.provider_name,
+    "deployerServiceAccount": github.deployer.email,
+    "trainerServiceAccount": github.trainer.email,
+    "runtimeServiceAccount": service.account.email,
+}
+for key, value in outputs.items():
+    pulumi.export(key, value)

@@ -1,0 +1,34 @@
+"""The Google APIs the stack uses, enabled before anything that needs them."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_gcp as gcp
+
+SERVICES = (
+    "run.googleapis.com",
+    "artifactregistry.googleapis.com",
+    "secretmanager.googleapis.com",
+    "storage.googleapis.com",
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "sts.googleapis.com",
+)
+
+
+class Apis(pulumi.ComponentResource):
+    """Enable each API once; destroying the stack leaves them enabled (others may use them)."""
+
+    def __init__(self, name: str, project: str, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("modelrun:gcp:Apis", name, None, opts)
+        self.services = [
+            gcp.projects.Service(
+                api.split(".")[0],
+                project=project,
+                service=api,
+                disable_on_destroy=False,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for api in SERVICES
+        ]
+        self.register_outputs({"services": [s.service for s in self.services]})

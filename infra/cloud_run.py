@@ -1,0 +1,174 @@
+"""The prediction service on Cloud Run, and the identity it runs as."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+from pulumi_gcp.cloudrunv2 import (
+    ServiceScalingArgs,
+    ServiceTemplateArgs,
+    ServiceTemplateContainerArgs,
+    ServiceTemplateContainerEnvArgs,
+    ServiceTemplateContainerEnvValueSourceArgs,
+    ServiceTemplateContainerEnvValueSourceSecretKeyRefArgs,
+    ServiceTemplateContainerLivenessProbeArgs,
+    ServiceTemplateContainerLivenessProbeHttpGetArgs,
+    ServiceTemplateContainerPortsArgs,
+    ServiceTemplateContainerResourcesArgs,
+    ServiceTemplateContainerStartupProbeArgs,
+    ServiceTemplateContainerStartupProbeHttpGetArgs,
+    ServiceTemplateScalingArgs,
+)
+
+from config import StackConfig
+
+PORT = 8080
+
+
+@dataclass
+class PredictionServiceArgs:
+    config: StackConfig
+    bucket: pulumi.Output[str]
+    secret: gcp.secretmanager.Secret
+    secret_version: gcp.secretmanager.SecretVersion
+
+
+class PredictionService(pulumi.ComponentResource):
+    """A runtime account that can read only the model bucket and the key secret, and the service."""
+
+    def __init__(self, name: str, args: PredictionServiceArgs, opts: pulumi.ResourceOptions):
+        super().__init__("modelrun:gcp:PredictionService", name, None, opts)
+        config = args.config
+        child = pulumi.ResourceOptions(parent=self)
+        self.account = gcp.serviceaccount.Account(
+            f"{name}-runtime",
+            project=config.project,
+            account_id=f"{name}-runtime"[:30],
+            display_name="modelrun prediction service (runtime)",
+            opts=child,
+        )
+        member = self.account.email.apply(lambda email: f"serviceAccount:{email}")
+        bucket_reader = gcp.storage.BucketIAMMember(
+            f"{name}-reads-models",
+            bucket=args.bucket,
+            role="roles/storage.objectViewer",
+            member=member,
+            opts=child,
+        )
+        key_reader = gcp.secretmanager.SecretIamMember(
+            f"{name}-reads-keys",
+            project=config.project,
+            secret_id=args.secret.secret_id,
+            role="roles/secretmanager.secretAccessor",
+            member=member,
+            opts=child,
+        )
+        self.service = gcp.cloudrunv2.Service(
+            name,
+            name=config.service_name,
+            project=config.project,
+            location=config.region,
+            ingress="INGRESS_TRAFFIC_ALL",
+            deletion_protection=config.deletion_protection,
+            labels=config.labels,
+            # Service-level scaling, stated explicitly: left out, the provider shows a diff forever.
+            scaling=ServiceScalingArgs(min_instance_count=config.min_instances),
+            template=ServiceTemplateArgs(
+                service_account=self.account.email,
+                max_instance_request_concurrency=config.concurrency,
+                timeout=f"{config.timeout_seconds}s",
+                # Both bounds set: min alone triggers a permadiff (terraform-provider-google#20399).
+                scaling=ServiceTemplateScalingArgs(
+                    min_instance_count=config.min_instances,
+                    max_instance_count=config.max_instances,
+                ),
+                containers=[
+                    ServiceTemplateContainerArgs(
+                        image=config.image,
+                        ports=ServiceTemplateContainerPortsArgs(container_port=PORT),
+                        envs=_environment(config, args.bucket, args.secret),
+                        resources=ServiceTemplateContainerResourcesArgs(
+                            limits={"cpu": config.cpu, "memory": config.memory},
+                            cpu_idle=True,
+                            startup_cpu_boost=True,
+                        ),
+                        startup_probe=ServiceTemplateContainerStartupProbeArgs(
+                            http_get=ServiceTemplateContainerStartupProbeHttpGetArgs(
+                                path="/ready", port=PORT
+                            ),
+                            period_seconds=2,
+                            timeout_seconds=2,
+                            failure_threshold=60,
+                        ),
+                        liveness_probe=ServiceTemplateContainerLivenessProbeArgs(
+                            http_get=ServiceTemplateContainerLivenessProbeHttpGetArgs(
+                                path="/health", port=PORT
+                            ),
+                            period_seconds=30,
+                            timeout_seconds=5,
+                            failure_threshold=3,
+                        ),
+                    )
+                ],
+            ),
+            # A revision started before its account can read the secret fails with "Permission
+            # denied on secret": create the grants (and the secret's first version) first.
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[args.secret_version, key_reader, bucket_reader]
+            ),
+        )
+        if config.public_invoker:
+            # Public on the network only: every route but the probes checks an API key.
+            gcp.cloudrunv2.ServiceIamMember(
+                f"{name}-public",
+                project=config.project,
+                location=config.region,
+                name=self.service.name,
+                role="roles/run.invoker",
+                member="allUsers",
+                opts=child,
+            )
+        self.url = self.service.uri
+        self.register_outputs({"url": self.url, "account": self.account.email})
+
+
+def _environment(
+    config: StackConfig, bucket: pulumi.Output[str], secret: gcp.secretmanager.Secret
+) -> list[ServiceTemplateContainerEnvArgs]:
+    env = [
+        ServiceTemplateContainerEnvArgs(
+            name="MODEL_URI",
+            value=pulumi.Output.concat("gs://", bucket, "/models/", config.model_name),
+        ),
+        ServiceTemplateContainerEnvArgs(name="MODEL_VERSION", value=config.model_version),
+        ServiceTemplateContainerEnvArgs(name="ENVIRONMENT", value="production"),
+        ServiceTemplateContainerEnvArgs(name="GOOGLE_CLOUD_PROJECT", value=config.project),
+    ]
+    if config.model_sha256:
+        env.append(ServiceTemplateContainerEnvArgs(name="MODEL_SHA256", value=config.model_sha256))
+    if config.key_refresh_seconds > 0:
+        # The app reads the secret itself and re-reads it: rotation needs no new revision.
+        env += [
+            ServiceTemplateContainerEnvArgs(
+                name="API_KEYS_SECRET",
+                value=pulumi.Output.concat(secret.id, "/versions/latest"),
+            ),
+            ServiceTemplateContainerEnvArgs(
+                name="API_KEYS_REFRESH_SECONDS", value=str(config.key_refresh_seconds)
+            ),
+        ]
+    else:
+        # Cloud Run resolves the secret when an instance starts and injects it as API_KEYS.
+        env.append(
+            ServiceTemplateContainerEnvArgs(
+                name="API_KEYS",
+                value_source=ServiceTemplateContainerEnvValueSourceArgs(
+                    secret_key_ref=ServiceTemplateContainerEnvValueSourceSecretKeyRefArgs(
+                        secret=secret.secret_id, version="latest"
+                    )
+                ),
+            )
+        )
+    return env

@@ -1,0 +1,163 @@
+"""Keyless GitHub Actions access: a Workload Identity pool, and the accounts workflows act as."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_gcp as gcp
+from pulumi_gcp.iam import WorkloadIdentityPoolProviderOidcArgs
+
+GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+
+
+@dataclass
+class GithubDeployerArgs:
+    project: str
+    region: str
+    repository: str  # OWNER/NAME
+    branch: str
+    registry: gcp.artifactregistry.Repository
+    service: gcp.cloudrunv2.Service
+    runtime_account: gcp.serviceaccount.Account
+    secret: gcp.secretmanager.Secret
+    model_bucket: pulumi.Output[str]
+    state_bucket: str | None
+    secrets_kms_key: str | None
+
+
+class GithubDeployer(pulumi.ComponentResource):
+    """Only workflows of one repository's branch can act as the deployer or the trainer.
+
+    deployer: push images to the registry, update the one service, act as its runtime account,
+    read the API key for the smoke test, and (if named) use the Pulumi state bucket and KMS key.
+    trainer: write objects in the model bucket, nothing else.
+    """
+
+    def __init__(self, name: str, args: GithubDeployerArgs, opts: pulumi.ResourceOptions):
+        super().__init__("modelrun:gcp:GithubDeployer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        pool = gcp.iam.WorkloadIdentityPool(
+            name,
+            project=args.project,
+            workload_identity_pool_id=name,
+            display_name="GitHub Actions",
+            opts=child,
+        )
+        self.provider = gcp.iam.WorkloadIdentityPoolProvider(
+            name,
+            project=args.project,
+            workload_identity_pool_id=pool.workload_identity_pool_id,
+            workload_identity_pool_provider_id=name,
+            display_name=f"GitHub {args.repository}"[:32],
+            oidc=WorkloadIdentityPoolProviderOidcArgs(issuer_uri=GITHUB_ISSUER),
+            attribute_mapping={
+                "google.subject": "assertion.sub",
+                "attribute.repository": "assertion.repository",
+                "attribute.ref": "assertion.ref",
+            },
+            # Tokens from any other repository or branch are refused before any binding is read.
+            attribute_condition=(
+                f"assertion.repository == '{args.repository}' && "
+                f"assertion.ref == 'refs/heads/{args.branch}'"
+            ),
+            opts=child,
+        )
+        principals = pool.name.apply(
+            lambda pool_name: (
+                f"principalSet://iam.googleapis.com/{pool_name}"
+                f"/attribute.repository/{args.repository}"
+            )
+        )
+        self.deployer = self._account(f"{name}-deployer", "deploys modelrun", args, principals)
+        self.trainer = self._account(f"{name}-trainer", "publishes models", args, principals)
+        deployer = self.deployer.email.apply(lambda email: f"serviceAccount:{email}")
+        trainer = self.trainer.email.apply(lambda email: f"serviceAccount:{email}")
+
+        gcp.artifactregistry.RepositoryIamMember(
+            f"{name}-pushes-images",
+            project=args.project,
+            location=args.region,
+            repository=args.registry.repository_id,
+            role="roles/artifactregistry.writer",
+            member=deployer,
+            opts=child,
+        )
+        gcp.cloudrunv2.ServiceIamMember(
+            f"{name}-deploys-service",
+            project=args.project,
+            location=args.region,
+            name=args.service.name,
+            role="roles/run.developer",
+            member=deployer,
+            opts=child,
+        )
+        gcp.serviceaccount.IAMMember(
+            f"{name}-acts-as-runtime",
+            service_account_id=args.runtime_account.name,
+            role="roles/iam.serviceAccountUser",
+            member=deployer,
+            opts=child,
+        )
+        gcp.secretmanager.SecretIamMember(
+            f"{name}-reads-key-for-smoke-test",
+            project=args.project,
+            secret_id=args.secret.secret_id,
+            role="roles/secretmanager.secretAccessor",
+            member=deployer,
+            opts=child,
+        )
+        if args.state_bucket:
+            gcp.storage.BucketIAMMember(
+                f"{name}-uses-state",
+                bucket=args.state_bucket,
+                role="roles/storage.objectUser",
+                member=deployer,
+                opts=child,
+            )
+        if args.secrets_kms_key:
+            gcp.kms.CryptoKeyIAMMember(
+                f"{name}-decrypts-state-secrets",
+                crypto_key_id=args.secrets_kms_key,
+                role="roles/cloudkms.cryptoKeyEncrypterDecrypter",
+                member=deployer,
+                opts=child,
+            )
+        gcp.storage.BucketIAMMember(
+            f"{name}-trainer-publishes",
+            bucket=args.model_bucket,
+            role="roles/storage.objectUser",
+            member=trainer,
+            opts=child,
+        )
+        self.provider_name = self.provider.name
+        self.register_outputs(
+            {
+                "provider": self.provider_name,
+                "deployer": self.deployer.email,
+                "trainer": self.trainer.email,
+            }
+        )
+
+    def _account(
+        self,
+        name: str,
+        purpose: str,
+        args: GithubDeployerArgs,
+        principals: pulumi.Output[str],
+    ) -> gcp.serviceaccount.Account:
+        account = gcp.serviceaccount.Account(
+            name,
+            project=args.project,
+            account_id=name[:30],
+            display_name=f"GitHub Actions: {purpose}",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        gcp.serviceaccount.IAMMember(
+            f"{name}-from-github",
+            service_account_id=account.name,
+            role="roles/iam.workloadIdentityUser",
+            member=principals,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return account
