@@ -39,13 +39,15 @@ class KeyRing:
         if digests is None:
             raise NotReady("API keys are not loaded yet; no request is served without them")
         if not presented:
-            raise Unauthorized("an API key is required: send X-API-Key or Authorization: Bearer")
+            raise Unauthorized(
+                "an API key is required: send X-API-Key or Authorization: Bearer", "missing"
+            )
         given = _digest(presented)
         matched = False
         for digest in digests:
             matched |= hmac.compare_digest(given, digest)
         if not matched:
-            raise Unauthorized("the API key is not valid")
+            raise Unauthorized("the API key is not valid", "invalid")
 
 
 def presented_key(headers: Headers) -> str | None:

@@ -34,6 +34,7 @@ class Config:
     max_instances_per_request: int = 1000
     store_timeout_seconds: float = 10.0
     log_level: str = "INFO"
+    metrics_public: bool = False
 
     @property
     def auth_enabled(self) -> bool:
@@ -75,6 +76,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         max_instances_per_request=parsed("MAX_INSTANCES_PER_REQUEST", _positive_int, 1000),
         store_timeout_seconds=parsed("STORE_TIMEOUT_SECONDS", _seconds, 10.0),
         log_level=parsed("LOG_LEVEL", _choice(LOG_LEVELS, str.upper), "INFO"),
+        metrics_public=parsed("METRICS_PUBLIC", _boolean, False),
     )
     if config.api_keys and config.api_keys_secret:
         raise ConfigError("set API_KEYS or API_KEYS_SECRET, not both")
@@ -95,6 +97,12 @@ def parse_keys(raw: str) -> frozenset[str]:
     if short:
         raise ValueError(f"{short} key(s) are shorter than {MIN_KEY_LENGTH} characters")
     return keys
+
+
+def _boolean(raw: str) -> bool:
+    if raw.lower() not in ("true", "false"):
+        raise ValueError("expected true or false")
+    return raw.lower() == "true"
 
 
 def _version(raw: str) -> str:

@@ -24,6 +24,14 @@ class ModelrunError(Exception):
         self.field = field
         self.headers = dict(headers or {})
 
+    @property
+    def kind(self) -> str:
+        """The error's name in snake case, for metrics: InvalidInput -> invalid_input."""
+        if type(self) is ModelrunError:
+            return "internal"
+        name = type(self).__name__
+        return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")
+
     def problem(self, instance: str | None = None) -> dict[str, Any]:
         """Return the application/problem+json body for this error."""
         body: dict[str, Any] = {
@@ -46,8 +54,9 @@ class BadRequest(ModelrunError):
 class Unauthorized(ModelrunError):
     status, title = 401, "Unauthorized"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, reason: str) -> None:
         super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="modelrun"'})
+        self.reason = reason  # "missing" or "invalid": a metric label, never the key
 
 
 class NotFound(ModelrunError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from werkzeug.datastructures import Headers
 
@@ -12,6 +13,7 @@ from function.config import Config
 from function.errors import ModelrunError, NotReady
 from function.model import LoadedModel, load_model
 from function.store import ModelStore
+from function.telemetry import prometheus_telemetry
 
 log = logging.getLogger("modelrun.service")
 
@@ -32,6 +34,7 @@ class Service:
         self._started = False
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
+        self.telemetry, self.metrics_page = prometheus_telemetry(self.model_state)
 
     def start(self) -> None:
         """Start loading (once per process; called after fork and on the first request)."""
@@ -68,9 +71,24 @@ class Service:
             return "API keys are not loaded yet"
         return None
 
+    def model_state(self) -> tuple[dict[str, str] | None, bool]:
+        """Return the served model's identity (None before one is loaded) and readiness."""
+        model = self.model
+        identity = (
+            {
+                "model.name": model.name,
+                "model.version": model.version,
+                "model.sha256": str(model.metadata["sha256"])[:12],
+            }
+            if model
+            else None
+        )
+        return identity, self.readiness() is None
+
     def _load_model(self) -> None:
         delay = RETRY_FIRST_SECONDS
         while not self._stop.is_set():
+            started = time.perf_counter()
             try:
                 model = load_model(self.store, self.config.model_version, self.config.model_sha256)
             except ModelrunError as e:
@@ -80,6 +98,7 @@ class Service:
                 self.reason = f"unexpected {type(e).__name__}: {e}"
                 log.exception("model not loaded, retrying in %.1fs", delay)
             else:
+                self.telemetry.model_loaded(model.load_seconds, model.version, "success")
                 self.model = model
                 log.info(
                     "model %s version %s loaded in %.3fs",
@@ -89,5 +108,7 @@ class Service:
                     extra={"fields": {"model": model.name, "version": model.version}},
                 )
                 return
+            self.telemetry.model_loaded(time.perf_counter() - started, None, "failure")
+            self.telemetry.error("model_load")
             self._stop.wait(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)

@@ -402,3 +402,64 @@ def test_a_missing_secret_fails_closed_and_says_why(
         wait_until(lambda: "cannot read API keys" in running.output(), 15, "the error log")
         assert status_with(running, KEY) == 503
         assert "NotFound" in running.output()
+
+
+# --- metrics -----------------------------------------------------------------------------
+
+
+def scrape(running: Running, headers: dict[str, str]) -> dict[str, Any]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = running.get("/metrics", headers=headers)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return {family.name: family for family in text_string_to_metric_families(response.text)}
+
+
+def samples(family: Any, suffix: str = "") -> list[tuple[dict[str, str], float]]:
+    return [(s.labels, s.value) for s in family.samples if s.name == family.name + suffix]
+
+
+def test_metrics_after_real_traffic(service: Running) -> None:
+    service.post("/predict", json={"instances": [ROW, ROW, [6.7, 3.0, 5.2, 2.3]]}, headers=AUTH)
+    service.post("/predict", json={"features": ROW}, headers={"X-API-Key": "wrong-key-1234567890"})
+    service.post("/predict", json={"features": [1, 2]}, headers=AUTH)
+
+    families = scrape(service, AUTH)
+
+    durations = samples(families["http_server_request_duration_seconds"], "_count")
+    routes = {
+        (d["http_route"], d["http_response_status_code"]) for d, _ in durations if "http_route" in d
+    }
+    assert {("/predict", "200"), ("/predict", "401"), ("/predict", "422")} <= routes
+    predicted = {d["class"]: v for d, v in samples(families["modelrun_predictions"], "_total")}
+    assert predicted["setosa"] >= 2 and predicted["virginica"] >= 1
+    assert all(
+        d["model_version"] == "v1" for d, _ in samples(families["modelrun_predictions"], "_total")
+    )
+    assert samples(families["modelrun_batch_size"], "_count")[0][1] >= 1
+    assert ({"reason": "invalid"}) in [
+        d for d, _ in samples(families["modelrun_auth_failures"], "_total")
+    ]
+    kinds = {d["kind"] for d, _ in samples(families["modelrun_errors"], "_total")}
+    assert {"unauthorized", "invalid_input"} <= kinds
+    info = samples(families["modelrun_model_info"])
+    assert [(d["model_name"], d["model_version"]) for d, _ in info] == [("iris", "v1")]
+    assert samples(families["modelrun_model_ready"]) == [({}, 1.0)]
+    loads = samples(families["modelrun_model_load_duration_seconds"], "_count")
+    assert ({"outcome": "success", "model_version": "v1"}, 1.0) in loads
+    assert samples(families["process_resident_memory_bytes"])[0][1] > 10_000_000
+    assert "process_cpu_seconds" in families
+
+
+def test_metrics_need_a_key_unless_made_public(
+    service: Running, tmp_path: Path, iris_artifact: Path
+) -> None:
+    assert service.get("/metrics").status_code == 401
+    store = ModelStore((tmp_path / "iris").as_uri())
+    store.publish(iris_artifact, "v1")
+    store.promote("v1")
+
+    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "METRICS_PUBLIC": "true"}
+    with run_service(env, tmp_path) as running:
+        assert "modelrun_model_ready 1.0" in running.get("/metrics").text

@@ -1,0 +1,135 @@
+"""Metrics: every instrument is named here, once, and exported in Prometheus text format.
+
+OpenTelemetry instruments are read by the Prometheus exporter into a registry of the process's
+own, served on /metrics with the process collector's memory and CPU series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.resources import Resource
+
+# OpenTelemetry's recommended boundaries for http.server.request.duration (semantic conventions).
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
+)
+
+
+class Telemetry:
+    """The service's instruments; the model state is read through callbacks when scraped."""
+
+    def __init__(
+        self,
+        reader: MetricReader,
+        model_state: Callable[[], tuple[dict[str, str] | None, bool]],
+    ) -> None:
+        self._model_state = model_state
+        self.provider = MeterProvider(
+            metric_readers=[reader],
+            resource=Resource.create({"service.name": "modelrun"}),
+        )
+        meter = self.provider.get_meter("modelrun")
+        self.request_duration = meter.create_histogram(
+            "http.server.request.duration",
+            unit="s",
+            description="Duration of HTTP server requests.",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.predictions = meter.create_counter(
+            "modelrun.predictions",
+            unit="{prediction}",
+            description="Predictions made, by model version and predicted class.",
+        )
+        self.batch_size = meter.create_histogram(
+            "modelrun.batch.size",
+            unit="{instance}",
+            description="Rows (instances) per prediction request.",
+            explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
+        )
+        self.model_load_duration = meter.create_histogram(
+            "modelrun.model.load.duration",
+            unit="s",
+            description="Time to fetch, verify, unpickle and warm up a model, by outcome.",
+            explicit_bucket_boundaries_advisory=LOAD_BUCKETS,
+        )
+        self.auth_failures = meter.create_counter(
+            "modelrun.auth.failures",
+            unit="{request}",
+            description="Requests refused for a missing or wrong API key.",
+        )
+        self.errors = meter.create_counter(
+            "modelrun.errors",
+            unit="{error}",
+            description="Error answers and failed model loads, by kind.",
+        )
+        meter.create_observable_gauge(
+            "modelrun.model.info",
+            callbacks=[self._observe_info],
+            description="1 for the model version being served, labelled with its identity.",
+        )
+        meter.create_observable_gauge(
+            "modelrun.model.ready",
+            callbacks=[self._observe_ready],
+            description="1 when a verified model and the API keys are loaded, else 0.",
+        )
+
+    def request(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """Record one answered request; route is the matched template, never the raw path."""
+        attributes: dict[str, Any] = {
+            "http.request.method": method if method in HTTP_METHODS else "_OTHER",
+            "http.response.status_code": status,
+        }
+        if route:
+            attributes["http.route"] = route
+        self.request_duration.record(seconds, attributes)
+
+    def predicted(self, version: str, predictions: Iterable[Any], classifier: bool) -> None:
+        """Count predictions by version, and by class for a classifier."""
+        values = np.asarray(list(predictions))
+        self.batch_size.record(len(values))
+        if not classifier:
+            self.predictions.add(len(values), {"model.version": version})
+            return
+        labels, counts = np.unique(values.astype(str), return_counts=True)
+        for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+            self.predictions.add(count, {"model.version": version, "class": label})
+
+    def model_loaded(self, seconds: float, version: str | None, outcome: str) -> None:
+        attributes = {"outcome": outcome, **({"model.version": version} if version else {})}
+        self.model_load_duration.record(seconds, attributes)
+
+    def auth_failed(self, reason: str) -> None:
+        self.auth_failures.add(1, {"reason": reason})
+
+    def error(self, kind: str) -> None:
+        self.errors.add(1, {"kind": kind})
+
+    def _observe_info(self, options: CallbackOptions) -> Iterable[Observation]:
+        identity, _ = self._model_state()
+        return [Observation(1, identity)] if identity else []
+
+    def _observe_ready(self, options: CallbackOptions) -> Iterable[Observation]:
+        _, ready = self._model_state()
+        return [Observation(1 if ready else 0)]
+
+
+def prometheus_telemetry(
+    model_state: Callable[[], tuple[dict[str, str] | None, bool]],
+) -> tuple[Telemetry, Callable[[], bytes]]:
+    """Return the service's Telemetry and a function rendering its /metrics page."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_cpu_seconds_total
+    reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
+    return Telemetry(reader, model_state), lambda: generate_latest(registry)

@@ -1,0 +1,128 @@
+"""The instruments, read back with the SDK's InMemoryMetricReader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from function.telemetry import Telemetry
+
+
+class State:
+    identity: dict[str, str] | None = None
+    ready = False
+
+    def __call__(self) -> tuple[dict[str, str] | None, bool]:
+        return self.identity, self.ready
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def state() -> State:
+    return State()
+
+
+@pytest.fixture
+def telemetry(reader: InMemoryMetricReader, state: State) -> Telemetry:
+    return Telemetry(reader, state)
+
+
+def points(reader: InMemoryMetricReader, name: str) -> list[tuple[dict[str, Any], Any]]:
+    """(attributes, value) of every point of a metric; a histogram's value is (count, sum)."""
+    data = reader.get_metrics_data()
+    found = []
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name != name:
+                    continue
+                for point in metric.data.data_points:
+                    value = (point.count, point.sum) if hasattr(point, "count") else point.value
+                    found.append((dict(point.attributes), value))
+    return found
+
+
+def test_request_duration_uses_the_route_template_and_semantic_names(
+    telemetry: Telemetry, reader: InMemoryMetricReader
+) -> None:
+    telemetry.request("POST", "/predict", 200, 0.02)
+    telemetry.request("POST", "/predict", 200, 0.04)
+    telemetry.request("BREW", None, 405, 0.001)
+
+    recorded = points(reader, "http.server.request.duration")
+
+    assert sorted(recorded, key=str) == sorted(
+        [
+            (
+                {
+                    "http.request.method": "POST",
+                    "http.route": "/predict",
+                    "http.response.status_code": 200,
+                },
+                (2, pytest.approx(0.06)),
+            ),
+            ({"http.request.method": "_OTHER", "http.response.status_code": 405}, (1, 0.001)),
+        ],
+        key=str,
+    )
+
+
+def test_predictions_are_counted_by_version_and_class(
+    telemetry: Telemetry, reader: InMemoryMetricReader
+) -> None:
+    telemetry.predicted("v1", ["setosa", "virginica", "setosa"], classifier=True)
+
+    counted = {p[0]["class"]: p[1] for p in points(reader, "modelrun.predictions")}
+
+    assert counted == {"setosa": 2, "virginica": 1}
+    assert points(reader, "modelrun.batch.size") == [({}, (1, 3))]
+
+
+def test_regressor_predictions_carry_no_class(
+    telemetry: Telemetry, reader: InMemoryMetricReader
+) -> None:
+    telemetry.predicted("v2", [1.5, 2.5], classifier=False)
+
+    assert points(reader, "modelrun.predictions") == [({"model.version": "v2"}, 2)]
+
+
+def test_auth_failures_errors_and_loads(telemetry: Telemetry, reader: InMemoryMetricReader) -> None:
+    telemetry.auth_failed("invalid")
+    telemetry.auth_failed("invalid")
+    telemetry.error("invalid_input")
+    telemetry.model_loaded(1.25, "v1", "success")
+
+    assert points(reader, "modelrun.auth.failures") == [({"reason": "invalid"}, 2)]
+    assert points(reader, "modelrun.errors") == [({"kind": "invalid_input"}, 1)]
+    assert points(reader, "modelrun.model.load.duration") == [
+        ({"outcome": "success", "model.version": "v1"}, (1, 1.25))
+    ]
+
+
+def test_model_info_and_readiness_follow_the_service_state(
+    telemetry: Telemetry, reader: InMemoryMetricReader, state: State
+) -> None:
+    assert points(reader, "modelrun.model.info") == []
+    assert points(reader, "modelrun.model.ready") == [({}, 0)]
+
+    state.identity, state.ready = {"model.name": "iris", "model.version": "v3"}, True
+
+    assert points(reader, "modelrun.model.info") == [
+        ({"model.name": "iris", "model.version": "v3"}, 1)
+    ]
+    assert points(reader, "modelrun.model.ready") == [({}, 1)]
+
+
+def test_error_kinds_are_snake_case() -> None:
+    from function.errors import InvalidInput, ModelrunError, PayloadTooLarge, Unauthorized
+
+    assert InvalidInput("x").kind == "invalid_input"
+    assert PayloadTooLarge("x").kind == "payload_too_large"
+    assert Unauthorized("x", "missing").kind == "unauthorized"
+    assert ModelrunError("x").kind == "internal"
