@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 PORT ?= 8080
 STORE ?= file://$(CURDIR)/.modelrun/store
 
-.PHONY: install serve test lint format train clean
+.PHONY: install serve test lint format train local monitor clean
 
 install: $(INSTALLED)
 
@@ -37,6 +37,16 @@ format: install
 
 train: install  ## train the default model into artifacts/iris
 	$(PY) -m training train --out artifacts/iris
+
+artifacts/iris/metadata.json: | install
+	$(PY) -m training train --out artifacts/iris
+
+local: install artifacts/iris/metadata.json  ## the Compose mirror, with monitoring (needs Docker)
+	$(PY) -m local.compose_env
+	docker compose -f local/compose.yaml --profile monitoring up --build
+
+monitor: install  ## the mirror without Docker: emulator, function, Prometheus, Alertmanager
+	PORT=$(PORT) $(PY) -m local.monitor
 
 clean:
 	rm -rf $(VENV) artifacts .modelrun .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from function.errors import ModelrunError
 from function.store import ModelStore
+from local import container
 from training.__main__ import main as training
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +73,7 @@ Stop with Ctrl-C.
         flush=True,
     )
     env = {
+        **container.environment(),
         **os.environ,
         "MODEL_URI": model_uri,
         "API_KEYS": key,
@@ -79,12 +81,12 @@ Stop with Ctrl-C.
         "PORT": port,
         "HOME": os.environ.get("HOME") or str(STATE),
     }
-    command = shutil.which("functions-framework", path=str(Path(sys.executable).parent))
-    if command is None:
-        raise SystemExit("functions-framework is not installed: run `make install`")
-    argv = [command, "--source", "function/main.py", "--target", "handle", "--port", port]
+    argv = container.command()
+    program = shutil.which(argv[0], path=str(Path(sys.executable).parent))
+    if program is None:
+        raise SystemExit(f"{argv[0]} is not installed: run `make install`")
     os.chdir(ROOT)
-    os.execve(command, argv, env)  # noqa: S606 - become the server, as the container does
+    os.execve(program, argv, env)  # noqa: S606 - become the server, as the container does
 
 
 if __name__ == "__main__":

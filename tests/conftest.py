@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from local import container
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -236,6 +239,11 @@ class Running:
     def output(self) -> str:
         return self.log.read_text()
 
+    def kill(self) -> None:
+        """Kill the server and its worker at once, as an instance dies."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
     def get(self, path: str, **kwargs: object) -> requests.Response:
         return requests.get(self.url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
 
@@ -251,8 +259,10 @@ def run_service(
     port = free_port()
     bindir = Path(PYTHON).parent
     full_env = {
+        **container.environment(),
         "PATH": f"{bindir}:{os.environ['PATH']}",
         "HOME": str(tmp_path),  # gunicorn writes a control socket under $HOME
+        "HOST": "127.0.0.1",
         "PORT": str(port),
         "THREADS": "4",
         **env,
@@ -260,12 +270,13 @@ def run_service(
     log_path = tmp_path / f"service-{port}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            command or [*SERVE_COMMAND, "--port", str(port)],
+            command or SERVE_COMMAND,
             cwd=ROOT,
             env=full_env,
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,  # its own process group: the worker goes with it
         )
     running = Running(f"http://127.0.0.1:{port}", process, log_path)
     try:

@@ -1,0 +1,253 @@
+"""The monitoring configuration, checked by the real tools and run for real.
+
+promtool, amtool, Prometheus, Alertmanager and docker-compose are Debian packages (.ci/run
+installs them); without them these tests skip on a laptop, and fail in CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from local.alert_sink import AlertSink
+from local.mirror import (
+    ALERT_RULES,
+    ALERTMANAGER_CONFIG,
+    DASHBOARD,
+    LOCAL,
+    Mirror,
+    process,
+    wait_for,
+)
+from tests.conftest import KEY, Emulator, Running, require_binary, run_service, wait_until
+from tests.test_service import publish_to_gcs
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+def run(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=LOCAL)
+
+
+# --- the tools' own checks ---------------------------------------------------------------
+
+
+def test_promtool_checks_the_configuration(tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    config = Mirror(tmp_path, function="127.0.0.1:8080").prometheus_files(KEY)
+
+    result = run(promtool, "check", "config", str(config))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_promtool_checks_the_rules() -> None:
+    result = run(require_binary("promtool"), "check", "rules", str(ALERT_RULES))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 5 rules found" in result.stdout
+
+
+def test_promtool_rule_unit_tests_pass() -> None:
+    result = run(require_binary("promtool"), "test", "rules", "prometheus/alerts.test.yml")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_firing_and_a_quiet_rule_test() -> None:
+    rules = {
+        r["alert"] for g in yaml.safe_load(ALERT_RULES.read_text())["groups"] for r in g["rules"]
+    }
+    tests = yaml.safe_load((LOCAL / "prometheus" / "alerts.test.yml").read_text())["tests"]
+    firing, quiet = set(), set()
+    for test in tests:
+        for case in test["alert_rule_test"]:
+            (firing if case["exp_alerts"] else quiet).add(case["alertname"])
+
+    assert rules == firing == quiet
+
+
+def test_amtool_checks_the_alertmanager_configuration() -> None:
+    result = run(require_binary("amtool"), "check-config", str(ALERTMANAGER_CONFIG))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_is_valid_with_every_profile() -> None:
+    compose = require_binary("docker-compose")
+    base = [compose, "--env-file", ".env.example", "-f", "compose.yaml", "--profile", "monitoring"]
+
+    checked = run(*base, "config", "-q")
+    services = set(run(*base, "config", "--services").stdout.split())
+
+    assert checked.returncode == 0, checked.stderr
+    declared = yaml.safe_load((LOCAL / "compose.yaml").read_text())["services"]
+    by_profile = {name: tuple(s.get("profiles", ())) for name, s in declared.items()}
+    assert {n for n, p in by_profile.items() if not p} == {"gcs", "publish", "function"}
+    assert {n for n, p in by_profile.items() if p == ("monitoring",)} == {
+        "prometheus",
+        "alertmanager",
+        "alert-sink",
+        "grafana",
+    }
+    assert services == set(declared)
+
+
+def test_compose_needs_the_api_key_from_make_local() -> None:
+    compose = require_binary("docker-compose")
+    env = LOCAL / "empty.env"
+    env.write_text("")
+    try:
+        result = run(compose, "--env-file", env.name, "-f", "compose.yaml", "config", "-q")
+    finally:
+        env.unlink()
+
+    assert result.returncode != 0
+    assert "run make local" in result.stderr
+
+
+def test_compose_images_are_pinned() -> None:
+    services = yaml.safe_load((LOCAL / "compose.yaml").read_text())["services"]
+
+    for name, service in services.items():
+        if "image" in service and "build" not in service:
+            assert re.search(r":v?\d+\.\d+\.\d+", service["image"]), name
+
+
+def test_grafana_provisioning_points_at_the_dashboard() -> None:
+    datasource = yaml.safe_load(
+        (LOCAL / "grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"][0]
+    dashboard = json.loads(DASHBOARD.read_text())
+
+    assert datasource["uid"] == "prometheus"
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == "prometheus", panel["title"]
+        assert panel["targets"], panel["title"]
+
+
+# --- Prometheus against the running function ---------------------------------------------
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    response = requests.get(f"http://{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+    body = response.json()
+    assert body["status"] == "success", f"{expr}: {body}"
+    return list(body["data"]["result"])
+
+
+def grafana_expr(expr: str) -> str:
+    """Substitute the dashboard's template variables as Grafana would for 'All'."""
+    return expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [
+        (f"{panel['title']} [{target['refId']}]", target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+    ]
+
+
+@contextlib.contextmanager
+def monitored_service(
+    gcs_emulator: Emulator, artifact: Path, tmp_path: Path, mirror_dir: Path
+) -> Iterator[tuple[Running, Mirror]]:
+    """The function (model from the emulator) and Prometheus with the project's config."""
+    require_binary("prometheus")
+    uri = publish_to_gcs(gcs_emulator, artifact, f"monitored-{time.monotonic_ns()}")
+    env = {"MODEL_URI": uri, "STORAGE_EMULATOR_HOST": gcs_emulator.host, "API_KEYS": KEY}
+    with run_service(env, tmp_path) as running:
+        mirror = Mirror(mirror_dir, function=running.url.removeprefix("http://"))
+        with process(mirror.prometheus_command(KEY), mirror_dir / "prometheus.log"):
+            wait_for(f"http://{mirror.prometheus}/-/ready")
+            yield running, mirror
+
+
+def send_traffic(service: Running) -> None:
+    auth = {"X-API-Key": KEY}
+    for i in range(20):
+        rows = [ROW, [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]][: 1 + i % 3]
+        assert service.post("/predict", json={"instances": rows}, headers=auth).status_code == 200
+    service.post("/predict", json={"instances": [[1, 2]]}, headers=auth)  # 422
+    service.post("/predict", json={"features": ROW}, headers={"X-API-Key": "wrong-1234567890123"})
+    service.post("/predict", json={"features": ROW})  # 401 missing
+    service.get("/nowhere")
+
+
+def test_every_dashboard_query_has_data_after_real_traffic(
+    gcs_emulator: Emulator, iris_artifact: Path, tmp_path: Path
+) -> None:
+    with monitored_service(gcs_emulator, iris_artifact, tmp_path, tmp_path / "mirror") as (
+        service,
+        mirror,
+    ):
+        wait_until(
+            lambda: bool(query(mirror.prometheus, 'up{job="modelrun"} == 1')), 60, "a first scrape"
+        )
+        send_traffic(service)
+        time.sleep(6)  # one more scrape: rate() needs two samples after the traffic
+        send_traffic(service)
+        wait_until(
+            lambda: bool(
+                query(mirror.prometheus, "sum(rate(modelrun_auth_failures_total[1m])) > 0")
+            ),
+            60,
+            "rates over the traffic",
+        )
+
+        empty = [
+            title
+            for title, expr in dashboard_queries()
+            if not query(mirror.prometheus, grafana_expr(expr))
+        ]
+        assert empty == []
+
+        rules = yaml.safe_load(ALERT_RULES.read_text())["groups"][0]["rules"]
+        for rule in rules:  # each alert expression evaluates (quietly: nothing is wrong)
+            assert query(mirror.prometheus, rule["expr"]) == [], rule["alert"]
+        alerting = requests.get(f"http://{mirror.prometheus}/api/v1/rules", timeout=10).json()
+        loaded = [r for g in alerting["data"]["groups"] for r in g["rules"]]
+        assert {r["name"] for r in loaded} == {r["alert"] for r in rules}
+        assert all(r["health"] == "ok" for r in loaded), loaded
+
+
+def test_a_dead_function_fires_an_alert_that_reaches_the_webhook(
+    gcs_emulator: Emulator, iris_artifact: Path, tmp_path: Path
+) -> None:
+    require_binary("prometheus-alertmanager")
+    sink = AlertSink("127.0.0.1", 0, echo=False).start()
+    try:
+        with monitored_service(gcs_emulator, iris_artifact, tmp_path, tmp_path / "mirror") as (
+            service,
+            mirror,
+        ):
+            mirror.alert_sink = f"127.0.0.1:{sink.port}"
+            with process(mirror.alertmanager_command(), tmp_path / "alertmanager.log"):
+                wait_for(f"http://{mirror.alertmanager}/-/ready")
+                wait_until(
+                    lambda: bool(query(mirror.prometheus, 'up{job="modelrun"} == 1')),
+                    60,
+                    "a first scrape",
+                )
+
+                service.kill()  # the instance dies
+
+                assert sink.received.wait(120), "no alert reached the webhook"
+        alert = sink.alerts[0]
+        assert alert["labels"]["alertname"] == "ModelrunDown"
+        assert alert["status"] == "firing"
+        assert alert["labels"]["severity"] == "critical"
+    finally:
+        sink.stop()
