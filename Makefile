@@ -26,10 +26,13 @@ serve: install  ## train + publish Iris if needed, then serve it on http://local
 test: install  ## the whole suite
 	$(PY) -m pytest
 
-lint: install
+lint: install  ## ruff, mypy, actionlint (with shellcheck), hadolint, compose validation
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/actionlint -no-color -oneline .github/workflows/*.yml
+	$(VENV)/bin/hadolint --failure-threshold warning function/Dockerfile
+	docker-compose --env-file local/.env.example -f local/compose.yaml --profile monitoring config -q
 
 format: install
 	$(PY) -m ruff format .

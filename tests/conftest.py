@@ -219,15 +219,8 @@ def secret_manager() -> Iterator[FakeSecretManager]:
 
 # --- the service as its own process ------------------------------------------------------
 
-SERVE_COMMAND = [
-    "functions-framework",
-    "--source",
-    "function/main.py",
-    "--target",
-    "handle",
-    "--host",
-    "127.0.0.1",
-]
+# The Dockerfile's own CMD and ENV: a typo in the entrypoint fails these tests.
+SERVE_COMMAND = container.command()
 
 
 @dataclass

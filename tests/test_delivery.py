@@ -1,0 +1,213 @@
+"""Delivery files: the workflows refer to things that exist, and the Dockerfile runs as written.
+
+GitHub and Docker cannot run here; actionlint and hadolint check the files (`make lint`), and
+these tests check what no linter knows: that each make target, path, stack output, config key,
+training verb, repository variable and action version the workflows name is real.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from local import container
+from tests.conftest import ROOT, run_service
+from training.estimators import ESTIMATORS
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+ACTION_MAJORS = {
+    "actions/checkout": "v5",
+    "actions/setup-python": "v6",
+    "google-github-actions/auth": "v3",
+    "google-github-actions/setup-gcloud": "v3",
+    "pulumi/actions": "v7",
+    "docker/build-push-action": "v7",
+    "docker/login-action": "v4",
+}
+
+
+def workflow(name: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((WORKFLOWS / name).read_text()))
+
+
+def all_workflows() -> dict[str, dict[str, Any]]:
+    return {path.name: workflow(path.name) for path in sorted(WORKFLOWS.glob("*.yml"))}
+
+
+def steps(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [step for job in document["jobs"].values() for step in job["steps"]]
+
+
+def scripts(document: dict[str, Any]) -> str:
+    return "\n".join(step.get("run", "") for step in steps(document))
+
+
+def test_the_three_workflows_exist() -> None:
+    assert set(all_workflows()) == {"ci.yml", "deploy.yml", "train.yml"}
+
+
+def test_make_targets_named_in_workflows_exist() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.MULTILINE))
+    for name, document in all_workflows().items():
+        for target in re.findall(r"\bmake ([a-z][a-z-]*)", scripts(document)):
+            assert target in targets, f"{name} runs `make {target}`"
+
+
+def test_paths_named_in_workflows_exist() -> None:
+    for name, document in all_workflows().items():
+        for step in steps(document):
+            with_ = step.get("with", {})
+            for key in ("context", "file"):
+                if key in with_:
+                    assert (ROOT / with_[key]).exists(), f"{name}: {key} {with_[key]}"
+            for path in str(with_.get("cache-dependency-path", "")).split():
+                assert (ROOT / path).exists(), f"{name}: {path}"
+            for path in re.findall(r"bash (\S+)", step.get("run", "")):
+                assert (ROOT / path).exists(), f"{name}: {path}"
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    assert "bash .ci/run" in scripts(workflow("ci.yml"))
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in ci_run and "make lint" in ci_run
+    assert "make test" in (ROOT / "README.md").read_text()
+
+
+def test_deploy_follows_ci_by_its_name() -> None:
+    trigger = workflow("deploy.yml")[True]["workflow_run"]  # YAML 1.1 reads `on` as True
+
+    assert trigger["workflows"] == [workflow("ci.yml")["name"]]
+    assert trigger["branches"] == ["main"]
+
+
+def test_stack_outputs_and_config_keys_used_by_deploy_exist() -> None:
+    text = scripts(workflow("deploy.yml"))
+    tree = ast.parse((ROOT / "infra" / "__main__.py").read_text())
+    exported = next(
+        {key.value for key in node.value.keys if isinstance(key, ast.Constant)}
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id == "outputs"
+        and isinstance(node.value, ast.Dict)
+    )
+    declared = set(yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"])
+
+    used_outputs = set(re.findall(r"pulumi stack output (\w+)", text))
+    used_keys = set(re.findall(r"pulumi config set ([\w:]+)", text))
+
+    assert used_outputs and used_outputs <= exported
+    assert used_keys == {"modelrun:image"} and used_keys <= declared
+
+
+def test_training_verbs_and_estimators_in_train_workflow_exist() -> None:
+    document = workflow("train.yml")
+    options = document[True]["workflow_dispatch"]["inputs"]["estimator"]["options"]
+    text = scripts(document)
+
+    assert set(options) <= set(ESTIMATORS)
+    assert re.findall(r"-m training (\w+)", text) == ["train"]
+    assert "args=(publish " in text  # built as an array: the promote flag is optional
+
+
+def test_repository_variables_and_secrets_are_documented() -> None:
+    readme = (ROOT / "README.md").read_text()
+    used = set()
+    for path in WORKFLOWS.glob("*.yml"):
+        used |= set(re.findall(r"\b(?:vars|secrets)\.([A-Z_]+)", path.read_text()))
+
+    assert used
+    for name in used:
+        assert f"`{name}`" in readme, f"{name} is not in the README"
+
+
+def test_actions_are_current_majors() -> None:
+    for name, document in all_workflows().items():
+        for step in steps(document):
+            if "uses" not in step:
+                continue
+            action, _, version = step["uses"].partition("@")
+            assert ACTION_MAJORS.get(action) == version, f"{name}: {step['uses']}"
+
+
+def test_permissions_are_least_by_default() -> None:
+    for name, document in all_workflows().items():
+        assert document["permissions"] == {"contents": "read"}, name
+        for job_name, job in document["jobs"].items():
+            assert "permissions" in job, f"{name}:{job_name} has no permissions block"
+            assert set(job["permissions"].items()) <= {
+                ("contents", "read"),
+                ("id-token", "write"),
+            }, f"{name}:{job_name}"
+    assert "id-token" not in workflow("ci.yml")["jobs"]["lint-and-test"]["permissions"]
+
+
+def test_deploys_are_serialised_and_never_cancelled() -> None:
+    concurrency = workflow("deploy.yml")["concurrency"]
+
+    assert concurrency["cancel-in-progress"] is False
+    assert workflow("train.yml")["concurrency"]["cancel-in-progress"] is False
+
+
+def test_no_json_keys_in_workflows() -> None:
+    for path in WORKFLOWS.glob("*.yml"):
+        text = path.read_text()
+        assert "credentials_json" not in text, path.name
+        assert "GOOGLE_APPLICATION_CREDENTIALS" not in text, path.name
+
+
+# --- the Dockerfile ----------------------------------------------------------------------
+
+
+def test_dockerfile_runs_as_non_root_from_a_pinned_slim_base() -> None:
+    text = container.DOCKERFILE.read_text()
+    bases = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
+    users = re.findall(r"^USER (\S+)", text, flags=re.MULTILINE)
+
+    assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim", b) for b in bases)
+    assert users and users[-1] not in ("root", "0")
+    assert "COPY requirements.txt" in text  # only the run-time requirements
+
+
+def test_image_carries_no_model_and_no_secret() -> None:
+    text = container.DOCKERFILE.read_text()
+    env = container.environment()
+
+    assert ".joblib" not in text and "artifacts" not in text
+    assert not [k for k in env if "KEY" in k or "SECRET" in k or "TOKEN" in k]
+    assert env["PORT"] == "8080"  # Cloud Run overrides PORT; the CMD reads it, never hard-codes it
+    assert "--port" not in container.command()
+
+
+def test_dockerfile_command_is_what_the_service_tests_run() -> None:
+    from tests.conftest import SERVE_COMMAND
+
+    assert container.command() == SERVE_COMMAND
+    assert container.command()[0] == "functions-framework"
+
+
+def test_a_typo_in_the_dockerfile_command_fails_here(tmp_path: Path) -> None:
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(container.DOCKERFILE.read_text().replace('"handle"', '"handel"'))
+
+    with (
+        pytest.raises(AssertionError, match="the service exited"),
+        run_service(
+            {"MODEL_URI": "file:///nowhere/iris", "ENVIRONMENT": "development"},
+            tmp_path,
+            command=container.command(broken),
+        ),
+    ):
+        pass
+
+
+def test_dockerignore_keeps_caches_out() -> None:
+    ignored = (ROOT / "function" / ".dockerignore").read_text()
+
+    assert "__pycache__" in ignored
