@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 PORT ?= 8080
 STORE ?= file://$(CURDIR)/.modelrun/store
 
-.PHONY: install serve test lint format train local monitor clean
+.PHONY: install serve test lint format train local monitor soak clean
 
 install: $(INSTALLED)
 
@@ -50,6 +50,9 @@ local: install artifacts/iris/metadata.json  ## the Compose mirror, with monitor
 
 monitor: install  ## the mirror without Docker: emulator, function, Prometheus, Alertmanager
 	PORT=$(PORT) $(PY) -m local.monitor
+
+soak: install  ## a bounded soak (REQUESTS=100000): errors, latency, RSS growth
+	$(PY) -m tests.perf.soak --requests $(or $(REQUESTS),100000)
 
 clean:
 	rm -rf $(VENV) artifacts .modelrun .pytest_cache .mypy_cache .ruff_cache

@@ -6,24 +6,41 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flask import Request, Response
+from functions_framework.exceptions import RequestTimeoutException
 from werkzeug import exceptions as wz
 from werkzeug.routing import Map, Rule
 
 from function.body import read_json
 from function.config import load_config
-from function.errors import MethodNotAllowed, ModelrunError, NotFound, NotReady, Unauthorized
+from function.errors import (
+    Forbidden,
+    MethodNotAllowed,
+    ModelrunError,
+    NotFound,
+    NotReady,
+    RequestTimeout,
+    Unauthorized,
+)
 from function.logs import request_fields, setup_logging
+from function.openapi import document
 from function.predict import parse_instances, predict
 from function.service import Service
 
 log = logging.getLogger("modelrun.http")
-OPENAPI = Path(__file__).with_name("openapi.json")
 QUIET_ROUTES = {"health", "ready", "metrics"}  # probes and scrapes: DEBUG, not INFO
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Strict-Transport-Security": "max-age=31536000",  # served over HTTPS on Cloud Run
+}
+CORS_HEADERS = "Authorization, Content-Type, X-API-Key"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the Prometheus text format
 
 Handler = Callable[[Service, Request], Any]
@@ -65,7 +82,10 @@ def _metrics(service: Service, request: Request) -> Any:
 
 
 def _openapi(service: Service, request: Request) -> Any:
-    return Response(OPENAPI.read_bytes(), mimetype="application/json")
+    model = service.model
+    return document(
+        model.feature_names if model else None, service.config.max_instances_per_request
+    )
 
 
 ROUTES: dict[str, tuple[Handler, str, str]] = {
@@ -92,10 +112,14 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
         endpoint = route = None
         error: ModelrunError | None = None
         try:
-            rule, _ = URL_MAP.bind_to_environ(request.environ).match(return_rule=True)
-            endpoint, route = rule.endpoint, rule.rule
-            result = ROUTES[str(endpoint)][0](service, request)
-            response = result if isinstance(result, Response) else _json(result, 200)
+            adapter = URL_MAP.bind_to_environ(request.environ)
+            if _is_preflight(request):
+                response = _preflight(service, request, adapter.allowed_methods())
+            else:
+                rule, _ = adapter.match(return_rule=True)
+                endpoint, route = rule.endpoint, rule.rule
+                result = ROUTES[str(endpoint)][0](service, request)
+                response = result if isinstance(result, Response) else _json(result, 200)
         except ModelrunError as e:
             error = e
         except wz.NotFound:
@@ -106,6 +130,9 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
                 f"{request.method} is not allowed on {request.path}; use {allowed}",
                 headers={"Allow": allowed},
             )
+        except RequestTimeoutException:
+            limit = service.config.request_timeout_seconds
+            error = RequestTimeout(f"the request was stopped after the {limit:g}s time limit")
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             error = ModelrunError("an internal error occurred")
@@ -114,6 +141,8 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
             service.telemetry.error(error.kind)
             if isinstance(error, Unauthorized):
                 service.telemetry.auth_failed(error.reason)
+        secured(response)
+        _cors(service.config.cors_origins, request, response)
         seconds = time.perf_counter() - started
         service.telemetry.request(request.method, route, response.status_code, seconds)
         level = logging.DEBUG if endpoint in QUIET_ROUTES else logging.INFO
@@ -140,4 +169,44 @@ def problem_response(error: ModelrunError, instance: str) -> Response:
         json.dumps(error.problem(instance)), error.status, mimetype="application/problem+json"
     )
     response.headers.update(error.headers)
+    return secured(response)
+
+
+def secured(response: Response) -> Response:
+    """Add the security headers every answer carries."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
     return response
+
+
+def _is_preflight(request: Request) -> bool:
+    return (
+        request.method == "OPTIONS"
+        and "Origin" in request.headers
+        and "Access-Control-Request-Method" in request.headers
+    )
+
+
+def _preflight(service: Service, request: Request, methods: Iterable[str]) -> Response:
+    """Answer a browser's CORS preflight for an allowed origin; refuse any other origin."""
+    methods = list(methods)
+    if not methods:
+        raise NotFound(f"no route {request.path}")
+    if not _origin_allowed(service.config.cors_origins, request.headers["Origin"]):
+        raise Forbidden(f"origin {request.headers['Origin']} is not in CORS_ORIGINS")
+    response = Response(status=204)
+    response.headers["Access-Control-Allow-Methods"] = ", ".join(sorted(methods))
+    response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+    response.headers["Access-Control-Max-Age"] = "600"
+    return response
+
+
+def _origin_allowed(origins: tuple[str, ...], origin: str) -> bool:
+    return "*" in origins or origin.rstrip("/") in origins
+
+
+def _cors(origins: tuple[str, ...], request: Request, response: Response) -> None:
+    origin = request.headers.get("Origin")
+    if origin and _origin_allowed(origins, origin):
+        response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
+        response.headers.add("Vary", "Origin")

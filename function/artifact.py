@@ -10,6 +10,8 @@ from function.errors import IntegrityError
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
+# The model's serialisation, and its file: joblib (pickle) by default, or skops (no pickle).
+MODEL_FILES = {"joblib": MODEL_FILE, "skops": "model.skops"}
 
 # Every field the service relies on; training writes these and more (see docs/ARCHITECTURE.md).
 REQUIRED_FIELDS = ("name", "sha256", "task", "estimator", "feature_names", "class_names", "files")
@@ -44,12 +46,21 @@ def parse_metadata(data: bytes, where: str) -> dict[str, Any]:
         raise IntegrityError(f"{where}: feature_names must be a non-empty list of strings")
     if len(set(names)) != len(names):
         raise IntegrityError(f"{where}: feature_names has duplicates")
+    fmt = metadata.setdefault("format", "joblib")
+    if fmt not in MODEL_FILES:
+        raise IntegrityError(f"{where}: format must be one of {tuple(MODEL_FILES)}, got {fmt!r}")
+    name = MODEL_FILES[fmt]
     files = metadata["files"]
-    if not (isinstance(files, dict) and MODEL_FILE in files):
-        raise IntegrityError(f"{where}: files must describe {MODEL_FILE}")
-    if files[MODEL_FILE].get("sha256") != metadata["sha256"]:
-        raise IntegrityError(f"{where}: files.{MODEL_FILE}.sha256 disagrees with sha256")
+    if not (isinstance(files, dict) and isinstance(files.get(name), dict)):
+        raise IntegrityError(f"{where}: files must describe {name}")
+    if files[name].get("sha256") != metadata["sha256"]:
+        raise IntegrityError(f"{where}: files.{name}.sha256 disagrees with sha256")
     return metadata
+
+
+def model_file(metadata: dict[str, Any]) -> str:
+    """Return the name of the model file a (parsed) metadata describes."""
+    return MODEL_FILES[metadata.get("format", "joblib")]
 
 
 def verify_digest(data: bytes, expected: str, what: str) -> None:

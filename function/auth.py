@@ -33,8 +33,9 @@ class KeyRing:
         # Keep digests, not keys: equal lengths make compare_digest's time independent of the key.
         self._digests = tuple(_digest(k) for k in keys)
 
-    def check(self, presented: str | None) -> None:
-        """Raise unless presented matches a key; the time taken does not depend on which."""
+    def check(self, presented: str | None) -> str:
+        """Return the caller's identity (the key's digest) or raise; the time taken does not
+        depend on which key matched."""
         digests = self._digests
         if digests is None:
             raise NotReady("API keys are not loaded yet; no request is served without them")
@@ -48,6 +49,7 @@ class KeyRing:
             matched |= hmac.compare_digest(given, digest)
         if not matched:
             raise Unauthorized("the API key is not valid", "invalid")
+        return given.hex()
 
 
 def presented_key(headers: Headers) -> str | None:

@@ -35,6 +35,12 @@ class Config:
     store_timeout_seconds: float = 10.0
     log_level: str = "INFO"
     metrics_public: bool = False
+    model_refresh_seconds: float = 0.0
+    rate_limit_per_second: float = 100.0
+    rate_limit_burst: int = 200
+    cors_origins: tuple[str, ...] = ()
+    request_timeout_seconds: float = 0.0
+    allow_pickle: bool = True
 
     @property
     def auth_enabled(self) -> bool:
@@ -77,7 +83,26 @@ def load_config(environ: Mapping[str, str]) -> Config:
         store_timeout_seconds=parsed("STORE_TIMEOUT_SECONDS", _seconds, 10.0),
         log_level=parsed("LOG_LEVEL", _choice(LOG_LEVELS, str.upper), "INFO"),
         metrics_public=parsed("METRICS_PUBLIC", _boolean, False),
+        model_refresh_seconds=parsed("MODEL_REFRESH_SECONDS", _non_negative, 0.0),
+        rate_limit_per_second=parsed("RATE_LIMIT_PER_SECOND", _non_negative, 100.0),
+        rate_limit_burst=parsed("RATE_LIMIT_BURST", _positive_int, 200),
+        cors_origins=parsed("CORS_ORIGINS", _origins, ()),
+        # functions-framework's own request time limit (with THREADED_TIMEOUT_ENABLED=true).
+        request_timeout_seconds=parsed("CLOUD_RUN_TIMEOUT_SECONDS", _non_negative, 0.0),
+        allow_pickle=parsed("ALLOW_PICKLE", _boolean, True),
     )
+    if config.model_refresh_seconds and config.model_version != "current":
+        raise ConfigError(
+            f"MODEL_REFRESH_SECONDS follows current.json, but MODEL_VERSION pins "
+            f"{config.model_version!r}: unset one of them"
+        )
+    if config.model_refresh_seconds and config.model_sha256:
+        raise ConfigError(
+            "MODEL_REFRESH_SECONDS follows current.json, but MODEL_SHA256 pins one model: "
+            "unset one of them"
+        )
+    if "*" in config.cors_origins and config.environment != "development":
+        raise ConfigError("CORS_ORIGINS='*' is refused in production: list the origins")
     if config.api_keys and config.api_keys_secret:
         raise ConfigError("set API_KEYS or API_KEYS_SECRET, not both")
     if not config.auth_enabled and config.environment != "development":
@@ -97,6 +122,21 @@ def parse_keys(raw: str) -> frozenset[str]:
     if short:
         raise ValueError(f"{short} key(s) are shorter than {MIN_KEY_LENGTH} characters")
     return keys
+
+
+def _non_negative(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < float("inf"):
+        raise ValueError("expected a number of seconds, 0 or more")
+    return value
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
+            raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+    return origins
 
 
 def _boolean(raw: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,6 +82,23 @@ class UnsupportedMediaType(ModelrunError):
 
 class InvalidInput(ModelrunError):
     status, title = 422, "Unprocessable Content"
+
+
+class TooManyRequests(ModelrunError):
+    status, title = 429, "Too Many Requests"
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+
+
+class Forbidden(ModelrunError):
+    status, title = 403, "Forbidden"
+
+
+class RequestTimeout(ModelrunError):
+    """The request ran past the time limit and was stopped."""
+
+    status, title = 503, "Request Timed Out"
 
 
 class NotReady(ModelrunError):

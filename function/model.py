@@ -9,9 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from function.artifact import MODEL_FILE, verify_digest
+from function.artifact import model_file, verify_digest
 from function.errors import IntegrityError
 from function.store import ModelStore
+
+# A skops artifact may ask to trust types only from these libraries (metadata is not signed).
+SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,10 @@ class LoadedModel:
         return str(self.metadata["version"])
 
     @property
+    def sha256(self) -> str:
+        return str(self.metadata["sha256"])
+
+    @property
     def feature_names(self) -> list[str]:
         return list(self.metadata["feature_names"])
 
@@ -41,8 +48,10 @@ class LoadedModel:
         )
 
 
-def load_model(store: ModelStore, version: str, pinned_sha256: str | None) -> LoadedModel:
-    """Resolve version ('current' or an id), then fetch and check it before unpickling."""
+def load_model(
+    store: ModelStore, version: str, pinned_sha256: str | None, allow_pickle: bool = True
+) -> LoadedModel:
+    """Resolve version ('current' or an id), then fetch and check it before deserialising."""
     started = time.perf_counter()
     metadata = store.resolve(version)
     where = f"{store.uri} version {metadata['version']}"
@@ -50,21 +59,43 @@ def load_model(store: ModelStore, version: str, pinned_sha256: str | None) -> Lo
         raise IntegrityError(
             f"{where} has sha256 {metadata['sha256']}, but MODEL_SHA256 pins {pinned_sha256}"
         )
-    data = store.read_file(metadata["version"], MODEL_FILE)
-    verify_digest(data, metadata["sha256"], f"{where} {MODEL_FILE}")
-    estimator = _unpickle(data, where)
+    if metadata["format"] == "joblib" and not allow_pickle:
+        raise IntegrityError(
+            f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"
+        )
+    name = model_file(metadata)
+    data = store.read_file(metadata["version"], name)
+    verify_digest(data, metadata["sha256"], f"{where} {name}")
+    estimator = _deserialise(data, metadata, where)
     del data  # the download is not kept beside the model (Cloud Run counts both against memory)
     _check(estimator, metadata, where)
     return LoadedModel(estimator, metadata, time.perf_counter() - started)
 
 
-def _unpickle(data: bytes, where: str) -> Any:
-    import joblib
-
+def _deserialise(data: bytes, metadata: dict[str, Any], where: str) -> Any:
     try:
+        if metadata["format"] == "skops":
+            return _load_skops(data, metadata, where)
+        import joblib
+
         return joblib.load(io.BytesIO(data))
+    except IntegrityError:
+        raise
     except Exception as e:  # a verified file that still fails to load: incompatible libraries
         raise IntegrityError(f"{where} cannot be loaded: {type(e).__name__}: {e}") from e
+
+
+def _load_skops(data: bytes, metadata: dict[str, Any], where: str) -> Any:
+    """Load without pickle, trusting only the recorded types that belong to known libraries."""
+    import skops.io
+
+    trusted = metadata.get("skops_trusted", [])
+    foreign = [t for t in trusted if not str(t).startswith(SKOPS_TRUSTED_PREFIXES)]
+    if foreign:
+        raise IntegrityError(
+            f"{where} asks to trust types outside scikit-learn/numpy/scipy: {foreign}"
+        )
+    return skops.io.loads(data, trusted=list(trusted))
 
 
 def _check(estimator: Any, metadata: dict[str, Any], where: str) -> None:

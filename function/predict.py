@@ -13,14 +13,17 @@ from function.errors import InvalidInput, PayloadTooLarge
 from function.model import LoadedModel
 
 PARAMETERS = {"probabilities": bool}
+# Larger magnitudes overflow float64 arithmetic inside ordinary models (scaling, dot products).
+MAX_ABS_VALUE = 1e300
 
 
 @dataclass(frozen=True)
 class Instances:
-    """Rows in feature order, and what the caller asked for."""
+    """Rows in feature order, where each came from in the request, and what was asked for."""
 
     X: np.ndarray
     probabilities: bool = True
+    fields: tuple[str, ...] = ()
 
 
 def parse_instances(body: Any, feature_names: list[str], max_instances: int) -> Instances:
@@ -49,21 +52,58 @@ def parse_instances(body: Any, feature_names: list[str], max_instances: int) -> 
     X = np.empty((len(rows), len(feature_names)), dtype=np.float64)
     for i, (row, field) in enumerate(zip(rows, fields, strict=True)):
         X[i] = _row(row, field, feature_names)
-    return Instances(X, **_parameters(parameters))
+    return Instances(X, fields=tuple(fields), **_parameters(parameters))
 
 
 def predict(model: LoadedModel, instances: Instances) -> dict[str, Any]:
     """Return predictions (class names or numbers), probabilities when asked, and the model."""
     estimator = model.estimator
-    answer: dict[str, Any] = {"predictions": estimator.predict(instances.X).tolist()}
-    if instances.probabilities and model.has_probabilities:
+    want_probabilities = instances.probabilities and model.has_probabilities
+    try:
+        predictions, probabilities = _run(estimator, instances.X, want_probabilities)
+    except ValueError as e:  # valid input the model still refuses (e.g. overflow inside it)
+        field = _first_refused_row(estimator, instances, want_probabilities)
+        raise InvalidInput(f"the model cannot predict for this row: {e}", field=field) from e
+    _require_finite(predictions, instances)
+    answer: dict[str, Any] = {"predictions": predictions.tolist()}
+    if probabilities is not None:
+        _require_finite(probabilities, instances)
         classes = [str(c) for c in estimator.classes_]
         answer["probabilities"] = [
-            dict(zip(classes, row, strict=True))
-            for row in estimator.predict_proba(instances.X).tolist()
+            dict(zip(classes, row, strict=True)) for row in probabilities.tolist()
         ]
     answer["model"] = {"name": model.name, "version": model.version}
     return answer
+
+
+def _run(estimator: Any, X: np.ndarray, probabilities: bool) -> tuple[Any, Any]:
+    with np.errstate(all="ignore"):  # overflow shows up as non-finite output, refused later
+        return estimator.predict(X), estimator.predict_proba(X) if probabilities else None
+
+
+def _first_refused_row(estimator: Any, instances: Instances, probabilities: bool) -> str | None:
+    """Find which row the model refuses (only on the error path: one call per row)."""
+    for i in range(len(instances.X)):
+        try:
+            _run(estimator, instances.X[i : i + 1], probabilities)
+        except ValueError:
+            return (instances.fields[i] if i < len(instances.fields) else "") or None
+    return None
+
+
+def _require_finite(output: np.ndarray, instances: Instances) -> None:
+    """Refuse rows the model turns into NaN or infinity (inputs far outside its training range)."""
+    if output.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(output.reshape(len(output), -1)).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        field = instances.fields[i] if i < len(instances.fields) else f"instances[{i}]"
+        raise InvalidInput(
+            "the model gives no finite answer for this row: its values are too far outside "
+            "the range it was trained on",
+            field=field or None,
+        )
 
 
 def _row(row: Any, field: str, names: list[str]) -> list[float]:
@@ -103,6 +143,11 @@ def _number(value: Any, field: str, feature: str | None = None) -> float:
         raise InvalidInput(f"the number{named} is too large", field=field) from e
     if not math.isfinite(number):
         raise InvalidInput(f"expected a finite number{named}, got {_show(value)}", field=field)
+    if abs(number) > MAX_ABS_VALUE:
+        raise InvalidInput(
+            f"the number{named} is out of range (at most {MAX_ABS_VALUE:g} in magnitude)",
+            field=field,
+        )
     return number
 
 

@@ -10,8 +10,9 @@ from werkzeug.datastructures import Headers
 
 from function.auth import KeyRing, SecretKeySource, presented_key
 from function.config import Config
-from function.errors import ModelrunError, NotReady
+from function.errors import ModelrunError, NotReady, StoreUnavailable
 from function.model import LoadedModel, load_model
+from function.ratelimit import TokenBuckets
 from function.store import ModelStore
 from function.telemetry import prometheus_telemetry
 
@@ -19,16 +20,22 @@ log = logging.getLogger("modelrun.service")
 
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
+ANONYMOUS = "anonymous"  # the one caller identity when keys are off (development)
 
 
 class Service:
-    """Holds what requests read; start() loads the model and keys in the background."""
+    """Holds what requests read; start() loads the model and keys in the background.
+
+    `model` is replaced by one assignment (atomic in Python): a request reads it once and
+    finishes on that model even if a refresh swaps in another meanwhile.
+    """
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = ModelStore(config.model_uri, timeout=config.store_timeout_seconds)
         self.keys = KeyRing(config.api_keys) if config.api_keys else KeyRing()
         self.secret = SecretKeySource(config, self.keys) if config.api_keys_secret else None
+        self.limits = TokenBuckets(config.rate_limit_per_second, config.rate_limit_burst)
         self.model: LoadedModel | None = None
         self.reason = "the model is not loaded yet"
         self._started = False
@@ -42,7 +49,7 @@ class Service:
             if self._started:
                 return
             self._started = True
-        threading.Thread(target=self._load_model, name="model-loader", daemon=True).start()
+        threading.Thread(target=self._run_model, name="model-loader", daemon=True).start()
         if self.secret:
             threading.Thread(target=self.secret.run, name="key-refresher", daemon=True).start()
 
@@ -59,9 +66,11 @@ class Service:
         return model
 
     def authorize(self, headers: Headers) -> None:
-        """Raise 401 unless the request carries a valid key (unless keys are off in development)."""
-        if self.config.auth_enabled:
-            self.keys.check(presented_key(headers))
+        """Raise 401 without a valid key (unless keys are off in development), 429 over the rate."""
+        identity = (
+            self.keys.check(presented_key(headers)) if self.config.auth_enabled else ANONYMOUS
+        )
+        self.limits.take(identity)
 
     def readiness(self) -> str | None:
         """Return why the service cannot serve yet, or None when it can."""
@@ -85,30 +94,81 @@ class Service:
         )
         return identity, self.readiness() is None
 
-    def _load_model(self) -> None:
+    def _run_model(self) -> None:
+        self._cold_start()
+        if self.config.model_refresh_seconds > 0:
+            self._refresh()
+
+    def _cold_start(self) -> None:
+        """Load the configured version, retrying with bounded backoff until it works."""
         delay = RETRY_FIRST_SECONDS
         while not self._stop.is_set():
-            started = time.perf_counter()
-            try:
-                model = load_model(self.store, self.config.model_version, self.config.model_sha256)
-            except ModelrunError as e:
-                self.reason = f"{e.title}: {e}"
-                log.error("model not loaded, retrying in %.1fs: %s", delay, self.reason)
-            except Exception as e:  # a thread boundary: report, never die silently
-                self.reason = f"unexpected {type(e).__name__}: {e}"
-                log.exception("model not loaded, retrying in %.1fs", delay)
-            else:
-                self.telemetry.model_loaded(model.load_seconds, model.version, "success")
+            model, _ = self._try_load("model not loaded")
+            if model is not None:
                 self.model = model
-                log.info(
-                    "model %s version %s loaded in %.3fs",
-                    model.name,
-                    model.version,
-                    model.load_seconds,
-                    extra={"fields": {"model": model.name, "version": model.version}},
-                )
                 return
-            self.telemetry.model_loaded(time.perf_counter() - started, None, "failure")
-            self.telemetry.error("model_load")
+            log.info("retrying the model load in %.1fs", delay)
             self._stop.wait(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    def _refresh(self) -> None:
+        """Poll current.json; verify and warm a new current version, then swap it in.
+
+        A candidate that fails verification is never served and not tried again until
+        current.json changes; a store that cannot be reached is simply asked again next time.
+        """
+        refused: str | None = None  # current.json's token when its version was refused
+        while not self._stop.wait(self.config.model_refresh_seconds):
+            served = self.model
+            try:
+                pointer, token = self.store.current()
+            except ModelrunError as e:
+                log.warning("cannot read current.json to refresh the model: %s", e)
+                self.telemetry.error("model_refresh")
+                continue
+            if pointer is None or token == refused or served is None:
+                continue
+            if (pointer["version"], pointer["sha256"]) == (served.version, served.sha256):
+                continue
+            candidate, error = self._try_load(f"candidate {pointer['version']} refused")
+            if candidate is None:
+                self.telemetry.error("model_refresh")
+                if not isinstance(error, StoreUnavailable):
+                    refused = token
+                continue
+            self.model = candidate
+            log.info(
+                "now serving %s version %s (was %s)",
+                candidate.name,
+                candidate.version,
+                served.version,
+                extra={"fields": {"version": candidate.version, "previous": served.version}},
+            )
+
+    def _try_load(self, failure: str) -> tuple[LoadedModel | None, Exception | None]:
+        """Load what the configuration names; on failure log and count it, and return why."""
+        started = time.perf_counter()
+        try:
+            model = load_model(
+                self.store,
+                self.config.model_version,
+                self.config.model_sha256,
+                self.config.allow_pickle,
+            )
+        except Exception as e:  # a thread boundary: every failure is reported, none kills it
+            reason = f"{e.title}: {e}" if isinstance(e, ModelrunError) else f"unexpected {e!r}"
+            if self.model is None:
+                self.reason = reason
+            log.error("%s: %s", failure, reason, exc_info=not isinstance(e, ModelrunError))
+            self.telemetry.model_loaded(time.perf_counter() - started, None, "failure")
+            self.telemetry.error("model_load")
+            return None, e
+        self.telemetry.model_loaded(model.load_seconds, model.version, "success")
+        log.info(
+            "model %s version %s verified and loaded in %.3fs",
+            model.name,
+            model.version,
+            model.load_seconds,
+            extra={"fields": {"model": model.name, "version": model.version}},
+        )
+        return model, None

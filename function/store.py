@@ -30,13 +30,20 @@ from urllib.parse import urlparse
 
 from function.artifact import (
     METADATA_FILE,
-    MODEL_FILE,
     encode_metadata,
+    model_file,
     parse_metadata,
     sha256_hex,
     verify_digest,
 )
-from function.errors import ConfigError, Conflict, ModelrunError, NotFound, StoreUnavailable
+from function.errors import (
+    ConfigError,
+    Conflict,
+    IntegrityError,
+    ModelrunError,
+    NotFound,
+    StoreUnavailable,
+)
 
 CURRENT_FILE = "current.json"
 HISTORY_LIMIT = 50
@@ -286,18 +293,26 @@ class ModelStore:
 
     def resolve(self, version: str = "current") -> dict[str, Any]:
         """Return the metadata of a version id, or of the current one."""
-        if version == "current":
-            pointer, _ = self.current()
-            if pointer is None:
-                raise NotFound(f"no version of {self.uri} has been promoted yet")
-            version = pointer["version"]
-        return self.metadata(version)
+        if version != "current":
+            return self.metadata(version)
+        pointer, _ = self.current()
+        if pointer is None:
+            raise NotFound(f"no version of {self.uri} has been promoted yet")
+        metadata = self.metadata(pointer["version"])
+        if pointer.get("sha256") != metadata["sha256"]:
+            raise IntegrityError(
+                f"{self.uri}/{CURRENT_FILE} names sha256 {pointer.get('sha256')} for version "
+                f"{pointer['version']}, whose metadata says {metadata['sha256']}"
+            )
+        return metadata
 
     def promote(self, version: str) -> dict[str, Any]:
         """Point current.json at a complete, verified version; history remembers the old one."""
         metadata = self.metadata(version)
         verify_digest(
-            self.read_file(version, MODEL_FILE), metadata["sha256"], f"{self.uri} {version}"
+            self.read_file(version, model_file(metadata)),
+            metadata["sha256"],
+            f"{self.uri} {version}",
         )
         pointer, token = self.current()
         history = [pointer["version"], *pointer.get("history", [])] if pointer else []

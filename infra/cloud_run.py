@@ -145,6 +145,10 @@ def _environment(
         ServiceTemplateContainerEnvArgs(name="MODEL_VERSION", value=config.model_version),
         ServiceTemplateContainerEnvArgs(name="ENVIRONMENT", value="production"),
         ServiceTemplateContainerEnvArgs(name="GOOGLE_CLOUD_PROJECT", value=config.project),
+        # The app stops a request at the same limit Cloud Run enforces at its edge.
+        ServiceTemplateContainerEnvArgs(
+            name="CLOUD_RUN_TIMEOUT_SECONDS", value=str(config.timeout_seconds)
+        ),
     ]
     if config.model_sha256:
         env.append(ServiceTemplateContainerEnvArgs(name="MODEL_SHA256", value=config.model_sha256))

@@ -314,6 +314,7 @@ def test_service_environment_and_secret_reference(stack: Stack) -> None:
     assert env["MODEL_URI"]["value"] == f"gs://{bucket}/models/iris"
     assert env["MODEL_VERSION"]["value"] == "current"
     assert env["ENVIRONMENT"]["value"] == "production"
+    assert env["CLOUD_RUN_TIMEOUT_SECONDS"]["value"] == "30"
     assert "value" not in env["API_KEYS"]
     assert env["API_KEYS"]["valueSource"]["secretKeyRef"] == {
         "secret": "modelrun-api-keys",

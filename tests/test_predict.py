@@ -68,6 +68,7 @@ def test_probabilities_can_be_turned_off() -> None:
         ({"instances": [[5.1, float("nan"), 1, 0.2]]}, "instances[0][1]", "got NaN"),
         ({"instances": [[5.1, float("inf"), 1, 0.2]]}, "instances[0][1]", "got Infinity"),
         ({"instances": [[5.1, 10**400, 1, 0.2]]}, "instances[0][1]", "too large"),
+        ({"instances": [[5.1, 1e301, 1, 0.2]]}, "instances[0][1]", "out of range"),
         (
             {"instances": [ROW, ROW, {**NAMED, "petal_width": "x"}]},
             "instances[2].petal_width",

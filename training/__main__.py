@@ -58,10 +58,11 @@ def _train(args: argparse.Namespace) -> None:
         gates=gates,
     )
     pipeline, metadata = train(data, options)
-    metadata = write_artifact(Path(args.out), pipeline, metadata)
+    metadata = write_artifact(Path(args.out), pipeline, metadata, args.format)
     holdout = ", ".join(f"{k}={v:.4f}" for k, v in metadata["metrics"]["holdout"].items())
     print(f"trained {name} ({args.estimator}) on {data.rows} rows: {holdout}")
-    print(f"wrote {args.out}/model.joblib (sha256 {metadata['sha256'][:12]}…) and metadata.json")
+    model = next(iter(metadata["files"]))
+    print(f"wrote {args.out}/{model} (sha256 {metadata['sha256'][:12]}…) and metadata.json")
 
 
 def _publish(args: argparse.Namespace) -> None:
@@ -165,6 +166,12 @@ def _parser() -> argparse.ArgumentParser:
         help="quality gate on a hold-out metric (or cv_METRIC); repeat for several",
     )
     train.add_argument("--min-accuracy", type=float, help="shorthand for --gate accuracy>=VALUE")
+    train.add_argument(
+        "--format",
+        choices=["joblib", "skops"],
+        default="joblib",
+        help="model serialisation: joblib (pickle) or skops (no arbitrary code on load)",
+    )
     train.add_argument("--out", default="artifacts/iris", help="output folder")
     train.set_defaults(run=_train)
 

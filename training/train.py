@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from function.artifact import METADATA_FILE, MODEL_FILE, encode_metadata, sha256_hex
+from function.artifact import METADATA_FILE, MODEL_FILES, encode_metadata, sha256_hex
 from function.errors import InvalidInput, ModelrunError
 from function.store import utc_now
 from training.data import Dataset
@@ -148,25 +148,43 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any]]:
     return pipeline, metadata
 
 
-def write_artifact(out: Path, pipeline: Any, metadata: dict[str, Any]) -> dict[str, Any]:
-    """Write model.joblib, then metadata.json (with the model's digest), into out."""
+def write_artifact(
+    out: Path, pipeline: Any, metadata: dict[str, Any], fmt: str = "joblib"
+) -> dict[str, Any]:
+    """Write the model (joblib, or skops with the types it needs trusted), then metadata.json."""
+    model, extra = _serialise(pipeline, fmt)
+    digest = sha256_hex(model)
+    name = MODEL_FILES[fmt]
+    metadata = {
+        **metadata,
+        **extra,
+        "format": fmt,
+        "sha256": digest,
+        "files": {name: {"sha256": digest, "size": len(model)}},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in set(MODEL_FILES.values()) - {name}:  # a folder holds one model
+        (out / stale).unlink(missing_ok=True)
+    for filename, data in ((name, model), (METADATA_FILE, encode_metadata(metadata))):
+        staged = out / f".{filename}.partial"
+        staged.write_bytes(data)
+        staged.replace(out / filename)
+    return metadata
+
+
+def _serialise(pipeline: Any, fmt: str) -> tuple[bytes, dict[str, Any]]:
+    if fmt == "skops":
+        import skops.io
+
+        data = skops.io.dumps(pipeline)
+        return data, {"skops_trusted": sorted(skops.io.get_untrusted_types(data=data))}
+    if fmt != "joblib":
+        raise InvalidInput(f"unknown model format {fmt!r}; choose joblib or skops")
     import joblib
 
     buffer = io.BytesIO()
     joblib.dump(pipeline, buffer)
-    model = buffer.getvalue()
-    digest = sha256_hex(model)
-    metadata = {
-        **metadata,
-        "sha256": digest,
-        "files": {MODEL_FILE: {"sha256": digest, "size": len(model)}},
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in ((MODEL_FILE, model), (METADATA_FILE, encode_metadata(metadata))):
-        staged = out / f".{name}.partial"
-        staged.write_bytes(data)
-        staged.replace(out / name)
-    return metadata
+    return buffer.getvalue(), {}
 
 
 def git_commit() -> str | None:

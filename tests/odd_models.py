@@ -1,0 +1,28 @@
+"""Objects published as models by the fault tests. Importable by the service (repo root on path)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+
+class SlowModel:
+    """Answers after a few seconds of pure-Python work: a request time limit can stop it."""
+
+    n_features_in_ = 4
+    classes_ = np.array(["slow"])
+
+    def predict(self, X: Any) -> Any:
+        if np.asarray(X).any():  # the warm-up row is all zeros: fast
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                pass
+        return np.array(["slow"] * len(X))
+
+
+class NotAModel:
+    """Unpickles fine, but has no predict."""
+
+    n_features_in_ = 4

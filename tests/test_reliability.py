@@ -1,0 +1,627 @@
+"""Faults, hostile input, hot refresh under load, limits and shutdown — on real processes.
+
+The store is the real GCS client against gcp-storage-emulator (stopped, restarted, fed bad
+objects); keys come from the fake Secret Manager gRPC server where that matters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+import requests
+
+from function.artifact import encode_metadata
+from function.store import ModelStore
+from tests.conftest import (
+    KEY,
+    OTHER_KEY,
+    PYTHON,
+    ROOT,
+    Emulator,
+    Running,
+    free_port,
+    run_service,
+    wait_until,
+)
+from tests.odd_models import NotAModel, SlowModel
+from training.train import write_artifact
+
+ROW = [5.1, 3.5, 1.4, 0.2]
+AUTH = {"X-API-Key": KEY}
+
+
+def gcs_store(emulator: Emulator, name: str) -> ModelStore:
+    os.environ["STORAGE_EMULATOR_HOST"] = emulator.host
+    return ModelStore(f"gs://{emulator.bucket}/models/{name}-{time.monotonic_ns()}", timeout=5)
+
+
+def publish_object(
+    store: ModelStore, version: str, obj: Any, template: Path, tmp: Path, **changes: Any
+) -> None:
+    """Publish any object as a version, with the template's metadata changed as asked."""
+    base = json.loads((template / "metadata.json").read_text())
+    base.pop("files")
+    out = tmp / f"artifact-{version}"
+    write_artifact(out, obj, {**base, **changes})
+    store.publish(out, version)
+
+
+def point_current_at(store: ModelStore, version: str, sha256: str) -> None:
+    """Write current.json by hand (promote would refuse what these tests need to serve)."""
+    pointer, token = store.current()
+    history = [pointer["version"], *pointer.get("history", [])] if pointer else []
+    document = {"version": version, "sha256": sha256, "previous": None, "history": history}
+    store.backend.write("current.json", encode_metadata(document), if_token=token)
+
+
+def service_env(store: ModelStore, emulator: Emulator, **extra: str) -> dict[str, str]:
+    return {
+        "MODEL_URI": store.uri,
+        "STORAGE_EMULATOR_HOST": emulator.host,
+        "API_KEYS": f"{KEY},{OTHER_KEY}",
+        "STORE_TIMEOUT_SECONDS": "2",
+        "RATE_LIMIT_PER_SECOND": "0",
+        **extra,
+    }
+
+
+def version_of(running: Running) -> str:
+    response = running.post("/predict", json={"features": ROW}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    return str(response.json()["model"]["version"])
+
+
+def ready_reason(running: Running) -> str:
+    response = running.get("/ready")
+    return "" if response.status_code == 200 else str(response.json()["detail"])
+
+
+# --- faults at cold start ----------------------------------------------------------------
+
+
+@pytest.fixture
+def bad_versions(
+    gcs_emulator: Emulator, iris_artifact: Path, tmp_path: Path
+) -> Iterator[tuple[ModelStore, dict[str, tuple[str, str]]]]:
+    """A store with a good v1 and one broken version per fault: name -> (version, sha256)."""
+    store = gcs_store(gcs_emulator, "faults")
+    store.publish(iris_artifact, "v1")
+    store.promote("v1")
+    good_sha = store.metadata("v1")["sha256"]
+    store.backend.write("versions/half/model.joblib", b"partial upload", if_token=None)
+    publish_object(store, "notamodel", NotAModel(), iris_artifact, tmp_path)
+    publish_object(
+        store, "threefeatures", joblib.load(iris_artifact / "model.joblib"), iris_artifact,
+        tmp_path, feature_names=["a", "b", "c"],
+    )  # fmt: skip
+    publish_object(
+        store, "tampered", joblib.load(iris_artifact / "model.joblib"), iris_artifact, tmp_path
+    )
+    tampered_sha = store.metadata("tampered")["sha256"]
+    from google.cloud import storage  # someone with bucket access replaces the model
+
+    bucket, _, prefix = store.uri.removeprefix("gs://").partition("/")
+    blob = storage.Client().bucket(bucket).blob(f"{prefix}/versions/tampered/model.joblib")
+    blob.upload_from_string(b"not what was verified")
+    cases = {
+        "missing": ("ghost", good_sha),
+        "half-written": ("half", good_sha),
+        "not an estimator": ("notamodel", store.metadata("notamodel")["sha256"]),
+        "feature count": ("threefeatures", store.metadata("threefeatures")["sha256"]),
+        "digest mismatch": ("tampered", tampered_sha),
+    }
+    yield store, cases
+
+
+EXPECTED_REASON = {
+    "missing": "version ghost is missing",
+    "half-written": "version half is incomplete",
+    "not an estimator": "holds a NotAModel, not an estimator",
+    "feature count": "fitted on 4 features but its metadata names 3",
+    "digest mismatch": "sha256 is",
+}
+
+
+@pytest.mark.parametrize("fault", list(EXPECTED_REASON))
+def test_cold_start_never_serves_a_bad_current_version(
+    bad_versions: tuple[ModelStore, dict[str, tuple[str, str]]],
+    gcs_emulator: Emulator,
+    tmp_path: Path,
+    fault: str,
+) -> None:
+    store, cases = bad_versions
+    point_current_at(store, *cases[fault])
+
+    with run_service(service_env(store, gcs_emulator), tmp_path, wait_ready=False) as running:
+        wait_until(lambda: EXPECTED_REASON[fault] in ready_reason(running), 15, fault)
+        for _ in range(3):
+            assert running.get("/ready").status_code == 503
+            response = running.post("/predict", json={"features": ROW}, headers=AUTH)
+            assert response.status_code == 503
+            assert EXPECTED_REASON[fault] in response.json()["detail"]
+            time.sleep(0.2)
+
+
+def test_an_unreachable_store_heals_by_itself(iris_artifact: Path, tmp_path: Path) -> None:
+    from gcp_storage_emulator.server import create_server
+
+    port, data = free_port(), tmp_path / "gcs-data"
+    data.mkdir()
+
+    def emulator() -> Any:
+        server = create_server("127.0.0.1", port, data_dir=str(data), default_bucket="heal")
+        server.start()
+        return server
+
+    server = emulator()
+    host = f"http://127.0.0.1:{port}"
+    store = gcs_store(Emulator(host, "heal"), "heal")
+    store.publish(iris_artifact, "v1")
+    store.promote("v1")
+    server.stop()  # the store goes away before the service starts
+
+    env = service_env(store, Emulator(host, "heal"))
+    with run_service(env, tmp_path, wait_ready=False) as running:
+        wait_until(lambda: "cannot reach" in ready_reason(running), 20, "the reason")
+        assert running.post("/predict", json={"features": ROW}, headers=AUTH).status_code == 503
+        server = emulator()  # it comes back, with its data
+        try:
+            wait_until(lambda: running.get("/ready").status_code == 200, 40, "recovery")
+            assert version_of(running) == "v1"
+        finally:
+            server.stop()
+
+
+# --- hot refresh -------------------------------------------------------------------------
+
+
+def test_refresh_swaps_in_promotions_and_rollbacks_without_restart(
+    gcs_emulator: Emulator, iris_artifact: Path, forest_artifact: Path, tmp_path: Path
+) -> None:
+    store = gcs_store(gcs_emulator, "refresh")
+    store.publish(iris_artifact, "lr")
+    store.publish(forest_artifact, "rf")
+    store.promote("lr")
+    env = service_env(store, gcs_emulator, MODEL_REFRESH_SECONDS="0.2")
+
+    with run_service(env, tmp_path) as running:
+        assert version_of(running) == "lr"
+        store.promote("rf")
+        wait_until(lambda: version_of(running) == "rf", 15, "the promotion")
+        assert running.get("/model", headers=AUTH).json()["version"] == "rf"
+        store.rollback()
+        wait_until(lambda: version_of(running) == "lr", 15, "the rollback")
+        metrics = running.get("/metrics", headers=AUTH).text
+        assert 'model_version="lr"' in metrics.split("modelrun_model_info{")[1].split("}")[0]
+
+
+def test_refresh_never_serves_a_bad_candidate(
+    bad_versions: tuple[ModelStore, dict[str, tuple[str, str]]],
+    gcs_emulator: Emulator,
+    forest_artifact: Path,
+    tmp_path: Path,
+) -> None:
+    store, cases = bad_versions
+    env = service_env(store, gcs_emulator, MODEL_REFRESH_SECONDS="0.2")
+
+    with run_service(env, tmp_path) as running:
+        for fault, (version, sha256) in cases.items():
+            point_current_at(store, version, sha256)
+            wait_until(lambda v=version: f"candidate {v} refused" in running.output(), 15, fault)
+            assert version_of(running) == "v1", fault
+            assert running.get("/ready").status_code == 200, fault
+        store.publish(forest_artifact, "v2")
+        store.promote("v2")
+        wait_until(lambda: version_of(running) == "v2", 15, "a good candidate after bad ones")
+        metrics = running.get("/metrics", headers=AUTH).text
+        assert 'modelrun_errors_total{kind="model_refresh"}' in metrics
+
+
+def test_refresh_survives_the_store_going_away(
+    iris_artifact: Path, forest_artifact: Path, tmp_path: Path
+) -> None:
+    from gcp_storage_emulator.server import create_server
+
+    port, data = free_port(), tmp_path / "gcs-data"
+    data.mkdir()
+    start = lambda: create_server("127.0.0.1", port, data_dir=str(data), default_bucket="away")  # noqa: E731
+    server = start()
+    server.start()
+    emulator = Emulator(f"http://127.0.0.1:{port}", "away")
+    store = gcs_store(emulator, "away")
+    store.publish(iris_artifact, "v1")
+    store.publish(forest_artifact, "v2")
+    store.promote("v1")
+    env = service_env(store, emulator, MODEL_REFRESH_SECONDS="0.2")
+
+    with run_service(env, tmp_path) as running:
+        server.stop()
+        wait_until(lambda: "cannot read current.json" in running.output(), 15, "a failed poll")
+        assert version_of(running) == "v1"  # still serving from memory
+        server = start()
+        server.start()
+        try:
+            store.promote("v2")
+            wait_until(lambda: version_of(running) == "v2", 20, "the refresh after the outage")
+        finally:
+            server.stop()
+
+
+def test_swaps_under_load_fail_no_request_and_never_mix_versions(
+    gcs_emulator: Emulator, iris_artifact: Path, forest_artifact: Path, tmp_path: Path
+) -> None:
+    store = gcs_store(gcs_emulator, "swap")
+    store.publish(iris_artifact, "lr")
+    store.publish(forest_artifact, "rf")
+    store.promote("lr")
+    estimators = {
+        "lr": joblib.load(iris_artifact / "model.joblib"),
+        "rf": joblib.load(forest_artifact / "model.joblib"),
+    }
+    rows = np.random.default_rng(0).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], (64, 4)).round(2)
+    history: list[tuple[float, str]] = [(0.0, "lr")]  # (time it became current, version)
+    results: list[tuple[float, float, int, dict[str, Any], int]] = []
+    stop = threading.Event()
+    env = service_env(store, gcs_emulator, MODEL_REFRESH_SECONDS="0.1")
+
+    def client(seed: int) -> None:
+        session = requests.Session()
+        i = seed
+        while not stop.is_set():
+            row = rows[i % len(rows)].tolist()
+            started = time.monotonic()
+            response = session.post(
+                f"{running.url}/predict", json={"instances": [row]}, headers=AUTH, timeout=10
+            )
+            body = response.json() if response.status_code == 200 else {}
+            results.append((started, time.monotonic(), response.status_code, body, i % len(rows)))
+            i += 1
+
+    with run_service(env, tmp_path) as running:
+        threads = [threading.Thread(target=client, args=(s,)) for s in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            for step in ("rf", "lr", "rf", "lr", "rf"):
+                time.sleep(1.0)
+                if step == "rf":
+                    store.promote("rf")
+                else:
+                    store.rollback()
+                history.append((time.monotonic(), step))
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+
+    print(f"swap under load: {len(results)} requests across 5 swaps")  # quoted in RELIABILITY.md
+    assert len(results) > 200
+    assert [r for r in results if r[2] != 200] == []
+    lag = 2.0  # the poll interval plus a load: how long after a promotion the old one may answer
+    for started, ended, _, body, row in results:
+        version = body["model"]["version"]
+        assert version in _current_between(history, started - lag, ended)
+        # The answer was computed by the model its version names: nothing mixed.
+        expected = estimators[version].predict_proba([rows[row]])[0].tolist()
+        assert list(body["probabilities"][0].values()) == expected
+    assert {r[3]["model"]["version"] for r in results} == {"lr", "rf"}
+
+
+def _current_between(history: list[tuple[float, str]], start: float, end: float) -> set[str]:
+    """Versions that were current in the store at some moment between start and end."""
+    spans = zip(history, [*history[1:], (float("inf"), "")], strict=True)
+    return {v for (since, v), (until, _) in spans if since <= end and until >= start}
+
+
+# --- limits, CORS, headers, time limit, shutdown -----------------------------------------
+
+
+@pytest.fixture
+def folder_service(iris_artifact: Path, tmp_path: Path) -> Iterator[Any]:
+    """Start a service on a folder store with extra settings."""
+
+    def start(**env: str) -> Any:
+        store = ModelStore((tmp_path / f"store-{time.monotonic_ns()}" / "iris").as_uri())
+        store.publish(iris_artifact, "v1")
+        store.promote("v1")
+        return run_service(
+            {"MODEL_URI": store.uri, "API_KEYS": f"{KEY},{OTHER_KEY}", **env}, tmp_path
+        )
+
+    yield start
+
+
+def test_rate_limit_per_key_answers_429_with_retry_after(folder_service: Any) -> None:
+    with folder_service(RATE_LIMIT_PER_SECOND="2", RATE_LIMIT_BURST="3") as running:
+        statuses = [
+            running.post("/predict", json={"features": ROW}, headers=AUTH).status_code
+            for _ in range(5)
+        ]
+        limited = running.post("/predict", json={"features": ROW}, headers=AUTH)
+        other = running.post("/predict", json={"features": ROW}, headers={"X-API-Key": OTHER_KEY})
+        time.sleep(1.1)
+        again = running.post("/predict", json={"features": ROW}, headers=AUTH)
+
+    assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
+    assert limited.status_code == 429
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert limited.headers["Content-Type"] == "application/problem+json"
+    assert other.status_code == 200  # buckets are per key
+    assert again.status_code == 200
+
+
+def test_cors_allows_listed_origins_only(folder_service: Any) -> None:
+    allowed, other = "https://app.example.com", "https://evil.example.com"
+    with folder_service(CORS_ORIGINS=allowed) as running:
+        preflight = requests.options(
+            f"{running.url}/predict",
+            headers={"Origin": allowed, "Access-Control-Request-Method": "POST"},
+            timeout=5,
+        )
+        refused = requests.options(
+            f"{running.url}/predict",
+            headers={"Origin": other, "Access-Control-Request-Method": "POST"},
+            timeout=5,
+        )
+        simple = running.post(
+            "/predict", json={"features": ROW}, headers={**AUTH, "Origin": allowed}
+        )
+        foreign = running.post(
+            "/predict", json={"features": ROW}, headers={**AUTH, "Origin": other}
+        )
+
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == allowed
+    assert "X-API-Key" in preflight.headers["Access-Control-Allow-Headers"]
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    assert refused.status_code == 403
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    assert simple.headers["Access-Control-Allow-Origin"] == allowed
+    assert "Access-Control-Allow-Origin" not in foreign.headers
+
+
+@pytest.mark.parametrize(
+    "method, path, headers",
+    [
+        ("GET", "/health", {}),
+        ("GET", "/ready", {}),
+        ("GET", "/openapi.json", {}),
+        ("GET", "/metrics", AUTH),
+        ("GET", "/model", {}),
+        ("POST", "/predict", AUTH),
+        ("GET", "/robots.txt", {}),
+        ("PATCH", "/predict", AUTH),
+    ],
+)
+def test_security_headers_on_every_response(
+    folder_service: Any, method: str, path: str, headers: dict[str, str]
+) -> None:
+    with folder_service() as running:
+        response = requests.request(method, running.url + path, headers=headers, timeout=5)
+
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_a_request_past_the_time_limit_is_stopped_with_503(
+    iris_artifact: Path, tmp_path: Path
+) -> None:
+    store = ModelStore((tmp_path / "slow").as_uri())
+    publish_object(store, "slow", SlowModel(), iris_artifact, tmp_path, class_names=["slow"])
+    store.promote("slow")
+    env = {
+        "MODEL_URI": store.uri,
+        "API_KEYS": KEY,
+        "CLOUD_RUN_TIMEOUT_SECONDS": "1",
+        "THREADED_TIMEOUT_ENABLED": "true",
+    }
+
+    with run_service(env, tmp_path) as running:
+        started = time.monotonic()
+        response = running.post("/predict", json={"features": ROW}, headers=AUTH)
+        took = time.monotonic() - started
+        healthy = running.get("/health").status_code
+
+    assert response.status_code == 503
+    assert "1s time limit" in response.json()["detail"]
+    assert took < 4
+    assert healthy == 200
+
+
+def test_sigterm_lets_in_flight_requests_finish(folder_service: Any) -> None:
+    body = json.dumps({"features": ROW}).encode()
+    with folder_service() as running:
+        host, port = running.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as conn:
+            conn.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"X-API-Key: {KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body[:10]
+            )
+            time.sleep(0.5)
+            running.process.send_signal(signal.SIGTERM)  # Cloud Run stops the instance
+            time.sleep(0.5)
+            conn.sendall(body[10:])  # the request in flight completes
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+                if b'"model"' in answer:
+                    break
+            answer_text = answer.decode()
+        running.process.wait(15)
+
+    assert answer_text.startswith("HTTP/1.1 200"), answer_text[:200]
+    assert '"predictions": ["setosa"]' in answer_text
+
+
+# --- safer model loading -----------------------------------------------------------------
+
+
+def test_skops_model_serves_without_pickle(forest_artifact: Path, tmp_path: Path) -> None:
+    from training.__main__ import main as training
+
+    out = tmp_path / "skops"
+    assert training(["train", "--format", "skops", "--estimator", "random_forest",
+                     "--param", "n_estimators=20", "--out", str(out)]) == 0  # fmt: skip
+    store = ModelStore((tmp_path / "store" / "iris").as_uri())
+    store.publish(out, "sk")
+    store.promote("sk")
+    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "ALLOW_PICKLE": "false"}
+    estimator = joblib.load(forest_artifact / "model.joblib")  # same data, seed and params
+
+    with run_service(env, tmp_path) as running:
+        answer = running.post("/predict", json={"instances": [ROW]}, headers=AUTH).json()
+
+    assert answer["model"]["version"] == "sk"
+    assert answer["predictions"] == estimator.predict([ROW]).tolist()
+    assert list(answer["probabilities"][0].values()) == estimator.predict_proba([ROW])[0].tolist()
+
+
+def test_pickle_can_be_refused(iris_artifact: Path, tmp_path: Path) -> None:
+    store = ModelStore((tmp_path / "iris").as_uri())
+    store.publish(iris_artifact, "pickled")
+    store.promote("pickled")
+    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "ALLOW_PICKLE": "false"}
+
+    with run_service(env, tmp_path, wait_ready=False) as running:
+        wait_until(lambda: "ALLOW_PICKLE=false" in ready_reason(running), 15, "the refusal")
+
+
+def test_skops_refuses_to_trust_foreign_types(tmp_path: Path) -> None:
+    from training.__main__ import main as training
+
+    out = tmp_path / "skops"
+    assert training(["train", "--format", "skops", "--out", str(out)]) == 0
+    metadata = json.loads((out / "metadata.json").read_text())
+    metadata["skops_trusted"] = ["os.system"]  # a bucket writer tries to widen the trust
+    (out / "metadata.json").write_text(json.dumps(metadata))
+    store = ModelStore((tmp_path / "store" / "iris").as_uri())
+    store.publish(out, "sk")
+    store.promote("sk")
+
+    with run_service(
+        {"MODEL_URI": store.uri, "API_KEYS": KEY}, tmp_path, wait_ready=False
+    ) as running:
+        wait_until(lambda: "outside scikit-learn" in ready_reason(running), 15, "the refusal")
+
+
+# --- hostile input and the published contract -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hardened(iris_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    tmp = tmp_path_factory.mktemp("hostile")
+    store = ModelStore((tmp / "iris").as_uri())
+    store.publish(iris_artifact, "v1")
+    store.promote("v1")
+    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "RATE_LIMIT_PER_SECOND": "0",
+           "MAX_REQUEST_BYTES": "65536"}  # fmt: skip
+    with run_service(env, tmp) as running:
+        yield running
+
+
+JSON = {"Content-Type": "application/json", **AUTH}
+HOSTILE: list[tuple[str, str, dict[str, str], bytes]] = [
+    ("POST", "/predict", JSON, b"{"),
+    ("POST", "/predict", JSON, b"[1, 2"),
+    ("POST", "/predict", JSON, b"null"),
+    ("POST", "/predict", JSON, b"42"),
+    ("POST", "/predict", JSON, b'"a string"'),
+    ("POST", "/predict", JSON, b'{"instances": "all"}'),
+    ("POST", "/predict", JSON, b'{"instances": [[1, 2, 3, "4"]]}'),
+    ("POST", "/predict", JSON, b'{"instances": [[1, 2, 3, true]]}'),
+    ("POST", "/predict", JSON, b'{"instances": [[1, 2, 3, NaN]]}'),
+    ("POST", "/predict", JSON, b'{"instances": [[1, 2, 3, Infinity]]}'),
+    ("POST", "/predict", JSON, b'{"instances": [[1, 2, 3, -Infinity]]}'),
+    ("POST", "/predict", JSON, b'{"instances": [[1e308, -1e308, 1e308, 1e308]]}'),
+    ("POST", "/predict", JSON, b'{"instances": [[1e400, 2, 3, 4]]}'),
+    ("POST", "/predict", JSON, b'{"instances": [[' + b"9" * 5000 + b", 2, 3, 4]]}"),
+    ("POST", "/predict", JSON, b'{"instances": [' + b"[" * 5000 + b"]" * 5000 + b"]}"),
+    ("POST", "/predict", JSON, b"[" * 60000),
+    ("POST", "/predict", JSON, b'{"instances": [' + b"[1,2,3,4]," * 2000 + b"[1,2,3,4]]}"),
+    ("POST", "/predict", JSON, b'{"instances": [[1,2,3,4]], "instances": [[1,2,3,4]]}'),
+    ("POST", "/predict", JSON, '{"instances": [{"s\u00e9pal": 1}]}'.encode()),
+    ("POST", "/predict", JSON, '{"\u2603": "\U0001f600"}'.encode()),
+    ("POST", "/predict", JSON, b'{"features": [1, 2, 3, 4], "parameters": {"probabilities": 1}}'),
+    ("POST", "/predict", JSON, b"\xff\xfe\x00{"),
+    ("POST", "/predict", JSON, b""),
+    ("POST", "/predict", JSON, b"   \n "),
+    ("POST", "/predict", JSON, b'{"pad": "' + b"x" * 70000 + b'"}'),
+    ("POST", "/predict", {**AUTH, "Content-Type": "text/plain"}, b'{"features": [1, 2, 3, 4]}'),
+    ("POST", "/predict", {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}, b"a=1"),
+    ("POST", "/predict", {**AUTH, "Content-Type": "multipart/form-data; boundary=x"}, b"--x--"),
+    ("POST", "/predict", AUTH, b'{"features": [1, 2, 3, 4]}'),
+    ("POST", "/predict", {"Content-Type": "application/json", "X-API-Key": "x" * 5000}, b"{}"),
+    ("POST", "/predict", {"Content-Type": "application/json", "Authorization": "Bearer"}, b"{}"),
+    ("GET", "/predict", AUTH, b""),
+    ("PUT", "/model", AUTH, b""),
+    ("DELETE", "/health", {}, b""),
+    ("TRACE", "/ready", {}, b""),
+    ("BREW", "/predict", AUTH, b""),
+    ("GET", "/admin", {}, b""),
+    ("GET", "/../../etc/passwd", {}, b""),
+    ("GET", "/%00", {}, b""),
+    ("GET", "/favicon.ico", {}, b""),
+    ("GET", "/predict/extra", AUTH, b""),
+]
+
+
+@pytest.mark.parametrize("method, path, headers, body", HOSTILE)
+def test_hostile_input_gets_a_4xx_problem(
+    hardened: Running, method: str, path: str, headers: dict[str, str], body: bytes
+) -> None:
+    response = requests.request(method, hardened.url + path, headers=headers, data=body, timeout=10)
+
+    assert 400 <= response.status_code < 500, response.text[:300]
+    assert response.headers["Content-Type"] == "application/problem+json"
+    assert response.json()["status"] == response.status_code
+
+
+def test_oversized_headers_are_refused_by_the_http_server(hardened: Running) -> None:
+    # gunicorn refuses a header over 8190 bytes itself (431, text/html) before the app runs.
+    response = requests.get(hardened.url + "/model", headers={"X-API-Key": "x" * 10000}, timeout=10)
+
+    assert response.status_code == 431
+    assert hardened.get("/health").status_code == 200
+
+
+def test_still_healthy_after_the_hostile_suite(hardened: Running) -> None:
+    for method, path, headers, body in HOSTILE:
+        requests.request(method, hardened.url + path, headers=headers, data=body, timeout=10)
+
+    assert hardened.get("/health").status_code == 200
+    assert hardened.post("/predict", json={"features": ROW}, headers=AUTH).status_code == 200
+    assert hardened.process.poll() is None
+    assert "Traceback" not in hardened.output()
+
+
+def test_schemathesis_finds_no_server_error_or_schema_violation(hardened: Running) -> None:
+    result = subprocess.run(
+        [
+            str(Path(PYTHON).parent / "schemathesis"),
+            "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
+            "run", f"{hardened.url}/openapi.json",
+            "-H", f"X-API-Key: {KEY}", "--checks", "all", "--max-examples", "40",
+            "--seed", "20261122", "--request-timeout", "10", "--max-failures", "5",
+        ],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "Tested: 5" in result.stdout
+    assert "Traceback" not in hardened.output()
