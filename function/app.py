@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Request, Response
@@ -14,8 +15,9 @@ from functions_framework.exceptions import RequestTimeoutException
 from werkzeug import exceptions as wz
 from werkzeug.routing import Map, Rule
 
+from function import oip
 from function.body import read_json
-from function.config import load_config
+from function.config import Config, load_config
 from function.errors import (
     Forbidden,
     MethodNotAllowed,
@@ -26,12 +28,12 @@ from function.errors import (
     Unauthorized,
 )
 from function.logs import request_fields, setup_logging
+from function.model import LoadedModel
 from function.openapi import document
-from function.predict import parse_instances, predict
+from function.predict import Instances, infer, parse_instances, predict
 from function.service import Service
 
 log = logging.getLogger("modelrun.http")
-QUIET_ROUTES = {"health", "ready", "metrics"}  # probes and scrapes: DEBUG, not INFO
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
@@ -43,60 +45,168 @@ SECURITY_HEADERS = {
 CORS_HEADERS = "Authorization, Content-Type, X-API-Key"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the Prometheus text format
 
-Handler = Callable[[Service, Request], Any]
+Handler = Callable[[Service, Request, dict[str, str]], Any]
 
 
-def _predict(service: Service, request: Request) -> Any:
-    service.authorize(request.headers)
-    model = service.require_model()
-    body = read_json(request, service.config.max_request_bytes)
-    instances = parse_instances(body, model.feature_names, service.config.max_instances_per_request)
+def _predict(service: Service, request: Request, args: dict[str, str]) -> Any:
+    model, instances = _instances(service, request)
     answer = predict(model, instances)
-    service.telemetry.predicted(
-        model.version, answer["predictions"], model.metadata["task"] == "classification"
-    )
+    _count(service, model, answer["predictions"])
     return answer
 
 
-def _model(service: Service, request: Request) -> Any:
+def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
     service.authorize(request.headers)
     return service.require_model().metadata
 
 
-def _health(service: Service, request: Request) -> Any:
+def _health(service: Service, request: Request, args: dict[str, str]) -> Any:
     return {"status": "ok"}
 
 
-def _ready(service: Service, request: Request) -> Any:
-    reason = service.readiness()
-    if reason:
-        raise NotReady(reason)
-    model = service.require_model()
+def _ready(service: Service, request: Request, args: dict[str, str]) -> Any:
+    model = _ready_model(service)
     return {"status": "ready", "model": {"name": model.name, "version": model.version}}
 
 
-def _metrics(service: Service, request: Request) -> Any:
+def _metrics(service: Service, request: Request, args: dict[str, str]) -> Any:
     if not service.config.metrics_public:
         service.authorize(request.headers)
     return Response(service.metrics_page(), mimetype=METRICS_TYPE)
 
 
-def _openapi(service: Service, request: Request) -> Any:
+def _openapi(service: Service, request: Request, args: dict[str, str]) -> Any:
     model = service.model
     return document(
         model.feature_names if model else None, service.config.max_instances_per_request
     )
 
 
-ROUTES: dict[str, tuple[Handler, str, str]] = {
-    "predict": (_predict, "/predict", "POST"),
-    "model": (_model, "/model", "GET"),
-    "health": (_health, "/health", "GET"),
-    "ready": (_ready, "/ready", "GET"),
-    "metrics": (_metrics, "/metrics", "GET"),
-    "openapi": (_openapi, "/openapi.json", "GET"),
+# --- Open Inference Protocol v2 ----------------------------------------------------------
+
+
+def _v2_live(service: Service, request: Request, args: dict[str, str]) -> Any:
+    return {"live": True}
+
+
+def _v2_ready(service: Service, request: Request, args: dict[str, str]) -> Any:
+    _ready_model(service)
+    return {"ready": True}
+
+
+def _v2_server(service: Service, request: Request, args: dict[str, str]) -> Any:
+    service.authorize(request.headers)
+    return oip.SERVER
+
+
+def _v2_model(service: Service, request: Request, args: dict[str, str]) -> Any:
+    service.authorize(request.headers)
+    model = oip.select(service.require_model(), args["name"], args.get("version"))
+    return oip.model_metadata(model)
+
+
+def _v2_model_ready(service: Service, request: Request, args: dict[str, str]) -> Any:
+    model = oip.select(_ready_model(service), args["name"], args.get("version"))
+    return {"name": model.name, "ready": True}
+
+
+def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
+    service.authorize(request.headers)
+    model = oip.select(service.require_model(), args["name"], args.get("version"))
+    body = read_json(request, service.config.max_request_bytes, type_required=False)
+    limit = service.config.max_instances_per_request
+    instances, outputs, request_id = oip.parse_request(body, model, limit)
+    prediction = infer(model, instances)
+    _count(service, model, prediction.labels)
+    return oip.response(model, prediction, outputs, request_id)
+
+
+# --- Vertex AI custom-container contract -------------------------------------------------
+
+
+def _vertex_health(service: Service, request: Request, args: dict[str, str]) -> Any:
+    _ready_model(service)  # Vertex sends traffic only once this answers 200
+    return {"status": "ready"}
+
+
+def _vertex_predict(service: Service, request: Request, args: dict[str, str]) -> Any:
+    model, instances = _instances(service, request)
+    prediction = infer(model, instances)
+    _count(service, model, prediction.labels)
+    return {"predictions": prediction.labels}
+
+
+def _instances(service: Service, request: Request) -> tuple[LoadedModel, Instances]:
+    service.authorize(request.headers)
+    model = service.require_model()
+    body = read_json(request, service.config.max_request_bytes)
+    limit = service.config.max_instances_per_request
+    return model, parse_instances(body, model.feature_names, limit)
+
+
+def _ready_model(service: Service) -> LoadedModel:
+    reason = service.readiness()
+    if reason:
+        raise NotReady(reason)
+    return service.require_model()
+
+
+def _count(service: Service, model: LoadedModel, labels: list[Any]) -> None:
+    service.telemetry.predicted(model.version, labels, model.metadata["task"] == "classification")
+
+
+@dataclass(frozen=True)
+class Route:
+    handler: Handler
+    method: str
+    paths: tuple[str, ...]
+    protocol: str = "modelrun"  # how errors are written: problem+json, or "v2": {"error"}
+
+
+V2_MODEL = ("/v2/models/<name>", "/v2/models/<name>/versions/<version>")
+ROUTES: dict[str, Route] = {
+    "predict": Route(_predict, "POST", ("/predict",)),
+    "model": Route(_model, "GET", ("/model",)),
+    "health": Route(_health, "GET", ("/health",)),
+    "ready": Route(_ready, "GET", ("/ready",)),
+    "metrics": Route(_metrics, "GET", ("/metrics",)),
+    "openapi": Route(_openapi, "GET", ("/openapi.json",)),
+    "v2_live": Route(_v2_live, "GET", ("/v2/health/live",), "v2"),
+    "v2_ready": Route(_v2_ready, "GET", ("/v2/health/ready",), "v2"),
+    "v2_server": Route(_v2_server, "GET", ("/v2",), "v2"),
+    "v2_model": Route(_v2_model, "GET", V2_MODEL, "v2"),
+    "v2_model_ready": Route(_v2_model_ready, "GET", tuple(f"{p}/ready" for p in V2_MODEL), "v2"),
+    "v2_infer": Route(_v2_infer, "POST", tuple(f"{p}/infer" for p in V2_MODEL), "v2"),
 }
-URL_MAP = Map([Rule(path, endpoint=name, methods=[m]) for name, (_, path, m) in ROUTES.items()])
+QUIET_ROUTES = {"health", "ready", "metrics", "v2_live", "v2_ready", "vertex_health"}
+
+
+def routes(config: Config) -> dict[str, Route]:
+    """Every route; Vertex AI's two come from AIP_HEALTH_ROUTE and AIP_PREDICT_ROUTE."""
+    table = dict(ROUTES)
+    vertex = {
+        "vertex_health": (config.vertex_health_route, Route(_vertex_health, "GET", ())),
+        "vertex_predict": (config.vertex_predict_route, Route(_vertex_predict, "POST", ())),
+    }
+    for name, (path, route) in vertex.items():
+        if path:
+            # Vertex's route wins over a native route on the same path.
+            for other, existing in list(table.items()):
+                if path in existing.paths:
+                    kept = tuple(p for p in existing.paths if p != path)
+                    table[other] = Route(existing.handler, existing.method, kept, existing.protocol)
+            table[name] = Route(route.handler, route.method, (path,))
+    return table
+
+
+def url_map(table: dict[str, Route]) -> Map:
+    return Map(
+        [
+            Rule(path, endpoint=name, methods=[r.method])
+            for name, r in table.items()
+            for path in r.paths
+        ]
+    )
 
 
 def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
@@ -104,21 +214,25 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
     config = load_config(environ)
     setup_logging(config.log_level)
     service = Service(config)
+    table = routes(config)
+    urls = url_map(table)
     os.register_at_fork(after_in_child=service.start)  # gunicorn forks after importing us
 
     def handle(request: Request) -> Response:
         service.start()
         started = time.perf_counter()
         endpoint = route = None
+        protocol = "v2" if request.path.startswith("/v2") else "modelrun"
         error: ModelrunError | None = None
         try:
-            adapter = URL_MAP.bind_to_environ(request.environ)
+            adapter = urls.bind_to_environ(request.environ)
             if _is_preflight(request):
                 response = _preflight(service, request, adapter.allowed_methods())
             else:
-                rule, _ = adapter.match(return_rule=True)
-                endpoint, route = rule.endpoint, rule.rule
-                result = ROUTES[str(endpoint)][0](service, request)
+                rule, args = adapter.match(return_rule=True)
+                endpoint, route = str(rule.endpoint), rule.rule
+                protocol = table[endpoint].protocol
+                result = table[endpoint].handler(service, request, dict(args))
                 response = result if isinstance(result, Response) else _json(result, 200)
         except ModelrunError as e:
             error = e
@@ -137,7 +251,9 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
             log.exception("unhandled error on %s %s", request.method, request.path)
             error = ModelrunError("an internal error occurred")
         if error is not None:
-            response = problem_response(error, request.path)
+            response = (
+                _v2_error(error) if protocol == "v2" else problem_response(error, request.path)
+            )
             service.telemetry.error(error.kind)
             if isinstance(error, Unauthorized):
                 service.telemetry.auth_failed(error.reason)
@@ -162,6 +278,13 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
 
 def _json(body: Any, status: int) -> Response:
     return Response(json.dumps(body, allow_nan=False), status, mimetype="application/json")
+
+
+def _v2_error(error: ModelrunError) -> Response:
+    body, status = oip.error_body(error)
+    response = _json(body, status)
+    response.headers.update(error.headers)
+    return response
 
 
 def problem_response(error: ModelrunError, instance: str) -> Response:

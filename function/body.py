@@ -12,10 +12,14 @@ from function.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 JSON_TYPES = ("application/json",)
 
 
-def read_json(request: Request, max_bytes: int) -> Any:
-    """Return the parsed body; 415 if not JSON, 413 if too large, 400 if malformed."""
+def read_json(request: Request, max_bytes: int, type_required: bool = True) -> Any:
+    """Return the parsed body; 415 if not JSON, 413 if too large, 400 if malformed.
+
+    type_required=False also reads a body sent without a Content-Type (as inference clients do).
+    """
     mimetype = request.mimetype
-    if mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
+    untyped = not mimetype and not type_required
+    if not untyped and mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
         shown = mimetype or "none"
         raise UnsupportedMediaType(f"send Content-Type: application/json (got {shown})")
     if request.content_length is not None and request.content_length > max_bytes:

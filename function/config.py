@@ -11,6 +11,7 @@ from function.errors import ConfigError, ModelrunError
 from function.store import check_version_id, open_backend
 
 MIN_KEY_LENGTH = 16
+VERTEX_MAX_REQUEST_BYTES = 1_500_000  # Vertex AI online prediction's request size limit
 ENVIRONMENTS = ("production", "development")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECRET_PATTERN = re.compile(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$")
@@ -41,6 +42,9 @@ class Config:
     cors_origins: tuple[str, ...] = ()
     request_timeout_seconds: float = 0.0
     allow_pickle: bool = True
+    vertex: bool = False  # started by Vertex AI (AIP_HTTP_PORT set): it authenticates callers
+    vertex_health_route: str | None = None
+    vertex_predict_route: str | None = None
 
     @property
     def auth_enabled(self) -> bool:
@@ -64,7 +68,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
             shown = "(value not shown)" if secret else repr(raw)
             raise ConfigError(f"{name}={shown} is invalid: {e}") from e
 
-    model_uri = get("MODEL_URI")
+    vertex = get("AIP_HTTP_PORT") is not None
+    # On Vertex AI the model comes from the artifact URI it was registered with.
+    model_uri = get("MODEL_URI") or get("AIP_STORAGE_URI")
     if model_uri is None:
         raise ConfigError("MODEL_URI is required, e.g. gs://BUCKET/models/iris or file:///abs/iris")
     parsed("MODEL_URI", open_backend, None)
@@ -90,6 +96,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
         # functions-framework's own request time limit (with THREADED_TIMEOUT_ENABLED=true).
         request_timeout_seconds=parsed("CLOUD_RUN_TIMEOUT_SECONDS", _non_negative, 0.0),
         allow_pickle=parsed("ALLOW_PICKLE", _boolean, True),
+        vertex=vertex,
+        vertex_health_route=parsed("AIP_HEALTH_ROUTE", _route, None),
+        vertex_predict_route=parsed("AIP_PREDICT_ROUTE", _route, None),
     )
     if config.model_refresh_seconds and config.model_version != "current":
         raise ConfigError(
@@ -105,7 +114,13 @@ def load_config(environ: Mapping[str, str]) -> Config:
         raise ConfigError("CORS_ORIGINS='*' is refused in production: list the origins")
     if config.api_keys and config.api_keys_secret:
         raise ConfigError("set API_KEYS or API_KEYS_SECRET, not both")
-    if not config.auth_enabled and config.environment != "development":
+    if config.vertex and config.max_request_bytes > VERTEX_MAX_REQUEST_BYTES:
+        raise ConfigError(
+            f"MAX_REQUEST_BYTES={config.max_request_bytes} exceeds Vertex AI's request limit "
+            f"of {VERTEX_MAX_REQUEST_BYTES} bytes"
+        )
+    # Vertex AI endpoints admit only callers its IAM allows; the app's keys stay optional there.
+    if not config.auth_enabled and not config.vertex and config.environment != "development":
         raise ConfigError(
             "no API key is configured: set API_KEYS or API_KEYS_SECRET "
             "(ENVIRONMENT=development runs without keys, for a laptop only)"
@@ -137,6 +152,12 @@ def _origins(raw: str) -> tuple[str, ...]:
         if origin != "*" and not re.match(r"^https?://[^/\s]+$", origin):
             raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
     return origins
+
+
+def _route(raw: str) -> str:
+    if not re.match(r"^/[A-Za-z0-9._~:@!$&'()*+,;=/-]*$", raw):
+        raise ValueError("expected a path starting with /")
+    return raw
 
 
 def _boolean(raw: str) -> bool:

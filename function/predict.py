@@ -49,14 +49,45 @@ def parse_instances(body: Any, feature_names: list[str], max_instances: int) -> 
     else:
         rows, fields = [body], [""]
     parameters = body.get("parameters", {}) if rows[0] is not body else {}
-    X = np.empty((len(rows), len(feature_names)), dtype=np.float64)
-    for i, (row, field) in enumerate(zip(rows, fields, strict=True)):
-        X[i] = _row(row, field, feature_names)
+    X = rows_to_matrix(rows, fields, feature_names)
     return Instances(X, fields=tuple(fields), **_parameters(parameters))
 
 
-def predict(model: LoadedModel, instances: Instances) -> dict[str, Any]:
-    """Return predictions (class names or numbers), probabilities when asked, and the model."""
+def rows_to_matrix(rows: list[Any], fields: list[str], feature_names: list[str]) -> np.ndarray:
+    """Check rows (lists in feature order, or objects by name) and return them as a matrix.
+
+    The common case — lists of plain numbers within range — is checked in bulk; anything else
+    goes through the value-by-value checks that name the exact field at fault.
+    """
+    width = len(feature_names)
+    if all(type(row) is list and len(row) == width for row in rows) and all(
+        type(v) is float or type(v) is int for row in rows for v in row
+    ):
+        try:
+            with np.errstate(all="ignore"):
+                X = np.array(rows, dtype=np.float64)
+        except OverflowError:  # an integer beyond float64: the slow path names it
+            pass
+        else:
+            if np.isfinite(X).all() and np.abs(X).max(initial=0) <= MAX_ABS_VALUE:
+                return X
+    X = np.empty((len(rows), width), dtype=np.float64)
+    for i, (row, field) in enumerate(zip(rows, fields, strict=True)):
+        X[i] = _row(row, field, feature_names)
+    return X
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model answered: labels (or numbers), and probabilities by class if asked."""
+
+    labels: list[Any]
+    probabilities: np.ndarray | None
+    classes: list[str]
+
+
+def infer(model: LoadedModel, instances: Instances) -> Prediction:
+    """Run the model; refuse rows it cannot answer finitely (422 naming the row)."""
     estimator = model.estimator
     want_probabilities = instances.probabilities and model.has_probabilities
     try:
@@ -65,12 +96,19 @@ def predict(model: LoadedModel, instances: Instances) -> dict[str, Any]:
         field = _first_refused_row(estimator, instances, want_probabilities)
         raise InvalidInput(f"the model cannot predict for this row: {e}", field=field) from e
     _require_finite(predictions, instances)
-    answer: dict[str, Any] = {"predictions": predictions.tolist()}
     if probabilities is not None:
         _require_finite(probabilities, instances)
-        classes = [str(c) for c in estimator.classes_]
+    classes = [str(c) for c in estimator.classes_] if model.has_probabilities else []
+    return Prediction(predictions.tolist(), probabilities, classes)
+
+
+def predict(model: LoadedModel, instances: Instances) -> dict[str, Any]:
+    """Return predictions (class names or numbers), probabilities when asked, and the model."""
+    result = infer(model, instances)
+    answer: dict[str, Any] = {"predictions": result.labels}
+    if result.probabilities is not None:
         answer["probabilities"] = [
-            dict(zip(classes, row, strict=True)) for row in probabilities.tolist()
+            dict(zip(result.classes, row, strict=True)) for row in result.probabilities.tolist()
         ]
     answer["model"] = {"name": model.name, "version": model.version}
     return answer

@@ -246,10 +246,14 @@ class Running:
 
 @contextlib.contextmanager
 def run_service(
-    env: dict[str, str], tmp_path: Path, command: list[str] | None = None, wait_ready: bool = True
+    env: dict[str, str],
+    tmp_path: Path,
+    command: list[str] | None = None,
+    wait_ready: bool = True,
+    port: int | None = None,
 ) -> Iterator[Running]:
     """Start the function as its own process, as the container does; stop it afterwards."""
-    port = free_port()
+    port = port or free_port()
     bindir = Path(PYTHON).parent
     full_env = {
         **container.environment(),

@@ -182,19 +182,22 @@ def test_image_carries_no_model_and_no_secret() -> None:
     assert ".joblib" not in text and "artifacts" not in text
     assert not [k for k in env if "KEY" in k or "SECRET" in k or "TOKEN" in k]
     assert env["PORT"] == "8080"  # Cloud Run overrides PORT; the CMD reads it, never hard-codes it
-    assert "--port" not in container.command()
+    assert '--port "${AIP_HTTP_PORT:-${PORT:-8080}}"' in container.command()[-1]
 
 
 def test_dockerfile_command_is_what_the_service_tests_run() -> None:
     from tests.conftest import SERVE_COMMAND
 
     assert container.command() == SERVE_COMMAND
-    assert container.command()[0] == "functions-framework"
+    assert container.command()[:2] == ["sh", "-c"]
+    assert container.command()[2].startswith("exec functions-framework ")
 
 
 def test_a_typo_in_the_dockerfile_command_fails_here(tmp_path: Path) -> None:
     broken = tmp_path / "Dockerfile"
-    broken.write_text(container.DOCKERFILE.read_text().replace('"handle"', '"handel"'))
+    broken.write_text(
+        container.DOCKERFILE.read_text().replace("--target handle ", "--target handel ")
+    )
 
     with (
         pytest.raises(AssertionError, match="the service exited"),

@@ -1,0 +1,219 @@
+"""The standard protocols, driven by their real clients.
+
+Open Inference Protocol v2: tritonclient[http] (JSON tensors, binary_data=False) against the
+running service. Vertex AI: the service started with only the AIP_* variables Vertex sets, the
+model coming from a gs:// URI in the GCS emulator.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+import requests
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from tests.conftest import KEY, Emulator, Running, free_port, run_service
+from tests.test_service import publish_to_gcs
+
+AUTH = {"X-API-Key": KEY}
+
+
+@pytest.fixture(scope="module")
+def served(
+    gcs_emulator: Emulator, iris_artifact: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Running]:
+    uri = publish_to_gcs(gcs_emulator, iris_artifact, f"oip-{time.monotonic_ns()}")
+    env = {"MODEL_URI": uri, "STORAGE_EMULATOR_HOST": gcs_emulator.host, "API_KEYS": KEY}
+    with run_service(env, tmp_path_factory.mktemp("oip")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(served: Running) -> triton.InferenceServerClient:
+    return triton.InferenceServerClient(url=served.url.removeprefix("http://"))
+
+
+@pytest.fixture(scope="module")
+def estimator(iris_artifact: Path) -> Any:
+    return joblib.load(iris_artifact / "model.joblib")
+
+
+def iris_rows() -> np.ndarray:
+    from sklearn.datasets import load_iris
+
+    return np.asarray(load_iris().data[::7], dtype=np.float64)
+
+
+def test_health_and_readiness(client: triton.InferenceServerClient) -> None:
+    assert client.is_server_live()
+    assert client.is_server_ready()
+    assert client.is_model_ready("iris")
+    assert client.is_model_ready("iris", "v1")
+    assert not client.is_model_ready("iris", "v9")
+    assert not client.is_model_ready("other")
+
+
+def test_server_and_model_metadata(client: triton.InferenceServerClient) -> None:
+    server = client.get_server_metadata(headers=AUTH)
+    model = client.get_model_metadata("iris", headers=AUTH)
+
+    assert server["name"] == "modelrun"
+    assert model["name"] == "iris" and model["versions"] == ["v1"]
+    assert model["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
+    assert model["outputs"] == [
+        {"name": "predict", "datatype": "BYTES", "shape": [-1]},
+        {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
+    ]
+    assert client.get_model_metadata("iris", "v1", headers=AUTH) == model
+
+
+@pytest.mark.parametrize("datatype, dtype", [("FP64", np.float64), ("FP32", np.float32)])
+def test_infer_equals_the_estimator(
+    client: triton.InferenceServerClient, estimator: Any, datatype: str, dtype: type
+) -> None:
+    X = iris_rows().astype(dtype)
+    tensor = triton.InferInput("input-0", list(X.shape), datatype)
+    tensor.set_data_from_numpy(X, binary_data=False)
+    outputs = [
+        triton.InferRequestedOutput("predict", binary_data=False),
+        triton.InferRequestedOutput("predict_proba", binary_data=False),
+    ]
+
+    result = client.infer("iris", [tensor], outputs=outputs, headers=AUTH, request_id="req-7")
+
+    exact = X.astype(np.float64)  # what the server receives: the client's values, as sent
+    labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("predict")]
+    assert labels == estimator.predict(exact).tolist()
+    np.testing.assert_array_equal(result.as_numpy("predict_proba"), estimator.predict_proba(exact))
+    answer = result.get_response()
+    assert answer["id"] == "req-7"
+    assert (answer["model_name"], answer["model_version"]) == ("iris", "v1")
+
+
+def test_infer_on_a_named_version_and_one_output(
+    client: triton.InferenceServerClient, estimator: Any
+) -> None:
+    X = iris_rows()[:2]
+    tensor = triton.InferInput("input-0", [2, 4], "FP64")
+    tensor.set_data_from_numpy(X, binary_data=False)
+
+    result = client.infer(
+        "iris", [tensor], model_version="v1", headers=AUTH,
+        outputs=[triton.InferRequestedOutput("predict_proba", binary_data=False)],
+    )  # fmt: skip
+
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["predict_proba"]
+    np.testing.assert_array_equal(result.as_numpy("predict_proba"), estimator.predict_proba(X))
+
+
+def infer_error(client: triton.InferenceServerClient, **kwargs: Any) -> InferenceServerException:
+    shape = kwargs.pop("shape", [1, 4])
+    data = np.ones(shape, dtype=np.float64)
+    tensor = triton.InferInput("input-0", shape, "FP64")
+    tensor.set_data_from_numpy(data, binary_data=False)
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer(kwargs.pop("model", "iris"), [tensor], **kwargs)
+    return raised.value
+
+
+def test_a_wrong_shape_is_rejected_naming_it(client: triton.InferenceServerClient) -> None:
+    error = infer_error(client, shape=[2, 3], headers=AUTH)
+
+    assert error.status() == "400"
+    assert "inputs[0].shape" in error.message()
+    assert "the model takes 4 features" in error.message()
+
+
+def test_a_missing_key_is_rejected(client: triton.InferenceServerClient) -> None:
+    error = infer_error(client)
+
+    assert error.status() == "401"
+    assert "API key" in error.message()
+    with pytest.raises(InferenceServerException):
+        client.get_model_metadata("iris")
+
+
+def test_an_unknown_model_or_version_is_404(client: triton.InferenceServerClient) -> None:
+    assert infer_error(client, model="other", headers=AUTH).status() == "404"
+    assert infer_error(client, model_version="v9", headers=AUTH).status() == "404"
+
+
+@pytest.mark.parametrize(
+    "tensor, status, detail",
+    [
+        ({"name": "x", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3]}, 400,
+         "shape [2, 4] needs 8 values, data holds 3"),
+        ({"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}, 400,
+         "datatype 'BYTES' is not supported"),
+        ({"name": "x", "shape": [1, 4], "datatype": "INT64", "data": [1, 2, 3.5, 4]}, 400,
+         "inputs[0].data[2]: datatype INT64 needs integers"),
+        ({"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, "x", 4]}, 400,
+         "inputs[0].data[row 0][2]: expected a finite number for petal_length"),
+        ({"name": "x", "shape": [1, 4], "datatype": "FP64"}, 400, "inputs[0]: missing data"),
+    ],
+)  # fmt: skip
+def test_bad_tensors_name_the_field(
+    served: Running, tensor: dict[str, Any], status: int, detail: str
+) -> None:
+    response = requests.post(
+        f"{served.url}/v2/models/iris/infer", json={"inputs": [tensor]}, headers=AUTH, timeout=10
+    )
+
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    assert detail in response.json()["error"]
+
+
+def test_nested_data_and_no_content_type(served: Running, estimator: Any) -> None:
+    rows = iris_rows()[:3].tolist()
+    body = {"inputs": [{"name": "input-0", "shape": [3, 4], "datatype": "FP64", "data": rows}]}
+    import json
+
+    response = requests.post(
+        f"{served.url}/v2/models/iris/infer", data=json.dumps(body), headers=AUTH, timeout=10
+    )  # no Content-Type, as tritonclient sends none
+
+    assert response.status_code == 200
+    labels = response.json()["outputs"][0]["data"]
+    assert labels == estimator.predict(rows).tolist()
+
+
+# --- Vertex AI ---------------------------------------------------------------------------
+
+
+def test_vertex_contract_with_only_the_aip_variables(
+    gcs_emulator: Emulator, iris_artifact: Path, estimator: Any, tmp_path: Path
+) -> None:
+    uri = publish_to_gcs(gcs_emulator, iris_artifact, f"vertex-{time.monotonic_ns()}")
+    port = free_port()
+    env = {
+        "AIP_HTTP_PORT": str(port),
+        "AIP_HEALTH_ROUTE": "/vertex/health",
+        "AIP_PREDICT_ROUTE": "/vertex/predict",
+        "AIP_STORAGE_URI": uri,
+        "PORT": "1",  # Vertex's port wins over PORT
+        "STORAGE_EMULATOR_HOST": gcs_emulator.host,  # this machine's stand-in for GCS
+    }
+    rows = iris_rows()[:5].tolist()
+
+    with run_service(env, tmp_path, port=port, wait_ready=False) as running:
+        deadline = time.monotonic() + 30
+        while running.get("/vertex/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        health = running.get("/vertex/health")
+        answer = running.post(
+            "/vertex/predict", json={"instances": rows, "parameters": {"probabilities": False}}
+        )
+        too_big = running.post("/vertex/predict", json={"instances": [rows[0]] * 1001})
+
+    assert health.status_code == 200
+    assert answer.status_code == 200
+    assert answer.json() == {"predictions": estimator.predict(rows).tolist()}
+    assert too_big.status_code == 413
