@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 LOCAL = Path(__file__).resolve().parent
 ROOT = LOCAL.parent
@@ -136,12 +137,17 @@ def process(
     try:
         yield child
     finally:
-        child.terminate()
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        stop(child)
+
+
+def stop(child: subprocess.Popen[Any]) -> None:
+    """Ask a process to stop (SIGTERM), and kill it if it has not within 10 seconds."""
+    child.terminate()
+    try:
+        child.wait(10)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 def wait_for(url: str, timeout: float = 30.0) -> None:

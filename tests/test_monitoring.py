@@ -28,8 +28,15 @@ from local.mirror import (
     process,
     wait_for,
 )
-from tests.conftest import KEY, Emulator, Running, require_binary, run_service, wait_until
-from tests.test_service import publish_to_gcs
+from tests.conftest import (
+    KEY,
+    Emulator,
+    Running,
+    publish_to_gcs,
+    require_binary,
+    run_service,
+    wait_until,
+)
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 

@@ -19,8 +19,7 @@ import requests
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import KEY, Emulator, Running, free_port, run_service
-from tests.test_service import publish_to_gcs
+from tests.conftest import KEY, Emulator, Running, free_port, publish_to_gcs, run_service
 
 AUTH = {"X-API-Key": KEY}
 

@@ -7,7 +7,6 @@ objects); keys come from the fake Secret Manager gRPC server where that matters.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import socket
@@ -43,9 +42,33 @@ ROW = [5.1, 3.5, 1.4, 0.2]
 AUTH = {"X-API-Key": KEY}
 
 
-def gcs_store(emulator: Emulator, name: str) -> ModelStore:
-    os.environ["STORAGE_EMULATOR_HOST"] = emulator.host
+def gcs_store(emulator: Emulator, name: str, monkeypatch: pytest.MonkeyPatch) -> ModelStore:
+    """A fresh model root in an emulator; the client points there for this test only."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.host)
     return ModelStore(f"gs://{emulator.bucket}/models/{name}-{time.monotonic_ns()}", timeout=5)
+
+
+class DiskEmulator:
+    """gcp-storage-emulator keeping its data on disk, so it can be stopped and started again."""
+
+    def __init__(self, data: Path, bucket: str) -> None:
+        self.port, self.data, self.bucket = free_port(), data, bucket
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.emulator = Emulator(f"http://127.0.0.1:{self.port}", bucket)
+        self._server: Any = None
+
+    def start(self) -> None:
+        from gcp_storage_emulator.server import create_server
+
+        self._server = create_server(
+            "127.0.0.1", self.port, data_dir=str(self.data), default_bucket=self.bucket
+        )
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
 
 def publish_object(
@@ -94,10 +117,10 @@ def ready_reason(running: Running) -> str:
 
 @pytest.fixture
 def bad_versions(
-    gcs_emulator: Emulator, iris_artifact: Path, tmp_path: Path
+    gcs_emulator: Emulator, iris_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[ModelStore, dict[str, tuple[str, str]]]]:
     """A store with a good v1 and one broken version per fault: name -> (version, sha256)."""
-    store = gcs_store(gcs_emulator, "faults")
+    store = gcs_store(gcs_emulator, "faults", monkeypatch)
     store.publish(iris_artifact, "v1")
     store.promote("v1")
     good_sha = store.metadata("v1")["sha256"]
@@ -155,43 +178,38 @@ def test_cold_start_never_serves_a_bad_current_version(
             time.sleep(0.2)
 
 
-def test_an_unreachable_store_heals_by_itself(iris_artifact: Path, tmp_path: Path) -> None:
-    from gcp_storage_emulator.server import create_server
-
-    port, data = free_port(), tmp_path / "gcs-data"
-    data.mkdir()
-
-    def emulator() -> Any:
-        server = create_server("127.0.0.1", port, data_dir=str(data), default_bucket="heal")
-        server.start()
-        return server
-
-    server = emulator()
-    host = f"http://127.0.0.1:{port}"
-    store = gcs_store(Emulator(host, "heal"), "heal")
+def test_an_unreachable_store_heals_by_itself(
+    iris_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = DiskEmulator(tmp_path / "gcs-data", "heal")
+    disk.start()
+    store = gcs_store(disk.emulator, "heal", monkeypatch)
     store.publish(iris_artifact, "v1")
     store.promote("v1")
-    server.stop()  # the store goes away before the service starts
+    disk.stop()  # the store goes away before the service starts
 
-    env = service_env(store, Emulator(host, "heal"))
-    with run_service(env, tmp_path, wait_ready=False) as running:
+    with run_service(service_env(store, disk.emulator), tmp_path, wait_ready=False) as running:
         wait_until(lambda: "cannot reach" in ready_reason(running), 20, "the reason")
         assert running.post("/predict", json={"features": ROW}, headers=AUTH).status_code == 503
-        server = emulator()  # it comes back, with its data
+        disk.start()  # it comes back, with its data
         try:
             wait_until(lambda: running.get("/ready").status_code == 200, 40, "recovery")
             assert version_of(running) == "v1"
         finally:
-            server.stop()
+            disk.stop()
 
 
 # --- hot refresh -------------------------------------------------------------------------
 
 
 def test_refresh_swaps_in_promotions_and_rollbacks_without_restart(
-    gcs_emulator: Emulator, iris_artifact: Path, forest_artifact: Path, tmp_path: Path
+    gcs_emulator: Emulator,
+    iris_artifact: Path,
+    forest_artifact: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store = gcs_store(gcs_emulator, "refresh")
+    store = gcs_store(gcs_emulator, "refresh", monkeypatch)
     store.publish(iris_artifact, "lr")
     store.publish(forest_artifact, "rf")
     store.promote("lr")
@@ -231,39 +249,36 @@ def test_refresh_never_serves_a_bad_candidate(
 
 
 def test_refresh_survives_the_store_going_away(
-    iris_artifact: Path, forest_artifact: Path, tmp_path: Path
+    iris_artifact: Path, forest_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gcp_storage_emulator.server import create_server
-
-    port, data = free_port(), tmp_path / "gcs-data"
-    data.mkdir()
-    start = lambda: create_server("127.0.0.1", port, data_dir=str(data), default_bucket="away")  # noqa: E731
-    server = start()
-    server.start()
-    emulator = Emulator(f"http://127.0.0.1:{port}", "away")
-    store = gcs_store(emulator, "away")
+    disk = DiskEmulator(tmp_path / "gcs-data", "away")
+    disk.start()
+    store = gcs_store(disk.emulator, "away", monkeypatch)
     store.publish(iris_artifact, "v1")
     store.publish(forest_artifact, "v2")
     store.promote("v1")
-    env = service_env(store, emulator, MODEL_REFRESH_SECONDS="0.2")
+    env = service_env(store, disk.emulator, MODEL_REFRESH_SECONDS="0.2")
 
     with run_service(env, tmp_path) as running:
-        server.stop()
+        disk.stop()
         wait_until(lambda: "cannot read current.json" in running.output(), 15, "a failed poll")
         assert version_of(running) == "v1"  # still serving from memory
-        server = start()
-        server.start()
+        disk.start()
         try:
             store.promote("v2")
             wait_until(lambda: version_of(running) == "v2", 20, "the refresh after the outage")
         finally:
-            server.stop()
+            disk.stop()
 
 
 def test_swaps_under_load_fail_no_request_and_never_mix_versions(
-    gcs_emulator: Emulator, iris_artifact: Path, forest_artifact: Path, tmp_path: Path
+    gcs_emulator: Emulator,
+    iris_artifact: Path,
+    forest_artifact: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store = gcs_store(gcs_emulator, "swap")
+    store = gcs_store(gcs_emulator, "swap", monkeypatch)
     store.publish(iris_artifact, "lr")
     store.publish(forest_artifact, "rf")
     store.promote("lr")

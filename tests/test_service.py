@@ -26,23 +26,13 @@ from tests.conftest import (
     Emulator,
     FakeSecretManager,
     Running,
+    publish_to_gcs,
     run_service,
     wait_until,
 )
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 AUTH = {"X-API-Key": KEY}
-
-
-def publish_to_gcs(emulator: Emulator, artifact: Path, name: str) -> str:
-    """Publish and promote an artifact in the emulator; return the model URI."""
-    uri = f"gs://{emulator.bucket}/models/{name}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("STORAGE_EMULATOR_HOST", emulator.host)
-        store = ModelStore(uri, timeout=5)
-        store.publish(artifact, "v1")
-        store.promote("v1")
-    return uri
 
 
 @pytest.fixture(scope="module")
