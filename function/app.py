@@ -50,14 +50,15 @@ Handler = Callable[[Service, Request, dict[str, str]], Any]
 
 def _predict(service: Service, request: Request, args: dict[str, str]) -> Any:
     model, instances = _instances(service, request)
-    answer = predict(model, instances)
+    answer = predict(model, instances, service.run_model)
     _count(service, model, answer["predictions"])
     return answer
 
 
 def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
     service.authorize(request.headers)
-    return service.require_model().metadata
+    model = service.require_model()
+    return {**model.metadata, "runtime": model.runtime}
 
 
 def _health(service: Service, request: Request, args: dict[str, str]) -> Any:
@@ -116,7 +117,7 @@ def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
     body = read_json(request, service.config.max_request_bytes, type_required=False)
     limit = service.config.max_instances_per_request
     instances, outputs, request_id = oip.parse_request(body, model, limit)
-    prediction = infer(model, instances)
+    prediction = infer(model, instances, service.run_model)
     _count(service, model, prediction.labels)
     return oip.response(model, prediction, outputs, request_id)
 
@@ -131,7 +132,7 @@ def _vertex_health(service: Service, request: Request, args: dict[str, str]) -> 
 
 def _vertex_predict(service: Service, request: Request, args: dict[str, str]) -> Any:
     model, instances = _instances(service, request)
-    prediction = infer(model, instances)
+    prediction = infer(model, instances, service.run_model)
     _count(service, model, prediction.labels)
     return {"predictions": prediction.labels}
 

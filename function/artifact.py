@@ -12,6 +12,8 @@ MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 # The model's serialisation, and its file: joblib (pickle) by default, or skops (no pickle).
 MODEL_FILES = {"joblib": MODEL_FILE, "skops": "model.skops"}
+# A verified ONNX export of the same model, served by onnxruntime when present (MODEL_RUNTIME).
+ONNX_FILE = "model.onnx"
 
 # Every field the service relies on; training writes these and more (see docs/ARCHITECTURE.md).
 REQUIRED_FIELDS = ("name", "sha256", "task", "estimator", "feature_names", "class_names", "files")

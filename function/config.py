@@ -14,6 +14,7 @@ MIN_KEY_LENGTH = 16
 VERTEX_MAX_REQUEST_BYTES = 1_500_000  # Vertex AI online prediction's request size limit
 ENVIRONMENTS = ("production", "development")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+RUNTIMES = ("auto", "onnx", "sklearn")
 SECRET_PATTERN = re.compile(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 T = TypeVar("T")
@@ -42,6 +43,10 @@ class Config:
     cors_origins: tuple[str, ...] = ()
     request_timeout_seconds: float = 0.0
     allow_pickle: bool = True
+    model_runtime: str = "auto"
+    micro_batching: bool = True
+    batch_max_rows: int = 256
+    batch_max_wait_ms: float = 2.0
     vertex: bool = False  # started by Vertex AI (AIP_HTTP_PORT set): it authenticates callers
     vertex_health_route: str | None = None
     vertex_predict_route: str | None = None
@@ -96,6 +101,10 @@ def load_config(environ: Mapping[str, str]) -> Config:
         # functions-framework's own request time limit (with THREADED_TIMEOUT_ENABLED=true).
         request_timeout_seconds=parsed("CLOUD_RUN_TIMEOUT_SECONDS", _non_negative, 0.0),
         allow_pickle=parsed("ALLOW_PICKLE", _boolean, True),
+        model_runtime=parsed("MODEL_RUNTIME", _choice(RUNTIMES, str.lower), "auto"),
+        micro_batching=parsed("MICRO_BATCHING", _boolean, True),
+        batch_max_rows=parsed("BATCH_MAX_ROWS", _positive_int, 256),
+        batch_max_wait_ms=parsed("BATCH_MAX_WAIT_MS", _non_negative, 2.0),
         vertex=vertex,
         vertex_health_route=parsed("AIP_HEALTH_ROUTE", _route, None),
         vertex_predict_route=parsed("AIP_PREDICT_ROUTE", _route, None),
@@ -109,6 +118,10 @@ def load_config(environ: Mapping[str, str]) -> Config:
         raise ConfigError(
             "MODEL_REFRESH_SECONDS follows current.json, but MODEL_SHA256 pins one model: "
             "unset one of them"
+        )
+    if config.model_runtime == "onnx" and config.model_sha256:
+        raise ConfigError(
+            "MODEL_SHA256 pins the joblib model's digest; MODEL_RUNTIME=onnx cannot honour it"
         )
     if "*" in config.cors_origins and config.environment != "development":
         raise ConfigError("CORS_ORIGINS='*' is refused in production: list the origins")

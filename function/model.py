@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from function.artifact import model_file, verify_digest
+from function.artifact import ONNX_FILE, model_file, verify_digest
 from function.errors import IntegrityError
+from function.onnx_model import OnnxModel
 from function.store import ModelStore
 
 # A skops artifact may ask to trust types only from these libraries (metadata is not signed).
@@ -24,6 +25,7 @@ class LoadedModel:
     estimator: Any
     metadata: dict[str, Any]
     load_seconds: float
+    runtime: str = "sklearn"  # or "onnx": a verified model.onnx through onnxruntime
 
     @property
     def name(self) -> str:
@@ -49,7 +51,11 @@ class LoadedModel:
 
 
 def load_model(
-    store: ModelStore, version: str, pinned_sha256: str | None, allow_pickle: bool = True
+    store: ModelStore,
+    version: str,
+    pinned_sha256: str | None,
+    allow_pickle: bool = True,
+    runtime: str = "auto",
 ) -> LoadedModel:
     """Resolve version ('current' or an id), then fetch and check it before deserialising."""
     started = time.perf_counter()
@@ -59,6 +65,27 @@ def load_model(
         raise IntegrityError(
             f"{where} has sha256 {metadata['sha256']}, but MODEL_SHA256 pins {pinned_sha256}"
         )
+    onnx = metadata.get("onnx", {}).get("verified") and ONNX_FILE in metadata["files"]
+    # A pin names the canonical model's digest; the ONNX file is trusted only without a pin.
+    if runtime == "onnx" or (runtime == "auto" and onnx and not pinned_sha256):
+        if not onnx:
+            raise IntegrityError(f"{where} has no verified {ONNX_FILE} (MODEL_RUNTIME=onnx)")
+        # The canonical model must be intact too, though it is not deserialised here.
+        canonical = model_file(metadata)
+        verify_digest(
+            store.read_file(metadata["version"], canonical),
+            metadata["sha256"],
+            f"{where} {canonical}",
+        )
+        data = store.read_file(metadata["version"], ONNX_FILE)
+        verify_digest(data, metadata["files"][ONNX_FILE]["sha256"], f"{where} {ONNX_FILE}")
+        try:
+            estimator: Any = OnnxModel(data, metadata)
+        except Exception as e:
+            raise IntegrityError(f"{where} {ONNX_FILE} cannot be loaded: {e}") from e
+        del data
+        _check(estimator, metadata, where)
+        return LoadedModel(estimator, metadata, time.perf_counter() - started, "onnx")
     if metadata["format"] == "joblib" and not allow_pickle:
         raise IntegrityError(
             f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"

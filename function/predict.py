@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from function.batching import Run
 from function.errors import InvalidInput, PayloadTooLarge
 from function.model import LoadedModel
 
@@ -86,12 +87,13 @@ class Prediction:
     classes: list[str]
 
 
-def infer(model: LoadedModel, instances: Instances) -> Prediction:
-    """Run the model; refuse rows it cannot answer finitely (422 naming the row)."""
+def infer(model: LoadedModel, instances: Instances, run: Run | None = None) -> Prediction:
+    """Run the model (directly, or through a micro-batcher's `run`); refuse rows it cannot
+    answer finitely (422 naming the row)."""
     estimator = model.estimator
     want_probabilities = instances.probabilities and model.has_probabilities
     try:
-        predictions, probabilities = _run(estimator, instances.X, want_probabilities)
+        predictions, probabilities = (run or run_model)(estimator, instances.X, want_probabilities)
     except ValueError as e:  # valid input the model still refuses (e.g. overflow inside it)
         field = _first_refused_row(estimator, instances, want_probabilities)
         raise InvalidInput(f"the model cannot predict for this row: {e}", field=field) from e
@@ -102,9 +104,9 @@ def infer(model: LoadedModel, instances: Instances) -> Prediction:
     return Prediction(predictions.tolist(), probabilities, classes)
 
 
-def predict(model: LoadedModel, instances: Instances) -> dict[str, Any]:
+def predict(model: LoadedModel, instances: Instances, run: Run | None = None) -> dict[str, Any]:
     """Return predictions (class names or numbers), probabilities when asked, and the model."""
-    result = infer(model, instances)
+    result = infer(model, instances, run)
     answer: dict[str, Any] = {"predictions": result.labels}
     if result.probabilities is not None:
         answer["probabilities"] = [
@@ -114,7 +116,8 @@ def predict(model: LoadedModel, instances: Instances) -> dict[str, Any]:
     return answer
 
 
-def _run(estimator: Any, X: np.ndarray, probabilities: bool) -> tuple[Any, Any]:
+def run_model(estimator: Any, X: np.ndarray, probabilities: bool) -> tuple[Any, Any]:
+    """One direct model call: (predictions, probabilities or None)."""
     with np.errstate(all="ignore"):  # overflow shows up as non-finite output, refused later
         return estimator.predict(X), estimator.predict_proba(X) if probabilities else None
 
@@ -123,7 +126,7 @@ def _first_refused_row(estimator: Any, instances: Instances, probabilities: bool
     """Find which row the model refuses (only on the error path: one call per row)."""
     for i in range(len(instances.X)):
         try:
-            _run(estimator, instances.X[i : i + 1], probabilities)
+            run_model(estimator, instances.X[i : i + 1], probabilities)
         except ValueError:
             return (instances.fields[i] if i < len(instances.fields) else "") or None
     return None

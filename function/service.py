@@ -9,9 +9,11 @@ import time
 from werkzeug.datastructures import Headers
 
 from function.auth import KeyRing, SecretKeySource, presented_key
+from function.batching import MicroBatcher, Run
 from function.config import Config
 from function.errors import ModelrunError, NotReady, StoreUnavailable
 from function.model import LoadedModel, load_model
+from function.predict import run_model
 from function.ratelimit import TokenBuckets
 from function.store import ModelStore
 from function.telemetry import prometheus_telemetry
@@ -42,6 +44,15 @@ class Service:
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
         self.telemetry, self.metrics_page = prometheus_telemetry(self.model_state)
+        self.run_model: Run = run_model
+        if config.micro_batching:
+            batcher = MicroBatcher(
+                run_model,
+                config.batch_max_rows,
+                config.batch_max_wait_ms / 1000,
+                self.telemetry.batched,
+            )
+            self.run_model = batcher.run
 
     def start(self) -> None:
         """Start loading (once per process; called after fork and on the first request)."""
@@ -88,6 +99,7 @@ class Service:
                 "model.name": model.name,
                 "model.version": model.version,
                 "model.sha256": str(model.metadata["sha256"])[:12],
+                "model.runtime": model.runtime,
             }
             if model
             else None
@@ -154,6 +166,7 @@ class Service:
                 self.config.model_version,
                 self.config.model_sha256,
                 self.config.allow_pickle,
+                self.config.model_runtime,
             )
         except Exception as e:  # a thread boundary: every failure is reported, none kills it
             reason = f"{e.title}: {e}" if isinstance(e, ModelrunError) else f"unexpected {e!r}"
@@ -165,10 +178,11 @@ class Service:
             return None, e
         self.telemetry.model_loaded(model.load_seconds, model.version, "success")
         log.info(
-            "model %s version %s verified and loaded in %.3fs",
+            "model %s version %s verified and loaded in %.3fs (runtime %s)",
             model.name,
             model.version,
             model.load_seconds,
+            model.runtime,
             extra={"fields": {"model": model.name, "version": model.version}},
         )
         return model, None

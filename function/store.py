@@ -31,7 +31,6 @@ from urllib.parse import urlparse
 from function.artifact import (
     METADATA_FILE,
     encode_metadata,
-    model_file,
     parse_metadata,
     sha256_hex,
     verify_digest,
@@ -309,11 +308,10 @@ class ModelStore:
     def promote(self, version: str) -> dict[str, Any]:
         """Point current.json at a complete, verified version; history remembers the old one."""
         metadata = self.metadata(version)
-        verify_digest(
-            self.read_file(version, model_file(metadata)),
-            metadata["sha256"],
-            f"{self.uri} {version}",
-        )
+        for name, described in metadata["files"].items():  # the model and any export of it
+            verify_digest(
+                self.read_file(version, name), described["sha256"], f"{self.uri} {version} {name}"
+            )
         pointer, token = self.current()
         history = [pointer["version"], *pointer.get("history", [])] if pointer else []
         return self._point(version, metadata["sha256"], history, token)

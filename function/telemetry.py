@@ -18,6 +18,7 @@ from opentelemetry.sdk.resources import Resource
 # OpenTelemetry's recommended boundaries for http.server.request.duration (semantic conventions).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
@@ -71,6 +72,18 @@ class Telemetry:
             unit="{error}",
             description="Error answers and failed model loads, by kind.",
         )
+        self.call_rows = meter.create_histogram(
+            "modelrun.model.call.rows",
+            unit="{instance}",
+            description="Rows per micro-batched model call (several requests' rows together).",
+            explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
+        )
+        self.queue_wait = meter.create_histogram(
+            "modelrun.batching.queue.wait",
+            unit="s",
+            description="Time a request waited for its micro-batch to start.",
+            explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
+        )
         meter.create_observable_gauge(
             "modelrun.model.info",
             callbacks=[self._observe_info],
@@ -102,6 +115,12 @@ class Telemetry:
         labels, counts = np.unique(values.astype(str), return_counts=True)
         for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
             self.predictions.add(count, {"model.version": version, "class": label})
+
+    def batched(self, rows: int, waits: list[float]) -> None:
+        """Record one micro-batched model call and how long each of its requests waited."""
+        self.call_rows.record(rows)
+        for wait in waits:
+            self.queue_wait.record(wait)
 
     def model_loaded(self, seconds: float, version: str | None, outcome: str) -> None:
         attributes = {"outcome": outcome, **({"model.version": version} if version else {})}

@@ -290,7 +290,15 @@ def test_swaps_under_load_fail_no_request_and_never_mix_versions(
     history: list[tuple[float, str]] = [(0.0, "lr")]  # (time it became current, version)
     results: list[tuple[float, float, int, dict[str, Any], int]] = []
     stop = threading.Event()
-    env = service_env(store, gcs_emulator, MODEL_REFRESH_SECONDS="0.1")
+    # The scikit-learn runtime, one model call per request: answers must equal each version's
+    # own predict_proba exactly (micro-batching moves BLAS results in the last bit).
+    env = service_env(
+        store,
+        gcs_emulator,
+        MODEL_REFRESH_SECONDS="0.1",
+        MODEL_RUNTIME="sklearn",
+        MICRO_BATCHING="false",
+    )
 
     def client(seed: int) -> None:
         session = requests.Session()
@@ -497,7 +505,12 @@ def test_skops_model_serves_without_pickle(forest_artifact: Path, tmp_path: Path
     store = ModelStore((tmp_path / "store" / "iris").as_uri())
     store.publish(out, "sk")
     store.promote("sk")
-    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "ALLOW_PICKLE": "false"}
+    env = {
+        "MODEL_URI": store.uri,
+        "API_KEYS": KEY,
+        "ALLOW_PICKLE": "false",
+        "MODEL_RUNTIME": "sklearn",
+    }
     estimator = joblib.load(forest_artifact / "model.joblib")  # same data, seed and params
 
     with run_service(env, tmp_path) as running:
@@ -512,7 +525,12 @@ def test_pickle_can_be_refused(iris_artifact: Path, tmp_path: Path) -> None:
     store = ModelStore((tmp_path / "iris").as_uri())
     store.publish(iris_artifact, "pickled")
     store.promote("pickled")
-    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "ALLOW_PICKLE": "false"}
+    env = {
+        "MODEL_URI": store.uri,
+        "API_KEYS": KEY,
+        "ALLOW_PICKLE": "false",
+        "MODEL_RUNTIME": "sklearn",
+    }
 
     with run_service(env, tmp_path, wait_ready=False) as running:
         wait_until(lambda: "ALLOW_PICKLE=false" in ready_reason(running), 15, "the refusal")
@@ -530,9 +548,8 @@ def test_skops_refuses_to_trust_foreign_types(tmp_path: Path) -> None:
     store.publish(out, "sk")
     store.promote("sk")
 
-    with run_service(
-        {"MODEL_URI": store.uri, "API_KEYS": KEY}, tmp_path, wait_ready=False
-    ) as running:
+    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "MODEL_RUNTIME": "sklearn"}
+    with run_service(env, tmp_path, wait_ready=False) as running:
         wait_until(lambda: "outside scikit-learn" in ready_reason(running), 15, "the refusal")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import pytest
 import requests
 
@@ -61,12 +62,40 @@ def test_predictions_from_gcs_equal_sklearn_on_every_iris_row(
     estimator = joblib.load(iris_artifact / MODEL_FILE)
 
     answer = service.post("/predict", json={"instances": X}, headers=AUTH).json()
+    served = service.get("/model", headers=AUTH).json()
 
+    # A verified model.onnx is served by default: the same labels, probabilities within the
+    # tolerance its verification recorded.
+    assert served["runtime"] == "onnx"
     assert answer["predictions"] == estimator.predict(X).tolist()
-    assert [list(p.values()) for p in answer["probabilities"]] == estimator.predict_proba(
-        X
-    ).tolist()
+    np.testing.assert_allclose(
+        [list(p.values()) for p in answer["probabilities"]],
+        estimator.predict_proba(X),
+        rtol=0,
+        atol=served["onnx"]["tolerance"],
+    )
     assert answer["model"] == {"name": "iris", "version": "v1"}
+
+
+def test_the_sklearn_runtime_answers_exactly_as_the_estimator(
+    tmp_path: Path, iris_artifact: Path
+) -> None:
+    from sklearn.datasets import load_iris
+
+    store = ModelStore((tmp_path / "iris").as_uri())
+    store.promote(store.publish(iris_artifact, "v1"))
+    X = load_iris().data.tolist()
+    estimator = joblib.load(iris_artifact / MODEL_FILE)
+    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "MODEL_RUNTIME": "sklearn"}
+
+    with run_service(env, tmp_path) as running:
+        answer = running.post("/predict", json={"instances": X}, headers=AUTH).json()
+        runtime = running.get("/model", headers=AUTH).json()["runtime"]
+
+    assert runtime == "sklearn"
+    assert answer["predictions"] == estimator.predict(X).tolist()
+    probabilities = [list(p.values()) for p in answer["probabilities"]]
+    assert probabilities == estimator.predict_proba(X).tolist()
 
 
 @pytest.mark.parametrize(

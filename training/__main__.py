@@ -56,13 +56,17 @@ def _train(args: argparse.Namespace) -> None:
         cv=args.cv,
         impute=args.impute,
         gates=gates,
+        onnx=args.onnx,
     )
-    pipeline, metadata = train(data, options)
-    metadata = write_artifact(Path(args.out), pipeline, metadata, args.format)
+    pipeline, metadata, extra = train(data, options)
+    metadata = write_artifact(Path(args.out), pipeline, metadata, args.format, extra)
     holdout = ", ".join(f"{k}={v:.4f}" for k, v in metadata["metrics"]["holdout"].items())
     print(f"trained {name} ({args.estimator}) on {data.rows} rows: {holdout}")
-    model = next(iter(metadata["files"]))
-    print(f"wrote {args.out}/{model} (sha256 {metadata['sha256'][:12]}…) and metadata.json")
+    files = ", ".join(metadata["files"])
+    print(f"wrote {files} and metadata.json to {args.out} (sha256 {metadata['sha256'][:12]}…)")
+    onnx = metadata.get("onnx", {})
+    if onnx and not onnx.get("verified"):
+        print(f"no ONNX file: {onnx.get('reason') or 'it did not match the model closely enough'}")
 
 
 def _publish(args: argparse.Namespace) -> None:
@@ -171,6 +175,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=["joblib", "skops"],
         default="joblib",
         help="model serialisation: joblib (pickle) or skops (no arbitrary code on load)",
+    )
+    train.add_argument(
+        "--no-onnx",
+        dest="onnx",
+        action="store_false",
+        help="skip the verified ONNX export (by default written when the estimator converts)",
     )
     train.add_argument("--out", default="artifacts/iris", help="output folder")
     train.set_defaults(run=_train)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from function.artifact import METADATA_FILE, MODEL_FILES, encode_metadata, sha256_hex
+from function.artifact import METADATA_FILE, MODEL_FILES, ONNX_FILE, encode_metadata, sha256_hex
 from function.errors import InvalidInput, ModelrunError
 from function.store import utc_now
 from training.data import Dataset
@@ -77,10 +77,12 @@ class Options:
     cv: int = 5
     impute: str | None = None
     gates: Sequence[Gate] = ()
+    onnx: bool = True
 
 
-def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any]]:
-    """Fit on the training split and return the pipeline and its metadata; raise if gated out."""
+def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[str, bytes]]:
+    """Fit on the training split; return the pipeline, its metadata and any extra files
+    (a verified model.onnx); raise if gated out."""
     from sklearn.model_selection import KFold, StratifiedKFold, cross_validate, train_test_split
 
     task = spec(options.estimator).task
@@ -145,27 +147,40 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any]]:
         "git_commit": git_commit(),
     }
     _apply_gates(options.gates, holdout, cv_metrics)
-    return pipeline, metadata
+    extra: dict[str, bytes] = {}
+    if options.onnx:
+        from training.onnx_export import export
+
+        onnx, metadata["onnx"] = export(pipeline, X_train, X_test, options.seed, task)
+        if onnx is not None:
+            extra[ONNX_FILE] = onnx
+    return pipeline, metadata, extra
 
 
 def write_artifact(
-    out: Path, pipeline: Any, metadata: dict[str, Any], fmt: str = "joblib"
+    out: Path,
+    pipeline: Any,
+    metadata: dict[str, Any],
+    fmt: str = "joblib",
+    extra_files: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
-    """Write the model (joblib, or skops with the types it needs trusted), then metadata.json."""
+    """Write the model (joblib, or skops with the types it needs trusted), any extra files
+    (model.onnx), then metadata.json with every file's digest."""
     model, extra = _serialise(pipeline, fmt)
     digest = sha256_hex(model)
     name = MODEL_FILES[fmt]
+    files = {name: model, **(extra_files or {})}
     metadata = {
         **metadata,
         **extra,
         "format": fmt,
         "sha256": digest,
-        "files": {name: {"sha256": digest, "size": len(model)}},
+        "files": {f: {"sha256": sha256_hex(d), "size": len(d)} for f, d in files.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
-    for stale in set(MODEL_FILES.values()) - {name}:  # a folder holds one model
+    for stale in {*MODEL_FILES.values(), ONNX_FILE} - set(files):  # only this model's files
         (out / stale).unlink(missing_ok=True)
-    for filename, data in ((name, model), (METADATA_FILE, encode_metadata(metadata))):
+    for filename, data in (*files.items(), (METADATA_FILE, encode_metadata(metadata))):
         staged = out / f".{filename}.partial"
         staged.write_bytes(data)
         staged.replace(out / filename)

@@ -1,0 +1,36 @@
+"""Serve a verified ONNX export through onnxruntime, shaped like an estimator for the core.
+
+Nothing here imports scikit-learn: with MODEL_RUNTIME=auto and a verified model.onnx, a cold
+start skips importing it and unpickling the pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class OnnxModel:
+    """predict / predict_proba / classes_ / n_features_in_ over an onnxruntime session."""
+
+    def __init__(self, data: bytes, metadata: dict[str, Any]) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        # One thread per call: requests run on their own threads, and 2 vCPUs are all there is.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        self.n_features_in_ = len(metadata["feature_names"])
+        self.classifier = metadata["task"] == "classification"
+        if self.classifier:
+            self.classes_ = np.asarray(metadata["class_names"])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        labels = self.session.run(None, {self.input: np.asarray(X, dtype=np.float64)})[0]
+        return np.asarray(labels).reshape(len(X))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input: np.asarray(X, dtype=np.float64)})[1])
