@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 PORT ?= 8080
 STORE ?= file://$(CURDIR)/.modelrun/store
 
-.PHONY: install serve test lint format train local monitor soak clean
+.PHONY: install serve test lint format train local monitor soak bench clean
 
 install: $(INSTALLED)
 
@@ -53,6 +53,9 @@ monitor: install  ## the mirror without Docker: emulator, function, Prometheus, 
 
 soak: install  ## a bounded soak (REQUESTS=100000): errors, latency, RSS growth
 	$(PY) -m tests.perf.soak --requests $(or $(REQUESTS),100000)
+
+bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs wrk (apt)
+	$(PY) -m tests.perf.bench $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) artifacts .modelrun .pytest_cache .mypy_cache .ruff_cache

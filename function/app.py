@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from flask import Request, Response
 from functions_framework.exceptions import RequestTimeoutException
 from werkzeug import exceptions as wz
@@ -278,7 +279,9 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
 
 
 def _json(body: Any, status: int) -> Response:
-    return Response(json.dumps(body, allow_nan=False), status, mimetype="application/json")
+    # orjson: a 10,000-row answer encodes in about a tenth of json.dumps's time. Answers are
+    # checked finite before they get here (orjson would write NaN as null).
+    return Response(orjson.dumps(body), status, mimetype="application/json")
 
 
 def _v2_error(error: ModelrunError) -> Response:

@@ -139,7 +139,15 @@ def _rows(tensor: Any, width: int, max_instances: int) -> tuple[list[list[Any]],
             f"{shape[0]} rows exceed the limit of {max_instances} per request",
             field=f"{where}.shape",
         )
-    flat = _flatten(tensor["data"], f"{where}.data")
+    data = tensor["data"]
+    rows_given = (
+        isinstance(data, list)
+        and len(data) == shape[0]
+        and all(type(row) is list and len(row) == width for row in data)
+    )
+    if rows_given and datatype not in INTEGER_TYPES:  # nested [rows][features]: rows already
+        return data, [f"{where}.data[row {i}]" for i in range(shape[0])]
+    flat = _flatten(data, f"{where}.data")
     if len(flat) != math.prod(shape):
         raise InvalidInput(
             f"shape {shape} needs {math.prod(shape)} values, data holds {len(flat)}",
@@ -190,9 +198,10 @@ def _parameters(holder: dict[str, Any], field: str) -> None:
 
 
 def _outputs(requested: Any, model: LoadedModel, given: bool) -> list[str]:
+    """The outputs asked for; by default the labels alone, as other v2 servers answer."""
     available = [LABELS, PROBABILITIES] if model.has_probabilities else [LABELS]
     if not given:
-        return available
+        return [LABELS]
     if not isinstance(requested, list) or not all(
         isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
     ):

@@ -32,5 +32,12 @@ class OnnxModel:
         labels = self.session.run(None, {self.input: np.asarray(X, dtype=np.float64)})[0]
         return np.asarray(labels).reshape(len(X))
 
+    def predict_both(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and probabilities from one run of the graph."""
+        labels, probabilities = self.session.run(
+            None, {self.input: np.asarray(X, dtype=np.float64)}
+        )
+        return np.asarray(labels).reshape(len(X)), np.asarray(probabilities)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run(None, {self.input: np.asarray(X, dtype=np.float64)})[1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -61,9 +62,9 @@ def rows_to_matrix(rows: list[Any], fields: list[str], feature_names: list[str])
     goes through the value-by-value checks that name the exact field at fault.
     """
     width = len(feature_names)
-    if all(type(row) is list and len(row) == width for row in rows) and all(
-        type(v) is float or type(v) is int for row in rows for v in row
-    ):
+    if all(type(row) is list and len(row) == width for row in rows) and set(
+        map(type, itertools.chain.from_iterable(rows))
+    ) <= {float, int}:
         try:
             with np.errstate(all="ignore"):
                 X = np.array(rows, dtype=np.float64)
@@ -116,10 +117,25 @@ def predict(model: LoadedModel, instances: Instances, run: Run | None = None) ->
     return answer
 
 
+# scikit-learn classifiers whose predict() is, by definition, classes_.take(argmax(predict_proba)):
+# for them one predict_proba call gives both answers (a forest otherwise computes it twice).
+ARGMAX_CLASSIFIERS = {"RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier"}
+
+
 def run_model(estimator: Any, X: np.ndarray, probabilities: bool) -> tuple[Any, Any]:
     """One direct model call: (predictions, probabilities or None)."""
     with np.errstate(all="ignore"):  # overflow shows up as non-finite output, refused later
+        if probabilities and hasattr(estimator, "predict_both"):
+            return estimator.predict_both(X)
+        if probabilities and type(_final_step(estimator)).__name__ in ARGMAX_CLASSIFIERS:
+            proba = estimator.predict_proba(X)
+            return estimator.classes_.take(np.argmax(proba, axis=1)), proba
         return estimator.predict(X), estimator.predict_proba(X) if probabilities else None
+
+
+def _final_step(estimator: Any) -> Any:
+    steps = getattr(estimator, "steps", None)
+    return steps[-1][1] if steps else estimator
 
 
 def _first_refused_row(estimator: Any, instances: Instances, probabilities: bool) -> str | None:

@@ -1,0 +1,355 @@
+"""Side-by-side benchmark: modelrun against Seldon MLServer 1.7.1 on the same models and load.
+
+    make bench            # 3 alternating rounds
+    make bench QUICK=1    # 1 round, shorter runs (under 3 minutes)
+
+modelrun starts as its container starts (the Dockerfile's CMD and ENV), its model fetched from a
+GCS emulator. MLServer + mlserver-sklearn run from a virtualenv this script creates on first use
+(tests/perf/.mlserver-venv, outside the project's requirements), on loopback ports, with default
+settings, serving the same joblib files. Both get identical Open Inference Protocol v2 requests
+from wrk. Servers alternate (A B A B) and medians are reported, as ratios (modelrun / MLServer):
+the load generator shares this machine's cores, so absolute figures mean little.
+Writes tests/perf/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from function.store import ModelStore
+from local import container
+from local.mirror import ROOT, fake_gcs_command, free_port, process, stop, wait_for
+from training.__main__ import main as training
+
+PERF = ROOT / "tests" / "perf"
+MLSERVER_VENV = PERF / ".mlserver-venv"
+MLSERVER_PACKAGES = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
+KEY = "bench-key-0123456789abcdef"
+ROW = [5.1, 3.5, 1.4, 0.2]
+
+
+# --- the servers -------------------------------------------------------------------------
+
+
+def mlserver_python() -> Path:
+    """MLServer's own virtualenv, created on first use with the project's scikit-learn."""
+    python = MLSERVER_VENV / "bin" / "python"
+    if not (MLSERVER_VENV / "bin" / "mlserver").exists():
+        import sklearn
+
+        print("creating tests/perf/.mlserver-venv (first use only)…", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(MLSERVER_VENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", *MLSERVER_PACKAGES,
+             f"scikit-learn=={sklearn.__version__}"],
+            check=True,
+        )  # fmt: skip
+    return python
+
+
+class Server:
+    """One server process serving one model; knows its infer URL and its process tree."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], cwd: Path,
+                 url: str, log: Path) -> None:  # fmt: skip
+        self.name, self.url = name, url
+        self.started = time.perf_counter()
+        with open(log, "wb") as out:
+            self.process = subprocess.Popen(
+                command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def wait_first_prediction(self, headers: dict[str, str], timeout: float = 120) -> float:
+        """Seconds from exec to the first successful prediction."""
+        body = infer_body([ROW])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if post(self.url, body, headers)[0] == 200:
+                    return time.perf_counter() - self.started
+            except OSError:
+                pass
+            time.sleep(0.01)
+        raise TimeoutError(f"{self.name} gave no prediction in {timeout}s")
+
+    def pids(self) -> list[int]:
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            try:
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        return found
+
+    def cpu_seconds(self) -> float:
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        return total / ticks
+
+    def pss_mb(self) -> float:
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return total / 1024
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def start_modelrun(model_uri: str, gcs: str, tmp: Path) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        **container.environment(),
+        "MODEL_URI": model_uri,
+        "STORAGE_EMULATOR_HOST": gcs,
+        "API_KEYS": KEY,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "HOME": str(tmp),
+        "RATE_LIMIT_PER_SECOND": "0",  # a policy, not a capacity: off while measuring capacity
+        "MAX_INSTANCES_PER_REQUEST": "10000",  # the 10k-row batch (MLServer has no limit)
+        "MAX_REQUEST_BYTES": "4194304",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
+    return Server("modelrun", container.command(), env, ROOT, url, tmp / f"modelrun-{port}.log")
+
+
+def start_mlserver(joblib_file: Path, tmp: Path) -> Server:
+    folder = Path(tempfile.mkdtemp(dir=tmp, prefix="mlserver-"))
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    (folder / "settings.json").write_text(json.dumps(
+        {"host": "127.0.0.1", "http_port": http, "grpc_port": grpc, "metrics_port": metrics}
+    ))  # fmt: skip
+    (folder / "iris").mkdir()
+    shutil.copy(joblib_file, folder / "iris" / "model.joblib")
+    (folder / "iris" / "model-settings.json").write_text(json.dumps({
+        "name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": "v1"},
+    }))  # fmt: skip
+    python = mlserver_python()
+    env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    command = [str(python.parent / "mlserver"), "start", str(folder)]
+    url = f"http://127.0.0.1:{http}/v2/models/iris/infer"
+    return Server("mlserver", command, env, folder, url, folder / "log")
+
+
+# --- the load ----------------------------------------------------------------------------
+
+
+def infer_body(rows: list[list[float]]) -> bytes:
+    return json.dumps({"inputs": [{"name": "input-0", "shape": [len(rows), 4],
+                                   "datatype": "FP64", "data": rows}]}).encode()  # fmt: skip
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json", **headers}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.status, response.read()
+
+
+def wrk(
+    url: str, headers: dict[str, str], connections: int, seconds: float, tmp: Path
+) -> dict[str, float]:
+    """Run wrk against url with one-row requests; return p50/p99 (ms), requests/s, requests."""
+    script = tmp / "post.lua"
+    header_lines = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        + header_lines
+        + f"wrk.body = [==[{infer_body([ROW]).decode()}]==]\n"
+    )
+    threads = min(2, connections)
+    result = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s",
+         str(script), url], capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    out = result.stdout
+    if "Non-2xx" in out or "Latency Distribution" not in out:
+        raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
+    return {
+        "p50_ms": _ms(re.search(r"^\s+50%\s+(\S+)$", out, re.MULTILINE)[1]),  # type: ignore[index]
+        "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)$", out, re.MULTILINE)[1]),  # type: ignore[index]
+        "rps": float(re.search(r"Requests/sec:\s+(\S+)", out)[1]),  # type: ignore[index]
+        "requests": float(re.search(r"(\d+) requests in", out)[1]),  # type: ignore[index]
+    }
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s|m)$", text)
+    if match is None:
+        raise ValueError(f"cannot read wrk's latency {text!r}")
+    return float(match[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[match[2]]
+
+
+def batch_ms(server: Server, headers: dict[str, str], rows: int, repeats: int) -> float:
+    """Median wall time of one request carrying `rows` rows (body encoded beforehand)."""
+    body = infer_body([ROW] * rows)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        status, _ = post(server.url, body, headers)
+        times.append((time.perf_counter() - started) * 1000)
+        assert status == 200
+    return statistics.median(times)
+
+
+# --- the rounds --------------------------------------------------------------------------
+
+
+def measure(server: Server, headers: dict[str, str], model: str, seconds: float,
+            tmp: Path) -> dict[str, float]:  # fmt: skip
+    figures = {"cold_start_s": server.wait_first_prediction(headers)}
+    for _ in range(200):
+        post(server.url, infer_body([ROW]), headers)  # warm-up
+    if model == "lr":
+        cpu_before = server.cpu_seconds()
+        c1 = wrk(server.url, headers, 1, seconds, tmp)
+        figures.update(
+            lr_c1_p50_ms=c1["p50_ms"], lr_c1_p99_ms=c1["p99_ms"], lr_c1_rps=c1["rps"],
+            lr_cpu_ms_per_request=(server.cpu_seconds() - cpu_before) * 1000 / c1["requests"],
+        )  # fmt: skip
+        figures["lr_c16_rps"] = wrk(server.url, headers, 16, seconds, tmp)["rps"]
+        figures["lr_c32_rps"] = wrk(server.url, headers, 32, seconds, tmp)["rps"]
+        figures["lr_batch1k_ms"] = batch_ms(server, headers, 1000, 7)
+        figures["lr_batch10k_ms"] = batch_ms(server, headers, 10000, 5)
+        figures["pss_mb"] = server.pss_mb()
+    else:
+        c1 = wrk(server.url, headers, 1, seconds, tmp)
+        figures.update(rf_c1_p50_ms=c1["p50_ms"], rf_c1_p99_ms=c1["p99_ms"])
+        figures["rf_c32_rps"] = wrk(server.url, headers, 32, seconds, tmp)["rps"]
+    return figures
+
+
+RATIOS = {  # key in latest.json: (figure, lower is better)
+    "lr_c1_p50": ("lr_c1_p50_ms", True),
+    "lr_cpu_per_request": ("lr_cpu_ms_per_request", True),
+    "rf_c32_rps": ("rf_c32_rps", False),
+    "cold_start": ("lr_cold_start_s", True),
+    "lr_batch10k": ("lr_batch10k_ms", True),
+    "pss": ("pss_mb", True),
+}
+GOALS = {"lr_c1_p50": 0.5, "lr_cpu_per_request": 0.4, "rf_c32_rps": 8.0, "cold_start": 0.25,
+         "lr_batch10k": 0.6, "pss": 0.4}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    rounds, seconds = (1, 3.0) if args.quick else (3, 6.0)
+    mlserver_python()
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        artifacts = {
+            "lr": tmp / "lr",
+            "rf": tmp / "rf",
+        }
+        assert training(["train", "--out", str(artifacts["lr"])]) == 0
+        assert training(["train", "--estimator", "random_forest", "--param", "n_estimators=100",
+                         "--out", str(artifacts["rf"])]) == 0  # fmt: skip
+        gcs_port = free_port()
+        gcs = f"http://127.0.0.1:{gcs_port}"
+        with process(fake_gcs_command(gcs_port, tmp / "gcs", "bench"), tmp / "gcs.log"):
+            wait_for(f"{gcs}/storage/v1/b")
+            os.environ["STORAGE_EMULATOR_HOST"] = gcs
+            uris = {}
+            for model, artifact in artifacts.items():
+                store = ModelStore(f"gs://bench/models/{model}")
+                store.promote(store.publish(artifact, "v1"))
+                uris[model] = store.uri
+            samples: dict[str, dict[str, list[float]]] = {"modelrun": {}, "mlserver": {}}
+            for round_ in range(rounds):
+                for name in ("modelrun", "mlserver"):  # A B A B
+                    for model in ("lr", "rf"):
+                        print(f"round {round_ + 1}/{rounds}: {name} {model}", flush=True)
+                        server, headers = _start(name, model, uris, artifacts, gcs, tmp)
+                        try:
+                            figures = measure(server, headers, model, seconds, tmp)
+                        finally:
+                            server.stop()
+                        figures[f"{model}_cold_start_s"] = figures.pop("cold_start_s")
+                        for key, value in figures.items():
+                            samples[name].setdefault(key, []).append(value)
+    report(samples, rounds, seconds)
+
+
+def _start(name: str, model: str, uris: dict[str, str], artifacts: dict[str, Path], gcs: str,
+           tmp: Path) -> tuple[Server, dict[str, str]]:  # fmt: skip
+    if name == "modelrun":
+        return start_modelrun(uris[model], gcs, tmp), {"X-API-Key": KEY}
+    return start_mlserver(artifacts[model] / "model.joblib", tmp), {}
+
+
+def report(samples: dict[str, dict[str, list[float]]], rounds: int, seconds: float) -> None:
+    median: Callable[[list[float]], float] = statistics.median
+    ours = {k: round(median(v), 4) for k, v in samples["modelrun"].items()}
+    peer = {k: round(median(v), 4) for k, v in samples["mlserver"].items()}
+    ratios = {key: round(ours[figure] / peer[figure], 3) for key, (figure, _) in RATIOS.items()}
+    print(f"\n{'figure':<26}{'modelrun':>12}{'MLServer':>12}{'ratio':>9}  goal")
+    for key in sorted(ours):
+        ratio = ours[key] / peer[key] if peer.get(key) else float("nan")
+        goal = next((f"{'<=' if low else '>='} {GOALS[r]}" for r, (f, low) in RATIOS.items()
+                     if f == key), "")  # fmt: skip
+        print(
+            f"{key:<26}{ours[key]:>12.3f}{peer.get(key, float('nan')):>12.3f}{ratio:>9.3f}  {goal}"
+        )
+    met = {k: (ratios[k] <= GOALS[k]) if low else (ratios[k] >= GOALS[k])
+           for k, (_, low) in RATIOS.items()}  # fmt: skip
+    result = {
+        "ours": ours,
+        "peer": peer,
+        "ratios": ratios,
+        "goals": GOALS,
+        "met": met,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "rounds": rounds,
+            "seconds_per_wrk_run": seconds,
+        },
+        "peer_name": "MLServer 1.7.1 + mlserver-sklearn 1.7.1 (default settings)",
+    }
+    out = PERF / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nratios (modelrun / MLServer): {json.dumps(ratios)}")
+    print(f"goals met: {json.dumps(met)}\nwrote tests/perf/results/latest.json")
+
+
+if __name__ == "__main__":
+    main()
