@@ -80,11 +80,13 @@ Stop with Ctrl-C.
         "ENVIRONMENT": "development",
         "PORT": port,
         "HOME": os.environ.get("HOME") or str(STATE),
+        # The image's CMD runs functions-framework through sh: the venv's tools come first.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     argv = container.command()
-    program = shutil.which(argv[0], path=str(Path(sys.executable).parent))
+    program = shutil.which(argv[0], path=env["PATH"])
     if program is None:
-        raise SystemExit(f"{argv[0]} is not installed: run `make install`")
+        raise SystemExit(f"{argv[0]} is not on PATH: run `make install`")
     os.chdir(ROOT)
     os.execve(program, argv, env)  # noqa: S606 - become the server, as the container does
 
