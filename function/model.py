@@ -71,14 +71,8 @@ def load_model(
         if not onnx:
             raise IntegrityError(f"{where} has no verified {ONNX_FILE} (MODEL_RUNTIME=onnx)")
         # The canonical model must be intact too, though it is not deserialised here.
-        canonical = model_file(metadata)
-        verify_digest(
-            store.read_file(metadata["version"], canonical),
-            metadata["sha256"],
-            f"{where} {canonical}",
-        )
-        data = store.read_file(metadata["version"], ONNX_FILE)
-        verify_digest(data, metadata["files"][ONNX_FILE]["sha256"], f"{where} {ONNX_FILE}")
+        _verified(store, metadata, model_file(metadata), where)
+        data = _verified(store, metadata, ONNX_FILE, where)
         try:
             estimator: Any = OnnxModel(data, metadata)
         except Exception as e:
@@ -90,13 +84,18 @@ def load_model(
         raise IntegrityError(
             f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"
         )
-    name = model_file(metadata)
-    data = store.read_file(metadata["version"], name)
-    verify_digest(data, metadata["sha256"], f"{where} {name}")
+    data = _verified(store, metadata, model_file(metadata), where)
     estimator = _deserialise(data, metadata, where)
     del data  # the download is not kept beside the model (Cloud Run counts both against memory)
     _check(estimator, metadata, where)
     return LoadedModel(estimator, metadata, time.perf_counter() - started)
+
+
+def _verified(store: ModelStore, metadata: dict[str, Any], name: str, where: str) -> bytes:
+    """Fetch one file of the version and refuse it unless it has the digest metadata records."""
+    data = store.read_file(metadata["version"], name)
+    verify_digest(data, metadata["files"][name]["sha256"], f"{where} {name}")
+    return data
 
 
 def _deserialise(data: bytes, metadata: dict[str, Any], where: str) -> Any:

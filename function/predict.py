@@ -27,6 +27,10 @@ class Instances:
     probabilities: bool = True
     fields: tuple[str, ...] = ()
 
+    def field(self, i: int) -> str | None:
+        """Where row i came from in the request (None for a bare object of features)."""
+        return (self.fields[i] if i < len(self.fields) else f"instances[{i}]") or None
+
 
 def parse_instances(body: Any, feature_names: list[str], max_instances: int) -> Instances:
     """Accept {"instances": [...]}, {"features": [...]} or one object of named features."""
@@ -144,7 +148,7 @@ def _first_refused_row(estimator: Any, instances: Instances, probabilities: bool
         try:
             run_model(estimator, instances.X[i : i + 1], probabilities)
         except ValueError:
-            return (instances.fields[i] if i < len(instances.fields) else "") or None
+            return instances.field(i)
     return None
 
 
@@ -154,12 +158,10 @@ def _require_finite(output: np.ndarray, instances: Instances) -> None:
         return
     bad = ~np.isfinite(output.reshape(len(output), -1)).all(axis=1)
     if bad.any():
-        i = int(np.argmax(bad))
-        field = instances.fields[i] if i < len(instances.fields) else f"instances[{i}]"
         raise InvalidInput(
             "the model gives no finite answer for this row: its values are too far outside "
             "the range it was trained on",
-            field=field or None,
+            field=instances.field(int(np.argmax(bad))),
         )
 
 

@@ -56,6 +56,8 @@ class Service:
 
     def start(self) -> None:
         """Start loading (once per process; called after fork and on the first request)."""
+        if self._started:  # every request calls this: no lock once started
+            return
         with self._start_lock:
             if self._started:
                 return
@@ -98,7 +100,7 @@ class Service:
             {
                 "model.name": model.name,
                 "model.version": model.version,
-                "model.sha256": str(model.metadata["sha256"])[:12],
+                "model.sha256": model.sha256[:12],
                 "model.runtime": model.runtime,
             }
             if model
