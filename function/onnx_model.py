@@ -22,22 +22,31 @@ class OnnxModel:
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input = graph_input.name
+        # Tree graphs take float32, as scikit-learn's trees do (see training/onnx_export.py).
+        self.float32 = graph_input.type == "tensor(float)"
         self.n_features_in_ = len(metadata["feature_names"])
         self.classifier = metadata["task"] == "classification"
         if self.classifier:
             self.classes_ = np.asarray(metadata["class_names"])
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        labels = self.session.run(None, {self.input: np.asarray(X, dtype=np.float64)})[0]
-        return np.asarray(labels).reshape(len(X))
+        return np.asarray(self._run(X)[0]).reshape(len(X))
 
     def predict_both(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Labels and probabilities from one run of the graph."""
-        labels, probabilities = self.session.run(
-            None, {self.input: np.asarray(X, dtype=np.float64)}
-        )
+        labels, probabilities = self._run(X)
         return np.asarray(labels).reshape(len(X)), np.asarray(probabilities)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {self.input: np.asarray(X, dtype=np.float64)})[1])
+        return np.asarray(self._run(X)[1])
+
+    def _run(self, X: np.ndarray) -> list[Any]:
+        if not self.float32:
+            return self.session.run(None, {self.input: np.asarray(X, dtype=np.float64)})
+        with np.errstate(over="ignore"):
+            X32 = np.asarray(X, dtype=np.float32)
+        if not np.isfinite(X32).all():  # as scikit-learn's trees refuse it
+            raise ValueError("a value is too large for float32, which this tree model compares in")
+        return self.session.run(None, {self.input: X32})

@@ -6,12 +6,17 @@ import json
 import subprocess
 from pathlib import Path
 
+import joblib
+import numpy as np
 import pytest
+from sklearn.tree._tree import TREE_UNDEFINED
 
 from function.errors import IntegrityError
 from function.model import load_model
+from function.onnx_model import OnnxModel
 from function.store import ModelStore
 from tests.conftest import PYTHON, ROOT
+from training import onnx_export
 from training.__main__ import main as training
 
 
@@ -40,17 +45,87 @@ def test_a_regressor_exports_within_tolerance(tmp_path: Path) -> None:
     assert metadata(tmp_path / "out")["onnx"]["verified"] is True
 
 
-def test_an_export_that_disagrees_is_not_written(tmp_path: Path) -> None:
-    # A 100-tree forest ties 50/50 on one Iris hold-out row; onnxruntime's float32 thresholds
-    # move one vote there, so the labels differ and the export must be refused.
+def test_a_forest_exports_a_verified_onnx_file(tmp_path: Path) -> None:
+    # 100 trees tie 50/50 on one Iris hold-out row: one threshold rounded the wrong way in the
+    # graph would move a vote there and fail verification.
     out = tmp_path / "rf"
-    assert training(["train", "--estimator", "random_forest", "--out", str(out)]) == 0
+    assert training(["train", "--estimator", "random_forest", "--param", "n_estimators=100",
+                     "--out", str(out)]) == 0  # fmt: skip
+
+    record = metadata(out)["onnx"]
+    assert record["verified"] is True
+    assert record["labels_mismatched"] == 0
+    assert record["max_probability_difference"] <= record["tolerance"] == 1e-5
+
+
+def test_forest_decisions_equal_scikit_learn_at_every_threshold(
+    forest_artifact: Path, tmp_path: Path
+) -> None:
+    # The rows most likely to split differently: every feature exactly at each float32 next to
+    # each threshold (scikit-learn compares float32(x) <= its float64 threshold).
+    pipeline = joblib.load(forest_artifact / "model.joblib")
+    onnx = OnnxModel((forest_artifact / "model.onnx").read_bytes(), metadata(forest_artifact))
+    rng = np.random.default_rng(0)
+    thresholds = np.concatenate([t.tree_.threshold for t in pipeline[-1].estimators_])
+    thresholds = thresholds[thresholds != TREE_UNDEFINED].astype(np.float32)
+    near = np.concatenate([np.nextafter(thresholds, -np.inf), thresholds,
+                           np.nextafter(thresholds, np.inf)])  # fmt: skip
+    rows = rng.choice(near, size=(20000, 4)).astype(np.float64)
+
+    labels, probabilities = onnx.predict_both(rows)
+
+    assert (labels == pipeline.predict(rows)).all()
+    assert np.abs(probabilities - pipeline.predict_proba(rows)).max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "step, trees",
+    [
+        ("sklearn_trees", 100),  # skl2onnx's own graph: float64 in, nearest float32 thresholds
+        ("_count_votes", 20),  # votes summed as 1/n in float32: 7 against 7 no longer ties
+    ],
+)
+def test_without_each_exactness_step_a_forest_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, trees: int
+) -> None:
+    monkeypatch.setattr(onnx_export, step, lambda *args: None)
+    out = tmp_path / "rf"
+    assert training(["train", "--estimator", "random_forest", "--param", f"n_estimators={trees}",
+                     "--out", str(out)]) == 0  # fmt: skip
 
     record = metadata(out)["onnx"]
     assert record["verified"] is False
     assert record["labels_mismatched"] >= 1
     assert not (out / "model.onnx").exists()
     assert list(metadata(out)["files"]) == ["model.joblib"]
+
+
+def test_a_value_beyond_float32_is_refused_by_both_runtimes(forest_artifact: Path) -> None:
+    row = np.array([[5.1, 3.5, 1e39, 0.2]])
+    onnx = OnnxModel((forest_artifact / "model.onnx").read_bytes(), metadata(forest_artifact))
+
+    with pytest.raises(ValueError, match="too large for float32"):
+        onnx.predict_both(row)
+    with pytest.raises(ValueError, match="too large for dtype\\('float32'\\)"):
+        with np.errstate(over="ignore"):  # scikit-learn's own cast overflows, then it refuses
+            joblib.load(forest_artifact / "model.joblib").predict(row)
+
+
+@pytest.mark.parametrize(
+    "estimator, classes",
+    [("random_forest_regressor", 0), ("gradient_boosting_regressor", 0), ("gradient_boosting", 3),
+     ("random_forest", 2)],
+)  # fmt: skip
+def test_other_tree_ensembles_export_verified(tmp_path: Path, estimator: str, classes: int) -> None:
+    data = tmp_path / "wave.csv"
+    rows = [(i / 7, (i * 37) % 11, i % classes if classes else i % 13 / 3) for i in range(300)]
+    data.write_text("a,b,y\n" + "\n".join(f"{a},{b},{y}" for a, b, y in rows) + "\n")
+
+    assert training(["train", "--data", str(data), "--target", "y", "--estimator", estimator,
+                     "--param", "n_estimators=30", "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+
+    record = metadata(tmp_path / "out")["onnx"]
+    assert record["verified"] is True, record
 
 
 def test_no_onnx_on_request(tmp_path: Path) -> None:
