@@ -8,6 +8,7 @@ The model and keys load in a background thread of the serving process (see Servi
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ try:
 except ConfigError as e:
     print(f"modelrun: configuration error: {e}", file=sys.stderr)
     raise SystemExit(2) from None
+# gunicorn forks its workers after this: frozen objects are never touched by the collector, so
+# their pages stay shared with the workers (and a full collection skips them; see Service).
+gc.freeze()
 
 
 @functions_framework.errorhandler(404)

@@ -11,13 +11,14 @@ from typing import Any
 
 from function.errors import BadRequest, InvalidInput, ModelrunError, NotFound, PayloadTooLarge
 from function.model import LoadedModel
-from function.predict import Instances, Prediction, rows_to_matrix
+from function.predict import Instances, Prediction, are_rows, rows_to_matrix
 
 SERVER = {"name": "modelrun", "version": "1.0.0", "extensions": []}
 INPUT = "input-0"
 LABELS, PROBABILITIES = "predict", "predict_proba"
 DATATYPES = {"FP32", "FP64", "INT32", "INT64"}
 INTEGER_TYPES = {"INT32", "INT64"}
+ROW = "inputs[0].data[row {}]"  # where a row came from, for errors
 
 
 def error_body(error: ModelrunError) -> tuple[dict[str, str], int]:
@@ -66,10 +67,10 @@ def parse_request(
             f"expected exactly one input tensor of shape [-1, {len(model.feature_names)}]",
             field="inputs",
         )
-    rows, fields = _rows(inputs[0], len(model.feature_names), max_instances)
-    X = rows_to_matrix(rows, fields, model.feature_names)
+    rows = _rows(inputs[0], len(model.feature_names), max_instances)
+    X = rows_to_matrix(rows, ROW, model.feature_names)
     outputs = _outputs(body.get("outputs"), model, "outputs" in body)
-    instances = Instances(X, probabilities=PROBABILITIES in outputs, fields=tuple(fields))
+    instances = Instances(X, probabilities=PROBABILITIES in outputs, where=ROW)
     return instances, outputs, body.get("id")
 
 
@@ -86,7 +87,7 @@ def response(
                 "name": LABELS,
                 "shape": [n],
                 "datatype": "BYTES" if classifier else "FP64",
-                "data": [str(v) for v in prediction.labels] if classifier else prediction.labels,
+                "data": list(map(str, prediction.labels)) if classifier else prediction.labels,
             }
         )
     if PROBABILITIES in outputs and prediction.probabilities is not None:
@@ -108,7 +109,7 @@ def response(
     return answer
 
 
-def _rows(tensor: Any, width: int, max_instances: int) -> tuple[list[list[Any]], list[str]]:
+def _rows(tensor: Any, width: int, max_instances: int) -> list[list[Any]]:
     where = "inputs[0]"
     if not isinstance(tensor, dict):
         raise InvalidInput("expected an object with name, shape, datatype and data", field=where)
@@ -140,13 +141,9 @@ def _rows(tensor: Any, width: int, max_instances: int) -> tuple[list[list[Any]],
             field=f"{where}.shape",
         )
     data = tensor["data"]
-    rows_given = (
-        isinstance(data, list)
-        and len(data) == shape[0]
-        and all(type(row) is list and len(row) == width for row in data)
-    )
+    rows_given = are_rows(data, width) and len(data) == shape[0]
     if rows_given and datatype not in INTEGER_TYPES:  # nested [rows][features]: rows already
-        return data, [f"{where}.data[row {i}]" for i in range(shape[0])]
+        return data
     flat = _flatten(data, f"{where}.data")
     if len(flat) != math.prod(shape):
         raise InvalidInput(
@@ -160,8 +157,7 @@ def _rows(tensor: Any, width: int, max_instances: int) -> tuple[list[list[Any]],
                 f"datatype {datatype} needs integers, got {flat[wrong]!r}",
                 field=f"{where}.data[{wrong}]",
             )
-    rows = [flat[i * width : (i + 1) * width] for i in range(shape[0])]
-    return rows, [f"{where}.data[row {i}]" for i in range(shape[0])]
+    return [flat[i * width : (i + 1) * width] for i in range(shape[0])]
 
 
 def _whole(value: Any) -> bool:

@@ -25,11 +25,11 @@ class Instances:
 
     X: np.ndarray
     probabilities: bool = True
-    fields: tuple[str, ...] = ()
+    where: str = "instances[{}]"  # a row's place in the request, from its index
 
     def field(self, i: int) -> str | None:
         """Where row i came from in the request (None for a bare object of features)."""
-        return (self.fields[i] if i < len(self.fields) else f"instances[{i}]") or None
+        return self.where.format(i) or None
 
 
 def parse_instances(body: Any, feature_names: list[str], max_instances: int) -> Instances:
@@ -48,39 +48,46 @@ def parse_instances(body: Any, feature_names: list[str], max_instances: int) -> 
                 f"{len(rows)} rows exceed the limit of {max_instances} per request",
                 field=prefix,
             )
-        fields = [f"{prefix}[{i}]" for i in range(len(rows))]
+        where = "instances[{}]"
     elif "features" in body:
-        rows, fields = [body["features"]], ["features"]
+        rows, where = [body["features"]], "features"
         _no_extra_keys(body, {"features", "parameters"})
     else:
-        rows, fields = [body], [""]
+        rows, where = [body], ""
     parameters = body.get("parameters", {}) if rows[0] is not body else {}
-    X = rows_to_matrix(rows, fields, feature_names)
-    return Instances(X, fields=tuple(fields), **_parameters(parameters))
+    X = rows_to_matrix(rows, where, feature_names)
+    return Instances(X, where=where, **_parameters(parameters))
 
 
-def rows_to_matrix(rows: list[Any], fields: list[str], feature_names: list[str]) -> np.ndarray:
-    """Check rows (lists in feature order, or objects by name) and return them as a matrix.
+def rows_to_matrix(rows: list[Any], where: str, feature_names: list[str]) -> np.ndarray:
+    """Check rows (lists in feature order, or objects by name) and return them as a matrix;
+    where.format(i) names row i in errors.
 
     The common case — lists of plain numbers within range — is checked in bulk; anything else
     goes through the value-by-value checks that name the exact field at fault.
     """
     width = len(feature_names)
-    if all(type(row) is list and len(row) == width for row in rows) and set(
-        map(type, itertools.chain.from_iterable(rows))
-    ) <= {float, int}:
+    values = itertools.chain.from_iterable
+    if are_rows(rows, width) and set(map(type, values(rows))) <= {float, int}:
         try:
             with np.errstate(all="ignore"):
-                X = np.array(rows, dtype=np.float64)
+                X = np.fromiter(values(rows), np.float64, len(rows) * width)
         except OverflowError:  # an integer beyond float64: the slow path names it
             pass
         else:
             if np.isfinite(X).all() and np.abs(X).max(initial=0) <= MAX_ABS_VALUE:
-                return X
+                return X.reshape(len(rows), width)
     X = np.empty((len(rows), width), dtype=np.float64)
-    for i, (row, field) in enumerate(zip(rows, fields, strict=True)):
-        X[i] = _row(row, field, feature_names)
+    for i, row in enumerate(rows):
+        X[i] = _row(row, where.format(i), feature_names)
     return X
+
+
+def are_rows(data: Any, width: int) -> bool:
+    """Whether data is a list of lists of `width` values each (checked at C speed)."""
+    return (
+        isinstance(data, list) and set(map(type, data)) <= {list} and set(map(len, data)) <= {width}
+    )
 
 
 @dataclass(frozen=True)

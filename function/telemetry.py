@@ -6,10 +6,10 @@ own, served on /metrics with the process collector's memory and CPU series.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
@@ -107,14 +107,13 @@ class Telemetry:
 
     def predicted(self, version: str, predictions: Iterable[Any], classifier: bool) -> None:
         """Count predictions by version, and by class for a classifier."""
-        values = np.asarray(list(predictions))
+        values = list(predictions)
         self.batch_size.record(len(values))
         if not classifier:
             self.predictions.add(len(values), {"model.version": version})
             return
-        labels, counts = np.unique(values.astype(str), return_counts=True)
-        for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
-            self.predictions.add(count, {"model.version": version, "class": label})
+        for label, count in Counter(values).items():
+            self.predictions.add(count, {"model.version": version, "class": str(label)})
 
     def batched(self, rows: int, waits: list[float]) -> None:
         """Record one micro-batched model call and how long each of its requests waited."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import joblib
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from function.body import parse_json
+from function.body import _parse_exactly, parse_json
 from function.errors import BadRequest, InvalidInput, PayloadTooLarge
 from function.model import LoadedModel
 from function.predict import Instances, parse_instances, predict
@@ -125,6 +128,54 @@ def test_malformed_json_is_400(raw: bytes, detail: str) -> None:
         parse_json(raw)
 
     assert detail in raised.value.detail
+
+
+def _json_text() -> st.SearchStrategy[str]:
+    """JSON-ish text meant to catch the fast parser out: few distinct keys (so they repeat),
+    strings holding quotes, colons, braces and escapes, long integers, NaN and overflow."""
+    text = st.text(alphabet='ab:{}[]"\\\u00e9\U0001f600,', max_size=6)
+    scalars = st.one_of(
+        st.integers(min_value=-(10**25), max_value=10**25).map(str),
+        st.floats(allow_nan=False, allow_infinity=False).map(repr),
+        st.sampled_from(
+            ["NaN", "Infinity", "-Infinity", "1e400", "-0", "true", "null", '"\\ud800"']
+        ),
+        text.map(json.dumps),
+    )
+    keys = st.one_of(st.sampled_from(["a", "b", "a:b", '"', "{"]), text)
+    return st.recursive(
+        scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]"),
+            st.lists(st.tuples(keys, inner), max_size=4).map(
+                lambda pairs: "{" + ",".join(f"{json.dumps(k)}: {v}" for k, v in pairs) + "}"
+            ),
+        ),
+        max_leaves=12,
+    )
+
+
+def _outcome(parse: Callable[[bytes], Any], data: bytes) -> str:
+    try:
+        return "value " + repr(parse(data))
+    except BadRequest as e:
+        return "error " + e.detail
+
+
+@settings(max_examples=3000, deadline=None, database=None)
+@given(_json_text())
+@example('{"a": 0, "a": {}, "a": []}')  # the repeated key's lost value held an object
+@example("-9223372036854775809")  # one below int64: orjson reads it as a float
+def test_the_fast_parser_reads_every_document_as_the_standard_library(text: str) -> None:
+    data = text.encode("utf-8", "surrogatepass")
+
+    assert _outcome(parse_json, data) == _outcome(_parse_exactly, data)
+
+
+def test_a_key_repeated_deep_in_a_batch_is_still_refused() -> None:
+    rows = ",".join(['{"a": 1, "b": 2}'] * 500 + ['{"a": 1, "a": 2}'])
+    with pytest.raises(BadRequest, match='the key "a" appears twice'):
+        parse_json(f'{{"instances": [{rows}]}}'.encode())
 
 
 def test_nan_literals_reach_validation_with_their_location() -> None:
