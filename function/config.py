@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from function.errors import ConfigError, ModelrunError
 from function.store import check_version_id, open_backend
 
 MIN_KEY_LENGTH = 16
+MAX_WORKERS = 64
 VERTEX_MAX_REQUEST_BYTES = 1_500_000  # Vertex AI online prediction's request size limit
 ENVIRONMENTS = ("production", "development")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -47,6 +51,7 @@ class Config:
     micro_batching: bool = True
     batch_max_rows: int = 256
     batch_max_wait_ms: float = 2.0
+    workers: int = 1  # gunicorn's worker processes (functions-framework reads WORKERS too)
     vertex: bool = False  # started by Vertex AI (AIP_HTTP_PORT set): it authenticates callers
     vertex_health_route: str | None = None
     vertex_predict_route: str | None = None
@@ -54,6 +59,22 @@ class Config:
     @property
     def auth_enabled(self) -> bool:
         return bool(self.api_keys or self.api_keys_secret)
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may use: its affinity, capped by a cgroup v2 CPU quota (a
+    container's --cpus, a Cloud Run instance's vCPUs): the container's default WORKERS.
+
+    One Python process runs Python on one core at a time (the GIL): a worker per CPU uses them.
+    """
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota: the affinity is the limit
+    return cpus
 
 
 def load_config(environ: Mapping[str, str]) -> Config:
@@ -105,6 +126,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         micro_batching=parsed("MICRO_BATCHING", _boolean, True),
         batch_max_rows=parsed("BATCH_MAX_ROWS", _positive_int, 256),
         batch_max_wait_ms=parsed("BATCH_MAX_WAIT_MS", _non_negative, 2.0),
+        workers=parsed("WORKERS", _workers, 1),  # main.py sets it to usable_cpus() if unset
         vertex=vertex,
         vertex_health_route=parsed("AIP_HEALTH_ROUTE", _route, None),
         vertex_predict_route=parsed("AIP_PREDICT_ROUTE", _route, None),
@@ -202,6 +224,13 @@ def _seconds(raw: str) -> float:
     if not value > 0 or value == float("inf"):
         raise ValueError("expected a positive number of seconds")
     return value
+
+
+def _workers(text: str) -> int:
+    workers = int(text)
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"must be between 1 and {MAX_WORKERS}")
+    return workers
 
 
 def _positive_int(raw: str) -> int:

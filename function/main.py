@@ -20,8 +20,13 @@ import functions_framework
 from flask import Response, request
 
 from function.app import build, problem_response
+from function.config import usable_cpus
 from function.errors import ConfigError, NotFound
 
+# A worker per usable CPU unless told otherwise: functions-framework reads WORKERS after
+# importing this file, and so does the service's configuration, just below.
+if not os.environ.get("WORKERS", "").strip():
+    os.environ["WORKERS"] = str(usable_cpus())
 try:
     handle = build(os.environ)
 except ConfigError as e:

@@ -10,13 +10,22 @@ from function.errors import TooManyRequests
 
 
 class TokenBuckets:
-    """One bucket per caller identity (a key's digest, never the key); rate 0 turns it off."""
+    """One bucket per caller identity (a key's digest, never the key); rate 0 turns it off.
+
+    rate and burst are the instance's; with several worker processes each keeps its own
+    buckets at 1/workers of both, so together they allow about the instance's rate.
+    """
 
     def __init__(
-        self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic
+        self,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.monotonic,
+        workers: int = 1,
     ) -> None:
-        self.rate = rate
-        self.burst = float(burst)
+        self.instance_rate, self.instance_burst = rate, burst
+        self.rate = rate / workers
+        self.burst = max(1.0, burst / workers)
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}  # identity -> (tokens, last refill)
         self._lock = threading.Lock()
@@ -33,8 +42,8 @@ class TokenBuckets:
                 self._buckets[identity] = (tokens, now)
                 wait = (1 - tokens) / self.rate
                 raise TooManyRequests(
-                    f"rate limit of {self.rate:g} requests/s (burst {self.burst:g}) per key "
-                    f"exceeded; retry in {wait:.2f}s",
+                    f"rate limit of {self.instance_rate:g} requests/s (burst "
+                    f"{self.instance_burst}) per key exceeded; retry in {wait:.2f}s",
                     retry_after=wait,
                 )
             self._buckets[identity] = (tokens - 1, now)

@@ -18,6 +18,7 @@ from function.predict import run_model
 from function.ratelimit import TokenBuckets
 from function.store import ModelStore
 from function.telemetry import prometheus_telemetry
+from function.workers import Workers
 
 log = logging.getLogger("modelrun.service")
 
@@ -38,13 +39,21 @@ class Service:
         self.store = ModelStore(config.model_uri, timeout=config.store_timeout_seconds)
         self.keys = KeyRing(config.api_keys) if config.api_keys else KeyRing()
         self.secret = SecretKeySource(config, self.keys) if config.api_keys_secret else None
-        self.limits = TokenBuckets(config.rate_limit_per_second, config.rate_limit_burst)
+        self.limits = TokenBuckets(
+            config.rate_limit_per_second, config.rate_limit_burst, workers=config.workers
+        )
         self.model: LoadedModel | None = None
         self.reason = "the model is not loaded yet"
         self._started = False
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
         self.telemetry, self.metrics_page = prometheus_telemetry(self.model_state)
+        self.workers: Workers | None = None
+        if config.workers > 1:  # one page and one readiness for the instance, whichever worker
+            self.workers = Workers(
+                config.workers, self.metrics_page, lambda: self._own_readiness() is None
+            )
+            self.metrics_page = self.workers.page
         self.run_model: Run = run_model
         if config.micro_batching:
             batcher = MicroBatcher(
@@ -64,6 +73,10 @@ class Service:
                 return
             self._started = True
         threading.Thread(target=self._run_model, name="model-loader", daemon=True).start()
+        if self.workers:
+            threading.Thread(
+                target=self.workers.run, args=(self._stop,), name="worker-pages", daemon=True
+            ).start()
         if self.secret:
             threading.Thread(target=self.secret.run, name="key-refresher", daemon=True).start()
 
@@ -87,7 +100,13 @@ class Service:
         self.limits.take(identity)
 
     def readiness(self) -> str | None:
-        """Return why the service cannot serve yet, or None when it can."""
+        """Return why the instance cannot serve yet, or None when it can."""
+        reason = self._own_readiness()
+        if reason is None and self.workers and not self.workers.all_ready():
+            return "another worker process of this instance is still loading"
+        return reason
+
+    def _own_readiness(self) -> str | None:
         if self.model is None:
             return self.reason
         if self.config.auth_enabled and not self.keys.loaded:
@@ -107,7 +126,7 @@ class Service:
             if model
             else None
         )
-        return identity, self.readiness() is None
+        return identity, self._own_readiness() is None  # this worker: pages merge
 
     def _run_model(self) -> None:
         self._cold_start()

@@ -22,7 +22,7 @@ from pulumi_gcp.cloudrunv2 import (
     ServiceTemplateScalingArgs,
 )
 
-from config import StackConfig
+from config import StackConfig, workers
 
 PORT = 8080
 
@@ -145,6 +145,7 @@ def _environment(
         ServiceTemplateContainerEnvArgs(name="MODEL_VERSION", value=config.model_version),
         ServiceTemplateContainerEnvArgs(name="ENVIRONMENT", value="production"),
         ServiceTemplateContainerEnvArgs(name="GOOGLE_CLOUD_PROJECT", value=config.project),
+        ServiceTemplateContainerEnvArgs(name="WORKERS", value=str(workers(config.cpu))),
         # The app stops a request at the same limit Cloud Run enforces at its edge.
         ServiceTemplateContainerEnvArgs(
             name="CLOUD_RUN_TIMEOUT_SECONDS", value=str(config.timeout_seconds)

@@ -86,7 +86,24 @@ def _bool(cfg: pulumi.Config, key: str, default: bool) -> bool:
     return default if value is None else value
 
 
+def workers(cpu: str) -> int:
+    """Worker processes for an instance of `cpu` vCPUs ("2", "1000m", "0.5"): one per whole vCPU.
+
+    Set explicitly rather than counted in the container, where startup CPU boost could show more.
+    """
+    try:
+        count = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    except ValueError:
+        raise ValueError(
+            f"modelrun:cpu must be a number of vCPUs like 1, 2 or 500m, got {cpu!r}"
+        ) from None
+    if count <= 0:
+        raise ValueError(f"modelrun:cpu must be above 0, got {cpu!r}")
+    return max(1, int(count))
+
+
 def _check(config: StackConfig) -> None:
+    workers(config.cpu)
     if not REPOSITORY_PATTERN.match(config.github_repository):
         raise ValueError(
             f"modelrun:githubRepository must be OWNER/NAME, got {config.github_repository!r}"

@@ -255,6 +255,7 @@ def run_service(
         "HOST": "127.0.0.1",
         "PORT": str(port),
         "THREADS": "4",
+        "WORKERS": "1",  # as on a 1-vCPU instance (infra's default); test_workers.py runs two
         **env,
     }
     log_path = tmp_path / f"service-{port}.log"

@@ -300,6 +300,12 @@ def test_a_malformed_repository_is_refused() -> None:
         run_program(stack_config(**{"modelrun:githubRepository": "just-a-name"}))
 
 
+@pytest.mark.parametrize("cpu", ["two", "0"])
+def test_a_malformed_cpu_is_refused(cpu: str) -> None:
+    with pytest.raises(Exception, match="modelrun:cpu must be"):
+        run_program(stack_config(**{"modelrun:cpu": cpu}))
+
+
 # --- the service -------------------------------------------------------------------------
 
 
@@ -315,11 +321,21 @@ def test_service_environment_and_secret_reference(stack: Stack) -> None:
     assert env["MODEL_VERSION"]["value"] == "current"
     assert env["ENVIRONMENT"]["value"] == "production"
     assert env["CLOUD_RUN_TIMEOUT_SECONDS"]["value"] == "30"
+    assert env["WORKERS"]["value"] == "1"  # one per vCPU (cpu defaults to 1)
     assert "value" not in env["API_KEYS"]
     assert env["API_KEYS"]["valueSource"]["secretKeyRef"] == {
         "secret": "modelrun-api-keys",
         "version": "latest",
     }
+
+
+@pytest.mark.parametrize("cpu, workers", [("2", "2"), ("4000m", "4"), ("0.5", "1")])
+def test_a_worker_per_vcpu(cpu: str, workers: str) -> None:
+    stack = run_program(stack_config(**{"modelrun:cpu": cpu}))
+
+    env = {e["name"]: e for e in container(stack)["envs"]}
+    assert env["WORKERS"]["value"] == workers
+    assert container(stack)["resources"]["limits"]["cpu"] == cpu
 
 
 def test_environment_names_are_ones_the_service_reads(stack: Stack) -> None:

@@ -101,6 +101,7 @@ def main() -> None:
             "PORT": str(port),
             "HOST": "127.0.0.1",
             "HOME": tmp,
+            "WORKERS": "1",  # one process to watch for growth
             "LOG_LEVEL": "WARNING",
             "RATE_LIMIT_PER_SECOND": "0",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
