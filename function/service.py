@@ -37,6 +37,10 @@ class Service:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.store = ModelStore(config.model_uri, timeout=config.store_timeout_seconds)
+        if config.model_runtime != "sklearn":
+            # Most versions carry a verified model.onnx: import its runtime here, in gunicorn's
+            # master, so that the workers it forks share the memory (about 10 MB each).
+            import onnxruntime  # noqa: F401
         self.keys = KeyRing(config.api_keys) if config.api_keys else KeyRing()
         self.secret = SecretKeySource(config, self.keys) if config.api_keys_secret else None
         self.limits = TokenBuckets(
@@ -140,6 +144,8 @@ class Service:
             model, _ = self._try_load("model not loaded")
             if model is not None:
                 self.model = model
+                if self.workers:  # now, not at the next page write: /ready waits for this mark
+                    self.workers.mark_if_ready()
                 return
             log.info("retrying the model load in %.1fs", delay)
             self._stop.wait(delay)

@@ -131,6 +131,10 @@ class GcsBackend:
     """A prefix in a GCS bucket, through google-cloud-storage (the client is made on first use)."""
 
     def __init__(self, bucket: str, prefix: str, timeout: float) -> None:
+        # The library now, the client (its connections) on first use: the service makes its
+        # store in gunicorn's master, so the workers it forks share the imported modules' memory.
+        import google.cloud.storage  # noqa: F401
+
         self.bucket_name = bucket
         self.prefix = prefix.strip("/")
         self.uri = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
@@ -175,8 +179,7 @@ class GcsBackend:
 
     def _client_bucket(self) -> Any:
         if self._bucket is None:
-            # Imported on first use: the file side needs none of it.
-            from google.cloud import storage  # type: ignore[attr-defined]
+            from google.cloud import storage
 
             self._bucket = storage.Client().bucket(self.bucket_name)
         return self._bucket

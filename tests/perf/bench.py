@@ -74,12 +74,15 @@ class Server:
             )  # fmt: skip
 
     def wait_first_prediction(self, headers: dict[str, str], timeout: float = 120) -> float:
-        """Seconds from exec to the first successful prediction."""
+        """Seconds from exec to the first successful prediction once the server says it is
+        ready (OIP's /v2/health/ready, as a startup probe would wait: with several worker
+        processes, a prediction could otherwise meet one still loading)."""
+        ready = self.url.split("/v2/")[0] + "/v2/health/ready"
         body = infer_body([ROW])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                if post(self.url, body, headers)[0] == 200:
+                if get(ready) == 200 and post(self.url, body, headers)[0] == 200:
                     return time.perf_counter() - self.started
             except OSError:
                 pass
@@ -177,6 +180,11 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
     )
     with urllib.request.urlopen(request, timeout=60) as response:
         return response.status, response.read()
+
+
+def get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return int(response.status)
 
 
 def wrk(
