@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import subprocess
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 import requests
 
 from function.artifact import MODEL_FILE
+from function.model import load_model
 from function.store import ModelStore
 from tests.conftest import (
     KEY,
@@ -488,3 +491,22 @@ def test_metrics_need_a_key_unless_made_public(
     env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "METRICS_PUBLIC": "true"}
     with run_service(env, tmp_path) as running:
         assert "modelrun_model_ready 1.0" in running.get("/metrics").text
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "sklearn"])
+def test_a_model_swapped_out_is_freed_although_frozen(
+    forest_artifact: Path, tmp_path: Path, runtime: str
+) -> None:
+    # The service gc.freeze()s what it loads (a full collection then skips it); a model it
+    # swaps out must still be freed, by reference counting, as nothing cyclic holds it.
+    store = ModelStore((tmp_path / "iris").as_uri())
+    store.promote(store.publish(forest_artifact, "v1"))
+    model = load_model(store, "current", None, True, runtime)
+    gc.freeze()
+    try:
+        held = [weakref.ref(model.estimator)]
+        held += [weakref.ref(step) for _, step in getattr(model.estimator, "steps", [])]
+        del model
+        assert [ref() for ref in held] == [None] * len(held)
+    finally:
+        gc.unfreeze()
