@@ -12,13 +12,13 @@ from typing import Any
 
 import orjson
 from flask import Request, Response
-from functions_framework.exceptions import RequestTimeoutException
 from werkzeug import exceptions as wz
 from werkzeug.routing import Map, Rule
 
 from function import oip
 from function.body import read_json
 from function.config import Config, load_config
+from function.deadline import DeadlineExceeded
 from function.errors import (
     Forbidden,
     MethodNotAllowed,
@@ -227,15 +227,16 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
         protocol = "v2" if request.path.startswith("/v2") else "modelrun"
         error: ModelrunError | None = None
         try:
-            adapter = urls.bind_to_environ(request.environ)
-            if _is_preflight(request):
-                response = _preflight(service, request, adapter.allowed_methods())
-            else:
-                rule, args = adapter.match(return_rule=True)
-                endpoint, route = str(rule.endpoint), rule.rule
-                protocol = table[endpoint].protocol
-                result = table[endpoint].handler(service, request, dict(args))
-                response = result if isinstance(result, Response) else _json(result, 200)
+            with service.deadlines.guard():
+                adapter = urls.bind_to_environ(request.environ)
+                if _is_preflight(request):
+                    response = _preflight(service, request, adapter.allowed_methods())
+                else:
+                    rule, args = adapter.match(return_rule=True)
+                    endpoint, route = str(rule.endpoint), rule.rule
+                    protocol = table[endpoint].protocol
+                    result = table[endpoint].handler(service, request, dict(args))
+                    response = result if isinstance(result, Response) else _json(result, 200)
         except ModelrunError as e:
             error = e
         except wz.NotFound:
@@ -246,7 +247,7 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
                 f"{request.method} is not allowed on {request.path}; use {allowed}",
                 headers={"Allow": allowed},
             )
-        except RequestTimeoutException:
+        except DeadlineExceeded:
             limit = service.config.request_timeout_seconds
             error = RequestTimeout(f"the request was stopped after the {limit:g}s time limit")
         except Exception:

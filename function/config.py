@@ -119,7 +119,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         rate_limit_per_second=parsed("RATE_LIMIT_PER_SECOND", _non_negative, 100.0),
         rate_limit_burst=parsed("RATE_LIMIT_BURST", _positive_int, 200),
         cors_origins=parsed("CORS_ORIGINS", _origins, ()),
-        # functions-framework's own request time limit (with THREADED_TIMEOUT_ENABLED=true).
+        # The request time limit (function/deadline.py); Cloud Run's own, set by infra.
         request_timeout_seconds=parsed("CLOUD_RUN_TIMEOUT_SECONDS", _non_negative, 0.0),
         allow_pickle=parsed("ALLOW_PICKLE", _boolean, True),
         model_runtime=parsed("MODEL_RUNTIME", _choice(RUNTIMES, str.lower), "auto"),

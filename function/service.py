@@ -12,6 +12,7 @@ from werkzeug.datastructures import Headers
 from function.auth import KeyRing, SecretKeySource, presented_key
 from function.batching import MicroBatcher, Run
 from function.config import Config
+from function.deadline import Deadlines
 from function.errors import ModelrunError, NotReady, StoreUnavailable
 from function.model import LoadedModel, load_model
 from function.predict import run_model
@@ -43,6 +44,7 @@ class Service:
             import onnxruntime  # noqa: F401
         self.keys = KeyRing(config.api_keys) if config.api_keys else KeyRing()
         self.secret = SecretKeySource(config, self.keys) if config.api_keys_secret else None
+        self.deadlines = Deadlines(config.request_timeout_seconds)
         self.limits = TokenBuckets(
             config.rate_limit_per_second, config.rate_limit_burst, workers=config.workers
         )

@@ -452,7 +452,6 @@ def test_a_request_past_the_time_limit_is_stopped_with_503(
         "MODEL_URI": store.uri,
         "API_KEYS": KEY,
         "CLOUD_RUN_TIMEOUT_SECONDS": "1",
-        "THREADED_TIMEOUT_ENABLED": "true",
     }
 
     with run_service(env, tmp_path) as running:

@@ -139,6 +139,7 @@ def start_modelrun(model_uri: str, gcs: str, tmp: Path) -> Server:
         "HOST": "127.0.0.1",
         "HOME": str(tmp),
         "RATE_LIMIT_PER_SECOND": "0",  # a policy, not a capacity: off while measuring capacity
+        "CLOUD_RUN_TIMEOUT_SECONDS": "30",  # the request time limit, on as infra deploys it
         "MAX_INSTANCES_PER_REQUEST": "10000",  # the 10k-row batch (MLServer has no limit)
         "MAX_REQUEST_BYTES": "4194304",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
