@@ -202,12 +202,15 @@ def routes(config: Config) -> dict[str, Route]:
 
 
 def url_map(table: dict[str, Route]) -> Map:
+    # merge_slashes off: werkzeug would answer /v2//health/live with a redirect exception (it
+    # was a 500); a path is routed as sent or not found.
     return Map(
         [
             Rule(path, endpoint=name, methods=[r.method])
             for name, r in table.items()
             for path in r.paths
-        ]
+        ],
+        merge_slashes=False,
     )
 
 
@@ -217,7 +220,9 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
     setup_logging(config.log_level)
     service = Service(config)
     table = routes(config)
-    urls = url_map(table)
+    # Bound once: no rule names a host, and match() is given the path and method, so one
+    # adapter serves every request (binding one per request cost more than the matching).
+    urls = url_map(table).bind("modelrun")
     os.register_at_fork(after_in_child=service.start)  # gunicorn forks after importing us
 
     def handle(request: Request) -> Response:
@@ -228,11 +233,11 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
         error: ModelrunError | None = None
         try:
             with service.deadlines.guard():
-                adapter = urls.bind_to_environ(request.environ)
                 if _is_preflight(request):
-                    response = _preflight(service, request, adapter.allowed_methods())
+                    allowed = urls.allowed_methods(request.path)
+                    response = _preflight(service, request, allowed)
                 else:
-                    rule, args = adapter.match(return_rule=True)
+                    rule, args = urls.match(request.path, request.method, return_rule=True)
                     endpoint, route = str(rule.endpoint), rule.rule
                     protocol = table[endpoint].protocol
                     result = table[endpoint].handler(service, request, dict(args))
@@ -301,9 +306,11 @@ def problem_response(error: ModelrunError, instance: str) -> Response:
 
 
 def secured(response: Response) -> Response:
-    """Add the security headers every answer carries."""
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
+    """Add the security headers every answer carries (those it does not carry already)."""
+    present = {name.lower() for name, _ in response.headers}
+    response.headers.extend(
+        (name, value) for name, value in SECURITY_HEADERS.items() if name.lower() not in present
+    )
     return response
 
 

@@ -9,6 +9,7 @@ import sys
 import traceback
 from typing import Any
 
+import orjson
 from flask import Request
 
 SEVERITY = {"DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "ERROR": "ERROR"}
@@ -28,7 +29,10 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["stack_trace"] = "".join(traceback.format_exception(*record.exc_info))
-        return json.dumps(entry, default=str)
+        try:
+            return orjson.dumps(entry, default=str).decode()
+        except TypeError:  # what orjson will not write (an integer beyond 64 bits): the slow way
+            return json.dumps(entry, default=str)
 
 
 def setup_logging(level: str) -> None:
@@ -72,7 +76,7 @@ def request_fields(request: Request, status: int, seconds: float) -> dict[str, A
             "requestUrl": request.path,
             "status": status,
             "latency": f"{seconds:.6f}s",
-            "userAgent": request.user_agent.string[:200],
+            "userAgent": request.headers.get("User-Agent", "")[:200],
             "remoteIp": request.remote_addr,
             "requestSize": str(request.content_length or 0),
             "protocol": request.environ.get("SERVER_PROTOCOL"),

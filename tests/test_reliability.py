@@ -610,6 +610,7 @@ HOSTILE: list[tuple[str, str, dict[str, str], bytes]] = [
     ("GET", "/%00", {}, b""),
     ("GET", "/favicon.ico", {}, b""),
     ("GET", "/predict/extra", AUTH, b""),
+    ("POST", "/predict//", JSON, b'{"features": [1, 2, 3, 4]}'),
 ]
 
 
@@ -622,6 +623,14 @@ def test_hostile_input_gets_a_4xx_problem(
     assert 400 <= response.status_code < 500, response.text[:300]
     assert response.headers["Content-Type"] == "application/problem+json"
     assert response.json()["status"] == response.status_code
+
+
+def test_a_doubled_slash_on_a_v2_path_is_not_found(hardened: Running) -> None:
+    # werkzeug merges slashes by raising a redirect; unhandled, it was a 500
+    response = requests.get(hardened.url + "/v2//health/live", timeout=10)
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "no route /v2//health/live"}
 
 
 def test_oversized_headers_are_refused_by_the_http_server(hardened: Running) -> None:
