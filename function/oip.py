@@ -68,7 +68,7 @@ def parse_request(
             field="inputs",
         )
     rows = _rows(inputs[0], len(model.feature_names), max_instances)
-    X = rows_to_matrix(rows, ROW, model.feature_names)
+    X = rows_to_matrix(rows, ROW, model.feature_names, shaped=True)
     outputs = _outputs(body.get("outputs"), model, "outputs" in body)
     instances = Instances(X, probabilities=PROBABILITIES in outputs, where=ROW)
     return instances, outputs, body.get("id")
@@ -110,6 +110,7 @@ def response(
 
 
 def _rows(tensor: Any, width: int, max_instances: int) -> list[list[Any]]:
+    """The tensor's rows: lists of `width` values each."""
     where = "inputs[0]"
     if not isinstance(tensor, dict):
         raise InvalidInput("expected an object with name, shape, datatype and data", field=where)

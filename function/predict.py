@@ -59,16 +59,18 @@ def parse_instances(body: Any, feature_names: list[str], max_instances: int) -> 
     return Instances(X, where=where, **_parameters(parameters))
 
 
-def rows_to_matrix(rows: list[Any], where: str, feature_names: list[str]) -> np.ndarray:
+def rows_to_matrix(
+    rows: list[Any], where: str, feature_names: list[str], shaped: bool = False
+) -> np.ndarray:
     """Check rows (lists in feature order, or objects by name) and return them as a matrix;
-    where.format(i) names row i in errors.
+    where.format(i) names row i in errors. shaped: are_rows() is known to hold already.
 
     The common case — lists of plain numbers within range — is checked in bulk; anything else
     goes through the value-by-value checks that name the exact field at fault.
     """
     width = len(feature_names)
     values = itertools.chain.from_iterable
-    if are_rows(rows, width) and set(map(type, values(rows))) <= {float, int}:
+    if (shaped or are_rows(rows, width)) and set(map(type, values(rows))) <= {float, int}:
         try:
             with np.errstate(all="ignore"):
                 X = np.fromiter(values(rows), np.float64, len(rows) * width)
