@@ -42,6 +42,7 @@ class Workers:
         self.render = render
         self.ready = ready
         self._marked = False
+        self._writing = threading.Lock()  # the page thread and a scrape may write at once
 
     def run(self, stop: threading.Event) -> None:
         """Write this worker's page (and mark, once ready) every SNAPSHOT_SECONDS until stopped."""
@@ -54,8 +55,9 @@ class Workers:
     def write(self) -> None:
         page = self.folder / f"{os.getpid()}.prom"
         partial = page.with_suffix(".partial")
-        partial.write_bytes(self.render())
-        os.replace(partial, page)  # a reader sees the old page or the new one, whole
+        with self._writing:
+            partial.write_bytes(self.render())
+            os.replace(partial, page)  # a reader sees the old page or the new one, whole
 
     def page(self) -> bytes:
         """The instance's metrics page: every worker's, merged."""
@@ -85,7 +87,11 @@ def merge(pages: list[tuple[str, bool]]) -> bytes:
     families: dict[str, Metric] = {}
     values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]] = {}
     for text, alive in pages:
-        for family in text_string_to_metric_families(text):
+        try:
+            parsed = list(text_string_to_metric_families(text))
+        except ValueError:  # not a whole page (a full disk?): the others still answer
+            continue
+        for family in parsed:
             if family.type not in ADDED and not alive:
                 continue  # a finished worker's state is gone; only its counts remain
             families.setdefault(family.name, family)

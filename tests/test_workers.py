@@ -191,3 +191,12 @@ def test_the_instance_is_ready_once_every_live_worker_is(tmp_path: Path) -> None
         other.kill()
         other.wait()
     assert not workers.all_ready()  # a finished worker's mark does not count: its successor loads
+
+
+def test_a_page_cut_short_is_left_out_and_the_rest_still_answer() -> None:
+    first, second = two_workers()
+    cut = second.decode()[: len(second) // 2]  # a page written halfway (a full disk)
+    with pytest.raises(ValueError):
+        samples(cut)
+
+    assert predictions(merge([(first.decode(), True), (cut, True)])) == 3
