@@ -112,8 +112,7 @@ class Telemetry:
         if not classifier:
             self.predictions.add(len(values), {"model.version": version})
             return
-        counts = {values[0]: 1} if len(values) == 1 else Counter(values)
-        for label, count in counts.items():
+        for label, count in Counter(values).items():
             self.predictions.add(count, {"model.version": version, "class": str(label)})
 
     def batched(self, rows: int, waits: list[float]) -> None:
