@@ -9,6 +9,7 @@ import os
 import platform
 import re
 import subprocess
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,9 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
         "pipeline": [step for step, _ in pipeline.steps],
         "params": _jsonable(params),
         "feature_names": data.feature_names,
+        # A row any client can send (the deploy's smoke test does): each feature's training
+        # median, an aggregate rather than somebody's record.
+        "input_example": _input_example(X_train, data.feature_names),
         "class_names": [str(c) for c in pipeline.classes_] if task == "classification" else [],
         "metrics": {"holdout": holdout, "cv": cv_metrics},
         "dataset": {
@@ -246,6 +250,16 @@ def _check_shape(data: Dataset, task: str, options: Options) -> None:
             f"too few rows per class for a stratified split and {options.cv}-fold "
             f"cross-validation (need {needed}): {', '.join(small)}; add data or lower --cv"
         )
+
+
+def _input_example(X: np.ndarray, feature_names: list[str]) -> dict[str, float]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: its median is nan
+        medians = np.nanmedian(X.astype(float), axis=0)
+    return {
+        name: float(m) if np.isfinite(m) else 0.0
+        for name, m in zip(feature_names, medians, strict=True)
+    }
 
 
 def _holdout_metrics(task: str, y_true: Any, y_pred: Any) -> dict[str, float]:
