@@ -18,7 +18,13 @@ after_apis = pulumi.ResourceOptions(depends_on=apis.services)
 
 registry = ImageRegistry(
     "modelrun",
-    ImageRegistryArgs(config.project, config.region, config.images_to_keep, config.labels),
+    ImageRegistryArgs(
+        project=config.project,
+        region=config.region,
+        repository_id=config.names.registry,
+        images_to_keep=config.images_to_keep,
+        labels=config.labels,
+    ),
     after_apis,
 )
 models = ModelBucket(
@@ -26,6 +32,7 @@ models = ModelBucket(
     ModelBucketArgs(
         project=config.project,
         region=config.region,
+        bucket_name=config.names.bucket,
         noncurrent_version_days=config.noncurrent_version_days,
         protect=config.deletion_protection,
         kms_key=config.bucket_kms_key,
@@ -35,7 +42,13 @@ models = ModelBucket(
 )
 keys = ApiKeys(
     "modelrun-api-keys",
-    ApiKeysArgs(config.project, config.deletion_protection, config.labels, config.api_key),
+    ApiKeysArgs(
+        project=config.project,
+        secret_id=config.names.secret,
+        protect=config.deletion_protection,
+        labels=config.labels,
+        key=config.api_key,
+    ),
     after_apis,
 )
 service = PredictionService(
@@ -48,7 +61,9 @@ github = GithubDeployer(
     GithubDeployerArgs(
         project=config.project,
         region=config.region,
+        names=config.names,
         repository=config.github_repository,
+        owner_id=config.github_owner_id,
         branch=config.github_branch,
         registry=registry.repository,
         service=service.service,
@@ -57,12 +72,16 @@ github = GithubDeployer(
         model_bucket=models.name,
         state_bucket=config.state_bucket,
         secrets_kms_key=config.secrets_kms_key,
+        invokes_with_identity=config.invoker_access == "iam",
     ),
     after_apis,
 )
 
 outputs = {
     "serviceUrl": service.url,
+    "serviceName": service.service.name,
+    "image": service.image,
+    "invokerAccess": config.invoker_access,
     "modelBucket": models.name,
     "modelUri": pulumi.Output.concat("gs://", models.name, "/models/", config.model_name),
     "apiKeySecret": keys.secret_id,

@@ -13,6 +13,7 @@ from pulumi_gcp.secretmanager import SecretReplicationArgs, SecretReplicationAut
 @dataclass
 class ApiKeysArgs:
     project: str
+    secret_id: str
     protect: bool
     labels: dict[str, str]
     key: pulumi.Output[str] | None = None  # from `pulumi config set --secret modelrun:apiKey`
@@ -37,7 +38,7 @@ class ApiKeys(pulumi.ComponentResource):
         self.secret = gcp.secretmanager.Secret(
             name,
             project=args.project,
-            secret_id=name,
+            secret_id=args.secret_id,
             replication=SecretReplicationArgs(auto=SecretReplicationAutoArgs()),
             deletion_protection=args.protect,
             labels=args.labels,

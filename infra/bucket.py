@@ -19,6 +19,7 @@ from pulumi_gcp.storage import (
 class ModelBucketArgs:
     project: str
     region: str
+    bucket_name: str
     noncurrent_version_days: int
     protect: bool
     kms_key: str | None
@@ -45,7 +46,7 @@ class ModelBucket(pulumi.ComponentResource):
             )
         self.bucket = gcp.storage.Bucket(
             name,
-            name=f"{args.project}-{name}",
+            name=args.bucket_name,
             project=args.project,
             location=args.region,
             uniform_bucket_level_access=True,

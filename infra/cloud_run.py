@@ -22,9 +22,11 @@ from pulumi_gcp.cloudrunv2 import (
     ServiceTemplateScalingArgs,
 )
 
-from config import StackConfig, workers
+from config import PLACEHOLDER_IMAGE, StackConfig, service_environment
 
 PORT = 8080
+# Where the image sits in the service's inputs, as a Pulumi property path.
+IMAGE_PATH = "template.containers[0].image"
 
 
 @dataclass
@@ -45,7 +47,7 @@ class PredictionService(pulumi.ComponentResource):
         self.account = gcp.serviceaccount.Account(
             f"{name}-runtime",
             project=config.project,
-            account_id=f"{name}-runtime"[:30],
+            account_id=config.names.account("runtime"),
             display_name="modelrun prediction service (runtime)",
             opts=child,
         )
@@ -71,13 +73,20 @@ class PredictionService(pulumi.ComponentResource):
             project=config.project,
             location=config.region,
             ingress="INGRESS_TRAFFIC_ALL",
+            # For organisations whose policy forbids allUsers: Cloud Run skips its invoker check
+            # and the app's API key is the only gate (README, "Who can reach the URL").
+            invoker_iam_disabled=config.invoker_access == "public-no-iam-check",
             deletion_protection=config.deletion_protection,
             labels=config.labels,
             # Service-level scaling, stated explicitly: left out, the provider shows a diff forever.
             scaling=ServiceScalingArgs(min_instance_count=config.min_instances),
             template=ServiceTemplateArgs(
                 service_account=self.account.email,
-                max_instance_request_concurrency=config.concurrency,
+                # Below 1 vCPU Cloud Run requires the first generation (infra/limits.py).
+                execution_environment="EXECUTION_ENVIRONMENT_GEN1"
+                if config.size.first_generation
+                else "EXECUTION_ENVIRONMENT_GEN2",
+                max_instance_request_concurrency=config.size.concurrency,
                 timeout=f"{config.timeout_seconds}s",
                 # Both bounds set: min alone triggers a permadiff (terraform-provider-google#20399).
                 scaling=ServiceTemplateScalingArgs(
@@ -86,7 +95,7 @@ class PredictionService(pulumi.ComponentResource):
                 ),
                 containers=[
                     ServiceTemplateContainerArgs(
-                        image=config.image,
+                        image=config.image or PLACEHOLDER_IMAGE,
                         ports=ServiceTemplateContainerPortsArgs(container_port=PORT),
                         envs=_environment(config, args.bucket, args.secret),
                         resources=ServiceTemplateContainerResourcesArgs(
@@ -115,11 +124,16 @@ class PredictionService(pulumi.ComponentResource):
             ),
             # A revision started before its account can read the secret fails with "Permission
             # denied on secret": create the grants (and the secret's first version) first.
+            # Without modelrun:image the image is the one the service runs: the engine keeps
+            # the stored value of an ignored property on update and uses the placeholder only
+            # on create (docs/ARCHITECTURE.md, "Image continuity").
             opts=pulumi.ResourceOptions(
-                parent=self, depends_on=[args.secret_version, key_reader, bucket_reader]
+                parent=self,
+                depends_on=[args.secret_version, key_reader, bucket_reader],
+                ignore_changes=None if config.image else [IMAGE_PATH],
             ),
         )
-        if config.public_invoker:
+        if config.invoker_access == "public":
             # Public on the network only: every route but the probes checks an API key.
             gcp.cloudrunv2.ServiceIamMember(
                 f"{name}-public",
@@ -131,7 +145,8 @@ class PredictionService(pulumi.ComponentResource):
                 opts=child,
             )
         self.url = self.service.uri
-        self.register_outputs({"url": self.url, "account": self.account.email})
+        self.image = self.service.template.apply(lambda t: (t.containers or [])[0].image)
+        self.register_outputs({"url": self.url, "image": self.image})
 
 
 def _environment(
@@ -141,29 +156,20 @@ def _environment(
         ServiceTemplateContainerEnvArgs(
             name="MODEL_URI",
             value=pulumi.Output.concat("gs://", bucket, "/models/", config.model_name),
-        ),
-        ServiceTemplateContainerEnvArgs(name="MODEL_VERSION", value=config.model_version),
-        ServiceTemplateContainerEnvArgs(name="ENVIRONMENT", value="production"),
-        ServiceTemplateContainerEnvArgs(name="GOOGLE_CLOUD_PROJECT", value=config.project),
-        ServiceTemplateContainerEnvArgs(name="WORKERS", value=str(workers(config.cpu))),
-        # The app stops a request at the same limit Cloud Run enforces at its edge.
-        ServiceTemplateContainerEnvArgs(
-            name="CLOUD_RUN_TIMEOUT_SECONDS", value=str(config.timeout_seconds)
-        ),
+        )
     ]
-    if config.model_sha256:
-        env.append(ServiceTemplateContainerEnvArgs(name="MODEL_SHA256", value=config.model_sha256))
+    env += [
+        ServiceTemplateContainerEnvArgs(name=name, value=value)
+        for name, value in service_environment(config).items()
+    ]
     if config.key_refresh_seconds > 0:
         # The app reads the secret itself and re-reads it: rotation needs no new revision.
-        env += [
+        env.append(
             ServiceTemplateContainerEnvArgs(
                 name="API_KEYS_SECRET",
                 value=pulumi.Output.concat(secret.id, "/versions/latest"),
-            ),
-            ServiceTemplateContainerEnvArgs(
-                name="API_KEYS_REFRESH_SECONDS", value=str(config.key_refresh_seconds)
-            ),
-        ]
+            )
+        )
     else:
         # Cloud Run resolves the secret when an instance starts and injects it as API_KEYS.
         env.append(

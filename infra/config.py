@@ -1,14 +1,48 @@
-"""Every stack setting, read once (Pulumi.yaml describes each key)."""
+"""Every stack setting, read once and checked at once.
+
+Pulumi.yaml declares each key with its default, and the Pulumi CLI merges those defaults into the
+stack's configuration before the program runs: the program therefore requires every key and
+keeps no second copy of a default. An empty string means "not set" for the optional ones.
+"""
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 
+from limits import InstanceSize, instance_size
+from names import Names, names
+
+# The service's own configuration rules (function/config.py) check the settings passed through.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from function.config import load_config
+from function.errors import ConfigError
+
 PLACEHOLDER_IMAGE = "us-docker.pkg.dev/cloudrun/container/hello"
 REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+INVOKER_ACCESS = ("public", "public-no-iam-check", "iam")
+# Service variables (README's configuration table) a stack passes through, each from the
+# modelrun: key of the same name in camelCase (MODEL_REFRESH_SECONDS <- modelRefreshSeconds).
+SERVICE_SETTINGS = (
+    "MODEL_REFRESH_SECONDS",
+    "MAX_REQUEST_BYTES",
+    "MAX_INSTANCES_PER_REQUEST",
+    "STORE_TIMEOUT_SECONDS",
+    "LOG_LEVEL",
+    "METRICS_PUBLIC",
+    "RATE_LIMIT_PER_SECOND",
+    "RATE_LIMIT_BURST",
+    "CORS_ORIGINS",
+    "ALLOW_PICKLE",
+    "MODEL_RUNTIME",
+    "MICRO_BATCHING",
+    "BATCH_MAX_ROWS",
+    "BATCH_MAX_WAIT_MS",
+)
 
 
 @dataclass(frozen=True)
@@ -18,20 +52,21 @@ class StackConfig:
     project: str
     region: str
     stack: str
-    service_name: str
-    image: str
+    names: Names
+    image: str | None  # None: keep the image the service runs (see cloud_run.py)
     model_name: str
     model_version: str
     model_sha256: str | None
     cpu: str
     memory: str
+    size: InstanceSize
     min_instances: int
     max_instances: int
-    concurrency: int
     timeout_seconds: int
-    public_invoker: bool
+    invoker_access: str
     deletion_protection: bool
     github_repository: str
+    github_owner_id: str
     github_branch: str
     state_bucket: str | None
     secrets_kms_key: str | None
@@ -40,82 +75,124 @@ class StackConfig:
     images_to_keep: int
     key_refresh_seconds: int
     api_key: pulumi.Output[str] | None
+    service_settings: dict[str, str]
 
     @property
     def labels(self) -> dict[str, str]:
         return {"app": "modelrun", "stack": self.stack.lower()}
+
+    @property
+    def service_name(self) -> str:
+        return self.names.service
+
+
+def setting_key(variable: str) -> str:
+    """The key that sets a service variable: MODEL_REFRESH_SECONDS -> modelRefreshSeconds."""
+    first, *rest = variable.lower().split("_")
+    return first + "".join(word.capitalize() for word in rest)
 
 
 def load() -> StackConfig:
     """Read and check the stack configuration; a bad value fails before any resource is planned."""
     gcp = pulumi.Config("gcp")
     cfg = pulumi.Config("modelrun")
+
+    def optional(key: str) -> str | None:
+        return cfg.require(key).strip() or None
+
+    project = gcp.require("project")
+    stack = pulumi.get_stack()
+    # Plaintext only here, wrapped as a secret at once; "" (the default) means generate one.
+    api_key = cfg.require("apiKey")
     config = StackConfig(
-        project=gcp.require("project"),
-        region=gcp.get("region") or "europe-west1",
-        stack=pulumi.get_stack(),
-        service_name=cfg.get("serviceName") or "modelrun",
-        image=cfg.get("image") or PLACEHOLDER_IMAGE,
-        model_name=cfg.get("modelName") or "iris",
-        model_version=cfg.get("modelVersion") or "current",
-        model_sha256=cfg.get("modelSha256"),
-        cpu=cfg.get("cpu") or "1",
-        memory=cfg.get("memory") or "1Gi",
-        min_instances=cfg.get_int("minInstances") or 0,
-        max_instances=cfg.get_int("maxInstances") or 10,
-        concurrency=cfg.get_int("concurrency") or 40,
-        timeout_seconds=cfg.get_int("timeoutSeconds") or 30,
-        public_invoker=_bool(cfg, "publicInvoker", True),
-        deletion_protection=_bool(cfg, "deletionProtection", True),
+        project=project,
+        region=gcp.require("region"),
+        stack=stack,
+        names=names(project, stack, optional("resourcePrefix"), optional("identityPoolId")),
+        image=optional("image"),
+        model_name=cfg.require("modelName"),
+        model_version=cfg.require("modelVersion"),
+        model_sha256=optional("modelSha256"),
+        cpu=cfg.require("cpu"),
+        memory=cfg.require("memory"),
+        size=instance_size(
+            cfg.require("cpu"), cfg.require("memory"), cfg.require_int("concurrency")
+        ),
+        min_instances=cfg.require_int("minInstances"),
+        max_instances=cfg.require_int("maxInstances"),
+        timeout_seconds=cfg.require_int("timeoutSeconds"),
+        invoker_access=cfg.require("invokerAccess"),
+        deletion_protection=cfg.require_bool("deletionProtection"),
         github_repository=cfg.require("githubRepository"),
-        github_branch=cfg.get("githubBranch") or "main",
-        state_bucket=cfg.get("stateBucket"),
-        secrets_kms_key=cfg.get("secretsKmsKey"),
-        bucket_kms_key=cfg.get("bucketKmsKey"),
-        noncurrent_version_days=cfg.get_int("noncurrentVersionDays") or 30,
-        images_to_keep=cfg.get_int("imagesToKeep") or 10,
-        key_refresh_seconds=cfg.get_int("keyRefreshSeconds") or 0,
-        api_key=cfg.get_secret("apiKey"),
+        github_owner_id=cfg.require("githubRepositoryOwnerId"),
+        github_branch=cfg.require("githubBranch"),
+        state_bucket=optional("stateBucket"),
+        secrets_kms_key=optional("secretsKmsKey"),
+        bucket_kms_key=optional("bucketKmsKey"),
+        noncurrent_version_days=cfg.require_int("noncurrentVersionDays"),
+        images_to_keep=cfg.require_int("imagesToKeep"),
+        key_refresh_seconds=cfg.require_int("keyRefreshSeconds"),
+        api_key=pulumi.Output.secret(api_key) if api_key else None,
+        service_settings={
+            name: value
+            for name in SERVICE_SETTINGS
+            if (value := cfg.require(setting_key(name)).strip())
+        },
     )
     _check(config)
     return config
 
 
-def _bool(cfg: pulumi.Config, key: str, default: bool) -> bool:
-    value = cfg.get_bool(key)
-    return default if value is None else value
-
-
-def workers(cpu: str) -> int:
-    """Worker processes for an instance of `cpu` vCPUs ("2", "1000m", "0.5"): one per whole vCPU.
-
-    Set explicitly rather than counted in the container, where startup CPU boost could show more.
-    """
-    try:
-        count = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-    except ValueError:
-        raise ValueError(
-            f"modelrun:cpu must be a number of vCPUs like 1, 2 or 500m, got {cpu!r}"
-        ) from None
-    if count <= 0:
-        raise ValueError(f"modelrun:cpu must be above 0, got {cpu!r}")
-    return max(1, int(count))
+def service_environment(config: StackConfig) -> dict[str, str]:
+    """The service's plain variables (everything but the key and the model's URI)."""
+    env = {
+        "MODEL_VERSION": config.model_version,
+        "ENVIRONMENT": "production",
+        "GOOGLE_CLOUD_PROJECT": config.project,
+        "WORKERS": str(config.size.workers),
+        "THREADS": str(config.size.threads),
+        # The app stops a request at the same limit Cloud Run enforces at its edge.
+        "CLOUD_RUN_TIMEOUT_SECONDS": str(config.timeout_seconds),
+        **config.service_settings,
+    }
+    if config.model_sha256:
+        env["MODEL_SHA256"] = config.model_sha256
+    if config.key_refresh_seconds > 0:
+        env["API_KEYS_REFRESH_SECONDS"] = str(config.key_refresh_seconds)
+    return env
 
 
 def _check(config: StackConfig) -> None:
-    workers(config.cpu)
     if not REPOSITORY_PATTERN.match(config.github_repository):
         raise ValueError(
             f"modelrun:githubRepository must be OWNER/NAME, got {config.github_repository!r}"
+        )
+    if not config.github_owner_id.isdigit():
+        raise ValueError(
+            "modelrun:githubRepositoryOwnerId must be the owner's numeric id "
+            f"(gh api users/OWNER --jq .id), got {config.github_owner_id!r}"
+        )
+    if config.invoker_access not in INVOKER_ACCESS:
+        raise ValueError(
+            f"modelrun:invokerAccess must be one of {', '.join(INVOKER_ACCESS)}, "
+            f"got {config.invoker_access!r}"
         )
     if not 0 <= config.min_instances <= config.max_instances:
         raise ValueError(
             f"need 0 <= modelrun:minInstances ({config.min_instances}) <= "
             f"modelrun:maxInstances ({config.max_instances})"
         )
-    if not 1 <= config.concurrency <= 1000:
-        raise ValueError(f"modelrun:concurrency must be 1..1000, got {config.concurrency}")
     if not 1 <= config.timeout_seconds <= 3600:
         raise ValueError(f"modelrun:timeoutSeconds must be 1..3600, got {config.timeout_seconds}")
-    if config.model_sha256 and not re.fullmatch(r"[0-9a-f]{64}", config.model_sha256):
-        raise ValueError("modelrun:modelSha256 must be 64 lowercase hexadecimal characters")
+    # The service would refuse these at start, after the deploy: refuse them now, in its words.
+    placeholders = {
+        "MODEL_URI": f"gs://bucket/models/{config.model_name}",
+        "API_KEYS": "k" * 32,
+    }
+    try:
+        load_config({**service_environment(config), **placeholders})
+    except ConfigError as e:
+        variable = str(e).split("=")[0].split(" ")[0]
+        key = setting_key(variable) if variable in SERVICE_SETTINGS else None
+        where = f"modelrun:{key} ({variable})" if key else "the service settings"
+        raise ValueError(f"{where}: {e}") from e

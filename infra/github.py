@@ -8,6 +8,8 @@ import pulumi
 import pulumi_gcp as gcp
 from pulumi_gcp.iam import WorkloadIdentityPoolProviderOidcArgs
 
+from names import Names
+
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 
 
@@ -15,7 +17,9 @@ GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 class GithubDeployerArgs:
     project: str
     region: str
+    names: Names
     repository: str  # OWNER/NAME
+    owner_id: str  # the owner's numeric GitHub id
     branch: str
     registry: gcp.artifactregistry.Repository
     service: gcp.cloudrunv2.Service
@@ -24,13 +28,15 @@ class GithubDeployerArgs:
     model_bucket: pulumi.Output[str]
     state_bucket: str | None
     secrets_kms_key: str | None
+    invokes_with_identity: bool  # the service checks run.invoker: the smoke test needs it
 
 
 class GithubDeployer(pulumi.ComponentResource):
     """Only workflows of one repository's branch can act as the deployer or the trainer.
 
     deployer: push images to the registry, update the one service, act as its runtime account,
-    read the API key for the smoke test, and (if named) use the Pulumi state bucket and KMS key.
+    read the API key for the smoke test (and invoke the service, when it checks run.invoker), and
+    (if named) use the Pulumi state bucket and KMS key.
     trainer: write objects in the model bucket, nothing else.
     """
 
@@ -40,7 +46,7 @@ class GithubDeployer(pulumi.ComponentResource):
         pool = gcp.iam.WorkloadIdentityPool(
             name,
             project=args.project,
-            workload_identity_pool_id=name,
+            workload_identity_pool_id=args.names.pool_id,
             display_name="GitHub Actions",
             opts=child,
         )
@@ -48,16 +54,20 @@ class GithubDeployer(pulumi.ComponentResource):
             name,
             project=args.project,
             workload_identity_pool_id=pool.workload_identity_pool_id,
-            workload_identity_pool_provider_id=name,
+            workload_identity_pool_provider_id=args.names.pool_provider,
             display_name=f"GitHub {args.repository}"[:32],
             oidc=WorkloadIdentityPoolProviderOidcArgs(issuer_uri=GITHUB_ISSUER),
             attribute_mapping={
                 "google.subject": "assertion.sub",
                 "attribute.repository": "assertion.repository",
+                "attribute.repository_owner_id": "assertion.repository_owner_id",
                 "attribute.ref": "assertion.ref",
             },
             # Tokens from any other repository or branch are refused before any binding is read.
+            # A name can be renamed away and registered again by someone else; the owner's
+            # numeric id cannot, so it is checked too (GitHub's OIDC claim repository_owner_id).
             attribute_condition=(
+                f"assertion.repository_owner_id == '{args.owner_id}' && "
                 f"assertion.repository == '{args.repository}' && "
                 f"assertion.ref == 'refs/heads/{args.branch}'"
             ),
@@ -69,8 +79,8 @@ class GithubDeployer(pulumi.ComponentResource):
                 f"/attribute.repository/{args.repository}"
             )
         )
-        self.deployer = self._account(f"{name}-deployer", "deploys modelrun", args, principals)
-        self.trainer = self._account(f"{name}-trainer", "publishes models", args, principals)
+        self.deployer = self._account(name, "deployer", "deploys modelrun", args, principals)
+        self.trainer = self._account(name, "trainer", "publishes models", args, principals)
         deployer = self.deployer.email.apply(lambda email: f"serviceAccount:{email}")
         trainer = self.trainer.email.apply(lambda email: f"serviceAccount:{email}")
 
@@ -92,6 +102,16 @@ class GithubDeployer(pulumi.ComponentResource):
             member=deployer,
             opts=child,
         )
+        if args.invokes_with_identity:
+            gcp.cloudrunv2.ServiceIamMember(
+                f"{name}-invokes-for-smoke-test",
+                project=args.project,
+                location=args.region,
+                name=args.service.name,
+                role="roles/run.invoker",
+                member=deployer,
+                opts=child,
+            )
         gcp.serviceaccount.IAMMember(
             f"{name}-acts-as-runtime",
             service_account_id=args.runtime_account.name,
@@ -141,15 +161,17 @@ class GithubDeployer(pulumi.ComponentResource):
 
     def _account(
         self,
-        name: str,
+        component: str,
+        role: str,
         purpose: str,
         args: GithubDeployerArgs,
         principals: pulumi.Output[str],
     ) -> gcp.serviceaccount.Account:
+        name = f"{component}-{role}"
         account = gcp.serviceaccount.Account(
             name,
             project=args.project,
-            account_id=name[:30],
+            account_id=args.names.account(role),
             display_name=f"GitHub Actions: {purpose}",
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -17,6 +17,7 @@ from pulumi_gcp.artifactregistry import (
 class ImageRegistryArgs:
     project: str
     region: str
+    repository_id: str
     images_to_keep: int
     labels: dict[str, str]
 
@@ -30,7 +31,7 @@ class ImageRegistry(pulumi.ComponentResource):
             name,
             project=args.project,
             location=args.region,
-            repository_id=name,
+            repository_id=args.repository_id,
             format="DOCKER",
             description="modelrun service images",
             labels=args.labels,

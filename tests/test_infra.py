@@ -7,6 +7,7 @@ reading and every resource's resolved inputs are real.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import runpy
@@ -17,13 +18,15 @@ from typing import Any
 
 import pulumi
 import pytest
-import yaml
 from pulumi.runtime.mocks import MockMonitor
+
+from tests.pulumi_rules import MergedConfig, StackValue, load_project, load_stack, merge
 
 ROOT = Path(__file__).resolve().parent.parent
 INFRA = ROOT / "infra"
 PROJECT = "my-modelrun-dev"
 REPOSITORY = "my-org/modelrun"
+OWNER_ID = "123456789"
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Registered:
     parent: str
     dependencies: list[str]
     protect: bool
+    ignore_changes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -103,20 +107,27 @@ class RecordingMonitor(MockMonitor):
         return response
 
 
-def stack_config(**changes: str) -> dict[str, str]:
-    """The example stack file's config, with changes."""
-    config = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
-    return {k: str(v) for k, v in {**config, **changes}.items()}
+def stack_config(
+    stack: str = "dev", secrets: dict[str, str] | None = None, **changes: str
+) -> MergedConfig:
+    """The configuration the Pulumi CLI would hand the program: Pulumi.yaml's defaults merged
+    with the example stack file (Pulumi.dev.yaml), plus `changes` set on the stack as
+    `pulumi config set` would, and `secrets` as `pulumi config set --secret` would. A file or a
+    change the CLI would refuse raises its error (tests/pulumi_rules.py)."""
+    project = load_project((ROOT / "Pulumi.yaml").read_text())
+    values = load_stack(project, (ROOT / "Pulumi.dev.yaml").read_text())
+    values.update({key: StackValue(value) for key, value in changes.items()})
+    values.update({key: StackValue("v1:encrypted", secure=True) for key in secrets or {}})
+    return merge(stack, project, values, decrypt=secrets)
 
 
-def run_program(config: dict[str, str], secret_keys: list[str] | None = None) -> Stack:
+def run_program(config: MergedConfig, stack: str = "dev") -> Stack:
     """Run infra/__main__.py under mocks with this config; return what it declared."""
     mocks = Mocks()
     monitor = RecordingMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project="modelrun", stack="dev", preview=False, monitor=monitor)
-    pulumi.runtime.set_all_config(config, secret_keys or [])
-    if str(INFRA) not in sys.path:
-        sys.path.insert(0, str(INFRA))  # Pulumi runs the program with its folder on the path
+    pulumi.runtime.set_mocks(mocks, project="modelrun", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(config.values, config.secret_keys)
+    infra_module("config")  # Pulumi runs the program with its folder on the path
     namespace: dict[str, Any] = {}
     secret: set[str] = set()
 
@@ -132,7 +143,7 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None) ->
 
         return pulumi.Output.all(
             pulumi.Output.all(**outputs).apply(lambda v: namespace.update(resolved=v)),
-            *[note_secrets(k, v) for k, v in outputs.items()],
+            *[note_secrets(k, pulumi.Output.from_input(v)) for k, v in outputs.items()],
         )
 
     program()
@@ -148,9 +159,17 @@ def run_program(config: dict[str, str], secret_keys: list[str] | None = None) ->
                 parent=request.parent,
                 dependencies=list(request.dependencies),
                 protect=request.protect,
+                ignore_changes=list(request.ignoreChanges),
             )
         )
     return Stack(resources, namespace["resolved"], secret)
+
+
+def infra_module(name: str) -> Any:
+    """Import one of infra/'s modules as Pulumi runs them (infra/ on the path)."""
+    if str(INFRA) not in sys.path:
+        sys.path.insert(0, str(INFRA))
+    return importlib.import_module(name)
 
 
 @pytest.fixture(scope="module")
@@ -197,10 +216,31 @@ def test_nothing_is_granted_to_the_public_but_the_invoker(stack: Stack) -> None:
     ]
 
 
-def test_public_invoker_can_be_switched_off() -> None:
-    stack = run_program(stack_config(**{"modelrun:publicInvoker": "false"}))
+@pytest.mark.parametrize(
+    "access, all_users, iam_disabled, deployer_invokes",
+    [
+        ("public", True, False, False),
+        ("public-no-iam-check", False, True, False),
+        ("iam", False, False, True),
+    ],
+)
+def test_invoker_access_modes(
+    access: str, all_users: bool, iam_disabled: bool, deployer_invokes: bool
+) -> None:
+    stack = run_program(stack_config(**{"modelrun:invokerAccess": access}))
 
-    assert not [r for r in iam_members(stack) if r.inputs["member"] == "allUsers"]
+    service = stack.one("gcp:cloudrunv2/service:Service").inputs
+    invokers = [r for r in iam_members(stack) if r.inputs["role"] == "roles/run.invoker"]
+    deployer = f"serviceAccount:{account_email(stack, 'deployer')}"
+    assert any(r.inputs["member"] == "allUsers" for r in invokers) is all_users
+    assert service.get("invokerIamDisabled", False) is iam_disabled
+    assert any(r.inputs["member"] == deployer for r in invokers) is deployer_invokes
+    assert stack.outputs["invokerAccess"] == access
+
+
+def test_an_unknown_invoker_access_is_refused() -> None:
+    with pytest.raises(Exception, match="modelrun:invokerAccess must be one of"):
+        run_program(stack_config(**{"modelrun:invokerAccess": "private"}))
 
 
 def test_cmek_is_optional_and_granted_to_the_storage_agent() -> None:
@@ -284,7 +324,11 @@ def test_github_provider_admits_only_the_repository_and_branch(stack: Stack) -> 
 
     assert provider.inputs["oidc"]["issuerUri"] == "https://token.actions.githubusercontent.com"
     assert provider.inputs["attributeCondition"] == (
+        f"assertion.repository_owner_id == '{OWNER_ID}' && "
         f"assertion.repository == '{REPOSITORY}' && assertion.ref == 'refs/heads/main'"
+    )
+    assert provider.inputs["attributeMapping"]["attribute.repository_owner_id"] == (
+        "assertion.repository_owner_id"
     )
     impersonation = [
         r for r in iam_members(stack) if r.inputs["role"] == "roles/iam.workloadIdentityUser"
@@ -300,10 +344,72 @@ def test_a_malformed_repository_is_refused() -> None:
         run_program(stack_config(**{"modelrun:githubRepository": "just-a-name"}))
 
 
-@pytest.mark.parametrize("cpu", ["two", "0"])
-def test_a_malformed_cpu_is_refused(cpu: str) -> None:
-    with pytest.raises(Exception, match="modelrun:cpu must be"):
-        run_program(stack_config(**{"modelrun:cpu": cpu}))
+def test_the_owner_id_must_be_numeric() -> None:
+    with pytest.raises(Exception, match="githubRepositoryOwnerId must be the owner's numeric id"):
+        run_program(stack_config(**{"modelrun:githubRepositoryOwnerId": "my-org"}))
+
+
+# --- Cloud Run's admission rules (infra/limits.py cites the documentation) ---------------
+
+REFUSED_SIZES = [
+    ({"modelrun:cpu": "two"}, "modelrun:cpu must be a number of vCPUs"),
+    ({"modelrun:cpu": "0"}, "modelrun:cpu below 1 must be from 0.08"),
+    ({"modelrun:cpu": "0.05", "modelrun:concurrency": "1"}, "from 0.08"),
+    ({"modelrun:cpu": "0.1234", "modelrun:concurrency": "1"}, "in steps of 0.001"),
+    ({"modelrun:cpu": "1.5"}, "above 1 must be a whole number up to 8"),
+    ({"modelrun:cpu": "16", "modelrun:memory": "32Gi"}, "whole number up to 8"),
+    ({"modelrun:memory": "lots"}, "modelrun:memory must be like 512Mi"),
+    ({"modelrun:cpu": "4", "modelrun:memory": "1Gi"}, "at least 2048Mi with modelrun:cpu 4"),
+    ({"modelrun:cpu": "6", "modelrun:memory": "2Gi"}, "at least 4096Mi with modelrun:cpu 6"),
+    ({"modelrun:cpu": "8", "modelrun:memory": "3Gi"}, "at least 4096Mi with modelrun:cpu 8"),
+    ({"modelrun:cpu": "1", "modelrun:memory": "5Gi"}, "5Gi needs modelrun:cpu of at least 2"),
+    ({"modelrun:cpu": "2", "modelrun:memory": "9Gi"}, "needs modelrun:cpu of at least 4"),
+    ({"modelrun:cpu": "4", "modelrun:memory": "17Gi"}, "needs modelrun:cpu of at least 6"),
+    ({"modelrun:cpu": "6", "modelrun:memory": "25Gi"}, "needs modelrun:cpu of at least 8"),
+    ({"modelrun:cpu": "8", "modelrun:memory": "33Gi"}, "at most 32Gi"),
+    ({"modelrun:cpu": "1", "modelrun:memory": "256Mi"}, "at least 512Mi"),
+    ({"modelrun:cpu": "0.5"}, "requires modelrun:concurrency 1, got 40"),
+    (
+        {"modelrun:cpu": "0.4", "modelrun:memory": "1Gi", "modelrun:concurrency": "1"},
+        "1Gi needs modelrun:cpu of at least 0.5",
+    ),
+    (
+        {"modelrun:cpu": "0.5", "modelrun:memory": "2Gi", "modelrun:concurrency": "1"},
+        "2Gi needs modelrun:cpu of at least 1",
+    ),
+    ({"modelrun:concurrency": "1001"}, "modelrun:concurrency must be 1..1000"),
+]
+
+
+@pytest.mark.parametrize("changes, message", REFUSED_SIZES)
+def test_sizes_cloud_run_refuses_are_refused_naming_the_setting(
+    changes: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_program(stack_config(**changes))
+
+
+@pytest.mark.parametrize(
+    "changes, generation",
+    [
+        ({"modelrun:cpu": "0.08", "modelrun:memory": "128Mi", "modelrun:concurrency": "1"}, "GEN1"),
+        ({"modelrun:cpu": "0.5", "modelrun:memory": "1Gi", "modelrun:concurrency": "1"}, "GEN1"),
+        ({"modelrun:cpu": "1", "modelrun:memory": "4Gi"}, "GEN2"),
+        ({"modelrun:cpu": "2", "modelrun:memory": "8Gi"}, "GEN2"),
+        ({"modelrun:cpu": "4", "modelrun:memory": "2Gi"}, "GEN2"),
+        ({"modelrun:cpu": "8", "modelrun:memory": "32Gi"}, "GEN2"),
+        ({"modelrun:cpu": "2000m", "modelrun:memory": "2G"}, "GEN2"),
+    ],
+)
+def test_sizes_cloud_run_admits_are_deployed(changes: dict[str, str], generation: str) -> None:
+    stack = run_program(stack_config(**changes))
+
+    template = stack.one("gcp:cloudrunv2/service:Service").inputs["template"]
+    assert template["executionEnvironment"] == f"EXECUTION_ENVIRONMENT_{generation}"
+    assert template["containers"][0]["resources"]["limits"] == {
+        "cpu": changes["modelrun:cpu"],
+        "memory": changes["modelrun:memory"],
+    }
 
 
 # --- the service -------------------------------------------------------------------------
@@ -324,18 +430,34 @@ def test_service_environment_and_secret_reference(stack: Stack) -> None:
     assert env["WORKERS"]["value"] == "1"  # one per vCPU (cpu defaults to 1)
     assert "value" not in env["API_KEYS"]
     assert env["API_KEYS"]["valueSource"]["secretKeyRef"] == {
-        "secret": "modelrun-api-keys",
+        "secret": "modelrun-dev-api-keys",
         "version": "latest",
     }
 
 
-@pytest.mark.parametrize("cpu, workers", [("2", "2"), ("4000m", "4"), ("0.5", "1")])
-def test_a_worker_per_vcpu(cpu: str, workers: str) -> None:
-    stack = run_program(stack_config(**{"modelrun:cpu": cpu}))
+@pytest.mark.parametrize(
+    "cpu, memory, concurrency, workers, threads",
+    [
+        ("1", "1Gi", "40", "1", "40"),
+        ("2", "2Gi", "80", "2", "40"),  # the issue's case: the instance holds all 80
+        ("4000m", "4Gi", "10", "4", "3"),
+        ("0.5", "512Mi", "1", "1", "1"),
+    ],
+)
+def test_workers_and_threads_hold_the_concurrency(
+    cpu: str, memory: str, concurrency: str, workers: str, threads: str
+) -> None:
+    stack = run_program(
+        stack_config(
+            **{"modelrun:cpu": cpu, "modelrun:memory": memory, "modelrun:concurrency": concurrency}
+        )
+    )
 
-    env = {e["name"]: e for e in container(stack)["envs"]}
-    assert env["WORKERS"]["value"] == workers
-    assert container(stack)["resources"]["limits"]["cpu"] == cpu
+    env = {e["name"]: e["value"] for e in container(stack)["envs"] if "value" in e}
+    template = stack.one("gcp:cloudrunv2/service:Service").inputs["template"]
+    assert (env["WORKERS"], env["THREADS"]) == (workers, threads)
+    assert int(env["WORKERS"]) * int(env["THREADS"]) >= template["maxInstanceRequestConcurrency"]
+    assert template["maxInstanceRequestConcurrency"] == int(concurrency)
 
 
 def test_environment_names_are_ones_the_service_reads(stack: Stack) -> None:
@@ -350,7 +472,7 @@ def test_key_refresh_mode_points_the_app_at_the_secret() -> None:
     env = {e["name"]: e for e in container(stack)["envs"]}
     assert "API_KEYS" not in env
     assert env["API_KEYS_SECRET"]["value"] == (
-        f"projects/{PROJECT}/secrets/modelrun-api-keys/versions/latest"
+        f"projects/{PROJECT}/secrets/modelrun-dev-api-keys/versions/latest"
     )
     assert env["API_KEYS_REFRESH_SECONDS"]["value"] == "120"
 
@@ -436,6 +558,9 @@ def test_secret_replication_and_generated_value(stack: Stack) -> None:
 def test_outputs_are_present_and_the_key_is_secret(stack: Stack) -> None:
     assert set(stack.outputs) == {
         "serviceUrl",
+        "serviceName",
+        "image",
+        "invokerAccess",
         "modelBucket",
         "modelUri",
         "apiKeySecret",
@@ -453,9 +578,7 @@ def test_outputs_are_present_and_the_key_is_secret(stack: Stack) -> None:
 
 
 def test_a_configured_key_is_used_and_stays_secret() -> None:
-    stack = run_program(
-        stack_config(**{"modelrun:apiKey": "configured-key-0123456789"}), ["modelrun:apiKey"]
-    )
+    stack = run_program(stack_config(secrets={"modelrun:apiKey": "configured-key-0123456789"}))
 
     assert not stack.of_type("random:index/randomPassword:RandomPassword")
     assert stack.outputs["apiKey"] == "configured-key-0123456789"
@@ -466,21 +589,237 @@ def test_a_configured_key_is_used_and_stays_secret() -> None:
 
 
 def test_pulumi_yaml_describes_every_key_the_program_reads() -> None:
-    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    declared = set(load_project((ROOT / "Pulumi.yaml").read_text()).config)
     source = (INFRA / "config.py").read_text()
-    pattern = r'(?:cfg\.(?:get|require)\w*\(|_bool\(cfg, )"(\w+)"'
-    read = {f"modelrun:{k}" for k in re.findall(pattern, source)}
-    read |= {f"gcp:{k}" for k in re.findall(r'gcp\.(?:get|require)\w*\("(\w+)"\)', source)}
+    read = {f"modelrun:{k}" for k in re.findall(r'(?:cfg\.require\w*|optional)\("(\w+)"', source)}
+    read |= {f"gcp:{k}" for k in re.findall(r'gcp\.require\("(\w+)"\)', source)}
+    settings = infra_module("config")
+    read |= {f"modelrun:{settings.setting_key(v)}" for v in settings.SERVICE_SETTINGS}
 
-    assert read == set(declared)
-    assert all(declared[k].get("description") for k in declared)
-    assert declared["modelrun:apiKey"]["secret"] is True
+    # gcp:project cannot be declared (a provider key takes only a value): every stack sets it.
+    assert read - {"gcp:project"} == declared
 
 
-def test_example_stack_sets_only_declared_keys() -> None:
-    declared = set(yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"])
-    example = set(yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"])
+# --- image continuity (docs/ARCHITECTURE.md) -------------------------------------------
 
-    assert example <= declared
-    assert {"gcp:project", "modelrun:githubRepository"} <= example
-    json.dumps(sorted(example))
+IMAGE = "europe-west1-docker.pkg.dev/my-modelrun-dev/modelrun-dev/modelrun@sha256:" + "a" * 64
+
+
+def at_path(value: Any, path: str) -> Any:
+    """Follow a Pulumi property path (`template.containers[0].image`) into resource inputs."""
+    for name, index in re.findall(r"(\w+)(?:\[(\d+)\])?", path):
+        value = value[name]
+        if index:
+            value = value[int(index)]
+    return value
+
+
+def planned_inputs(old: dict[str, Any], new: Registered) -> dict[str, Any]:
+    """The inputs the engine sends on an update: the program's, except that every path in
+    ignoreChanges keeps the value from the stack's state. This is the documented rule
+    (https://www.pulumi.com/docs/iac/concepts/options/ignorechanges/): "Pulumi ignores a
+    property by using the old value from the state instead of the value provided by the
+    Pulumi program ... Ignored properties will still be used from the program when there is no
+    previous value in the state, most importantly when creating the resource." The engine
+    itself cannot run here; this applies its rule to what the program really registered."""
+    inputs = json.loads(json.dumps(new.inputs))
+    for path in new.ignore_changes:
+        *parents, last = re.findall(r"(\w+)(?:\[(\d+)\])?", path)
+        target = inputs
+        for name, index in parents:
+            target = target[name][int(index)] if index else target[name]
+        name, index = last
+        old_value = at_path(old, path)
+        if index:
+            target[name][int(index)] = old_value
+        else:
+            target[name] = old_value
+    return inputs
+
+
+def test_without_an_image_the_first_up_runs_the_placeholder() -> None:
+    stack = run_program(stack_config())
+
+    service = stack.one("gcp:cloudrunv2/service:Service")
+    assert at_path(service.inputs, "template.containers[0].image") == (
+        "us-docker.pkg.dev/cloudrun/container/hello"
+    )
+    assert service.ignore_changes == ["template.containers[0].image"]
+
+
+def test_an_up_without_an_image_keeps_the_deployed_one() -> None:
+    # CI's deploy: `pulumi config set modelrun:image IMAGE` in its checkout, then `pulumi up`.
+    deployed = run_program(stack_config(**{"modelrun:image": IMAGE}))
+    service = deployed.one("gcp:cloudrunv2/service:Service")
+    assert service.ignore_changes == []  # a given image is always applied
+    state = service.inputs
+
+    # An administrator's later `pulumi up` from a checkout where modelrun:image is unset,
+    # changing something else.
+    later = run_program(stack_config(**{"modelrun:maxInstances": "7"}))
+    planned = planned_inputs(state, later.one("gcp:cloudrunv2/service:Service"))
+
+    assert at_path(planned, "template.containers[0].image") == IMAGE
+    assert planned["template"]["scaling"]["maxInstanceCount"] == 7  # the rest does change
+    assert deployed.outputs["image"] == IMAGE
+
+
+def test_a_new_image_replaces_the_deployed_one() -> None:
+    old = run_program(stack_config(**{"modelrun:image": IMAGE}))
+    newer = IMAGE.replace("a" * 64, "b" * 64)
+
+    later = run_program(stack_config(**{"modelrun:image": newer}))
+    planned = planned_inputs(
+        old.one("gcp:cloudrunv2/service:Service").inputs,
+        later.one("gcp:cloudrunv2/service:Service"),
+    )
+
+    assert at_path(planned, "template.containers[0].image") == newer
+
+
+# --- two stacks in one project ---------------------------------------------------------
+
+# The inputs that are physical ids, unique within a project (or, for a bucket, globally).
+PHYSICAL_IDS = {
+    "gcp:serviceaccount/account:Account": "accountId",
+    "gcp:iam/workloadIdentityPool:WorkloadIdentityPool": "workloadIdentityPoolId",
+    "gcp:secretmanager/secret:Secret": "secretId",
+    "gcp:artifactregistry/repository:Repository": "repositoryId",
+    "gcp:storage/bucket:Bucket": "name",
+    "gcp:cloudrunv2/service:Service": "name",
+}
+
+
+def physical_ids(stack: Stack) -> set[tuple[str, str]]:
+    return {
+        (typ, r.inputs[field]) for typ, field in PHYSICAL_IDS.items() for r in stack.of_type(typ)
+    }
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [("dev", "prod"), ("production-europe-west1-a", "production-europe-west1-b")],
+)
+def test_two_stacks_in_one_project_share_no_id(first: str, second: str) -> None:
+    one = physical_ids(run_program(stack_config(first), stack=first))
+    other = physical_ids(run_program(stack_config(second), stack=second))
+
+    assert len(one) == len(other) == 8  # three accounts and one of each other kind
+    assert not {i for _, i in one} & {i for _, i in other}
+
+
+@pytest.mark.parametrize("stack_name", ["dev", "production-europe-west1-a", "A_Very.Odd-Name"])
+def test_ids_keep_within_googles_limits(stack_name: str) -> None:
+    ids = physical_ids(run_program(stack_config(stack_name), stack=stack_name))
+
+    rules = {
+        "gcp:serviceaccount/account:Account": r"^[a-z][-a-z0-9]{4,28}[a-z0-9]$",
+        "gcp:iam/workloadIdentityPool:WorkloadIdentityPool": r"^(?!gcp-)[a-z0-9-]{4,32}$",
+        "gcp:secretmanager/secret:Secret": r"^[A-Za-z0-9_-]{1,255}$",
+        "gcp:artifactregistry/repository:Repository": r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
+        "gcp:storage/bucket:Bucket": r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$",
+        "gcp:cloudrunv2/service:Service": r"^[a-z]([-a-z0-9]{0,47}[a-z0-9])?$",
+    }
+    for typ, value in ids:
+        assert re.match(rules[typ], value), (typ, value)
+
+
+def test_the_prefix_and_the_pool_id_can_be_set() -> None:
+    stack = run_program(
+        stack_config(
+            **{"modelrun:resourcePrefix": "churn-prod", "modelrun:identityPoolId": "gh-2026"}
+        )
+    )
+
+    pool = stack.one("gcp:iam/workloadIdentityPool:WorkloadIdentityPool")
+    assert pool.inputs["workloadIdentityPoolId"] == "gh-2026"
+    assert stack.one("gcp:cloudrunv2/service:Service").inputs["name"] == "churn-prod"
+    assert account_email(stack, "runtime").startswith("churn-prod-runtime@")
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"modelrun:resourcePrefix": "Churn"}, "modelrun:resourcePrefix must be"),
+        ({"modelrun:identityPoolId": "gcp-github"}, "modelrun:identityPoolId must be"),
+        ({"modelrun:identityPoolId": "gh"}, "modelrun:identityPoolId must be"),
+    ],
+)
+def test_bad_ids_are_refused(changes: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_program(stack_config(**changes))
+
+
+# --- service settings ------------------------------------------------------------------
+
+
+def test_service_settings_reach_the_container() -> None:
+    stack = run_program(
+        stack_config(
+            **{
+                "modelrun:modelRefreshSeconds": "60",
+                "modelrun:corsOrigins": "https://app.example.com",
+                "modelrun:rateLimitPerSecond": "0",
+            }
+        )
+    )
+
+    env = {e["name"]: e.get("value") for e in container(stack)["envs"]}
+    assert env["MODEL_REFRESH_SECONDS"] == "60"
+    assert env["CORS_ORIGINS"] == "https://app.example.com"
+    assert env["RATE_LIMIT_PER_SECOND"] == "0"
+    assert "LOG_LEVEL" not in env  # unset: the service's own default
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"modelrun:logLevel": "LOUD"}, r"modelrun:logLevel \(LOG_LEVEL\): LOG_LEVEL='LOUD'"),
+        ({"modelrun:corsOrigins": "*"}, r"modelrun:corsOrigins \(CORS_ORIGINS\)"),
+        (  # a cross-setting rule of the service's, refused before the deploy
+            {"modelrun:modelRefreshSeconds": "60", "modelrun:modelVersion": "20260101T000000Z-ab"},
+            "MODEL_REFRESH_SECONDS follows current.json",
+        ),
+    ],
+)
+def test_service_settings_the_service_would_refuse_are_refused(
+    changes: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_program(stack_config(**changes))
+
+
+def configuration_table() -> dict[str, str]:
+    """README's configuration table: each variable -> its "in the cloud" cell."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            for variable in re.findall(r"`([A-Z0-9_]+)`", cells[0]):
+                rows[variable] = cells[-1]
+    return rows
+
+
+def test_every_configuration_variable_is_set_in_the_cloud_or_explained() -> None:
+    """Each variable of the README's table is set by infra, from the stack setting its "in the
+    cloud" cell names, or that cell says "not set" and why."""
+    rows = configuration_table()
+    declared = set(load_project((ROOT / "Pulumi.yaml").read_text()).config)
+    envs = {}
+    # the two ways to pass keys, and a pinned model
+    for changes in ({"modelrun:modelSha256": "0" * 64}, {"modelrun:keyRefreshSeconds": "60"}):
+        envs.update({e["name"]: e for e in container(run_program(stack_config(**changes)))["envs"]})
+    passed_through = set(infra_module("config").SERVICE_SETTINGS)
+
+    assert len(rows) > 25
+    for variable, cell in rows.items():
+        if cell.startswith("not set: "):
+            assert variable not in envs, f"{variable} is set by infra, yet the README says not"
+            continue
+        assert variable in envs or variable in passed_through, f"infra never sets {variable}"
+        for key in re.findall(r"`((?:modelrun|gcp):\w+)`", cell):
+            assert key in declared | {"gcp:project"}, f"{variable}'s cell names unknown {key}"
+    for variable in passed_through:
+        assert f"`modelrun:{infra_module('config').setting_key(variable)}`" == rows[variable]
