@@ -229,3 +229,19 @@ def test_dockerignore_keeps_caches_out() -> None:
     ignored = (ROOT / "function" / ".dockerignore").read_text()
 
     assert "__pycache__" in ignored
+
+
+def test_readme_deploy_commands_name_the_project() -> None:
+    """Every gcloud call of the deploy path says which project (a laptop's default project is
+    rarely the stack's); only `gcloud auth` commands have none to name."""
+    section = readme_section("Deploy to Google Cloud") + readme_section("Continuous deployment")
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    commands = [line for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    gcloud = [c for c in commands if re.search(r"(^|\$\(|\s)gcloud ", c)]
+
+    assert len(gcloud) >= 8
+    for command in gcloud:
+        for call in re.findall(r"gcloud [^)|;]*", command):
+            if call.startswith("gcloud auth "):
+                continue
+            assert "--project" in call, call

@@ -13,7 +13,7 @@ from function.store import ModelStore
 from tests.conftest import ROOT, run_service, train_artifact
 
 sys.path.insert(0, str(ROOT / "infra"))
-from smoke_test import SmokeTestFailed, example_row, smoke_test  # noqa: E402
+from smoke_test import SmokeTestFailed, example_row, smoke_test
 
 KEY = "smoke-test-key-0123456789"
 
