@@ -58,7 +58,7 @@ def parse_request(
     """Return the rows, the outputs asked for, and the request id to echo."""
     if not isinstance(body, dict):
         raise InvalidInput("the body must be a JSON object with inputs")
-    _parameters(body, "parameters")
+    _check_parameters_object(body, "parameters")
     if "id" in body and not isinstance(body["id"], str):
         raise InvalidInput("id must be a string", field="id")
     inputs = body.get("inputs")
@@ -119,7 +119,7 @@ def _rows(tensor: Any, width: int, max_instances: int) -> list[list[Any]]:
         raise InvalidInput(f"missing {', '.join(missing)}", field=where)
     if not isinstance(tensor["name"], str):
         raise InvalidInput("name must be a string", field=f"{where}.name")
-    _parameters(tensor, f"{where}.parameters")
+    _check_parameters_object(tensor, f"{where}.parameters")
     shape, datatype = tensor["shape"], tensor["datatype"]
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInput(
@@ -187,7 +187,7 @@ def _flatten(data: Any, field: str) -> list[Any]:
     return flat
 
 
-def _parameters(holder: dict[str, Any], field: str) -> None:
+def _check_parameters_object(holder: dict[str, Any], field: str) -> None:
     """Parameters are optional, and an object when present (their contents are not used)."""
     key = field.rsplit(".", 1)[-1]
     if key in holder and not isinstance(holder[key], dict):
@@ -204,7 +204,7 @@ def _outputs(requested: Any, model: LoadedModel, given: bool) -> list[str]:
     ):
         raise InvalidInput('outputs must be a list of {"name": ...}', field="outputs")
     for i, output in enumerate(requested):
-        _parameters(output, f"outputs[{i}].parameters")
+        _check_parameters_object(output, f"outputs[{i}].parameters")
     names = [o["name"] for o in requested]
     unknown = [n for n in names if n not in available]
     if unknown:

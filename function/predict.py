@@ -15,6 +15,7 @@ from function.errors import InvalidInput, PayloadTooLarge
 from function.model import LoadedModel
 
 PARAMETERS = {"probabilities": bool}
+TYPE_WORDS = {bool: "true or false"}
 # Larger magnitudes overflow float64 arithmetic inside ordinary models (scaling, dot products).
 MAX_ABS_VALUE = 1e300
 
@@ -56,7 +57,7 @@ def parse_instances(body: Any, feature_names: list[str], max_instances: int) -> 
         rows, where = [body], ""
     parameters = body.get("parameters", {}) if rows[0] is not body else {}
     X = rows_to_matrix(rows, where, feature_names)
-    return Instances(X, where=where, **_parameters(parameters))
+    return Instances(X, where=where, **_chosen_parameters(parameters))
 
 
 def rows_to_matrix(
@@ -219,7 +220,8 @@ def _number(value: Any, field: str, feature: str | None = None) -> float:
     return number
 
 
-def _parameters(parameters: Any) -> dict[str, Any]:
+def _chosen_parameters(parameters: Any) -> dict[str, Any]:
+    """The native request's `parameters`: only known keys, each of its type."""
     if not isinstance(parameters, dict):
         raise InvalidInput(f"expected an object, got {_kind(parameters)}", field="parameters")
     chosen = {}
@@ -231,7 +233,7 @@ def _parameters(parameters: Any) -> dict[str, Any]:
             )
         if not isinstance(value, expected):
             raise InvalidInput(
-                f"expected {expected.__name__}, got {_show(value)}", field=f"parameters.{key}"
+                f"expected {TYPE_WORDS[expected]}, got {_show(value)}", field=f"parameters.{key}"
             )
         chosen[key] = value
     return chosen
@@ -255,7 +257,7 @@ def _kind(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, float):
+    if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, (dict, list)) or value is None or isinstance(value, bool):
         return _kind(value)

@@ -87,7 +87,22 @@ def test_probabilities_can_be_turned_off() -> None:
         (
             {"instances": [ROW], "parameters": {"probabilities": "no"}},
             "parameters.probabilities",
-            "expected bool",
+            'expected true or false, got "no"',
+        ),
+        (  # a finite float is shown as itself, not as Infinity
+            {"instances": [ROW], "parameters": {"probabilities": 0.5}},
+            "parameters.probabilities",
+            "expected true or false, got 0.5",
+        ),
+        (
+            {"instances": [ROW], "parameters": {"probabilities": -2.5}},
+            "parameters.probabilities",
+            "expected true or false, got -2.5",
+        ),
+        (
+            {"instances": [ROW], "parameters": {"probabilities": 1}},
+            "parameters.probabilities",
+            "got 1",
         ),
         ({"instances": [ROW], "parameters": {"top_k": 2}}, "parameters.top_k", "unknown parameter"),
         ({"instances": [ROW], "parameters": []}, "parameters", "expected an object"),
