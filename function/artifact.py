@@ -15,6 +15,11 @@ MODEL_FILES = {"joblib": MODEL_FILE, "skops": "model.skops"}
 # A verified ONNX export of the same model, served by onnxruntime when present (MODEL_RUNTIME).
 ONNX_FILE = "model.onnx"
 
+# scikit-learn classifiers whose predict() is, by definition, classes_.take(argmax(predict_proba)):
+# the service gets both answers from one predict_proba call (a forest otherwise computes it
+# twice), and training exports them to ONNX as that argmax.
+ARGMAX_CLASSIFIERS = {"RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier"}
+
 # Every field the service relies on; training writes these and more (see docs/ARCHITECTURE.md).
 REQUIRED_FIELDS = ("name", "sha256", "task", "estimator", "feature_names", "class_names", "files")
 TASKS = ("classification", "regression")

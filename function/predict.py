@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from function.artifact import ARGMAX_CLASSIFIERS
 from function.batching import Run
 from function.errors import InvalidInput, PayloadTooLarge
 from function.model import LoadedModel
@@ -129,11 +130,6 @@ def predict(model: LoadedModel, instances: Instances, run: Run | None = None) ->
         ]
     answer["model"] = {"name": model.name, "version": model.version}
     return answer
-
-
-# scikit-learn classifiers whose predict() is, by definition, classes_.take(argmax(predict_proba)):
-# for them one predict_proba call gives both answers (a forest otherwise computes it twice).
-ARGMAX_CLASSIFIERS = {"RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier"}
 
 
 def run_model(estimator: Any, X: np.ndarray, probabilities: bool) -> tuple[Any, Any]:

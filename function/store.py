@@ -309,22 +309,33 @@ class ModelStore:
         return metadata
 
     def promote(self, version: str) -> dict[str, Any]:
-        """Point current.json at a complete, verified version; history remembers the old one."""
+        """Point current.json at a complete, verified version; history remembers the old one.
+
+        Promoting the version already current changes nothing (and returns the pointer as it
+        is): recording it again would make the next rollback "succeed" without a change.
+        """
         metadata = self.metadata(version)
         for name, described in metadata["files"].items():  # the model and any export of it
             verify_digest(
                 self.read_file(version, name), described["sha256"], f"{self.uri} {version} {name}"
             )
         pointer, token = self.current()
+        if pointer and (pointer["version"], pointer["sha256"]) == (version, metadata["sha256"]):
+            return pointer
         history = [pointer["version"], *pointer.get("history", [])] if pointer else []
         return self._point(version, metadata["sha256"], history, token)
 
     def rollback(self) -> dict[str, Any]:
         """Point current.json back at the version promoted before the current one."""
         pointer, token = self.current()
-        if not pointer or not pointer.get("history"):
+        if not pointer:
             raise NotFound(f"{self.uri} has no earlier version to roll back to")
-        version, *history = pointer["history"]
+        # Entries equal to the current version (written before promote skipped them) are no
+        # earlier version: rolling back to them would change nothing.
+        earlier = [v for v in pointer.get("history", []) if v != pointer["version"]]
+        if not earlier:
+            raise NotFound(f"{self.uri} has no earlier version to roll back to")
+        version, *history = earlier
         metadata = self.metadata(version)
         return self._point(version, metadata["sha256"], history, token)
 

@@ -79,6 +79,36 @@ def test_rollback_walks_back_through_history(
     assert store.resolve()["version"] == "v1"
 
 
+def test_promoting_the_current_version_changes_nothing(
+    store: ModelStore, iris_artifact: Path, forest_artifact: Path
+) -> None:
+    store.publish(iris_artifact, "v1")
+    store.publish(forest_artifact, "v2")
+    store.promote("v1")
+    before = store.promote("v2")
+
+    again = store.promote("v2")
+
+    assert again == before  # not written again: same promoted_at, same history
+    assert store.rollback()["version"] == "v1"  # a real change, not v2 again
+    with pytest.raises(NotFound, match="no earlier version"):
+        store.rollback()
+
+
+def test_rollback_skips_history_entries_equal_to_the_current_version(
+    store: ModelStore, iris_artifact: Path
+) -> None:
+    """current.json files written before promote skipped the current version."""
+    store.publish(iris_artifact, "v1")
+    store.promote("v1")
+    pointer, token = store.current()
+    assert pointer is not None
+    store._point("v1", pointer["sha256"], ["v1", "v1"], token)
+
+    with pytest.raises(NotFound, match="no earlier version"):
+        store.rollback()
+
+
 def test_list_marks_complete_and_incomplete_versions(
     store: ModelStore, iris_artifact: Path
 ) -> None:

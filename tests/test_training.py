@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import PYTHON, ROOT, free_port
-from training.__main__ import EXIT_GATE, main
+from training.__main__ import main
+from training.errors import EXIT_GATE
 
 
 def write_csv(path: Path, text: str) -> Path:
@@ -26,6 +27,13 @@ def classification_csv(path: Path, rows_per_class: int = 12) -> Path:
         for _ in range(rows_per_class):
             lines.append(f"{centre + rng.normal():.3f},{centre * 2 + rng.normal():.3f},{label}")
     return write_csv(path, "\n".join(lines) + "\n")
+
+
+def regression_csv(path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 10, 60)
+    rows = "\n".join(f"{a:.4f},{3 * a + 1 + rng.normal(scale=0.1):.4f}" for a in x)
+    return write_csv(path, "x,price\n" + rows + "\n")
 
 
 def test_train_writes_model_and_complete_metadata(iris_artifact: Path) -> None:
@@ -122,6 +130,39 @@ def test_gate_on_a_cross_validated_metric(tmp_path: Path) -> None:
     assert main(["train", "--gate", "cv_f1_macro>=0.5", "--out", str(tmp_path / "ok")]) == 0
     metadata = json.loads((tmp_path / "ok" / "metadata.json").read_text())
     assert metadata["gates"] == ["cv_f1_macro>=0.5"]
+
+
+@pytest.mark.parametrize(
+    "gate, message",
+    [
+        ("rmse>=100", "lower rmse is better, so a gate sets its ceiling; use rmse<=100"),
+        ("cv_mae>5", "lower cv_mae is better"),
+        ("accuracy<=0.9", "higher accuracy is better, so a gate sets its floor; use accuracy>=0.9"),
+        ("r2<0.5", "higher r2 is better"),
+    ],
+)
+def test_an_upside_down_gate_is_refused_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], gate: str, message: str
+) -> None:
+    code = main(["train", "--gate", gate, "--out", str(tmp_path / "out")])
+
+    assert code == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_ceiling_gate_refuses_a_regressor_over_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case: rmse>=100 passed a model with rmse 30,420; rmse<=100 refuses it."""
+    data = regression_csv(tmp_path / "prices.csv")
+    base = ["train", "--data", str(data), "--target", "price", "--estimator", "ridge"]
+
+    refused = main([*base, "--gate", "rmse<=0.001", "--out", str(tmp_path / "tight")])
+    passed = main([*base, "--gate", "rmse<=1e9", "--out", str(tmp_path / "loose")])
+
+    assert (refused, passed) == (EXIT_GATE, 0)
+    assert "quality gate rmse<=0.001 failed" in capsys.readouterr().err
 
 
 def test_users_own_csv_classification(tmp_path: Path) -> None:
@@ -332,6 +373,43 @@ def test_store_verbs_name_what_went_wrong(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+def test_promote_of_the_current_version_says_so_and_rollback_then_refuses(
+    tmp_path: Path, iris_artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = (tmp_path / "m").as_uri()
+    main(["publish", "--store", store, str(iris_artifact), "--version", "v1", "--promote"])
+    capsys.readouterr()
+
+    assert main(["promote", "--store", store, "--name", "iris", "v1"]) == 0
+    assert capsys.readouterr().out == "v1 is already current: nothing changed\n"
+    assert main(["rollback", "--store", store, "--name", "iris"]) == 1
+    assert "no earlier version to roll back to" in capsys.readouterr().err
+
+
+def test_store_verbs_need_only_the_service_packages(tmp_path: Path, iris_artifact: Path) -> None:
+    """publish, promote, rollback and list run in the service image (Compose's `publish`
+    service does): with the training-only libraries made unimportable, they still work."""
+    training_only = ["pandas", "skl2onnx", "onnx", "pulumi", "pulumi_gcp", "mypy", "hypothesis"]
+    runner = (
+        f"import sys; sys.modules.update(dict.fromkeys({training_only!r}));"
+        "from training.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    store = (tmp_path / "m").as_uri()
+    verbs = [
+        ["publish", "--store", store, str(iris_artifact), "--version", "v1"],
+        ["publish", "--store", store, str(iris_artifact), "--version", "v2"],
+        ["promote", "--store", store, "--name", "iris", "v1"],
+        ["promote", "--store", store, "--name", "iris", "v2"],
+        ["rollback", "--store", store, "--name", "iris"],
+        ["list", "--store", store, "--name", "iris"],
+    ]
+    for argv in verbs:
+        result = subprocess.run(
+            [PYTHON, "-c", runner, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, (argv, result.stderr)
 
 
 def test_module_entry_point_runs_as_a_process(tmp_path: Path) -> None:

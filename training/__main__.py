@@ -1,4 +1,10 @@
-"""python -m training: train, publish, promote, rollback and list model versions."""
+"""python -m training: train, publish, promote, rollback and list model versions.
+
+Each verb imports what it needs when it runs: publish, promote, rollback and list need only the
+service's own packages (function/requirements.txt), so they run in the service image too (the
+Compose mirror's `publish` service does; tests/test_training.py checks it), while train brings in
+the training-only libraries.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from function.errors import InvalidInput, ModelrunError
+from function.errors import ModelrunError
 from function.store import ModelStore, check_version_id
+from training.errors import EXIT_INTERRUPTED, TrainingError
 from training.estimators import ESTIMATORS, parse_param
-
-EXIT_ERROR = 1
-EXIT_GATE = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,14 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except ModelrunError as e:
-        from training.train import GateFailed
-
+    except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_GATE if isinstance(e, GateFailed) else EXIT_ERROR
+        return e.exit_code
+    except ModelrunError as e:  # the store's, shared with the service
+        print(f"error: {e}", file=sys.stderr)
+        return TrainingError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -41,9 +46,9 @@ def _train(args: argparse.Namespace) -> None:
     if args.min_accuracy is not None:
         gates.append(parse_gate(f"accuracy>={args.min_accuracy}"))
     if args.data and not args.target:
-        raise InvalidInput("--data needs --target COLUMN (the column to predict)")
+        raise TrainingError("--data needs --target COLUMN (the column to predict)")
     if args.target and not args.data:
-        raise InvalidInput("--target needs --data PATH.csv")
+        raise TrainingError("--target needs --data PATH.csv")
     data = load_csv(Path(args.data), args.target, args.impute) if args.data else load_iris()
     name = args.name or (Path(args.data).stem if args.data else "iris")
     check_version_id(name)
@@ -82,7 +87,12 @@ def _publish(args: argparse.Namespace) -> None:
 
 
 def _promote(args: argparse.Namespace) -> None:
-    pointer = _store(args, args.name).promote(args.version)
+    store = _store(args, args.name)
+    before, _ = store.current()
+    pointer = store.promote(args.version)
+    if pointer == before:
+        print(f"{args.version} is already current: nothing changed")
+        return
     print(f"promoted {pointer['version']} (previous: {pointer['previous']})")
 
 
@@ -133,11 +143,11 @@ def _read_params(path: str) -> dict[str, Any]:
     try:
         params = json.loads(Path(path).read_text())
     except OSError as e:
-        raise InvalidInput(f"cannot read params file {path}: {e.strerror}") from e
+        raise TrainingError(f"cannot read params file {path}: {e.strerror}") from e
     except ValueError as e:
-        raise InvalidInput(f"params file {path} is not valid JSON: {e}") from e
+        raise TrainingError(f"params file {path} is not valid JSON: {e}") from e
     if not isinstance(params, dict):
-        raise InvalidInput(f"params file {path} must hold a JSON object of name: value")
+        raise TrainingError(f"params file {path} must hold a JSON object of name: value")
     return params
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from function.errors import InvalidInput
+from training.errors import TrainingError
 
 IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
@@ -49,43 +49,43 @@ def load_csv(path: Path, target: str, impute: str | None = None) -> Dataset:
     try:
         raw = path.read_bytes()
     except FileNotFoundError as e:
-        raise InvalidInput(f"data file {path} does not exist") from e
+        raise TrainingError(f"data file {path} does not exist") from e
     except OSError as e:
-        raise InvalidInput(f"cannot read data file {path}: {e.strerror}") from e
+        raise TrainingError(f"cannot read data file {path}: {e.strerror}") from e
     try:
         frame = pd.read_csv(io.BytesIO(raw))
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise InvalidInput(f"{path} is not a readable CSV file: {e}") from e
+        raise TrainingError(f"{path} is not a readable CSV file: {e}") from e
     header = next(csv.reader(io.StringIO(raw.decode("utf-8-sig", "replace"))), [])
     repeated = sorted({c for c in header if header.count(c) > 1})
     if repeated:
-        raise InvalidInput(f"{path}: column name(s) {', '.join(repeated)} appear more than once")
+        raise TrainingError(f"{path}: column name(s) {', '.join(repeated)} appear more than once")
     if target not in frame.columns:
         columns = ", ".join(map(str, frame.columns))
-        raise InvalidInput(f"{path} has no column {target!r}; its columns are: {columns}")
+        raise TrainingError(f"{path} has no column {target!r}; its columns are: {columns}")
     features = frame.drop(columns=[target])
     if features.shape[1] == 0:
-        raise InvalidInput(f"{path} has no feature columns besides the target {target!r}")
+        raise TrainingError(f"{path} has no feature columns besides the target {target!r}")
     non_numeric = [
         str(c)
         for c in features.columns
         if not pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c])
     ]
     if non_numeric:
-        raise InvalidInput(
+        raise TrainingError(
             f"{path}: feature column(s) {', '.join(non_numeric)} are not numeric; "
             "encode them as numbers before training (e.g. one-hot) or drop them"
         )
     missing_target = int(frame[target].isna().sum())
     if missing_target:
-        raise InvalidInput(f"{path}: target column {target!r} is empty in {missing_target} row(s)")
+        raise TrainingError(f"{path}: target column {target!r} is empty in {missing_target} row(s)")
     X = features.to_numpy(dtype=np.float64)
     if np.isinf(X).any():
         bad = [str(c) for i, c in enumerate(features.columns) if np.isinf(X[:, i]).any()]
-        raise InvalidInput(f"{path}: column(s) {', '.join(bad)} hold infinite values")
+        raise TrainingError(f"{path}: column(s) {', '.join(bad)} hold infinite values")
     with_missing = [str(c) for c in features.columns if features[c].isna().any()]
     if with_missing and impute is None:
-        raise InvalidInput(
+        raise TrainingError(
             f"{path}: column(s) {', '.join(with_missing)} have missing values; "
             "fill them, or pass --impute mean|median to add an imputing step to the pipeline"
         )

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from function.errors import InvalidInput
+from training.errors import TrainingError
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ ESTIMATORS = {
 def spec(name: str) -> Spec:
     """Return the spec of a named estimator, or say which names exist."""
     if name not in ESTIMATORS:
-        raise InvalidInput(f"unknown estimator {name!r}; choose one of: {', '.join(ESTIMATORS)}")
+        raise TrainingError(f"unknown estimator {name!r}; choose one of: {', '.join(ESTIMATORS)}")
     return ESTIMATORS[name]
 
 
@@ -53,7 +53,7 @@ def parse_param(text: str) -> tuple[str, Any]:
     """Parse KEY=VALUE, reading VALUE as JSON when it is JSON (numbers, true, null)."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
-        raise InvalidInput(f"parameter {text!r} must look like KEY=VALUE")
+        raise TrainingError(f"parameter {text!r} must look like KEY=VALUE")
     try:
         return key, json.loads(raw)
     except ValueError:
@@ -73,7 +73,7 @@ def build_pipeline(
     valid = estimator.get_params()
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        raise InvalidInput(
+        raise TrainingError(
             f"{name} has no parameter(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
         )
     defaults = {"random_state": seed} if "random_state" in valid else {}

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from function.artifact import METADATA_FILE, MODEL_FILES, ONNX_FILE, encode_metadata, sha256_hex
-from function.errors import InvalidInput, ModelrunError
 from function.store import utc_now
 from training.data import Dataset
+from training.errors import GateFailed, TrainingError
 from training.estimators import build_pipeline, spec
 
 # metric name -> (scorer for cross_validate, sign to turn the scorer back into the metric)
@@ -40,12 +40,6 @@ GATE_PATTERN = re.compile(r"^\s*([a-z_0-9]+)\s*(>=|<=|>|<)\s*(-?[0-9.]+(?:e-?[0-
 OPERATORS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
 
-class GateFailed(ModelrunError):
-    """The model is not good enough to publish."""
-
-    status, title = 422, "Quality Gate Failed"
-
-
 @dataclass(frozen=True)
 class Gate:
     """A threshold on one metric, e.g. accuracy>=0.9 (hold-out) or cv_accuracy>=0.9."""
@@ -59,11 +53,34 @@ class Gate:
 
 
 def parse_gate(text: str) -> Gate:
-    """Parse METRIC>=VALUE (or <=, >, <)."""
+    """Parse METRIC>=VALUE (or <=, >, <), the comparison pointing the metric's good way.
+
+    A gate sets the worst value a model may have: a floor for a higher-is-better metric
+    (accuracy>=0.9), a ceiling for a lower-is-better one (rmse<=30). A gate the other way round
+    would pass the bad models and refuse the good ones, so it is refused.
+    """
     match = GATE_PATTERN.match(text)
     if not match:
-        raise InvalidInput(f"gate {text!r} must look like METRIC>=VALUE, e.g. accuracy>=0.9")
-    return Gate(match[1], match[2], float(match[3]))
+        raise TrainingError(
+            f"gate {text!r} must look like METRIC>=VALUE or METRIC<=VALUE, e.g. accuracy>=0.9"
+        )
+    gate = Gate(match[1], match[2], float(match[3]))
+    signs = {m: sign for scorers in SCORERS.values() for m, (_, sign) in scorers.items()}
+    sign = signs.get(gate.metric.removeprefix("cv_"))
+    if sign is None:
+        known = ", ".join(f"{m}, cv_{m}" for m in signs)
+        raise TrainingError(f"gate {text!r} names an unknown metric; known: {known}")
+    if sign > 0 and gate.op in ("<=", "<"):
+        raise TrainingError(
+            f"gate {text!r} is upside down: higher {gate.metric} is better, so a gate sets its "
+            f"floor; use {gate.metric}>={match[3]}"
+        )
+    if sign < 0 and gate.op in (">=", ">"):
+        raise TrainingError(
+            f"gate {text!r} is upside down: lower {gate.metric} is better, so a gate sets its "
+            f"ceiling; use {gate.metric}<={match[3]}"
+        )
+    return gate
 
 
 @dataclass(frozen=True)
@@ -110,7 +127,7 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
         )
         pipeline.fit(X_train, y_train)
     except ValueError as e:  # sklearn's InvalidParameterError is a ValueError
-        raise InvalidInput(
+        raise TrainingError(
             f"{options.estimator} cannot be trained with these parameters: {e}"
         ) from e
     holdout = _holdout_metrics(task, y_test, pipeline.predict(X_test))
@@ -198,7 +215,7 @@ def _serialise(pipeline: Any, fmt: str) -> tuple[bytes, dict[str, Any]]:
         data = skops.io.dumps(pipeline)
         return data, {"skops_trusted": sorted(skops.io.get_untrusted_types(data=data))}
     if fmt != "joblib":
-        raise InvalidInput(f"unknown model format {fmt!r}; choose joblib or skops")
+        raise TrainingError(f"unknown model format {fmt!r}; choose joblib or skops")
     import joblib
 
     buffer = io.BytesIO()
@@ -221,32 +238,32 @@ def git_commit() -> str | None:
 
 def _check_shape(data: Dataset, task: str, options: Options) -> None:
     if not 0 < options.test_size < 1:
-        raise InvalidInput(f"test size must be between 0 and 1, got {options.test_size}")
+        raise TrainingError(f"test size must be between 0 and 1, got {options.test_size}")
     if options.cv < 2:
-        raise InvalidInput(f"cross-validation needs at least 2 folds, got {options.cv}")
+        raise TrainingError(f"cross-validation needs at least 2 folds, got {options.cv}")
     # Every class needs a row in the hold-out set and `cv` rows in the training split.
     needed = max(2, math.ceil(options.cv / (1 - options.test_size)) + 1)
     if task == "regression":
         if not np.issubdtype(data.y.dtype, np.number):
-            raise InvalidInput(f"target {data.target!r} is not numeric; a regressor needs numbers")
+            raise TrainingError(f"target {data.target!r} is not numeric; a regressor needs numbers")
         if data.rows < needed:
-            raise InvalidInput(f"{data.rows} rows are too few: need at least {needed}")
+            raise TrainingError(f"{data.rows} rows are too few: need at least {needed}")
         return
     if np.issubdtype(data.y.dtype, np.floating) and not np.all(np.mod(data.y, 1) == 0):
-        raise InvalidInput(
+        raise TrainingError(
             f"target {data.target!r} holds continuous numbers; use a regression estimator "
             "(ridge, random_forest_regressor, gradient_boosting_regressor)"
         )
     labels, counts = np.unique(data.y, return_counts=True)
     if len(labels) < 2:
-        raise InvalidInput(f"target {data.target!r} has a single class; a classifier needs two")
+        raise TrainingError(f"target {data.target!r} has a single class; a classifier needs two")
     small = [
         f"{label!s} ({count})"
         for label, count in zip(labels, counts, strict=True)
         if count < needed
     ]
     if small:
-        raise InvalidInput(
+        raise TrainingError(
             f"too few rows per class for a stratified split and {options.cv}-fold "
             f"cross-validation (need {needed}): {', '.join(small)}; add data or lower --cv"
         )
@@ -284,7 +301,7 @@ def _apply_gates(
     available = {**holdout, **{f"cv_{m}": v["mean"] for m, v in cv.items()}}
     for gate in gates:
         if gate.metric not in available:
-            raise InvalidInput(
+            raise TrainingError(
                 f"gate {gate} names an unknown metric; available: {', '.join(available)}"
             )
         value = available[gate.metric]
