@@ -7,7 +7,14 @@ INSTALLED := $(VENV)/.installed
 PORT ?= 8080
 STORE ?= file://$(CURDIR)/.modelrun/store
 
-.PHONY: install serve test lint format train local monitor soak bench clean
+# Docker Compose: the v2 plugin (`docker compose`) where Docker has it, else v1 (`docker-compose`,
+# what Debian packages and CI installs). Every target uses this one.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || \
+	(command -v docker-compose >/dev/null 2>&1 && echo docker-compose))
+NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
+	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
+
+.PHONY: install serve test lint format train local monitor soak bench clean clean-store
 
 install: $(INSTALLED)
 
@@ -32,7 +39,8 @@ lint: install  ## ruff, mypy, actionlint (with shellcheck), hadolint, compose va
 	$(PY) -m mypy
 	$(VENV)/bin/actionlint -no-color -oneline .github/workflows/*.yml
 	$(VENV)/bin/hadolint --failure-threshold warning function/Dockerfile
-	docker-compose --env-file local/.env.example -f local/compose.yaml --profile monitoring config -q
+	$(NEED_COMPOSE)
+	$(COMPOSE) --env-file local/.env.example -f local/compose.yaml --profile monitoring config -q
 
 format: install
 	$(PY) -m ruff format .
@@ -45,8 +53,9 @@ artifacts/iris/metadata.json: | install
 	$(PY) -m training train --out artifacts/iris
 
 local: install artifacts/iris/metadata.json  ## the Compose mirror, with monitoring (needs Docker)
+	$(NEED_COMPOSE)
 	$(PY) -m local.compose_env
-	docker compose -f local/compose.yaml --profile monitoring up --build
+	$(COMPOSE) -f local/compose.yaml --profile monitoring up --build
 
 monitor: install  ## the mirror without Docker: emulator, function, Prometheus, Alertmanager
 	PORT=$(PORT) $(PY) -m local.monitor
@@ -57,5 +66,13 @@ soak: install  ## a bounded soak (REQUESTS=100000): errors, latency, RSS growth
 bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs wrk (apt)
 	$(PY) -m tests.perf.bench $(if $(QUICK),--quick,)
 
-clean:
-	rm -rf $(VENV) artifacts .modelrun .pytest_cache .mypy_cache .ruff_cache
+# Never the published models (.modelrun/store) nor the development key: see clean-store.
+clean:  ## the venv, training outputs and caches
+	rm -rf $(VENV) artifacts .pytest_cache .mypy_cache .ruff_cache
+
+clean-store:  ## delete the local store's published models and the dev key: CONFIRM=yes
+	@if [ "$(CONFIRM)" != "yes" ]; then \
+		echo "clean-store deletes every model published in .modelrun/store and the development key:"; \
+		find .modelrun/store -maxdepth 3 -path '*/versions/*' -type d 2>/dev/null | sed 's/^/  /'; \
+		echo "run \`make clean-store CONFIRM=yes\` to delete them"; exit 1; fi
+	rm -rf .modelrun

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -17,7 +18,9 @@ TRACE_KEY = "logging.googleapis.com/trace"
 
 
 class JsonFormatter(logging.Formatter):
-    """Format a record as Cloud Logging's structured JSON."""
+    """Format a record as Cloud Logging's structured JSON, its time in UTC."""
+
+    converter = time.gmtime  # this formatter's clock only; logging.Formatter's is left alone
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -37,9 +40,6 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(level: str) -> None:
     """Send every modelrun log line to stdout as JSON."""
-    import time
-
-    logging.Formatter.converter = time.gmtime
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("modelrun")

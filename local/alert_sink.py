@@ -39,6 +39,7 @@ class AlertSink:
                                 {
                                     "alert": alert["labels"].get("alertname"),
                                     "status": alert["status"],
+                                    "summary": alert.get("annotations", {}).get("summary"),
                                     "labels": alert["labels"],
                                 }
                             ),

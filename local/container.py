@@ -1,13 +1,17 @@
 """What the container runs, read from function/Dockerfile: its CMD and its ENV.
 
-`make serve`, `make monitor` and the end-to-end tests start the service with exactly this command,
-so a typo in the Dockerfile's entrypoint fails here, not on Cloud Run.
+`make serve`, `make monitor` and the end-to-end tests start the service with exactly this command
+and build its environment with `process_environment`, so a typo in the Dockerfile's entrypoint
+fails here, not on Cloud Run, and every launcher merges settings the same way.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 DOCKERFILE = Path(__file__).resolve().parent.parent / "function" / "Dockerfile"
@@ -56,3 +60,22 @@ def environment(path: Path = DOCKERFILE) -> dict[str, str]:
                 raise ValueError(f"{path}: write ENV as KEY=VALUE (got {pair!r})")
             env[key] = value
     return {k: v for k, v in env.items() if k not in IMAGE_ONLY}
+
+
+def process_environment(
+    overrides: Mapping[str, str], user: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment to start the service with, one precedence for every launcher:
+
+    1. the image's ENV (function/Dockerfile), as the container would have it;
+    2. then the user's environment (a THREADS or LOG_LEVEL the user exported wins over the
+       image's default, as `docker run -e` would);
+    3. then the launcher's own settings (MODEL_URI, API_KEYS, PORT...), which it must control.
+
+    PATH puts this Python's folder first: the image's CMD runs functions-framework through `sh`,
+    and it must find the virtualenv's, not another one. Nothing global is changed.
+    """
+    user = os.environ if user is None else user
+    env = {**environment(), **user, **overrides}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env

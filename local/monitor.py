@@ -5,6 +5,10 @@ started as the container starts it and reading the model from the emulated bucke
 the Debian packages are installed — the real Prometheus and Alertmanager with the mirror's own
 configuration files (only addresses substituted), plus the webhook that receives alerts.
 Grafana needs Docker: `make local`.
+
+Ports (all on 127.0.0.1): PORT (the function, 8080), GCS_PORT (4443), PROMETHEUS_PORT (9090),
+ALERTMANAGER_PORT (9093), ALERT_SINK_PORT (5001). SIGTERM or Ctrl-C stops every child and
+removes the working folder.
 """
 
 from __future__ import annotations
@@ -12,12 +16,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from types import FrameType
 
-from function.store import ModelStore
 from local import container
 from local.alert_sink import AlertSink
 from local.mirror import (
@@ -26,7 +33,6 @@ from local.mirror import (
     ROOT,
     Mirror,
     fake_gcs_command,
-    free_port,
     installed,
     process,
     wait_for,
@@ -38,52 +44,77 @@ BUCKET = "models-local"
 ARTIFACT = ROOT / "artifacts" / "iris"
 
 
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Unwind like Ctrl-C: every `with` below stops its process and the folder is removed.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
-    port = os.environ.get("PORT", "8080")
-    workdir = Path(tempfile.mkdtemp(prefix="modelrun-monitor-"))
-    mirror = Mirror(
-        workdir,
-        function=f"127.0.0.1:{port}",
-        prometheus=f"127.0.0.1:{os.environ.get('PROMETHEUS_PORT', '9090')}",
-        alertmanager=f"127.0.0.1:{os.environ.get('ALERTMANAGER_PORT', '9093')}",
-        alert_sink=f"127.0.0.1:{os.environ.get('ALERT_SINK_PORT', '5001')}",
-    )
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    with contextlib.suppress(KeyboardInterrupt):
+        run(os.environ)
+
+
+def run(environ: Mapping[str, str]) -> None:
+    """Start the mirror and serve until interrupted; stop everything it started on the way out."""
+    port = environ.get("PORT", "8080")
     key = dev_key()
     if not (ARTIFACT / "metadata.json").exists() and training(["train", "--out", str(ARTIFACT)]):
         raise SystemExit("training the default model failed")
-    gcs_port = free_port()
-    gcs = f"http://127.0.0.1:{gcs_port}"
     with contextlib.ExitStack() as stack:
+        workdir = Path(tempfile.mkdtemp(prefix="modelrun-monitor-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        mirror = Mirror(
+            workdir,
+            function=f"127.0.0.1:{port}",
+            prometheus=f"127.0.0.1:{environ.get('PROMETHEUS_PORT', '9090')}",
+            alertmanager=f"127.0.0.1:{environ.get('ALERTMANAGER_PORT', '9093')}",
+            alert_sink=f"127.0.0.1:{environ.get('ALERT_SINK_PORT', '5001')}",
+        )
+        gcs_port = int(environ.get("GCS_PORT", "4443"))
+        gcs = f"http://127.0.0.1:{gcs_port}"
         stack.enter_context(
             process(fake_gcs_command(gcs_port, workdir / "gcs", BUCKET), workdir / "gcs.log")
         )
         wait_for(f"{gcs}/storage/v1/b")
-        os.environ["STORAGE_EMULATOR_HOST"] = gcs
-        store = ModelStore(f"gs://{BUCKET}/models/iris")
-        store.promote(store.publish(ARTIFACT))
-        env = {
-            **os.environ,
-            **container.environment(),
-            "MODEL_URI": store.uri,
-            "API_KEYS": key,
-            "ENVIRONMENT": "development",
-            "PORT": port,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
+        model_uri = f"gs://{BUCKET}/models/iris"
+        emulated = {**environ, "STORAGE_EMULATOR_HOST": gcs}
+        published = subprocess.run(  # as Compose's publish service does; no global change here
+            [sys.executable, "-m", "training", "publish", "--store", f"gs://{BUCKET}/models",
+             str(ARTIFACT), "--promote"],
+            cwd=ROOT, env=emulated, capture_output=True, text=True,
+        )  # fmt: skip
+        if published.returncode != 0:
+            raise SystemExit(f"publishing to the emulator failed: {published.stderr.strip()}")
+        env = container.process_environment(
+            {
+                "STORAGE_EMULATOR_HOST": gcs,
+                "MODEL_URI": model_uri,
+                "API_KEYS": key,
+                "ENVIRONMENT": "development",
+                "PORT": port,
+                "HOST": "127.0.0.1",
+            },
+            environ,
+        )
         stack.enter_context(process(container.command(), workdir / "function.log", env))
         wait_for(f"http://{mirror.function}/ready", timeout=60)
         lines = [
             f"function      http://{mirror.function}  (key: {key}; logs {workdir}/function.log)",
-            f"GCS emulator  {gcs}  (bucket {BUCKET}, model {store.uri})",
+            f"GCS emulator  {gcs}  (bucket {BUCKET}, model {model_uri})",
         ]
         if installed(PROMETHEUS_BINARY) and installed(ALERTMANAGER_BINARY):
             sink = AlertSink("127.0.0.1", int(mirror.alert_sink.rsplit(":", 1)[1])).start()
             stack.callback(sink.stop)
             stack.enter_context(process(mirror.alertmanager_command(), workdir / "am.log"))
             stack.enter_context(process(mirror.prometheus_command(key), workdir / "prom.log"))
+            wait_for(f"http://{mirror.alertmanager}/-/ready")
+            wait_for(f"http://{mirror.prometheus}/-/ready")  # the banner links work when shown
+            # Debian's Prometheus has no React UI: its pages are the classic ones, which the
+            # upstream 2.x builds (Compose's) serve too.
             lines += [
-                f"Prometheus    http://{mirror.prometheus}  (alerts: /alerts, targets: /targets)",
+                f"Prometheus    http://{mirror.prometheus}/classic/alerts  "
+                f"(targets: http://{mirror.prometheus}/classic/targets)",
                 f"Alertmanager  http://{mirror.alertmanager}",
                 f"alert webhook http://{mirror.alert_sink}/alerts (alerts print below)",
             ]
@@ -95,9 +126,8 @@ def main() -> None:
         lines.append("Grafana needs Docker: `make local` provisions it with the dashboard.")
         print("\nmodelrun mirror is up:\n  " + "\n  ".join(lines) + "\n\nStop with Ctrl-C.")
         sys.stdout.flush()
-        with contextlib.suppress(KeyboardInterrupt):
-            while True:
-                time.sleep(3600)
+        while True:
+            time.sleep(3600)
 
 
 if __name__ == "__main__":

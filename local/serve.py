@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -58,11 +57,15 @@ def main() -> None:
     except ModelrunError as e:
         raise SystemExit(f"error: {e}") from None
     key = dev_key()
+    host = os.environ.get("HOST", "127.0.0.1")  # this machine only, unless told otherwise
+    rate = os.environ.get("RATE_LIMIT_PER_SECOND", "0")
     url = f"http://localhost:{port}"
+    limit = "off" if rate.strip() in ("", "0", "0.0") else f"{rate} requests/s per key"
     print(
         f"""
-modelrun is starting on {url} with the model {model_uri}
+modelrun is starting on {url} (listening on {host}) with the model {model_uri}
 development API key: {key}
+rate limit: {limit} in development (set RATE_LIMIT_PER_SECOND to test one)
 
   curl -s {url}/ready
   curl -s -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\
@@ -72,17 +75,18 @@ Stop with Ctrl-C.
 """,
         flush=True,
     )
-    env = {
-        **container.environment(),
-        **os.environ,
-        "MODEL_URI": model_uri,
-        "API_KEYS": key,
-        "ENVIRONMENT": "development",
-        "PORT": port,
-        "HOME": os.environ.get("HOME") or str(STATE),
-        # The image's CMD runs functions-framework through sh: the venv's tools come first.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    env = container.process_environment(
+        {
+            "MODEL_URI": model_uri,
+            "API_KEYS": key,
+            "ENVIRONMENT": "development",
+            "PORT": port,
+            "HOST": host,
+            # A user's own load test should measure the service, not the limiter.
+            "RATE_LIMIT_PER_SECOND": rate,
+            "HOME": os.environ.get("HOME") or str(STATE),
+        }
+    )
     argv = container.command()
     program = shutil.which(argv[0], path=env["PATH"])
     if program is None:

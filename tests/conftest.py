@@ -247,17 +247,19 @@ def run_service(
 ) -> Iterator[Running]:
     """Start the function as its own process, as the container does; stop it afterwards."""
     port = port or free_port()
-    bindir = Path(PYTHON).parent
-    full_env = {
-        **container.environment(),
-        "PATH": f"{bindir}:{os.environ['PATH']}",
-        "HOME": str(tmp_path),  # gunicorn writes a control socket under $HOME
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "THREADS": "4",
-        "WORKERS": "1",  # as on a 1-vCPU instance (infra's default); test_workers.py runs two
-        **env,
-    }
+    # The launchers' one precedence (local/container.py): the image's ENV, then this test
+    # session's "user" settings (not the whole test environment), then the test's own.
+    full_env = container.process_environment(
+        env,
+        user={
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),  # gunicorn writes a control socket under $HOME
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "THREADS": "4",
+            "WORKERS": "1",  # as on a 1-vCPU instance (infra's default); test_workers.py runs two
+        },
+    )
     log_path = tmp_path / f"service-{port}.log"
     with open(log_path, "w") as log:
         process = subprocess.Popen(

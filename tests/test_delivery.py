@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -245,3 +246,35 @@ def test_readme_deploy_commands_name_the_project() -> None:
             if call.startswith("gcloud auth "):
                 continue
             assert "--project" in call, call
+
+
+def test_make_clean_keeps_published_models_and_the_dev_key() -> None:
+    dry_run = subprocess.run(
+        ["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+
+    assert "rm -rf" in dry_run
+    assert ".modelrun" not in dry_run
+
+
+def test_clean_store_deletes_only_when_confirmed(tmp_path: Path) -> None:
+    version = tmp_path / ".modelrun" / "store" / "iris" / "versions" / "v1"
+    version.mkdir(parents=True)
+    make = ["make", "-s", "-f", str(ROOT / "Makefile"), "-C", str(tmp_path), "clean-store"]
+
+    refused = subprocess.run(make, capture_output=True, text=True)
+    assert refused.returncode != 0
+    assert "iris/versions/v1" in refused.stdout and "CONFIRM=yes" in refused.stdout
+    assert version.is_dir()
+
+    subprocess.run([*make, "CONFIRM=yes"], capture_output=True, check=True)
+    assert not (tmp_path / ".modelrun").exists()
+
+
+def test_every_compose_call_goes_through_one_variable() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+
+    assert "$(COMPOSE) " in makefile
+    targets = makefile.split("\n.PHONY:", 1)[1]  # past the variables that find Compose
+    recipes = [line for line in targets.splitlines() if line.startswith("\t")]
+    assert not [r for r in recipes if re.search(r"docker[ -]compose ", r)]
