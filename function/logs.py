@@ -20,7 +20,7 @@ TRACE_KEY = "logging.googleapis.com/trace"
 class JsonFormatter(logging.Formatter):
     """Format a record as Cloud Logging's structured JSON, its time in UTC."""
 
-    converter = time.gmtime  # this formatter's clock only; logging.Formatter's is left alone
+    converter = time.gmtime  # type: ignore[assignment]  # this formatter only, not all of logging
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
