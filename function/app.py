@@ -117,7 +117,8 @@ def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
     model = oip.select(service.require_model(), args["name"], args.get("version"))
     body = read_json(request, service.config.max_request_bytes, type_required=False)
     limit = service.config.max_instances_per_request
-    instances, outputs, request_id = oip.parse_request(body, model, limit)
+    with service.deadlines.interruptible():
+        instances, outputs, request_id = oip.parse_request(body, model, limit)
     prediction = infer(model, instances, service.run_model)
     _count(service, model, prediction.labels)
     return oip.response(model, prediction, outputs, request_id)
@@ -143,7 +144,8 @@ def _instances(service: Service, request: Request) -> tuple[LoadedModel, Instanc
     model = service.require_model()
     body = read_json(request, service.config.max_request_bytes)
     limit = service.config.max_instances_per_request
-    return model, parse_instances(body, model.feature_names, limit)
+    with service.deadlines.interruptible():
+        return model, parse_instances(body, model.feature_names, limit)
 
 
 def _ready_model(service: Service) -> LoadedModel:

@@ -6,7 +6,9 @@ import gc
 import logging
 import threading
 import time
+from typing import Any
 
+import numpy as np
 from werkzeug.datastructures import Headers
 
 from function.auth import KeyRing, SecretKeySource, presented_key
@@ -60,10 +62,16 @@ class Service:
                 config.workers, self.metrics_page, lambda: self._own_readiness() is None
             )
             self.metrics_page = self.workers.page
-        self.run_model: Run = run_model
+        deadlines = self.deadlines
+
+        def run_in_time(estimator: object, X: np.ndarray, probabilities: bool) -> Any:
+            with deadlines.interruptible():  # a slow model may be stopped here, and only here
+                return run_model(estimator, X, probabilities)
+
+        self.run_model: Run = run_in_time
         if config.micro_batching:
             batcher = MicroBatcher(
-                run_model,
+                run_in_time,
                 config.batch_max_rows,
                 config.batch_max_wait_ms / 1000,
                 self.telemetry.batched,
