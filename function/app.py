@@ -7,13 +7,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from flask import Request, Response
 from werkzeug import exceptions as wz
-from werkzeug.routing import Map, Rule
+from werkzeug.routing import Map, MapAdapter, Rule
 
 from function import oip
 from function.body import read_json
@@ -216,8 +216,22 @@ def url_map(table: dict[str, Route]) -> Map:
     )
 
 
+@dataclass
+class Exchange:
+    """One request on its way through: where it was routed, and how errors are written."""
+
+    request: Request
+    started: float = field(default_factory=time.perf_counter)
+    endpoint: str | None = None  # the route's name, once matched
+    rule: str | None = None  # its pattern (/v2/models/<name>/infer), the metrics' route label
+    protocol: str = ""  # the matched route's; until then the family of the path's prefix
+
+    def __post_init__(self) -> None:
+        self.protocol = "v2" if self.request.path.startswith("/v2") else "modelrun"
+
+
 def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
-    """Return the request handler for a configuration (tests build their own)."""
+    """Return the request handler for a configuration (tests/test_app.py builds its own)."""
     config = load_config(environ)
     setup_logging(config.log_level)
     service = Service(config)
@@ -229,61 +243,78 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
 
     def handle(request: Request) -> Response:
         service.start()
-        started = time.perf_counter()
-        endpoint = route = None
-        protocol = "v2" if request.path.startswith("/v2") else "modelrun"
-        error: ModelrunError | None = None
+        exchange = Exchange(request)
         try:
             with service.deadlines.guard():
-                if _is_preflight(request):
-                    allowed = urls.allowed_methods(request.path)
-                    response = _preflight(service, request, allowed)
-                else:
-                    rule, args = urls.match(request.path, request.method, return_rule=True)
-                    endpoint, route = str(rule.endpoint), rule.rule
-                    protocol = table[endpoint].protocol
-                    result = table[endpoint].handler(service, request, dict(args))
-                    response = result if isinstance(result, Response) else _json(result, 200)
-        except ModelrunError as e:
-            error = e
-        except wz.NotFound:
-            error = NotFound(f"no route {request.path}")
-        except wz.MethodNotAllowed as e:
-            allowed = ", ".join(e.valid_methods or [])
-            error = MethodNotAllowed(
-                f"{request.method} is not allowed on {request.path}; use {allowed}",
-                headers={"Allow": allowed},
-            )
-        except DeadlineExceeded:
-            limit = service.config.request_timeout_seconds
-            error = RequestTimeout(f"the request was stopped after the {limit:g}s time limit")
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            error = ModelrunError("an internal error occurred")
-        if error is not None:
-            response = (
-                _v2_error(error) if protocol == "v2" else problem_response(error, request.path)
-            )
-            service.telemetry.error(error.kind)
-            if isinstance(error, Unauthorized):
-                service.telemetry.auth_failed(error.reason)
-        secured(response)
-        _cors(service.config.cors_origins, request, response)
-        seconds = time.perf_counter() - started
-        service.telemetry.request(request.method, route, response.status_code, seconds)
-        level = logging.DEBUG if endpoint in QUIET_ROUTES else logging.INFO
-        log.log(
-            level,
-            "%s %s %d",
-            request.method,
-            request.path,
-            response.status_code,
-            extra={"fields": request_fields(request, response.status_code, seconds)},
-        )
-        return response
+                response = dispatch(service, table, urls, exchange)
+        except Exception as e:  # every failure becomes its protocol's error body
+            response = error_response(service, exchange, as_error(service, request, e))
+        return after_response(service, exchange, response)
 
-    handle.service = service  # type: ignore[attr-defined]
     return handle
+
+
+def dispatch(
+    service: Service, table: dict[str, Route], urls: MapAdapter, exchange: Exchange
+) -> Response:
+    """Route the request and run its handler; raise typed errors (ModelrunError) for the rest."""
+    request = exchange.request
+    if _is_preflight(request):
+        return _preflight(service, request, urls.allowed_methods(request.path))
+    try:
+        rule, args = urls.match(request.path, request.method, return_rule=True)
+    except wz.NotFound:
+        raise NotFound(f"no route {request.path}") from None
+    except wz.MethodNotAllowed as e:
+        allowed = ", ".join(e.valid_methods or [])
+        raise MethodNotAllowed(
+            f"{request.method} is not allowed on {request.path}; use {allowed}",
+            headers={"Allow": allowed},
+        ) from None
+    exchange.endpoint, exchange.rule = str(rule.endpoint), rule.rule
+    route = table[exchange.endpoint]
+    exchange.protocol = route.protocol
+    result = route.handler(service, request, dict(args))
+    return result if isinstance(result, Response) else _json(result, 200)
+
+
+def as_error(service: Service, request: Request, error: Exception) -> ModelrunError:
+    """The typed error for any failure: its own, the time limit's, or a 500 that is logged."""
+    if isinstance(error, ModelrunError):
+        return error
+    if isinstance(error, DeadlineExceeded):
+        limit = service.config.request_timeout_seconds
+        return RequestTimeout(f"the request was stopped after the {limit:g}s time limit")
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+    return ModelrunError("an internal error occurred")
+
+
+def error_response(service: Service, exchange: Exchange, error: ModelrunError) -> Response:
+    """Write an error as its protocol's body (one writer per protocol), and count it."""
+    response = ERROR_WRITERS[exchange.protocol](error, exchange.request.path)
+    service.telemetry.error(error.kind)
+    if isinstance(error, Unauthorized):
+        service.telemetry.auth_failed(error.reason)
+    return response
+
+
+def after_response(service: Service, exchange: Exchange, response: Response) -> Response:
+    """What every answer gets: security headers, CORS, its metrics and its log line."""
+    request = exchange.request
+    secured(response)
+    _cors(service.config.cors_origins, request, response)
+    seconds = time.perf_counter() - exchange.started
+    service.telemetry.request(request.method, exchange.rule, response.status_code, seconds)
+    level = logging.DEBUG if exchange.endpoint in QUIET_ROUTES else logging.INFO
+    log.log(
+        level,
+        "%s %s %d",
+        request.method,
+        request.path,
+        response.status_code,
+        extra={"fields": request_fields(request, response.status_code, seconds)},
+    )
+    return response
 
 
 def _json(body: Any, status: int) -> Response:
@@ -292,7 +323,7 @@ def _json(body: Any, status: int) -> Response:
     return Response(orjson.dumps(body), status, mimetype="application/json")
 
 
-def _v2_error(error: ModelrunError) -> Response:
+def _v2_error(error: ModelrunError, instance: str) -> Response:
     body, status = oip.error_body(error)
     response = _json(body, status)
     response.headers.update(error.headers)
@@ -305,6 +336,12 @@ def problem_response(error: ModelrunError, instance: str) -> Response:
     )
     response.headers.update(error.headers)
     return secured(response)
+
+
+ERROR_WRITERS: dict[str, Callable[[ModelrunError, str], Response]] = {
+    "modelrun": problem_response,  # RFC 9457 problem+json
+    "v2": _v2_error,  # the Open Inference Protocol's {"error": "..."}
+}
 
 
 def secured(response: Response) -> Response:
