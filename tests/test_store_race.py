@@ -38,7 +38,8 @@ def test_of_two_concurrent_promotions_exactly_one_wins(
     setup = make_store()
     setup.publish(iris_artifact, "v1")
     setup.publish(forest_artifact, "v2")
-    setup.promote("v1")
+    setup.publish(iris_artifact, "v3")
+    setup.promote("v1")  # two others race: promoting the current one again is a no-op
     both_read = threading.Barrier(2, timeout=10)
 
     def promote(version: str) -> str:
@@ -58,11 +59,11 @@ def test_of_two_concurrent_promotions_exactly_one_wins(
         return "won"
 
     with ThreadPoolExecutor(2) as pool:
-        outcomes = list(pool.map(promote, ["v1", "v2"]))
+        outcomes = list(pool.map(promote, ["v2", "v3"]))
 
     assert sorted(o.split(":")[0] for o in outcomes) == ["conflict", "won"]
     assert "changed by someone else" in next(o for o in outcomes if o != "won")
-    winner = ["v1", "v2"][outcomes.index("won")]
+    winner = ["v2", "v3"][outcomes.index("won")]
     pointer, _ = setup.current()
     assert pointer is not None
     assert pointer["version"] == winner
