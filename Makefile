@@ -30,8 +30,10 @@ $(INSTALLED): requirements.txt function/requirements.txt
 serve: install  ## train + publish Iris if needed, then serve it on http://localhost:$(PORT)
 	PORT=$(PORT) STORE=$(STORE) $(PY) -m local.serve
 
-test: install  ## the whole suite
-	$(PY) -m pytest
+# Four test processes on two cores: most tests wait on servers they started, not on the CPU.
+JOBS ?= 4
+test: install  ## the whole suite (JOBS=1: one process)
+	$(PY) -m pytest -n $(JOBS) --dist worksteal
 
 lint: install  ## ruff, mypy, actionlint (with shellcheck), hadolint, compose validation
 	$(PY) -m ruff check .

@@ -231,15 +231,20 @@ class Exchange:
 
 
 def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
-    """Return the request handler for a configuration (tests/test_app.py builds its own)."""
+    """Read the configuration and return the process's request handler."""
     config = load_config(environ)
     setup_logging(config.log_level)
     service = Service(config)
-    table = routes(config)
+    os.register_at_fork(after_in_child=service.start)  # gunicorn forks after importing us
+    return handler(service)
+
+
+def handler(service: Service) -> Callable[[Request], Response]:
+    """Return the request handler of a service (tests/inprocess.py serves one in process)."""
+    table = routes(service.config)
     # Bound once: no rule names a host, and match() is given the path and method, so one
     # adapter serves every request (binding one per request cost more than the matching).
     urls = url_map(table).bind("modelrun")
-    os.register_at_fork(after_in_child=service.start)  # gunicorn forks after importing us
 
     def handle(request: Request) -> Response:
         service.start()

@@ -30,21 +30,106 @@ def test_every_setting_is_read() -> None:
             "MODEL_SHA256": "A" * 64,
             "API_KEYS_SECRET": "projects/p/secrets/s/versions/latest",
             "API_KEYS_REFRESH_SECONDS": "60",
+            "SECRET_MANAGER_EMULATOR_HOST": "127.0.0.1:9999",
             "ENVIRONMENT": "Development",
             "MAX_REQUEST_BYTES": "2048",
             "MAX_INSTANCES_PER_REQUEST": "10",
             "STORE_TIMEOUT_SECONDS": "3",
             "LOG_LEVEL": "debug",
+            "METRICS_PUBLIC": "TRUE",
+            "RATE_LIMIT_PER_SECOND": "7.5",
+            "RATE_LIMIT_BURST": "9",
+            "CORS_ORIGINS": "https://a.example.com/, http://b.example.com:8080",
+            "CLOUD_RUN_TIMEOUT_SECONDS": "12",
+            "ALLOW_PICKLE": "false",
+            "MODEL_RUNTIME": "SKLEARN",
+            "MICRO_BATCHING": "false",
+            "BATCH_MAX_ROWS": "64",
+            "BATCH_MAX_WAIT_MS": "0.5",
+            "WORKERS": "3",
         }
     )
 
+    assert config.model_uri == "file:///srv/models/iris"
     assert config.model_version == "v7"
     assert config.model_sha256 == "a" * 64
     assert config.api_keys_secret == "projects/p/secrets/s/versions/latest"
     assert config.api_keys_refresh_seconds == 60
+    assert config.secret_manager_emulator_host == "127.0.0.1:9999"
     assert config.environment == "development"
     assert (config.max_request_bytes, config.max_instances_per_request) == (2048, 10)
+    assert config.store_timeout_seconds == 3
     assert config.log_level == "DEBUG"
+    assert config.metrics_public is True
+    assert (config.rate_limit_per_second, config.rate_limit_burst) == (7.5, 9)
+    assert config.cors_origins == ("https://a.example.com", "http://b.example.com:8080")
+    assert config.request_timeout_seconds == 12
+    assert config.allow_pickle is False
+    assert config.model_runtime == "sklearn"
+    assert config.micro_batching is False
+    assert (config.batch_max_rows, config.batch_max_wait_ms) == (64, 0.5)
+    assert config.workers == 3
+
+
+def test_model_refresh_is_read() -> None:  # it may not be combined with the pins above
+    assert load_config({**BASE, "MODEL_REFRESH_SECONDS": "15"}).model_refresh_seconds == 15
+
+
+def test_vertex_ai_variables_are_read() -> None:
+    config = load_config(
+        {
+            "AIP_HTTP_PORT": "8080",
+            "AIP_STORAGE_URI": "gs://b/models/iris",
+            "AIP_HEALTH_ROUTE": "/v1/endpoints/1/deployedModels/2",
+            "AIP_PREDICT_ROUTE": "/v1/endpoints/1/deployedModels/2:predict",
+        }
+    )
+
+    assert config.vertex and not config.auth_enabled  # Vertex's IAM admits callers
+    assert config.model_uri == "gs://b/models/iris"
+    assert config.vertex_health_route == "/v1/endpoints/1/deployedModels/2"
+    assert config.vertex_predict_route == "/v1/endpoints/1/deployedModels/2:predict"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"MODEL_REFRESH_SECONDS": "30", "MODEL_VERSION": "v7"},
+            "MODEL_REFRESH_SECONDS follows current.json, but MODEL_VERSION pins 'v7'",
+        ),
+        (
+            {"MODEL_REFRESH_SECONDS": "30", "MODEL_SHA256": "a" * 64},
+            "MODEL_REFRESH_SECONDS follows current.json, but MODEL_SHA256 pins one model",
+        ),
+        (
+            {"MODEL_RUNTIME": "onnx", "MODEL_SHA256": "a" * 64},
+            "MODEL_RUNTIME=onnx cannot honour it",
+        ),
+        ({"CORS_ORIGINS": "*"}, "CORS_ORIGINS='*' is refused in production"),
+        (
+            {"API_KEYS_SECRET": "projects/p/secrets/s/versions/1"},
+            "set API_KEYS or API_KEYS_SECRET, not both",
+        ),
+        (
+            {"AIP_HTTP_PORT": "8080", "MAX_REQUEST_BYTES": "2000000"},
+            "exceeds Vertex AI's request limit of 1500000 bytes",
+        ),
+    ],
+)
+def test_settings_that_contradict_each_other_are_refused(
+    change: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config({**BASE, **change})
+
+    assert message in str(raised.value)
+
+
+def test_star_cors_is_allowed_in_development() -> None:
+    config = load_config({**BASE, "CORS_ORIGINS": "*", "ENVIRONMENT": "development"})
+
+    assert config.cors_origins == ("*",)
 
 
 def test_several_keys_for_rotation() -> None:

@@ -35,6 +35,7 @@ from tests.conftest import (
     run_service,
     wait_until,
 )
+from tests.inprocess import in_process
 from tests.odd_models import NotAModel, SlowModel
 from training.train import write_artifact
 
@@ -368,16 +369,30 @@ def folder_service(iris_artifact: Path, tmp_path: Path) -> Iterator[Any]:
     yield start
 
 
-def test_rate_limit_per_key_answers_429_with_retry_after(folder_service: Any) -> None:
-    with folder_service(RATE_LIMIT_PER_SECOND="2", RATE_LIMIT_BURST="3") as running:
-        statuses = [
-            running.post("/predict", json={"features": ROW}, headers=AUTH).status_code
-            for _ in range(5)
-        ]
-        limited = running.post("/predict", json={"features": ROW}, headers=AUTH)
-        other = running.post("/predict", json={"features": ROW}, headers={"X-API-Key": OTHER_KEY})
-        time.sleep(1.1)
-        again = running.post("/predict", json={"features": ROW}, headers=AUTH)
+@pytest.fixture
+def folder_app(iris_artifact: Path, tmp_path: Path) -> Iterator[Any]:
+    """Serve a folder store with extra settings in this process (tests/inprocess.py)."""
+
+    def start(**env: str) -> Any:
+        store = ModelStore((tmp_path / f"store-{time.monotonic_ns()}" / "iris").as_uri())
+        store.publish(iris_artifact, "v1")
+        store.promote("v1")
+        return in_process({"MODEL_URI": store.uri, "API_KEYS": f"{KEY},{OTHER_KEY}", **env})
+
+    yield start
+
+
+def test_rate_limit_per_key_answers_429_with_retry_after(folder_app: Any) -> None:
+    now = [1000.0]
+    with folder_app(RATE_LIMIT_PER_SECOND="2", RATE_LIMIT_BURST="3") as app:
+        app.service.limits.clock = lambda: now[0]  # time moves only when the test says
+        post = app.client.post
+        statuses = [post("/predict", json={"features": ROW}, headers=AUTH).status_code
+                    for _ in range(5)]  # fmt: skip
+        limited = post("/predict", json={"features": ROW}, headers=AUTH)
+        other = post("/predict", json={"features": ROW}, headers={"X-API-Key": OTHER_KEY})
+        now[0] += 1.1
+        again = post("/predict", json={"features": ROW}, headers=AUTH)
 
     assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
     assert limited.status_code == 429
@@ -387,23 +402,19 @@ def test_rate_limit_per_key_answers_429_with_retry_after(folder_service: Any) ->
     assert again.status_code == 200
 
 
-def test_cors_allows_listed_origins_only(folder_service: Any) -> None:
+def test_cors_allows_listed_origins_only(folder_app: Any) -> None:
     allowed, other = "https://app.example.com", "https://evil.example.com"
-    with folder_service(CORS_ORIGINS=allowed) as running:
-        preflight = requests.options(
-            f"{running.url}/predict",
-            headers={"Origin": allowed, "Access-Control-Request-Method": "POST"},
-            timeout=5,
+    with folder_app(CORS_ORIGINS=allowed) as app:
+        preflight = app.client.options(
+            "/predict", headers={"Origin": allowed, "Access-Control-Request-Method": "POST"}
         )
-        refused = requests.options(
-            f"{running.url}/predict",
-            headers={"Origin": other, "Access-Control-Request-Method": "POST"},
-            timeout=5,
+        refused = app.client.options(
+            "/predict", headers={"Origin": other, "Access-Control-Request-Method": "POST"}
         )
-        simple = running.post(
+        simple = app.client.post(
             "/predict", json={"features": ROW}, headers={**AUTH, "Origin": allowed}
         )
-        foreign = running.post(
+        foreign = app.client.post(
             "/predict", json={"features": ROW}, headers={**AUTH, "Origin": other}
         )
 
@@ -417,29 +428,43 @@ def test_cors_allows_listed_origins_only(folder_service: Any) -> None:
     assert "Access-Control-Allow-Origin" not in foreign.headers
 
 
-@pytest.mark.parametrize(
-    "method, path, headers",
-    [
-        ("GET", "/health", {}),
-        ("GET", "/ready", {}),
-        ("GET", "/openapi.json", {}),
-        ("GET", "/metrics", AUTH),
-        ("GET", "/model", {}),
-        ("POST", "/predict", AUTH),
-        ("GET", "/robots.txt", {}),
-        ("PATCH", "/predict", AUTH),
-    ],
-)
-def test_security_headers_on_every_response(
-    folder_service: Any, method: str, path: str, headers: dict[str, str]
-) -> None:
-    with folder_service() as running:
-        response = requests.request(method, running.url + path, headers=headers, timeout=5)
+SECURED_REQUESTS = [
+    ("GET", "/health", {}),
+    ("GET", "/ready", {}),
+    ("GET", "/openapi.json", {}),
+    ("GET", "/metrics", AUTH),
+    ("GET", "/model", {}),
+    ("POST", "/predict", AUTH),
+    ("GET", "/robots.txt", {}),
+    ("PATCH", "/predict", AUTH),
+]
 
-    assert response.headers["X-Content-Type-Options"] == "nosniff"
-    assert response.headers["Cache-Control"] == "no-store"
-    assert response.headers["X-Frame-Options"] == "DENY"
-    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+def assert_secured(headers: Any) -> None:
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("method, path, headers", SECURED_REQUESTS)
+def test_security_headers_on_every_response(
+    folder_app: Any, method: str, path: str, headers: dict[str, str]
+) -> None:
+    with folder_app() as app:
+        response = app.client.open(path, method=method, headers=headers)
+
+    assert_secured(response.headers)
+
+
+def test_security_headers_on_functions_frameworks_own_paths(folder_service: Any) -> None:
+    """/robots.txt and /favicon.ico are answered by functions-framework, not the handler."""
+    with folder_service() as running:
+        responses = [running.get(path) for path in ("/robots.txt", "/favicon.ico")]
+
+    for response in responses:
+        assert response.status_code == 404
+        assert_secured(response.headers)
 
 
 def test_a_request_past_the_time_limit_is_stopped_with_503(

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 import requests
 
+from function.app import build
 from function.artifact import MODEL_FILE
+from function.errors import ConfigError
 from function.model import load_model
 from function.store import ModelStore
 from tests.conftest import (
@@ -331,15 +333,25 @@ def test_nothing_promoted_is_not_ready_then_recovers(tmp_path: Path, iris_artifa
         assert running.post("/predict", json={"features": ROW}, headers=AUTH).status_code == 200
 
 
-@pytest.mark.parametrize(
-    "env, message",
-    [
-        ({"MODEL_URI": "gs://b/m/iris"}, "no API key is configured"),
-        ({"API_KEYS": KEY}, "MODEL_URI is required"),
-        ({"MODEL_URI": "gs://b/m/iris", "API_KEYS": "tiny"}, "API_KEYS=(value not shown)"),
-    ],
-)
-def test_bad_configuration_stops_the_start(env: dict[str, str], message: str) -> None:
+BAD_CONFIGURATIONS = [
+    ({"MODEL_URI": "gs://b/m/iris"}, "no API key is configured"),
+    ({"API_KEYS": KEY}, "MODEL_URI is required"),
+    ({"MODEL_URI": "gs://b/m/iris", "API_KEYS": "tiny"}, "API_KEYS=(value not shown)"),
+]
+
+
+@pytest.mark.parametrize("env, message", BAD_CONFIGURATIONS)
+def test_bad_configuration_is_refused_naming_the_setting(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        build(env)
+
+    assert message in str(refused.value)
+    assert "tiny" not in str(refused.value)  # a key is never echoed
+
+
+def test_bad_configuration_stops_the_container_command() -> None:
+    """The process: functions-framework's command exits with the message, no traceback."""
+    env, message = BAD_CONFIGURATIONS[2]
     result = subprocess.run(
         [*SERVE_COMMAND, "--port", "1"],
         cwd=ROOT,
