@@ -1,11 +1,18 @@
-"""The running service's state: its model, its keys, and the threads that load them."""
+"""The running service: it composes what requests use, each part in its own module.
+
+- the model, loaded and kept current by `loader.ModelLoader` (its own thread);
+- the keys (`auth.KeyRing`), re-read from Secret Manager by `auth.SecretKeySource` when set;
+- the request time limit (`deadline.Deadlines`), rate limits (`ratelimit.TokenBuckets`),
+  telemetry (`telemetry.Telemetry`), the workers' shared page (`workers.Workers`) and the
+  micro-batcher (`batching.MicroBatcher`).
+
+Nothing starts at import or construction: `start()` runs the threads, once per process (gunicorn
+forks after importing the app), and `stop()` ends them.
+"""
 
 from __future__ import annotations
 
-import gc
-import logging
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -15,31 +22,23 @@ from function.auth import KeyRing, SecretKeySource, presented_key
 from function.batching import MicroBatcher, Run
 from function.config import Config
 from function.deadline import Deadlines
-from function.errors import ModelrunError, NotReady, StoreUnavailable
-from function.model import LoadedModel, load_model
+from function.errors import NotReady
+from function.loader import ModelLoader
+from function.model import LoadedModel
 from function.predict import run_model
 from function.ratelimit import TokenBuckets
 from function.store import ModelStore
 from function.telemetry import prometheus_telemetry
 from function.workers import Workers
 
-log = logging.getLogger("modelrun.service")
-
-RETRY_FIRST_SECONDS = 0.5
-RETRY_MAX_SECONDS = 30.0
 ANONYMOUS = "anonymous"  # the one caller identity when keys are off (development)
 
 
 class Service:
-    """Holds what requests read; start() loads the model and keys in the background.
-
-    `model` is replaced by one assignment (atomic in Python): a request reads it once and
-    finishes on that model even if a refresh swaps in another meanwhile.
-    """
+    """What requests read: the model, the keys, the limits, the telemetry."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.store = ModelStore(config.model_uri, timeout=config.store_timeout_seconds)
         if config.model_runtime != "sklearn":
             # Most versions carry a verified model.onnx: import its runtime here, in gunicorn's
             # master, so that the workers it forks share the memory (about 10 MB each).
@@ -50,43 +49,40 @@ class Service:
         self.limits = TokenBuckets(
             config.rate_limit_per_second, config.rate_limit_burst, workers=config.workers
         )
-        self.model: LoadedModel | None = None
-        self.reason = "the model is not loaded yet"
+        self.telemetry, page = prometheus_telemetry(self.model_state)
+        # Several workers answer as one instance: one merged page, one readiness.
+        self.workers = (
+            Workers(config.workers, page, lambda: self._own_readiness() is None)
+            if config.workers > 1
+            else None
+        )
+        self.metrics_page = self.workers.page if self.workers else page
+        self.loader = ModelLoader(
+            config,
+            ModelStore(config.model_uri, timeout=config.store_timeout_seconds),
+            self.telemetry,
+            # At once, not at the next page write: /ready waits for every worker's mark.
+            on_first_load=self.workers.mark_if_ready if self.workers else lambda: None,
+        )
+        self.run_model = self._model_runner()
         self._started = False
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
-        self.telemetry, self.metrics_page = prometheus_telemetry(self.model_state)
-        self.workers: Workers | None = None
-        if config.workers > 1:  # one page and one readiness for the instance, whichever worker
-            self.workers = Workers(
-                config.workers, self.metrics_page, lambda: self._own_readiness() is None
-            )
-            self.metrics_page = self.workers.page
-        deadlines = self.deadlines
 
-        def run_in_time(estimator: object, X: np.ndarray, probabilities: bool) -> Any:
-            with deadlines.interruptible():  # a slow model may be stopped here, and only here
-                return run_model(estimator, X, probabilities)
-
-        self.run_model: Run = run_in_time
-        if config.micro_batching:
-            batcher = MicroBatcher(
-                run_in_time,
-                config.batch_max_rows,
-                config.batch_max_wait_ms / 1000,
-                self.telemetry.batched,
-            )
-            self.run_model = batcher.run
+    @property
+    def model(self) -> LoadedModel | None:
+        """The model served now (None until the first load)."""
+        return self.loader.model
 
     def start(self) -> None:
-        """Start loading (once per process; called after fork and on the first request)."""
+        """Start the threads (once per process; called after fork and on the first request)."""
         if self._started:  # every request calls this: no lock once started
             return
         with self._start_lock:
             if self._started:
                 return
             self._started = True
-        threading.Thread(target=self._run_model, name="model-loader", daemon=True).start()
+        threading.Thread(target=self.loader.run, name="model-loader", daemon=True).start()
         if self.workers:
             threading.Thread(
                 target=self.workers.run, args=(self._stop,), name="worker-pages", daemon=True
@@ -95,15 +91,17 @@ class Service:
             threading.Thread(target=self.secret.run, name="key-refresher", daemon=True).start()
 
     def stop(self) -> None:
+        """End the threads start() began (tests; a process that exits needs none of this)."""
         self._stop.set()
+        self.loader.stop()
         if self.secret:
             self.secret.stop()
 
     def require_model(self) -> LoadedModel:
         """Return the loaded model, or raise 503 with the reason it is not there."""
-        model = self.model
+        model = self.loader.model
         if model is None:
-            raise NotReady(self.reason)
+            raise NotReady(self.loader.reason)
         return model
 
     def authorize(self, headers: Headers) -> None:
@@ -120,16 +118,9 @@ class Service:
             return "another worker process of this instance is still loading"
         return reason
 
-    def _own_readiness(self) -> str | None:
-        if self.model is None:
-            return self.reason
-        if self.config.auth_enabled and not self.keys.loaded:
-            return "API keys are not loaded yet"
-        return None
-
     def model_state(self) -> tuple[dict[str, str] | None, bool]:
         """Return the served model's identity (None before one is loaded) and readiness."""
-        model = self.model
+        model = self.loader.model
         identity = (
             {
                 "model.name": model.name,
@@ -142,89 +133,27 @@ class Service:
         )
         return identity, self._own_readiness() is None  # this worker: pages merge
 
-    def _run_model(self) -> None:
-        self._cold_start()
-        if self.config.model_refresh_seconds > 0:
-            self._refresh()
+    def _own_readiness(self) -> str | None:
+        if self.loader.model is None:
+            return self.loader.reason
+        if self.config.auth_enabled and not self.keys.loaded:
+            return "API keys are not loaded yet"
+        return None
 
-    def _cold_start(self) -> None:
-        """Load the configured version, retrying with bounded backoff until it works."""
-        delay = RETRY_FIRST_SECONDS
-        while not self._stop.is_set():
-            model, _ = self._try_load("model not loaded")
-            if model is not None:
-                self.model = model
-                if self.workers:  # now, not at the next page write: /ready waits for this mark
-                    self.workers.mark_if_ready()
-                return
-            log.info("retrying the model load in %.1fs", delay)
-            self._stop.wait(delay)
-            delay = min(delay * 2, RETRY_MAX_SECONDS)
+    def _model_runner(self) -> Run:
+        """The model call requests make: stoppable by the time limit, micro-batched if on."""
+        deadlines = self.deadlines
 
-    def _refresh(self) -> None:
-        """Poll current.json; verify and warm a new current version, then swap it in.
+        def run_in_time(estimator: Any, X: np.ndarray, probabilities: bool) -> Any:
+            with deadlines.interruptible():  # a slow model may be stopped here, and only here
+                return run_model(estimator, X, probabilities)
 
-        A candidate that fails verification is never served and not tried again until
-        current.json changes; a store that cannot be reached is simply asked again next time.
-        """
-        refused: str | None = None  # current.json's token when its version was refused
-        while not self._stop.wait(self.config.model_refresh_seconds):
-            served = self.model
-            try:
-                pointer, token = self.store.current()
-            except ModelrunError as e:
-                log.warning("cannot read current.json to refresh the model: %s", e)
-                self.telemetry.error("model_refresh")
-                continue
-            if pointer is None or token == refused or served is None:
-                continue
-            if (pointer["version"], pointer["sha256"]) == (served.version, served.sha256):
-                continue
-            candidate, error = self._try_load(f"candidate {pointer['version']} refused")
-            if candidate is None:
-                self.telemetry.error("model_refresh")
-                if not isinstance(error, StoreUnavailable):
-                    refused = token
-                continue
-            self.model = candidate
-            log.info(
-                "now serving %s version %s (was %s)",
-                candidate.name,
-                candidate.version,
-                served.version,
-                extra={"fields": {"version": candidate.version, "previous": served.version}},
-            )
-
-    def _try_load(self, failure: str) -> tuple[LoadedModel | None, Exception | None]:
-        """Load what the configuration names; on failure log and count it, and return why."""
-        started = time.perf_counter()
-        try:
-            model = load_model(
-                self.store,
-                self.config.model_version,
-                self.config.model_sha256,
-                self.config.allow_pickle,
-                self.config.model_runtime,
-            )
-        except Exception as e:  # a thread boundary: every failure is reported, none kills it
-            reason = f"{e.title}: {e}" if isinstance(e, ModelrunError) else f"unexpected {e!r}"
-            if self.model is None:
-                self.reason = reason
-            log.error("%s: %s", failure, reason, exc_info=not isinstance(e, ModelrunError))
-            self.telemetry.model_loaded(time.perf_counter() - started, None, "failure")
-            self.telemetry.error("model_load")
-            return None, e
-        self.telemetry.model_loaded(model.load_seconds, model.version, "success")
-        # What is loaded now (libraries, the model) lives as long as the process: out of the
-        # cyclic collector's sight, a full collection no longer walks it. Such a collection,
-        # set off by a request that allocates much (a 10,000-row batch), took up to 100 ms.
-        gc.freeze()
-        log.info(
-            "model %s version %s verified and loaded in %.3fs (runtime %s)",
-            model.name,
-            model.version,
-            model.load_seconds,
-            model.runtime,
-            extra={"fields": {"model": model.name, "version": model.version}},
+        if not self.config.micro_batching:
+            return run_in_time
+        batcher = MicroBatcher(
+            run_in_time,
+            self.config.batch_max_rows,
+            self.config.batch_max_wait_ms / 1000,
+            self.telemetry.batched,
         )
-        return model, None
+        return batcher.run

@@ -1,0 +1,110 @@
+"""function/loader.py on its own: cold start with retries, readiness reason, following
+current.json, refusing a bad candidate once, stopping. A real folder store and real artifacts;
+the telemetry is the service's own, read back from its page."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from function.config import load_config
+from function.loader import ModelLoader
+from function.store import ModelStore
+from function.telemetry import prometheus_telemetry
+from tests.conftest import wait_until
+
+KEY = "loader-test-key-0123456789"
+
+
+PAGES: dict[int, Callable[[], bytes]] = {}
+
+
+def errors_counted(loader: ModelLoader, kind: str) -> float:
+    """The loader's errors of one kind, read from its telemetry's Prometheus page."""
+    for family in text_string_to_metric_families(PAGES[id(loader)]().decode()):
+        for sample in family.samples:
+            if sample.name == "modelrun_errors_total" and sample.labels.get("kind") == kind:
+                return float(sample.value)
+    return 0.0
+
+
+def loader_for(store: ModelStore, **env: str) -> tuple[ModelLoader, threading.Thread, list[str]]:
+    config = load_config({"MODEL_URI": store.uri, "API_KEYS": KEY, **env})
+    telemetry, page = prometheus_telemetry(lambda: (None, False))
+    first_loads: list[str] = []
+    loader = ModelLoader(
+        config, store, telemetry, on_first_load=lambda: first_loads.append("loaded")
+    )
+    PAGES[id(loader)] = page
+    thread = threading.Thread(target=loader.run, daemon=True)
+    thread.start()
+    return loader, thread, first_loads
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ModelStore:
+    return ModelStore((tmp_path / "iris").as_uri())
+
+
+def test_cold_start_retries_until_a_version_is_promoted(
+    store: ModelStore, iris_artifact: Path
+) -> None:
+    loader, thread, first_loads = loader_for(store)
+    try:
+        wait_until(lambda: "promoted" in loader.reason, 5, "a first failed attempt")
+        assert loader.model is None
+        assert "no version of" in loader.reason
+
+        store.promote(store.publish(iris_artifact, "v1"))
+        wait_until(lambda: loader.model is not None, 10, "the retry")
+    finally:
+        loader.stop()
+        thread.join(5)
+
+    assert loader.model is not None and loader.model.version == "v1"
+    assert first_loads == ["loaded"]
+    assert not thread.is_alive()  # without refresh, the thread ends once loaded
+
+
+def test_it_follows_current_json_and_refuses_a_bad_candidate_once(
+    store: ModelStore, iris_artifact: Path, forest_artifact: Path
+) -> None:
+    store.promote(store.publish(iris_artifact, "v1"))
+    loader, thread, _ = loader_for(store, MODEL_REFRESH_SECONDS="0.05")
+    try:
+        wait_until(lambda: loader.model is not None, 10, "the cold start")
+        store.promote(store.publish(forest_artifact, "v2"))
+        wait_until(lambda: loader.model.version == "v2", 10, "the swap")  # type: ignore[union-attr]
+
+        store.promote(store.publish(iris_artifact, "v3"))
+        for file in (Path(store.uri.removeprefix("file://")) / "versions" / "v3").glob("model.*"):
+            file.write_bytes(b"tampered after promotion")
+        time.sleep(0.5)  # ten polls: refused once, not retried while current.json is unchanged
+    finally:
+        loader.stop()
+        thread.join(5)
+
+    assert loader.model is not None and loader.model.version == "v2"  # never the tampered one
+    assert errors_counted(loader, "model_refresh") == 1  # refused once, not at every poll
+    assert not thread.is_alive()  # stop() ends the refresh loop
+
+
+def test_a_failed_load_says_why_and_a_stop_ends_the_retries(store: ModelStore) -> None:
+    (Path(store.uri.removeprefix("file://"))).mkdir(parents=True)
+    (Path(store.uri.removeprefix("file://")) / "current.json").write_text(json.dumps({"x": 1}))
+    loader, thread, first_loads = loader_for(store)
+    try:
+        wait_until(lambda: loader.reason != "the model is not loaded yet", 5, "a failure")
+    finally:
+        loader.stop()
+        thread.join(5)
+
+    assert "current.json" in loader.reason
+    assert not thread.is_alive()
+    assert first_loads == []
