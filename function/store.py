@@ -1,6 +1,12 @@
 """The versioned model store, shared by training/ and function/.
 
-Layout under a model's root URI (gs://BUCKET/models/NAME or file:///abs/path/NAME):
+Two ideas, two names, one definition each (below):
+- the *store* is where models are published, the parent of them all: `gs://BUCKET/models` in the
+  cloud (`bucket_store`), a folder offline (`file:///abs/.modelrun/store`); `--store` and `STORE`;
+- a *model root* is one model's folder in it, `STORE/NAME` (`model_root`); what the service
+  serves, `MODEL_URI`, and what a `ModelStore` object holds the versions of.
+
+Layout under a model root (gs://BUCKET/models/NAME or file:///abs/path/NAME):
 
     versions/<version>/model.joblib     immutable, written first
     versions/<version>/metadata.json    immutable, written last: marks the version complete
@@ -384,6 +390,20 @@ def read_artifact_dir(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
     for name, data in files.items():
         verify_digest(data, metadata["files"][name]["sha256"], str(path / name))
     return metadata, files
+
+
+MODELS_FOLDER = "models"  # in a bucket, every model sits under gs://BUCKET/models/
+
+
+def bucket_store(bucket: str) -> str:
+    """The store in a bucket: gs://BUCKET/models."""
+    return f"gs://{bucket}/{MODELS_FOLDER}"
+
+
+def model_root(store: str, name: str) -> str:
+    """One model's root in a store: STORE/NAME (MODEL_URI); the name must be a safe id."""
+    check_version_id(name)
+    return f"{store.rstrip('/')}/{name}"
 
 
 def check_version_id(version: str) -> None:

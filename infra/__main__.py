@@ -9,6 +9,7 @@ from api_keys import ApiKeys, ApiKeysArgs
 from apis import Apis
 from bucket import ModelBucket, ModelBucketArgs
 from cloud_run import PredictionService, PredictionServiceArgs
+from function.store import bucket_store, model_root
 from github import GithubDeployer, GithubDeployerArgs
 from registry import ImageRegistry, ImageRegistryArgs
 
@@ -83,7 +84,8 @@ outputs = {
     "image": service.image,
     "invokerAccess": config.invoker_access,
     "modelBucket": models.name,
-    "modelUri": pulumi.Output.concat("gs://", models.name, "/models/", config.model_name),
+    "modelStore": models.name.apply(bucket_store),
+    "modelUri": models.name.apply(lambda name: model_root(bucket_store(name), config.model_name)),
     "apiKeySecret": keys.secret_id,
     "apiKey": keys.key,
     "imageRepository": registry.url,

@@ -23,6 +23,7 @@ from pulumi_gcp.cloudrunv2 import (
 )
 
 from config import PLACEHOLDER_IMAGE, StackConfig, service_environment
+from function.store import bucket_store, model_root
 
 PORT = 8080
 # Where the image sits in the service's inputs, as a Pulumi property path.
@@ -155,7 +156,7 @@ def _environment(
     env = [
         ServiceTemplateContainerEnvArgs(
             name="MODEL_URI",
-            value=pulumi.Output.concat("gs://", bucket, "/models/", config.model_name),
+            value=bucket.apply(lambda name: model_root(bucket_store(name), config.model_name)),
         )
     ]
     env += [

@@ -21,6 +21,7 @@ from names import Names, names
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from function.config import load_config
 from function.errors import ConfigError
+from function.store import bucket_store, model_root
 
 PLACEHOLDER_IMAGE = "us-docker.pkg.dev/cloudrun/container/hello"
 REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -186,7 +187,7 @@ def _check(config: StackConfig) -> None:
         raise ValueError(f"modelrun:timeoutSeconds must be 1..3600, got {config.timeout_seconds}")
     # The service would refuse these at start, after the deploy: refuse them now, in its words.
     placeholders = {
-        "MODEL_URI": f"gs://bucket/models/{config.model_name}",
+        "MODEL_URI": model_root(bucket_store("bucket"), config.model_name),
         "API_KEYS": "k" * 32,
     }
     try:

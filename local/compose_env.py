@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+from function.store import bucket_store, model_root
 from local.mirror import LOCAL, ROOT
-from local.serve import STATE, dev_key
+from local.serve import NAME, STATE, dev_key
+
+
+def environment(example: str, key: str) -> str:
+    """local/.env from the example: the key filled in, the store and the model's root derived
+    from MODEL_BUCKET the one way function/store.py defines."""
+    values = dict(line.split("=", 1) for line in example.splitlines() if "=" in line)
+    derived = {
+        "MODELRUN_API_KEY": key,
+        "MODEL_STORE": bucket_store(values["MODEL_BUCKET"]),
+        "MODEL_URI": model_root(bucket_store(values["MODEL_BUCKET"]), NAME),
+    }
+    lines = [
+        f"{line.split('=', 1)[0]}={derived[line.split('=', 1)[0]]}"
+        if line.split("=", 1)[0] in derived
+        else line
+        for line in example.splitlines()
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     key = dev_key()
-    lines = (LOCAL / ".env.example").read_text().splitlines()
-    env = [
-        f"MODELRUN_API_KEY={key}" if line.startswith("MODELRUN_API_KEY=") else line
-        for line in lines
-    ]
-    (LOCAL / ".env").write_text("\n".join(env) + "\n")
+    (LOCAL / ".env").write_text(environment((LOCAL / ".env.example").read_text(), key))
     (LOCAL / ".env").chmod(0o600)
     # Prometheus runs as nobody in its container: its copy of the (development) key is readable.
     prometheus_key = STATE / "prometheus-api-key"

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+from function.store import bucket_store, model_root
 from local import container
 from local.alert_sink import AlertSink
 from local.mirror import (
@@ -77,10 +78,11 @@ def run(environ: Mapping[str, str]) -> None:
             process(fake_gcs_command(gcs_port, workdir / "gcs", BUCKET), workdir / "gcs.log")
         )
         wait_for(f"{gcs}/storage/v1/b")
-        model_uri = f"gs://{BUCKET}/models/iris"
+        store = bucket_store(BUCKET)
+        model_uri = model_root(store, "iris")
         emulated = {**environ, "STORAGE_EMULATOR_HOST": gcs}
         published = subprocess.run(  # as Compose's publish service does; no global change here
-            [sys.executable, "-m", "training", "publish", "--store", f"gs://{BUCKET}/models",
+            [sys.executable, "-m", "training", "publish", "--store", store,
              str(ARTIFACT), "--promote"],
             cwd=ROOT, env=emulated, capture_output=True, text=True,
         )  # fmt: skip

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from function.errors import ModelrunError
-from function.store import ModelStore
+from function.store import ModelStore, model_root
 from local import container
 from training.__main__ import main as training
 
@@ -23,17 +23,17 @@ STATE = ROOT / ".modelrun"
 NAME = "iris"
 
 
-def ensure_model(store_root: str) -> str:
-    """Return the model URI, training and publishing Iris first if nothing is current."""
-    uri = f"{store_root.rstrip('/')}/{NAME}"
-    store = ModelStore(uri)
-    pointer, _ = store.current()
+def ensure_model(store: str) -> str:
+    """Return the model's root (MODEL_URI), training and publishing Iris first if nothing is
+    current in it."""
+    uri = model_root(store, NAME)
+    pointer, _ = ModelStore(uri).current()
     if pointer is None:
         print(f"no model is current in {uri}: training the default Iris model…", flush=True)
         with tempfile.TemporaryDirectory() as out:
             code = training(["train", "--out", out, "--min-accuracy", "0.8"])
             if code == 0:
-                code = training(["publish", "--store", store_root, out, "--promote"])
+                code = training(["publish", "--store", store, out, "--promote"])
             if code != 0:
                 raise SystemExit(code)
     return uri
@@ -51,9 +51,9 @@ def dev_key() -> str:
 
 def main() -> None:
     port = os.environ.get("PORT", "8080")
-    store_root = os.environ.get("STORE", (STATE / "store").as_uri())
+    store = os.environ.get("STORE", (STATE / "store").as_uri())
     try:
-        model_uri = ensure_model(store_root)
+        model_uri = ensure_model(store)
     except ModelrunError as e:
         raise SystemExit(f"error: {e}") from None
     key = dev_key()

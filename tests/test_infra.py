@@ -562,6 +562,7 @@ def test_outputs_are_present_and_the_key_is_secret(stack: Stack) -> None:
         "image",
         "invokerAccess",
         "modelBucket",
+        "modelStore",
         "modelUri",
         "apiKeySecret",
         "apiKey",
@@ -572,6 +573,9 @@ def test_outputs_are_present_and_the_key_is_secret(stack: Stack) -> None:
         "runtimeServiceAccount",
     }
     assert stack.outputs["serviceUrl"].startswith("https://")
+    bucket = stack.outputs["modelBucket"]
+    assert stack.outputs["modelStore"] == f"gs://{bucket}/models"
+    assert stack.outputs["modelUri"] == f"gs://{bucket}/models/iris"
     assert stack.outputs["workloadIdentityProvider"].endswith("/providers/github")
     assert "apiKey" in stack.secret_outputs
     assert stack.secret_outputs == {"apiKey"}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from function.errors import ModelrunError
-from function.store import ModelStore, check_version_id
+from function.store import ModelStore, check_version_id, model_root
 from training.errors import EXIT_INTERRUPTED, TrainingError
 from training.estimators import ESTIMATORS, parse_param
 
@@ -135,8 +135,8 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _store(args: argparse.Namespace, name: str) -> ModelStore:
-    check_version_id(name)
-    return ModelStore(f"{args.store.rstrip('/')}/{name}", timeout=args.timeout)
+    """The versions of one model: its root in the store --store names."""
+    return ModelStore(model_root(args.store, name), timeout=args.timeout)
 
 
 def _read_params(path: str) -> dict[str, Any]:
