@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+SERVE_INSTALLED := $(VENV)/.installed-serve
 PORT ?= 8080
 STORE ?= file://$(CURDIR)/.modelrun/store
 
@@ -14,20 +15,29 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
 	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
 
-.PHONY: install serve test lint format train local monitor soak bench clean clean-store
+.PHONY: install install-serve serve test lint format train local monitor soak bench clean clean-store
 
-install: $(INSTALLED)
+install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
+install-serve: $(SERVE_INSTALLED)  ## serving and training only
 
-# Reinstall whenever a requirements file changes; creating the venv may need python3-venv (apt).
-$(INSTALLED): requirements.txt function/requirements.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { \
+# Two levels in one venv: serving and training (`make serve`, `make train`) install only
+# training/requirements.txt (the service's packages and training's); tests, linters and the
+# Pulumi program install requirements.txt on top. Each reinstalls when its files change.
+$(PY):
+	@$(PYTHON) -m venv $(VENV) || { \
 		echo "python3 -m venv failed: installing python3-venv with apt"; \
 		apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(SERVE_INSTALLED): training/requirements.txt function/requirements.txt | $(PY)
+	$(PY) -m pip install --quiet -r training/requirements.txt
+	@touch $@
+
+$(INSTALLED): requirements.txt $(SERVE_INSTALLED)
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $@
 
-serve: install  ## train + publish Iris if needed, then serve it on http://localhost:$(PORT)
+serve: $(SERVE_INSTALLED)  ## train + publish Iris if needed, then serve it on http://localhost:$(PORT)
 	PORT=$(PORT) STORE=$(STORE) $(PY) -m local.serve
 
 # Four test processes on two cores: most tests wait on servers they started, not on the CPU.
@@ -48,10 +58,10 @@ format: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-train: install  ## train the default model into artifacts/iris
+train: $(SERVE_INSTALLED)  ## train the default model into artifacts/iris
 	$(PY) -m training train --out artifacts/iris
 
-artifacts/iris/metadata.json: | install
+artifacts/iris/metadata.json: | $(SERVE_INSTALLED)
 	$(PY) -m training train --out artifacts/iris
 
 local: install artifacts/iris/metadata.json  ## the Compose mirror, with monitoring (needs Docker)

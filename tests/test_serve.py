@@ -91,3 +91,41 @@ def test_every_launcher_merges_the_environment_one_way() -> None:
     assert env["PORT"] == "9000"  # the launcher's wins over the user's
     assert env["MALLOC_ARENA_MAX"] == image["MALLOC_ARENA_MAX"]  # the image's fills the rest
     assert env["PATH"].split(os.pathsep) == [str(Path(sys.executable).parent), "/usr/bin"]
+
+
+def test_serving_and_training_need_none_of_the_development_packages(tmp_path: Path) -> None:
+    """What `make serve` installs (training/requirements.txt) is enough to train, publish and
+    load the default model: with every package only requirements.txt adds made unimportable."""
+    serving = requirement_names(ROOT / "training" / "requirements.txt")
+    development = requirement_names(ROOT / "requirements.txt") - serving
+    modules = sorted({IMPORT_NAMES.get(n, n.replace("-", "_")) for n in development})
+    script = (
+        f"import sys; sys.modules.update(dict.fromkeys({modules!r}));"
+        "from local.serve import ensure_model; from function.model import load_model;"
+        "from function.store import ModelStore;"
+        f"uri = ensure_model({(tmp_path / 'store').as_uri()!r});"
+        "print(load_model(ModelStore(uri), 'current', None, True, 'auto').version)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+    assert {"pulumi", "pulumi_gcp", "mypy", "pytest", "schemathesis"} <= set(modules)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip()  # the version it loaded
+
+
+# Import names that differ from the distribution's name.
+IMPORT_NAMES = {"PyYAML": "yaml", "python-rapidjson": "rapidjson", "pyrate-limiter": "pyrate_limiter"}
+
+
+def requirement_names(path: Path) -> set[str]:
+    """Distribution names pinned in a requirements file and the files it includes."""
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r "):
+            names |= requirement_names(path.parent / line[3:].strip())
+        elif line:
+            names.add(line.split("==")[0].strip())
+    return names
