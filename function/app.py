@@ -227,7 +227,17 @@ class Exchange:
     protocol: str = ""  # the matched route's; until then the family of the path's prefix
 
     def __post_init__(self) -> None:
-        self.protocol = "v2" if self.request.path.startswith("/v2") else "modelrun"
+        self.protocol = path_protocol(self.request.path)
+
+
+def path_protocol(path: str) -> str:
+    """The protocol a path belongs to before (or without) any route matching it."""
+    return "v2" if path.startswith("/v2") else "modelrun"
+
+
+def not_found_response(path: str) -> Response:
+    """A 404 for a path that never reached a handler, in its protocol's error body."""
+    return secured(ERROR_WRITERS[path_protocol(path)](NotFound(f"no route {path}"), path))
 
 
 def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:

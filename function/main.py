@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import functions_framework
 from flask import Response, request
 
-from function.app import build, problem_response
+from function.app import build, not_found_response
 from function.config import usable_cpus
-from function.errors import ConfigError, NotFound
+from function.errors import ConfigError
 
 # A worker per usable CPU unless told otherwise: functions-framework reads WORKERS after
 # importing this file, and so does the service's configuration, just below.
@@ -39,5 +39,6 @@ gc.freeze()
 
 @functions_framework.errorhandler(404)
 def _framework_not_found(error: Exception) -> Response:
-    """Answer the paths functions-framework keeps for itself (/robots.txt) as problem+json too."""
-    return problem_response(NotFound(f"no route {request.path}"), request.path)
+    """Answer the paths functions-framework keeps for itself (/robots.txt), or that Flask refuses
+    before our handler sees them (a newline in the path), in their protocol's error body too."""
+    return not_found_response(request.path)

@@ -21,8 +21,13 @@ def document(feature_names: list[str] | None, max_instances: int) -> dict[str, A
     doc = copy.deepcopy(_base())
     schemas = doc["components"]["schemas"]
     schemas["PredictRequest"]["oneOf"][0]["properties"]["instances"]["maxItems"] = max_instances
+    shape = schemas["V2InputTensor"]["properties"]["shape"]
+    rows = {"type": "integer", "minimum": 1, "maximum": max_instances}
     if not feature_names:
+        shape["prefixItems"] = [rows, {"type": "integer", "minimum": 1}]
         return doc
+    # [rows, features]: at most the rows a request may carry, exactly the model's features.
+    shape["prefixItems"] = [rows, {"const": len(feature_names)}]
     number = {"$ref": "#/components/schemas/Number"}
     named = {
         "type": "object",

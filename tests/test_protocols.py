@@ -220,3 +220,29 @@ def test_vertex_contract_with_only_the_aip_variables(
     assert answer.status_code == 200
     assert answer.json() == {"predictions": estimator.predict(rows).tolist()}
     assert too_big.status_code == 413
+
+
+def test_the_specialised_document_states_the_tensor_the_server_takes() -> None:
+    """What the schema allows, the server takes: rows from 1 to the request limit, exactly the
+    model's features, data present, at least one output asked for (schemathesis found the
+    document allowing shape [0, 0] and "outputs": [], which the server refuses)."""
+    from jsonschema import Draft202012Validator
+
+    from function.openapi import document
+
+    schemas = document(["a", "b", "c", "d"], max_instances=10)["components"]["schemas"]
+    tensor = Draft202012Validator(schemas["V2InputTensor"])
+    outputs = Draft202012Validator(schemas["V2InferRequest"]["properties"]["outputs"])
+
+    def valid(shape: list[int], data: list[float]) -> bool:
+        return tensor.is_valid(
+            {"name": "input-0", "shape": shape, "datatype": "FP64", "data": data}
+        )
+
+    assert valid([2, 4], [0.0] * 8)
+    assert not valid([0, 0], [0.0])
+    assert not valid([2, 5], [0.0] * 10)  # not the model's feature count
+    assert not valid([11, 4], [0.0] * 44)  # over the request's row limit
+    assert not valid([1, 4], [])
+    assert not outputs.is_valid([])
+    assert outputs.is_valid([{"name": "predict"}])

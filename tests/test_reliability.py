@@ -683,15 +683,31 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(hardened: Runnin
             "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
             "run", f"{hardened.url}/openapi.json",
             "-H", f"X-API-Key: {KEY}", "--max-examples", "40",
+            "--phases", "examples,coverage,fuzzing,stateful",
             "--seed", "20261122", "--request-timeout", "10", "--max-failures", "5",
         ],
         capture_output=True, text=True, timeout=300, cwd=ROOT,
     )  # fmt: skip
 
     assert result.returncode == 0, result.stdout[-4000:]
+    phases = result.stdout.split("Test Phases:", 1)[1].split("\n\n", 1)[0]
+    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
+        assert f"✅ {phase}" in phases, phases
     selected = re.search(r"Selected: (\d+)/(\d+)", result.stdout)
     tested = re.search(r"Tested: (\d+)", result.stdout)
     assert selected and tested and selected[1] == selected[2] == tested[1]
     assert int(tested[1]) >= 13  # the native routes and the Open Inference Protocol's
     assert re.search(r"(\d+) generated, \1 passed", result.stdout), result.stdout[-2000:]
     assert "Traceback" not in hardened.output()
+
+
+def test_a_path_flask_refuses_is_answered_in_its_protocol(hardened: Running) -> None:
+    """A newline in a path never reaches the handler (Flask answers 404 itself): the answer is
+    still the body the OpenAPI document promises for that protocol."""
+    v2 = hardened.get("/v2/models/iris/versions/v1%0A", headers=AUTH)
+    native = hardened.get("/model%0A", headers=AUTH)
+
+    assert (v2.status_code, v2.headers["Content-Type"]) == (404, "application/json")
+    assert "no route" in v2.json()["error"]
+    assert (native.status_code, native.headers["Content-Type"]) == (404, "application/problem+json")
+    assert_secured(v2.headers)
