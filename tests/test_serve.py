@@ -116,7 +116,11 @@ def test_serving_and_training_need_none_of_the_development_packages(tmp_path: Pa
 
 
 # Import names that differ from the distribution's name.
-IMPORT_NAMES = {"PyYAML": "yaml", "python-rapidjson": "rapidjson", "pyrate-limiter": "pyrate_limiter"}
+IMPORT_NAMES = {
+    "PyYAML": "yaml",
+    "python-rapidjson": "rapidjson",
+    "pyrate-limiter": "pyrate_limiter",
+}
 
 
 def requirement_names(path: Path) -> set[str]:
