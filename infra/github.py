@@ -93,22 +93,16 @@ class GithubDeployer(pulumi.ComponentResource):
             member=deployer,
             opts=child,
         )
-        gcp.cloudrunv2.ServiceIamMember(
-            f"{name}-deploys-service",
-            project=args.project,
-            location=args.region,
-            name=args.service.name,
-            role="roles/run.developer",
-            member=deployer,
-            opts=child,
-        )
+        on_service = {"deploys-service": "roles/run.developer"}
         if args.invokes_with_identity:
+            on_service["invokes-for-smoke-test"] = "roles/run.invoker"
+        for purpose, role in on_service.items():
             gcp.cloudrunv2.ServiceIamMember(
-                f"{name}-invokes-for-smoke-test",
+                f"{name}-{purpose}",
                 project=args.project,
                 location=args.region,
                 name=args.service.name,
-                role="roles/run.invoker",
+                role=role,
                 member=deployer,
                 opts=child,
             )

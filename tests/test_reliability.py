@@ -354,32 +354,23 @@ def _current_between(history: list[tuple[float, str]], start: float, end: float)
 # --- limits, CORS, headers, time limit, shutdown -----------------------------------------
 
 
+def folder_env(iris_artifact: Path, tmp_path: Path, **env: str) -> dict[str, str]:
+    """Iris promoted in a fresh folder store, two keys, and extra settings."""
+    store = ModelStore((tmp_path / f"store-{time.monotonic_ns()}" / "iris").as_uri())
+    store.promote(store.publish(iris_artifact, "v1"))
+    return {"MODEL_URI": store.uri, "API_KEYS": f"{KEY},{OTHER_KEY}", **env}
+
+
 @pytest.fixture
 def folder_service(iris_artifact: Path, tmp_path: Path) -> Iterator[Any]:
-    """Start a service on a folder store with extra settings."""
-
-    def start(**env: str) -> Any:
-        store = ModelStore((tmp_path / f"store-{time.monotonic_ns()}" / "iris").as_uri())
-        store.publish(iris_artifact, "v1")
-        store.promote("v1")
-        return run_service(
-            {"MODEL_URI": store.uri, "API_KEYS": f"{KEY},{OTHER_KEY}", **env}, tmp_path
-        )
-
-    yield start
+    """Start a service process on a folder store with extra settings."""
+    yield lambda **env: run_service(folder_env(iris_artifact, tmp_path, **env), tmp_path)
 
 
 @pytest.fixture
 def folder_app(iris_artifact: Path, tmp_path: Path) -> Iterator[Any]:
     """Serve a folder store with extra settings in this process (tests/inprocess.py)."""
-
-    def start(**env: str) -> Any:
-        store = ModelStore((tmp_path / f"store-{time.monotonic_ns()}" / "iris").as_uri())
-        store.publish(iris_artifact, "v1")
-        store.promote("v1")
-        return in_process({"MODEL_URI": store.uri, "API_KEYS": f"{KEY},{OTHER_KEY}", **env})
-
-    yield start
+    yield lambda **env: in_process(folder_env(iris_artifact, tmp_path, **env))
 
 
 def test_rate_limit_per_key_answers_429_with_retry_after(folder_app: Any) -> None:
