@@ -224,7 +224,7 @@ class Exchange:
     started: float = field(default_factory=time.perf_counter)
     endpoint: str | None = None  # the route's name, once matched
     rule: str | None = None  # its pattern (/v2/models/<name>/infer), the metrics' route label
-    protocol: str = ""  # the matched route's; until then the family of the path's prefix
+    protocol: str = field(init=False)  # the matched route's; until then the path's family
 
     def __post_init__(self) -> None:
         self.protocol = path_protocol(self.request.path)

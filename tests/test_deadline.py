@@ -14,6 +14,8 @@ import pytest
 from function.batching import MicroBatcher
 from function.deadline import TICK_SECONDS, DeadlineExceeded, Deadlines
 
+RNG = random.Random(20261130)  # this file's own: the global one belongs to hypothesis's tests
+
 
 def busy(seconds: float) -> None:
     """Pure-Python work, as a slow model's: an exception can reach it between instructions."""
@@ -68,7 +70,7 @@ def test_a_sent_exception_never_outlives_its_region() -> None:
             with deadlines.guard():
                 try:
                     with deadlines.interruptible():
-                        busy(random.uniform(0.045, 0.055))
+                        busy(RNG.uniform(0.045, 0.055))
                 except DeadlineExceeded:
                     continue
                 busy(0.003)  # the caller's code after the region: nothing may land here
@@ -119,7 +121,7 @@ def test_deadlines_fired_at_random_points_leave_the_batcher_whole() -> None:
 
     def model(estimator: object, X: np.ndarray, probabilities: bool) -> tuple[object, None]:
         with deadlines.interruptible():
-            busy(random.uniform(0, 0.008))
+            busy(RNG.uniform(0, 0.008))
             return np.zeros(len(X)), None
 
     batcher = MicroBatcher(model, max_rows=64, max_wait_seconds=0.002,
@@ -133,7 +135,7 @@ def test_deadlines_fired_at_random_points_leave_the_batcher_whole() -> None:
             try:
                 with deadlines.guard():
                     with deadlines.interruptible():  # parsing the request
-                        busy(random.uniform(0, 0.004))
+                        busy(RNG.uniform(0, 0.004))
                     batcher.run(None, np.ones((2, 4)), False)
                 outcome = "done"
             except DeadlineExceeded:
