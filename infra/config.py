@@ -103,6 +103,7 @@ def load() -> StackConfig:
 
     project = gcp.require("project")
     stack = pulumi.get_stack()
+    cpu, memory = cfg.require("cpu"), cfg.require("memory")
     # Plaintext only here, wrapped as a secret at once; "" (the default) means generate one.
     api_key = cfg.require("apiKey")
     config = StackConfig(
@@ -114,11 +115,9 @@ def load() -> StackConfig:
         model_name=cfg.require("modelName"),
         model_version=cfg.require("modelVersion"),
         model_sha256=optional("modelSha256"),
-        cpu=cfg.require("cpu"),
-        memory=cfg.require("memory"),
-        size=instance_size(
-            cfg.require("cpu"), cfg.require("memory"), cfg.require_int("concurrency")
-        ),
+        cpu=cpu,
+        memory=memory,
+        size=instance_size(cpu, memory, cfg.require_int("concurrency")),
         min_instances=cfg.require_int("minInstances"),
         max_instances=cfg.require_int("maxInstances"),
         timeout_seconds=cfg.require_int("timeoutSeconds"),
