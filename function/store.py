@@ -263,7 +263,8 @@ class ModelStore:
             )
         for name, data in files.items():
             self.backend.write(prefix + name, data, if_token=None)
-        metadata = {**metadata, "version": version, "published_at": utc_now()}
+        # To the microsecond: `list` orders versions by it, and two can be published in a second.
+        metadata = {**metadata, "version": version, "published_at": utc_now("microseconds")}
         # Written last: until it exists the version is incomplete and cannot be promoted.
         self.backend.write(prefix + METADATA_FILE, encode_metadata(metadata), if_token=None)
         return version
@@ -420,6 +421,6 @@ def default_version(sha256: str) -> str:
     return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}Z-{sha256[:8]}"
 
 
-def utc_now() -> str:
+def utc_now(timespec: str = "seconds") -> str:
     """Return the current UTC time as RFC 3339."""
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")

@@ -33,7 +33,8 @@ def ensure_model(store: str) -> str:
         with tempfile.TemporaryDirectory() as out:
             code = training(["train", "--out", out, "--min-accuracy", "0.8"])
             if code == 0:
-                code = training(["publish", "--store", store, out, "--promote"])
+                # --force: an unpromoted copy of this same model may already be there
+                code = training(["publish", "--store", store, out, "--promote", "--force"])
             if code != 0:
                 raise SystemExit(code)
     return uri

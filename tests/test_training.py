@@ -263,6 +263,12 @@ def test_missing_values_can_be_imputed(tmp_path: Path) -> None:
         ("a,a,label\n1,2,p\n", ["--target", "label"], "column name(s) a appear more than once"),
         ("label\np\nq\n", ["--target", "label"], "no feature columns"),
         ("", ["--target", "label"], "not a readable CSV"),
+        ("a,b,label\n", ["--target", "label"], "has a header but no rows of data"),
+        (  # whole-number prices with a classifier: not 2,000 one-row "classes"
+            "x,price\n" + "".join(f"{i},{1000 + 7 * i}\n" for i in range(200)),
+            ["--target", "price"],
+            "target 'price' looks continuous (200 distinct values in 200 rows); use a regression",
+        ),
         ("a,label\n1,p\n2,p\n3,p\n", ["--target", "label"], "single class"),
         ("a,label\n1,p\n2,q\n3,p\n4,q\n", ["--target", "label"], "too few rows per class"),
         ("a,label\n1,p\n,q\n", ["--target", "label"], "column(s) a have missing values"),
@@ -399,7 +405,7 @@ def test_store_verbs_need_only_the_service_packages(tmp_path: Path, iris_artifac
     store = (tmp_path / "m").as_uri()
     verbs = [
         ["publish", "--store", store, str(iris_artifact), "--version", "v1"],
-        ["publish", "--store", store, str(iris_artifact), "--version", "v2"],
+        ["publish", "--store", store, str(iris_artifact), "--version", "v2", "--force"],
         ["promote", "--store", store, "--name", "iris", "v1"],
         ["promote", "--store", store, "--name", "iris", "v2"],
         ["rollback", "--store", store, "--name", "iris"],
@@ -410,6 +416,50 @@ def test_store_verbs_need_only_the_service_packages(tmp_path: Path, iris_artifac
             [PYTHON, "-c", runner, *argv], cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, (argv, result.stderr)
+
+
+def test_too_few_rows_lists_ten_classes_and_counts_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = "".join(f"{i},{'c' + str(i % 15)}\n" for i in range(30))  # 15 classes of 2 rows
+    data = write_csv(tmp_path / "few.csv", "a,label\n" + rows)
+
+    main(["train", "--data", str(data), "--target", "label", "--out", str(tmp_path / "o")])
+
+    err = capsys.readouterr().err
+    assert "too few rows per class" in err
+    assert "and 5 more" in err
+    assert len(err) < 500
+
+
+def test_publishing_a_model_already_in_the_store_names_its_version(
+    tmp_path: Path, iris_artifact: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = (tmp_path / "m").as_uri()
+    assert main(["publish", "--store", store, str(iris_artifact), "--version", "first"]) == 0
+    capsys.readouterr()
+
+    refused = main(["publish", "--store", store, str(iris_artifact)])
+    err = capsys.readouterr().err
+    forced = main(
+        ["publish", "--store", store, str(iris_artifact), "--version", "again", "--force"]
+    )
+
+    assert refused == 1
+    assert "already published" in err and "as version first" in err and "--force" in err
+    assert forced == 0
+
+
+def test_versions_published_in_the_same_second_list_in_publication_order(
+    tmp_path: Path, iris_artifact: Path
+) -> None:
+    from function.store import ModelStore
+
+    store = ModelStore((tmp_path / "iris").as_uri())
+    for version in ("zz-first", "aa-second", "mm-third"):  # ids sort the other way round
+        store.publish(iris_artifact, version)
+
+    assert [v.version for v in store.versions()] == ["zz-first", "aa-second", "mm-third"]
 
 
 def test_module_entry_point_runs_as_a_process(tmp_path: Path) -> None:

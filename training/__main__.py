@@ -79,6 +79,16 @@ def _publish(args: argparse.Namespace) -> None:
 
     metadata, _ = read_artifact_dir(Path(args.dir))
     store = _store(args, metadata["name"])
+    same = [
+        v.version
+        for v in store.versions()
+        if (v.metadata or {}).get("sha256") == metadata["sha256"]
+    ]
+    if same and not args.force:
+        raise TrainingError(
+            f"this model (sha256 {metadata['sha256'][:12]}…) is already published in {store.uri} "
+            f"as version {same[-1]}; promote that one, or pass --force to publish it again"
+        )
     version = store.publish(Path(args.dir), args.version)
     print(f"published {store.uri}/versions/{version}")
     if args.promote:
@@ -205,6 +215,9 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("dir", help="a folder written by `train`")
     publish.add_argument("--version", help="version id (default: UTC time + digest)")
     publish.add_argument("--promote", action="store_true", help="make it current")
+    publish.add_argument(
+        "--force", action="store_true", help="publish even if the same model is already a version"
+    )
     publish.set_defaults(run=_publish)
 
     promote = verbs.add_parser("promote", help="make a version current")

@@ -63,6 +63,8 @@ def load_csv(path: Path, target: str, impute: str | None = None) -> Dataset:
     if target not in frame.columns:
         columns = ", ".join(map(str, frame.columns))
         raise TrainingError(f"{path} has no column {target!r}; its columns are: {columns}")
+    if frame.empty:
+        raise TrainingError(f"{path} has a header but no rows of data")
     features = frame.drop(columns=[target])
     if features.shape[1] == 0:
         raise TrainingError(f"{path} has no feature columns besides the target {target!r}")

@@ -257,15 +257,24 @@ def _check_shape(data: Dataset, task: str, options: Options) -> None:
     labels, counts = np.unique(data.y, return_counts=True)
     if len(labels) < 2:
         raise TrainingError(f"target {data.target!r} has a single class; a classifier needs two")
+    # Whole numbers with nearly as many values as rows (prices, counts) are a quantity to
+    # predict, not classes: say so, rather than list thousands of one-row "classes".
+    if np.issubdtype(data.y.dtype, np.number) and len(labels) > max(20, data.rows // 2):
+        raise TrainingError(
+            f"target {data.target!r} looks continuous ({len(labels)} distinct values in "
+            f"{data.rows} rows); use a regression estimator "
+            "(ridge, random_forest_regressor, gradient_boosting_regressor)"
+        )
     small = [
         f"{label!s} ({count})"
         for label, count in zip(labels, counts, strict=True)
         if count < needed
     ]
     if small:
+        shown = ", ".join(small[:10]) + (f" and {len(small) - 10} more" if len(small) > 10 else "")
         raise TrainingError(
             f"too few rows per class for a stratified split and {options.cv}-fold "
-            f"cross-validation (need {needed}): {', '.join(small)}; add data or lower --cv"
+            f"cross-validation (need {needed}): {shown}; add data or lower --cv"
         )
 
 
