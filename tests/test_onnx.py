@@ -178,3 +178,22 @@ def test_a_tampered_onnx_file_is_refused(iris_artifact: Path, tmp_path: Path) ->
     )
     with pytest.raises(IntegrityError, match="model.onnx: sha256"):
         load_model(store, "current", None)
+
+
+def test_a_pipeline_onnxruntime_cannot_run_says_why_in_plain_words(tmp_path: Path) -> None:
+    """A linear model with an imputer converts, but onnxruntime has no float64 Imputer kernel:
+    metadata says that, not onnxruntime's raw error, and scikit-learn serves the model."""
+    rows = "".join(f"{i % 5 if i % 7 else ''},{(i * 3) % 4},{'pq'[i % 2]}\n" for i in range(40))
+    data = tmp_path / "gaps.csv"
+    data.write_text("a,b,label\n" + rows)
+
+    assert training(["train", "--data", str(data), "--target", "label", "--impute", "mean",
+                 "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+    onnx = json.loads((tmp_path / "out" / "metadata.json").read_text())["onnx"]
+
+    assert onnx["exported"] is False
+    assert onnx["reason"].startswith(
+        "not exported because onnxruntime has no implementation of the Imputer operator"
+    )
+    assert "ONNXRuntimeError" not in onnx["reason"]
+    assert not (tmp_path / "out" / "model.onnx").exists()

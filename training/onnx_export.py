@@ -7,6 +7,7 @@ generated rows spanning the training data, and its probabilities stay within a s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,12 +38,19 @@ def export(
         rows = np.vstack([X_test, _generated(X_train, seed)])
         record = verify(data, pipeline, rows, task)
     except Exception as e:  # optional: not every model converts or runs; say why, keep sklearn
-        return None, {
-            "exported": False,
-            "verified": False,
-            "reason": f"{type(e).__name__}: {e}"[:300],
-        }
+        return None, {"exported": False, "verified": False, "reason": _why_not(e)}
     return (data if record["verified"] else None), record
+
+
+def _why_not(error: Exception) -> str:
+    """Why a pipeline was not exported, in words a user can act on (it is served by sklearn)."""
+    missing = re.search(r"Could not find an implementation for (\w+)\(\d+\) node", str(error))
+    if missing:  # e.g. an imputer in a float64 graph: ai.onnx.ml's Imputer has no double kernel
+        return (
+            f"not exported because onnxruntime has no implementation of the {missing[1]} "
+            "operator for this pipeline's numbers (float64); scikit-learn serves it, exactly"
+        )
+    return f"not exported because {type(error).__name__}: {error}"[:300]
 
 
 def verify(data: bytes, pipeline: Any, rows: np.ndarray, task: str) -> dict[str, Any]:
