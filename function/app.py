@@ -16,7 +16,7 @@ from werkzeug import exceptions as wz
 from werkzeug.routing import Map, MapAdapter, Rule
 
 from function import oip
-from function.body import read_json
+from function.body import read_bytes, read_json
 from function.config import Config, load_config
 from function.deadline import DeadlineExceeded
 from function.errors import (
@@ -115,8 +115,14 @@ def _v2_model_ready(service: Service, request: Request, args: dict[str, str]) ->
 def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
     service.authorize(request.headers)
     model = oip.select(service.require_model(), args["name"], args.get("version"))
-    body = read_json(request, service.config.max_request_bytes, type_required=False)
     limit = service.config.max_instances_per_request
+    header_length = request.headers.get(oip.BINARY_HEADER)
+    if header_length is None:
+        body = read_json(request, service.config.max_request_bytes, type_required=False)
+    else:  # tensors as raw bytes after a JSON part (tritonclient's default)
+        body = oip.binary_request(
+            read_bytes(request, service.config.max_request_bytes), header_length
+        )
     with service.deadlines.interruptible():
         instances, outputs, request_id = oip.parse_request(body, model, limit)
     prediction = infer(model, instances, service.run_model)

@@ -27,6 +27,11 @@ def read_json(request: Request, max_bytes: int, type_required: bool = True) -> A
     if not untyped and mimetype not in JSON_TYPES and not mimetype.endswith("+json"):
         shown = mimetype or "none"
         raise UnsupportedMediaType(f"send Content-Type: application/json (got {shown})")
+    return parse_json(read_bytes(request, max_bytes))
+
+
+def read_bytes(request: Request, max_bytes: int) -> bytes:
+    """Return the body's bytes within the limit: 413 if larger, 400 if empty."""
     if request.content_length is not None and request.content_length > max_bytes:
         raise PayloadTooLarge(
             f"the body has {request.content_length} bytes; the limit is {max_bytes}"
@@ -36,7 +41,7 @@ def read_json(request: Request, max_bytes: int, type_required: bool = True) -> A
         raise PayloadTooLarge(f"the body exceeds the limit of {max_bytes} bytes")
     if not data.strip():
         raise BadRequest("the body is empty; send a JSON object")
-    return parse_json(data)
+    return data
 
 
 def parse_json(data: bytes) -> Any:

@@ -2,6 +2,11 @@
 
 Tensors in, tensors out; validation and prediction are the core's (predict.rows_to_matrix and
 predict.infer). Errors are {"error": "..."}, with 400 where the core says 422.
+
+Input tensors may also come as raw bytes, the binary tensor data extension Triton and KServe
+speak (and tritonclient sends by default): an `Inference-Header-Content-Length` header says how
+long the JSON part is, and each binary input names its `binary_data_size` in the bytes after it.
+Answers stay JSON, which every client reads, whatever output form it asked for.
 """
 
 from __future__ import annotations
@@ -9,11 +14,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
+from function.body import parse_json
 from function.errors import BadRequest, InvalidInput, ModelrunError, NotFound, PayloadTooLarge
 from function.model import LoadedModel
 from function.predict import Instances, Prediction, are_rows, rows_to_matrix
 
-SERVER = {"name": "modelrun", "version": "1.0.0", "extensions": []}
+SERVER = {"name": "modelrun", "version": "1.0.0", "extensions": ["binary_tensor_data"]}
+BINARY_HEADER = "Inference-Header-Content-Length"
+BINARY_TYPES = {"FP32": "<f4", "FP64": "<f8", "INT32": "<i4", "INT64": "<i8"}  # little-endian
 INPUT = "input-0"
 LABELS, PROBABILITIES = "predict", "predict_proba"
 DATATYPES = {"FP32", "FP64", "INT32", "INT64"}
@@ -50,6 +60,51 @@ def model_metadata(model: LoadedModel) -> dict[str, Any]:
         "outputs": outputs,
         "parameters": {"feature_names": model.feature_names},
     }
+
+
+def binary_request(data: bytes, header_length: str) -> Any:
+    """The JSON part of a binary-extension body, each binary input's values put in its `data`."""
+    try:
+        length = int(header_length)
+    except ValueError:
+        length = -1
+    if not 0 < length <= len(data):
+        raise BadRequest(
+            f"{BINARY_HEADER} must be the length of the body's JSON part, 1 to {len(data)} "
+            f"bytes, got {header_length!r}"
+        )
+    body = parse_json(data[:length])
+    offset = length
+    inputs = body.get("inputs") if isinstance(body, dict) else None
+    for i, tensor in enumerate(
+        inputs if isinstance(inputs, list) else []
+    ):  # else parse_request says
+        parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if size is None:
+            continue
+        where = f"inputs[{i}]"
+        dtype = BINARY_TYPES.get(tensor.get("datatype"))
+        if dtype is None:
+            raise InvalidInput(
+                f"binary data is read for {', '.join(BINARY_TYPES)} tensors only",
+                field=f"{where}.datatype",
+            )
+        itemsize = np.dtype(dtype).itemsize
+        if type(size) is not int or size < 0 or size % itemsize or offset + size > len(data):
+            raise InvalidInput(
+                f"binary_data_size must be a whole number of {itemsize}-byte values within the "
+                f"{len(data) - offset} bytes left in the body, got {size!r}",
+                field=f"{where}.parameters.binary_data_size",
+            )
+        tensor["data"] = np.frombuffer(data, dtype, size // itemsize, offset).tolist()
+        offset += size
+    if offset != len(data):
+        raise InvalidInput(
+            f"the body holds {len(data) - offset} bytes that no input's binary_data_size covers",
+            field="inputs",
+        )
+    return body
 
 
 def parse_request(

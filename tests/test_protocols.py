@@ -7,6 +7,7 @@ model coming from a gs:// URI in the GCS emulator.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,3 +247,57 @@ def test_the_specialised_document_states_the_tensor_the_server_takes() -> None:
     assert not valid([1, 4], [])
     assert not outputs.is_valid([])
     assert outputs.is_valid([{"name": "predict"}])
+
+
+@pytest.mark.parametrize("datatype, dtype", [("FP64", np.float64), ("FP32", np.float32)])
+def test_tritonclients_defaults_binary_tensors_work(
+    client: triton.InferenceServerClient, estimator: Any, datatype: str, dtype: type
+) -> None:
+    """tritonclient as users call it: binary input data, no outputs named (so it asks for
+    binary outputs). The inputs are read from the bytes; the JSON answer is what it reads."""
+    X = iris_rows().astype(dtype)
+    tensor = triton.InferInput("input-0", list(X.shape), datatype)
+    tensor.set_data_from_numpy(X)  # binary_data=True, the client's default
+
+    result = client.infer("iris", [tensor], headers=AUTH)
+
+    labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("predict")]
+    assert labels == estimator.predict(X.astype(np.float64)).tolist()
+
+
+def binary_body(header: dict[str, Any], payload: bytes) -> tuple[bytes, dict[str, str]]:
+    text = json.dumps(header).encode()
+    return text + payload, {**AUTH, "Inference-Header-Content-Length": str(len(text))}
+
+
+@pytest.mark.parametrize(
+    "header_length, size, payload, field, message",
+    [
+        ("lots", 32, np.zeros(4).tobytes(), None, "must be the length of the body's JSON part"),
+        ("999999", 32, np.zeros(4).tobytes(), None, "must be the length of the body's JSON part"),
+        (None, 31, np.zeros(4).tobytes(), "binary_data_size", "whole number of 8-byte values"),
+        (None, 64, np.zeros(4).tobytes(), "binary_data_size", "within the 32 bytes left"),
+        (None, 32, np.zeros(5).tobytes(), "inputs", "8 bytes that no input's binary_data_size"),
+        (None, 32, np.array([1, 2, np.nan, 4.0]).tobytes(), "inputs[0].data", "finite"),
+    ],
+)
+def test_bad_binary_bodies_are_400s_naming_what_is_wrong(
+    served: Running,
+    header_length: str | None,
+    size: int,
+    payload: bytes,
+    field: str | None,
+    message: str,
+) -> None:
+    header = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
+                          "parameters": {"binary_data_size": size}}]}  # fmt: skip
+    body, headers = binary_body(header, payload)
+    if header_length is not None:
+        headers["Inference-Header-Content-Length"] = header_length
+
+    response = served.post("/v2/models/iris/infer", data=body, headers=headers)
+
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+    if field:
+        assert field in response.json()["error"]
