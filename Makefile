@@ -37,7 +37,7 @@ $(INSTALLED): requirements.txt $(SERVE_INSTALLED)
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $@
 
-serve: $(SERVE_INSTALLED)  ## train + publish Iris if needed, then serve it on http://localhost:$(PORT)
+serve: $(SERVE_INSTALLED)  ## serve MODEL (default iris, trained if needed) or MODEL_URI on :$(PORT)
 	PORT=$(PORT) STORE=$(STORE) $(PY) -m local.serve
 
 # Four test processes on two cores: most tests wait on servers they started, not on the CPU.

@@ -1,12 +1,15 @@
-"""`make serve`: the embedded default. No cloud, no Docker.
+"""`make serve`: the embedded default, or your own model. No cloud, no Docker.
 
-Trains and publishes the Iris model into a local store folder if nothing is current there, makes a
-development key (kept in .modelrun/dev-api-key), prints how to call the API, then runs the same
-functions-framework command the container runs.
+Serves MODEL_URI when it is set; else the model MODEL (default iris) in the store STORE (default
+.modelrun/store), training and publishing Iris first if that is the model asked for and nothing
+is current yet. Makes a development key (kept in .modelrun/dev-api-key), prints how to call the
+API with a row of the served model's own, then runs the same functions-framework command the
+container runs.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -23,12 +26,18 @@ STATE = ROOT / ".modelrun"
 NAME = "iris"
 
 
-def ensure_model(store: str) -> str:
-    """Return the model's root (MODEL_URI), training and publishing Iris first if nothing is
-    current in it."""
-    uri = model_root(store, NAME)
+def ensure_model(store: str, name: str = NAME) -> str:
+    """Return the model's root (MODEL_URI) in the store. Nothing current there: train and
+    publish Iris when Iris is asked for, else say how to publish the model asked for."""
+    uri = model_root(store, name)
     pointer, _ = ModelStore(uri).current()
     if pointer is None:
+        if name != NAME:
+            raise SystemExit(
+                f"error: no version of {name!r} is current in {store}: publish one with "
+                f"`python -m training publish --store {store} ARTIFACT --promote`, "
+                "or set MODEL_URI"
+            )
         print(f"no model is current in {uri}: training the default Iris model…", flush=True)
         with tempfile.TemporaryDirectory() as out:
             code = training(["train", "--out", out, "--min-accuracy", "0.8"])
@@ -38,6 +47,16 @@ def ensure_model(store: str) -> str:
             if code != 0:
                 raise SystemExit(code)
     return uri
+
+
+def example_body(model_uri: str) -> str:
+    """A request body for the served model: its recorded example row, else its Iris-like zeros."""
+    try:
+        metadata = ModelStore(model_uri).resolve()
+    except ModelrunError:
+        return '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'  # the service will say what is wrong
+    row = metadata.get("input_example") or dict.fromkeys(metadata["feature_names"], 0.0)
+    return json.dumps({"instances": [row]})
 
 
 def dev_key() -> str:
@@ -54,7 +73,9 @@ def main() -> None:
     port = os.environ.get("PORT", "8080")
     store = os.environ.get("STORE", (STATE / "store").as_uri())
     try:
-        model_uri = ensure_model(store)
+        model_uri = os.environ.get("MODEL_URI") or ensure_model(
+            store, os.environ.get("MODEL", NAME)
+        )
     except ModelrunError as e:
         raise SystemExit(f"error: {e}") from None
     key = dev_key()
@@ -70,7 +91,7 @@ rate limit: {limit} in development (set RATE_LIMIT_PER_SECOND to test one)
 
   curl -s {url}/ready
   curl -s -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\
-       -d '{{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}}' {url}/predict
+       -d '{example_body(model_uri)}' {url}/predict
 
 Stop with Ctrl-C.
 """,

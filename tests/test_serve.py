@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import requests
 from local import container
 from local.mirror import stop
 from tests.conftest import ROOT, free_port, wait_until
+from tests.test_smoke_test import diabetes_csv
+from training.__main__ import main as training
 
 
 def test_make_serve_trains_publishes_and_serves(tmp_path: Path) -> None:
@@ -133,3 +136,55 @@ def requirement_names(path: Path) -> set[str]:
         elif line:
             names.add(line.split("==")[0].strip())
     return names
+
+
+def test_make_serve_serves_the_users_own_model_with_a_curl_line_that_works(
+    tmp_path: Path,
+) -> None:
+    store = (tmp_path / "store").as_uri()
+    data = diabetes_csv(tmp_path)
+    assert training(["train", "--data", str(data), "--target", "target", "--estimator", "ridge",
+                     "--name", "diabetes", "--out", str(tmp_path / "art")]) == 0  # fmt: skip
+    assert training(["publish", "--store", store, str(tmp_path / "art"), "--promote"]) == 0
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "STORE": store, "MODEL": "diabetes",
+           "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}  # fmt: skip
+    env.pop("MODEL_URI", None)
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "local.serve"], cwd=ROOT, env=env, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _ready(url) or process.poll() is not None, 90, "make serve")
+        printed = log.read_text()
+        assert process.poll() is None, printed
+        curl = printed.split("  curl -s -H", 1)[1].split("\n\n", 1)[0]
+        answer = subprocess.run(
+            ["bash", "-c", "curl -s -H" + curl.replace("\\\n", " ")],
+            capture_output=True, text=True, timeout=30,
+        ).stdout  # fmt: skip
+    finally:
+        os.killpg(process.pid, 15)
+        stop(process)
+
+    assert "with the model " + store + "/diabetes" in printed
+    assert '"bmi"' in curl  # a row of this model's features, not Iris's
+    assert len(json.loads(answer)["predictions"]) == 1
+
+
+def test_make_serve_names_a_model_that_is_not_published(tmp_path: Path) -> None:
+    env = {**os.environ, "STORE": (tmp_path / "store").as_uri(), "MODEL": "churn",
+           "HOME": str(tmp_path)}  # fmt: skip
+    env.pop("MODEL_URI", None)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "local.serve"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert "no version of 'churn' is current in" in result.stderr
+    assert "--promote" in result.stderr

@@ -18,17 +18,23 @@ from smoke_test import SmokeTestFailed, example_row, smoke_test
 KEY = "smoke-test-key-0123456789"
 
 
-@pytest.fixture(scope="module")
-def diabetes_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def diabetes_csv(folder: Path) -> Path:
+    """scikit-learn's diabetes data (ten named features, a numeric target) as a user's CSV."""
     from sklearn.datasets import load_diabetes
 
     data = load_diabetes(as_frame=True).frame
-    folder = tmp_path_factory.mktemp("diabetes")
     path = folder / "diabetes.csv"
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(data.columns)
         writer.writerows(data.itertuples(index=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def diabetes_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("diabetes")
+    path = diabetes_csv(folder)
     return train_artifact(
         folder / "artifact", "--data", str(path), "--target", "target", "--estimator", "ridge"
     )
