@@ -283,3 +283,7 @@ def run_service(
         yield running
     finally:
         stop(process)
+        # A master stopped by force (a worker still busy after stop()'s 10 s) leaves its workers
+        # behind: end the whole group, which the worker processes share with it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
