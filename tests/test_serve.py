@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -17,16 +19,18 @@ from tests.test_smoke_test import diabetes_csv
 from training.__main__ import main as training
 
 
-def test_make_serve_trains_publishes_and_serves(tmp_path: Path) -> None:
-    port = free_port()
+@contextlib.contextmanager
+def make_serve(tmp_path: Path, port: int, **settings: str) -> Iterator[tuple[str, str]]:
+    """Run `python -m local.serve` as `make serve` does; yield its URL and what it printed."""
     env = {
         **os.environ,
         "PORT": str(port),
-        "STORE": (tmp_path / "store").as_uri(),
         "HOME": str(tmp_path),
         "PATH": "/usr/bin:/bin",  # as under make: the venv is not on PATH
+        **settings,
     }
-    env.pop("STORAGE_EMULATOR_HOST", None)
+    for name in ("STORAGE_EMULATOR_HOST", "MODEL_URI"):
+        env.pop(name, None)
     log = tmp_path / "serve.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
@@ -36,8 +40,17 @@ def test_make_serve_trains_publishes_and_serves(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _ready(url) or process.poll() is not None, 90, "make serve")
-        assert process.poll() is None, log.read_text()
         printed = log.read_text()
+        assert process.poll() is None, printed
+        yield url, printed
+    finally:
+        os.killpg(process.pid, 15)
+        stop(process)
+
+
+def test_make_serve_trains_publishes_and_serves(tmp_path: Path) -> None:
+    port = free_port()
+    with make_serve(tmp_path, port, STORE=(tmp_path / "store").as_uri()) as (url, printed):
         key = printed.split("development API key: ")[1].split()[0]
         answer = requests.post(
             f"{url}/predict",
@@ -51,9 +64,6 @@ def test_make_serve_trains_publishes_and_serves(tmp_path: Path) -> None:
                 session.get(f"{url}/model", headers={"X-API-Key": key}, timeout=10).status_code
                 for _ in range(300)
             }
-    finally:
-        os.killpg(process.pid, 15)
-        stop(process)
 
     assert "curl -s" in printed
     assert listening == {"127.0.0.1"}  # this machine only, unless HOST says otherwise
@@ -146,29 +156,12 @@ def test_make_serve_serves_the_users_own_model_with_a_curl_line_that_works(
     assert training(["train", "--data", str(data), "--target", "target", "--estimator", "ridge",
                      "--name", "diabetes", "--out", str(tmp_path / "art")]) == 0  # fmt: skip
     assert training(["publish", "--store", store, str(tmp_path / "art"), "--promote"]) == 0
-    port = free_port()
-    env = {**os.environ, "PORT": str(port), "STORE": store, "MODEL": "diabetes",
-           "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}  # fmt: skip
-    env.pop("MODEL_URI", None)
-    log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "local.serve"], cwd=ROOT, env=env, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: _ready(url) or process.poll() is not None, 90, "make serve")
-        printed = log.read_text()
-        assert process.poll() is None, printed
+    with make_serve(tmp_path, free_port(), STORE=store, MODEL="diabetes") as (_, printed):
         curl = printed.split("  curl -s -H", 1)[1].split("\n\n", 1)[0]
         answer = subprocess.run(
             ["bash", "-c", "curl -s -H" + curl.replace("\\\n", " ")],
             capture_output=True, text=True, timeout=30,
         ).stdout  # fmt: skip
-    finally:
-        os.killpg(process.pid, 15)
-        stop(process)
 
     assert "with the model " + store + "/diabetes" in printed
     assert '"bmi"' in curl  # a row of this model's features, not Iris's
