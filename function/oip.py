@@ -76,15 +76,15 @@ def binary_request(data: bytes, header_length: str) -> Any:
     body = parse_json(data[:length])
     offset = length
     inputs = body.get("inputs") if isinstance(body, dict) else None
-    for i, tensor in enumerate(
-        inputs if isinstance(inputs, list) else []
-    ):  # else parse_request says
+    tensors = inputs if isinstance(inputs, list) else []  # else parse_request says what is wrong
+    for i, tensor in enumerate(tensors):
         parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is None:
             continue
         where = f"inputs[{i}]"
-        dtype = BINARY_TYPES.get(tensor.get("datatype"))
+        datatype = tensor.get("datatype")
+        dtype = BINARY_TYPES.get(datatype) if isinstance(datatype, str) else None
         if dtype is None:
             raise InvalidInput(
                 f"binary data is read for {', '.join(BINARY_TYPES)} tensors only",

@@ -270,6 +270,18 @@ def binary_body(header: dict[str, Any], payload: bytes) -> tuple[bytes, dict[str
     return text + payload, {**AUTH, "Inference-Header-Content-Length": str(len(text))}
 
 
+def test_a_binary_input_of_an_unreadable_datatype_is_a_400(served: Running) -> None:
+    for datatype in ("BYTES", ["FP64"]):  # a list is no dict key: never a 500
+        header = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": datatype,
+                              "parameters": {"binary_data_size": 32}}]}  # fmt: skip
+        body, headers = binary_body(header, np.zeros(4).tobytes())
+
+        response = served.post("/v2/models/iris/infer", data=body, headers=headers)
+
+        assert response.status_code == 400, response.text
+        assert "inputs[0].datatype" in response.json()["error"]
+
+
 @pytest.mark.parametrize(
     "header_length, size, payload, field, message",
     [
