@@ -11,17 +11,12 @@ def environment(example: str, key: str) -> str:
     """local/.env from the example: the key filled in, the store and the model's root derived
     from MODEL_BUCKET the one way function/store.py defines."""
     values = dict(line.split("=", 1) for line in example.splitlines() if "=" in line)
-    derived = {
-        "MODELRUN_API_KEY": key,
-        "MODEL_STORE": bucket_store(values["MODEL_BUCKET"]),
-        "MODEL_URI": model_root(bucket_store(values["MODEL_BUCKET"]), NAME),
-    }
-    lines = [
-        f"{line.split('=', 1)[0]}={derived[line.split('=', 1)[0]]}"
-        if line.split("=", 1)[0] in derived
-        else line
-        for line in example.splitlines()
-    ]
+    store = bucket_store(values["MODEL_BUCKET"])
+    derived = {"MODELRUN_API_KEY": key, "MODEL_STORE": store, "MODEL_URI": model_root(store, NAME)}
+    lines = []
+    for line in example.splitlines():
+        name = line.partition("=")[0]
+        lines.append(f"{name}={derived[name]}" if name in derived else line)
     return "\n".join(lines) + "\n"
 
 
