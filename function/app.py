@@ -59,7 +59,8 @@ def _predict(service: Service, request: Request, args: dict[str, str]) -> Any:
 def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
     service.authorize(request.headers)
     model = service.require_model()
-    return {**model.metadata, "runtime": model.runtime}
+    features = [f.describe() for f in model.schema.features]
+    return {**model.metadata, "features": features, "runtime": model.runtime}
 
 
 def _health(service: Service, request: Request, args: dict[str, str]) -> Any:
@@ -79,9 +80,7 @@ def _metrics(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 def _openapi(service: Service, request: Request, args: dict[str, str]) -> Any:
     model = service.model
-    return document(
-        model.feature_names if model else None, service.config.max_instances_per_request
-    )
+    return document(model, service.config.max_instances_per_request)
 
 
 # --- Open Inference Protocol v2 ----------------------------------------------------------
@@ -151,7 +150,7 @@ def _instances(service: Service, request: Request) -> tuple[LoadedModel, Instanc
     body = read_json(request, service.config.max_request_bytes)
     limit = service.config.max_instances_per_request
     with service.deadlines.interruptible():
-        return model, parse_instances(body, model.feature_names, limit)
+        return model, parse_instances(body, model.schema, limit)
 
 
 def _ready_model(service: Service) -> LoadedModel:

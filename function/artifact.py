@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from function.errors import IntegrityError
+from function.schema import from_metadata
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
@@ -23,6 +24,17 @@ ARGMAX_CLASSIFIERS = {"RandomForestClassifier", "ExtraTreesClassifier", "Decisio
 # Every field the service relies on; training writes these and more (see docs/ARCHITECTURE.md).
 REQUIRED_FIELDS = ("name", "sha256", "task", "estimator", "feature_names", "class_names", "files")
 TASKS = ("classification", "regression")
+# A class label is answered as its own JSON type (probability keys are its text: JSON keys are
+# strings), and as this Open Inference Protocol datatype.
+LABEL_TYPES = {"integer": "INT64", "number": "FP64", "boolean": "BOOL", "string": "BYTES"}
+
+
+def label_type(classes: Any) -> str:
+    """The label type of a classifier's classes_: integer, number, boolean or string."""
+    import numpy as np
+
+    kinds = {"i": "integer", "u": "integer", "f": "number", "b": "boolean"}
+    return kinds.get(np.asarray(classes).dtype.kind, "string")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -53,6 +65,9 @@ def parse_metadata(data: bytes, where: str) -> dict[str, Any]:
         raise IntegrityError(f"{where}: feature_names must be a non-empty list of strings")
     if len(set(names)) != len(names):
         raise IntegrityError(f"{where}: feature_names has duplicates")
+    if metadata.get("label_type", "string") not in LABEL_TYPES:
+        raise IntegrityError(f"{where}: label_type must be one of {', '.join(LABEL_TYPES)}")
+    from_metadata(metadata, where)  # the features' types, when recorded, are well formed
     fmt = metadata.setdefault("format", "joblib")
     if fmt not in MODEL_FILES:
         raise IntegrityError(f"{where}: format must be one of {tuple(MODEL_FILES)}, got {fmt!r}")

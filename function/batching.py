@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-Run = Callable[[Any, np.ndarray, bool], tuple[Any, Any]]
+Run = Callable[[Any, Any, bool], tuple[Any, Any]]
 
 
 @dataclass
 class _Request:
     estimator: Any
-    X: np.ndarray
+    X: Any  # a matrix or a DataFrame
     probabilities: bool
     enqueued: float = field(default_factory=time.perf_counter)
     done: threading.Event = field(default_factory=threading.Event)
@@ -51,7 +51,7 @@ class MicroBatcher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def run(self, estimator: Any, X: np.ndarray, probabilities: bool) -> tuple[Any, Any]:
+    def run(self, estimator: Any, X: Any, probabilities: bool) -> tuple[Any, Any]:
         """Return (predictions, probabilities or None) for X, alone or in a shared call."""
         with self._lock:
             self._active += 1
@@ -112,7 +112,7 @@ class MicroBatcher:
         if len(group) > 1:
             first = group[0]
             try:
-                stacked = np.vstack([r.X for r in group])
+                stacked = _stack([r.X for r in group])
                 labels, probabilities = self._run(first.estimator, stacked, first.probabilities)
             except BaseException:  # noqa: S110 - rerun alone below: each keeps its own error
                 pass
@@ -133,3 +133,12 @@ class MicroBatcher:
             except BaseException as e:
                 request.error = e
             request.done.set()
+
+
+def _stack(parts: list[Any]) -> Any:
+    """Requests' rows as one input: matrices stacked, or DataFrames concatenated."""
+    if isinstance(parts[0], np.ndarray):
+        return np.vstack(parts)
+    import pandas as pd
+
+    return pd.concat(parts, ignore_index=True)

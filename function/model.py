@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from function.artifact import ONNX_FILE, model_file, verify_digest
+from function.artifact import ONNX_FILE, label_type, model_file, verify_digest
 from function.errors import IntegrityError
 from function.onnx_model import OnnxModel
+from function.schema import Schema, from_metadata
 from function.store import ModelStore
 
 # A skops artifact may ask to trust types only from these libraries (metadata is not signed).
@@ -26,6 +27,7 @@ class LoadedModel:
     metadata: dict[str, Any]
     load_seconds: float
     runtime: str = "sklearn"  # or "onnx": a verified model.onnx through onnxruntime
+    schema: Schema = field(default_factory=lambda: Schema(()))
 
     @property
     def name(self) -> str:
@@ -42,6 +44,12 @@ class LoadedModel:
     @property
     def feature_names(self) -> list[str]:
         return list(self.metadata["feature_names"])
+
+    @property
+    def label_type(self) -> str:
+        """How labels are sent: integer, number, boolean or string (each as its JSON type)."""
+        recorded = self.metadata.get("label_type")
+        return str(recorded or label_type(getattr(self.estimator, "classes_", [])))
 
     @property
     def has_probabilities(self) -> bool:
@@ -61,6 +69,7 @@ def load_model(
     started = time.perf_counter()
     metadata = store.resolve(version)
     where = f"{store.uri} version {metadata['version']}"
+    schema = from_metadata(metadata, where)
     if pinned_sha256 and metadata["sha256"] != pinned_sha256:
         raise IntegrityError(
             f"{where} has sha256 {metadata['sha256']}, but MODEL_SHA256 pins {pinned_sha256}"
@@ -78,8 +87,8 @@ def load_model(
         except Exception as e:
             raise IntegrityError(f"{where} {ONNX_FILE} cannot be loaded: {e}") from e
         del data
-        _check(estimator, metadata, where)
-        return LoadedModel(estimator, metadata, time.perf_counter() - started, "onnx")
+        _check(estimator, metadata, schema, where)
+        return LoadedModel(estimator, metadata, time.perf_counter() - started, "onnx", schema)
     if metadata["format"] == "joblib" and not allow_pickle:
         raise IntegrityError(
             f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"
@@ -87,8 +96,8 @@ def load_model(
     data = _verified(store, metadata, model_file(metadata), where)
     estimator = _deserialise(data, metadata, where)
     del data  # the download is not kept beside the model (Cloud Run counts both against memory)
-    _check(estimator, metadata, where)
-    return LoadedModel(estimator, metadata, time.perf_counter() - started)
+    _check(estimator, metadata, schema, where)
+    return LoadedModel(estimator, metadata, time.perf_counter() - started, schema=schema)
 
 
 def _verified(store: ModelStore, metadata: dict[str, Any], name: str, where: str) -> bytes:
@@ -124,7 +133,7 @@ def _load_skops(data: bytes, metadata: dict[str, Any], where: str) -> Any:
     return skops.io.loads(data, trusted=list(trusted))
 
 
-def _check(estimator: Any, metadata: dict[str, Any], where: str) -> None:
+def _check(estimator: Any, metadata: dict[str, Any], schema: Schema, where: str) -> None:
     if not callable(getattr(estimator, "predict", None)):
         raise IntegrityError(f"{where} holds a {type(estimator).__name__}, not an estimator")
     n_features = len(metadata["feature_names"])
@@ -140,9 +149,10 @@ def _check(estimator: Any, metadata: dict[str, Any], where: str) -> None:
                 f"{where} predicts the classes {classes}, its metadata names "
                 f"{metadata['class_names']}"
             )
-    # Warm-up: the first real request should not pay for lazy initialisation.
-    probe = np.zeros((1, n_features))
+    # Warm-up: the first real request should not pay for lazy initialisation. The recorded
+    # example row goes through the schema as a request's would (zeros for older artifacts).
     try:
+        probe = warm_up_row(metadata, schema)
         predictions = estimator.predict(probe)
         if metadata["task"] == "classification" and hasattr(estimator, "predict_proba"):
             estimator.predict_proba(probe)
@@ -150,3 +160,12 @@ def _check(estimator: Any, metadata: dict[str, Any], where: str) -> None:
         raise IntegrityError(f"{where} fails a warm-up prediction: {type(e).__name__}: {e}") from e
     if np.shape(predictions) != (1,):
         raise IntegrityError(f"{where} returns predictions of shape {np.shape(predictions)}")
+
+
+def warm_up_row(metadata: dict[str, Any], schema: Schema) -> Any:
+    """The metadata's example row as the pipeline takes it (zeros when there is none)."""
+    from function.predict import rows_to_input
+
+    example = metadata.get("input_example") or {}
+    row = [example.get(f.name, 0.0) for f in schema.features]
+    return rows_to_input([row], "input_example", schema)

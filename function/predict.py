@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import json
-import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -14,18 +12,18 @@ from function.artifact import ARGMAX_CLASSIFIERS
 from function.batching import Run
 from function.errors import InvalidInput, PayloadTooLarge
 from function.model import LoadedModel
+from function.schema import MAX_ABS_VALUE, Schema, check_number, kind, show
 
 PARAMETERS = {"probabilities": bool}
 TYPE_WORDS = {bool: "true or false"}
-# Larger magnitudes overflow float64 arithmetic inside ordinary models (scaling, dot products).
-MAX_ABS_VALUE = 1e300
 
 
 @dataclass(frozen=True)
 class Instances:
-    """Rows in feature order, where each came from in the request, and what was asked for."""
+    """Rows as the pipeline takes them (a matrix or a DataFrame), where each came from in the
+    request, and what was asked for."""
 
-    X: np.ndarray
+    X: Any
     probabilities: bool = True
     where: str = "instances[{}]"  # a row's place in the request, from its index
 
@@ -34,15 +32,15 @@ class Instances:
         return self.where.format(i) or None
 
 
-def parse_instances(body: Any, feature_names: list[str], max_instances: int) -> Instances:
+def parse_instances(body: Any, schema: Schema, max_instances: int) -> Instances:
     """Accept {"instances": [...]}, {"features": [...]} or one object of named features."""
     if not isinstance(body, dict):
-        raise InvalidInput(f"the body must be a JSON object, got {_kind(body)}")
+        raise InvalidInput(f"the body must be a JSON object, got {kind(body)}")
     if "instances" in body:
         rows, prefix = body["instances"], "instances"
         _no_extra_keys(body, {"instances", "parameters"})
         if not isinstance(rows, list):
-            raise InvalidInput(f"expected a list of rows, got {_kind(rows)}", field=prefix)
+            raise InvalidInput(f"expected a list of rows, got {kind(rows)}", field=prefix)
         if not rows:
             raise InvalidInput("must hold at least one row", field=prefix)
         if len(rows) > max_instances:
@@ -57,21 +55,36 @@ def parse_instances(body: Any, feature_names: list[str], max_instances: int) -> 
     else:
         rows, where = [body], ""
     parameters = body.get("parameters", {}) if rows[0] is not body else {}
-    X = rows_to_matrix(rows, where, feature_names)
+    X = rows_to_input(rows, where, schema)
     return Instances(X, where=where, **_chosen_parameters(parameters))
 
 
-def rows_to_matrix(
-    rows: list[Any], where: str, feature_names: list[str], shaped: bool = False
-) -> np.ndarray:
-    """Check rows (lists in feature order, or objects by name) and return them as a matrix;
-    where.format(i) names row i in errors. shaped: are_rows() is known to hold already.
+def rows_to_input(rows: list[Any], where: str, schema: Schema, shaped: bool = False) -> Any:
+    """Check rows (lists in feature order, or objects by name) against the schema and return
+    them as the pipeline takes them; where.format(i) names row i in errors. shaped: are_rows()
+    is known to hold already."""
+    if schema.numeric:
+        return schema.from_matrix(rows_to_matrix(rows, where, schema, shaped))
+    columns, positional = _columns(rows, where, schema)
+    names = schema.names
+
+    def field(i: int, j: int) -> str | None:
+        row = where.format(i)
+        return f"{row}[{j}]" if positional[i] else _join(row, names[j]) or None
+
+    return schema.check_columns(columns, field)
+
+
+def rows_to_matrix(rows: list[Any], where: str, schema: Schema, shaped: bool = False) -> np.ndarray:
+    """The rows of an all-numeric schema as a float64 matrix.
 
     The common case — lists of plain numbers within range — is checked in bulk; anything else
     goes through the value-by-value checks that name the exact field at fault.
     """
+    feature_names = schema.names
     width = len(feature_names)
     values = itertools.chain.from_iterable
+    X = None
     if (shaped or are_rows(rows, width)) and set(map(type, values(rows))) <= {float, int}:
         try:
             with np.errstate(all="ignore"):
@@ -80,11 +93,53 @@ def rows_to_matrix(
             pass
         else:
             if np.isfinite(X).all() and np.abs(X).max(initial=0) <= MAX_ABS_VALUE:
-                return X.reshape(len(rows), width)
-    X = np.empty((len(rows), width), dtype=np.float64)
-    for i, row in enumerate(rows):
-        X[i] = _row(row, where.format(i), feature_names)
+                X = X.reshape(len(rows), width)
+            else:
+                X = None
+    if X is None:
+        X = np.empty((len(rows), width), dtype=np.float64)
+        for i, row in enumerate(rows):
+            X[i] = _row(row, where.format(i), feature_names)
+    integers = schema.integer_columns()
+    if integers:
+        _require_integers(X, integers, rows, where, schema)
     return X
+
+
+def _require_integers(
+    X: np.ndarray, columns: list[int], rows: list[Any], where: str, schema: Schema
+) -> None:
+    part = X[:, columns]
+    fraction = part != np.floor(part)
+    if not fraction.any():
+        return
+    i, k = map(int, np.argwhere(fraction)[0])
+    j = columns[k]
+    name = schema.names[j]
+    field = f"{where.format(i)}[{j}]" if isinstance(rows[i], list) else _join(where.format(i), name)
+    raise InvalidInput(f"expected an integer for {name}, got {X[i, j]!r}", field=field or None)
+
+
+def _columns(rows: list[Any], where: str, schema: Schema) -> tuple[list[list[Any]], list[bool]]:
+    """The rows' values by feature, and which rows were lists (for naming fields)."""
+    names = schema.names
+    nullable = {f.name for f in schema.features if f.nullable}
+    columns: list[list[Any]] = [[] for _ in names]
+    positional = []
+    for i, row in enumerate(rows):
+        field = where.format(i)
+        if isinstance(row, dict):
+            _check_keys(row, field, names, nullable)
+            for column, name in zip(columns, names, strict=True):
+                column.append(row.get(name))
+        elif isinstance(row, list):
+            _check_length(row, field, names)
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        else:
+            _not_a_row(row, field)
+        positional.append(isinstance(row, list))
+    return columns, positional
 
 
 def are_rows(data: Any, width: int) -> bool:
@@ -173,53 +228,47 @@ def _require_finite(output: np.ndarray, instances: Instances) -> None:
 
 def _row(row: Any, field: str, names: list[str]) -> list[float]:
     if isinstance(row, list):
-        if len(row) != len(names):
-            raise InvalidInput(
-                f"expected {len(names)} values ({', '.join(names)}), got {len(row)}",
-                field=field or None,
-            )
-        return [_number(v, f"{field}[{j}]", names[j]) for j, v in enumerate(row)]
+        _check_length(row, field, names)
+        return [check_number(v, f"{field}[{j}]", names[j]) for j, v in enumerate(row)]
     if isinstance(row, dict):
-        unknown = [k for k in row if k not in names]
-        if unknown:
-            raise InvalidInput(
-                f"unknown feature; expected {', '.join(names)}"
-                + ("" if field else " (or a body with instances or features)"),
-                field=_join(field, unknown[0]),
-            )
-        missing = [n for n in names if n not in row]
-        if missing:
-            raise InvalidInput("missing feature", field=_join(field, missing[0]))
-        return [_number(row[n], _join(field, n)) for n in names]
+        _check_keys(row, field, names, set())
+        return [check_number(row[n], _join(field, n)) for n in names]
+    _not_a_row(row, field)
+
+
+def _check_length(row: list[Any], field: str, names: list[str]) -> None:
+    if len(row) != len(names):
+        raise InvalidInput(
+            f"expected {len(names)} values ({', '.join(names)}), got {len(row)}",
+            field=field or None,
+        )
+
+
+def _check_keys(row: dict[str, Any], field: str, names: list[str], may_be_absent: set[str]) -> None:
+    """Every key a feature, and every feature present unless it may be missing."""
+    unknown = [k for k in row if k not in names]
+    if unknown:
+        raise InvalidInput(
+            f"unknown feature; expected {', '.join(names)}"
+            + ("" if field else " (or a body with instances or features)"),
+            field=_join(field, unknown[0]),
+        )
+    missing = [n for n in names if n not in row and n not in may_be_absent]
+    if missing:
+        raise InvalidInput("missing feature", field=_join(field, missing[0]))
+
+
+def _not_a_row(row: Any, field: str) -> NoReturn:
     raise InvalidInput(
-        f"a row must be a list in feature order or an object by feature name, got {_kind(row)}",
+        f"a row must be a list in feature order or an object by feature name, got {kind(row)}",
         field=field or None,
     )
-
-
-def _number(value: Any, field: str, feature: str | None = None) -> float:
-    """Return value as a float; positional fields also name their feature in the message."""
-    named = f" for {feature}" if feature else ""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInput(f"expected a finite number{named}, got {_show(value)}", field=field)
-    try:
-        number = float(value)
-    except OverflowError as e:
-        raise InvalidInput(f"the number{named} is too large", field=field) from e
-    if not math.isfinite(number):
-        raise InvalidInput(f"expected a finite number{named}, got {_show(value)}", field=field)
-    if abs(number) > MAX_ABS_VALUE:
-        raise InvalidInput(
-            f"the number{named} is out of range (at most {MAX_ABS_VALUE:g} in magnitude)",
-            field=field,
-        )
-    return number
 
 
 def _chosen_parameters(parameters: Any) -> dict[str, Any]:
     """The native request's `parameters`: only known keys, each of its type."""
     if not isinstance(parameters, dict):
-        raise InvalidInput(f"expected an object, got {_kind(parameters)}", field="parameters")
+        raise InvalidInput(f"expected an object, got {kind(parameters)}", field="parameters")
     chosen = {}
     for key, value in parameters.items():
         expected = PARAMETERS.get(key)
@@ -229,7 +278,7 @@ def _chosen_parameters(parameters: Any) -> dict[str, Any]:
             )
         if not isinstance(value, expected):
             raise InvalidInput(
-                f"expected {TYPE_WORDS[expected]}, got {_show(value)}", field=f"parameters.{key}"
+                f"expected {TYPE_WORDS[expected]}, got {show(value)}", field=f"parameters.{key}"
             )
         chosen[key] = value
     return chosen
@@ -243,19 +292,3 @@ def _no_extra_keys(body: dict[str, Any], allowed: set[str]) -> None:
 
 def _join(field: str, name: str) -> str:
     return f"{field}.{name}" if field else name
-
-
-def _kind(value: Any) -> str:
-    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
-    if value is None:
-        return "null"
-    return kinds.get(type(value), "a number")
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, (dict, list)) or value is None or isinstance(value, bool):
-        return _kind(value)
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 40 else text[:37] + "..."

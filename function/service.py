@@ -144,7 +144,7 @@ class Service:
         """The model call requests make: stoppable by the time limit, micro-batched if on."""
         deadlines = self.deadlines
 
-        def run_in_time(estimator: Any, X: np.ndarray, probabilities: bool) -> Any:
+        def run_in_time(estimator: Any, X: Any, probabilities: bool) -> Any:
             with deadlines.interruptible():  # a slow model may be stopped here, and only here
                 return run_model(estimator, X, probabilities)
 

@@ -17,10 +17,12 @@ from function.body import _parse_exactly, parse_json
 from function.errors import BadRequest, InvalidInput, PayloadTooLarge
 from function.model import LoadedModel
 from function.predict import Instances, parse_instances, predict
+from function.schema import Schema
 
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROW = [5.1, 3.5, 1.4, 0.2]
 NAMED = dict(zip(NAMES, ROW, strict=True))
+SCHEMA = Schema.of_numbers(NAMES)
 
 
 @pytest.mark.parametrize(
@@ -35,7 +37,7 @@ NAMED = dict(zip(NAMES, ROW, strict=True))
     ],
 )
 def test_every_shape_gives_the_same_row(body: Any, expected: list[float]) -> None:
-    instances = parse_instances(body, NAMES, 10)
+    instances = parse_instances(body, SCHEMA, 10)
 
     assert instances.X.tolist() == [expected]
     assert instances.probabilities is True
@@ -44,13 +46,13 @@ def test_every_shape_gives_the_same_row(body: Any, expected: list[float]) -> Non
 def test_named_rows_are_put_in_feature_order() -> None:
     shuffled = {"petal_width": 0.2, "sepal_length": 5.1, "petal_length": 1.4, "sepal_width": 3.5}
 
-    assert parse_instances({"instances": [shuffled]}, NAMES, 10).X.tolist() == [ROW]
+    assert parse_instances({"instances": [shuffled]}, SCHEMA, 10).X.tolist() == [ROW]
 
 
 def test_probabilities_can_be_turned_off() -> None:
     body = {"instances": [ROW], "parameters": {"probabilities": False}}
 
-    assert parse_instances(body, NAMES, 10).probabilities is False
+    assert parse_instances(body, SCHEMA, 10).probabilities is False
 
 
 @pytest.mark.parametrize(
@@ -113,7 +115,7 @@ def test_probabilities_can_be_turned_off() -> None:
 )
 def test_invalid_input_names_the_field(body: Any, field: str | None, detail: str) -> None:
     with pytest.raises(InvalidInput) as raised:
-        parse_instances(body, NAMES, 10)
+        parse_instances(body, SCHEMA, 10)
 
     assert raised.value.field == field
     assert detail in raised.value.detail
@@ -122,7 +124,7 @@ def test_invalid_input_names_the_field(body: Any, field: str | None, detail: str
 
 def test_too_many_rows_is_413() -> None:
     with pytest.raises(PayloadTooLarge) as raised:
-        parse_instances({"instances": [ROW] * 11}, NAMES, 10)
+        parse_instances({"instances": [ROW] * 11}, SCHEMA, 10)
 
     assert raised.value.status == 413
     assert raised.value.field == "instances"
@@ -197,7 +199,7 @@ def test_nan_literals_reach_validation_with_their_location() -> None:
     body = parse_json(b'{"instances": [[5.1, NaN, 1.4, 0.2]]}')
 
     with pytest.raises(InvalidInput) as raised:
-        parse_instances(body, NAMES, 10)
+        parse_instances(body, SCHEMA, 10)
     assert raised.value.field == "instances[0][1]"
 
 

@@ -229,9 +229,13 @@ def test_the_specialised_document_states_the_tensor_the_server_takes() -> None:
     document allowing shape [0, 0] and "outputs": [], which the server refuses)."""
     from jsonschema import Draft202012Validator
 
+    from function.model import LoadedModel
     from function.openapi import document
+    from function.schema import Schema
 
-    schemas = document(["a", "b", "c", "d"], max_instances=10)["components"]["schemas"]
+    names = ["a", "b", "c", "d"]
+    model = LoadedModel(None, {"feature_names": names}, 0.0, schema=Schema.of_numbers(names))
+    schemas = document(model, max_instances=10)["components"]["schemas"]
     tensor = Draft202012Validator(schemas["V2InputTensor"])
     outputs = Draft202012Validator(schemas["V2InferRequest"]["properties"]["outputs"])
 

@@ -1,0 +1,272 @@
+"""Each feature's type as the artifact records it, and the checks a request's values pass.
+
+A model's metadata lists its features with a type: number, integer, boolean or category (with its
+known values). A feature is nullable when the pipeline fills a missing value in itself (checked when
+the model was trained or packaged), and a category says whether the pipeline accepts a value it has
+not seen. Artifacts written before schemas existed have numbers only.
+
+Values are checked a column at a time and turned into what the pipeline was fitted on: a float64
+matrix, or a pandas DataFrame with the training columns' dtypes when the pipeline selects columns
+by name (pandas is imported only for such a model).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from function.errors import IntegrityError, InvalidInput
+
+TYPES = ("number", "integer", "boolean", "category")
+UNKNOWN = ("refuse", "accept")  # what a category does with a value training never saw
+# Larger magnitudes overflow float64 arithmetic inside ordinary models (scaling, dot products).
+MAX_ABS_VALUE = 1e300
+SHOWN_CATEGORIES = 20  # an error lists at most this many allowed values
+
+Field = Callable[[int], str | None]  # where value i of a column came from in the request
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One input column: its type, whether it may be missing, its known categories."""
+
+    name: str
+    type: str = "number"
+    nullable: bool = False
+    categories: tuple[str, ...] = ()
+    unknown: str = "refuse"
+    dtype: str = "float64"  # the column's pandas dtype when the pipeline was fitted
+
+    def describe(self) -> dict[str, Any]:
+        """The feature as metadata.json records it."""
+        record: dict[str, Any] = {"name": self.name, "type": self.type, "nullable": self.nullable}
+        if self.type == "category":
+            record.update(categories=list(self.categories), unknown=self.unknown)
+        record["dtype"] = self.dtype
+        return record
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema of one value (OpenAPI 3.1)."""
+        kinds = {"number": "number", "integer": "integer", "boolean": "boolean"}
+        schema: dict[str, Any] = {"type": kinds.get(self.type, "string")}
+        if self.type == "category" and self.unknown == "refuse":
+            schema["enum"] = list(self.categories)
+        elif self.type == "category":
+            schema["examples"] = list(self.categories[:SHOWN_CATEGORIES])
+        if self.nullable:
+            schema["type"] = [schema["type"], "null"]
+            if "enum" in schema:
+                schema["enum"] = [*schema["enum"], None]
+        return schema
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The model's features in order, and whether its pipeline takes a DataFrame."""
+
+    features: tuple[Feature, ...]
+    frame: bool = False
+
+    @classmethod
+    def of_numbers(cls, names: list[str]) -> Schema:
+        """The schema of an artifact that has none: numbers, never missing, as a matrix."""
+        return cls(tuple(Feature(name) for name in names))
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def numeric(self) -> bool:
+        """Every value is a number and none may be missing: rows parse straight to a matrix."""
+        return all(f.type in ("number", "integer") and not f.nullable for f in self.features)
+
+    def integer_columns(self) -> list[int]:
+        return [j for j, f in enumerate(self.features) if f.type == "integer"]
+
+    def feature(self, name: str) -> Feature | None:
+        return next((f for f in self.features if f.name == name), None)
+
+    def from_matrix(self, X: np.ndarray) -> Any:
+        """A checked numeric matrix as the pipeline takes it."""
+        if not self.frame:
+            return X
+        return self.from_columns([X[:, j] for j in range(X.shape[1])])
+
+    def check_columns(
+        self, columns: list[list[Any]], field: Callable[[int, int], str | None]
+    ) -> Any:
+        """Check each column's values against its feature; return what the pipeline takes."""
+        checked = [
+            check_column(feature, values, functools.partial(_at, field, j))
+            for j, (feature, values) in enumerate(zip(self.features, columns, strict=True))
+        ]
+        if self.frame:
+            return self.from_columns(checked)
+        if all(c.dtype == np.float64 for c in checked):
+            return np.column_stack(checked)
+        X = np.empty((len(checked[0]), len(checked)), dtype=object)
+        for j, column in enumerate(checked):
+            X[:, j] = column
+        return X
+
+    def from_columns(self, columns: list[np.ndarray]) -> Any:
+        """Checked columns as a DataFrame with the dtypes the pipeline was fitted on."""
+        import pandas as pd
+
+        data = {}
+        for feature, column in zip(self.features, columns, strict=True):
+            if feature.dtype == "category":
+                column = pd.Categorical(column, categories=list(feature.categories))
+            elif feature.dtype.startswith("int") and not np.isnan(column.astype(float)).any():
+                column = column.astype(feature.dtype)  # whole numbers, none missing
+            data[feature.name] = column
+        return pd.DataFrame(data, copy=False)
+
+
+def _at(field: Callable[[int, int], str | None], j: int, i: int) -> str | None:
+    return field(i, j)
+
+
+def from_metadata(metadata: dict[str, Any], where: str) -> Schema:
+    """The schema metadata records (numbers only when it records none); IntegrityError naming
+    what is wrong."""
+    names = metadata["feature_names"]
+    described = metadata.get("features")
+    frame = metadata.get("input", "array")
+    if frame not in ("array", "frame"):
+        raise IntegrityError(f"{where}: input must be 'array' or 'frame', got {frame!r}")
+    if described is None:
+        return Schema(Schema.of_numbers(names).features, frame == "frame")
+    if (
+        not isinstance(described, list)
+        or [d.get("name") if isinstance(d, dict) else None for d in described] != names
+    ):
+        raise IntegrityError(f"{where}: features must describe feature_names, in order")
+    return Schema(tuple(_feature(d, f"{where}: features.{d['name']}") for d in described),
+                  frame == "frame")  # fmt: skip
+
+
+def _feature(record: dict[str, Any], where: str) -> Feature:
+    kind = record.get("type")
+    if kind not in TYPES:
+        raise IntegrityError(f"{where}: type must be one of {', '.join(TYPES)}, got {kind!r}")
+    categories = record.get("categories", [])
+    unknown = record.get("unknown", "refuse")
+    if kind == "category" and not (
+        isinstance(categories, list) and categories and all(isinstance(c, str) for c in categories)
+    ):
+        raise IntegrityError(f"{where}: categories must be a non-empty list of strings")
+    if unknown not in UNKNOWN:
+        raise IntegrityError(f"{where}: unknown must be one of {', '.join(UNKNOWN)}")
+    return Feature(
+        record["name"],
+        kind,
+        bool(record.get("nullable", False)),
+        tuple(categories),
+        unknown,
+        str(record.get("dtype", "float64")),
+    )
+
+
+def check_column(feature: Feature, values: list[Any], field: Field) -> np.ndarray:
+    """Check one feature's values (field(i) names value i in errors); return them as an array:
+    float64 for numbers (NaN where missing), bool for booleans, objects for the rest."""
+    kinds = set(map(type, values))
+    if feature.type in ("number", "integer"):
+        if kinds <= {int, float}:
+            try:
+                with np.errstate(all="ignore"):
+                    column = np.array(values, dtype=np.float64)
+            except OverflowError:
+                pass
+            else:
+                in_range = np.isfinite(column).all() and np.abs(column).max() <= MAX_ABS_VALUE
+                whole = feature.type == "number" or (column == np.floor(column)).all()
+                if in_range and whole:
+                    return column
+        return np.array([_value(feature, v, field(i)) for i, v in enumerate(values)], np.float64)
+    if feature.type == "boolean" and kinds <= {bool}:
+        return np.array(values, dtype=bool)
+    if feature.type == "category" and kinds <= {str}:
+        allowed = set(feature.categories)
+        if feature.unknown == "accept" or allowed.issuperset(values):
+            return np.array(values, dtype=object)
+    return np.array([_value(feature, v, field(i)) for i, v in enumerate(values)], dtype=object)
+
+
+def _value(feature: Feature, value: Any, field: str | None) -> Any:
+    """One value checked against its feature, or InvalidInput naming the field and the rule."""
+    name = feature.name
+    if value is None:
+        if feature.nullable:
+            return math.nan
+        raise InvalidInput(
+            f"{name} may not be null: this model's pipeline does not fill in a missing {name}",
+            field=field,
+        )
+    if feature.type in ("number", "integer"):
+        number = check_number(value, field, name)
+        if feature.type == "integer" and number != math.floor(number):
+            raise InvalidInput(f"expected an integer for {name}, got {show(value)}", field=field)
+        return number
+    if feature.type == "boolean":
+        if not isinstance(value, bool):
+            raise InvalidInput(f"expected true or false for {name}, got {show(value)}", field=field)
+        return value
+    if not isinstance(value, str):
+        raise InvalidInput(
+            f"expected a string (a category) for {name}, got {show(value)}", field=field
+        )
+    if feature.unknown == "refuse" and value not in feature.categories:
+        shown = ", ".join(feature.categories[:SHOWN_CATEGORIES])
+        more = len(feature.categories) - SHOWN_CATEGORIES
+        raise InvalidInput(
+            f"unknown category {show(value)} for {name}; allowed: {shown}"
+            + (f" and {more} more (see /model)" if more > 0 else ""),
+            field=field,
+        )
+    return value
+
+
+def check_number(value: Any, field: str | None, feature: str | None = None) -> float:
+    """Return value as a float within range; `feature` is named in the message when given."""
+    named = f" for {feature}" if feature else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(f"expected a finite number{named}, got {show(value)}", field=field)
+    try:
+        number = float(value)
+    except OverflowError as e:
+        raise InvalidInput(f"the number{named} is too large", field=field) from e
+    if not math.isfinite(number):
+        raise InvalidInput(f"expected a finite number{named}, got {show(value)}", field=field)
+    if abs(number) > MAX_ABS_VALUE:
+        raise InvalidInput(
+            f"the number{named} is out of range (at most {MAX_ABS_VALUE:g} in magnitude)",
+            field=field,
+        )
+    return number
+
+
+def kind(value: Any) -> str:
+    """A JSON value's kind in words."""
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return kinds.get(type(value), "a number")
+
+
+def show(value: Any) -> str:
+    """A value as an error message quotes it: short, and never a whole object."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (dict, list)) or value is None or isinstance(value, bool):
+        return kind(value)
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
