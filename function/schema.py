@@ -55,6 +55,8 @@ class Feature:
         """The JSON Schema of one value (OpenAPI 3.1)."""
         kinds = {"number": "number", "integer": "integer", "boolean": "boolean"}
         schema: dict[str, Any] = {"type": kinds.get(self.type, "string")}
+        if self.type in ("number", "integer"):  # finite, and within what models compute with
+            schema.update(minimum=-MAX_ABS_VALUE, maximum=MAX_ABS_VALUE)
         if self.type == "category" and self.unknown == "refuse":
             schema["enum"] = list(self.categories)
         elif self.type == "category":

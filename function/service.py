@@ -15,7 +15,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import numpy as np
 from werkzeug.datastructures import Headers
 
 from function.auth import KeyRing, SecretKeySource, presented_key

@@ -78,6 +78,9 @@ def publish_object(
     """Publish any object as a version, with the template's metadata changed as asked."""
     base = json.loads((template / "metadata.json").read_text())
     base.pop("files")
+    if "feature_names" in changes:  # other features: the template's schema no longer applies
+        base.pop("features")
+        base.pop("input_example")
     out = tmp / f"artifact-{version}"
     write_artifact(out, obj, {**base, **changes})
     store.publish(out, version)

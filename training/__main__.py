@@ -1,4 +1,4 @@
-"""python -m training: train, publish, promote, rollback and list model versions.
+"""python -m training: train or package a model, publish, promote, rollback and list versions.
 
 Each verb imports what it needs when it runs: publish, promote, rollback and list need only the
 service's own packages (function/requirements.txt), so they run in the service image too (the
@@ -49,7 +49,7 @@ def _train(args: argparse.Namespace) -> None:
         raise TrainingError("--data needs --target COLUMN (the column to predict)")
     if args.target and not args.data:
         raise TrainingError("--target needs --data PATH.csv")
-    data = load_csv(Path(args.data), args.target, args.impute) if args.data else load_iris()
+    data = load_csv(Path(args.data), args.target) if args.data else load_iris()
     name = args.name or (Path(args.data).stem if args.data else "iris")
     check_version_id(name)
     options = Options(
@@ -69,6 +69,28 @@ def _train(args: argparse.Namespace) -> None:
     print(f"trained {name} ({args.estimator}) on {data.rows} rows: {holdout}")
     files = ", ".join(metadata["files"])
     print(f"wrote {files} and metadata.json to {args.out} (sha256 {metadata['sha256'][:12]}…)")
+    _say_onnx(metadata)
+
+
+def _package(args: argparse.Namespace) -> None:
+    from training.data import load_csv
+    from training.packager import package_file
+    from training.train import parse_gate
+
+    gates = [parse_gate(g) for g in args.gate]
+    model_file = Path(args.model_file)
+    data = load_csv(Path(args.data), args.target)
+    name = args.name or model_file.stem
+    metadata = package_file(model_file, data, Path(args.out), name, gates, args.format, args.onnx)
+    scores = ", ".join(f"{k}={v:.4f}" for k, v in metadata["metrics"]["holdout"].items())
+    print(f"packaged {name} ({metadata['estimator']}, {metadata['task']}) on {data.rows} rows: "
+          f"{scores}")  # fmt: skip
+    print(f"wrote {', '.join(metadata['files'])} and metadata.json to {args.out} "
+          f"(sha256 {metadata['sha256'][:12]}…)")  # fmt: skip
+    _say_onnx(metadata)
+
+
+def _say_onnx(metadata: dict[str, Any]) -> None:
     onnx = metadata.get("onnx", {})
     if onnx and not onnx.get("verified"):
         print(f"no ONNX file: {onnx.get('reason') or 'it did not match the model closely enough'}")
@@ -165,12 +187,30 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     verbs = parser.add_subparsers(required=True, metavar="VERB")
 
+    def artifact_args(p: argparse.ArgumentParser, gate_help: str) -> None:
+        p.add_argument("--gate", action="append", default=[], metavar="METRIC>=VALUE",
+                       help=gate_help)  # fmt: skip
+        p.add_argument(
+            "--format",
+            choices=["joblib", "skops"],
+            default="joblib",
+            help="model serialisation: joblib (pickle) or skops (no arbitrary code on load)",
+        )
+        p.add_argument(
+            "--no-onnx",
+            dest="onnx",
+            action="store_false",
+            help="skip the verified ONNX export (by default written when the model converts)",
+        )
+
     train = verbs.add_parser("train", help="train, evaluate and gate a model; write an artifact")
     train.add_argument("--data", help="CSV file (default: Iris, bundled with scikit-learn)")
     train.add_argument("--target", help="the CSV column to predict")
     train.add_argument("--name", help="model name (default: iris, or the CSV file's stem)")
     train.add_argument(
-        "--estimator", default="logistic_regression", help=f"one of: {', '.join(ESTIMATORS)}"
+        "--estimator",
+        default="logistic_regression",
+        help=f"one of: {', '.join(ESTIMATORS)}; or a scikit-learn class path (sklearn.svm.SVC)",
     )
     train.add_argument("--params", help="JSON file of estimator parameters")
     train.add_argument(
@@ -180,30 +220,25 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--test-size", type=float, default=0.2, help="hold-out fraction")
     train.add_argument("--cv", type=int, default=5, help="cross-validation folds")
     train.add_argument(
-        "--impute", choices=["mean", "median"], help="fill missing feature values (default: refuse)"
+        "--impute",
+        choices=["mean", "median"],
+        help="fill missing numbers (default: refuse, unless the estimator handles them)",
     )
-    train.add_argument(
-        "--gate",
-        action="append",
-        default=[],
-        metavar="METRIC>=VALUE",
-        help="quality gate on a hold-out metric (or cv_METRIC); repeat for several",
-    )
+    artifact_args(train, "quality gate on a hold-out metric (or cv_METRIC); repeat for several")
     train.add_argument("--min-accuracy", type=float, help="shorthand for --gate accuracy>=VALUE")
-    train.add_argument(
-        "--format",
-        choices=["joblib", "skops"],
-        default="joblib",
-        help="model serialisation: joblib (pickle) or skops (no arbitrary code on load)",
-    )
-    train.add_argument(
-        "--no-onnx",
-        dest="onnx",
-        action="store_false",
-        help="skip the verified ONNX export (by default written when the estimator converts)",
-    )
     train.add_argument("--out", default="artifacts/iris", help="output folder")
     train.set_defaults(run=_train)
+
+    package = verbs.add_parser(
+        "package", help="package a model you fitted yourself (joblib or skops file)"
+    )
+    package.add_argument("model_file", help="a fitted scikit-learn estimator or pipeline")
+    package.add_argument("--data", required=True, help="CSV to evaluate it on (and infer types)")
+    package.add_argument("--target", required=True, help="the CSV column it predicts")
+    package.add_argument("--name", help="model name (default: the model file's stem)")
+    package.add_argument("--out", required=True, help="output folder")
+    artifact_args(package, "quality gate on a metric over the data given; repeat for several")
+    package.set_defaults(run=_package)
 
     def store_args(p: argparse.ArgumentParser, name_required: bool = True) -> None:
         p.add_argument("--store", required=True, help="gs://BUCKET/PREFIX or file:///ABS/PATH")

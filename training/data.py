@@ -1,4 +1,8 @@
-"""Training data: the bundled Iris set, or a user's CSV, checked column by column."""
+"""Training data: the bundled Iris set, or a user's CSV, checked column by column.
+
+Feature columns may be numbers, whole numbers, booleans or text (categories), with missing values;
+the target may not be missing.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,33 +22,58 @@ IRIS_FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 
 @dataclass(frozen=True)
 class Dataset:
-    """Numeric features in a fixed column order, and the target."""
+    """Feature columns in a fixed order (a DataFrame), and the target."""
 
-    X: np.ndarray
+    frame: Any
     y: np.ndarray
-    feature_names: list[str]
     target: str
     source: str
     sha256: str
 
     @property
+    def feature_names(self) -> list[str]:
+        return [str(c) for c in self.frame.columns]
+
+    @property
     def rows(self) -> int:
-        return int(self.X.shape[0])
+        return len(self.frame)
+
+    @property
+    def numeric(self) -> bool:
+        """Every feature is a number (not a boolean): the pipeline takes a float64 matrix."""
+        import pandas as pd
+
+        types = pd.api.types
+        return all(
+            types.is_numeric_dtype(t) and not types.is_bool_dtype(t) for t in self.frame.dtypes
+        )
+
+    @property
+    def X(self) -> Any:
+        """What the pipeline is fitted on: a float64 matrix when every feature is a number,
+        else the DataFrame itself (its pipeline selects columns by name)."""
+        return self.frame.to_numpy(dtype=np.float64) if self.numeric else self.frame
+
+    def missing(self) -> list[str]:
+        """The feature columns with missing values."""
+        return [str(c) for c in self.frame.columns if self.frame[c].isna().any()]
 
 
 def load_iris() -> Dataset:
     """Return Iris (shipped with scikit-learn) with species names as labels."""
+    import pandas as pd
     from sklearn.datasets import load_iris as sk_load_iris
 
     bunch = sk_load_iris()
     X = np.asarray(bunch.data, dtype=np.float64)
     y = np.asarray(bunch.target_names)[bunch.target].astype(str)
     digest = hashlib.sha256(X.tobytes() + "\n".join(y).encode()).hexdigest()
-    return Dataset(X, y, list(IRIS_FEATURES), "species", "sklearn.datasets.load_iris", digest)
+    frame = pd.DataFrame(X, columns=IRIS_FEATURES)
+    return Dataset(frame, y, "species", "sklearn.datasets.load_iris", digest)
 
 
-def load_csv(path: Path, target: str, impute: str | None = None) -> Dataset:
-    """Read a CSV whose feature columns are numeric; name every column that is not usable."""
+def load_csv(path: Path, target: str) -> Dataset:
+    """Read a CSV: any feature columns, a target without gaps; name every column not usable."""
     import pandas as pd
 
     try:
@@ -68,37 +98,17 @@ def load_csv(path: Path, target: str, impute: str | None = None) -> Dataset:
     features = frame.drop(columns=[target])
     if features.shape[1] == 0:
         raise TrainingError(f"{path} has no feature columns besides the target {target!r}")
-    non_numeric = [
-        str(c)
-        for c in features.columns
-        if not pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c])
-    ]
-    if non_numeric:
-        raise TrainingError(
-            f"{path}: feature column(s) {', '.join(non_numeric)} are not numeric; "
-            "encode them as numbers before training (e.g. one-hot) or drop them"
-        )
     missing_target = int(frame[target].isna().sum())
     if missing_target:
         raise TrainingError(f"{path}: target column {target!r} is empty in {missing_target} row(s)")
-    X = features.to_numpy(dtype=np.float64)
-    if np.isinf(X).any():
-        bad = [str(c) for i, c in enumerate(features.columns) if np.isinf(X[:, i]).any()]
-        raise TrainingError(f"{path}: column(s) {', '.join(bad)} hold infinite values")
-    with_missing = [str(c) for c in features.columns if features[c].isna().any()]
-    if with_missing and impute is None:
-        raise TrainingError(
-            f"{path}: column(s) {', '.join(with_missing)} have missing values; "
-            "fill them, or pass --impute mean|median to add an imputing step to the pipeline"
-        )
+    empty = [str(c) for c in features.columns if features[c].isna().all()]
+    if empty:
+        raise TrainingError(f"{path}: column(s) {', '.join(empty)} have no values at all")
+    numbers = features.select_dtypes("number")
+    infinite = [str(c) for c in numbers.columns if np.isinf(numbers[c].to_numpy(float)).any()]
+    if infinite:
+        raise TrainingError(f"{path}: column(s) {', '.join(infinite)} hold infinite values")
     y = frame[target].to_numpy()
-    if y.dtype == object:
+    if y.dtype.kind in "OUT":  # text labels (pandas' str dtype too)
         y = y.astype(str)
-    return Dataset(
-        X,
-        y,
-        [str(c) for c in features.columns],
-        target,
-        str(path),
-        hashlib.sha256(raw).hexdigest(),
-    )
+    return Dataset(features, y, target, str(path), hashlib.sha256(raw).hexdigest())

@@ -9,7 +9,6 @@ import os
 import platform
 import re
 import subprocess
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,19 @@ from typing import Any
 
 import numpy as np
 
-from function.artifact import METADATA_FILE, MODEL_FILES, ONNX_FILE, encode_metadata, sha256_hex
+from function.artifact import (
+    METADATA_FILE,
+    MODEL_FILES,
+    ONNX_FILE,
+    encode_metadata,
+    label_type,
+    sha256_hex,
+)
 from function.store import utc_now
 from training.data import Dataset
 from training.errors import GateFailed, TrainingError
-from training.estimators import build_pipeline, spec
+from training.estimators import REGRESSORS, build_pipeline, spec
+from training.schema import infer_schema
 
 # metric name -> (scorer for cross_validate, sign to turn the scorer back into the metric)
 SCORERS = {
@@ -103,15 +110,28 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
     (a verified model.onnx); raise if gated out."""
     from sklearn.model_selection import KFold, StratifiedKFold, cross_validate, train_test_split
 
-    task = spec(options.estimator).task
+    chosen = spec(options.estimator)
+    task = chosen.task
+    _check_missing(data, options, chosen.handles_missing)
     _check_shape(data, task, options)
-    pipeline, params = build_pipeline(
-        options.estimator, options.params or {}, options.seed, options.impute
-    )
+    if data.numeric:
+        pipeline, params = build_pipeline(
+            options.estimator, options.params or {}, options.seed, options.impute
+        )
+    else:
+        frame = data.frame
+        numbers = [str(c) for c in frame.columns if _is_number(frame[c])]
+        categories = [str(c) for c in frame.columns if str(c) not in numbers]
+        pipeline, params = build_pipeline(
+            options.estimator, options.params or {}, options.seed, options.impute,
+            categories, numbers,
+        )  # fmt: skip
     stratify = data.y if task == "classification" else None
-    X_train, X_test, y_train, y_test = train_test_split(
-        data.X, data.y, test_size=options.test_size, random_state=options.seed, stratify=stratify
-    )
+    train_frame, test_frame, y_train, y_test = train_test_split(
+        data.frame, data.y, test_size=options.test_size, random_state=options.seed,
+        stratify=stratify,
+    )  # fmt: skip
+    X_train, X_test = _fit_input(train_frame, data.numeric), _fit_input(test_frame, data.numeric)
     folds = (StratifiedKFold if task == "classification" else KFold)(
         n_splits=options.cv, shuffle=True, random_state=options.seed
     )
@@ -130,7 +150,7 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
         raise TrainingError(
             f"{options.estimator} cannot be trained with these parameters: {e}"
         ) from e
-    holdout = _holdout_metrics(task, y_test, pipeline.predict(X_test))
+    holdout = holdout_metrics(task, y_test, pipeline.predict(X_test))
     cv_metrics = {
         m: {
             "mean": float(np.mean(sign * cv[f"test_{m}"])),
@@ -147,12 +167,8 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
         "estimator": type(pipeline[-1]).__name__,
         "estimator_name": options.estimator,
         "pipeline": [step for step, _ in pipeline.steps],
-        "params": _jsonable(params),
-        "feature_names": data.feature_names,
-        # A row any client can send (the deploy's smoke test does): each feature's training
-        # median, an aggregate rather than somebody's record.
-        "input_example": _input_example(X_train, data.feature_names),
-        "class_names": [str(c) for c in pipeline.classes_] if task == "classification" else [],
+        "params": jsonable(params),
+        **describe_inputs(pipeline, train_frame, task),
         "metrics": {"holdout": holdout, "cv": cv_metrics},
         "dataset": {
             "source": data.source,
@@ -164,18 +180,81 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
         },
         "training": {"seed": options.seed, "test_size": options.test_size, "cv": options.cv},
         "gates": [str(g) for g in options.gates],
-        "versions": _library_versions(),
+        "versions": library_versions(),
         "git_commit": git_commit(),
     }
-    _apply_gates(options.gates, holdout, cv_metrics)
+    apply_gates(options.gates, holdout, cv_metrics)
     extra: dict[str, bytes] = {}
     if options.onnx:
-        from training.onnx_export import export
-
-        onnx, metadata["onnx"] = export(pipeline, X_train, X_test, options.seed, task)
+        onnx, metadata["onnx"] = export_onnx(pipeline, X_train, X_test, options.seed, task)
         if onnx is not None:
             extra[ONNX_FILE] = onnx
     return pipeline, metadata, extra
+
+
+def describe_inputs(pipeline: Any, frame: Any, task: str) -> dict[str, Any]:
+    """The metadata fields that say what the pipeline takes and answers: its features' schema,
+    an example row, its classes and their label type."""
+    schema, example = infer_schema(frame, pipeline)
+    fields: dict[str, Any] = {
+        "feature_names": schema.names,
+        "features": [f.describe() for f in schema.features],
+        "input": "frame" if schema.frame else "array",
+        # A row any client can send (the deploy's smoke test does).
+        "input_example": example,
+        "class_names": [],
+    }
+    if task == "classification":
+        fields["class_names"] = [str(c) for c in pipeline.classes_]
+        fields["label_type"] = label_type(pipeline.classes_)
+    return fields
+
+
+def export_onnx(
+    pipeline: Any, X_train: Any, X_test: Any, seed: int, task: str
+) -> tuple[bytes | None, dict[str, Any]]:
+    """The verified ONNX export of a pipeline that takes a matrix; a pipeline that selects
+    DataFrame columns by name is served by scikit-learn, and the record says so."""
+    if not isinstance(X_train, np.ndarray):
+        reason = (
+            "not exported because the pipeline takes named columns of mixed types (a DataFrame); "
+            "the ONNX fast path covers pipelines that take a numeric matrix, and scikit-learn "
+            "serves this one, exactly"
+        )
+        return None, {"exported": False, "verified": False, "reason": reason}
+    from sklearn.pipeline import Pipeline
+
+    from training.onnx_export import export
+
+    if not isinstance(pipeline, Pipeline):  # a bare estimator: the same model, as one step
+        pipeline = Pipeline([("model", pipeline)])
+    return export(pipeline, X_train, X_test, seed, task)
+
+
+def _fit_input(frame: Any, numeric: bool) -> Any:
+    """What the pipeline is fitted on: a float64 matrix for all-numeric data, else the frame."""
+    return frame.to_numpy(dtype=np.float64) if numeric else frame
+
+
+def _is_number(column: Any) -> bool:
+    """A column the pipeline treats as a number (booleans included), not a category."""
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column))
+
+
+def _check_missing(data: Dataset, options: Options, handled: bool) -> None:
+    """Missing numbers need an imputer, unless the estimator handles them (categories always
+    have one: missing is a category of its own)."""
+    if options.impute or handled:
+        return
+    numbers = [c for c in data.missing() if _is_number(data.frame[c])]
+    if numbers:
+        raise TrainingError(
+            f"{data.source}: column(s) {', '.join(numbers)} have missing values; fill them, "
+            "pass --impute mean|median to add an imputing step to the pipeline, or use "
+            "hist_gradient_boosting, which handles missing values itself"
+        )
 
 
 def write_artifact(
@@ -252,7 +331,7 @@ def _check_shape(data: Dataset, task: str, options: Options) -> None:
     if np.issubdtype(data.y.dtype, np.floating) and not np.all(np.mod(data.y, 1) == 0):
         raise TrainingError(
             f"target {data.target!r} holds continuous numbers; use a regression estimator "
-            "(ridge, random_forest_regressor, gradient_boosting_regressor)"
+            f"({', '.join(REGRESSORS)})"
         )
     labels, counts = np.unique(data.y, return_counts=True)
     if len(labels) < 2:
@@ -262,8 +341,7 @@ def _check_shape(data: Dataset, task: str, options: Options) -> None:
     if np.issubdtype(data.y.dtype, np.number) and len(labels) > max(20, data.rows // 2):
         raise TrainingError(
             f"target {data.target!r} looks continuous ({len(labels)} distinct values in "
-            f"{data.rows} rows); use a regression estimator "
-            "(ridge, random_forest_regressor, gradient_boosting_regressor)"
+            f"{data.rows} rows); use a regression estimator ({', '.join(REGRESSORS)})"
         )
     small = [
         f"{label!s} ({count})"
@@ -278,17 +356,7 @@ def _check_shape(data: Dataset, task: str, options: Options) -> None:
         )
 
 
-def _input_example(X: np.ndarray, feature_names: list[str]) -> dict[str, float]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: its median is nan
-        medians = np.nanmedian(X.astype(float), axis=0)
-    return {
-        name: float(m) if np.isfinite(m) else 0.0
-        for name, m in zip(feature_names, medians, strict=True)
-    }
-
-
-def _holdout_metrics(task: str, y_true: Any, y_pred: Any) -> dict[str, float]:
+def holdout_metrics(task: str, y_true: Any, y_pred: Any) -> dict[str, float]:
     from sklearn import metrics
 
     if task == "classification":
@@ -304,7 +372,7 @@ def _holdout_metrics(task: str, y_true: Any, y_pred: Any) -> dict[str, float]:
     }
 
 
-def _apply_gates(
+def apply_gates(
     gates: Sequence[Gate], holdout: dict[str, float], cv: dict[str, dict[str, float]]
 ) -> None:
     available = {**holdout, **{f"cv_{m}": v["mean"] for m, v in cv.items()}}
@@ -318,7 +386,7 @@ def _apply_gates(
             raise GateFailed(f"quality gate {gate} failed: {gate.metric} is {value:.4f}")
 
 
-def _library_versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     import joblib
     import sklearn
 
@@ -330,11 +398,11 @@ def _library_versions() -> dict[str, str]:
     }
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):

@@ -39,6 +39,12 @@ MLSERVER_VENV = PERF / ".mlserver-venv"
 MLSERVER_PACKAGES = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop==0.21.0"]
 KEY = "bench-key-0123456789abcdef"
 ROW = [5.1, 3.5, 1.4, 0.2]
+# The mixed-type figure: one churn row (training/churn.py) as one tensor per column, as MLServer's
+# pandas codec takes it ("content_type": "pd"; "str" decodes a BYTES tensor to text).
+CHURN_ROW = {"country": ("BYTES", "ES"), "plan": ("BYTES", "pro"), "seats": ("INT64", 2),
+             "monthly_spend": ("FP64", 47.66), "tenure_months": ("INT64", 9),
+             "has_discount": ("BOOL", False)}  # fmt: skip
+MODEL_NAMES = {"lr": "iris", "rf": "iris", "mixed": "churn"}
 
 
 # --- the servers -------------------------------------------------------------------------
@@ -73,12 +79,13 @@ class Server:
                 start_new_session=True,
             )  # fmt: skip
 
-    def wait_first_prediction(self, headers: dict[str, str], timeout: float = 120) -> float:
+    def wait_first_prediction(
+        self, headers: dict[str, str], body: bytes, timeout: float = 120
+    ) -> float:
         """Seconds from exec to the first successful prediction once the server says it is
         ready (OIP's /v2/health/ready, as a startup probe would wait: with several worker
         processes, a prediction could otherwise meet one still loading)."""
         ready = self.url.split("/v2/")[0] + "/v2/health/ready"
-        body = infer_body([ROW])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -127,7 +134,7 @@ class Server:
         stop(self.process)
 
 
-def start_modelrun(model_uri: str, gcs: str, tmp: Path) -> Server:
+def start_modelrun(model_uri: str, name: str, gcs: str, tmp: Path) -> Server:
     port = free_port()
     env = {
         **os.environ,
@@ -144,26 +151,26 @@ def start_modelrun(model_uri: str, gcs: str, tmp: Path) -> Server:
         "MAX_REQUEST_BYTES": "4194304",
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    url = f"http://127.0.0.1:{port}/v2/models/iris/infer"
+    url = f"http://127.0.0.1:{port}/v2/models/{name}/infer"
     return Server("modelrun", container.command(), env, ROOT, url, tmp / f"modelrun-{port}.log")
 
 
-def start_mlserver(joblib_file: Path, tmp: Path) -> Server:
+def start_mlserver(joblib_file: Path, name: str, tmp: Path) -> Server:
     folder = Path(tempfile.mkdtemp(dir=tmp, prefix="mlserver-"))
     http, grpc, metrics = free_port(), free_port(), free_port()
     (folder / "settings.json").write_text(json.dumps(
         {"host": "127.0.0.1", "http_port": http, "grpc_port": grpc, "metrics_port": metrics}
     ))  # fmt: skip
-    (folder / "iris").mkdir()
-    shutil.copy(joblib_file, folder / "iris" / "model.joblib")
-    (folder / "iris" / "model-settings.json").write_text(json.dumps({
-        "name": "iris", "implementation": "mlserver_sklearn.SKLearnModel",
+    (folder / name).mkdir()
+    shutil.copy(joblib_file, folder / name / "model.joblib")
+    (folder / name / "model-settings.json").write_text(json.dumps({
+        "name": name, "implementation": "mlserver_sklearn.SKLearnModel",
         "parameters": {"uri": "./model.joblib", "version": "v1"},
     }))  # fmt: skip
     python = mlserver_python()
     env = {**os.environ, "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = [str(python.parent / "mlserver"), "start", str(folder)]
-    url = f"http://127.0.0.1:{http}/v2/models/iris/infer"
+    url = f"http://127.0.0.1:{http}/v2/models/{name}/infer"
     return Server("mlserver", command, env, folder, url, folder / "log")
 
 
@@ -173,6 +180,20 @@ def start_mlserver(joblib_file: Path, tmp: Path) -> Server:
 def infer_body(rows: list[list[float]]) -> bytes:
     return json.dumps({"inputs": [{"name": "input-0", "shape": [len(rows), 4],
                                    "datatype": "FP64", "data": rows}]}).encode()  # fmt: skip
+
+
+def churn_body() -> bytes:
+    """One churn row, one tensor per column; the parameters are MLServer's, modelrun ignores
+    them."""
+    inputs = [
+        {"name": name, "shape": [1], "datatype": datatype, "data": [value]}
+        | ({"parameters": {"content_type": "str"}} if datatype == "BYTES" else {})
+        for name, (datatype, value) in CHURN_ROW.items()
+    ]
+    return json.dumps({"parameters": {"content_type": "pd"}, "inputs": inputs}).encode()
+
+
+BODIES = {"lr": infer_body([ROW]), "rf": infer_body([ROW]), "mixed": churn_body()}
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -189,15 +210,16 @@ def get(url: str) -> int:
 
 
 def wrk(
-    url: str, headers: dict[str, str], connections: int, seconds: float, tmp: Path
-) -> dict[str, float]:
+    url: str, headers: dict[str, str], connections: int, seconds: float, tmp: Path,
+    body: bytes = BODIES["lr"],
+) -> dict[str, float]:  # fmt: skip
     """Run wrk against url with one-row requests; return p50/p99 (ms), requests/s, requests."""
     script = tmp / "post.lua"
     header_lines = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
     script.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         + header_lines
-        + f"wrk.body = [==[{infer_body([ROW]).decode()}]==]\n"
+        + f"wrk.body = [==[{body.decode()}]==]\n"
     )
     threads = min(2, connections)
     result = subprocess.run(
@@ -239,9 +261,10 @@ def batch_ms(server: Server, headers: dict[str, str], rows: int, repeats: int) -
 
 def measure(server: Server, headers: dict[str, str], model: str, seconds: float,
             tmp: Path) -> dict[str, float]:  # fmt: skip
-    figures = {"cold_start_s": server.wait_first_prediction(headers)}
+    body = BODIES[model]
+    figures = {"cold_start_s": server.wait_first_prediction(headers, body)}
     for _ in range(200):
-        post(server.url, infer_body([ROW]), headers)  # warm-up
+        post(server.url, body, headers)  # warm-up
     if model == "lr":
         cpu_before = server.cpu_seconds()
         c1 = wrk(server.url, headers, 1, seconds, tmp)
@@ -254,10 +277,10 @@ def measure(server: Server, headers: dict[str, str], model: str, seconds: float,
         figures["lr_batch1k_ms"] = batch_ms(server, headers, 1000, 7)
         figures["lr_batch10k_ms"] = batch_ms(server, headers, 10000, 5)
         figures["pss_mb"] = server.pss_mb()
-    else:
-        c1 = wrk(server.url, headers, 1, seconds, tmp)
-        figures.update(rf_c1_p50_ms=c1["p50_ms"], rf_c1_p99_ms=c1["p99_ms"])
-        figures["rf_c32_rps"] = wrk(server.url, headers, 32, seconds, tmp)["rps"]
+    else:  # rf, mixed
+        c1 = wrk(server.url, headers, 1, seconds, tmp, body)
+        figures.update({f"{model}_c1_p50_ms": c1["p50_ms"], f"{model}_c1_p99_ms": c1["p99_ms"]})
+        figures[f"{model}_c32_rps"] = wrk(server.url, headers, 32, seconds, tmp, body)["rps"]
     return figures
 
 
@@ -268,9 +291,11 @@ RATIOS = {  # key in latest.json: (figure, lower is better)
     "cold_start": ("lr_cold_start_s", True),
     "lr_batch10k": ("lr_batch10k_ms", True),
     "pss": ("pss_mb", True),
+    "mixed_c1_p50": ("mixed_c1_p50_ms", True),
+    "mixed_c32_rps": ("mixed_c32_rps", False),
 }
 GOALS = {"lr_c1_p50": 0.5, "lr_cpu_per_request": 0.4, "rf_c32_rps": 8.0, "cold_start": 0.25,
-         "lr_batch10k": 0.6, "pss": 0.4}  # fmt: skip
+         "lr_batch10k": 0.6, "pss": 0.4, "mixed_c1_p50": 0.6, "mixed_c32_rps": 2.0}  # fmt: skip
 
 
 def main() -> None:
@@ -283,13 +308,11 @@ def main() -> None:
     mlserver_python()
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
-        artifacts = {
-            "lr": tmp / "lr",
-            "rf": tmp / "rf",
-        }
+        artifacts = {"lr": tmp / "lr", "rf": tmp / "rf", "mixed": tmp / "mixed"}
         assert training(["train", "--out", str(artifacts["lr"])]) == 0
         assert training(["train", "--estimator", "random_forest", "--param", "n_estimators=100",
                          "--out", str(artifacts["rf"])]) == 0  # fmt: skip
+        package_mixed(artifacts["mixed"])
         gcs_port = free_port()
         gcs = f"http://127.0.0.1:{gcs_port}"
         with process(fake_gcs_command(gcs_port, tmp / "gcs", "bench"), tmp / "gcs.log"):
@@ -303,7 +326,7 @@ def main() -> None:
             samples: dict[str, dict[str, list[float]]] = {"modelrun": {}, "mlserver": {}}
             for round_ in range(rounds):
                 for name in ("modelrun", "mlserver"):  # A B A B
-                    for model in ("lr", "rf"):
+                    for model in artifacts:
                         print(f"round {round_ + 1}/{rounds}: {name} {model}", flush=True)
                         server, headers = _start(name, model, uris, artifacts, gcs, tmp)
                         try:
@@ -319,8 +342,31 @@ def main() -> None:
 def _start(name: str, model: str, uris: dict[str, str], artifacts: dict[str, Path], gcs: str,
            tmp: Path) -> tuple[Server, dict[str, str]]:  # fmt: skip
     if name == "modelrun":
-        return start_modelrun(uris[model], gcs, tmp), {"X-API-Key": KEY}
-    return start_mlserver(artifacts[model] / "model.joblib", tmp), {}
+        return start_modelrun(uris[model], MODEL_NAMES[model], gcs, tmp), {"X-API-Key": KEY}
+    return start_mlserver(artifacts[model] / "model.joblib", MODEL_NAMES[model], tmp), {}
+
+
+def package_mixed(out: Path) -> None:
+    """A one-hot + HistGradientBoosting pipeline fitted on the churn table as in a notebook,
+    packaged as a user would."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    import training
+    from training.churn import churn
+
+    frame = churn(5000, seed=7)
+    X, y = frame.drop(columns="churned"), frame["churned"]
+    encode = ColumnTransformer(
+        [("categories", OneHotEncoder(handle_unknown="ignore", sparse_output=False),
+          ["country", "plan"])],
+        remainder="passthrough",
+    )  # fmt: skip
+    model = HistGradientBoostingClassifier(random_state=0)
+    pipeline = Pipeline([("columns", encode), ("model", model)]).fit(X, y)
+    training.package(pipeline, X, y, out=out, name="churn")
 
 
 def report(samples: dict[str, dict[str, list[float]]], rounds: int, seconds: float) -> None:

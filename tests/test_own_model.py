@@ -1,0 +1,481 @@
+"""Bring your own model: a pipeline fitted as in a notebook, on mixed-type data with gaps and a
+rare category, packaged, published and served; and `train` on the same CSV.
+
+Data: training.churn (5,000 rows, seed 7: text, whole numbers, a boolean, 5 % missing spend, a
+country in 0.3 % of rows). The service runs in process (tests/inprocess.py) on a folder store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+
+from tests.conftest import KEY
+from tests.inprocess import InProcess, in_process
+from training.__main__ import main
+from training.churn import churn
+
+AUTH = {"X-API-Key": KEY}
+TARGET = "churned"
+
+
+def notebook_pipeline(frame: Any, unknown_plan: str = "error") -> Any:
+    """What a user fits in a notebook: impute and one-hot inside a ColumnTransformer, then
+    HistGradientBoosting. Unknown countries are ignored; unknown plans are an error."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    columns = ColumnTransformer(
+        [
+            ("country", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["country"]),
+            ("plan", OneHotEncoder(handle_unknown=unknown_plan, sparse_output=False), ["plan"]),
+            ("numbers", make_pipeline(SimpleImputer(strategy="median")),
+             ["seats", "monthly_spend", "tenure_months", "has_discount"]),
+        ]
+    )  # fmt: skip
+    pipeline = Pipeline([("columns", columns), ("model", HistGradientBoostingClassifier(
+        max_iter=60, random_state=0))])  # fmt: skip
+    return pipeline.fit(frame.drop(columns=TARGET), frame[TARGET])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    frame = churn(5000, seed=7)
+    path = tmp_path_factory.mktemp("churn") / "churn.csv"
+    frame.to_csv(path, index=False)
+    import pandas as pd
+
+    return pd.read_csv(path), path  # as the user's CSV reads back
+
+
+@pytest.fixture(scope="module")
+def packaged(data: tuple[Any, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    frame, csv = data
+    tmp = tmp_path_factory.mktemp("packaged")
+    joblib.dump(notebook_pipeline(frame), tmp / "churn.joblib")
+    code = main(["package", str(tmp / "churn.joblib"), "--data", str(csv), "--target", TARGET,
+                 "--gate", "accuracy>=0.7", "--out", str(tmp / "artifact")])  # fmt: skip
+    assert code == 0
+    return tmp / "artifact"
+
+
+def serve(artifact: Path, store: Path, name: str = "churn") -> Iterator[InProcess]:
+    assert main(["publish", "--store", store.as_uri(), str(artifact), "--promote"]) == 0
+    with in_process({"MODEL_URI": f"{store.as_uri()}/{name}", "API_KEYS": KEY}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def service(packaged: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
+    yield from serve(packaged, tmp_path_factory.mktemp("store"))
+
+
+def rows_of(frame: Any) -> list[dict[str, Any]]:
+    """Rows as a client sends them: JSON objects, null where a value is missing."""
+    return list(json.loads(frame.to_json(orient="records")))
+
+
+def post(service: InProcess, path: str, body: Any) -> Any:
+    return service.client.post(path, json=body, headers=AUTH)
+
+
+# --- package ------------------------------------------------------------------------------
+
+
+def test_package_records_the_schema_the_pipeline_implies(packaged: Path) -> None:
+    metadata = json.loads((packaged / "metadata.json").read_text())
+    features = {f["name"]: f for f in metadata["features"]}
+
+    assert metadata["task"] == "classification"
+    assert metadata["input"] == "frame"
+    assert metadata["estimator"] == "HistGradientBoostingClassifier"
+    assert metadata["label_type"] == "integer"
+    assert {n: f["type"] for n, f in features.items()} == {
+        "country": "category", "plan": "category", "seats": "integer",
+        "monthly_spend": "number", "tenure_months": "integer", "has_discount": "boolean",
+    }  # fmt: skip
+    assert features["country"]["categories"] == ["DE", "ES", "FR", "GB", "IT", "LU"]  # LU: rare
+    assert features["country"]["unknown"] == "accept"  # its encoder ignores unknowns
+    assert features["plan"]["unknown"] == "refuse"  # its encoder errors on them
+    assert features["monthly_spend"]["nullable"]  # imputed by the pipeline
+    assert not features["plan"]["nullable"]  # missing is unknown to an erroring encoder
+    assert metadata["metrics"]["holdout"]["accuracy"] >= 0.7
+    assert metadata["gates"] == ["accuracy>=0.7"]
+    assert "named columns of mixed types" in metadata["onnx"]["reason"]
+
+
+def test_the_notebook_function_writes_the_same_artifact(
+    data: tuple[Any, Path], tmp_path: Path
+) -> None:
+    import training
+
+    frame, _ = data
+    pipeline = notebook_pipeline(frame)
+    X, y = frame.drop(columns=TARGET), frame[TARGET]
+
+    metadata = training.package(pipeline, X, y, out=tmp_path, name="churn")
+
+    assert (tmp_path / "model.joblib").exists()
+    assert metadata["name"] == "churn"
+    assert metadata["feature_names"] == list(X.columns)
+    assert metadata["dataset"]["rows"] == 5000
+
+
+def test_a_regressor_fitted_on_a_matrix_is_packaged_as_one(tmp_path: Path) -> None:
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    X, y = load_diabetes(return_X_y=True)
+    import training
+
+    metadata = training.package(Ridge().fit(X, y), X, y, out=tmp_path, name="diabetes")
+
+    assert metadata["task"] == "regression"
+    assert metadata["input"] == "array"
+    assert metadata["feature_names"] == [f"x{i}" for i in range(10)]
+    assert metadata["onnx"]["verified"]  # a numeric matrix keeps the fast path
+
+
+class Custom:
+    """Not a scikit-learn estimator."""
+
+    def predict(self, X: Any) -> Any:
+        return X
+
+
+def custom_scaler() -> Any:
+    from sklearn.preprocessing import FunctionTransformer
+
+    return FunctionTransformer(lambda X: X)
+
+
+@pytest.mark.parametrize(
+    "make, columns, message",
+    [
+        ("drop-column", None, "the data lacks tenure_months"),
+        ("extra-column", None, "the model was not fitted with extra"),
+        ("garbage", None, "does not load as a joblib or skops file"),
+        ("custom", None, "not a scikit-learn estimator"),
+        ("lambda", None, "which is not part of scikit-learn"),
+        ("unfitted", None, "is not fitted"),
+        ("cv-gate", None, "need cross-validation"),
+    ],
+)
+def test_package_refuses_clearly(
+    data: tuple[Any, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    make: str, columns: Any, message: str,
+) -> None:  # fmt: skip
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    frame, csv = data
+    model_file = tmp_path / "model.joblib"
+    extra: list[str] = []
+    if make == "drop-column":
+        joblib.dump(notebook_pipeline(frame), model_file)
+        frame.drop(columns="tenure_months").to_csv(csv := tmp_path / "less.csv", index=False)
+    elif make == "extra-column":
+        joblib.dump(notebook_pipeline(frame), model_file)
+        frame.assign(extra=1).to_csv(csv := tmp_path / "more.csv", index=False)
+    elif make == "garbage":
+        model_file.write_bytes(b"not a pickle at all")
+    elif make == "custom":
+        joblib.dump(Custom(), model_file)
+    elif make == "lambda":
+        numbers = frame[["seats", "tenure_months"]]
+        pipeline = make_pipeline(custom_scaler(), LogisticRegression()).fit(numbers, frame[TARGET])
+        import cloudpickle  # a lambda pickles only by value
+
+        model_file.write_bytes(cloudpickle.dumps(pipeline))
+    elif make == "unfitted":
+        joblib.dump(LogisticRegression(), model_file)
+    elif make == "cv-gate":
+        joblib.dump(notebook_pipeline(frame), model_file)
+        extra = ["--gate", "cv_accuracy>=0.5"]
+
+    code = main(["package", str(model_file), "--data", str(csv), "--target", TARGET,
+                 "--out", str(tmp_path / "out"), *extra])  # fmt: skip
+
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "metadata.json").exists()
+
+
+def test_a_failing_gate_writes_nothing(data: tuple[Any, Path], tmp_path: Path) -> None:
+    frame, csv = data
+    joblib.dump(notebook_pipeline(frame), tmp_path / "m.joblib")
+
+    code = main(["package", str(tmp_path / "m.joblib"), "--data", str(csv), "--target", TARGET,
+                 "--gate", "accuracy>=0.99", "--out", str(tmp_path / "out")])  # fmt: skip
+
+    assert code == 3
+    assert not (tmp_path / "out").exists()
+
+
+# --- serving it -----------------------------------------------------------------------------
+
+
+def test_answers_equal_the_pipeline_on_the_same_rows(
+    service: InProcess, packaged: Path, data: tuple[Any, Path]
+) -> None:
+    frame, _ = data
+    X = frame.drop(columns=TARGET).iloc[:400]  # missing spends included
+    pipeline = joblib.load(packaged / "model.joblib")
+
+    answer = post(service, "/predict", {"instances": rows_of(X)}).get_json()
+
+    assert answer["predictions"] == pipeline.predict(X).tolist()  # integers, as fitted
+    expected = pipeline.predict_proba(X)
+    got = np.array([[p["0"], p["1"]] for p in answer["probabilities"]])
+    assert np.array_equal(got, expected)
+
+
+def test_v2_takes_one_tensor_per_column_and_answers_exactly(
+    service: InProcess, packaged: Path, data: tuple[Any, Path]
+) -> None:
+    frame, _ = data
+    X = frame.drop(columns=TARGET).iloc[:50]
+    rows = rows_of(X)
+    datatypes = {"country": "BYTES", "plan": "BYTES", "seats": "INT64", "tenure_months": "INT64",
+                 "has_discount": "BOOL", "monthly_spend": "FP64"}  # fmt: skip
+    inputs = [
+        {"name": n, "shape": [len(rows), 1], "datatype": d, "data": [r[n] for r in rows]}
+        for n, d in datatypes.items()
+    ]
+    body = {"inputs": inputs, "outputs": [{"name": "predict"}, {"name": "predict_proba"}]}
+
+    answer = post(service, "/v2/models/churn/infer", body).get_json()
+
+    labels, probabilities = answer["outputs"]
+    pipeline = joblib.load(packaged / "model.joblib")
+    assert labels["datatype"] == "INT64"
+    assert labels["data"] == pipeline.predict(X).tolist()
+    assert np.array_equal(np.reshape(probabilities["data"], (-1, 2)), pipeline.predict_proba(X))
+
+
+def test_tritonclient_sends_categories_as_binary_bytes(
+    service: InProcess, packaged: Path, data: tuple[Any, Path]
+) -> None:
+    """tritonclient's default: BYTES as 4-byte-length-prefixed elements after the JSON part."""
+    import tritonclient.http as triton
+
+    frame, _ = data
+    X = frame.drop(columns=TARGET).iloc[:5].fillna({"monthly_spend": 30.0})
+    tensors = []
+    columns = [
+        ("country", "BYTES", object), ("plan", "BYTES", object), ("seats", "INT64", np.int64),
+        ("tenure_months", "INT64", np.int64), ("has_discount", "BOOL", bool),
+        ("monthly_spend", "FP64", float),
+    ]  # fmt: skip
+    for name, datatype, dtype in columns:
+        tensor = triton.InferInput(name, [len(X)], datatype)
+        tensor.set_data_from_numpy(X[name].to_numpy(dtype=dtype))  # binary_data=True
+        tensors.append(tensor)
+    body, length = triton.InferenceServerClient.generate_request_body(tensors)
+
+    response = service.client.post(
+        "/v2/models/churn/infer", data=body,
+        headers={**AUTH, "Inference-Header-Content-Length": str(length)},
+    )  # fmt: skip
+
+    assert response.status_code == 200, response.get_json()
+    pipeline = joblib.load(packaged / "model.joblib")
+    assert response.get_json()["outputs"][0]["data"] == pipeline.predict(X).tolist()
+
+
+def test_the_schema_decides_what_may_be_missing_or_unknown(
+    service: InProcess, data: tuple[Any, Path], packaged: Path
+) -> None:
+    frame, _ = data
+    row = rows_of(frame.drop(columns=TARGET).iloc[:1])[0]
+    pipeline = joblib.load(packaged / "model.joblib")
+    import pandas as pd
+
+    def expected(changed: dict[str, Any]) -> Any:
+        X = pd.DataFrame([{**row, **changed}]).astype({"monthly_spend": float})
+        return pipeline.predict(X).tolist()
+
+    absent = {k: v for k, v in row.items() if k != "monthly_spend"}  # nullable: may be absent
+    assert post(service, "/predict", absent).get_json()["predictions"] == expected(
+        {"monthly_spend": None})  # fmt: skip
+    unseen = post(service, "/predict", {**row, "country": "NZ"})  # its encoder ignores it
+    assert unseen.status_code == 200
+    assert unseen.get_json()["predictions"] == expected({"country": "NZ"})
+
+
+@pytest.mark.parametrize(
+    "change, field, message",
+    [
+        ({"plan": "enterprise"}, "plan", 'unknown category "enterprise" for plan; allowed: '
+                                         "free, pro, team"),
+        ({"plan": None}, "plan", "plan may not be null"),
+        ({"country": 7}, "country", "expected a string (a category) for country, got 7"),
+        ({"seats": 2.5}, "seats", "expected an integer for seats, got 2.5"),
+        ({"seats": "2"}, "seats", 'expected a finite number for seats, got "2"'),
+        ({"has_discount": "yes"}, "has_discount", 'expected true or false for has_discount'),
+        ({"has_discount": 1}, "has_discount", "expected true or false for has_discount, got 1"),
+        ({"monthly_spend": [1]}, "monthly_spend", "got a list"),
+        ({"monthly_spend": 1e301}, "monthly_spend", "out of range"),
+    ],
+)  # fmt: skip
+def test_a_value_against_the_schema_is_a_422_naming_the_field(
+    service: InProcess, data: tuple[Any, Path], change: dict[str, Any], field: str, message: str
+) -> None:
+    frame, _ = data
+    row = rows_of(frame.drop(columns=TARGET).iloc[:1])[0]
+
+    bodies = [
+        ({**row, **change}, field),
+        ({"instances": [row, {**row, **change}]}, f"instances[1].{field}"),
+    ]
+    for body, where in bodies:
+        response = post(service, "/predict", body)
+
+        assert response.status_code == 422, response.get_json()
+        problem = response.get_json()
+        assert problem["field"] == where
+        assert message in problem["detail"]
+
+
+def test_positional_rows_name_the_index_and_the_feature(service: InProcess) -> None:
+    row = ["FR", "gold", 2, 30.0, 12, False]
+
+    problem = post(service, "/predict", {"instances": [row]}).get_json()
+
+    assert problem["field"] == "instances[0][1]"
+    assert "for plan" in problem["detail"]
+
+
+def test_v2_column_errors_name_the_tensor(service: InProcess) -> None:
+    def tensors(**changes: Any) -> list[dict[str, Any]]:
+        base = {"country": ("BYTES", "FR"), "plan": ("BYTES", "pro"), "seats": ("INT64", 2),
+                "monthly_spend": ("FP64", 30.0), "tenure_months": ("INT64", 5),
+                "has_discount": ("BOOL", True)}  # fmt: skip
+        base.update(changes)
+        return [{"name": n, "shape": [1], "datatype": d, "data": [v]} for n, (d, v) in base.items()]
+
+    cases = [
+        (tensors(plan=("BYTES", "gold")), "inputs[1].data[0]", "unknown category"),
+        (tensors(plan=("FP64", 1.0)), "inputs[1].datatype", "must be BYTES"),
+        (tensors(seats=("INT64", 2.5)), "inputs[2].data[0]", "needs integers"),
+        ([t for t in tensors() if t["name"] != "plan"], "inputs", "missing a tensor for plan"),
+        ([{"name": "input-0", "shape": [1, 6], "datatype": "FP64", "data": [0.0] * 6}],
+         "inputs[0].name", "send one tensor per feature"),
+        ([*tensors(), {"name": "colour", "shape": [1], "datatype": "BYTES", "data": ["x"]}],
+         "inputs[6].name", "no feature named 'colour'"),
+    ]  # fmt: skip
+    for inputs, field, message in cases:
+        response = post(service, "/v2/models/churn/infer", {"inputs": inputs})
+
+        assert response.status_code == 400, inputs
+        assert f"{field}: " in response.get_json()["error"] and message in response.get_json()[
+            "error"], response.get_json()  # fmt: skip
+
+
+def test_metadata_and_openapi_describe_each_feature(service: InProcess) -> None:
+    from jsonschema import Draft202012Validator
+    from openapi_spec_validator import validate
+
+    model = service.client.get("/model", headers=AUTH).get_json()
+    v2 = service.client.get("/v2/models/churn", headers=AUTH).get_json()
+    document = service.client.get("/openapi.json").get_json()
+
+    validate(document)
+    assert [f["name"] for f in model["features"]] == model["feature_names"]
+    assert {i["name"]: i["datatype"] for i in v2["inputs"]}["country"] == "BYTES"
+    assert v2["outputs"][0]["datatype"] == "INT64"
+    row = document["components"]["schemas"]["Row"]["oneOf"][1]
+    assert row["properties"]["plan"] == {"type": "string", "enum": ["free", "pro", "team"]}
+    assert row["properties"]["monthly_spend"]["type"] == ["number", "null"]
+    assert "monthly_spend" not in row["required"] and "plan" in row["required"]
+    schema = Draft202012Validator(row)
+    assert schema.is_valid(model["input_example"])
+    assert not schema.is_valid({**model["input_example"], "plan": "gold"})
+    examples = document["paths"]["/predict"]["post"]["requestBody"]["content"]
+    for example in examples["application/json"]["examples"].values():  # the model's own row
+        assert post(service, "/predict", example["value"]).status_code == 200
+
+
+# --- train on a CSV with text columns -----------------------------------------------------
+
+
+@pytest.mark.parametrize("estimator", ["logistic_regression", "hist_gradient_boosting"])
+def test_train_encodes_categories_inside_the_pipeline(
+    data: tuple[Any, Path], tmp_path: Path, estimator: str
+) -> None:
+    frame, csv = data
+    out = tmp_path / estimator
+    impute = ["--impute", "median"] if estimator == "logistic_regression" else []
+
+    code = main(["train", "--data", str(csv), "--target", TARGET, "--estimator", estimator,
+                 *impute, "--cv", "2", "--out", str(out)])  # fmt: skip
+
+    assert code == 0
+    pipeline = joblib.load(out / "model.joblib")
+    encoders = {type(t).__name__ for _, t, _ in pipeline.named_steps["columns"].transformers_}
+    if estimator == "hist_gradient_boosting":  # native categories: ordinal codes, flagged
+        assert "OrdinalEncoder" in encoders
+        assert pipeline[-1].is_categorical_[:2].all()
+    else:
+        assert "OneHotEncoder" in encoders
+    metadata = json.loads((out / "metadata.json").read_text())
+    spend = next(f for f in metadata["features"] if f["name"] == "monthly_spend")
+    assert spend["nullable"]  # imputed, or handled by the trees themselves
+    X = frame.drop(columns=TARGET).iloc[:200]
+    for running in serve(out, tmp_path / "store"):
+        answer = post(running, "/predict", {"instances": rows_of(X)}).get_json()
+        assert answer["predictions"] == pipeline.predict(X).tolist()
+
+
+def test_an_imputing_model_accepts_null_and_absent_features(tmp_path: Path) -> None:
+    from sklearn.datasets import load_iris
+
+    bunch = load_iris(as_frame=True)
+    frame = bunch.frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    frame.loc[::9, "petal_width"] = np.nan
+    frame.to_csv(csv := tmp_path / "iris.csv", index=False)
+    out = tmp_path / "artifact"
+    assert main(["train", "--data", str(csv), "--target", "target", "--impute", "mean",
+                 "--name", "iris", "--out", str(out)]) == 0  # fmt: skip
+    pipeline = joblib.load(out / "model.joblib")
+
+    for running in serve(out, tmp_path / "store", "iris"):
+        row = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 4.2}
+        for body in ({**row, "petal_width": None}, row, {"instances": [[5.9, 3.0, 4.2, None]]}):
+            response = post(running, "/predict", body)
+            assert response.status_code == 200, response.get_json()
+            assert response.get_json()["predictions"] == pipeline.predict(
+                np.array([[5.9, 3.0, 4.2, np.nan]])).tolist()  # fmt: skip
+
+
+def test_labels_keep_their_type_in_every_protocol(tmp_path: Path) -> None:
+    """Integer classes are numbers in /predict and INT64 in v2; probability keys are their text
+    (JSON keys are strings). Text classes are strings everywhere (BYTES in v2)."""
+    frame = churn(600, seed=3).drop(columns=["country", "plan", "has_discount"]).dropna()
+    frame.to_csv(csv := tmp_path / "c.csv", index=False)
+    out = tmp_path / "artifact"
+    assert main(["train", "--data", str(csv), "--target", TARGET, "--name", "churn",
+                 "--cv", "2", "--out", str(out)]) == 0  # fmt: skip
+
+    for running in serve(out, tmp_path / "store"):
+        example = running.client.get("/model", headers=AUTH).get_json()["input_example"]
+        native = post(running, "/predict", example).get_json()
+        v2 = post(running, "/v2/models/churn/infer", {"inputs": [{
+            "name": "input-0", "shape": [1, 3], "datatype": "FP64",
+            "data": [example[n] for n in ("seats", "monthly_spend", "tenure_months")]}]},
+        ).get_json()  # fmt: skip
+        assert isinstance(native["predictions"][0], int)
+        assert set(native["probabilities"][0]) == {"0", "1"}
+        assert v2["outputs"][0]["datatype"] == "INT64"
+        assert v2["outputs"][0]["data"] == native["predictions"]
