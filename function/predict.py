@@ -12,7 +12,7 @@ from function.artifact import ARGMAX_CLASSIFIERS
 from function.batching import Run
 from function.errors import InvalidInput, PayloadTooLarge
 from function.model import LoadedModel
-from function.schema import MAX_ABS_VALUE, Schema, check_number, kind, show
+from function.schema import MAX_ABS_VALUE, Schema, kind, number_or_missing, show
 
 PARAMETERS = {"probabilities": bool}
 TYPE_WORDS = {bool: "true or false"}
@@ -99,7 +99,7 @@ def rows_to_matrix(rows: list[Any], where: str, schema: Schema, shaped: bool = F
     if X is None:
         X = np.empty((len(rows), width), dtype=np.float64)
         for i, row in enumerate(rows):
-            X[i] = _row(row, where.format(i), feature_names)
+            X[i] = _row(row, where.format(i), schema)
     integers = schema.integer_columns()
     if integers:
         _require_integers(X, integers, rows, where, schema)
@@ -110,14 +110,16 @@ def _require_integers(
     X: np.ndarray, columns: list[int], rows: list[Any], where: str, schema: Schema
 ) -> None:
     part = X[:, columns]
-    fraction = part != np.floor(part)
+    fraction = (part != np.floor(part)) & ~np.isnan(part)  # NaN: a missing value, allowed
     if not fraction.any():
         return
     i, k = map(int, np.argwhere(fraction)[0])
     j = columns[k]
     name = schema.names[j]
     field = f"{where.format(i)}[{j}]" if isinstance(rows[i], list) else _join(where.format(i), name)
-    raise InvalidInput(f"expected an integer for {name}, got {X[i, j]!r}", field=field or None)
+    raise InvalidInput(
+        f"expected an integer for {name}, got {float(X[i, j])!r}", field=field or None
+    )
 
 
 def _columns(rows: list[Any], where: str, schema: Schema) -> tuple[list[list[Any]], list[bool]]:
@@ -226,13 +228,19 @@ def _require_finite(output: np.ndarray, instances: Instances) -> None:
         )
 
 
-def _row(row: Any, field: str, names: list[str]) -> list[float]:
+def _row(row: Any, field: str, schema: Schema) -> list[float]:
+    names, features = schema.names, schema.features
     if isinstance(row, list):
         _check_length(row, field, names)
-        return [check_number(v, f"{field}[{j}]", names[j]) for j, v in enumerate(row)]
+        return [
+            number_or_missing(f, v, f"{field}[{j}]", name_it=True)
+            for j, (f, v) in enumerate(zip(features, row, strict=True))
+        ]
     if isinstance(row, dict):
-        _check_keys(row, field, names, set())
-        return [check_number(row[n], _join(field, n)) for n in names]
+        _check_keys(row, field, names, {f.name for f in features if f.nullable})
+        return [
+            number_or_missing(f, row.get(f.name), _join(field, f.name), False) for f in features
+        ]
     _not_a_row(row, field)
 
 

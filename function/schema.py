@@ -42,10 +42,13 @@ class Feature:
     categories: tuple[str, ...] = ()
     unknown: str = "refuse"
     dtype: str = "float64"  # the column's pandas dtype when the pipeline was fitted
+    missing: str = ""  # when nullable: "imputed" by the pipeline, or "native" to its estimator
 
     def describe(self) -> dict[str, Any]:
         """The feature as metadata.json records it."""
         record: dict[str, Any] = {"name": self.name, "type": self.type, "nullable": self.nullable}
+        if self.nullable:
+            record["missing"] = self.missing
         if self.type == "category":
             record.update(categories=list(self.categories), unknown=self.unknown)
         record["dtype"] = self.dtype
@@ -86,8 +89,9 @@ class Schema:
 
     @property
     def numeric(self) -> bool:
-        """Every value is a number and none may be missing: rows parse straight to a matrix."""
-        return all(f.type in ("number", "integer") and not f.nullable for f in self.features)
+        """Every feature is a number: rows parse straight to a float64 matrix (NaN where a
+        feature may be missing and is)."""
+        return all(f.type in ("number", "integer") for f in self.features)
 
     def integer_columns(self) -> list[int]:
         return [j for j, f in enumerate(self.features) if f.type == "integer"]
@@ -174,6 +178,7 @@ def _feature(record: dict[str, Any], where: str) -> Feature:
         tuple(categories),
         unknown,
         str(record.get("dtype", "float64")),
+        str(record.get("missing", "")),
     )
 
 
@@ -235,6 +240,16 @@ def _value(feature: Feature, value: Any, field: str | None) -> Any:
             field=field,
         )
     return value
+
+
+def number_or_missing(feature: Feature, value: Any, field: str | None, name_it: bool) -> float:
+    """A numeric feature's value (NaN for a null where it may be missing); `name_it`: say the
+    feature's name in the message (for a positional field)."""
+    if value is None and feature.nullable:
+        return math.nan
+    if value is None:
+        return _value(feature, value, field)  # the refusal that says why
+    return check_number(value, field, feature.name if name_it else None)
 
 
 def check_number(value: Any, field: str | None, feature: str | None = None) -> float:

@@ -68,7 +68,7 @@ def test_probabilities_can_be_turned_off() -> None:
             "instances[0][2]",
             'expected a finite number for petal_length, got "abc"',
         ),
-        ({"instances": [[5.1, 3.5, None, 0.2]]}, "instances[0][2]", "got null"),
+        ({"instances": [[5.1, 3.5, None, 0.2]]}, "instances[0][2]", "petal_length may not be null"),
         ({"instances": [[5.1, 3.5, True, 0.2]]}, "instances[0][2]", "got a boolean"),
         ({"instances": [[5.1, float("nan"), 1, 0.2]]}, "instances[0][1]", "got NaN"),
         ({"instances": [[5.1, float("inf"), 1, 0.2]]}, "instances[0][1]", "got Infinity"),

@@ -2,7 +2,8 @@
 
 The ONNX file is a second, faster way to run the same model (onnxruntime, without importing
 scikit-learn). It is written only if its labels equal the pipeline's on the hold-out rows and on
-generated rows spanning the training data, and its probabilities stay within a stated tolerance.
+generated rows spanning the training data (and rows with each feature that may be missing left
+out), and its probabilities stay within a stated tolerance.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ TREE_OPERATORS = {"TreeEnsembleClassifier", "TreeEnsembleRegressor"}
 
 
 def export(
-    pipeline: Any, X_train: np.ndarray, X_test: np.ndarray, seed: int, task: str
+    pipeline: Any,
+    X_train: np.ndarray,
+    X_test: np.ndarray,
+    seed: int,
+    task: str,
+    nullable: Sequence[int] = (),
 ) -> tuple[bytes | None, dict[str, Any]]:
-    """Return (model.onnx bytes or None, the record that goes into metadata.json)."""
+    """Return (model.onnx bytes or None, the record that goes into metadata.json). Columns in
+    `nullable` may be missing in a request: rows with each of them missing are verified too."""
     try:
         from skl2onnx import to_onnx
 
@@ -35,7 +42,7 @@ def export(
         if trees is not None:
             make_exact(model, pipeline, trees)
         data = model.SerializeToString()
-        rows = np.vstack([X_test, _generated(X_train, seed)])
+        rows = np.vstack([X_test, _generated(X_train, seed), *_with_gaps(X_test, nullable)])
         record = verify(data, pipeline, rows, task)
     except Exception as e:  # optional: not every model converts or runs; say why, keep sklearn
         return None, {"exported": False, "verified": False, "reason": _why_not(e)}
@@ -49,6 +56,12 @@ def _why_not(error: Exception) -> str:
         return (
             f"not exported because onnxruntime has no implementation of the {missing[1]} "
             "operator for this pipeline's numbers (float64); scikit-learn serves it, exactly"
+        )
+    runtime = re.search(r"\[ONNXRuntimeError\] : \d+ : \w+ : (.*)", str(error))
+    if runtime:  # e.g. a HistGradientBoosting graph whose output types onnxruntime refuses
+        return (
+            "not exported because onnxruntime cannot run skl2onnx's graph of this pipeline "
+            f"({runtime[1][:200]}); scikit-learn serves it, exactly"
         )
     return f"not exported because {type(error).__name__}: {error}"[:300]
 
@@ -201,6 +214,16 @@ def _replace(field: Any, values: Sequence[float]) -> None:
     """Replace the contents of a repeated protobuf field."""
     del field[:]
     field.extend(values)
+
+
+def _with_gaps(X: np.ndarray, columns: Sequence[int]) -> list[np.ndarray]:
+    """For each column, some of the rows with that column missing."""
+    gapped = []
+    for j in columns:
+        rows = X[:200].copy()
+        rows[:, j] = np.nan
+        gapped.append(rows)
+    return gapped
 
 
 def _generated(X: np.ndarray, seed: int) -> np.ndarray:

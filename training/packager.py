@@ -28,6 +28,8 @@ from training.train import (
     holdout_metrics,
     jsonable,
     library_versions,
+    nullable_columns,
+    parse_gate,
     write_artifact,
 )
 
@@ -42,14 +44,17 @@ def package(
     y: Any,
     out: str | Path,
     name: str = "model",
-    gates: Sequence[Gate] = (),
+    gates: Sequence[Gate | str] = (),
     fmt: str = "joblib",
     onnx: bool = True,
 ) -> dict[str, Any]:
     """Package a fitted estimator, evaluated on X and y (a DataFrame or a matrix, and labels or
-    values), into `out`; return the metadata written. Raises TrainingError naming what is wrong,
-    GateFailed when a gate refuses it."""
+    values), into `out`; return the metadata written. Gates are as `train --gate` takes them
+    ("accuracy>=0.8"). Raises TrainingError naming what is wrong, GateFailed when a gate refuses
+    it."""
     import pandas as pd
+
+    checked = [parse_gate(g) if isinstance(g, str) else g for g in gates]
 
     if isinstance(X, pd.DataFrame):
         frame = X.reset_index(drop=True)
@@ -70,7 +75,7 @@ def package(
         pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes() + target.tobytes()
     ).hexdigest()
     data = Dataset(frame, target, str(getattr(y, "name", None) or "y"), "in-memory data", digest)
-    return package_dataset(estimator, data, Path(out), name, gates, fmt, onnx, "in-memory object")
+    return package_dataset(estimator, data, Path(out), name, checked, fmt, onnx, "in-memory object")
 
 
 def package_file(
@@ -182,7 +187,9 @@ def package_dataset(
     apply_gates(gates, metrics, {})
     extra: dict[str, bytes] = {}
     if onnx:
-        exported, metadata["onnx"] = export_onnx(estimator, X, X, 0, task)
+        exported, metadata["onnx"] = export_onnx(
+            estimator, X, X, 0, task, nullable_columns(metadata)
+        )
         if exported is not None:
             extra[ONNX_FILE] = exported
     return write_artifact(out, estimator, metadata, fmt, extra)

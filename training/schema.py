@@ -3,8 +3,13 @@
 Types come from the data's columns: floats are numbers, whole-number columns integers, booleans
 booleans, and text categories with the values seen. Whether a feature may be missing, and whether
 a category accepts a value never seen, is not guessed from the pipeline's steps: each is tried on
-the fitted pipeline with the example row, through the same checks the service applies, and
-recorded as the pipeline answered.
+the fitted pipeline with the example row, through the same checks the service applies.
+
+A missing value is allowed when the pipeline takes it and either its preprocessing fills it in
+(an imputer; an encoder for which missing is a category) — "imputed" — or it reaches an estimator
+that handles missing values and the training data had gaps in that column — "native". An
+estimator that merely tolerates a value it never saw in training (a forest sends it down the
+larger branch) does not make a feature nullable.
 """
 
 from __future__ import annotations
@@ -32,12 +37,18 @@ def infer_schema(frame: Any, pipeline: Any) -> tuple[Schema, dict[str, Any]]:
     row = [example[f.name] for f in features]
     probed = []
     for j, feature in enumerate(features):
-        nullable = _accepts(pipeline, permissive, [*row[:j], None, *row[j + 1 :]])
+        gap = [*row[:j], None, *row[j + 1 :]]
+        missing = ""
+        if _accepts(pipeline, permissive, gap):
+            if _filled_in(pipeline, permissive, gap):
+                missing = "imputed"
+            elif frame[feature.name].isna().any():
+                missing = "native"
         unknown = feature.unknown
         if feature.type == "category":
             accepted = _accepts(pipeline, permissive, [*row[:j], UNSEEN, *row[j + 1 :]])
             unknown = "accept" if accepted else "refuse"
-        probed.append(replace(feature, nullable=nullable, unknown=unknown))
+        probed.append(replace(feature, nullable=bool(missing), missing=missing, unknown=unknown))
     schema = Schema(tuple(probed), frame_input)
     if not _accepts(pipeline, schema, row):
         raise TrainingError("the model cannot predict its own example row (training medians)")
@@ -74,6 +85,21 @@ def _example(frame: Any, features: tuple[Feature, ...]) -> dict[str, Any]:
         else:
             example[feature.name] = str(values.astype(str).mode().iloc[0])
     return example
+
+
+def _filled_in(pipeline: Any, schema: Schema, row: list[Any]) -> bool:
+    """Whether the pipeline's steps before its estimator leave no missing value in the row."""
+    from function.predict import rows_to_input
+
+    steps = getattr(pipeline, "steps", None)
+    if not steps or len(steps) < 2:
+        return False
+    try:
+        transformed = pipeline[:-1].transform(rows_to_input([row], "probe", schema))
+        dense = transformed.toarray() if hasattr(transformed, "toarray") else transformed
+        return not np.isnan(np.asarray(dense, dtype=np.float64)).any()
+    except (TypeError, ValueError):  # not numbers after its steps: not known to be filled
+        return False
 
 
 def _accepts(pipeline: Any, schema: Schema, row: list[Any]) -> bool:

@@ -186,7 +186,9 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
     apply_gates(options.gates, holdout, cv_metrics)
     extra: dict[str, bytes] = {}
     if options.onnx:
-        onnx, metadata["onnx"] = export_onnx(pipeline, X_train, X_test, options.seed, task)
+        onnx, metadata["onnx"] = export_onnx(
+            pipeline, X_train, X_test, options.seed, task, nullable_columns(metadata)
+        )
         if onnx is not None:
             extra[ONNX_FILE] = onnx
     return pipeline, metadata, extra
@@ -210,8 +212,13 @@ def describe_inputs(pipeline: Any, frame: Any, task: str) -> dict[str, Any]:
     return fields
 
 
+def nullable_columns(metadata: dict[str, Any]) -> list[int]:
+    """The positions of the features that may be missing."""
+    return [j for j, f in enumerate(metadata["features"]) if f["nullable"]]
+
+
 def export_onnx(
-    pipeline: Any, X_train: Any, X_test: Any, seed: int, task: str
+    pipeline: Any, X_train: Any, X_test: Any, seed: int, task: str, nullable: list[int]
 ) -> tuple[bytes | None, dict[str, Any]]:
     """The verified ONNX export of a pipeline that takes a matrix; a pipeline that selects
     DataFrame columns by name is served by scikit-learn, and the record says so."""
@@ -228,7 +235,7 @@ def export_onnx(
 
     if not isinstance(pipeline, Pipeline):  # a bare estimator: the same model, as one step
         pipeline = Pipeline([("model", pipeline)])
-    return export(pipeline, X_train, X_test, seed, task)
+    return export(pipeline, X_train, X_test, seed, task, nullable)
 
 
 def _fit_input(frame: Any, numeric: bool) -> Any:
