@@ -92,7 +92,7 @@ def rows_to_matrix(rows: list[Any], where: str, schema: Schema, shaped: bool = F
         except OverflowError:  # an integer beyond float64: the slow path names it
             pass
         else:
-            if np.isfinite(X).all() and np.abs(X).max(initial=0) <= MAX_ABS_VALUE:
+            if np.isfinite(X).all() and np.abs(X).max(initial=0) < MAX_ABS_VALUE:
                 X = X.reshape(len(rows), width)
             else:
                 X = None
@@ -189,12 +189,18 @@ def predict(model: LoadedModel, instances: Instances, run: Run | None = None) ->
     return answer
 
 
-def run_model(estimator: Any, X: np.ndarray, probabilities: bool) -> tuple[Any, Any]:
+def run_model(estimator: Any, X: Any, probabilities: bool) -> tuple[Any, Any]:
     """One direct model call: (predictions, probabilities or None)."""
     with np.errstate(all="ignore"):  # overflow shows up as non-finite output, refused later
         if probabilities and hasattr(estimator, "predict_both"):
             return estimator.predict_both(X)
-        if probabilities and type(_final_step(estimator)).__name__ in ARGMAX_CLASSIFIERS:
+        final = _final_step(estimator)
+        if probabilities and final is not estimator:
+            # Both answers from one pass of the pipeline's steps, as Pipeline.predict and
+            # Pipeline.predict_proba each compute it (a ColumnTransformer costs milliseconds).
+            X = estimator[:-1].transform(X) if len(estimator.steps) > 1 else X
+            estimator = final
+        if probabilities and type(final).__name__ in ARGMAX_CLASSIFIERS:
             proba = estimator.predict_proba(X)
             return estimator.classes_.take(np.argmax(proba, axis=1)), proba
         return estimator.predict(X), estimator.predict_proba(X) if probabilities else None

@@ -27,6 +27,9 @@ TYPES = ("number", "integer", "boolean", "category")
 UNKNOWN = ("refuse", "accept")  # what a category does with a value training never saw
 # Larger magnitudes overflow float64 arithmetic inside ordinary models (scaling, dot products).
 MAX_ABS_VALUE = 1e300
+# The same bound for a JSON integer, exactly: 10**300 + 1 rounds to the float 1e300, so bulk
+# checks send a value of exactly 1e300 to the value-by-value check, which compares integers whole.
+MAX_ABS_INTEGER = 10**300
 SHOWN_CATEGORIES = 20  # an error lists at most this many allowed values
 
 Field = Callable[[int], str | None]  # where value i of a column came from in the request
@@ -194,7 +197,7 @@ def check_column(feature: Feature, values: list[Any], field: Field) -> np.ndarra
             except OverflowError:
                 pass
             else:
-                in_range = np.isfinite(column).all() and np.abs(column).max() <= MAX_ABS_VALUE
+                in_range = np.isfinite(column).all() and np.abs(column).max() < MAX_ABS_VALUE
                 whole = feature.type == "number" or (column == np.floor(column)).all()
                 if in_range and whole:
                     return column
@@ -263,7 +266,7 @@ def check_number(value: Any, field: str | None, feature: str | None = None) -> f
         raise InvalidInput(f"the number{named} is too large", field=field) from e
     if not math.isfinite(number):
         raise InvalidInput(f"expected a finite number{named}, got {show(value)}", field=field)
-    if abs(number) > MAX_ABS_VALUE:
+    if abs(number) > MAX_ABS_VALUE or (type(value) is int and abs(value) > MAX_ABS_INTEGER):
         raise InvalidInput(
             f"the number{named} is out of range (at most {MAX_ABS_VALUE:g} in magnitude)",
             field=field,

@@ -479,3 +479,22 @@ def test_labels_keep_their_type_in_every_protocol(tmp_path: Path) -> None:
         assert set(native["probabilities"][0]) == {"0", "1"}
         assert v2["outputs"][0]["datatype"] == "INT64"
         assert v2["outputs"][0]["data"] == native["predictions"]
+
+
+def test_schemathesis_finds_no_server_error_on_a_mixed_type_model(
+    packaged: Path, tmp_path: Path
+) -> None:
+    """The fuzzer against the served churn model's own document: categories, integers,
+    booleans and nulls, positional and named, native and v2 (0 x 5xx, schema-true answers)."""
+    from function.store import ModelStore
+    from tests.conftest import run_service, schemathesis
+
+    store = ModelStore((tmp_path / "churn").as_uri())
+    store.promote(store.publish(packaged, "v1"))
+    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "RATE_LIMIT_PER_SECOND": "0"}
+    with run_service(env, tmp_path) as running:
+        result = schemathesis(running.url, max_examples=25)
+        output = running.output()
+
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "Traceback" not in output

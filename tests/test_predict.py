@@ -55,6 +55,12 @@ def test_probabilities_can_be_turned_off() -> None:
     assert parse_instances(body, SCHEMA, 10).probabilities is False
 
 
+def test_the_bound_itself_is_a_number_the_schema_allows() -> None:
+    X = parse_instances({"instances": [[1e300, -1e300, 10**300, -(10**300)]]}, SCHEMA, 10).X
+
+    assert X.tolist() == [[1e300, -1e300, 1e300, -1e300]]
+
+
 @pytest.mark.parametrize(
     "body, field, detail",
     [
@@ -74,6 +80,9 @@ def test_probabilities_can_be_turned_off() -> None:
         ({"instances": [[5.1, float("inf"), 1, 0.2]]}, "instances[0][1]", "got Infinity"),
         ({"instances": [[5.1, 10**400, 1, 0.2]]}, "instances[0][1]", "too large"),
         ({"instances": [[5.1, 1e301, 1, 0.2]]}, "instances[0][1]", "out of range"),
+        # rounds to the float 1e300, yet is over the bound (schemathesis found it)
+        ({"instances": [[5.1, 10**300 + 1, 1, 0.2]]}, "instances[0][1]", "out of range"),
+        ({"features": [5.1, -(10**300) - 1, 1, 0.2]}, "features[1]", "out of range"),
         (
             {"instances": [ROW, ROW, {**NAMED, "petal_width": "x"}]},
             "instances[2].petal_width",

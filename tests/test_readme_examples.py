@@ -13,13 +13,17 @@ KEY = "readme-example-key-0123456789"
 SECTIONS = ("Call the API", "Standard protocols: Open Inference Protocol v2 and Vertex AI")
 
 
+def section(title: str) -> str:
+    """The text of one of the README's ## sections."""
+    readme = (ROOT / "README.md").read_text()
+    return readme.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def curl_commands() -> list[str]:
     """Every curl command of the sections above, continuation lines joined, comments dropped."""
-    readme = (ROOT / "README.md").read_text()
     commands = []
     for title in SECTIONS:
-        section = readme.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
-        for block in re.findall(r"```bash\n(.*?)```", section, re.S):
+        for block in re.findall(r"```bash\n(.*?)```", section(title), re.S):
             pending = ""
             for line in block.replace("\\\n", " ").splitlines():
                 line = re.sub(r"\s{2,}#.*$", "", line)  # a trailing comment
@@ -54,3 +58,51 @@ def test_every_readme_curl_example_answers_200(tmp_path: Path, iris_artifact: Pa
         }
 
     assert {c: s for c, s in statuses.items() if s != "200"} == {}
+
+
+def test_the_bring_your_own_model_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    """The README's worked example, pasted as a reader would: the table, the notebook code, the
+    packaging (both ways), publish, then its curls against the model served."""
+    import sys
+
+    text = section("Bring your own model")
+    bash = re.findall(r"```bash\n(.*?)```", text, re.S)
+    (notebook,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    lines = [line for block in bash for line in block.replace("\\\n", " ").splitlines()]
+    python = [line.replace(".venv/bin/python", sys.executable) for line in lines
+              if line.startswith(".venv/bin/python")]  # fmt: skip
+    curls, expected = [], []  # a curl, and the status its next comment line names (else 200)
+    for line, after in zip(lines, [*lines[1:], ""], strict=True):
+        if line.startswith("curl "):
+            curls.append(line)
+            status = re.match(r"# (\d{3}):", after)
+            expected.append(status[1] if status else "200")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+
+    def run(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+
+    for command in [python[0]]:  # the table
+        assert run(command).returncode == 0, command
+    result = subprocess.run([sys.executable, "-c", notebook], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    import joblib  # the file the CLI form packages, as the README says to write it
+
+    joblib.dump(joblib.load(tmp_path / "artifacts/churn/model.joblib"), tmp_path / "churn.joblib")
+    for command in python[1:]:  # package from the file, publish
+        result = run(command)
+        assert result.returncode == 0, (command, result.stderr)
+    assert len(curls) == len(expected) >= 2
+
+    store = (tmp_path / ".modelrun" / "store" / "churn").as_uri()
+    with run_service({"MODEL_URI": store, "API_KEYS": KEY}, tmp_path) as running:
+        statuses = [
+            subprocess.run(["bash", "-c", f"{c} -o /dev/null -w '%{{http_code}}'"],
+                           env={"KEY": KEY, "URL": running.url, "PATH": "/usr/bin:/bin"},
+                           capture_output=True, text=True, timeout=30).stdout
+            for c in curls
+        ]  # fmt: skip
+
+    assert statuses == expected

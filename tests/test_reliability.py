@@ -10,7 +10,6 @@ import json
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,12 +26,11 @@ from function.store import ModelStore
 from tests.conftest import (
     KEY,
     OTHER_KEY,
-    PYTHON,
-    ROOT,
     Emulator,
     Running,
     free_port,
     run_service,
+    schemathesis,
     wait_until,
 )
 from tests.inprocess import in_process
@@ -671,17 +669,7 @@ def test_still_healthy_after_the_hostile_suite(hardened: Running) -> None:
 
 
 def test_schemathesis_finds_no_server_error_or_schema_violation(hardened: Running) -> None:
-    result = subprocess.run(
-        [
-            str(Path(PYTHON).parent / "schemathesis"),
-            "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
-            "run", f"{hardened.url}/openapi.json",
-            "-H", f"X-API-Key: {KEY}", "--max-examples", "40",
-            "--phases", "examples,coverage,fuzzing,stateful",
-            "--seed", "20261122", "--request-timeout", "10", "--max-failures", "5",
-        ],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-    )  # fmt: skip
+    result = schemathesis(hardened.url, max_examples=40)
 
     assert result.returncode == 0, result.stdout[-4000:]
     phases = result.stdout.split("Test Phases:", 1)[1].split("\n\n", 1)[0]
