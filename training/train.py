@@ -224,9 +224,10 @@ def export_onnx(
     DataFrame columns by name is served by scikit-learn, and the record says so."""
     if not isinstance(X_train, np.ndarray):
         reason = (
-            "not exported because the pipeline takes named columns of mixed types (a DataFrame); "
-            "the ONNX fast path covers pipelines that take a numeric matrix, and scikit-learn "
-            "serves this one, exactly"
+            "not exported because the pipeline takes named columns of mixed types: skl2onnx "
+            "turns such a pipeline into a float32 graph (its category encoders output float32), "
+            "which cannot decide exactly as scikit-learn does in float64; scikit-learn serves "
+            "it, exactly"
         )
         return None, {"exported": False, "verified": False, "reason": reason}
     from sklearn.pipeline import Pipeline
