@@ -1,13 +1,15 @@
 """Side-by-side benchmark: modelrun against Seldon MLServer 1.7.1 on the same models and load.
 
     make bench            # 3 alternating rounds
-    make bench QUICK=1    # 1 round, shorter runs (under 3 minutes)
+    make bench QUICK=1    # 1 round, shorter runs (about 4 minutes)
 
 modelrun starts as its container starts (the Dockerfile's CMD and ENV), its model fetched from a
 GCS emulator. MLServer + mlserver-sklearn run from a virtualenv this script creates on first use
 (tests/perf/.mlserver-venv, outside the project's requirements), on loopback ports, with default
-settings, serving the same joblib files. Both get identical Open Inference Protocol v2 requests
-from wrk. Servers alternate (A B A B) and medians are reported, as ratios (modelrun / MLServer):
+settings, serving the same joblib files: Iris logistic regression, a 100-tree forest, and a
+mixed-type one-hot + HistGradientBoosting pipeline packaged as a user would. Both get identical
+Open Inference Protocol v2 requests from wrk (one tensor per column for the mixed model, with
+MLServer's pandas-codec parameters). Servers alternate (A B A B) and medians are reported, as ratios (modelrun / MLServer):
 the load generator shares this machine's cores, so absolute figures mean little.
 Writes tests/perf/results/latest.json.
 """
