@@ -9,8 +9,9 @@ GCS emulator. MLServer + mlserver-sklearn run from a virtualenv this script crea
 settings, serving the same joblib files: Iris logistic regression, a 100-tree forest, and a
 mixed-type one-hot + HistGradientBoosting pipeline packaged as a user would. Both get identical
 Open Inference Protocol v2 requests from wrk (one tensor per column for the mixed model, with
-MLServer's pandas-codec parameters). Servers alternate (A B A B) and medians are reported, as ratios (modelrun / MLServer):
-the load generator shares this machine's cores, so absolute figures mean little.
+MLServer's pandas-codec parameters). Servers alternate (A B A B) and medians are reported, as
+ratios (modelrun / MLServer): the load generator shares this machine's cores, so absolute
+figures mean little.
 Writes tests/perf/results/latest.json.
 """
 
