@@ -498,3 +498,48 @@ def test_schemathesis_finds_no_server_error_on_a_mixed_type_model(
 
     assert result.returncode == 0, result.stdout[-4000:]
     assert "Traceback" not in output
+
+
+def test_a_skops_file_is_packaged_and_served_without_pickle(
+    data: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """The no-pickle path end to end: a skops file in, a skops artifact out, served with
+    ALLOW_PICKLE=false, answering as the pipeline does."""
+    import skops.io
+
+    frame, csv = data
+    pipeline = notebook_pipeline(frame)
+    skops.io.dump(pipeline, tmp_path / "churn.skops")
+    out = tmp_path / "artifact"
+
+    code = main(["package", str(tmp_path / "churn.skops"), "--data", str(csv), "--target", TARGET,
+                 "--format", "skops", "--out", str(out)])  # fmt: skip
+
+    assert code == 0
+    assert (out / "model.skops").exists() and not (out / "model.joblib").exists()
+    store = tmp_path / "store"
+    assert main(["publish", "--store", store.as_uri(), str(out), "--promote"]) == 0
+    env = {"MODEL_URI": f"{store.as_uri()}/churn", "API_KEYS": KEY, "ALLOW_PICKLE": "false"}
+    X = frame.drop(columns=TARGET).iloc[:100]
+    with in_process(env) as running:
+        answer = post(running, "/predict", {"instances": rows_of(X)}).get_json()
+    assert answer["predictions"] == pipeline.predict(X).tolist()
+
+
+def test_a_skops_file_with_foreign_types_is_refused(tmp_path: Path, capsys: Any) -> None:
+    import skops.io
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    X = np.array([[0.0], [1.0], [2.0], [3.0]])
+    y = np.array([0, 0, 1, 1])
+    skops.io.dump(make_pipeline(custom_scaler(), LogisticRegression()).fit(X, y),
+                  tmp_path / "m.skops")  # fmt: skip
+    pd_csv = tmp_path / "d.csv"
+    pd_csv.write_text("x0,y\n0,0\n1,0\n2,1\n3,1\n")
+
+    code = main(["package", str(tmp_path / "m.skops"), "--data", str(pd_csv), "--target", "y",
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+
+    assert code == 1
+    assert "holds types outside scikit-learn/numpy/scipy" in capsys.readouterr().err
