@@ -414,7 +414,9 @@ def test_metadata_and_openapi_describe_each_feature(service: InProcess) -> None:
 def test_train_encodes_categories_inside_the_pipeline(
     data: tuple[Any, Path], tmp_path: Path, estimator: str
 ) -> None:
-    frame, csv = data
+    frame, _ = data
+    frame = frame.iloc[:1500]  # enough for both encoders; the rare country still appears
+    frame.to_csv(csv := tmp_path / "churn.csv", index=False)
     out = tmp_path / estimator
     impute = ["--impute", "median"] if estimator == "logistic_regression" else []
 
@@ -493,7 +495,8 @@ def test_schemathesis_finds_no_server_error_on_a_mixed_type_model(
     store.promote(store.publish(packaged, "v1"))
     env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "RATE_LIMIT_PER_SECOND": "0"}
     with run_service(env, tmp_path) as running:
-        result = schemathesis(running.url, max_examples=25)
+        # the routes' own fuzzing; the stateful phase adds nothing per schema (the iris run has it)
+        result = schemathesis(running.url, max_examples=20, phases="examples,coverage,fuzzing")
         output = running.output()
 
     assert result.returncode == 0, result.stdout[-4000:]
