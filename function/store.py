@@ -37,6 +37,7 @@ from urllib.parse import urlparse
 from function.artifact import (
     METADATA_FILE,
     encode_metadata,
+    model_file,
     parse_metadata,
     sha256_hex,
     verify_digest,
@@ -322,10 +323,16 @@ class ModelStore:
         is): recording it again would make the next rollback "succeed" without a change.
         """
         metadata = self.metadata(version)
-        for name, described in metadata["files"].items():  # the model and any export of it
-            verify_digest(
-                self.read_file(version, name), described["sha256"], f"{self.uri} {version} {name}"
-            )
+        model = model_file(metadata)
+        # The model first (its digest is the version's), then its export and its report.
+        for name in sorted(metadata["files"], key=lambda n: n != model):
+            try:
+                data = self.read_file(version, name)
+            except NotFound as e:
+                raise IntegrityError(
+                    f"{self.uri} {version} lacks {name}, which its metadata lists"
+                ) from e
+            verify_digest(data, metadata["files"][name]["sha256"], f"{self.uri} {version} {name}")
         pointer, token = self.current()
         if pointer and (pointer["version"], pointer["sha256"]) == (version, metadata["sha256"]):
             return pointer

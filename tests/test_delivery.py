@@ -30,6 +30,7 @@ ACTION_MAJORS = {
     "docker/build-push-action": "v7",
     "docker/login-action": "v4",
     "docker/setup-buildx-action": "v4",
+    "actions/upload-artifact": "v6",
 }
 
 

@@ -232,3 +232,24 @@ def test_missing_bucket_is_named(gcs_emulator, monkeypatch: pytest.MonkeyPatch) 
 
     with pytest.raises(NotFound, match="no-such-bucket"):
         store.metadata("v1")
+
+
+def test_promote_refuses_a_version_missing_a_file_its_metadata_lists(
+    store: ModelStore, tmp_path: Path
+) -> None:
+    from training.__main__ import main
+
+    assert main(["train", "--out", str(tmp_path / "out")]) == 0
+    version = store.publish(tmp_path / "out", "v1")
+    key = f"versions/{version}/calibration.png"
+    if store.uri.startswith("gs://"):
+        from google.cloud import storage
+
+        bucket, _, prefix = store.uri.removeprefix("gs://").partition("/")
+        storage.Client().bucket(bucket).blob(f"{prefix}/{key}").delete()
+    else:
+        (Path(store.uri.removeprefix("file://")) / key).unlink()
+
+    with pytest.raises(IntegrityError, match="lacks calibration.png, which its metadata lists"):
+        store.promote(version)
+    assert store.current() == (None, None)

@@ -62,6 +62,7 @@ def _train(args: argparse.Namespace) -> None:
         impute=args.impute,
         gates=gates,
         onnx=args.onnx,
+        report=args.report,
     )
     pipeline, metadata, extra = train(data, options)
     metadata = write_artifact(Path(args.out), pipeline, metadata, args.format, extra)
@@ -81,7 +82,9 @@ def _package(args: argparse.Namespace) -> None:
     model_file = Path(args.model_file)
     data = load_csv(Path(args.data), args.target)
     name = args.name or model_file.stem
-    metadata = package_file(model_file, data, Path(args.out), name, gates, args.format, args.onnx)
+    metadata = package_file(
+        model_file, data, Path(args.out), name, gates, args.format, args.onnx, args.report
+    )
     scores = ", ".join(f"{k}={v:.4f}" for k, v in metadata["metrics"]["holdout"].items())
     print(f"packaged {name} ({metadata['estimator']}, {metadata['task']}) on {data.rows} rows: "
           f"{scores}")  # fmt: skip
@@ -201,6 +204,12 @@ def _parser() -> argparse.ArgumentParser:
             dest="onnx",
             action="store_false",
             help="skip the verified ONNX export (by default written when the model converts)",
+        )
+        p.add_argument(
+            "--no-report",
+            dest="report",
+            action="store_false",
+            help="skip the training report (report.html and its plots)",
         )
 
     train = verbs.add_parser("train", help="train, evaluate and gate a model; write an artifact")

@@ -21,6 +21,7 @@ from training.data import Dataset
 from training.errors import TrainingError
 from training.train import (
     Gate,
+    add_report,
     apply_gates,
     describe_inputs,
     export_onnx,
@@ -47,6 +48,7 @@ def package(
     gates: Sequence[Gate | str] = (),
     fmt: str = "joblib",
     onnx: bool = True,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Package a fitted estimator, evaluated on X and y (a DataFrame or a matrix, and labels or
     values), into `out`; return the metadata written. Gates are as `train --gate` takes them
@@ -75,7 +77,9 @@ def package(
         pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes() + target.tobytes()
     ).hexdigest()
     data = Dataset(frame, target, str(getattr(y, "name", None) or "y"), "in-memory data", digest)
-    return package_dataset(estimator, data, Path(out), name, checked, fmt, onnx, "in-memory object")
+    return package_dataset(
+        estimator, data, Path(out), name, checked, fmt, onnx, "in-memory object", report
+    )
 
 
 def package_file(
@@ -86,10 +90,11 @@ def package_file(
     gates: Sequence[Gate] = (),
     fmt: str = "joblib",
     onnx: bool = True,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Package a joblib or skops file (see package)."""
     return package_dataset(load_estimator(model_file), data, out, name, gates, fmt, onnx,
-                           str(model_file))  # fmt: skip
+                           str(model_file), report)  # fmt: skip
 
 
 def load_estimator(path: Path) -> Any:
@@ -127,6 +132,7 @@ def package_dataset(
     fmt: str,
     onnx: bool,
     origin: str,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Check, evaluate, gate and write; return the metadata written."""
     check_version_id(name)
@@ -185,7 +191,7 @@ def package_dataset(
         "git_commit": git_commit(),
     }
     apply_gates(gates, metrics, {})
-    extra: dict[str, bytes] = {}
+    extra = add_report(estimator, X, truth, metadata, 0) if report else {}
     if onnx:
         exported, metadata["onnx"] = export_onnx(
             estimator, X, X, 0, task, nullable_columns(metadata)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import operator
 import os
@@ -103,6 +104,7 @@ class Options:
     impute: str | None = None
     gates: Sequence[Gate] = ()
     onnx: bool = True
+    report: bool = True
 
 
 def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[str, bytes]]:
@@ -185,6 +187,8 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
     }
     apply_gates(options.gates, holdout, cv_metrics)
     extra: dict[str, bytes] = {}
+    if options.report:
+        extra.update(add_report(pipeline, X_test, y_test, metadata, options.seed))
     if options.onnx:
         onnx, metadata["onnx"] = export_onnx(
             pipeline, X_train, X_test, options.seed, task, nullable_columns(metadata)
@@ -210,6 +214,16 @@ def describe_inputs(pipeline: Any, frame: Any, task: str) -> dict[str, Any]:
         fields["class_names"] = [str(c) for c in pipeline.classes_]
         fields["label_type"] = label_type(pipeline.classes_)
     return fields
+
+
+def add_report(
+    pipeline: Any, X: Any, y: Any, metadata: dict[str, Any], seed: int
+) -> dict[str, bytes]:
+    """The training report's files; its summary goes into metadata["report"]."""
+    from training.report import build_report
+
+    files, metadata["report"] = build_report(pipeline, X, y, metadata, seed)
+    return files
 
 
 def nullable_columns(metadata: dict[str, Any]) -> list[int]:
@@ -286,13 +300,23 @@ def write_artifact(
         "files": {f: {"sha256": sha256_hex(d), "size": len(d)} for f, d in files.items()},
     }
     out.mkdir(parents=True, exist_ok=True)
-    for stale in {*MODEL_FILES.values(), ONNX_FILE} - set(files):  # only this model's files
+    # A folder written before holds files this model does not have (a report's other plots).
+    for stale in ({*MODEL_FILES.values(), ONNX_FILE} | _listed(out)) - set(files):
         (out / stale).unlink(missing_ok=True)
     for filename, data in (*files.items(), (METADATA_FILE, encode_metadata(metadata))):
         staged = out / f".{filename}.partial"
         staged.write_bytes(data)
         staged.replace(out / filename)
     return metadata
+
+
+def _listed(out: Path) -> set[str]:
+    """The file names an earlier metadata.json in `out` lists (plain names only)."""
+    try:
+        listed = json.loads((out / METADATA_FILE).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {name for name in listed if isinstance(name, str) and name == Path(name).name}
 
 
 def _serialise(pipeline: Any, fmt: str) -> tuple[bytes, dict[str, Any]]:

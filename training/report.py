@@ -1,0 +1,218 @@
+"""The training report: how the model does on rows it was not fitted on, as plots and one page.
+
+Written into the artifact beside the model, each file listed in metadata.files with its digest,
+so a version's report is verified like its model. Plots are drawn on matplotlib Figures with the
+Agg canvas (no pyplot, no display); the page has no scripts and no inline styles, so it can be
+served under a strict Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+from typing import Any
+
+import numpy as np
+
+REPORT_FILE = "report.html"
+DPI = 72
+IMPORTANCE_REPEATS = 5
+
+
+def build_report(
+    pipeline: Any, X: Any, y: Any, metadata: dict[str, Any], seed: int
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """Return the report's files (report.html and its PNGs) and a summary for metadata.json:
+    the permutation importance of each feature on these rows, and the plots' names."""
+    classifier = metadata["task"] == "classification"
+    predicted = pipeline.predict(X)
+    plots = _classifier_plots(pipeline, X, y, predicted) if classifier else _regressor_plots(
+        y, predicted)  # fmt: skip
+    importance = _importance(pipeline, X, y, metadata["feature_names"], seed)
+    plots["permutation_importance.png"] = _importance_plot(importance)
+    summary = {"files": [REPORT_FILE, *plots], "permutation_importance": importance}
+    page = _page(metadata, list(plots), importance)
+    return {REPORT_FILE: page, **plots}, summary
+
+
+def _classifier_plots(pipeline: Any, X: Any, y: Any, predicted: Any) -> dict[str, bytes]:
+    from sklearn.metrics import ConfusionMatrixDisplay, precision_recall_fscore_support
+
+    classes = list(pipeline.classes_)
+    plots = {}
+    figure, ax = _figure()
+    ConfusionMatrixDisplay.from_predictions(y, predicted, labels=classes, ax=ax, colorbar=False)
+    ax.set_title("Confusion matrix")
+    plots["confusion_matrix.png"] = _png(figure)
+
+    precision, recall, _, _ = precision_recall_fscore_support(
+        y, predicted, labels=classes, zero_division=0
+    )
+    figure, ax = _figure()
+    where = np.arange(len(classes))
+    ax.bar(where - 0.2, precision, 0.4, label="precision")
+    ax.bar(where + 0.2, recall, 0.4, label="recall")
+    ax.set_xticks(where, [str(c) for c in classes], rotation=30 if len(classes) > 4 else 0)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Precision and recall per class")
+    ax.legend(loc="lower right")
+    plots["precision_recall_per_class.png"] = _png(figure)
+
+    if not hasattr(pipeline, "predict_proba"):
+        return plots
+    probabilities = pipeline.predict_proba(X)
+    if len(classes) == 2:
+        from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+        positive = classes[1]
+        curves = [
+            ("roc_curve.png", "ROC curve", RocCurveDisplay),
+            ("precision_recall_curve.png", "Precision-recall curve", PrecisionRecallDisplay),
+        ]
+        for name, title, display in curves:
+            figure, ax = _figure()
+            display.from_predictions(y, probabilities[:, 1], pos_label=positive, ax=ax)
+            ax.set_title(f"{title} (positive class: {positive})")
+            plots[name] = _png(figure)
+    plots["calibration.png"] = _calibration_plot(y, probabilities, classes)
+    return plots
+
+
+def _calibration_plot(y: Any, probabilities: np.ndarray, classes: list[Any]) -> bytes:
+    """Reliability of each class's probability (one-vs-rest): predicted against observed."""
+    from sklearn.calibration import calibration_curve
+
+    figure, ax = _figure()
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
+    shown = classes[1:] if len(classes) == 2 else classes
+    for k, label in enumerate(classes):
+        if label not in shown:
+            continue
+        truth = np.asarray(y) == label
+        if truth.all() or not truth.any():
+            continue
+        observed, mean_predicted = calibration_curve(truth, probabilities[:, k], n_bins=5)
+        ax.plot(mean_predicted, observed, marker="o", label=str(label))
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_title("Calibration")
+    ax.legend(loc="upper left")
+    return _png(figure)
+
+
+def _regressor_plots(y: Any, predicted: Any) -> dict[str, bytes]:
+    from sklearn.metrics import PredictionErrorDisplay
+
+    plots = {}
+    views = [
+        ("residuals.png", "Residuals", "residual_vs_predicted"),
+        ("predicted_vs_actual.png", "Predicted against actual", "actual_vs_predicted"),
+    ]
+    for name, title, kind in views:
+        figure, ax = _figure()
+        PredictionErrorDisplay.from_predictions(y, predicted, kind=kind, ax=ax)
+        ax.set_title(title)
+        plots[name] = _png(figure)
+    return plots
+
+
+def _importance(
+    pipeline: Any, X: Any, y: Any, names: list[str], seed: int
+) -> dict[str, dict[str, float]]:
+    """How much the model's score drops when each feature's values are shuffled."""
+    from sklearn.inspection import permutation_importance
+
+    result = permutation_importance(pipeline, X, y, n_repeats=IMPORTANCE_REPEATS, random_state=seed)
+    return {
+        name: {"mean": float(mean), "std": float(std)}
+        for name, mean, std in zip(
+            names, result.importances_mean, result.importances_std, strict=True
+        )
+    }
+
+
+def _importance_plot(importance: dict[str, dict[str, float]]) -> bytes:
+    ordered = sorted(importance.items(), key=lambda item: item[1]["mean"])
+    figure, ax = _figure(height=max(2.5, 0.35 * len(ordered) + 1))
+    ax.barh(
+        [name for name, _ in ordered],
+        [value["mean"] for _, value in ordered],
+        xerr=[value["std"] for _, value in ordered],
+    )
+    ax.set_xlabel("score drop when shuffled (mean ± std)")
+    ax.set_title("Permutation feature importance")
+    return _png(figure)
+
+
+def _figure(height: float = 4.0) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, height), dpi=DPI, layout="constrained")
+    return figure, figure.subplots()
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def _page(
+    metadata: dict[str, Any], plots: list[str], importance: dict[str, dict[str, float]]
+) -> bytes:
+    """One static page: what was trained on what, its metrics and gates, and the plots."""
+    e = html.escape
+    dataset = metadata["dataset"]
+    holdout = metadata["metrics"]["holdout"]
+    cv = metadata["metrics"].get("cv") or {}
+    rows = "".join(
+        f"<tr><th>{e(name)}</th><td>{value:.4f}</td><td>{_cv(cv.get(name))}</td></tr>"
+        for name, value in holdout.items()
+    )
+    ranked = sorted(importance.items(), key=lambda item: -item[1]["mean"])
+    features = "".join(
+        f"<tr><th>{e(name)}</th><td>{value['mean']:.4f} ± {value['std']:.4f}</td></tr>"
+        for name, value in ranked
+    )
+    images = "".join(
+        f'<figure><img src="{e(name)}" alt="{e(name.removesuffix(".png").replace("_", " "))}">'
+        f"</figure>"
+        for name in plots
+    )
+    gates = ", ".join(metadata.get("gates") or []) or "none"
+    evaluated = metadata["metrics"].get("evaluated_on") or (
+        f"the {dataset.get('test_rows')} hold-out rows, which it was not fitted on"
+    )
+    title = f"{metadata['name']}: {metadata['estimator']}"
+    text = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Training report: {e(title)}</title>
+</head>
+<body>
+<h1>Training report: {e(title)}</h1>
+<p>Task: {e(metadata["task"])}. Data: {e(str(dataset["source"]))} ({dataset["rows"]} rows,
+target {e(str(dataset["target"]))}, sha256 {e(str(dataset["sha256"])[:12])}…). Metrics, plots and
+importances are on {e(evaluated)}. Gates passed: {e(gates)}.
+Created {e(str(metadata["created_at"]))}.</p>
+<h2>Metrics</h2>
+<table>
+<thead><tr><th>metric</th><th>hold-out</th><th>cross-validated</th></tr></thead>
+<tbody>{rows}</tbody>
+</table>
+<h2>Permutation feature importance</h2>
+<table>
+<thead><tr><th>feature</th><th>score drop (mean ± std)</th></tr></thead>
+<tbody>{features}</tbody>
+</table>
+<h2>Plots</h2>
+{images}
+</body>
+</html>
+"""
+    return text.encode()
+
+
+def _cv(value: dict[str, float] | None) -> str:
+    return f"{value['mean']:.4f} ± {value['std']:.4f}" if value else "—"
