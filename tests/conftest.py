@@ -56,9 +56,10 @@ def require_binary(name: str) -> str:
 
 
 def train_artifact(out: Path, *extra: str) -> Path:
+    """A trained artifact for serving tests (the report is tests/test_report.py's subject)."""
     from training.__main__ import main
 
-    assert main(["train", "--out", str(out), *extra]) == 0
+    assert main(["train", "--out", str(out), "--no-report", *extra]) == 0
     return out
 
 

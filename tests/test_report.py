@@ -57,7 +57,7 @@ def test_a_classifier_reports_its_confusion_calibration_and_importance(tmp_path:
 
 
 def test_a_binary_classifier_adds_roc_and_precision_recall_curves(tmp_path: Path) -> None:
-    churn(1500, seed=7).to_csv(csv := tmp_path / "churn.csv", index=False)
+    churn(1000, seed=7).to_csv(csv := tmp_path / "churn.csv", index=False)
     out = tmp_path / "out"
 
     metadata = train(out, "--data", str(csv), "--target", "churned", "--estimator",
@@ -67,7 +67,7 @@ def test_a_binary_classifier_adds_roc_and_precision_recall_curves(tmp_path: Path
         "confusion_matrix.png", "precision_recall_per_class.png", "calibration.png",
         "permutation_importance.png", "roc_curve.png", "precision_recall_curve.png",
     })  # fmt: skip
-    assert "300 hold-out rows" in page
+    assert "200 hold-out rows" in page
 
 
 def test_a_regressor_reports_residuals(tmp_path: Path) -> None:
