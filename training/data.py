@@ -48,12 +48,6 @@ class Dataset:
             types.is_numeric_dtype(t) and not types.is_bool_dtype(t) for t in self.frame.dtypes
         )
 
-    @property
-    def X(self) -> Any:
-        """What the pipeline is fitted on: a float64 matrix when every feature is a number,
-        else the DataFrame itself (its pipeline selects columns by name)."""
-        return self.frame.to_numpy(dtype=np.float64) if self.numeric else self.frame
-
     def missing(self) -> list[str]:
         """The feature columns with missing values."""
         return [str(c) for c in self.frame.columns if self.frame[c].isna().any()]
