@@ -66,11 +66,9 @@ def rows_to_input(rows: list[Any], where: str, schema: Schema, shaped: bool = Fa
     if schema.numeric:
         return schema.from_matrix(rows_to_matrix(rows, where, schema, shaped))
     columns, positional = _columns(rows, where, schema)
-    names = schema.names
 
     def field(i: int, j: int) -> str | None:
-        row = where.format(i)
-        return f"{row}[{j}]" if positional[i] else _join(row, names[j]) or None
+        return _place(where, i, j, schema.names[j], positional[i])
 
     return schema.check_columns(columns, field)
 
@@ -100,7 +98,7 @@ def rows_to_matrix(rows: list[Any], where: str, schema: Schema, shaped: bool = F
         X = np.empty((len(rows), width), dtype=np.float64)
         for i, row in enumerate(rows):
             X[i] = _row(row, where.format(i), schema)
-    integers = schema.integer_columns()
+    integers = schema.integer_columns
     if integers:
         _require_integers(X, integers, rows, where, schema)
     return X
@@ -116,22 +114,21 @@ def _require_integers(
     i, k = map(int, np.argwhere(fraction)[0])
     j = columns[k]
     name = schema.names[j]
-    field = f"{where.format(i)}[{j}]" if isinstance(rows[i], list) else _join(where.format(i), name)
     raise InvalidInput(
-        f"expected an integer for {name}, got {float(X[i, j])!r}", field=field or None
+        f"expected an integer for {name}, got {float(X[i, j])!r}",
+        field=_place(where, i, j, name, isinstance(rows[i], list)),
     )
 
 
 def _columns(rows: list[Any], where: str, schema: Schema) -> tuple[list[list[Any]], list[bool]]:
     """The rows' values by feature, and which rows were lists (for naming fields)."""
     names = schema.names
-    nullable = {f.name for f in schema.features if f.nullable}
     columns: list[list[Any]] = [[] for _ in names]
     positional = []
     for i, row in enumerate(rows):
         field = where.format(i)
         if isinstance(row, dict):
-            _check_keys(row, field, names, nullable)
+            _check_keys(row, field, names, schema.may_be_missing)
             for column, name in zip(columns, names, strict=True):
                 column.append(row.get(name))
         elif isinstance(row, list):
@@ -243,7 +240,7 @@ def _row(row: Any, field: str, schema: Schema) -> list[float]:
             for j, (f, v) in enumerate(zip(features, row, strict=True))
         ]
     if isinstance(row, dict):
-        _check_keys(row, field, names, {f.name for f in features if f.nullable})
+        _check_keys(row, field, names, schema.may_be_missing)
         return [
             number_or_missing(f, row.get(f.name), _join(field, f.name), False) for f in features
         ]
@@ -302,6 +299,12 @@ def _no_extra_keys(body: dict[str, Any], allowed: set[str]) -> None:
     extra = sorted(set(body) - allowed)
     if extra:
         raise InvalidInput(f"unexpected key; allowed: {', '.join(sorted(allowed))}", field=extra[0])
+
+
+def _place(where: str, i: int, j: int, name: str, positional: bool) -> str | None:
+    """Where value j of row i came from: an index in a list row, a name in an object row."""
+    row = where.format(i)
+    return f"{row}[{j}]" if positional else _join(row, name) or None
 
 
 def _join(field: str, name: str) -> str:

@@ -86,18 +86,25 @@ class Schema:
         """The schema of an artifact that has none: numbers, never missing, as a matrix."""
         return cls(tuple(Feature(name) for name in names))
 
-    @property
+    # Derived once per schema (a model's lifetime), not once per request.
+    @functools.cached_property
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
-    @property
+    @functools.cached_property
     def numeric(self) -> bool:
         """Every feature is a number: rows parse straight to a float64 matrix (NaN where a
         feature may be missing and is)."""
         return all(f.type in ("number", "integer") for f in self.features)
 
+    @functools.cached_property
     def integer_columns(self) -> list[int]:
         return [j for j, f in enumerate(self.features) if f.type == "integer"]
+
+    @functools.cached_property
+    def may_be_missing(self) -> set[str]:
+        """The names of the features that may be null or absent."""
+        return {f.name for f in self.features if f.nullable}
 
     def feature(self, name: str) -> Feature | None:
         return next((f for f in self.features if f.name == name), None)
