@@ -15,21 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from function.artifact import ONNX_FILE
 from function.store import check_version_id, utc_now
 from training.data import Dataset
 from training.errors import TrainingError
 from training.train import (
     Gate,
-    add_report,
     apply_gates,
     describe_inputs,
-    export_onnx,
+    extra_files,
     git_commit,
     holdout_metrics,
     jsonable,
     library_versions,
-    nullable_columns,
     parse_gate,
     write_artifact,
 )
@@ -191,13 +188,7 @@ def package_dataset(
         "git_commit": git_commit(),
     }
     apply_gates(gates, metrics, {})
-    extra = add_report(estimator, X, truth, metadata, 0) if report else {}
-    if onnx:
-        exported, metadata["onnx"] = export_onnx(
-            estimator, X, X, 0, task, nullable_columns(metadata)
-        )
-        if exported is not None:
-            extra[ONNX_FILE] = exported
+    extra = extra_files(estimator, metadata, X, X, truth, 0, report, onnx)
     return write_artifact(out, estimator, metadata, fmt, extra)
 
 

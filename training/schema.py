@@ -37,20 +37,20 @@ def infer_schema(frame: Any, pipeline: Any) -> tuple[Schema, dict[str, Any]]:
     row = [example[f.name] for f in features]
     probed = []
     for j, feature in enumerate(features):
-        gap = [*row[:j], None, *row[j + 1 :]]
+        gap = _as_input(permissive, [*row[:j], None, *row[j + 1 :]])
         missing = ""
-        if _accepts(pipeline, permissive, gap):
-            if _filled_in(pipeline, permissive, gap):
+        if _accepts(pipeline, gap):
+            if _filled_in(pipeline, gap):
                 missing = "imputed"
             elif frame[feature.name].isna().any():
                 missing = "native"
         unknown = feature.unknown
         if feature.type == "category":
-            accepted = _accepts(pipeline, permissive, [*row[:j], UNSEEN, *row[j + 1 :]])
-            unknown = "accept" if accepted else "refuse"
+            unseen = _as_input(permissive, [*row[:j], UNSEEN, *row[j + 1 :]])
+            unknown = "accept" if _accepts(pipeline, unseen) else "refuse"
         probed.append(replace(feature, nullable=bool(missing), missing=missing, unknown=unknown))
     schema = Schema(tuple(probed), frame_input)
-    if not _accepts(pipeline, schema, row):
+    if not _accepts(pipeline, _as_input(schema, row)):
         raise TrainingError("the model cannot predict its own example row (training medians)")
     return schema, example
 
@@ -87,26 +87,28 @@ def _example(frame: Any, features: tuple[Feature, ...]) -> dict[str, Any]:
     return example
 
 
-def _filled_in(pipeline: Any, schema: Schema, row: list[Any]) -> bool:
-    """Whether the pipeline's steps before its estimator leave no missing value in the row."""
+def _as_input(schema: Schema, row: list[Any]) -> Any:
+    """One row built as the service builds a request's rows for this schema."""
     from function.predict import rows_to_input
 
+    return rows_to_input([row], "probe", schema)
+
+
+def _filled_in(pipeline: Any, X: Any) -> bool:
+    """Whether the pipeline's steps before its estimator leave no missing value in X."""
     steps = getattr(pipeline, "steps", None)
     if not steps or len(steps) < 2:
         return False
     try:
-        transformed = pipeline[:-1].transform(rows_to_input([row], "probe", schema))
+        transformed = pipeline[:-1].transform(X)
         dense = transformed.toarray() if hasattr(transformed, "toarray") else transformed
         return not np.isnan(np.asarray(dense, dtype=np.float64)).any()
     except (TypeError, ValueError):  # not numbers after its steps: not known to be filled
         return False
 
 
-def _accepts(pipeline: Any, schema: Schema, row: list[Any]) -> bool:
-    """Whether the fitted pipeline predicts this row, built as the service builds it."""
-    from function.predict import rows_to_input
-
-    X = rows_to_input([row], "probe", schema)
+def _accepts(pipeline: Any, X: Any) -> bool:
+    """Whether the fitted pipeline predicts X (a row built by _as_input)."""
     try:
         with np.errstate(all="ignore"):
             prediction = np.asarray(pipeline.predict(X))

@@ -116,18 +116,14 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
     task = chosen.task
     _check_missing(data, options, chosen.handles_missing)
     _check_shape(data, task, options)
-    if data.numeric:
-        pipeline, params = build_pipeline(
-            options.estimator, options.params or {}, options.seed, options.impute
-        )
-    else:
-        frame = data.frame
-        numbers = [str(c) for c in frame.columns if _is_number(frame[c])]
-        categories = [str(c) for c in frame.columns if str(c) not in numbers]
-        pipeline, params = build_pipeline(
-            options.estimator, options.params or {}, options.seed, options.impute,
-            categories, numbers,
-        )  # fmt: skip
+    numbers, categories = [], []  # all-numeric data: a matrix, no ColumnTransformer
+    if not data.numeric:
+        numbers = [str(c) for c in data.frame.columns if _is_number(data.frame[c])]
+        categories = [name for name in data.feature_names if name not in numbers]
+    pipeline, params = build_pipeline(
+        options.estimator, options.params or {}, options.seed, options.impute,
+        categories, numbers,
+    )  # fmt: skip
     stratify = data.y if task == "classification" else None
     train_frame, test_frame, y_train, y_test = train_test_split(
         data.frame, data.y, test_size=options.test_size, random_state=options.seed,
@@ -186,15 +182,9 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
         "git_commit": git_commit(),
     }
     apply_gates(options.gates, holdout, cv_metrics)
-    extra: dict[str, bytes] = {}
-    if options.report:
-        extra.update(add_report(pipeline, X_test, y_test, metadata, options.seed))
-    if options.onnx:
-        onnx, metadata["onnx"] = export_onnx(
-            pipeline, X_train, X_test, options.seed, task, nullable_columns(metadata)
-        )
-        if onnx is not None:
-            extra[ONNX_FILE] = onnx
+    extra = extra_files(
+        pipeline, metadata, X_train, X_test, y_test, options.seed, options.report, options.onnx
+    )
     return pipeline, metadata, extra
 
 
@@ -216,22 +206,36 @@ def describe_inputs(pipeline: Any, frame: Any, task: str) -> dict[str, Any]:
     return fields
 
 
-def add_report(
-    pipeline: Any, X: Any, y: Any, metadata: dict[str, Any], seed: int
+def extra_files(
+    pipeline: Any,
+    metadata: dict[str, Any],
+    X_fit: Any,
+    X_eval: Any,
+    y_eval: Any,
+    seed: int,
+    report: bool,
+    onnx: bool,
 ) -> dict[str, bytes]:
-    """The training report's files; its summary goes into metadata["report"]."""
-    from training.report import build_report
+    """The artifact's files besides the model, each asked for: the training report on the
+    evaluation rows, and the verified ONNX export. Their records go into metadata ("report",
+    "onnx")."""
+    extra: dict[str, bytes] = {}
+    if report:
+        from training.report import build_report
 
-    files, metadata["report"] = build_report(pipeline, X, y, metadata, seed)
-    return files
+        files, metadata["report"] = build_report(pipeline, X_eval, y_eval, metadata, seed)
+        extra.update(files)
+    if onnx:
+        nullable = [j for j, f in enumerate(metadata["features"]) if f["nullable"]]
+        exported, metadata["onnx"] = _export_onnx(
+            pipeline, X_fit, X_eval, seed, metadata["task"], nullable
+        )
+        if exported is not None:
+            extra[ONNX_FILE] = exported
+    return extra
 
 
-def nullable_columns(metadata: dict[str, Any]) -> list[int]:
-    """The positions of the features that may be missing."""
-    return [j for j, f in enumerate(metadata["features"]) if f["nullable"]]
-
-
-def export_onnx(
+def _export_onnx(
     pipeline: Any, X_train: Any, X_test: Any, seed: int, task: str, nullable: list[int]
 ) -> tuple[bytes | None, dict[str, Any]]:
     """The verified ONNX export of a pipeline that takes a matrix; a pipeline that selects
