@@ -80,7 +80,7 @@ bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs 
 
 # Never the published models (.modelrun/store) nor the development key: see clean-store.
 clean:  ## the venv, training outputs and caches
-	rm -rf $(VENV) artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) artifacts .cache .pytest_cache .mypy_cache .ruff_cache
 
 clean-store:  ## delete the local store's published models and the dev key: CONFIRM=yes
 	@if [ "$(CONFIRM)" != "yes" ]; then \

@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,7 +16,7 @@ from flask import Request, Response
 from werkzeug import exceptions as wz
 from werkzeug.routing import Map, MapAdapter, Rule
 
-from function import oip
+from function import oip, pages
 from function.body import read_bytes, read_json
 from function.config import Config, load_config
 from function.deadline import DeadlineExceeded
@@ -60,7 +61,31 @@ def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
     service.authorize(request.headers)
     model = service.require_model()
     features = [f.describe() for f in model.schema.features]
-    return {**model.metadata, "features": features, "runtime": model.runtime}
+    limits = {
+        "max_instances_per_request": service.config.max_instances_per_request,
+        "max_request_bytes": service.config.max_request_bytes,
+    }
+    served = {"runtime": model.runtime, "promotion": model.promotion, "limits": limits}
+    return {**model.metadata, "features": features, **served}
+
+
+def _model_file(service: Service, request: Request, args: dict[str, str]) -> Any:
+    service.authorize(request.headers)
+    model = service.require_model()
+    name = args["name"]
+    data = service.report_file(model, name)
+    response = Response(data, content_type=pages.TYPES.get(Path(name).suffix, "image/png"))
+    if name.endswith(".html"):  # saved, never rendered on this origin
+        response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _page(service: Service, request: Request, args: dict[str, str]) -> Any:
+    return pages.page(request)
+
+
+def _asset(service: Service, request: Request, args: dict[str, str]) -> Any:
+    return pages.asset(request, args["name"])
 
 
 def _health(service: Service, request: Request, args: dict[str, str]) -> Any:
@@ -176,6 +201,7 @@ V2_MODEL = ("/v2/models/<name>", "/v2/models/<name>/versions/<version>")
 ROUTES: dict[str, Route] = {
     "predict": Route(_predict, "POST", ("/predict",)),
     "model": Route(_model, "GET", ("/model",)),
+    "model_file": Route(_model_file, "GET", ("/model/files/<name>",)),
     "health": Route(_health, "GET", ("/health",)),
     "ready": Route(_ready, "GET", ("/ready",)),
     "metrics": Route(_metrics, "GET", ("/metrics",)),
@@ -187,12 +213,17 @@ ROUTES: dict[str, Route] = {
     "v2_model_ready": Route(_v2_model_ready, "GET", tuple(f"{p}/ready" for p in V2_MODEL), "v2"),
     "v2_infer": Route(_v2_infer, "POST", tuple(f"{p}/infer" for p in V2_MODEL), "v2"),
 }
-QUIET_ROUTES = {"health", "ready", "metrics", "v2_live", "v2_ready", "vertex_health"}
+# The pages (function/pages.py), unless UI=false.
+PAGE_ROUTES: dict[str, Route] = {
+    "page": Route(_page, "GET", tuple(pages.PAGES)),
+    "asset": Route(_asset, "GET", ("/ui/<name>",)),
+}
+QUIET_ROUTES = {"health", "ready", "metrics", "v2_live", "v2_ready", "vertex_health", "asset"}
 
 
 def routes(config: Config) -> dict[str, Route]:
     """Every route; Vertex AI's two come from AIP_HEALTH_ROUTE and AIP_PREDICT_ROUTE."""
-    table = dict(ROUTES)
+    table = {**ROUTES, **(PAGE_ROUTES if config.ui else {})}
     vertex = {
         "vertex_health": (config.vertex_health_route, Route(_vertex_health, "GET", ())),
         "vertex_predict": (config.vertex_predict_route, Route(_vertex_predict, "POST", ())),

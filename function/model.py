@@ -28,6 +28,7 @@ class LoadedModel:
     load_seconds: float
     runtime: str = "sklearn"  # or "onnx": a verified model.onnx through onnxruntime
     schema: Schema = field(default_factory=lambda: Schema(()))
+    promotion: dict[str, Any] | None = None  # current.json when served as current (its history)
 
     @property
     def name(self) -> str:
@@ -67,7 +68,7 @@ def load_model(
 ) -> LoadedModel:
     """Resolve version ('current' or an id), then fetch and check it before deserialising."""
     started = time.perf_counter()
-    metadata = store.resolve(version)
+    metadata, promotion = store.resolve_with_pointer(version)
     where = f"{store.uri} version {metadata['version']}"
     schema = from_metadata(metadata, where)
     if pinned_sha256 and metadata["sha256"] != pinned_sha256:
@@ -88,7 +89,8 @@ def load_model(
             raise IntegrityError(f"{where} {ONNX_FILE} cannot be loaded: {e}") from e
         del data
         _check(estimator, metadata, schema, where)
-        return LoadedModel(estimator, metadata, time.perf_counter() - started, "onnx", schema)
+        seconds = time.perf_counter() - started
+        return LoadedModel(estimator, metadata, seconds, "onnx", schema, promotion)
     if metadata["format"] == "joblib" and not allow_pickle:
         raise IntegrityError(
             f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"
@@ -97,7 +99,8 @@ def load_model(
     estimator = _deserialise(data, metadata, where)
     del data  # the download is not kept beside the model (Cloud Run counts both against memory)
     _check(estimator, metadata, schema, where)
-    return LoadedModel(estimator, metadata, time.perf_counter() - started, schema=schema)
+    seconds = time.perf_counter() - started
+    return LoadedModel(estimator, metadata, seconds, schema=schema, promotion=promotion)
 
 
 def _verified(store: ModelStore, metadata: dict[str, Any], name: str, where: str) -> bytes:

@@ -17,11 +17,12 @@ from typing import Any
 
 from werkzeug.datastructures import Headers
 
+from function.artifact import verify_digest
 from function.auth import KeyRing, SecretKeySource, presented_key
 from function.batching import MicroBatcher, Run
 from function.config import Config
 from function.deadline import Deadlines
-from function.errors import NotReady
+from function.errors import NotFound, NotReady
 from function.loader import ModelLoader
 from function.model import LoadedModel
 from function.predict import run_model
@@ -30,6 +31,7 @@ from function.store import ModelStore
 from function.telemetry import prometheus_telemetry
 from function.workers import Workers
 
+REPORT_FILES_KEPT = 32  # the plots of a version or two, a few hundred kB
 ANONYMOUS = "anonymous"  # the one caller identity when keys are off (development)
 
 
@@ -64,6 +66,7 @@ class Service:
             on_first_load=self.workers.mark_if_ready if self.workers else lambda: None,
         )
         self.run_model = self._model_runner()
+        self._report_files: dict[tuple[str, str], bytes] = {}  # a model card's plots, read once
         self._started = False
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
@@ -102,6 +105,21 @@ class Service:
         if model is None:
             raise NotReady(self.loader.reason)
         return model
+
+    def report_file(self, model: LoadedModel, name: str) -> bytes:
+        """One of the served version's report files (its plots, report.html), verified."""
+        listed = model.metadata.get("report", {}).get("files", [])
+        if name not in listed:
+            shown = ", ".join(listed) or "none (trained with --no-report, or before reports)"
+            raise NotFound(f"version {model.version} has no report file {name!r}; it has {shown}")
+        key = (model.version, name)
+        if key not in self._report_files:
+            data = self.loader.store.read_file(model.version, name)
+            verify_digest(data, model.metadata["files"][name]["sha256"], f"{model.version} {name}")
+            if len(self._report_files) >= REPORT_FILES_KEPT:
+                self._report_files.clear()
+            self._report_files[key] = data
+        return self._report_files[key]
 
     def authorize(self, headers: Headers) -> None:
         """Raise 401 without a valid key (unless keys are off in development), 429 over the rate."""

@@ -303,8 +303,15 @@ class ModelStore:
 
     def resolve(self, version: str = "current") -> dict[str, Any]:
         """Return the metadata of a version id, or of the current one."""
+        return self.resolve_with_pointer(version)[0]
+
+    def resolve_with_pointer(
+        self, version: str = "current"
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Return the metadata of a version id, or of the current one with current.json (its
+        promotion: when, and the versions before it); a version asked for by id has none."""
         if version != "current":
-            return self.metadata(version)
+            return self.metadata(version), None
         pointer, _ = self.current()
         if pointer is None:
             raise NotFound(f"no version of {self.uri} has been promoted yet")
@@ -314,7 +321,7 @@ class ModelStore:
                 f"{self.uri}/{CURRENT_FILE} names sha256 {pointer.get('sha256')} for version "
                 f"{pointer['version']}, whose metadata says {metadata['sha256']}"
             )
-        return metadata
+        return metadata, pointer
 
     def promote(self, version: str) -> dict[str, Any]:
         """Point current.json at a complete, verified version; history remembers the old one.
