@@ -122,4 +122,5 @@ def _send(request: Request, name: str) -> Response:
     # Checked again on each use (a deploy changes them), but a 304 when unchanged.
     response.headers["Cache-Control"] = "no-cache"
     response.headers["Content-Security-Policy"] = PAGE_CSP
-    return response.make_conditional(request)
+    response.make_conditional(request)  # a 304 for an unchanged If-None-Match
+    return response
