@@ -1,0 +1,406 @@
+"""The pages in a real browser: headless Chromium (Debian's, driven by selenium through
+chromedriver) against the service as its own process, serving a mixed-type churn model with its
+training report. Skipped without Chromium on a laptop, never in CI (.ci/run installs it).
+
+Screenshots of each view are saved under the module's temporary folder (printed at the end)."""
+
+from __future__ import annotations
+
+import csv
+import http.server
+import io
+import json
+import re
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from function.store import ModelStore
+from tests.browser import axe_source, axe_violations, chrome
+from tests.conftest import KEY, Running, free_port, run_service
+from training.__main__ import main
+from training.churn import churn
+
+AUTH = {"X-API-Key": KEY}
+WAIT = 15
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("churn-data") / "churn.csv"
+    churn(1500, seed=3).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def running(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """The churn model with its report, promoted twice (v2 is current, v1 its history)."""
+    tmp = tmp_path_factory.mktemp("browser")
+    args = ["--data", str(data), "--target", "churned", "--cv", "2", "--impute", "median"]
+    assert main(["train", *args, "--out", str(tmp / "art")]) == 0
+    store = ModelStore((tmp / "store" / "churn").as_uri())
+    for version in ("v1", "v2"):
+        store.publish(tmp / "art", version)
+        store.promote(version)
+    with run_service({"MODEL_URI": store.uri, "API_KEYS": KEY}, tmp) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def other_origin() -> Iterator[str]:
+    """Another origin (another port) serving a script, and a page without a CSP that loads it."""
+    files = {
+        "/evil.js": (b"window.__evil = true;", "text/javascript"),
+        "/open.html": (b'<script src="/evil.js"></script>', "text/html"),
+    }
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body, kind = files.get(self.path, (b"", "text/plain"))
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", kind)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    folder = tmp_path_factory.mktemp("screenshots")
+    yield folder
+    print(f"\nscreenshots: {folder}")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    driver = chrome()
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def page(browser: Any, running: Running, screenshots: Path, request: Any) -> Iterator[Any]:
+    """The browser on a blank tab of the service's origin, its log read; a screenshot after."""
+    browser.get(running.url + "/ui/ui.css")  # the origin, so that sessionStorage can be set
+    browser.execute_script("sessionStorage.clear(); localStorage.clear();")
+    browser.get_log("browser")
+    yield browser
+    name = re.sub(r"[^\w.-]+", "_", request.node.name)
+    shot = screenshots / f"{name}.png"
+    browser.save_screenshot(str(shot))
+    assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def wait(driver: Any, check: Callable[[Any], Any], what: str) -> Any:
+    return WebDriverWait(driver, WAIT).until(check, message=f"waiting for {what}")
+
+
+def errors_in_console(driver: Any) -> list[dict[str, Any]]:
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def csp_refusals(driver: Any) -> list[dict[str, Any]]:
+    return [e for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
+
+
+def open_with_key(driver: Any, url: str, key: str = KEY) -> None:
+    """Open a page with the key already in the tab's sessionStorage; wait for the form."""
+    driver.execute_script("sessionStorage.setItem('modelrun.apiKey', arguments[0])", key)
+    driver.get(url)
+    wait(driver, lambda d: d.find_element(By.ID, "predict-button").is_enabled(), "the form")
+
+
+def text(driver: Any, element_id: str) -> str:
+    return str(driver.find_element(By.ID, element_id).text)
+
+
+def api_predict(running: Running, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    response = running.post("/predict", json={"instances": rows}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_the_page_loads_without_errors_and_builds_its_form_from_the_schema(
+    page: Any, running: Running
+) -> None:
+    page.get(running.url + "/")
+    wait(page, lambda d: "v2" in text(d, "served-model"), "the served model's name")
+    assert text(page, "served-model") == "churn, version v2"  # before any key
+    assert not page.find_element(By.ID, "predict-button").is_enabled()
+
+    key_field = page.find_element(By.ID, "api-key")
+    key_field.send_keys(KEY, Keys.ENTER)  # the keyboard alone
+    wait(page, lambda d: d.find_element(By.ID, "predict-button").is_enabled(), "the form")
+
+    model = running.get("/model", headers=AUTH).json()
+    for feature in model["features"]:
+        field = page.find_element(By.NAME, feature["name"])
+        label = page.find_element(By.CSS_SELECTOR, f'label[for="{field.get_attribute("id")}"]')
+        assert label.text == feature["name"]
+        if feature["type"] == "category":
+            options = [o.get_attribute("value") for o in Select(field).options]
+            assert options == [""] * feature["nullable"] + feature["categories"]  # "" is missing
+        else:
+            assert field.tag_name == ("select" if feature["type"] == "boolean" else "input")
+        example = model["input_example"][feature["name"]]
+        shown = (
+            ""
+            if example is None
+            else str(example).lower()
+            if example in (True, False)
+            else str(example)
+        )
+        assert field.get_attribute("value") == shown
+    assert errors_in_console(page) == []
+    # The key is kept in this tab only and never travels in a URL.
+    assert page.execute_script("return sessionStorage.getItem('modelrun.apiKey')") == KEY
+    assert page.execute_script("return localStorage.length") == 0
+    urls = page.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert any(u.endswith("/model") for u in urls)
+    assert not any(KEY in u for u in [*urls, page.current_url])
+
+
+def test_a_prediction_through_the_form_is_the_apis_answer(page: Any, running: Running) -> None:
+    open_with_key(page, running.url + "/")
+    Select(page.find_element(By.NAME, "country")).select_by_value("DE")
+    Select(page.find_element(By.NAME, "plan")).select_by_value("team")
+    Select(page.find_element(By.NAME, "has_discount")).select_by_value("true")
+    for name, value in (("seats", "7"), ("monthly_spend", ""), ("tenure_months", "3")):
+        field = page.find_element(By.NAME, name)
+        field.clear()
+        if value:
+            field.send_keys(value)
+    page.find_element(By.NAME, "tenure_months").send_keys(Keys.ENTER)  # Enter submits
+
+    wait(page, lambda d: d.find_elements(By.ID, "prediction"), "the answer")
+    row = {"country": "DE", "plan": "team", "seats": 7, "monthly_spend": None,
+           "tenure_months": 3, "has_discount": True}  # fmt: skip
+    expected = api_predict(running, [row])
+    assert text(page, "prediction") == str(expected["predictions"][0])
+    bars = page.find_elements(By.CSS_SELECTOR, ".bars li")
+    shown = {
+        bar.find_element(By.CLASS_NAME, "label").text: bar.find_element(By.CLASS_NAME, "value").text
+        for bar in bars
+    }
+    assert shown == {c: f"{100 * p:.1f} %" for c, p in expected["probabilities"][0].items()}
+    assert errors_in_console(page) == []
+
+
+def test_a_wrong_key_is_refused_next_to_the_key_field(page: Any, running: Running) -> None:
+    page.get(running.url + "/")
+    page.find_element(By.ID, "api-key").send_keys("wrong-key-0123456789abcdef", Keys.ENTER)
+
+    wait(page, lambda d: text(d, "key-error"), "the key's error")
+    assert text(page, "key-error").startswith("The key was refused")
+    assert "HTTP 401" in text(page, "key-error")
+    assert page.find_element(By.ID, "api-key").get_attribute("aria-invalid") == "true"
+    assert not page.find_element(By.ID, "predict-button").is_enabled()
+
+
+def test_an_api_error_is_shown_next_to_the_field_it_names(page: Any, running: Running) -> None:
+    open_with_key(page, running.url + "/")
+    seats = page.find_element(By.NAME, "seats")
+    seats.clear()
+    seats.send_keys("2.5")
+    page.find_element(By.ID, "predict-button").click()
+
+    wait(page, lambda d: text(d, "feature-seats-error"), "the field's error")
+    example = running.get("/model", headers=AUTH).json()["input_example"]
+    refused = running.post(
+        "/predict", json={"instances": [{**example, "seats": 2.5}]}, headers=AUTH
+    )
+    assert refused.status_code == 422
+    assert text(page, "feature-seats-error") == refused.json()["detail"]
+    assert seats.get_attribute("aria-invalid") == "true"
+    assert page.switch_to.active_element == seats
+    assert text(page, "predict-error") == ""
+
+
+def test_a_batch_csv_is_scored_shown_and_downloadable(
+    page: Any, running: Running, data: Path, tmp_path: Path
+) -> None:
+    frame = churn(40, seed=11).drop(columns=["churned"])
+    frame["seats"] = frame["seats"].astype(object)
+    frame.loc[5, "seats"] = "many"  # refused: the table says why, the others are scored
+    upload = tmp_path / "rows.csv"
+    frame.to_csv(upload, index=False)
+    open_with_key(page, running.url + "/#batch")
+    assert page.find_element(By.ID, "panel-batch").is_displayed()
+
+    page.find_element(By.ID, "batch-file").send_keys(str(upload))
+    wait(page, lambda d: d.find_element(By.ID, "batch-csv").get_attribute("value"), "the file")
+    page.find_element(By.ID, "batch-button").click()
+    wait(page, lambda d: "rows scored" in text(d, "batch-summary"), "the batch")
+
+    assert text(page, "batch-summary") == "39 rows scored, 1 refused."
+    link = page.find_element(By.ID, "batch-download")
+    assert link.get_attribute("href").startswith("blob:")
+    page.execute_cdp_cmd(
+        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)}
+    )
+    link.click()
+    saved = tmp_path / "predictions.csv"
+    wait(page, lambda d: saved.exists() and saved.stat().st_size > 0, "the download")
+    out = list(csv.DictReader(io.StringIO(saved.read_text())))
+    assert len(out) == 40
+    assert "expected a finite number for seats" in out[5]["error"]
+    good = [i for i in range(40) if i != 5]
+    rows = json.loads(frame.iloc[good].to_json(orient="records"))
+    expected = api_predict(running, rows)
+    assert [out[i]["prediction"] for i in good] == [str(p) for p in expected["predictions"]]
+    for i, probabilities in zip(good, expected["probabilities"], strict=True):
+        for label, p in probabilities.items():
+            assert float(out[i][f"p_{label}"]) == pytest.approx(p, rel=1e-12)
+    table_rows = page.find_elements(By.CSS_SELECTOR, "#batch-table tbody tr")
+    assert len(table_rows) == 40
+    assert "refused" in table_rows[5].get_attribute("class")
+
+
+def test_the_model_card_shows_metrics_plots_digests_and_history(
+    page: Any, running: Running
+) -> None:
+    open_with_key(page, running.url + "/model/card")
+    assert page.find_element(By.ID, "panel-card").is_displayed()
+    model = running.get("/model", headers=AUTH).json()
+    plots = [name for name in model["report"]["files"] if name.endswith(".png")]
+    wait(
+        page,
+        lambda d: (
+            d.execute_script(
+                "return [...document.querySelectorAll('#card img')]"
+                ".filter((i) => i.complete && i.naturalWidth > 0).length"
+            )
+            == len(plots)
+        ),
+        "every plot",
+    )
+
+    card = text(page, "card")
+    for value in model["metrics"]["holdout"].values():
+        assert f"{value:.4f}" in card
+    for name, entry in model["files"].items():
+        assert name in card and entry["sha256"] in card
+    assert "previous version\nv1" in card
+    assert model["onnx"]["reason"] in card
+    assert model["dataset"]["sha256"] in card
+    assert "Download report.html" in card
+    assert errors_in_console(page) == []
+
+
+def test_the_tabs_work_from_the_keyboard(page: Any, running: Running) -> None:
+    open_with_key(page, running.url + "/")
+    page.find_element(By.ID, "tab-predict").click()
+
+    page.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+    assert page.switch_to.active_element.get_attribute("id") == "tab-batch"
+    assert page.find_element(By.ID, "panel-batch").is_displayed()
+    assert not page.find_element(By.ID, "panel-predict").is_displayed()
+    assert page.current_url == running.url + "/#batch"
+    page.switch_to.active_element.send_keys(Keys.END)
+    assert page.current_url == running.url + "/model/card"
+    page.switch_to.active_element.send_keys(Keys.HOME)
+    assert page.find_element(By.ID, "tab-predict").get_attribute("aria-selected") == "true"
+
+
+def test_the_csp_refuses_scripts_from_elsewhere_inline_and_eval(
+    page: Any, running: Running, other_origin: str
+) -> None:
+    # The control: without modelrun's CSP the same script runs.
+    page.get(other_origin + "/open.html")
+    wait(page, lambda d: d.execute_script("return window.__evil === true"), "the control")
+
+    page.get(running.url + "/")
+    page.get_log("browser")
+    page.execute_script(
+        "const s = document.createElement('script'); s.src = arguments[0];"
+        "document.head.append(s);"
+        "const i = document.createElement('script'); i.textContent = 'window.__inline = true';"
+        "document.head.append(i);",
+        other_origin + "/evil.js",
+    )
+    refused = wait(page, csp_refusals, "the CSP's refusals")
+    assert any("evil.js" in e["message"] for e in refused)
+    # Code from strings (setTimeout's string form is eval) and inline handlers are refused too.
+    # (The test's own execute_script runs through the driver, which CSP does not govern.)
+    page.execute_script(
+        "setTimeout('window.__eval = true', 0);"
+        "document.body.setAttribute('onclick', 'window.__handler = true'); document.body.click();"
+    )
+    seen: list[str] = []
+
+    def both_refused(driver: Any) -> bool:
+        seen.extend(e["message"] for e in csp_refusals(driver))
+        return any("Evaluating a string" in m for m in seen) and any(
+            "inline event handler" in m for m in seen
+        )
+
+    wait(page, both_refused, "the refusals of eval and of the handler")
+    assert page.execute_script(
+        "return [window.__evil, window.__inline, window.__eval, window.__handler]"
+    ) == [None, None, None, None]
+
+
+PAGES_TO_SCAN = [
+    ("/", None),
+    ("/#batch", None),
+    ("/model/card", "#card img"),
+]
+
+
+@pytest.mark.parametrize(("path", "ready"), PAGES_TO_SCAN)
+def test_the_pages_pass_an_accessibility_scan(
+    page: Any, running: Running, path: str, ready: str | None
+) -> None:
+    source = axe_source()
+    open_with_key(page, running.url + path)
+    if ready:
+        wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, ready), ready)
+
+    assert axe_violations(page, source) == []
+
+
+def test_the_api_docs_try_it_out_with_the_key(page: Any, running: Running) -> None:
+    open_with_key(page, running.url + "/")  # the key the docs use: this tab's
+    page.get(running.url + "/docs")
+    operation = wait(
+        page, lambda d: d.find_elements(By.ID, "operations-default-predict"), "Swagger UI"
+    )[0]
+    operation.find_element(By.CSS_SELECTOR, ".opblock-summary-control").click()
+    execute = wait(
+        page, lambda d: d.find_elements(By.CSS_SELECTOR, ".execute-wrapper .execute"), "Execute"
+    )[0]
+    execute.click()
+
+    status = wait(
+        page,
+        lambda d: d.find_elements(
+            By.CSS_SELECTOR, ".live-responses-table tbody .response-col_status"
+        ),
+        "the response",
+    )[0]
+    assert status.text == "200"
+    body = page.find_element(By.CSS_SELECTOR, ".live-responses-table .microlight").text
+    assert json.loads(body)["model"] == {"name": "churn", "version": "v2"}
+    assert errors_in_console(page) == []
+    assert axe_violations(page, axe_source()) == []  # with the request and its answer shown
+
+
+def test_the_docs_page_passes_an_accessibility_scan(page: Any, running: Running) -> None:
+    source = axe_source()
+    page.get(running.url + "/docs")
+    wait(page, lambda d: d.find_elements(By.ID, "operations-default-predict"), "Swagger UI")
+
+    assert axe_violations(page, source) == []
