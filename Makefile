@@ -15,7 +15,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
 	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
 
-.PHONY: install install-serve serve test lint format train local monitor soak bench clean clean-store
+.PHONY: install install-serve serve test lint format train local monitor soak bench screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
 install-serve: $(SERVE_INSTALLED)  ## serving and training only
@@ -79,6 +79,9 @@ bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs 
 	$(PY) -m tests.perf.bench $(if $(QUICK),--quick,)
 
 # Never the published models (.modelrun/store) nor the development key: see clean-store.
+screenshots: install  ## the README's pictures of the pages (docs/images), taken in headless Chromium
+	$(PY) -m tests.screenshots
+
 clean:  ## the venv, training outputs and caches
 	rm -rf $(VENV) artifacts .cache .pytest_cache .mypy_cache .ruff_cache
 

@@ -43,6 +43,7 @@ SERVICE_SETTINGS = (
     "MICRO_BATCHING",
     "BATCH_MAX_ROWS",
     "BATCH_MAX_WAIT_MS",
+    "UI",
 )
 
 

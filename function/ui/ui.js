@@ -570,9 +570,15 @@ function renderCard(m) {
   if (html) loadDownload(html, figures.parentNode);
 }
 
+const PLOT_TITLES = {
+  "roc_curve.png": "ROC curve",
+  "precision_recall_curve.png": "Precision-recall curve",
+  "precision_recall_per_class.png": "Precision and recall per class",
+};
+
 function plotTitle(name) {
   const words = name.replace(/\.png$/, "").replace(/_/g, " ");
-  return words.charAt(0).toUpperCase() + words.slice(1);
+  return PLOT_TITLES[name] || words.charAt(0).toUpperCase() + words.slice(1);
 }
 
 async function loadPlot(name, parent) {

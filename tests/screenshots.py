@@ -1,0 +1,67 @@
+"""`make screenshots`: the README's pictures of the pages, taken in headless Chromium.
+
+Trains the churn example (mixed types, a training report), serves it as the container does, fills
+the form, predicts, and saves docs/images/page.png and docs/images/card.png, reduced to a small
+palette so that they stay small in the repository.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from function.store import ModelStore
+from tests.browser import chrome
+from tests.conftest import KEY, ROOT, run_service
+from training.__main__ import main as training
+from training.churn import churn
+
+IMAGES = ROOT / "docs" / "images"
+
+
+def save(driver: object, path: Path, height: int) -> None:
+    driver.set_window_size(1100, height)  # type: ignore[attr-defined]
+    driver.save_screenshot(str(path))  # type: ignore[attr-defined]
+    with Image.open(path) as shot:
+        small = shot.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+    print(f"wrote {path.relative_to(ROOT)} ({path.stat().st_size // 1024} kB)")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        churn(2000, seed=7).to_csv(tmp / "churn.csv", index=False)
+        args = ["--data", str(tmp / "churn.csv"), "--target", "churned", "--impute", "median"]
+        assert training(["train", *args, "--out", str(tmp / "art")]) == 0
+        store = ModelStore((tmp / "store" / "churn").as_uri())
+        version = store.publish(tmp / "art")
+        store.promote(version)
+        with run_service({"MODEL_URI": store.uri, "API_KEYS": KEY}, tmp) as service:
+            driver = chrome()
+            try:
+                driver.get(service.url + "/ui/ui.css")
+                driver.execute_script("sessionStorage.setItem('modelrun.apiKey', arguments[0])", KEY)
+                driver.get(service.url + "/")
+                wait = WebDriverWait(driver, 15)
+                wait.until(lambda d: d.find_element(By.ID, "predict-button").is_enabled())
+                Select(driver.find_element(By.NAME, "plan")).select_by_value("pro")
+                driver.find_element(By.ID, "predict-button").click()
+                wait.until(lambda d: d.find_elements(By.ID, "prediction"))
+                IMAGES.mkdir(exist_ok=True)
+                save(driver, IMAGES / "page.png", 900)
+                driver.find_element(By.ID, "tab-card").click()
+                wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#card img")) >= 4)
+                heading = driver.find_elements(By.XPATH, "//h2[text()='Training report']")
+                driver.execute_script("arguments[0].scrollIntoView()", heading[0])
+                save(driver, IMAGES / "card.png", 900)
+            finally:
+                driver.quit()
+
+
+if __name__ == "__main__":
+    main()
