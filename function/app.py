@@ -74,7 +74,8 @@ def _model_file(service: Service, request: Request, args: dict[str, str]) -> Any
     model = service.require_model()
     name = args["name"]
     data = service.report_file(model, name)
-    response = Response(data, content_type=pages.TYPES.get(Path(name).suffix, "image/png"))
+    kind = pages.TYPES.get(Path(name).suffix, "application/octet-stream")
+    response = Response(data, content_type=kind)
     if name.endswith(".html"):  # saved, never rendered on this origin
         response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
