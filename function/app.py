@@ -16,7 +16,7 @@ from flask import Request, Response
 from werkzeug import exceptions as wz
 from werkzeug.routing import Map, MapAdapter, Rule
 
-from function import oip, pages
+from function import metrics_port, oip, pages
 from function.body import read_bytes, read_json
 from function.config import Config, load_config
 from function.deadline import DeadlineExceeded
@@ -45,7 +45,6 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000",  # served over HTTPS on Cloud Run
 }
 CORS_HEADERS = "Authorization, Content-Type, X-API-Key"
-METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # the Prometheus text format
 
 Handler = Callable[[Service, Request, dict[str, str]], Any]
 
@@ -101,7 +100,7 @@ def _ready(service: Service, request: Request, args: dict[str, str]) -> Any:
 def _metrics(service: Service, request: Request, args: dict[str, str]) -> Any:
     if not service.config.metrics_public:
         service.authorize(request.headers)
-    return Response(service.metrics_page(), mimetype=METRICS_TYPE)
+    return Response(service.metrics_page(), content_type=metrics_port.CONTENT_TYPE)
 
 
 def _openapi(service: Service, request: Request, args: dict[str, str]) -> Any:

@@ -41,6 +41,8 @@ class Config:
     store_timeout_seconds: float = 10.0
     log_level: str = "INFO"
     metrics_public: bool = False
+    metrics_port: int = 0  # a second port serving /metrics without a key (0: none)
+    metrics_host: str = "127.0.0.1"
     model_refresh_seconds: float = 0.0
     rate_limit_per_second: float = 100.0
     rate_limit_burst: int = 200
@@ -116,6 +118,8 @@ def load_config(environ: Mapping[str, str]) -> Config:
         store_timeout_seconds=parsed("STORE_TIMEOUT_SECONDS", _seconds, 10.0),
         log_level=parsed("LOG_LEVEL", _choice(LOG_LEVELS, str.upper), "INFO"),
         metrics_public=parsed("METRICS_PUBLIC", _boolean, False),
+        metrics_port=parsed("METRICS_PORT", _port, 0),
+        metrics_host=get("METRICS_HOST") or "127.0.0.1",
         model_refresh_seconds=parsed("MODEL_REFRESH_SECONDS", _non_negative, 0.0),
         rate_limit_per_second=parsed("RATE_LIMIT_PER_SECOND", _non_negative, 100.0),
         rate_limit_burst=parsed("RATE_LIMIT_BURST", _positive_int, 200),
@@ -147,6 +151,12 @@ def load_config(environ: Mapping[str, str]) -> Config:
     if config.model_runtime == "onnx" and config.model_sha256:
         raise ConfigError(
             "MODEL_SHA256 pins the joblib model's digest; MODEL_RUNTIME=onnx cannot honour it"
+        )
+    serving_port = get("AIP_HTTP_PORT") or get("PORT") or "8080"
+    if config.metrics_port and str(config.metrics_port) == serving_port:
+        raise ConfigError(
+            f"METRICS_PORT={config.metrics_port} is the serving port: the keyless metrics port "
+            "must be another one"
         )
     if "*" in config.cors_origins and config.environment != "development":
         raise ConfigError("CORS_ORIGINS='*' is refused in production: list the origins")
@@ -234,6 +244,13 @@ def _workers(text: str) -> int:
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"must be between 1 and {MAX_WORKERS}")
     return workers
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("expected a port number, 1 to 65535 (0: none)")
+    return value
 
 
 def _positive_int(raw: str) -> int:

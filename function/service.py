@@ -4,7 +4,8 @@
 - the keys (`auth.KeyRing`), re-read from Secret Manager by `auth.SecretKeySource` when set;
 - the request time limit (`deadline.Deadlines`), rate limits (`ratelimit.TokenBuckets`),
   telemetry (`telemetry.Telemetry`), the workers' shared page (`workers.Workers`) and the
-  micro-batcher (`batching.MicroBatcher`).
+  micro-batcher (`batching.MicroBatcher`); with METRICS_PORT, the keyless metrics listener
+  (`metrics_port.serve_metrics`).
 
 Nothing starts at import or construction: `start()` runs the threads, once per process (gunicorn
 forks after importing the app), and `stop()` ends them.
@@ -12,6 +13,7 @@ forks after importing the app), and `stop()` ends them.
 
 from __future__ import annotations
 
+import http.server
 import threading
 from typing import Any
 
@@ -24,6 +26,7 @@ from function.config import Config
 from function.deadline import Deadlines
 from function.errors import NotFound, NotReady
 from function.loader import ModelLoader
+from function.metrics_port import serve_metrics
 from function.model import LoadedModel
 from function.predict import run_model
 from function.ratelimit import TokenBuckets
@@ -70,6 +73,7 @@ class Service:
         self._started = False
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
+        self._metrics_server: http.server.HTTPServer | None = None  # METRICS_PORT's listener
 
     @property
     def model(self) -> LoadedModel | None:
@@ -91,10 +95,17 @@ class Service:
             ).start()
         if self.secret:
             threading.Thread(target=self.secret.run, name="key-refresher", daemon=True).start()
+        if self.config.metrics_port:
+            self._metrics_server = serve_metrics(
+                self.config.metrics_host, self.config.metrics_port, self.metrics_page
+            )
 
     def stop(self) -> None:
         """End the threads start() began (tests; a process that exits needs none of this)."""
         self._stop.set()
+        if self._metrics_server:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         self.loader.stop()
         if self.secret:
             self.secret.stop()

@@ -1,10 +1,10 @@
-"""Write local/.env and the key file Prometheus reads, for `make local` (Docker Compose)."""
+"""Write local/.env for `make local` (Docker Compose)."""
 
 from __future__ import annotations
 
 from function.store import bucket_store, model_root
 from local.mirror import LOCAL, ROOT
-from local.serve import NAME, STATE, dev_key
+from local.serve import NAME, dev_key
 
 
 def environment(example: str, key: str) -> str:
@@ -24,11 +24,7 @@ def main() -> None:
     key = dev_key()
     (LOCAL / ".env").write_text(environment((LOCAL / ".env.example").read_text(), key))
     (LOCAL / ".env").chmod(0o600)
-    # Prometheus runs as nobody in its container: its copy of the (development) key is readable.
-    prometheus_key = STATE / "prometheus-api-key"
-    prometheus_key.write_text(key)
-    prometheus_key.chmod(0o644)
-    print(f"wrote {(LOCAL / '.env').relative_to(ROOT)} and {prometheus_key.relative_to(ROOT)}")
+    print(f"wrote {(LOCAL / '.env').relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

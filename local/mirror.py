@@ -24,8 +24,8 @@ ALERT_RULES = LOCAL / "prometheus" / "alerts.yml"
 ALERTMANAGER_CONFIG = LOCAL / "alertmanager" / "alertmanager.yml"
 DASHBOARD = LOCAL / "grafana" / "dashboards" / "modelrun.json"
 # Compose service addresses, as written in the configuration files.
-FUNCTION, PROMETHEUS, ALERTMANAGER, ALERT_SINK = (
-    "function:8080",
+FUNCTION_METRICS, PROMETHEUS, ALERTMANAGER, ALERT_SINK = (
+    "function:9464",  # the function's METRICS_PORT
     "localhost:9090",
     "alertmanager:9093",
     "alert-sink:5001",
@@ -55,24 +55,25 @@ class Mirror:
     """Where each process of the mirror listens, and its working folder."""
 
     workdir: Path
-    function: str
+    metrics: str  # where the function serves METRICS_PORT
     prometheus: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     alertmanager: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     alert_sink: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
 
-    def prometheus_files(self, api_key: str) -> Path:
-        """Write prometheus.yml (addresses substituted), the rules and the key file."""
+    def prometheus_files(self) -> Path:
+        """Write prometheus.yml (addresses substituted) and the rules."""
         folder = self.workdir / "prometheus"
         folder.mkdir(parents=True, exist_ok=True)
         config = render(
             PROMETHEUS_CONFIG,
-            {FUNCTION: self.function, PROMETHEUS: self.prometheus, ALERTMANAGER: self.alertmanager},
+            {
+                FUNCTION_METRICS: self.metrics,
+                PROMETHEUS: self.prometheus,
+                ALERTMANAGER: self.alertmanager,
+            },
         )
         (folder / "prometheus.yml").write_text(config)
         shutil.copy(ALERT_RULES, folder / "alerts.yml")
-        key = folder / "api-key"
-        key.write_text(api_key)
-        key.chmod(0o600)
         return folder / "prometheus.yml"
 
     def alertmanager_file(self) -> Path:
@@ -82,10 +83,10 @@ class Mirror:
         path.write_text(render(ALERTMANAGER_CONFIG, {ALERT_SINK: self.alert_sink}))
         return path
 
-    def prometheus_command(self, api_key: str) -> list[str]:
+    def prometheus_command(self) -> list[str]:
         return [
             _binary(PROMETHEUS_BINARY),
-            f"--config.file={self.prometheus_files(api_key)}",
+            f"--config.file={self.prometheus_files()}",
             f"--storage.tsdb.path={self.workdir / 'prometheus' / 'data'}",
             f"--web.listen-address={self.prometheus}",
         ]

@@ -6,8 +6,9 @@ the Debian packages are installed — the real Prometheus and Alertmanager with 
 configuration files (only addresses substituted), plus the webhook that receives alerts.
 Grafana needs Docker: `make local`.
 
-Ports (all on 127.0.0.1): PORT (the function, 8080), GCS_PORT (4443), PROMETHEUS_PORT (9090),
-ALERTMANAGER_PORT (9093), ALERT_SINK_PORT (5001). SIGTERM or Ctrl-C stops every child and
+Ports (all on 127.0.0.1): PORT (the function, 8080), METRICS_PORT (its keyless metrics, 9464,
+which Prometheus scrapes as the sidecar does on Cloud Run), GCS_PORT (4443), PROMETHEUS_PORT
+(9090), ALERTMANAGER_PORT (9093), ALERT_SINK_PORT (5001). SIGTERM or Ctrl-C stops every child and
 removes the working folder.
 """
 
@@ -59,15 +60,17 @@ def main() -> None:
 def run(environ: Mapping[str, str]) -> None:
     """Start the mirror and serve until interrupted; stop everything it started on the way out."""
     port = environ.get("PORT", "8080")
+    metrics_port = environ.get("METRICS_PORT", "9464")
     key = dev_key()
     if not (ARTIFACT / "metadata.json").exists() and training(["train", "--out", str(ARTIFACT)]):
         raise SystemExit("training the default model failed")
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="modelrun-monitor-"))
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+        function = f"127.0.0.1:{port}"
         mirror = Mirror(
             workdir,
-            function=f"127.0.0.1:{port}",
+            metrics=f"127.0.0.1:{metrics_port}",
             prometheus=f"127.0.0.1:{environ.get('PROMETHEUS_PORT', '9090')}",
             alertmanager=f"127.0.0.1:{environ.get('ALERTMANAGER_PORT', '9093')}",
             alert_sink=f"127.0.0.1:{environ.get('ALERT_SINK_PORT', '5001')}",
@@ -96,20 +99,22 @@ def run(environ: Mapping[str, str]) -> None:
                 "ENVIRONMENT": "development",
                 "PORT": port,
                 "HOST": "127.0.0.1",
+                "METRICS_PORT": metrics_port,
             },
             environ,
         )
         stack.enter_context(process(container.command(), workdir / "function.log", env))
-        wait_for(f"http://{mirror.function}/ready", timeout=60)
+        wait_for(f"http://{function}/ready", timeout=60)
         lines = [
-            f"function      http://{mirror.function}  (key: {key}; logs {workdir}/function.log)",
+            f"function      http://{function}  (key: {key}; logs {workdir}/function.log)",
+            f"its metrics   http://{mirror.metrics}/metrics  (no key: this machine only)",
             f"GCS emulator  {gcs}  (bucket {BUCKET}, model {model_uri})",
         ]
         if installed(PROMETHEUS_BINARY) and installed(ALERTMANAGER_BINARY):
             sink = AlertSink("127.0.0.1", int(mirror.alert_sink.rsplit(":", 1)[1])).start()
             stack.callback(sink.stop)
             stack.enter_context(process(mirror.alertmanager_command(), workdir / "am.log"))
-            stack.enter_context(process(mirror.prometheus_command(key), workdir / "prom.log"))
+            stack.enter_context(process(mirror.prometheus_command(), workdir / "prom.log"))
             wait_for(f"http://{mirror.alertmanager}/-/ready")
             wait_for(f"http://{mirror.prometheus}/-/ready")  # the banner links work when shown
             # Debian's Prometheus has no React UI: its pages are the classic ones, which the

@@ -45,7 +45,9 @@ def main() -> None:
             driver = chrome()
             try:
                 driver.get(service.url + "/ui/ui.css")
-                driver.execute_script("sessionStorage.setItem('modelrun.apiKey', arguments[0])", KEY)
+                driver.execute_script(
+                    "sessionStorage.setItem('modelrun.apiKey', arguments[0])", KEY
+                )
                 driver.get(service.url + "/")
                 wait = WebDriverWait(driver, 15)
                 wait.until(lambda d: d.find_element(By.ID, "predict-button").is_enabled())

@@ -32,6 +32,7 @@ from tests.conftest import (
     KEY,
     Emulator,
     Running,
+    free_port,
     publish_to_gcs,
     require_binary,
     run_service,
@@ -50,7 +51,7 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 
 def test_promtool_checks_the_configuration(tmp_path: Path) -> None:
     promtool = require_binary("promtool")
-    config = Mirror(tmp_path, function="127.0.0.1:8080").prometheus_files(KEY)
+    config = Mirror(tmp_path, metrics="127.0.0.1:9464").prometheus_files()
 
     result = run(promtool, "check", "config", str(config))
 
@@ -174,10 +175,16 @@ def monitored_service(
     """The function (model from the emulator) and Prometheus with the project's config."""
     require_binary("prometheus")
     uri = publish_to_gcs(gcs_emulator, artifact, f"monitored-{time.monotonic_ns()}")
-    env = {"MODEL_URI": uri, "STORAGE_EMULATOR_HOST": gcs_emulator.host, "API_KEYS": KEY}
+    metrics = free_port()
+    env = {
+        "MODEL_URI": uri,
+        "STORAGE_EMULATOR_HOST": gcs_emulator.host,
+        "API_KEYS": KEY,
+        "METRICS_PORT": str(metrics),  # scraped there without a key, as the sidecar does
+    }
     with run_service(env, tmp_path) as running:
-        mirror = Mirror(mirror_dir, function=running.url.removeprefix("http://"))
-        with process(mirror.prometheus_command(KEY), mirror_dir / "prometheus.log"):
+        mirror = Mirror(mirror_dir, metrics=f"127.0.0.1:{metrics}")
+        with process(mirror.prometheus_command(), mirror_dir / "prometheus.log"):
             wait_for(f"http://{mirror.prometheus}/-/ready")
             yield running, mirror
 
