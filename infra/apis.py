@@ -13,6 +13,7 @@ SERVICES = (
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "sts.googleapis.com",
+    "monitoring.googleapis.com",  # the sidecar's time series, alert policies, the dashboard
 )
 
 

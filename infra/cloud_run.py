@@ -1,4 +1,4 @@
-"""The prediction service on Cloud Run, and the identity it runs as."""
+"""The prediction service on Cloud Run, the identity it runs as, and its metrics sidecar."""
 
 from __future__ import annotations
 
@@ -19,9 +19,14 @@ from pulumi_gcp.cloudrunv2 import (
     ServiceTemplateContainerResourcesArgs,
     ServiceTemplateContainerStartupProbeArgs,
     ServiceTemplateContainerStartupProbeHttpGetArgs,
+    ServiceTemplateContainerVolumeMountArgs,
     ServiceTemplateScalingArgs,
+    ServiceTemplateVolumeArgs,
+    ServiceTemplateVolumeSecretArgs,
+    ServiceTemplateVolumeSecretItemArgs,
 )
 
+import metrics_sidecar
 from config import PLACEHOLDER_IMAGE, StackConfig, service_environment
 from function.store import bucket_store, model_root
 
@@ -68,6 +73,42 @@ class PredictionService(pulumi.ComponentResource):
             member=member,
             opts=child,
         )
+        sidecar = (
+            MetricsSidecar(
+                f"{name}-metrics",
+                config,
+                self.account,
+                pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on),
+            )
+            if config.metrics_sidecar
+            else None
+        )
+        app = ServiceTemplateContainerArgs(
+            name=metrics_sidecar.APP_CONTAINER,
+            image=config.image or PLACEHOLDER_IMAGE,
+            ports=ServiceTemplateContainerPortsArgs(container_port=PORT),
+            envs=_environment(config, args.bucket, args.secret),
+            resources=ServiceTemplateContainerResourcesArgs(
+                limits={"cpu": config.cpu, "memory": config.memory},
+                # Request-based billing unless modelrun:instanceBasedBilling (README, Monitoring).
+                cpu_idle=not config.instance_billing,
+                startup_cpu_boost=True,
+            ),
+            startup_probe=ServiceTemplateContainerStartupProbeArgs(
+                http_get=ServiceTemplateContainerStartupProbeHttpGetArgs(path="/ready", port=PORT),
+                period_seconds=2,
+                timeout_seconds=2,
+                failure_threshold=60,
+            ),
+            liveness_probe=ServiceTemplateContainerLivenessProbeArgs(
+                http_get=ServiceTemplateContainerLivenessProbeHttpGetArgs(
+                    path="/health", port=PORT
+                ),
+                period_seconds=30,
+                timeout_seconds=5,
+                failure_threshold=3,
+            ),
+        )
         self.service = gcp.cloudrunv2.Service(
             name,
             name=config.service_name,
@@ -94,34 +135,8 @@ class PredictionService(pulumi.ComponentResource):
                     min_instance_count=config.min_instances,
                     max_instance_count=config.max_instances,
                 ),
-                containers=[
-                    ServiceTemplateContainerArgs(
-                        image=config.image or PLACEHOLDER_IMAGE,
-                        ports=ServiceTemplateContainerPortsArgs(container_port=PORT),
-                        envs=_environment(config, args.bucket, args.secret),
-                        resources=ServiceTemplateContainerResourcesArgs(
-                            limits={"cpu": config.cpu, "memory": config.memory},
-                            cpu_idle=True,
-                            startup_cpu_boost=True,
-                        ),
-                        startup_probe=ServiceTemplateContainerStartupProbeArgs(
-                            http_get=ServiceTemplateContainerStartupProbeHttpGetArgs(
-                                path="/ready", port=PORT
-                            ),
-                            period_seconds=2,
-                            timeout_seconds=2,
-                            failure_threshold=60,
-                        ),
-                        liveness_probe=ServiceTemplateContainerLivenessProbeArgs(
-                            http_get=ServiceTemplateContainerLivenessProbeHttpGetArgs(
-                                path="/health", port=PORT
-                            ),
-                            period_seconds=30,
-                            timeout_seconds=5,
-                            failure_threshold=3,
-                        ),
-                    )
-                ],
+                containers=[app, *([sidecar.container] if sidecar else [])],
+                volumes=[sidecar.volume] if sidecar else None,
             ),
             # A revision started before its account can read the secret fails with "Permission
             # denied on secret": create the grants (and the secret's first version) first.
@@ -130,7 +145,12 @@ class PredictionService(pulumi.ComponentResource):
             # on create (docs/ARCHITECTURE.md, "Image continuity").
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[args.secret_version, key_reader, bucket_reader],
+                depends_on=[
+                    args.secret_version,
+                    key_reader,
+                    bucket_reader,
+                    *(sidecar.grants if sidecar else []),
+                ],
                 ignore_changes=None if config.image else [IMAGE_PATH],
             ),
         )
@@ -184,3 +204,82 @@ def _environment(
             )
         )
     return env
+
+
+class MetricsSidecar(pulumi.ComponentResource):
+    """Managed Service for Prometheus's collector beside the app (infra/metrics_sidecar.py): its
+    RunMonitoring configuration in a secret it mounts, and the runtime account's two grants."""
+
+    def __init__(
+        self,
+        name: str,
+        config: StackConfig,
+        account: gcp.serviceaccount.Account,
+        opts: pulumi.ResourceOptions,
+    ) -> None:
+        super().__init__("modelrun:gcp:MetricsSidecar", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        member = account.email.apply(lambda email: f"serviceAccount:{email}")
+        # The documented way to give the sidecar a configuration: a secret mounted as a file. It
+        # holds no secret, only where to scrape.
+        secret = gcp.secretmanager.Secret(
+            f"{name}-config",
+            project=config.project,
+            secret_id=config.names.metrics_config,
+            deletion_protection=config.deletion_protection,
+            replication=gcp.secretmanager.SecretReplicationArgs(
+                auto=gcp.secretmanager.SecretReplicationAutoArgs()
+            ),
+            labels=config.labels,
+            opts=child,
+        )
+        version = gcp.secretmanager.SecretVersion(
+            f"{name}-config",
+            secret=secret.id,
+            secret_data=metrics_sidecar.config_text(),
+            opts=child,
+        )
+        self.grants: list[pulumi.Resource] = [
+            version,
+            gcp.secretmanager.SecretIamMember(
+                f"{name}-reads-config",
+                project=config.project,
+                secret_id=secret.secret_id,
+                role="roles/secretmanager.secretAccessor",
+                member=member,
+                opts=child,
+            ),
+            # Writing time series is granted per project: Cloud Monitoring has no narrower scope.
+            gcp.projects.IAMMember(
+                f"{name}-writes-metrics",
+                project=config.project,
+                role="roles/monitoring.metricWriter",
+                member=member,
+                opts=child,
+            ),
+        ]
+        self.volume = ServiceTemplateVolumeArgs(
+            name="metrics-config",
+            secret=ServiceTemplateVolumeSecretArgs(
+                secret=secret.secret_id,
+                items=[
+                    ServiceTemplateVolumeSecretItemArgs(
+                        path=metrics_sidecar.CONFIG_FILE, version="latest"
+                    )
+                ],
+            ),
+        )
+        self.container = ServiceTemplateContainerArgs(
+            name=metrics_sidecar.CONTAINER,
+            image=config.metrics_sidecar_image,
+            # Started once the app passes its startup probe; with no probe of its own, the
+            # collector never holds the instance back from serving.
+            depends_ons=[metrics_sidecar.APP_CONTAINER],
+            volume_mounts=[
+                ServiceTemplateContainerVolumeMountArgs(
+                    name="metrics-config", mount_path=metrics_sidecar.CONFIG_DIR
+                )
+            ],
+            resources=ServiceTemplateContainerResourcesArgs(cpu_idle=not config.instance_billing),
+        )
+        self.register_outputs({})

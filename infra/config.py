@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pulumi
 
+import metrics_sidecar
 from limits import InstanceSize, instance_size
 from names import Names, names
 
@@ -78,6 +79,9 @@ class StackConfig:
     key_refresh_seconds: int
     api_key: pulumi.Output[str] | None
     service_settings: dict[str, str]
+    metrics_sidecar: bool  # Managed Prometheus's sidecar scrapes METRICS_PORT
+    metrics_sidecar_image: str
+    instance_billing: bool  # CPU allocated for the instance's whole life, not per request
 
     @property
     def labels(self) -> dict[str, str]:
@@ -139,6 +143,9 @@ def load() -> StackConfig:
             for name in SERVICE_SETTINGS
             if (value := cfg.require(setting_key(name)).strip())
         },
+        metrics_sidecar=cfg.require_bool("metricsSidecar"),
+        metrics_sidecar_image=optional("metricsSidecarImage") or metrics_sidecar.IMAGE,
+        instance_billing=cfg.require_bool("instanceBasedBilling"),
     )
     _check(config)
     return config
@@ -160,6 +167,8 @@ def service_environment(config: StackConfig) -> dict[str, str]:
         env["MODEL_SHA256"] = config.model_sha256
     if config.key_refresh_seconds > 0:
         env["API_KEYS_REFRESH_SECONDS"] = str(config.key_refresh_seconds)
+    if config.metrics_sidecar:
+        env["METRICS_PORT"] = str(metrics_sidecar.METRICS_PORT)  # on loopback: the sidecar's
     return env
 
 
@@ -182,6 +191,11 @@ def _check(config: StackConfig) -> None:
         raise ValueError(
             f"need 0 <= modelrun:minInstances ({config.min_instances}) <= "
             f"modelrun:maxInstances ({config.max_instances})"
+        )
+    if config.instance_billing and config.size.cpu < 1:
+        raise ValueError(
+            f"modelrun:instanceBasedBilling needs modelrun:cpu of 1 or more, got {config.size.cpu:g}"
+            " (below 1 vCPU Cloud Run bills by request only)"
         )
     if not 1 <= config.timeout_seconds <= 3600:
         raise ValueError(f"modelrun:timeoutSeconds must be 1..3600, got {config.timeout_seconds}")

@@ -47,6 +47,10 @@ class Names:
         return fit(f"{self.prefix}-api-keys", 255)
 
     @property
+    def metrics_config(self) -> str:
+        return fit(f"{self.prefix}-metrics-config", 255)
+
+    @property
     def bucket(self) -> str:
         return fit(f"{self.project}-{self.prefix}-models", 63)
 

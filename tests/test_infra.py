@@ -257,12 +257,32 @@ def test_cmek_is_optional_and_granted_to_the_storage_agent() -> None:
 # --- identities and roles ----------------------------------------------------------------
 
 
-def test_no_service_account_keys_and_no_project_wide_grants(stack: Stack) -> None:
+def project_grants(stack: Stack) -> list[tuple[str, str]]:
+    return [
+        (r.inputs["role"], r.inputs["member"])
+        for r in stack.resources
+        if r.type.startswith("gcp:projects/iAM")
+    ]
+
+
+def test_no_service_account_keys_and_one_project_wide_grant(stack: Stack) -> None:
     types = {r.type for r in stack.resources}
 
     assert "gcp:serviceaccount/key:Key" not in types
-    assert not [t for t in types if t.startswith("gcp:projects/iAM")]
+    # Cloud Monitoring grants writing time series per project only: the sidecar's one role.
+    runtime = f"serviceAccount:{account_email(stack, 'runtime')}"
+    assert project_grants(stack) == [("roles/monitoring.metricWriter", runtime)]
     assert not [t for t in types if "IAMPolicy" in t or "IAMBinding" in t or "IamBinding" in t]
+
+
+def test_without_the_sidecar_nothing_is_granted_on_the_project() -> None:
+    stack = run_program(stack_config(**{"modelrun:metricsSidecar": "false"}))
+
+    assert project_grants(stack) == []
+    assert [c["name"] for c in stack.one(SERVICE).inputs["template"]["containers"]] == ["app"]
+    assert "volumes" not in stack.one(SERVICE).inputs["template"]
+    assert "METRICS_PORT" not in {e["name"] for e in container(stack)["envs"]}
+    assert not stack.of_type("modelrun:gcp:MetricsSidecar")
 
 
 def test_runtime_account_reads_only_its_bucket_and_secret(stack: Stack) -> None:
@@ -273,9 +293,17 @@ def test_runtime_account_reads_only_its_bucket_and_secret(stack: Stack) -> None:
     )
 
     assert grants == [
+        ("gcp:projects/iAMMember:IAMMember", "roles/monitoring.metricWriter"),  # the sidecar's
+        ("gcp:secretmanager/secretIamMember:SecretIamMember", "roles/secretmanager.secretAccessor"),
         ("gcp:secretmanager/secretIamMember:SecretIamMember", "roles/secretmanager.secretAccessor"),
         ("gcp:storage/bucketIAMMember:BucketIAMMember", "roles/storage.objectViewer"),
     ]
+    secrets = {
+        r.inputs["secretId"]
+        for r in stack.of_type("gcp:secretmanager/secretIamMember:SecretIamMember")
+        if r.inputs["member"] == runtime
+    }
+    assert secrets == {"modelrun-dev-api-keys", "modelrun-dev-metrics-config"}
     bucket = stack.one("gcp:storage/bucket:Bucket").inputs["name"]
     assert (
         stack.one("gcp:storage/bucketIAMMember:BucketIAMMember", "modelrun-reads-models").inputs[
@@ -415,8 +443,11 @@ def test_sizes_cloud_run_admits_are_deployed(changes: dict[str, str], generation
 # --- the service -------------------------------------------------------------------------
 
 
+SERVICE = "gcp:cloudrunv2/service:Service"
+
+
 def container(stack: Stack) -> dict[str, Any]:
-    return stack.one("gcp:cloudrunv2/service:Service").inputs["template"]["containers"][0]
+    return stack.one(SERVICE).inputs["template"]["containers"][0]
 
 
 def test_service_environment_and_secret_reference(stack: Stack) -> None:
@@ -499,7 +530,7 @@ def test_probes_sizing_and_scaling(stack: Stack) -> None:
 def test_service_waits_for_the_secret_version_and_its_grants(stack: Stack) -> None:
     service = stack.one("gcp:cloudrunv2/service:Service")
     needed = [
-        stack.one("gcp:secretmanager/secretVersion:SecretVersion").urn,
+        stack.one("gcp:secretmanager/secretVersion:SecretVersion", "modelrun-api-keys-v1").urn,
         stack.one("gcp:secretmanager/secretIamMember:SecretIamMember", "modelrun-reads-keys").urn,
         stack.one("gcp:storage/bucketIAMMember:BucketIAMMember", "modelrun-reads-models").urn,
     ]
@@ -548,7 +579,7 @@ def test_registry_cleans_up_old_untagged_images(stack: Stack) -> None:
 
 
 def test_secret_replication_and_generated_value(stack: Stack) -> None:
-    secret = stack.one("gcp:secretmanager/secret:Secret").inputs
+    secret = stack.one("gcp:secretmanager/secret:Secret", "modelrun-api-keys").inputs
     password = stack.one("random:index/randomPassword:RandomPassword").inputs
 
     assert secret["replication"] == {"auto": {}}
@@ -708,7 +739,7 @@ def test_two_stacks_in_one_project_share_no_id(first: str, second: str) -> None:
     one = physical_ids(run_program(stack_config(first), stack=first))
     other = physical_ids(run_program(stack_config(second), stack=second))
 
-    assert len(one) == len(other) == 8  # three accounts and one of each other kind
+    assert len(one) == len(other) == 9  # three accounts, two secrets, one of each other kind
     assert not {i for _, i in one} & {i for _, i in other}
 
 
