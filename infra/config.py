@@ -194,8 +194,8 @@ def _check(config: StackConfig) -> None:
         )
     if config.instance_billing and config.size.cpu < 1:
         raise ValueError(
-            f"modelrun:instanceBasedBilling needs modelrun:cpu of 1 or more, got {config.size.cpu:g}"
-            " (below 1 vCPU Cloud Run bills by request only)"
+            "modelrun:instanceBasedBilling needs modelrun:cpu of 1 or more, got "
+            f"{config.size.cpu:g} (below 1 vCPU Cloud Run bills by request only)"
         )
     if not 1 <= config.timeout_seconds <= 3600:
         raise ValueError(f"modelrun:timeoutSeconds must be 1..3600, got {config.timeout_seconds}")
