@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 
 import config as stack_config
+from alerts import Alerts, AlertsArgs
 from api_keys import ApiKeys, ApiKeysArgs
 from apis import Apis
 from bucket import ModelBucket, ModelBucketArgs
@@ -55,6 +56,17 @@ keys = ApiKeys(
 service = PredictionService(
     "modelrun",
     PredictionServiceArgs(config, models.name, keys.secret, keys.version),
+    after_apis,
+)
+alerts = Alerts(
+    "alerts",
+    AlertsArgs(
+        project=config.project,
+        service_url=service.url,
+        invoker_access=config.invoker_access,
+        emails=config.alert_emails,
+        labels=config.labels,
+    ),
     after_apis,
 )
 github = GithubDeployer(

@@ -82,6 +82,7 @@ class StackConfig:
     metrics_sidecar: bool  # Managed Prometheus's sidecar scrapes METRICS_PORT
     metrics_sidecar_image: str
     instance_billing: bool  # CPU allocated for the instance's whole life, not per request
+    alert_emails: list[str]
 
     @property
     def labels(self) -> dict[str, str]:
@@ -146,6 +147,7 @@ def load() -> StackConfig:
         metrics_sidecar=cfg.require_bool("metricsSidecar"),
         metrics_sidecar_image=optional("metricsSidecarImage") or metrics_sidecar.IMAGE,
         instance_billing=cfg.require_bool("instanceBasedBilling"),
+        alert_emails=[str(e).strip() for e in cfg.require_object("alertEmails")],
     )
     _check(config)
     return config

@@ -108,15 +108,23 @@ class RecordingMonitor(MockMonitor):
 
 
 def stack_config(
-    stack: str = "dev", secrets: dict[str, str] | None = None, **changes: str
+    stack: str = "dev", secrets: dict[str, str] | None = None, **changes: Any
 ) -> MergedConfig:
     """The configuration the Pulumi CLI would hand the program: Pulumi.yaml's defaults merged
     with the example stack file (Pulumi.dev.yaml), plus `changes` set on the stack as
-    `pulumi config set` would, and `secrets` as `pulumi config set --secret` would. A file or a
+    `pulumi config set` would (a list or a dict as `--path` would), and `secrets` as
+    `pulumi config set --secret` would. A file or a
     change the CLI would refuse raises its error (tests/pulumi_rules.py)."""
     project = load_project((ROOT / "Pulumi.yaml").read_text())
     values = load_stack(project, (ROOT / "Pulumi.dev.yaml").read_text())
-    values.update({key: StackValue(value) for key, value in changes.items()})
+    values.update(
+        {
+            key: StackValue(json.dumps(value), is_object=True)
+            if isinstance(value, (list, dict))
+            else StackValue(value)
+            for key, value in changes.items()
+        }
+    )
     values.update({key: StackValue("v1:encrypted", secure=True) for key in secrets or {}})
     return merge(stack, project, values, decrypt=secrets)
 
