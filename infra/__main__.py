@@ -10,6 +10,7 @@ from api_keys import ApiKeys, ApiKeysArgs
 from apis import Apis
 from bucket import ModelBucket, ModelBucketArgs
 from cloud_run import PredictionService, PredictionServiceArgs
+from dashboard import Dashboard
 from function.store import bucket_store, model_root
 from github import GithubDeployer, GithubDeployerArgs
 from registry import ImageRegistry, ImageRegistryArgs
@@ -69,6 +70,7 @@ alerts = Alerts(
     ),
     after_apis,
 )
+dashboard = Dashboard("dashboard", config.project, after_apis)
 github = GithubDeployer(
     "github",
     GithubDeployerArgs(
@@ -92,6 +94,7 @@ github = GithubDeployer(
 
 outputs = {
     "serviceUrl": service.url,
+    "dashboardUrl": dashboard.url,
     "serviceName": service.service.name,
     "image": service.image,
     "invokerAccess": config.invoker_access,

@@ -38,6 +38,7 @@ from tests.conftest import (
     run_service,
     wait_until,
 )
+from tests.test_cloud_dashboard import cloud_dashboard, widget_queries
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -227,6 +228,14 @@ def test_every_dashboard_query_has_data_after_real_traffic(
             if not query(mirror.prometheus, grafana_expr(expr))
         ]
         assert empty == []
+        # The cloud dashboard's queries (infra/dashboard.py: Grafana's, translated) too.
+        cloud = [
+            (tile["widget"]["title"], data["prometheusQuery"])
+            for tile in cloud_dashboard()["mosaicLayout"]["tiles"]
+            for data in widget_queries(tile["widget"])
+        ]
+        assert len(cloud) > len(dashboard_queries())
+        assert [title for title, expr in cloud if not query(mirror.prometheus, expr)] == []
 
         rules = yaml.safe_load(ALERT_RULES.read_text())["groups"][0]["rules"]
         for rule in rules:  # each alert expression evaluates (quietly: nothing is wrong)
