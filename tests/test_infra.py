@@ -597,6 +597,7 @@ def test_secret_replication_and_generated_value(stack: Stack) -> None:
 def test_outputs_are_present_and_the_key_is_secret(stack: Stack) -> None:
     assert set(stack.outputs) == {
         "serviceUrl",
+        "dashboardUrl",
         "serviceName",
         "image",
         "invokerAccess",
