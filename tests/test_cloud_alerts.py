@@ -26,7 +26,12 @@ def stack() -> Stack:
 
 
 def rules_file() -> list[dict[str, Any]]:
-    return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    """Every rule, with the name of its group as `group`."""
+    return [
+        {**r, "group": g["name"]}
+        for g in yaml.safe_load(RULES.read_text())["groups"]
+        for r in g["rules"]
+    ]
 
 
 def policies(stack: Stack) -> dict[str, dict[str, Any]]:
@@ -50,7 +55,7 @@ def test_every_rule_is_one_policy_on_the_same_expression(stack: Stack) -> None:
         promql = condition["conditionPrometheusQueryLanguage"]
         assert promql["query"] == rule["expr"].strip()
         assert promql["duration"] == f"{int(infra_module('promql').seconds(rule['for']))}s"
-        assert promql["alertRule"] == name and promql["ruleGroup"] == "modelrun"
+        assert promql["alertRule"] == name and promql["ruleGroup"] == rule["group"]
         assert promql["labels"] == rule["labels"]
         assert promql["evaluationInterval"] == "30s"
         assert promql["disableMetricValidation"] is True
