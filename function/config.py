@@ -54,6 +54,7 @@ class Config:
     batch_max_rows: int = 256
     batch_max_wait_ms: float = 2.0
     workers: int = 1  # gunicorn's worker processes (functions-framework reads WORKERS too)
+    revision: str | None = None  # K_REVISION: the Cloud Run revision this instance belongs to
     ui: bool = True  # the pages (function/pages.py): off by default under Vertex AI
     vertex: bool = False  # started by Vertex AI (AIP_HTTP_PORT set): it authenticates callers
     vertex_health_route: str | None = None
@@ -134,6 +135,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         workers=parsed("WORKERS", _workers, 1),  # main.py sets it to usable_cpus() if unset
         # Vertex AI forwards only its two routes: pages there would be unreachable.
         ui=parsed("UI", _boolean, not vertex),
+        revision=get("K_REVISION"),  # set by Cloud Run
         vertex=vertex,
         vertex_health_route=parsed("AIP_HEALTH_ROUTE", _route, None),
         vertex_predict_route=parsed("AIP_PREDICT_ROUTE", _route, None),

@@ -155,6 +155,8 @@ class Service:
                 "model.version": model.version,
                 "model.sha256": model.sha256[:12],
                 "model.runtime": model.runtime,
+                # Two revisions serving at once (a rollout) are told apart on any scrape.
+                **({"cloud_run.revision": self.config.revision} if self.config.revision else {}),
             }
             if model
             else None

@@ -24,7 +24,13 @@ def test_the_metrics_port_serves_the_whole_instance_without_a_key(
     store = ModelStore((tmp_path / "iris").as_uri())
     store.promote(store.publish(iris_artifact, "v1"))
     port = free_port()
-    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "METRICS_PORT": str(port), "WORKERS": workers}
+    env = {
+        "MODEL_URI": store.uri,
+        "API_KEYS": KEY,
+        "METRICS_PORT": str(port),
+        "WORKERS": workers,
+        "K_REVISION": "modelrun-00042-abc",  # as Cloud Run sets it
+    }
     with run_service(env, tmp_path) as running:
         for _ in range(6):
             answer = running.post("/predict", json={"instances": [ROW]}, headers={"X-API-Key": KEY})
@@ -48,6 +54,10 @@ def test_the_metrics_port_serves_the_whole_instance_without_a_key(
         wait_until(lambda: predictions() == 6, 10, "the six predictions on the metrics port")
         assert [predictions() for _ in range(6)] == [6] * 6
         assert "cannot serve metrics" not in running.output()  # every worker bound the port
+        page = requests.get(f"{private}/metrics", timeout=10).text
+        info = next(line for line in page.splitlines() if line.startswith("modelrun_model_info{"))
+        assert 'cloud_run_revision="modelrun-00042-abc"' in info  # revisions told apart
+        assert 'model_version="v1"' in info
         assert requests.get(f"{private}/predict", timeout=10).status_code == 404
         assert requests.get(f"{private}/", timeout=10).status_code == 404
 
