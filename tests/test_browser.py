@@ -34,7 +34,7 @@ WAIT = 15
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("churn-data") / "churn.csv"
-    churn(1500, seed=3).to_csv(path, index=False)
+    churn(800, seed=3).to_csv(path, index=False)
     return path
 
 

@@ -68,7 +68,11 @@ def test_promtool_checks_the_rules() -> None:
     assert "SUCCESS: 11 rules found" in result.stdout
 
 
-RULE_TESTS = ("prometheus/alerts.test.yml", "prometheus/slo.test.yml")
+RULE_TESTS = (
+    "prometheus/alerts.test.yml",
+    "prometheus/slo.test.yml",
+    "prometheus/slo-ticket.test.yml",
+)
 
 
 @pytest.mark.parametrize("tests", RULE_TESTS)

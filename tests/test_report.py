@@ -61,7 +61,7 @@ def test_a_binary_classifier_adds_roc_and_precision_recall_curves(tmp_path: Path
     out = tmp_path / "out"
 
     metadata = train(out, "--data", str(csv), "--target", "churned", "--estimator",
-                      "hist_gradient_boosting", "--cv", "2")  # fmt: skip
+                      "hist_gradient_boosting", "--cv", "2", "--param", "max_iter=20")  # fmt: skip
 
     page = assert_report(out, metadata, {
         "confusion_matrix.png", "precision_recall_per_class.png", "calibration.png",
