@@ -12,7 +12,9 @@ monitoring.googleapis.com/v1beta, parsed strictly (an unknown field fails), read
 /etc/rungmp/config.yaml (entrypoint.go), `job` set to metadata.name, and the target labels chosen
 from instance, revision, service and configuration (each becomes `instanceId`, `revision_name`,
 `service_name`, `configuration_name` on every series). Naming it `modelrun` gives the series the
-job label the alert rules and dashboard select (local/prometheus/alerts.yml).
+job label the alert rules and dashboard select (local/prometheus/alerts.yml). It scrapes the
+address "0.0.0.0:PORT", which Linux connects to the app's loopback listener (tested in
+tests/test_metrics_port.py).
 """
 
 from __future__ import annotations

@@ -58,6 +58,9 @@ def test_the_metrics_port_serves_the_whole_instance_without_a_key(
         info = next(line for line in page.splitlines() if line.startswith("modelrun_model_info{"))
         assert 'cloud_run_revision="modelrun-00042-abc"' in info  # revisions told apart
         assert 'model_version="v1"' in info
+        # The sidecar scrapes "0.0.0.0:PORT" (run-gmp-sidecar, confgenerator/config.go), which
+        # Linux connects to the loopback listener.
+        assert requests.get(f"http://0.0.0.0:{port}/metrics", timeout=10).status_code == 200
         assert requests.get(f"{private}/predict", timeout=10).status_code == 404
         assert requests.get(f"{private}/", timeout=10).status_code == 404
 
