@@ -82,9 +82,14 @@ def test_it_follows_current_json_and_refuses_a_bad_candidate_once(
         store.promote(store.publish(forest_artifact, "v2"))
         wait_until(lambda: loader.model.version == "v2", 10, "the swap")  # type: ignore[union-attr]
 
-        store.promote(store.publish(iris_artifact, "v3"))
+        store.publish(iris_artifact, "v3")
         for file in (Path(store.uri.removeprefix("file://")) / "versions" / "v3").glob("model.*"):
             file.write_bytes(b"tampered after promotion")
+        # Pointed at as a bucket writer could, past promote's checks. (Promoting first and
+        # tampering after raced the 50 ms poll, which could load v3 in between.)
+        pointer, token = store.current()
+        assert pointer is not None
+        store._point("v3", store.metadata("v3")["sha256"], [pointer["version"]], token)
         time.sleep(0.5)  # ten polls: refused once, not retried while current.json is unchanged
     finally:
         loader.stop()
