@@ -124,13 +124,14 @@ class Service:
             shown = ", ".join(listed) or "none (trained with --no-report, or before reports)"
             raise NotFound(f"version {model.version} has no report file {name!r}; it has {shown}")
         key = (model.version, name)
-        if key not in self._report_files:
+        data = self._report_files.get(key)  # one lookup: another request may clear the cache
+        if data is None:
             data = self.loader.store.read_file(model.version, name)
             verify_digest(data, model.metadata["files"][name]["sha256"], f"{model.version} {name}")
             if len(self._report_files) >= REPORT_FILES_KEPT:
                 self._report_files.clear()
             self._report_files[key] = data
-        return self._report_files[key]
+        return data
 
     def authorize(self, headers: Headers) -> None:
         """Raise 401 without a valid key (unless keys are off in development), 429 over the rate."""
