@@ -53,6 +53,7 @@ def test_every_readme_curl_example_answers_200(tmp_path: Path) -> None:
             command: subprocess.run(
                 ["bash", "-c", f"{command} -o /dev/null -w '%{{http_code}}'"],
                 env={"KEY": KEY, "URL": running.url, "PATH": "/usr/bin:/bin"},
+                cwd=tmp_path,  # a file an example saves (-o cm.png) lands here, not in the repo
                 capture_output=True,
                 text=True,
                 timeout=30,
