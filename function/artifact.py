@@ -21,6 +21,12 @@ ONNX_FILE = "model.onnx"
 # twice), and training exports them to ONNX as that argmax.
 ARGMAX_CLASSIFIERS = {"RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier"}
 
+# The libraries whose classes and functions a served model may hold: the service imports these
+# and nothing else. Training refuses a pipeline holding anything more; a skops artifact may ask to
+# trust types from these only (its metadata is not signed).
+TRUSTED_LIBRARIES = ("sklearn", "numpy", "scipy")
+TRUSTED_PREFIXES = tuple(f"{library}." for library in TRUSTED_LIBRARIES)
+
 # Every field the service relies on; training writes these and more (see docs/ARCHITECTURE.md).
 REQUIRED_FIELDS = ("name", "sha256", "task", "estimator", "feature_names", "class_names", "files")
 TASKS = ("classification", "regression")

@@ -9,14 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from function.artifact import ONNX_FILE, label_type, model_file, verify_digest
+from function.artifact import (
+    ONNX_FILE,
+    TRUSTED_PREFIXES,
+    label_type,
+    model_file,
+    verify_digest,
+)
 from function.errors import IntegrityError
 from function.onnx_model import OnnxModel
 from function.schema import Schema, from_metadata
 from function.store import ModelStore
-
-# A skops artifact may ask to trust types only from these libraries (metadata is not signed).
-SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,8 @@ def load_model(
         if not onnx:
             raise IntegrityError(f"{where} has no verified {ONNX_FILE} (MODEL_RUNTIME=onnx)")
         # The canonical model must be intact too, though it is not deserialised here.
-        _verified(store, metadata, model_file(metadata), where)
-        data = _verified(store, metadata, ONNX_FILE, where)
+        verified_file(store, metadata, model_file(metadata), where)
+        data = verified_file(store, metadata, ONNX_FILE, where)
         try:
             estimator: Any = OnnxModel(data, metadata)
         except Exception as e:
@@ -95,7 +98,7 @@ def load_model(
         raise IntegrityError(
             f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"
         )
-    data = _verified(store, metadata, model_file(metadata), where)
+    data = verified_file(store, metadata, model_file(metadata), where)
     estimator = _deserialise(data, metadata, where)
     del data  # the download is not kept beside the model (Cloud Run counts both against memory)
     _check(estimator, metadata, schema, where)
@@ -103,7 +106,7 @@ def load_model(
     return LoadedModel(estimator, metadata, seconds, schema=schema, promotion=promotion)
 
 
-def _verified(store: ModelStore, metadata: dict[str, Any], name: str, where: str) -> bytes:
+def verified_file(store: ModelStore, metadata: dict[str, Any], name: str, where: str) -> bytes:
     """Fetch one file of the version and refuse it unless it has the digest metadata records."""
     data = store.read_file(metadata["version"], name)
     verify_digest(data, metadata["files"][name]["sha256"], f"{where} {name}")
@@ -128,7 +131,7 @@ def _load_skops(data: bytes, metadata: dict[str, Any], where: str) -> Any:
     import skops.io
 
     trusted = metadata.get("skops_trusted", [])
-    foreign = [t for t in trusted if not str(t).startswith(SKOPS_TRUSTED_PREFIXES)]
+    foreign = [t for t in trusted if not str(t).startswith(TRUSTED_PREFIXES)]
     if foreign:
         raise IntegrityError(
             f"{where} asks to trust types outside scikit-learn/numpy/scipy: {foreign}"

@@ -19,7 +19,6 @@ from typing import Any
 
 from werkzeug.datastructures import Headers
 
-from function.artifact import verify_digest
 from function.auth import KeyRing, SecretKeySource, presented_key
 from function.batching import MicroBatcher, Run
 from function.config import Config
@@ -27,7 +26,7 @@ from function.deadline import Deadlines
 from function.errors import NotFound, NotReady
 from function.loader import ModelLoader
 from function.metrics_port import serve_metrics
-from function.model import LoadedModel
+from function.model import LoadedModel, verified_file
 from function.predict import run_model
 from function.ratelimit import TokenBuckets
 from function.store import ModelStore
@@ -126,8 +125,9 @@ class Service:
         key = (model.version, name)
         data = self._report_files.get(key)  # one lookup: another request may clear the cache
         if data is None:
-            data = self.loader.store.read_file(model.version, name)
-            verify_digest(data, model.metadata["files"][name]["sha256"], f"{model.version} {name}")
+            store = self.loader.store
+            where = f"{store.uri} version {model.version}"
+            data = verified_file(store, model.metadata, name, where)
             if len(self._report_files) >= REPORT_FILES_KEPT:
                 self._report_files.clear()
             self._report_files[key] = data

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from function.artifact import TRUSTED_LIBRARIES, TRUSTED_PREFIXES
 from function.store import check_version_id, utc_now
 from training.data import Dataset
 from training.errors import TrainingError
@@ -30,10 +31,6 @@ from training.train import (
     parse_gate,
     write_artifact,
 )
-
-# Module prefixes whose functions a pipeline may hold (e.g. FunctionTransformer(np.log1p)).
-SAFE_FUNCTION_MODULES = ("sklearn", "numpy", "scipy")
-SKOPS_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 
 
 def package(
@@ -103,7 +100,7 @@ def load_estimator(path: Path) -> Any:
             import skops.io
 
             types = skops.io.get_untrusted_types(file=path)
-            foreign = [t for t in types if not t.startswith(SKOPS_TRUSTED_PREFIXES)]
+            foreign = [t for t in types if not t.startswith(TRUSTED_PREFIXES)]
             if foreign:
                 raise TrainingError(
                     f"{path} holds types outside scikit-learn/numpy/scipy: {', '.join(foreign)}"
@@ -236,7 +233,8 @@ def _foreign_parts(value: Any) -> list[str]:
         return [part for item in value for part in _foreign_parts(item)]
     if callable(value) and not isinstance(value, type):
         module = getattr(value, "__module__", None) or ""
-        if module.split(".")[0] not in SAFE_FUNCTION_MODULES:
+        # e.g. FunctionTransformer(np.log1p): a function of numpy's is as safe as its classes
+        if module.split(".")[0] not in TRUSTED_LIBRARIES:
             return [f"{module}.{getattr(value, '__qualname__', repr(value))}"]
     return []
 
