@@ -13,12 +13,16 @@ import io
 import os
 import tarfile
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import ROOT, require_binary
+from tests.conftest import KEY, ROOT, require_binary
 
+WAIT = 15  # seconds a page may take to show what a test waits for
 AXE_VERSION = "4.14.1"
 AXE_TARBALL = f"https://registry.npmjs.org/axe-core/-/axe-core-{AXE_VERSION}.tgz"
 # `npm view axe-core@4.14.1 dist.integrity`
@@ -75,3 +79,15 @@ def axe_violations(driver: Any, source: str) -> list[dict[str, Any]]:
         "axe.run(document).then((r) => done(r.violations), (e) => done([{id: String(e)}]));"
     )
     return [v for v in result if v.get("impact") in ("serious", "critical", None)]
+
+
+def wait(driver: Any, check: Callable[[Any], Any], what: str) -> Any:
+    return WebDriverWait(driver, WAIT).until(check, message=f"waiting for {what}")
+
+
+def open_with_key(driver: Any, url: str, key: str = KEY) -> None:
+    """Open a page with the key already in the tab's sessionStorage (the tab must show the
+    service's origin: sessionStorage is per origin); wait for the form."""
+    driver.execute_script("sessionStorage.setItem('modelrun.apiKey', arguments[0])", key)
+    driver.get(url)
+    wait(driver, lambda d: d.find_element(By.ID, "predict-button").is_enabled(), "the form")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from PIL import Image
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from function.store import ModelStore
-from tests.browser import chrome
+from tests.browser import chrome, open_with_key, wait
 from tests.conftest import KEY, ROOT, run_service
 from training.__main__ import main as training
 from training.churn import churn
@@ -44,20 +44,19 @@ def main() -> None:
         with run_service({"MODEL_URI": store.uri, "API_KEYS": KEY}, tmp) as service:
             driver = chrome()
             try:
-                driver.get(service.url + "/ui/ui.css")
-                driver.execute_script(
-                    "sessionStorage.setItem('modelrun.apiKey', arguments[0])", KEY
-                )
-                driver.get(service.url + "/")
-                wait = WebDriverWait(driver, 15)
-                wait.until(lambda d: d.find_element(By.ID, "predict-button").is_enabled())
+                driver.get(service.url + "/ui/ui.css")  # the origin, for sessionStorage
+                open_with_key(driver, service.url + "/", KEY)
                 Select(driver.find_element(By.NAME, "plan")).select_by_value("pro")
                 driver.find_element(By.ID, "predict-button").click()
-                wait.until(lambda d: d.find_elements(By.ID, "prediction"))
+                wait(driver, lambda d: d.find_elements(By.ID, "prediction"), "the answer")
                 IMAGES.mkdir(exist_ok=True)
                 save(driver, IMAGES / "page.png", 900)
                 driver.find_element(By.ID, "tab-card").click()
-                wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#card img")) >= 4)
+                wait(
+                    driver,
+                    lambda d: len(d.find_elements(By.CSS_SELECTOR, "#card img")) >= 4,
+                    "the plots",
+                )
                 heading = driver.find_elements(By.XPATH, "//h2[text()='Training report']")
                 driver.execute_script("arguments[0].scrollIntoView()", heading[0])
                 save(driver, IMAGES / "card.png", 900)

@@ -12,23 +12,22 @@ import io
 import json
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import Select, WebDriverWait
+from selenium.webdriver.support.ui import Select
 
 from function.store import ModelStore
-from tests.browser import axe_source, axe_violations, chrome
+from tests.browser import axe_source, axe_violations, chrome, open_with_key, wait
 from tests.conftest import KEY, Running, free_port, run_service
 from training.__main__ import main
 from training.churn import churn
 
 AUTH = {"X-API-Key": KEY}
-WAIT = 15
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +103,6 @@ def page(browser: Any, running: Running, screenshots: Path, request: Any) -> Ite
     assert shot.read_bytes().startswith(b"\x89PNG")
 
 
-def wait(driver: Any, check: Callable[[Any], Any], what: str) -> Any:
-    return WebDriverWait(driver, WAIT).until(check, message=f"waiting for {what}")
-
-
 def errors_in_console(driver: Any) -> list[dict[str, Any]]:
     """The console's errors. Chromium asks for /favicon.ico when a document links no icon (the
     fixture's blank tab, a stylesheet), sometimes after the fixture read the log;
@@ -122,13 +117,6 @@ def errors_in_console(driver: Any) -> list[dict[str, Any]]:
 
 def csp_refusals(driver: Any) -> list[dict[str, Any]]:
     return [e for e in driver.get_log("browser") if "Content Security Policy" in e["message"]]
-
-
-def open_with_key(driver: Any, url: str, key: str = KEY) -> None:
-    """Open a page with the key already in the tab's sessionStorage; wait for the form."""
-    driver.execute_script("sessionStorage.setItem('modelrun.apiKey', arguments[0])", key)
-    driver.get(url)
-    wait(driver, lambda d: d.find_element(By.ID, "predict-button").is_enabled(), "the form")
 
 
 def text(driver: Any, element_id: str) -> str:
