@@ -65,7 +65,7 @@ def test_the_metrics_port_serves_the_whole_instance_without_a_key(
         assert requests.get(f"{private}/", timeout=10).status_code == 404
 
 
-def test_the_metrics_port_listens_on_loopback_unless_told(iris_artifact: Path) -> None:
+def test_the_metrics_port_listens_on_loopback_unless_told() -> None:
     base = {"MODEL_URI": "file:///tmp/m", "API_KEYS": KEY}
     assert load_config({**base, "METRICS_PORT": "9464"}).metrics_host == "127.0.0.1"
     assert load_config({**base}).metrics_port == 0  # none unless asked for
