@@ -231,7 +231,7 @@ function answerNodes(body) {
     const entries = Object.entries(body.probabilities[0]).sort((a, b) => b[1] - a[1]);
     for (const [label, p] of entries) {
       const bar = el("span", { class: "fill", "aria-hidden": "true" });
-      bar.style.width = percent(p).replace(" ", ""); // CSSOM: allowed by style-src 'self'
+      bar.style.width = `${100 * p}%`; // CSSOM: allowed by style-src 'self'
       list.append(
         el(
           "li",
