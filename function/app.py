@@ -52,7 +52,7 @@ Handler = Callable[[Service, Request, dict[str, str]], Any]
 def _predict(service: Service, request: Request, args: dict[str, str]) -> Any:
     model, instances = _instances(service, request)
     answer = predict(model, instances, service.run_model)
-    _count(service, model, answer["predictions"])
+    _count(service, model, instances, answer["predictions"])
     return answer
 
 
@@ -150,7 +150,7 @@ def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
     with service.deadlines.interruptible():
         instances, outputs, request_id = oip.parse_request(body, model, limit)
     prediction = infer(model, instances, service.run_model)
-    _count(service, model, prediction.labels)
+    _count(service, model, instances, prediction.labels)
     return oip.response(model, prediction, outputs, request_id)
 
 
@@ -165,7 +165,7 @@ def _vertex_health(service: Service, request: Request, args: dict[str, str]) -> 
 def _vertex_predict(service: Service, request: Request, args: dict[str, str]) -> Any:
     model, instances = _instances(service, request)
     prediction = infer(model, instances, service.run_model)
-    _count(service, model, prediction.labels)
+    _count(service, model, instances, prediction.labels)
     return {"predictions": prediction.labels}
 
 
@@ -185,8 +185,14 @@ def _ready_model(service: Service) -> LoadedModel:
     return service.require_model()
 
 
-def _count(service: Service, model: LoadedModel, labels: list[Any]) -> None:
+def _count(service: Service, model: LoadedModel, instances: Instances, labels: list[Any]) -> None:
+    """Count the answered rows: predictions by class, and the drift bins of rows and answers."""
     service.telemetry.predicted(model.version, labels, model.metadata["task"] == "classification")
+    try:
+        service.drift.observe(model, instances.X, labels)
+    except Exception:  # counting never costs the client its answer; the failure is counted
+        log.exception("drift counting failed for version %s", model.version)
+        service.telemetry.error("drift_count")
 
 
 @dataclass(frozen=True)

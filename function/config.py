@@ -55,6 +55,7 @@ class Config:
     batch_max_wait_ms: float = 2.0
     workers: int = 1  # gunicorn's worker processes (functions-framework reads WORKERS too)
     revision: str | None = None  # K_REVISION: the Cloud Run revision this instance belongs to
+    drift_features: frozenset[str] | None = None  # watched for drift (None: all)
     ui: bool = True  # the pages (function/pages.py): off by default under Vertex AI
     vertex: bool = False  # started by Vertex AI (AIP_HTTP_PORT set): it authenticates callers
     vertex_health_route: str | None = None
@@ -133,6 +134,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         batch_max_rows=parsed("BATCH_MAX_ROWS", _positive_int, 256),
         batch_max_wait_ms=parsed("BATCH_MAX_WAIT_MS", _non_negative, 2.0),
         workers=parsed("WORKERS", _workers, 1),  # main.py sets it to usable_cpus() if unset
+        drift_features=parsed("DRIFT_FEATURES", _feature_names, None),
         # Vertex AI forwards only its two routes: pages there would be unreachable.
         ui=parsed("UI", _boolean, not vertex),
         revision=get("K_REVISION"),  # set by Cloud Run
@@ -187,6 +189,18 @@ def parse_keys(raw: str) -> frozenset[str]:
     if short:
         raise ValueError(f"{short} key(s) are shorter than {MIN_KEY_LENGTH} characters")
     return keys
+
+
+def _feature_names(raw: str) -> frozenset[str] | None:
+    """DRIFT_FEATURES: all, none, or feature names separated by commas."""
+    if raw.lower() == "all":
+        return None
+    if raw.lower() == "none":
+        return frozenset()
+    names = frozenset(n.strip() for n in raw.split(",") if n.strip())
+    if not names:
+        raise ValueError("expected all, none, or feature names separated by commas")
+    return names
 
 
 def _non_negative(raw: str) -> float:

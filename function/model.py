@@ -16,6 +16,7 @@ from function.artifact import (
     model_file,
     verify_digest,
 )
+from function.drift import BASELINE_FILE, parse_baseline
 from function.errors import IntegrityError
 from function.onnx_model import OnnxModel
 from function.schema import Schema, from_metadata
@@ -32,6 +33,7 @@ class LoadedModel:
     runtime: str = "sklearn"  # or "onnx": a verified model.onnx through onnxruntime
     schema: Schema = field(default_factory=lambda: Schema(()))
     promotion: dict[str, Any] | None = None  # current.json when served as current (its history)
+    baseline: dict[str, Any] | None = None  # the drift baseline (function/drift.py), if recorded
 
     @property
     def name(self) -> str:
@@ -74,6 +76,7 @@ def load_model(
     metadata, promotion = store.resolve_with_pointer(version)
     where = f"{store.uri} version {metadata['version']}"
     schema = from_metadata(metadata, where)
+    baseline = _baseline(store, metadata, where)
     if pinned_sha256 and metadata["sha256"] != pinned_sha256:
         raise IntegrityError(
             f"{where} has sha256 {metadata['sha256']}, but MODEL_SHA256 pins {pinned_sha256}"
@@ -93,7 +96,7 @@ def load_model(
         del data
         _check(estimator, metadata, schema, where)
         seconds = time.perf_counter() - started
-        return LoadedModel(estimator, metadata, seconds, "onnx", schema, promotion)
+        return LoadedModel(estimator, metadata, seconds, "onnx", schema, promotion, baseline)
     if metadata["format"] == "joblib" and not allow_pickle:
         raise IntegrityError(
             f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"
@@ -103,7 +106,7 @@ def load_model(
     del data  # the download is not kept beside the model (Cloud Run counts both against memory)
     _check(estimator, metadata, schema, where)
     seconds = time.perf_counter() - started
-    return LoadedModel(estimator, metadata, seconds, schema=schema, promotion=promotion)
+    return LoadedModel(estimator, metadata, seconds, "sklearn", schema, promotion, baseline)
 
 
 def verified_file(store: ModelStore, metadata: dict[str, Any], name: str, where: str) -> bytes:
@@ -111,6 +114,13 @@ def verified_file(store: ModelStore, metadata: dict[str, Any], name: str, where:
     data = store.read_file(metadata["version"], name)
     verify_digest(data, metadata["files"][name]["sha256"], f"{where} {name}")
     return data
+
+
+def _baseline(store: ModelStore, metadata: dict[str, Any], where: str) -> dict[str, Any] | None:
+    """The version's drift baseline, verified (None for a version trained before baselines)."""
+    if BASELINE_FILE not in metadata["files"]:
+        return None
+    return parse_baseline(verified_file(store, metadata, BASELINE_FILE, where), where)
 
 
 def _deserialise(data: bytes, metadata: dict[str, Any], where: str) -> Any:

@@ -3,9 +3,9 @@
 - the model, loaded and kept current by `loader.ModelLoader` (its own thread);
 - the keys (`auth.KeyRing`), re-read from Secret Manager by `auth.SecretKeySource` when set;
 - the request time limit (`deadline.Deadlines`), rate limits (`ratelimit.TokenBuckets`),
-  telemetry (`telemetry.Telemetry`), the workers' shared page (`workers.Workers`) and the
-  micro-batcher (`batching.MicroBatcher`); with METRICS_PORT, the keyless metrics listener
-  (`metrics_port.serve_metrics`).
+  telemetry (`telemetry.Telemetry`) with the drift counts (`drift.Drift`), the workers' shared
+  page (`workers.Workers`) and the micro-batcher (`batching.MicroBatcher`); with METRICS_PORT,
+  the keyless metrics listener (`metrics_port.serve_metrics`).
 
 Nothing starts at import or construction: `start()` runs the threads, once per process (gunicorn
 forks after importing the app), and `stop()` ends them.
@@ -23,6 +23,7 @@ from function.auth import KeyRing, SecretKeySource, presented_key
 from function.batching import MicroBatcher, Run
 from function.config import Config
 from function.deadline import Deadlines
+from function.drift import Drift, DriftCollector
 from function.errors import NotFound, NotReady
 from function.loader import ModelLoader
 from function.metrics_port import serve_metrics
@@ -52,7 +53,8 @@ class Service:
         self.limits = TokenBuckets(
             config.rate_limit_per_second, config.rate_limit_burst, workers=config.workers
         )
-        self.telemetry, page = prometheus_telemetry(self.model_state)
+        self.drift = Drift(config.drift_features)
+        self.telemetry, page = prometheus_telemetry(self.model_state, [DriftCollector(self.drift)])
         # Several workers answer as one instance: one merged page, one readiness.
         self.workers = (
             Workers(config.workers, page, lambda: self._own_readiness() is None)

@@ -14,6 +14,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
+from prometheus_client.registry import Collector
 
 # OpenTelemetry's recommended boundaries for http.server.request.duration (semantic conventions).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
@@ -142,12 +143,16 @@ class Telemetry:
 
 def prometheus_telemetry(
     model_state: Callable[[], tuple[dict[str, str] | None, bool]],
+    collectors: Iterable[Collector] = (),
 ) -> tuple[Telemetry, Callable[[], bytes]]:
-    """Return the service's Telemetry and a function rendering its /metrics page."""
+    """Return the service's Telemetry and a function rendering its /metrics page, which also
+    shows the families of `collectors` (the drift counts, kept in arrays: function/drift.py)."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_cpu_seconds_total
+    for collector in collectors:
+        registry.register(collector)
     reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
     return Telemetry(reader, model_state), lambda: generate_latest(registry)

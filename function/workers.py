@@ -29,6 +29,8 @@ GAUGES: dict[str, Callable[[Iterable[float]], float]] = {
     "modelrun_model_info": max,
     "process_start_time_seconds": min,
     "process_max_fds": max,
+    "modelrun_drift_reference_ratio": max,  # the same training shares in every worker
+    "modelrun_drift_prediction_reference_ratio": max,
 }  # any other gauge (resident memory, open file descriptors) adds up
 
 

@@ -25,6 +25,8 @@ from function.artifact import (
     label_type,
     sha256_hex,
 )
+from function.drift import BASELINE_FILE, build_baseline
+from function.schema import from_metadata
 from function.store import utc_now
 from training.data import Dataset
 from training.errors import GateFailed, TrainingError
@@ -219,7 +221,7 @@ def extra_files(
     """The artifact's files besides the model, each asked for: the training report on the
     evaluation rows, and the verified ONNX export. Their records go into metadata ("report",
     "onnx")."""
-    extra: dict[str, bytes] = {}
+    extra: dict[str, bytes] = {BASELINE_FILE: _baseline(pipeline, metadata, X_fit, X_eval)}
     if report:
         from training.report import build_report
 
@@ -233,6 +235,26 @@ def extra_files(
         if exported is not None:
             extra[ONNX_FILE] = exported
     return extra
+
+
+def _baseline(pipeline: Any, metadata: dict[str, Any], X_fit: Any, X_eval: Any) -> bytes:
+    """The drift baseline (function/drift.py) of the rows fitted on and of the predictions on
+    the evaluation rows; its summary goes into metadata ("baseline")."""
+    import pandas as pd
+
+    schema = from_metadata(metadata, "the trained model")
+    frame = X_fit if hasattr(X_fit, "columns") else pd.DataFrame(X_fit, columns=schema.names)
+    try:
+        baseline = build_baseline(frame, schema, pipeline.predict(X_eval), metadata["class_names"])
+    except ValueError as e:
+        raise TrainingError(f"cannot record the drift baseline: {e}") from e
+    metadata["baseline"] = {
+        "file": BASELINE_FILE,
+        "bins": baseline["bins"],
+        "rows": baseline["rows"],
+        "prediction_rows": baseline["prediction_rows"],
+    }
+    return json.dumps(baseline, separators=(",", ":")).encode()
 
 
 def _export_onnx(
