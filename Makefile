@@ -61,16 +61,17 @@ format: install
 train: $(SERVE_INSTALLED)  ## train the default model into artifacts/iris
 	$(PY) -m training train --out artifacts/iris
 
-artifacts/iris/metadata.json: | $(SERVE_INSTALLED)
+# baseline.json: an artifact trained before versions carried a drift baseline is trained again.
+artifacts/iris/baseline.json: | $(SERVE_INSTALLED)
 	$(PY) -m training train --out artifacts/iris
 
-local: install artifacts/iris/metadata.json  ## the Compose mirror, with monitoring (needs Docker)
+local: install artifacts/iris/baseline.json  ## the Compose mirror, with monitoring (needs Docker)
 	$(NEED_COMPOSE)
 	$(PY) -m local.compose_env
 	$(COMPOSE) -f local/compose.yaml --profile monitoring up --build
 
-monitor: install  ## the mirror without Docker: emulator, function, Prometheus, Alertmanager
-	PORT=$(PORT) $(PY) -m local.monitor
+monitor: install  ## the mirror without Docker: emulator, function, Prometheus, Alertmanager (DRIFT=1: the drift demo)
+	PORT=$(PORT) $(PY) -m local.monitor $(if $(DRIFT),--drift,)
 
 soak: install  ## a bounded soak (REQUESTS=100000): errors, latency, RSS growth
 	$(PY) -m tests.perf.soak --requests $(or $(REQUESTS),100000)

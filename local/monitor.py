@@ -14,6 +14,7 @@ removes the working folder.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shutil
@@ -21,13 +22,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
+from function.drift import BASELINE_FILE
 from function.store import bucket_store, model_root
-from local import container
+from local import container, drift_traffic
 from local.alert_sink import AlertSink
 from local.mirror import (
     ALERTMANAGER_BINARY,
@@ -43,6 +46,8 @@ from local.serve import dev_key
 from training.__main__ import main as training
 
 BUCKET = "models-local"
+# The drift demo: Prometheus's drift window and alert hold, shortened from 1h and 30m.
+DEMO_WINDOW, DEMO_HOLD, DEMO_STEADY_SECONDS = "2m", "1m", 180
 ARTIFACT = ROOT / "artifacts" / "iris"
 
 
@@ -51,18 +56,28 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m local.monitor", description=__doc__)
+    parser.add_argument(
+        "--drift",
+        action="store_true",
+        help=f"the drift demo: the drift window shortened to {DEMO_WINDOW} (alerts held "
+        f"{DEMO_HOLD}), training-like rows for {DEMO_STEADY_SECONDS}s, then "
+        f"{drift_traffic.SHIFTED_FEATURE} moved by two standard deviations",
+    )
+    args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     with contextlib.suppress(KeyboardInterrupt):
-        run(os.environ)
+        run(os.environ, drift=args.drift)
 
 
-def run(environ: Mapping[str, str]) -> None:
+def run(environ: Mapping[str, str], drift: bool = False) -> None:
     """Start the mirror and serve until interrupted; stop everything it started on the way out."""
     port = environ.get("PORT", "8080")
     metrics_port = environ.get("METRICS_PORT", "9464")
     key = dev_key()
-    if not (ARTIFACT / "metadata.json").exists() and training(["train", "--out", str(ARTIFACT)]):
+    # Trained when missing, or when trained before versions carried a drift baseline.
+    if not (ARTIFACT / BASELINE_FILE).exists() and training(["train", "--out", str(ARTIFACT)]):
         raise SystemExit("training the default model failed")
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="modelrun-monitor-"))
@@ -74,6 +89,7 @@ def run(environ: Mapping[str, str]) -> None:
             prometheus=f"127.0.0.1:{environ.get('PROMETHEUS_PORT', '9090')}",
             alertmanager=f"127.0.0.1:{environ.get('ALERTMANAGER_PORT', '9093')}",
             alert_sink=f"127.0.0.1:{environ.get('ALERT_SINK_PORT', '5001')}",
+            drift=(DEMO_WINDOW, DEMO_HOLD) if drift else None,
         )
         gcs_port = int(environ.get("GCS_PORT", "4443"))
         gcs = f"http://127.0.0.1:{gcs_port}"
@@ -131,8 +147,26 @@ def run(environ: Mapping[str, str]) -> None:
                 "apt-get install prometheus prometheus-alertmanager"
             )
         lines.append("Grafana needs Docker: `make local` provisions it with the dashboard.")
+        if drift:
+            psi = "modelrun:drift_feature_psi"
+            lines.append(f"drift PSI     http://{mirror.prometheus}/graph?g0.expr={psi}&g0.tab=0")
         print("\nmodelrun mirror is up:\n  " + "\n  ".join(lines) + "\n\nStop with Ctrl-C.")
         sys.stdout.flush()
+        if drift:
+            stopped = threading.Event()
+            stack.callback(stopped.set)
+            started = time.monotonic()
+            threading.Thread(
+                target=drift_traffic.replay,
+                args=(
+                    f"http://{function}",
+                    key,
+                    lambda: time.monotonic() - started > DEMO_STEADY_SECONDS,
+                    stopped,
+                ),
+                name="drift-demo",
+                daemon=True,
+            ).start()
         while True:
             time.sleep(3600)
 

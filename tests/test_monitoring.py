@@ -40,6 +40,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.test_cloud_dashboard import cloud_dashboard, widget_queries
+from tests.test_infra import infra_module
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -65,13 +66,14 @@ def test_promtool_checks_the_rules() -> None:
     result = run(require_binary("promtool"), "check", "rules", str(ALERT_RULES))
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in result.stdout
+    assert "SUCCESS: 23 rules found" in result.stdout
 
 
 RULE_TESTS = (
     "prometheus/alerts.test.yml",
     "prometheus/slo.test.yml",
     "prometheus/slo-ticket.test.yml",
+    "prometheus/drift.test.yml",
 )
 
 
@@ -82,17 +84,26 @@ def test_promtool_rule_unit_tests_pass(tests: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def rules(kind: str) -> list[dict[str, Any]]:
+    """The rules file's alerting ("alert") or recording ("record") rules."""
+    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    return [r for g in groups for r in g["rules"] if kind in r]
+
+
+def cloud_rules() -> list[Any]:
+    """The alerting rules as the cloud's policies hold them (infra/alerts.py)."""
+    return list(infra_module("alerts").read_rules())
+
+
 def test_every_alert_has_a_firing_and_a_quiet_rule_test() -> None:
-    rules = {
-        r["alert"] for g in yaml.safe_load(ALERT_RULES.read_text())["groups"] for r in g["rules"]
-    }
+    alerts = {r["alert"] for r in rules("alert")}
     tests = [t for path in RULE_TESTS for t in yaml.safe_load((LOCAL / path).read_text())["tests"]]
     firing, quiet = set(), set()
     for test in tests:
         for case in test["alert_rule_test"]:
             (firing if case["exp_alerts"] else quiet).add(case["alertname"])
 
-    assert rules == firing == quiet
+    assert alerts == firing == quiet
 
 
 def test_amtool_checks_the_alertmanager_configuration() -> None:
@@ -180,9 +191,14 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 @contextlib.contextmanager
 def monitored_service(
-    gcs_emulator: Emulator, artifact: Path, tmp_path: Path, mirror_dir: Path
+    gcs_emulator: Emulator,
+    artifact: Path,
+    tmp_path: Path,
+    mirror_dir: Path,
+    drift: tuple[str, str] | None = None,
 ) -> Iterator[tuple[Running, Mirror]]:
-    """The function (model from the emulator) and Prometheus with the project's config."""
+    """The function (model from the emulator) and Prometheus with the project's config (the
+    drift window and hold shortened when asked)."""
     require_binary("prometheus")
     uri = publish_to_gcs(gcs_emulator, artifact, f"monitored-{time.monotonic_ns()}")
     metrics = free_port()
@@ -193,7 +209,7 @@ def monitored_service(
         "METRICS_PORT": str(metrics),  # scraped there without a key, as the sidecar does
     }
     with run_service(env, tmp_path) as running:
-        mirror = Mirror(mirror_dir, metrics=f"127.0.0.1:{metrics}")
+        mirror = Mirror(mirror_dir, metrics=f"127.0.0.1:{metrics}", drift=drift)
         with process(mirror.prometheus_command(), mirror_dir / "prometheus.log"):
             wait_for(f"http://{mirror.prometheus}/-/ready")
             yield running, mirror
@@ -226,6 +242,7 @@ def test_every_dashboard_query_has_data_after_real_traffic(
         wait_until(
             lambda: bool(
                 query(mirror.prometheus, "sum(rate(modelrun_auth_failures_total[1m])) > 0")
+                and query(mirror.prometheus, "modelrun:drift_feature_psi")  # rules evaluated
             ),
             60,
             "rates over the traffic",
@@ -246,12 +263,13 @@ def test_every_dashboard_query_has_data_after_real_traffic(
         assert len(cloud) > len(dashboard_queries())
         assert [title for title, expr in cloud if not query(mirror.prometheus, expr)] == []
 
-        rules = [r for g in yaml.safe_load(ALERT_RULES.read_text())["groups"] for r in g["rules"]]
-        for rule in rules:  # each alert expression evaluates (quietly: nothing is wrong)
+        for rule in rules("alert"):  # each alert expression evaluates (quietly: all is well)
             assert query(mirror.prometheus, rule["expr"]) == [], rule["alert"]
+        for rule in cloud_rules():  # and as the cloud runs it, recorded series put in place
+            assert query(mirror.prometheus, rule.expr) == [], rule.name
         alerting = requests.get(f"http://{mirror.prometheus}/api/v1/rules", timeout=10).json()
         loaded = [r for g in alerting["data"]["groups"] for r in g["rules"]]
-        assert {r["name"] for r in loaded} == {r["alert"] for r in rules}
+        assert {r["name"] for r in loaded} == {r.get("alert") or r["record"] for r in rules("")}
         assert all(r["health"] == "ok" for r in loaded), loaded
 
 
