@@ -21,7 +21,7 @@ import pulumi
 import pulumi_gcp as gcp
 import yaml
 
-from promql import Unsupported, check_alert, documentation_text, seconds
+from promql import Unsupported, check_alert, documentation_text, inline_recorded, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = ROOT / "local" / "prometheus" / "alerts.yml"
@@ -48,19 +48,28 @@ class Rule:
 
 
 def read_rules(path: Path | None = None) -> list[Rule]:
-    """Every alerting rule of a Prometheus rules file (RULES_FILE unless told); raise ValueError
-    naming the rule and the reason when the cloud cannot take it."""
+    """Every alerting rule of a Prometheus rules file (RULES_FILE unless told), recording rules
+    put in place; raise ValueError naming the rule and the reason when the cloud cannot take
+    it."""
     path = path or RULES_FILE
-    rules = []
-    for group in yaml.safe_load(path.read_text())["groups"]:
-        for raw in group["rules"]:
-            if "alert" not in raw:
-                continue  # a recording rule: the cloud runs none (its alerts inline the query)
-            rules.append(_rule(group["name"], raw, path))
-    return rules
+    groups = yaml.safe_load(path.read_text())["groups"]
+    recorded = recorded_expressions(path)
+    return [
+        _rule(group["name"], raw, path, recorded)
+        for group in groups
+        for raw in group["rules"]
+        if "alert" in raw
+    ]
 
 
-def _rule(group: str, raw: dict[str, Any], path: Path) -> Rule:
+def recorded_expressions(path: Path | None = None) -> dict[str, str]:
+    """Each recording rule's series name and expression (the cloud runs none: the alerts and the
+    dashboard's queries take the expressions in their place)."""
+    groups = yaml.safe_load((path or RULES_FILE).read_text())["groups"]
+    return {raw["record"]: raw["expr"] for g in groups for raw in g["rules"] if "record" in raw}
+
+
+def _rule(group: str, raw: dict[str, Any], path: Path, recorded: dict[str, str]) -> Rule:
     name = raw["alert"]
     where = f"{path.name}: alert {name}"
     annotations = raw.get("annotations", {})
@@ -74,8 +83,9 @@ def _rule(group: str, raw: dict[str, Any], path: Path) -> Rule:
         if "action" not in annotations:
             raise Unsupported("it has no `action` annotation (the README's what to do)")
         uptime = annotations.get("cloud") == "uptime"
+        expr = inline_recorded(raw["expr"], recorded)
         if not uptime:
-            check_alert(raw["expr"], duration)
+            check_alert(expr, duration)
         subject = documentation_text(annotations.get("summary", name))
         content = "\n\n".join(
             [
@@ -87,7 +97,7 @@ def _rule(group: str, raw: dict[str, Any], path: Path) -> Rule:
     except Unsupported as e:
         raise ValueError(f"{where} cannot become a Cloud Monitoring policy: {e}") from e
     return Rule(
-        group, name, raw["expr"].strip(), duration, labels["severity"], labels, subject, content,
+        group, name, expr.strip(), duration, labels["severity"], labels, subject, content,
         uptime,
     )  # fmt: skip
 

@@ -11,6 +11,8 @@ reason:
 - a PromQL alerting condition's retest window (the rule's `for`) and alignment period (taken here
   as its longest range) are each at most 24 hours, together at most 25.
 
+Recording rules do not exist there: `inline_recorded` puts each recorded expression in its place.
+
 What cannot be seen in the text (staleness is not supported; rate extrapolation and an empty
 histogram_quantile differ slightly) is listed in the README; the local rule tests use the
 Prometheus arithmetic.
@@ -56,6 +58,12 @@ LABEL_TEMPLATE = re.compile(r"\{\{\s*\$labels\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 VALUE_TEMPLATE = re.compile(r"\{\{\s*\$value\b[^}]*\}\}")
 
 
+# A recording rule's name holds a colon (Prometheus's naming convention); a duration such as a
+# subquery's [1h:5m] does not start a name.
+RECORDED = re.compile(r"(?<![A-Za-z0-9_:])[A-Za-z_][A-Za-z0-9_]*:[A-Za-z0-9_:]*")
+MAX_NESTING = 8
+
+
 class Unsupported(ValueError):
     """An expression, duration or template the cloud cannot take, and why."""
 
@@ -83,6 +91,29 @@ def check_expression(expr: str) -> None:
                 f"calls {name}(), which Prometheus 2.44 does not have: Cloud Monitoring's PromQL "
                 "is at parity with 2.44 only"
             )
+
+
+def inline_recorded(expr: str, recorded: dict[str, str]) -> str:
+    """The expression with each recording rule's series replaced by the rule's expression, in
+    parentheses: Cloud Monitoring runs no recording rule. Selecting on a recorded series (a
+    matcher or a range) is refused: the substitution would change its meaning."""
+    for _ in range(MAX_NESTING):
+        code = STRING.sub(lambda m: "_" * len(m.group()), expr)  # offsets kept, values hidden
+        found = list(RECORDED.finditer(code))
+        if not found:
+            return expr
+        for match in reversed(found):
+            name = match.group()
+            if name not in recorded:
+                raise Unsupported(f"uses {name}, which no recording rule of the file records")
+            following = code[match.end() :].lstrip()[:1]
+            if following in ("{", "["):
+                raise Unsupported(
+                    f"selects on the recorded series {name} (a matcher or a range): the cloud "
+                    "runs no recording rule, and its expression cannot take one in its place"
+                )
+            expr = f"{expr[: match.start()]}({recorded[name].strip()}){expr[match.end() :]}"
+    raise Unsupported(f"recording rules nest deeper than {MAX_NESTING}")
 
 
 def longest_window(expr: str) -> float:

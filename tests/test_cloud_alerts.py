@@ -26,11 +26,12 @@ def stack() -> Stack:
 
 
 def rules_file() -> list[dict[str, Any]]:
-    """Every rule, with the name of its group as `group`."""
+    """Every alerting rule, with the name of its group as `group`."""
     return [
         {**r, "group": g["name"]}
         for g in yaml.safe_load(RULES.read_text())["groups"]
         for r in g["rules"]
+        if "alert" in r
     ]
 
 
@@ -53,12 +54,28 @@ def test_every_rule_is_one_policy_on_the_same_expression(stack: Stack) -> None:
             assert "uptime_check/check_passed" in condition["conditionThreshold"]["filter"]
             continue
         promql = condition["conditionPrometheusQueryLanguage"]
-        assert promql["query"] == rule["expr"].strip()
+        recorded = infra_module("alerts").recorded_expressions()
+        assert (
+            promql["query"]
+            == infra_module("promql").inline_recorded(rule["expr"], recorded).strip()
+        )
         assert promql["duration"] == f"{int(infra_module('promql').seconds(rule['for']))}s"
         assert promql["alertRule"] == name and promql["ruleGroup"] == rule["group"]
         assert promql["labels"] == rule["labels"]
         assert promql["evaluationInterval"] == "30s"
         assert promql["disableMetricValidation"] is True
+
+
+def test_drift_policies_hold_the_recorded_expressions_in_place(stack: Stack) -> None:
+    """The cloud runs no recording rule: a drift alert's query computes the PSI itself."""
+    made = policies(stack)
+
+    for name in ("ModelrunFeatureDrift", "ModelrunPredictionDrift", "ModelrunOutOfRangeInputs"):
+        query = made[name]["conditions"][0]["conditionPrometheusQueryLanguage"]["query"]
+        assert "modelrun:" not in query, name
+        assert "modelrun_drift_" in query and "[1h]" in query, name
+    feature = made["ModelrunFeatureDrift"]["conditions"][0]["conditionPrometheusQueryLanguage"]
+    assert "ln(clamp_min(" in feature["query"] and feature["duration"] == "1800s"
 
 
 def test_templates_become_cloud_monitoring_variables(stack: Stack) -> None:
@@ -147,6 +164,9 @@ def test_a_rule_added_to_the_file_appears_as_a_policy(
         ({"annotations": {"summary": "x", "description": "x"}}, "no `action` annotation"),
         ({"alert": "Modelrun-Slow"}, "not a valid Prometheus label name"),
         ({"annotations": {"summary": "{{ humanize 3 }}", "action": "x"}}, "cannot translate"),
+        ({"expr": 'modelrun:drift_feature_psi{feature="a"} > 1'}, "selects on the recorded series"),
+        ({"expr": "max_over_time(modelrun:drift_feature_psi[1h]) > 1"}, "(a matcher or a range)"),
+        ({"expr": "modelrun:nothing_recorded > 1"}, "which no recording rule of the file records"),
     ],
 )
 def test_what_the_cloud_cannot_evaluate_is_refused_with_the_reason(
@@ -169,6 +189,15 @@ def test_expressions_the_cloud_evaluates_pass_the_check() -> None:
         'label_replace(up, "x", "$1", "instance", "(.*):.*") unless absent(up)',
     ):
         promql.check_alert(expr, "5m")
+
+
+def test_recorded_series_are_replaced_by_their_expressions_nested_and_nothing_else() -> None:
+    promql = infra_module("promql")
+    recorded = {"a:b": "sum(x)", "a:c": "a:b / 2"}
+
+    assert promql.inline_recorded("a:c > 1", recorded) == "((sum(x)) / 2) > 1"
+    unchanged = 'max_over_time(up{i="a:b"}[10m:1m]) > 0'  # a label value, a subquery
+    assert promql.inline_recorded(unchanged, recorded) == unchanged
 
 
 def test_the_readme_lists_every_alert_with_its_action() -> None:
