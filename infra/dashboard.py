@@ -6,6 +6,8 @@ the local tests (tests/test_monitoring.py runs every panel's query against a rea
 after real traffic) prove both. Only what Grafana alone understands is translated:
 
 - `$__rate_interval` becomes a fixed 5m window;
+- a recording rule's series (the drift panels') becomes the rule's expression: the cloud runs no
+  recording rule;
 - the `instance` variable's filter is dropped: on Cloud Run instances come and go, and the
   sidecar labels every series with its revision instead (the cloud-only widgets below use it).
 
@@ -14,6 +16,7 @@ Every query is checked against what Cloud Monitoring's PromQL evaluates (infra/p
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -22,7 +25,8 @@ from typing import Any
 import pulumi
 import pulumi_gcp as gcp
 
-from promql import Unsupported, check_expression
+from alerts import recorded_expressions
+from promql import Unsupported, check_expression, inline_recorded
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA_DASHBOARD = ROOT / "local" / "grafana" / "dashboards" / "modelrun.json"
@@ -56,12 +60,16 @@ CLOUD_ONLY = [
 ]
 
 
+_recorded = functools.cache(recorded_expressions)  # the rules file, read once
+
+
 def cloud_query(expr: str, where: str) -> str:
     """A Grafana panel's query as the cloud runs it; ValueError naming the panel if it cannot."""
     query = expr.replace("$__rate_interval", RATE_WINDOW)
     for instance_filter in INSTANCE_FILTERS:
         query = instance_filter.sub("", query)
     try:
+        query = inline_recorded(query, _recorded())
         if "$" in query:
             raise Unsupported(f"uses a Grafana variable the cloud has not: {query}")
         check_expression(query)
