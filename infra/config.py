@@ -45,6 +45,7 @@ SERVICE_SETTINGS = (
     "BATCH_MAX_ROWS",
     "BATCH_MAX_WAIT_MS",
     "UI",
+    "DRIFT_FEATURES",
 )
 
 
