@@ -22,12 +22,13 @@ also "(other)" and "(unknown)"), twice (rows and reference), plus two out-of-ran
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -35,6 +36,9 @@ from prometheus_client.registry import Collector
 
 from function.errors import IntegrityError
 from function.schema import Feature, Schema
+
+if TYPE_CHECKING:
+    from function.model import LoadedModel
 
 log = logging.getLogger("modelrun.drift")
 BASELINE_FILE = "baseline.json"
@@ -321,17 +325,31 @@ def _numbers(X: Any, numbers: list[tuple[int, str]]) -> np.ndarray:
 
 
 def parse_baseline(data: bytes, where: str) -> dict[str, Any]:
-    """A baseline file read back; IntegrityError naming what is wrong with it."""
-    import json
-
+    """A baseline file read back and checked; IntegrityError naming what is wrong with it."""
     try:
         baseline = json.loads(data)
-        assert isinstance(baseline["features"], list) and isinstance(baseline["prediction"], dict)
-        for record in [*baseline["features"], baseline["prediction"]]:
-            assert record["kind"] in ("number", "category") and isinstance(record["shares"], list)
-    except (ValueError, KeyError, TypeError, AssertionError) as e:
-        raise IntegrityError(f"{where} {BASELINE_FILE} is not a drift baseline: {e!r}") from e
+        records = [*baseline["features"], baseline["prediction"]]
+        for i, record in enumerate(records):
+            prediction = i == len(records) - 1
+            _check_record(record, extra=0 if prediction else 1)
+    except (ValueError, KeyError, TypeError) as e:
+        raise IntegrityError(f"{where} {BASELINE_FILE} is not a drift baseline: {e}") from e
     return dict(baseline)
+
+
+def _check_record(record: dict[str, Any], extra: int) -> None:
+    """A feature's (extra=1: its "(missing)" bin) or the predictions' bins and their shares."""
+    if record["kind"] == "number":
+        bins = len(record["edges"]) + 1
+        if not all(isinstance(record[end], (int, float)) for end in ("min", "max")):
+            raise ValueError(f"{record.get('name', 'prediction')}: min and max must be numbers")
+    elif record["kind"] == "category":
+        bins = len(record["values"]) + (2 if extra else 0)  # (other), (unknown)
+    else:
+        raise ValueError(f"kind {record['kind']!r} is neither number nor category")
+    shares = record["shares"]
+    if len(shares) != bins + extra or not all(isinstance(x, (int, float)) for x in shares):
+        raise ValueError(f"{record.get('name', 'prediction')}: expected {bins + extra} shares")
 
 
 class Drift:
@@ -342,7 +360,7 @@ class Drift:
         self._watches: dict[str, Watch] = {}
         self._lock = threading.Lock()
 
-    def observe(self, model: Any, X: Any, predictions: Sequence[Any] | np.ndarray) -> None:
+    def observe(self, model: LoadedModel, X: Any, predictions: Sequence[Any] | np.ndarray) -> None:
         """Count a request's scored rows (nothing for a version without a baseline)."""
         if model.baseline is None:
             return
@@ -351,7 +369,8 @@ class Drift:
             watch = self._watch(model)
         watch.observe(X, predictions)
 
-    def _watch(self, model: Any) -> Watch:
+    def _watch(self, model: LoadedModel) -> Watch:
+        assert model.baseline is not None
         with self._lock:
             watch = self._watches.get(model.version)
             if watch is None:

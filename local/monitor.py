@@ -149,7 +149,7 @@ def run(environ: Mapping[str, str], drift: bool = False) -> None:
         lines.append("Grafana needs Docker: `make local` provisions it with the dashboard.")
         if drift:
             psi = "modelrun:drift_feature_psi"
-            lines.append(f"drift PSI     http://{mirror.prometheus}/graph?g0.expr={psi}&g0.tab=0")
+            lines.append(f"drift PSI     http://{mirror.prometheus}/classic/graph?g0.expr={psi}")
         print("\nmodelrun mirror is up:\n  " + "\n  ".join(lines) + "\n\nStop with Ctrl-C.")
         sys.stdout.flush()
         if drift:

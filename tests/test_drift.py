@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import subprocess
 import threading
 import time
@@ -30,6 +31,7 @@ from function.drift import BASELINE_FILE, MAX_CATEGORIES, Watch, number_labels
 from function.schema import from_metadata
 from function.workers import merge
 from local.mirror import ALERT_RULES, LOCAL, shortened_drift_rules
+from tests.artifacts import without_baseline
 from tests.conftest import KEY, wait_until
 from tests.inprocess import InProcess, in_process
 from training.__main__ import main
@@ -190,6 +192,38 @@ def test_a_category_with_many_values_keeps_the_most_frequent_and_counts_the_rest
     assert record["shares"][MAX_CATEGORIES] == pytest.approx(other) and other > 0
 
 
+def test_a_regressor_baseline_bins_its_predictions_and_the_service_counts_them(
+    tmp_path: Path,
+) -> None:
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(800, 3))
+    y = X @ [2.0, -1.0, 0.5] + rng.normal(0, 0.1, 800)
+    model = LinearRegression().fit(X, y)
+    package(model, X, y, tmp_path / "a", name="reg", onnx=False, report=False)
+    _, baseline = read(tmp_path / "a")
+
+    predicted = model.predict(X)
+    prediction = baseline["prediction"]
+    edges = np.quantile(predicted, DECILES)
+    assert prediction["edges"] == pytest.approx(edges)
+    counted = number_bins(pd.Series(predicted), prediction["edges"]).value_counts(normalize=True)
+    assert prediction["shares"] == pytest.approx(counted.sort_index().tolist())
+
+    with serve(tmp_path / "a", tmp_path / "store") as running:
+        row = [0.0, 0.0, 0.0]  # predicts about the intercept: the middle of the deciles
+        assert (
+            running.client.post("/predict", json={"features": row}, headers=AUTH).status_code == 200
+        )
+        page = metrics(running)
+    index = int(number_bins(pd.Series(model.predict([row])), prediction["edges"]).iloc[0])
+    label = number_labels(prediction["edges"])[index]
+    assert {
+        k: v for k, v in samples(page, "modelrun_drift_prediction_rows_total").items() if v
+    } == {(("bin", label),): 1.0}
+
+
 # --- what the service counts -----------------------------------------------------------------
 
 
@@ -287,6 +321,29 @@ def test_drift_features_none_still_counts_the_predictions(artifact: Path, tmp_pa
     assert sum(samples(page, "modelrun_drift_prediction_rows_total").values()) == 1
 
 
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda b: b["features"][0]["shares"].pop(), "expected 11 shares"),
+        (lambda b: b["prediction"].update(kind="text"), "kind 'text' is neither"),
+        (lambda b: b.pop("prediction"), "'prediction'"),
+        (lambda b: b["features"][0].update(min="low"), "min and max must be numbers"),
+    ],
+)
+def test_a_malformed_baseline_is_refused_naming_what_is_wrong(
+    iris_artifact: Path, change: Any, reason: str
+) -> None:
+    from function.drift import parse_baseline
+    from function.errors import IntegrityError
+
+    baseline = json.loads((iris_artifact / BASELINE_FILE).read_bytes())
+    parse_baseline(json.dumps(baseline).encode(), "v1")  # as written: accepted
+    change(baseline)
+
+    with pytest.raises(IntegrityError, match=re.escape(reason)):
+        parse_baseline(json.dumps(baseline).encode(), "v1")
+
+
 def test_a_tampered_baseline_is_refused_like_a_tampered_model(
     artifact: Path, tmp_path: Path
 ) -> None:
@@ -312,13 +369,7 @@ def test_a_tampered_baseline_is_refused_like_a_tampered_model(
 def test_a_version_published_before_baselines_is_served_unwatched(
     iris_artifact: Path, tmp_path: Path
 ) -> None:
-    old = tmp_path / "old"
-    old.mkdir()
-    metadata = json.loads((iris_artifact / "metadata.json").read_text())
-    del metadata["files"][BASELINE_FILE], metadata["baseline"]
-    for name in metadata["files"]:
-        (old / name).write_bytes((iris_artifact / name).read_bytes())
-    (old / "metadata.json").write_text(json.dumps(metadata))
+    old = without_baseline(iris_artifact, tmp_path / "old")
 
     with serve(old, tmp_path / "store") as running:
         answer = running.client.post("/predict", json={"features": [5.1, 3.5, 1.4, 0.2]},

@@ -27,15 +27,22 @@ def port_is_free(port: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(("stop_with", "drift"), [(signal.SIGTERM, False), (signal.SIGINT, True)])
 def test_monitor_links_working_pages_and_stops_every_child(
-    tmp_path: Path, stop_with: signal.Signals
+    tmp_path: Path, stop_with: signal.Signals, drift: bool
 ) -> None:
     require_binary("prometheus")
     require_binary("prometheus-alertmanager")
     ports = {
         name: free_port()
-        for name in ("PORT", "GCS_PORT", "PROMETHEUS_PORT", "ALERTMANAGER_PORT", "ALERT_SINK_PORT")
+        for name in (
+            "PORT",
+            "METRICS_PORT",
+            "GCS_PORT",
+            "PROMETHEUS_PORT",
+            "ALERTMANAGER_PORT",
+            "ALERT_SINK_PORT",
+        )
     }
     env = {
         **os.environ,
@@ -46,7 +53,8 @@ def test_monitor_links_working_pages_and_stops_every_child(
     log = tmp_path / "monitor.log"
     with open(log, "w") as out:
         monitor = subprocess.Popen(
-            [sys.executable, "-m", "local.monitor"], cwd=ROOT, env=env, stdout=out,
+            [sys.executable, "-m", "local.monitor", *(["--drift"] if drift else [])], cwd=ROOT,
+            env=env, stdout=out,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -57,13 +65,24 @@ def test_monitor_links_working_pages_and_stops_every_child(
         )
         banner = log.read_text()
         assert monitor.poll() is None, banner
-        links = re.findall(r"(http://127\.0\.0\.1:\d+/classic/\w+)", banner)
-        assert len(links) == 2, banner
+        links = re.findall(r"(http://127\.0\.0\.1:\d+/classic/[^\s)]+)", banner)
+        assert len(links) == (3 if drift else 2), banner
         for link in links:
             assert requests.get(link, timeout=10).status_code == 200, link
         assert f"127.0.0.1:{ports['GCS_PORT']}" in banner
         workdir = Path(re.search(r"logs (\S+)/function\.log", banner)[1])  # type: ignore[index]
         assert workdir.is_dir()
+        if drift:  # the demo's traffic reaches Prometheus, counted into the drift bins
+            prometheus = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}/api/v1/query"
+            counted = {"query": "sum(modelrun_drift_rows_total) > 0"}
+            wait_until(
+                lambda: bool(
+                    requests.get(prometheus, params=counted, timeout=5).json()["data"]["result"]
+                ),
+                60,
+                "drift rows counted",
+            )
+            assert "drift traffic: rows drawn from the training data" in log.read_text()
     finally:
         monitor.send_signal(stop_with)
         monitor.wait(30)
