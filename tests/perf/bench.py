@@ -12,6 +12,10 @@ Open Inference Protocol v2 requests from wrk (one tensor per column for the mixe
 MLServer's pandas-codec parameters). Servers alternate (A B A B) and medians are reported, as
 ratios (modelrun / MLServer): the load generator shares this machine's cores, so absolute
 figures mean little.
+
+It also measures what drift counting costs (function/drift.py): modelrun on the Iris model with
+its baseline against the same model without one, alternated, CPU per one-row request and
+requests/s at c=32 (goals: at most 5 % more CPU, c=32 within 5 %).
 Writes tests/perf/results/latest.json.
 """
 
@@ -35,6 +39,7 @@ from pathlib import Path
 from function.store import ModelStore
 from local import container
 from local.mirror import ROOT, fake_gcs_command, free_port, process, stop, wait_for
+from tests.artifacts import without_baseline
 from training.__main__ import main as training
 
 PERF = ROOT / "tests" / "perf"
@@ -326,6 +331,11 @@ def main() -> None:
                 store = ModelStore(f"gs://bench/models/{model}")
                 store.promote(store.publish(artifact, "v1"))
                 uris[model] = store.uri
+            off = ModelStore("gs://bench/models/lr-unwatched")
+            off.promote(off.publish(without_baseline(artifacts["lr"], tmp / "lr-unwatched"), "v1"))
+            watching = drift_overhead(
+                uris["lr"], off.uri, gcs, tmp, seconds, 2 if args.quick else 3
+            )
             samples: dict[str, dict[str, list[float]]] = {"modelrun": {}, "mlserver": {}}
             for round_ in range(rounds):
                 for name in ("modelrun", "mlserver"):  # A B A B
@@ -339,7 +349,43 @@ def main() -> None:
                         figures[f"{model}_cold_start_s"] = figures.pop("cold_start_s")
                         for key, value in figures.items():
                             samples[name].setdefault(key, []).append(value)
-    report(samples, rounds, seconds)
+    report(samples, rounds, seconds, watching)
+
+
+def drift_overhead(
+    watched: str, unwatched: str, gcs: str, tmp: Path, seconds: float, pairs: int
+) -> dict[str, float]:
+    """What counting rows for drift costs: the Iris model with its baseline (every feature
+    watched) against the same model without one. Each pair runs both, in alternating order;
+    the figures are medians of the pairs' ratios (watched / unwatched) of the CPU per one-row
+    request at c=1 and of requests/s at c=32, with the medians of the raw figures beside them."""
+    headers = {"X-API-Key": KEY}
+    raw: dict[str, dict[str, list[float]]] = {"on": {}, "off": {}}
+    for pair in range(pairs):
+        order = (("on", watched), ("off", unwatched))
+        for variant, uri in order if pair % 2 == 0 else order[::-1]:
+            print(f"drift overhead {pair + 1}/{pairs}: drift {variant}", flush=True)
+            server = start_modelrun(uri, "iris", gcs, tmp)
+            try:
+                server.wait_first_prediction(headers, BODIES["lr"])
+                for _ in range(200):
+                    post(server.url, BODIES["lr"], headers)
+                cpu_before = server.cpu_seconds()
+                c1 = wrk(server.url, headers, 1, seconds, tmp)
+                cpu = (server.cpu_seconds() - cpu_before) * 1000 / c1["requests"]
+                c32 = wrk(server.url, headers, 32, seconds, tmp)["rps"]
+            finally:
+                server.stop()
+            raw[variant].setdefault("cpu_ms_per_request", []).append(cpu)
+            raw[variant].setdefault("c32_rps", []).append(c32)
+    median = statistics.median
+    figures = {}
+    for name in ("cpu_ms_per_request", "c32_rps"):
+        on, off = raw["on"][name], raw["off"][name]
+        figures[f"{name}_on"] = round(median(on), 4)
+        figures[f"{name}_off"] = round(median(off), 4)
+        figures[f"{name}_ratio"] = round(median(a / b for a, b in zip(on, off, strict=True)), 3)
+    return figures
 
 
 def _start(name: str, model: str, uris: dict[str, str], artifacts: dict[str, Path], gcs: str,
@@ -372,7 +418,12 @@ def package_mixed(out: Path) -> None:
     training.package(pipeline, X, y, out=out, name="churn")
 
 
-def report(samples: dict[str, dict[str, list[float]]], rounds: int, seconds: float) -> None:
+def report(
+    samples: dict[str, dict[str, list[float]]],
+    rounds: int,
+    seconds: float,
+    drift: dict[str, float],
+) -> None:
     median: Callable[[list[float]], float] = statistics.median
     ours = {k: round(median(v), 4) for k, v in samples["modelrun"].items()}
     peer = {k: round(median(v), 4) for k, v in samples["mlserver"].items()}
@@ -401,11 +452,19 @@ def report(samples: dict[str, dict[str, list[float]]], rounds: int, seconds: flo
             "seconds_per_wrk_run": seconds,
         },
         "peer_name": "MLServer 1.7.1 + mlserver-sklearn 1.7.1 (default settings)",
+        # Drift counting on (every Iris feature watched) against off: CPU <= 1.05, c32 >= 0.95.
+        "drift_overhead": drift,
     }
     out = PERF / "results"
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nratios (modelrun / MLServer): {json.dumps(ratios)}")
+    print(
+        "drift counting (watched / unwatched, median of paired ratios): CPU per request "
+        f"{drift['cpu_ms_per_request_ratio']} ({drift['cpu_ms_per_request_on']} / "
+        f"{drift['cpu_ms_per_request_off']} ms; goal <= 1.05), c=32 requests/s "
+        f"{drift['c32_rps_ratio']} ({drift['c32_rps_on']} / {drift['c32_rps_off']}; goal >= 0.95)"
+    )
     print(f"goals met: {json.dumps(met)}\nwrote tests/perf/results/latest.json")
 
 
