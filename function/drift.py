@@ -155,14 +155,13 @@ class Watch:
         self._lock = threading.Lock()
         self._ignored = self._slot(Slot("none", ()))  # a number in range: no out-of-range count
         # Numbers, binned a column at a time by their extended edges: the training min, the
-        # interior edges, and just above the max; extended bin k of feature i maps, at
-        # self._starts[i] + k, to its rows slot and its out-of-range slot (or the ignored one).
+        # interior edges, and just above the max. Extended bin k of a number maps to its rows
+        # slot and to its out-of-range slot (the ignored one when in range).
         self._numbers: list[tuple[int, str]] = []  # (column in the schema, name)
         self._edges: list[np.ndarray] = []
         self._missing: list[int] = []
-        self._starts: list[int] = []
-        self._row_of: list[int] = []
-        self._side_of: list[int] = []
+        self._row_of: list[np.ndarray] = []
+        self._side_of: list[np.ndarray] = []
         # Categories and booleans: (column, name, value -> slot, unknown slot, missing slot).
         self._categories: list[tuple[int, str, dict[Any, int], int, int]] = []
         self._feature_slots: list[list[int]] = []  # per watched feature, in schema order
@@ -177,8 +176,6 @@ class Watch:
             else:
                 self._add_category(j, feature, record, shares)
         self.watched = [name for _, name in self._numbers] + [c[1] for c in self._categories]
-        self._rows_by_bin = np.array(self._row_of, dtype=np.intp)
-        self._sides_by_bin = np.array(self._side_of, dtype=np.intp)
         self._prediction = self._prediction_bins(baseline["prediction"])
         self.counts = np.zeros(len(self.slots), dtype=np.int64)
         self._pending: list[tuple[Any, Sequence[Any] | np.ndarray]] = []
@@ -194,9 +191,8 @@ class Watch:
             self._slot(Slot("out_of_range", (("feature", name), ("side", side)))) for side in SIDES
         )
         extended = [float(record["min"]), *edges, float(np.nextafter(record["max"], np.inf))]
-        self._starts.append(len(self._row_of))
-        self._row_of += [bins[0], *bins, bins[-1]]
-        self._side_of += [below, *[self._ignored] * len(bins), above]
+        self._row_of.append(np.array([bins[0], *bins, bins[-1]], dtype=np.intp))
+        self._side_of.append(np.array([below, *[self._ignored] * len(bins), above], np.intp))
         self._numbers.append((column, name))
         self._edges.append(np.array(extended))
         self._missing.append(missing)
@@ -256,10 +252,11 @@ class Watch:
         matrices = [X for X, _ in pending if isinstance(X, np.ndarray)]
         batches: list[Any] = [np.concatenate(matrices)] if matrices else []
         batches += [X for X, _ in pending if not isinstance(X, np.ndarray)]  # DataFrames
-        cells = [c for X in batches for c in self._number_cells(X)]
-        cells += [c for X in batches for c in self._category_cells(X)]
-        cells.append(self._prediction_cells([predictions for _, predictions in pending]))
-        added = np.bincount(np.concatenate(cells), minlength=len(self.slots))
+        added = np.zeros(len(self.slots), dtype=np.int64)
+        for X in batches:
+            self._count_numbers(X, added)
+            self._count_categories(X, added)
+        self._count_predictions([predictions for _, predictions in pending], added)
         with self._lock:
             self.counts += added
 
@@ -268,39 +265,48 @@ class Watch:
         self.observe(X, predictions)
         self.flush()
 
-    def _number_cells(self, X: Any) -> Iterator[np.ndarray]:
+    def _count_numbers(self, X: Any, added: np.ndarray) -> None:
+        """Add each number's rows by bin, out-of-range side and missing: per column, one binary
+        search and one bincount over the rows, the rest on a dozen bins."""
         if not self._numbers:
             return
         M = _numbers(X, self._numbers)
         for k, edges in enumerate(self._edges):
             column = M[:, k]
-            extended = np.searchsorted(edges, column, side="right") + self._starts[k]
-            rows = self._rows_by_bin[extended]
-            missing = np.isnan(column)
-            rows[missing] = self._missing[k]
-            sides = self._sides_by_bin[extended[~missing]]
-            yield rows
-            yield sides[sides != self._ignored]
+            extended = np.bincount(
+                np.searchsorted(edges, column, side="right"), minlength=len(edges) + 1
+            )
+            missing = int(np.count_nonzero(np.isnan(column)))
+            extended[-1] -= missing  # a NaN sorts after every edge
+            np.add.at(added, self._row_of[k], extended)
+            np.add.at(added, self._side_of[k], extended)
+            added[self._missing[k]] += missing
 
-    def _category_cells(self, X: Any) -> Iterator[np.ndarray]:
+    def _count_categories(self, X: Any, added: np.ndarray) -> None:
         for j, name, known, unknown, missing in self._categories:
             column = X[name] if hasattr(X, "columns") else X[:, j]
-            yield np.fromiter(
+            cells = np.fromiter(
                 (missing if v is None or v != v else known.get(v, unknown) for v in column),
                 dtype=np.intp,
                 count=len(column),
             )
+            added += np.bincount(cells, minlength=len(added))
 
-    def _prediction_cells(self, answers: list[Sequence[Any] | np.ndarray]) -> np.ndarray:
-        """The cells of several requests' predictions."""
+    def _count_predictions(
+        self, answers: list[Sequence[Any] | np.ndarray], added: np.ndarray
+    ) -> None:
+        """Add several requests' predictions by class, or by bin for a regressor."""
         bins, slots = self._prediction
         if isinstance(bins, dict):
             tally: Counter[Any] = Counter()
             for predictions in answers:
                 tally.update(predictions)
-            return np.repeat([bins[str(c)] for c in tally], list(tally.values()))
+            for label, count in tally.items():
+                added[bins[str(label)]] += count
+            return
         numbers = np.concatenate([np.asarray(p, dtype=np.float64) for p in answers])
-        return np.asarray(slots, dtype=np.intp)[np.searchsorted(bins, numbers, side="right")]
+        index = np.searchsorted(bins, numbers, side="right")
+        np.add.at(added, slots, np.bincount(index, minlength=len(slots)))
 
     def feature_shares(self) -> list[list[float]]:
         """Each feature's share of the rows counted, bin by bin (the baseline's `shares`)."""

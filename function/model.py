@@ -76,11 +76,11 @@ def load_model(
     metadata, promotion = store.resolve_with_pointer(version)
     where = f"{store.uri} version {metadata['version']}"
     schema = from_metadata(metadata, where)
-    baseline = _baseline(store, metadata, where)
     if pinned_sha256 and metadata["sha256"] != pinned_sha256:
         raise IntegrityError(
             f"{where} has sha256 {metadata['sha256']}, but MODEL_SHA256 pins {pinned_sha256}"
         )
+    baseline = _baseline(store, metadata, where)
     onnx = metadata.get("onnx", {}).get("verified") and ONNX_FILE in metadata["files"]
     # A pin names the canonical model's digest; the ONNX file is trusted only without a pin.
     if runtime == "onnx" or (runtime == "auto" and onnx and not pinned_sha256):

@@ -36,6 +36,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from function.store import ModelStore
 from local import container
 from local.mirror import ROOT, fake_gcs_command, free_port, process, stop, wait_for
@@ -388,6 +390,33 @@ def drift_overhead(
     return figures
 
 
+def counting_cost(artifact: Path) -> dict[str, float]:
+    """The drift counting itself, timed in this process on the Iris model's baseline: CPU per
+    one-row request (kept, then counted 256 requests at a time as the service does) and per
+    10,000-row request. Steadier than the servers' paired figures, whose noise is larger."""
+    from function.drift import BASELINE_FILE, Watch, parse_baseline
+    from function.schema import from_metadata
+
+    metadata = json.loads((artifact / "metadata.json").read_text())
+    baseline = parse_baseline((artifact / BASELINE_FILE).read_bytes(), str(artifact))
+    watch = Watch("bench", baseline, from_metadata(metadata, str(artifact)))
+    row, label = np.array([ROW]), ["setosa"]
+    started = time.process_time()
+    for _ in range(50_000):
+        watch.observe(row, label)
+    watch.flush()
+    one = (time.process_time() - started) / 50_000
+    rows = np.random.default_rng(0).uniform(0, 8, (10_000, 4))
+    labels = ["setosa", "virginica"] * 5_000
+    started = time.process_time()
+    for _ in range(20):
+        watch.count(rows, labels)
+    return {
+        "count_us_per_one_row_request": round(one * 1e6, 2),
+        "count_ms_per_10k_row_request": round((time.process_time() - started) / 20 * 1000, 3),
+    }
+
+
 def _start(name: str, model: str, uris: dict[str, str], artifacts: dict[str, Path], gcs: str,
            tmp: Path) -> tuple[Server, dict[str, str]]:  # fmt: skip
     if name == "modelrun":
@@ -438,6 +467,8 @@ def report(
         )
     met = {k: (ratios[k] <= GOALS[k]) if low else (ratios[k] >= GOALS[k])
            for k, (_, low) in RATIOS.items()}  # fmt: skip
+    share = drift["count_us_per_one_row_request"] / 1000 / ours["lr_cpu_ms_per_request"]
+    drift["count_share_of_one_row_request_cpu"] = round(share, 4)
     result = {
         "ours": ours,
         "peer": peer,
@@ -459,6 +490,10 @@ def report(
     out.mkdir(exist_ok=True)
     (out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nratios (modelrun / MLServer): {json.dumps(ratios)}")
+    print(
+        f"drift counting itself: {drift['count_us_per_one_row_request']} us per one-row request "
+        f"({share:.2%} of its CPU), {drift['count_ms_per_10k_row_request']} ms per 10k-row one"
+    )
     print(
         "drift counting (watched / unwatched, median of paired ratios): CPU per request "
         f"{drift['cpu_ms_per_request_ratio']} ({drift['cpu_ms_per_request_on']} / "
