@@ -335,9 +335,9 @@ def main() -> None:
                 uris[model] = store.uri
             off = ModelStore("gs://bench/models/lr-unwatched")
             off.promote(off.publish(without_baseline(artifacts["lr"], tmp / "lr-unwatched"), "v1"))
-            watching = drift_overhead(
-                uris["lr"], off.uri, gcs, tmp, seconds, 2 if args.quick else 3
-            )
+            pairs = 4 if args.quick else 6
+            watching = drift_overhead(uris["lr"], off.uri, gcs, tmp, seconds, pairs)
+            watching.update(counting_cost(artifacts["lr"]))
             samples: dict[str, dict[str, list[float]]] = {"modelrun": {}, "mlserver": {}}
             for round_ in range(rounds):
                 for name in ("modelrun", "mlserver"):  # A B A B
