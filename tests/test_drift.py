@@ -494,7 +494,7 @@ def test_the_shortened_drift_rules_change_the_drift_group_only() -> None:
 
 # --- end to end: the real function, Prometheus, Alertmanager ---------------------------------
 
-WINDOW, HOLD = "30s", "10s"  # the rules' 1h and 30m, shortened (local.mirror.shortened_drift_rules)
+WINDOW, HOLD = "20s", "5s"  # the rules' 1h and 30m, shortened (local.mirror.shortened_drift_rules)
 
 
 @pytest.mark.slow
@@ -528,7 +528,7 @@ def test_shifted_traffic_fires_the_drift_alert_for_that_feature_only(
                     return {r["metric"]["feature"]: float(r["value"][1]) for r in found}
 
                 # Rows like the training data, for longer than the window: every PSI stays low.
-                wait_until(lambda: len(psi()) == 4 and time.monotonic() - started > 40, 90,
+                wait_until(lambda: len(psi()) == 4 and time.monotonic() - started > 25, 90,
                            "a window of training-like traffic")  # fmt: skip
                 steady = psi()
                 assert max(steady.values()) < 0.1, steady
