@@ -72,6 +72,16 @@ def number_labels(edges: Sequence[float]) -> list[str]:
     return [*labels, f"{len(edges):02d} >= {edges[-1]:.4g}"]
 
 
+def bin_labels(record: dict[str, Any], feature: bool) -> list[str]:
+    """The labels of a record's bins, in the order of its shares: a feature's end with
+    "(missing)", a category's values are followed by "(other)" and "(unknown)"."""
+    if record["kind"] == "number":
+        labels = number_labels(record["edges"])
+    else:
+        labels = [*map(str, record["values"]), *((OTHER, UNKNOWN) if feature else ())]
+    return [*labels, MISSING] if feature else labels
+
+
 def build_baseline(
     frame: Any, schema: Schema, predictions: Any, classes: list[str], bins: int = BINS
 ) -> dict[str, Any]:
@@ -117,6 +127,9 @@ def build_baseline(
             "min": float(numbers.min()),
             "max": float(numbers.max()),
         }
+    for record in features:
+        record["labels"] = bin_labels(record, feature=True)
+    prediction["labels"] = bin_labels(prediction, feature=False)
     baseline = {"bins": bins, "rows": len(frame), "features": features, "prediction": prediction}
     # The shares, counted as the service will count live rows.
     watch = Watch("baseline", baseline, schema)
@@ -185,8 +198,7 @@ class Watch:
         self, column: int, name: str, record: dict[str, Any], shares: Iterator[float]
     ) -> None:
         edges = [float(e) for e in record["edges"]]
-        bins = [self._row(name, label, next(shares, 0.0)) for label in number_labels(edges)]
-        missing = self._row(name, MISSING, next(shares, 0.0))
+        *bins, missing = (self._row(name, label, next(shares, 0.0)) for label in record["labels"])
         below, above = (
             self._slot(Slot("out_of_range", (("feature", name), ("side", side)))) for side in SIDES
         )
@@ -202,16 +214,16 @@ class Watch:
         self, column: int, feature: Feature, record: dict[str, Any], shares: Iterator[float]
     ) -> None:
         name = feature.name
-        slots = {str(v): self._row(name, str(v), next(shares, 0.0)) for v in record["values"]}
-        other = self._row(name, OTHER, next(shares, 0.0))
-        unknown = self._row(name, UNKNOWN, next(shares, 0.0))
-        missing = self._row(name, MISSING, next(shares, 0.0))
+        *known_slots, other, unknown, missing = (
+            self._row(name, label, next(shares, 0.0)) for label in record["labels"]
+        )
+        slots = dict(zip(map(str, record["values"]), known_slots, strict=True))
         if feature.type == "boolean":
             known: dict[Any, int] = {False: slots["false"], True: slots["true"]}
         else:  # the known values beyond the most frequent share (other)
             known = {c: slots.get(c, other) for c in feature.categories}
         self._categories.append((column, name, known, unknown, missing))
-        self._feature_slots.append([*slots.values(), other, unknown, missing])
+        self._feature_slots.append([*known_slots, other, unknown, missing])
 
     def _slot(self, slot: Slot) -> int:
         self.slots.append(slot)
@@ -222,16 +234,13 @@ class Watch:
 
     def _prediction_bins(self, record: dict[str, Any]) -> tuple[Any, list[int]]:
         shares = iter(record.get("shares", []))
+        slots = [
+            self._slot(Slot("prediction", (("bin", label),), float(next(shares, 0.0))))
+            for label in record["labels"]
+        ]
         if record["kind"] == "number":
-            edges = np.array(record["edges"], dtype=np.float64)
-            slots = [self._slot(Slot("prediction", (("bin", label),), float(next(shares, 0.0))))
-                     for label in number_labels(list(edges))]  # fmt: skip
-            return edges, slots
-        by_class = {
-            str(v): self._slot(Slot("prediction", (("bin", str(v)),), float(next(shares, 0.0))))
-            for v in record["values"]
-        }
-        return by_class, list(by_class.values())
+            return np.array(record["edges"], dtype=np.float64), slots
+        return dict(zip(map(str, record["values"]), slots, strict=True)), slots
 
     def observe(self, X: Any, predictions: Sequence[Any] | np.ndarray) -> None:
         """Keep a request's rows (as the pipeline took them: a float matrix, an object matrix or
@@ -353,9 +362,11 @@ def _check_record(record: dict[str, Any], extra: int) -> None:
         bins = len(record["values"]) + (2 if extra else 0)  # (other), (unknown)
     else:
         raise ValueError(f"kind {record['kind']!r} is neither number nor category")
-    shares = record["shares"]
+    shares, labels = record["shares"], record["labels"]
     if len(shares) != bins + extra or not all(isinstance(x, (int, float)) for x in shares):
         raise ValueError(f"{record.get('name', 'prediction')}: expected {bins + extra} shares")
+    if len(labels) != len(shares) or not all(isinstance(x, str) for x in labels):
+        raise ValueError(f"{record.get('name', 'prediction')}: expected a label for each share")
 
 
 class Drift:

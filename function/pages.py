@@ -45,6 +45,7 @@ TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".png": "image/png",
+    ".json": "application/json",
 }
 COMPRESS_OVER_BYTES = 1024  # smaller assets are sent as they are
 

@@ -23,7 +23,7 @@ from function.auth import KeyRing, SecretKeySource, presented_key
 from function.batching import MicroBatcher, Run
 from function.config import Config
 from function.deadline import Deadlines
-from function.drift import Drift, DriftCollector
+from function.drift import BASELINE_FILE, Drift, DriftCollector
 from function.errors import NotFound, NotReady
 from function.loader import ModelLoader
 from function.metrics_port import serve_metrics
@@ -119,8 +119,11 @@ class Service:
         return model
 
     def report_file(self, model: LoadedModel, name: str) -> bytes:
-        """One of the served version's report files (its plots, report.html), verified."""
-        listed = model.metadata.get("report", {}).get("files", [])
+        """One of the files the served version shows a person, verified: its report (plots,
+        report.html) and its drift baseline."""
+        listed = [*model.metadata.get("report", {}).get("files", [])]
+        if model.baseline is not None:
+            listed.append(BASELINE_FILE)
         if name not in listed:
             shown = ", ".join(listed) or "none (trained with --no-report, or before reports)"
             raise NotFound(f"version {model.version} has no report file {name!r}; it has {shown}")

@@ -1,8 +1,8 @@
 """`make screenshots`: the README's pictures of the pages, taken in headless Chromium.
 
 Trains the churn example (mixed types, a training report), serves it as the container does, fills
-the form, predicts, and saves docs/images/page.png and docs/images/card.png, reduced to a small
-palette so that they stay small in the repository.
+the form, predicts, and saves docs/images/page.png, docs/images/card.png and
+docs/images/baseline.png, reduced to a small palette so that they stay small in the repository.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ def main() -> None:
                 heading = driver.find_elements(By.XPATH, "//h2[text()='Training report']")
                 driver.execute_script("arguments[0].scrollIntoView()", heading[0])
                 save(driver, IMAGES / "card.png", 900)
+                wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".baseline ul"), "bins")
+                heading = driver.find_elements(By.XPATH, "//h2[text()='Training distribution']")
+                driver.execute_script("arguments[0].scrollIntoView()", heading[0])
+                save(driver, IMAGES / "baseline.png", 700)
             finally:
                 driver.quit()
 

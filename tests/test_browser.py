@@ -186,7 +186,7 @@ def test_a_prediction_through_the_form_is_the_apis_answer(page: Any, running: Ru
            "tenure_months": 3, "has_discount": True}  # fmt: skip
     expected = api_predict(running, [row])
     assert text(page, "prediction") == str(expected["predictions"][0])
-    bars = page.find_elements(By.CSS_SELECTOR, ".bars li")
+    bars = page.find_elements(By.CSS_SELECTOR, "#panel-predict .bars li")
     shown = {
         bar.find_element(By.CLASS_NAME, "label").text: bar.find_element(By.CLASS_NAME, "value").text
         for bar in bars
@@ -293,6 +293,23 @@ def test_the_model_card_shows_metrics_plots_digests_and_history(
     assert model["onnx"]["reason"] in card
     assert model["dataset"]["sha256"] in card
     assert "Download report.html" in card
+    # The drift baseline, bin by bin, from the verified baseline.json.
+    baseline = running.get("/model/files/baseline.json", headers=AUTH).json()
+    records = [*baseline["features"], baseline["prediction"]]
+    wait(page, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".baseline ul")) == len(records),
+         "the training distribution")  # fmt: skip
+    headings = [h.text for h in page.find_elements(By.CSS_SELECTOR, ".baseline h3")]
+    assert headings == [r["name"] for r in baseline["features"]] + [
+        "Predictions on the hold-out rows"
+    ]
+    for record, bars in zip(
+        records, page.find_elements(By.CSS_SELECTOR, ".baseline ul"), strict=True
+    ):
+        shown = [
+            li.find_element(By.CLASS_NAME, "label").text
+            for li in bars.find_elements(By.TAG_NAME, "li")
+        ]
+        assert shown == record["labels"]
     assert errors_in_console(page) == []
 
 

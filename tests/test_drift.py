@@ -557,3 +557,16 @@ def drifted(alerts: list[dict[str, Any]]) -> set[str]:
     return {
         a["labels"]["feature"] for a in alerts if a["labels"]["alertname"] == "ModelrunFeatureDrift"
     }
+
+
+def test_the_baseline_file_is_served_to_the_model_card_with_a_key(
+    artifact: Path, service: InProcess
+) -> None:
+    answer = service.client.get(f"/model/files/{BASELINE_FILE}", headers=AUTH)
+
+    assert answer.status_code == 200 and answer.content_type == "application/json"
+    assert answer.get_json() == read(artifact)[1]
+    assert service.client.get(f"/model/files/{BASELINE_FILE}").status_code == 401
+    assert (
+        service.client.get("/model", headers=AUTH).get_json()["baseline"]["file"] == BASELINE_FILE
+    )

@@ -227,24 +227,29 @@ function answerNodes(body) {
     el("p", { class: "prediction" }, el("output", { id: "prediction", text: prediction })),
   ];
   if (body.probabilities) {
-    const list = el("ul", { class: "bars", "aria-label": "Probability of each class" });
     const entries = Object.entries(body.probabilities[0]).sort((a, b) => b[1] - a[1]);
-    for (const [label, p] of entries) {
-      const bar = el("span", { class: "fill", "aria-hidden": "true" });
-      bar.style.width = `${100 * p}%`; // CSSOM: allowed by style-src 'self'
-      list.append(
-        el(
-          "li",
-          {},
-          el("span", { class: "label", text: label }),
-          el("span", { class: "track" }, bar),
-          el("span", { class: "value", text: percent(p) }),
-        ),
-      );
-    }
-    nodes.push(list);
+    nodes.push(barList("Probability of each class", entries));
   }
   return nodes;
+}
+
+// Shares (0 to 1) as labelled bars, each with its percentage.
+function barList(label, entries) {
+  const list = el("ul", { class: "bars", "aria-label": label });
+  for (const [name, share] of entries) {
+    const bar = el("span", { class: "fill", "aria-hidden": "true" });
+    bar.style.width = `${100 * share}%`; // CSSOM: allowed by style-src 'self'
+    list.append(
+      el(
+        "li",
+        {},
+        el("span", { class: "label", text: name }),
+        el("span", { class: "track" }, bar),
+        el("span", { class: "value", text: percent(share) }),
+      ),
+    );
+  }
+  return list;
 }
 
 // --- many rows: CSV in, CSV out ------------------------------------------------------------
@@ -564,6 +569,22 @@ function renderCard(m) {
       plots.length ? figures : el("p", { text: "This version has no training report." }),
     ),
   );
+  if (m.baseline) {
+    const baseline = el("div", { class: "baseline" });
+    parts.push(
+      section(
+        "Training distribution",
+        el("p", {
+          text:
+            `What drift is measured against: the share of the ${m.baseline.rows} training rows in each ` +
+            `bin of each feature, and of the ${m.baseline.prediction_rows} hold-out predictions. ` +
+            "Live traffic is counted into the same bins (the dashboard's PSI panels).",
+        }),
+        baseline,
+      ),
+    );
+    loadBaseline(baseline);
+  }
   $("card").replaceChildren(...parts);
   for (const name of plots) loadPlot(name, figures);
   const html = (report.files || []).find((f) => f.endsWith(".html"));
@@ -592,6 +613,24 @@ async function loadPlot(name, parent) {
   const image = el("img", { alt: `${plotTitle(name)} of version ${state.model.version}` });
   image.src = URL.createObjectURL(result.body);
   figure.prepend(image);
+}
+
+async function loadBaseline(parent) {
+  const result = await call(`/model/files/${encodeURIComponent(state.model.baseline.file)}`);
+  if (!result.ok) {
+    parent.append(el("p", { class: "error", text: problemText(result) }));
+    return;
+  }
+  const baseline = result.body; // application/json: parsed by call()
+  const shares = (record) => record.labels.map((label, i) => [label, record.shares[i]]);
+  for (const record of baseline.features) {
+    parent.append(el("h3", { text: record.name }), barList(`Training share of each bin of ${record.name}`, shares(record)));
+  }
+  const predicted = baseline.prediction.kind === "category" ? "class" : "bin";
+  parent.append(
+    el("h3", { text: "Predictions on the hold-out rows" }),
+    barList(`Share of each predicted ${predicted}`, shares(baseline.prediction)),
+  );
 }
 
 async function loadDownload(name, parent) {
