@@ -28,7 +28,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from function.drift import BASELINE_FILE
+from function.drift import BASELINE_FILE, parse_baseline
+from function.errors import IntegrityError
 from function.store import bucket_store, model_root
 from local import container, drift_traffic
 from local.alert_sink import AlertSink
@@ -49,6 +50,16 @@ BUCKET = "models-local"
 # The drift demo: Prometheus's drift window and alert hold, shortened from 1h and 30m.
 DEMO_WINDOW, DEMO_HOLD, DEMO_STEADY_SECONDS = "2m", "1m", 180
 ARTIFACT = ROOT / "artifacts" / "iris"
+
+
+def needs_training(artifact: Path) -> bool:
+    """Whether the default model must be trained: missing, or trained by a modelrun whose drift
+    baseline this one cannot read (the service would refuse to load it)."""
+    try:
+        parse_baseline((artifact / BASELINE_FILE).read_bytes(), str(artifact))
+    except (OSError, IntegrityError):
+        return True
+    return False
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -76,8 +87,7 @@ def run(environ: Mapping[str, str], drift: bool = False) -> None:
     port = environ.get("PORT", "8080")
     metrics_port = environ.get("METRICS_PORT", "9464")
     key = dev_key()
-    # Trained when missing, or when trained before versions carried a drift baseline.
-    if not (ARTIFACT / BASELINE_FILE).exists() and training(["train", "--out", str(ARTIFACT)]):
+    if needs_training(ARTIFACT) and training(["train", "--out", str(ARTIFACT)]):
         raise SystemExit("training the default model failed")
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="modelrun-monitor-"))

@@ -113,3 +113,23 @@ def test_alerts_print_with_their_summary(capsys: pytest.CaptureFixture[str]) -> 
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["summary"] == "the function is not answering scrapes"
     assert line["alert"] == "ModelrunDown"
+
+
+def test_the_default_model_is_trained_again_when_its_baseline_cannot_be_read(
+    iris_artifact: Path, tmp_path: Path
+) -> None:
+    from local.monitor import needs_training
+
+    copy = tmp_path / "iris"
+    copy.mkdir()
+    for file in iris_artifact.iterdir():
+        (copy / file.name).write_bytes(file.read_bytes())
+    assert not needs_training(copy)
+
+    baseline = json.loads((copy / "baseline.json").read_text())
+    for record in baseline["features"]:
+        del record["labels"]  # as a baseline written before bins carried their labels
+    (copy / "baseline.json").write_text(json.dumps(baseline))
+    assert needs_training(copy)
+    (copy / "baseline.json").unlink()
+    assert needs_training(copy)
