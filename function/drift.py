@@ -188,7 +188,6 @@ class Watch:
                 self._add_number(j, feature.name, record, shares)
             else:
                 self._add_category(j, feature, record, shares)
-        self.watched = [name for _, name in self._numbers] + [c[1] for c in self._categories]
         self._prediction = self._prediction_bins(baseline["prediction"])
         self.counts = np.zeros(len(self.slots), dtype=np.int64)
         self._pending: list[tuple[Any, Sequence[Any] | np.ndarray]] = []

@@ -53,7 +53,7 @@ def read_rules(path: Path | None = None) -> list[Rule]:
     it."""
     path = path or RULES_FILE
     groups = yaml.safe_load(path.read_text())["groups"]
-    recorded = recorded_expressions(path)
+    recorded = _recorded(groups)
     return [
         _rule(group["name"], raw, path, recorded)
         for group in groups
@@ -65,7 +65,10 @@ def read_rules(path: Path | None = None) -> list[Rule]:
 def recorded_expressions(path: Path | None = None) -> dict[str, str]:
     """Each recording rule's series name and expression (the cloud runs none: the alerts and the
     dashboard's queries take the expressions in their place)."""
-    groups = yaml.safe_load((path or RULES_FILE).read_text())["groups"]
+    return _recorded(yaml.safe_load((path or RULES_FILE).read_text())["groups"])
+
+
+def _recorded(groups: list[dict[str, Any]]) -> dict[str, str]:
     return {raw["record"]: raw["expr"] for g in groups for raw in g["rules"] if "record" in raw}
 
 

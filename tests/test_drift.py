@@ -32,7 +32,7 @@ from function.schema import from_metadata
 from function.workers import merge
 from local.mirror import ALERT_RULES, LOCAL, shortened_drift_rules
 from tests.artifacts import without_baseline
-from tests.conftest import KEY, wait_until
+from tests.conftest import KEY, require_binary, wait_until
 from tests.inprocess import InProcess, in_process
 from training.__main__ import main
 from training.churn import churn
@@ -455,8 +455,6 @@ def promtool_psi_test(tmp_path: Path, live: list[int], reference: list[float], v
     }
     path = tmp_path / "psi.test.yml"
     path.write_text(yaml.safe_dump(test))
-    from tests.conftest import require_binary
-
     result = subprocess.run(
         [require_binary("promtool"), "test", "rules", str(path)], capture_output=True, text=True
     )
@@ -504,7 +502,6 @@ def test_shifted_traffic_fires_the_drift_alert_for_that_feature_only(
     from local import drift_traffic
     from local.alert_sink import AlertSink
     from local.mirror import process, wait_for
-    from tests.conftest import require_binary
     from tests.test_monitoring import monitored_service, query
 
     require_binary("prometheus-alertmanager")

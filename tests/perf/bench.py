@@ -269,18 +269,32 @@ def batch_ms(server: Server, headers: dict[str, str], rows: int, repeats: int) -
 # --- the rounds --------------------------------------------------------------------------
 
 
+def warmed_up(server: Server, headers: dict[str, str], body: bytes) -> float:
+    """Wait for the server's first prediction, then warm it up; return its cold start."""
+    cold_start = server.wait_first_prediction(headers, body)
+    for _ in range(200):
+        post(server.url, body, headers)
+    return cold_start
+
+
+def one_client(
+    server: Server, headers: dict[str, str], seconds: float, tmp: Path
+) -> tuple[dict[str, float], float]:
+    """wrk at c=1 with one-row LR requests, and the server's CPU milliseconds per request."""
+    cpu_before = server.cpu_seconds()
+    c1 = wrk(server.url, headers, 1, seconds, tmp)
+    return c1, (server.cpu_seconds() - cpu_before) * 1000 / c1["requests"]
+
+
 def measure(server: Server, headers: dict[str, str], model: str, seconds: float,
             tmp: Path) -> dict[str, float]:  # fmt: skip
     body = BODIES[model]
-    figures = {"cold_start_s": server.wait_first_prediction(headers, body)}
-    for _ in range(200):
-        post(server.url, body, headers)  # warm-up
+    figures = {"cold_start_s": warmed_up(server, headers, body)}
     if model == "lr":
-        cpu_before = server.cpu_seconds()
-        c1 = wrk(server.url, headers, 1, seconds, tmp)
+        c1, cpu = one_client(server, headers, seconds, tmp)
         figures.update(
             lr_c1_p50_ms=c1["p50_ms"], lr_c1_p99_ms=c1["p99_ms"], lr_c1_rps=c1["rps"],
-            lr_cpu_ms_per_request=(server.cpu_seconds() - cpu_before) * 1000 / c1["requests"],
+            lr_cpu_ms_per_request=cpu,
         )  # fmt: skip
         figures["lr_c16_rps"] = wrk(server.url, headers, 16, seconds, tmp)["rps"]
         figures["lr_c32_rps"] = wrk(server.url, headers, 32, seconds, tmp)["rps"]
@@ -369,12 +383,8 @@ def drift_overhead(
             print(f"drift overhead {pair + 1}/{pairs}: drift {variant}", flush=True)
             server = start_modelrun(uri, "iris", gcs, tmp)
             try:
-                server.wait_first_prediction(headers, BODIES["lr"])
-                for _ in range(200):
-                    post(server.url, BODIES["lr"], headers)
-                cpu_before = server.cpu_seconds()
-                c1 = wrk(server.url, headers, 1, seconds, tmp)
-                cpu = (server.cpu_seconds() - cpu_before) * 1000 / c1["requests"]
+                warmed_up(server, headers, BODIES["lr"])
+                _, cpu = one_client(server, headers, seconds, tmp)
                 c32 = wrk(server.url, headers, 32, seconds, tmp)["rps"]
             finally:
                 server.stop()
