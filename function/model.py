@@ -34,6 +34,7 @@ class LoadedModel:
     schema: Schema = field(default_factory=lambda: Schema(()))
     promotion: dict[str, Any] | None = None  # current.json when served as current (its history)
     baseline: dict[str, Any] | None = None  # the drift baseline (function/drift.py), if recorded
+    model_bytes: int = 0  # its model file's size: the estimate of its memory (function/rollout.py)
 
     @property
     def name(self) -> str:
@@ -87,7 +88,7 @@ def load_model(
         if not onnx:
             raise IntegrityError(f"{where} has no verified {ONNX_FILE} (MODEL_RUNTIME=onnx)")
         # The canonical model must be intact too, though it is not deserialised here.
-        verified_file(store, metadata, model_file(metadata), where)
+        size = len(verified_file(store, metadata, model_file(metadata), where))
         data = verified_file(store, metadata, ONNX_FILE, where)
         try:
             estimator: Any = OnnxModel(data, metadata)
@@ -96,17 +97,18 @@ def load_model(
         del data
         _check(estimator, metadata, schema, where)
         seconds = time.perf_counter() - started
-        return LoadedModel(estimator, metadata, seconds, "onnx", schema, promotion, baseline)
+        return LoadedModel(estimator, metadata, seconds, "onnx", schema, promotion, baseline, size)
     if metadata["format"] == "joblib" and not allow_pickle:
         raise IntegrityError(
             f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"
         )
     data = verified_file(store, metadata, model_file(metadata), where)
     estimator = _deserialise(data, metadata, where)
+    size = len(data)
     del data  # the download is not kept beside the model (Cloud Run counts both against memory)
     _check(estimator, metadata, schema, where)
     seconds = time.perf_counter() - started
-    return LoadedModel(estimator, metadata, seconds, "sklearn", schema, promotion, baseline)
+    return LoadedModel(estimator, metadata, seconds, "sklearn", schema, promotion, baseline, size)
 
 
 def verified_file(store: ModelStore, metadata: dict[str, Any], name: str, where: str) -> bytes:

@@ -11,6 +11,7 @@ Layout under a model root (gs://BUCKET/models/NAME or file:///abs/path/NAME):
     versions/<version>/model.joblib     immutable, written first
     versions/<version>/metadata.json    immutable, written last: marks the version complete
     current.json                        {"version", "sha256", "promoted_at", "previous", "history"}
+    rollout.json                        a candidate in shadow or canary (function/rollout.py)
 
 Two backends offer the same three calls: read(key) -> (bytes, token), write(key, data, if_token)
 and keys(prefix). A token identifies what was read (a GCS generation, or the content's sha256 on
@@ -329,6 +330,15 @@ class ModelStore:
         Promoting the version already current changes nothing (and returns the pointer as it
         is): recording it again would make the next rollback "succeed" without a change.
         """
+        metadata = self.verify(version)
+        pointer, token = self.current()
+        if pointer and (pointer["version"], pointer["sha256"]) == (version, metadata["sha256"]):
+            return pointer
+        history = [pointer["version"], *pointer.get("history", [])] if pointer else []
+        return self._point(version, metadata["sha256"], history, token)
+
+    def verify(self, version: str) -> dict[str, Any]:
+        """Return a complete version's metadata once every file it lists has its digest."""
         metadata = self.metadata(version)
         model = model_file(metadata)
         # The model first (its digest is the version's), then its export and its report.
@@ -340,11 +350,7 @@ class ModelStore:
                     f"{self.uri} {version} lacks {name}, which its metadata lists"
                 ) from e
             verify_digest(data, metadata["files"][name]["sha256"], f"{self.uri} {version} {name}")
-        pointer, token = self.current()
-        if pointer and (pointer["version"], pointer["sha256"]) == (version, metadata["sha256"]):
-            return pointer
-        history = [pointer["version"], *pointer.get("history", [])] if pointer else []
-        return self._point(version, metadata["sha256"], history, token)
+        return metadata
 
     def rollback(self) -> dict[str, Any]:
         """Point current.json back at the version promoted before the current one."""
