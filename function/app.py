@@ -22,6 +22,7 @@ from function.config import Config, load_config
 from function.deadline import DeadlineExceeded
 from function.errors import (
     Forbidden,
+    InvalidInput,
     MethodNotAllowed,
     ModelrunError,
     NotFound,
@@ -32,8 +33,10 @@ from function.errors import (
 from function.logs import request_fields, setup_logging
 from function.model import LoadedModel
 from function.openapi import document
-from function.predict import Instances, infer, parse_instances, predict
+from function.predict import Instances, Prediction, answer, infer, parse_instances
+from function.rollout import CLIENT_HEADER
 from function.service import Service
+from function.shadow import ShadowScorer
 
 log = logging.getLogger("modelrun.http")
 SECURITY_HEADERS = {
@@ -44,16 +47,16 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Strict-Transport-Security": "max-age=31536000",  # served over HTTPS on Cloud Run
 }
-CORS_HEADERS = "Authorization, Content-Type, X-API-Key"
+CORS_HEADERS = f"Authorization, Content-Type, X-API-Key, {CLIENT_HEADER}"
+VERSION_HEADER = "X-Model-Version"  # on every prediction: the version that answered
 
 Handler = Callable[[Service, Request, dict[str, str]], Any]
 
 
 def _predict(service: Service, request: Request, args: dict[str, str]) -> Any:
-    model, instances = _instances(service, request)
-    answer = predict(model, instances, service.run_model)
-    _count(service, model, instances, answer["predictions"])
-    return answer
+    model, shadow, instances = _instances(service, request)
+    prediction = _score(service, model, shadow, instances)
+    return _answered(answer(model, prediction), model)
 
 
 def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
@@ -137,8 +140,9 @@ def _v2_model_ready(service: Service, request: Request, args: dict[str, str]) ->
 
 
 def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
-    service.authorize(request.headers)
-    model = oip.select(service.require_model(), args["name"], args.get("version"))
+    identity = service.authorize(request.headers)
+    served, shadow = service.serving(identity, request.headers, args.get("version"))
+    model = oip.select(served, args["name"], args.get("version"))
     limit = service.config.max_instances_per_request
     header_length = request.headers.get(oip.BINARY_HEADER)
     if header_length is None:
@@ -149,9 +153,8 @@ def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
         )
     with service.deadlines.interruptible():
         instances, outputs, request_id = oip.parse_request(body, model, limit)
-    prediction = infer(model, instances, service.run_model)
-    _count(service, model, instances, prediction.labels)
-    return oip.response(model, prediction, outputs, request_id)
+    prediction = _score(service, model, shadow, instances)
+    return _answered(oip.response(model, prediction, outputs, request_id), model)
 
 
 # --- Vertex AI custom-container contract -------------------------------------------------
@@ -163,19 +166,47 @@ def _vertex_health(service: Service, request: Request, args: dict[str, str]) -> 
 
 
 def _vertex_predict(service: Service, request: Request, args: dict[str, str]) -> Any:
-    model, instances = _instances(service, request)
-    prediction = infer(model, instances, service.run_model)
-    _count(service, model, instances, prediction.labels)
-    return {"predictions": prediction.labels}
+    model, shadow, instances = _instances(service, request)
+    prediction = _score(service, model, shadow, instances)
+    return _answered({"predictions": prediction.labels}, model)
 
 
-def _instances(service: Service, request: Request) -> tuple[LoadedModel, Instances]:
-    service.authorize(request.headers)
-    model = service.require_model()
+def _instances(
+    service: Service, request: Request
+) -> tuple[LoadedModel, ShadowScorer | None, Instances]:
+    identity = service.authorize(request.headers)
+    model, shadow = service.serving(identity, request.headers)
     body = read_json(request, service.config.max_request_bytes)
     limit = service.config.max_instances_per_request
     with service.deadlines.interruptible():
-        return model, parse_instances(body, model.schema, limit)
+        return model, shadow, parse_instances(body, model.schema, limit)
+
+
+def _score(
+    service: Service, model: LoadedModel, shadow: ShadowScorer | None, instances: Instances
+) -> Prediction:
+    """Run the answering model, timed and counted by version; hand the rows and the answer to a
+    shadow candidate (it cannot change the answer), and count the drift bins."""
+    started = time.perf_counter()
+    try:
+        prediction = infer(model, instances, service.run_model)
+    except InvalidInput:  # a row this model refuses: the client's to fix, not the version's
+        raise
+    except BaseException:
+        service.telemetry.scored(model.version, "answer", 0.0, ok=False)
+        raise
+    service.telemetry.scored(model.version, "answer", time.perf_counter() - started, ok=True)
+    if shadow is not None:
+        shadow.submit(instances.X, prediction)
+    _count(service, model, instances, prediction.labels)
+    return prediction
+
+
+def _answered(body: Any, model: LoadedModel) -> Response:
+    """A prediction's answer, saying which version gave it (a canary has two)."""
+    response = _json(body, 200)
+    response.headers[VERSION_HEADER] = model.version
+    return response
 
 
 def _ready_model(service: Service) -> LoadedModel:
@@ -440,4 +471,5 @@ def _cors(origins: tuple[str, ...], request: Request, response: Response) -> Non
     origin = request.headers.get("Origin")
     if origin and _origin_allowed(origins, origin):
         response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
+        response.headers["Access-Control-Expose-Headers"] = VERSION_HEADER
         response.headers.add("Vary", "Origin")

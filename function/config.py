@@ -56,6 +56,7 @@ class Config:
     workers: int = 1  # gunicorn's worker processes (functions-framework reads WORKERS too)
     revision: str | None = None  # K_REVISION: the Cloud Run revision this instance belongs to
     drift_features: frozenset[str] | None = None  # watched for drift (None: all)
+    model_memory_mb: float = 0.0  # a worker's models (current + a rollout's candidate); 0: no cap
     ui: bool = True  # the pages (function/pages.py): off by default under Vertex AI
     vertex: bool = False  # started by Vertex AI (AIP_HTTP_PORT set): it authenticates callers
     vertex_health_route: str | None = None
@@ -135,6 +136,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         batch_max_wait_ms=parsed("BATCH_MAX_WAIT_MS", _non_negative, 2.0),
         workers=parsed("WORKERS", _workers, 1),  # main.py sets it to usable_cpus() if unset
         drift_features=parsed("DRIFT_FEATURES", _feature_names, None),
+        model_memory_mb=parsed("MODEL_MEMORY_MB", _megabytes, 0.0),
         # Vertex AI forwards only its two routes: pages there would be unreachable.
         ui=parsed("UI", _boolean, not vertex),
         revision=get("K_REVISION"),  # set by Cloud Run
@@ -207,6 +209,13 @@ def _non_negative(raw: str) -> float:
     value = float(raw)
     if not 0 <= value < float("inf"):
         raise ValueError("expected a number of seconds, 0 or more")
+    return value
+
+
+def _megabytes(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < float("inf"):
+        raise ValueError("expected a number of MiB, 0 or more (0: no limit)")
     return value
 
 

@@ -1,23 +1,34 @@
-"""The model's lifecycle in one process: load it on cold start, then follow current.json.
+"""The model's lifecycle in one process: load it on cold start, then follow the store.
 
 `ModelLoader.run` is the body of the process's "model-loader" thread. It loads the configured
 version, retrying with bounded backoff until it works (the instance is not ready meanwhile, and
 `reason` says why), then, with MODEL_REFRESH_SECONDS, polls current.json and swaps in a newly
 promoted (or rolled back) version once it is verified and warmed. Requests read `model` once: it is
 replaced by one assignment, so a request finishes on the model it started with.
+
+It follows rollout.json the same way (function/rollout.py): a rollout's candidate is loaded and
+verified beside the current model (once on cold start, then at each refresh) and published as
+`candidate`; in shadow it gets its own scorer (function/shadow.py). A promoted candidate is kept
+until current.json names it, then becomes `model` without being loaded again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
+from function import rollout
 from function.config import Config
 from function.errors import ModelrunError, StoreUnavailable
 from function.model import LoadedModel, load_model
+from function.rollout import Rollout, check_fits
+from function.shadow import ShadowScorer
 from function.store import ModelStore
 from function.telemetry import Telemetry
 
@@ -27,8 +38,18 @@ RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A rollout's candidate, loaded and verified beside the current model."""
+
+    model: LoadedModel
+    rollout: Rollout
+    shadow: ShadowScorer | None = None  # its scorer, in shadow mode
+
+
 class ModelLoader:
-    """Holds the served model; its thread loads it and keeps it current."""
+    """Holds the served model (and a rollout's candidate); its thread loads them and keeps
+    them current."""
 
     def __init__(
         self,
@@ -41,6 +62,13 @@ class ModelLoader:
         self.store = store
         self.telemetry = telemetry
         self.model: LoadedModel | None = None
+        self.candidate: Candidate | None = None  # a rollout in progress, loaded here
+        # Only an instance that follows current.json takes part in rollouts: a pinned version
+        # (MODEL_VERSION, MODEL_SHA256) is served alone.
+        self.follows = config.model_version == "current" and not config.model_sha256
+        self.refused: tuple[Rollout, str] | None = None  # a candidate not loaded, and why
+        self._retired: LoadedModel | None = None  # a promoted candidate, until it is current
+        self._refused_token: str | None = None  # rollout.json's token when refused
         self._on_first_load = on_first_load
         self._reason = "the model is not loaded yet"  # written by the loader thread only
         self._stop = threading.Event()
@@ -50,14 +78,34 @@ class ModelLoader:
         """Why no model is served yet (the last load's failure, or that none was tried)."""
         return self._reason
 
+    def candidate_state(self) -> dict[str, str] | None:
+        """The rollout's candidate as the metrics show it: loaded, or refused (and why)."""
+        if self.candidate is not None:
+            loaded = self.candidate.rollout
+            return {"model.version": loaded.version, "mode": loaded.mode, "state": "loaded"}
+        if self.refused is not None:
+            refused = self.refused[0]
+            return {"model.version": refused.version, "mode": refused.mode, "state": "refused"}
+        return None
+
     def run(self) -> None:
-        """Load the model, then follow current.json if asked to; return when stopped."""
+        """Load the model, then follow current.json and rollout.json if asked to; return when
+        stopped."""
         self._cold_start()
+        if self.model is None:  # stopped before a load succeeded
+            return
+        if self.follows:
+            self._follow_rollout()  # a new instance joins a rollout before it is ready
+        self._on_first_load()
         if self.config.model_refresh_seconds > 0:
-            self._follow_current()
+            refused: str | None = None
+            while not self._stop.wait(self.config.model_refresh_seconds):
+                refused = self._follow_current(refused)
+                self._follow_rollout()
 
     def stop(self) -> None:
         self._stop.set()
+        self._drop_candidate()
 
     def _cold_start(self) -> None:
         """Load the configured version, retrying with bounded backoff until it works."""
@@ -66,54 +114,150 @@ class ModelLoader:
             model, _ = self._try_load("model not loaded")
             if model is not None:
                 self.model = model
-                self._on_first_load()
                 return
             log.info("retrying the model load in %.1fs", delay)
             self._stop.wait(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
-    def _follow_current(self) -> None:
-        """Poll current.json; verify and warm a new current version, then swap it in.
+    def _follow_current(self, refused: str | None) -> str | None:
+        """Read current.json once; verify and warm a new current version, then swap it in.
+        Return current.json's token if its version was refused.
 
         A candidate that fails verification is never served and not tried again until
         current.json changes; a store that cannot be reached is simply asked again next time.
         """
-        refused: str | None = None  # current.json's token when its version was refused
-        while not self._stop.wait(self.config.model_refresh_seconds):
-            served = self.model
-            try:
-                pointer, token = self.store.current()
-            except ModelrunError as e:
-                log.warning("cannot read current.json to refresh the model: %s", e)
-                self.telemetry.error("model_refresh")
-                continue
-            if pointer is None or token == refused or served is None:
-                continue
-            if (pointer["version"], pointer["sha256"]) == (served.version, served.sha256):
-                continue
+        served = self.model
+        try:
+            pointer, token = self.store.current()
+        except ModelrunError as e:
+            log.warning("cannot read current.json to refresh the model: %s", e)
+            self.telemetry.error("model_refresh")
+            return refused
+        if pointer is None or token == refused or served is None:
+            return refused
+        if (pointer["version"], pointer["sha256"]) == (served.version, served.sha256):
+            return refused
+        candidate = self._already_loaded(pointer)
+        if candidate is not None:  # a rollout's candidate, promoted: loaded and verified already
+            candidate = dataclasses.replace(candidate, promotion=pointer)
+        else:
             candidate, error = self._try_load(f"candidate {pointer['version']} refused")
             if candidate is None:
                 self.telemetry.error("model_refresh")
-                if not isinstance(error, StoreUnavailable):
-                    refused = token
-                continue
-            self.model = candidate
-            log.info(
-                "now serving %s version %s (was %s)",
-                candidate.name,
-                candidate.version,
-                served.version,
-                extra={"fields": {"version": candidate.version, "previous": served.version}},
-            )
+                return refused if isinstance(error, StoreUnavailable) else token
+        self.model = candidate
+        log.info(
+            "now serving %s version %s (was %s)",
+            candidate.name,
+            candidate.version,
+            served.version,
+            extra={"fields": {"version": candidate.version, "previous": served.version}},
+        )
+        return refused
 
-    def _try_load(self, failure: str) -> tuple[LoadedModel | None, Exception | None]:
-        """Load what the configuration names; on failure log and count it, and return why."""
+    def _already_loaded(self, pointer: dict[str, Any]) -> LoadedModel | None:
+        """The rollout's candidate (in progress, or just promoted) if current.json names it."""
+        held = self.candidate.model if self.candidate else self._retired
+        if held is not None and (held.version, held.sha256) == (
+            pointer["version"],
+            pointer["sha256"],
+        ):
+            return held
+        return None
+
+    def _follow_rollout(self) -> None:
+        """Read rollout.json once: load a new candidate, or let an ended rollout's go."""
+        served = self.model
+        try:
+            state, token = rollout.read_state(self.store)
+        except ModelrunError as e:
+            log.warning("cannot read rollout.json: %s", e)
+            self.telemetry.error("model_refresh")
+            return
+        active = rollout.active_in(state)
+        if served is None or active is None or active.version == served.version:
+            last = (state["history"] or [{}])[0]
+            if self.candidate is not None:
+                log.info("rollout of %s ended", self.candidate.model.version)
+                # A promoted candidate waits here until current.json names it.
+                promoted = last.get("outcome") == "promoted"
+                self._retired = self.candidate.model if promoted else None
+                self._drop_candidate()
+            elif self._retired is not None and (
+                served is None
+                or served.version == self._retired.version  # swapped in
+                or last.get("version") != self._retired.version  # another rollout since
+            ):
+                self._retired = None
+            self.refused = None
+            return
+        if self.candidate is not None and self.candidate.rollout == active:
+            return
+        if token == self._refused_token:
+            return
+        self._start_candidate(active, token, served)
+
+    def _start_candidate(self, active: Rollout, token: str | None, served: LoadedModel) -> None:
+        held = self.candidate.model if self.candidate else None
+        if held is None or (held.version, held.sha256) != (active.version, active.sha256):
+            try:
+                check_fits(
+                    served.model_bytes,
+                    active.model_bytes,
+                    self.config.model_memory_mb,
+                    f"candidate {active.version}",
+                )
+            except ModelrunError as e:
+                self._refuse(active, token, e)
+                return
+            held, error = self._try_load(f"candidate {active.version} refused", active.version)
+            if held is None:
+                if not isinstance(error, StoreUnavailable):
+                    self._refuse(active, token, error)
+                return
+            if held.sha256 != active.sha256:
+                mismatch = ModelrunError(
+                    f"version {active.version} has sha256 {held.sha256}, the rollout names "
+                    f"{active.sha256}"
+                )
+                self._refuse(active, token, mismatch)
+                return
+        shadow = ShadowScorer(held, self.telemetry).start() if active.mode == "shadow" else None
+        previous, self.candidate = self.candidate, Candidate(held, active, shadow)
+        self.refused, self._retired = None, None
+        if previous is not None and previous.shadow is not None:
+            previous.shadow.stop()
+        log.info(
+            "rollout: %s takes part as %s beside %s",
+            active.version,
+            active.describe(),
+            served.version,
+            extra={"fields": {"candidate": active.version, "mode": active.mode}},
+        )
+
+    def _refuse(self, active: Rollout, token: str | None, error: Exception | None) -> None:
+        reason = f"{error}" if error is not None else "unknown"
+        log.error("rollout of %s refused by this instance: %s", active.version, reason)
+        self.telemetry.error("rollout_refused")
+        self.refused, self._refused_token = (active, reason), token
+        self._drop_candidate()
+
+    def _drop_candidate(self) -> None:
+        dropped, self.candidate = self.candidate, None
+        if dropped is not None and dropped.shadow is not None:
+            dropped.shadow.stop()
+
+    def _try_load(
+        self, failure: str, version: str | None = None
+    ) -> tuple[LoadedModel | None, Exception | None]:
+        """Load what the configuration names (or a candidate's version, by id); on failure log
+        and count it, and return why."""
         started = time.perf_counter()
         try:
             model = load_model(
                 self.store,
-                self.config.model_version,
-                self.config.model_sha256,
+                version or self.config.model_version,
+                None if version else self.config.model_sha256,
                 self.config.allow_pickle,
                 self.config.model_runtime,
             )

@@ -176,14 +176,18 @@ def infer(model: LoadedModel, instances: Instances, run: Run | None = None) -> P
 
 def predict(model: LoadedModel, instances: Instances, run: Run | None = None) -> dict[str, Any]:
     """Return predictions (class names or numbers), probabilities when asked, and the model."""
-    result = infer(model, instances, run)
-    answer: dict[str, Any] = {"predictions": result.labels}
+    return answer(model, infer(model, instances, run))
+
+
+def answer(model: LoadedModel, result: Prediction) -> dict[str, Any]:
+    """The native answer: predictions, probabilities by class when computed, and the model."""
+    body: dict[str, Any] = {"predictions": result.labels}
     if result.probabilities is not None:
-        answer["probabilities"] = [
+        body["probabilities"] = [
             dict(zip(result.classes, row, strict=True)) for row in result.probabilities.tolist()
         ]
-    answer["model"] = {"name": model.name, "version": model.version}
-    return answer
+    body["model"] = {"name": model.name, "version": model.version}
+    return body
 
 
 def run_model(estimator: Any, X: Any, probabilities: bool) -> tuple[Any, Any]:

@@ -30,6 +30,8 @@ from function.metrics_port import serve_metrics
 from function.model import LoadedModel, verified_file
 from function.predict import run_model
 from function.ratelimit import TokenBuckets
+from function.rollout import CLIENT_HEADER
+from function.shadow import ShadowScorer
 from function.store import ModelStore
 from function.telemetry import prometheus_telemetry
 from function.workers import Workers
@@ -54,7 +56,11 @@ class Service:
             config.rate_limit_per_second, config.rate_limit_burst, workers=config.workers
         )
         self.drift = Drift(config.drift_features)
-        self.telemetry, page = prometheus_telemetry(self.model_state, [DriftCollector(self.drift)])
+        self.telemetry, page = prometheus_telemetry(
+            self.model_state,
+            [DriftCollector(self.drift)],
+            candidate_state=lambda: self.loader.candidate_state(),
+        )
         # Several workers answer as one instance: one merged page, one readiness.
         self.workers = (
             Workers(config.workers, page, lambda: self._own_readiness() is None)
@@ -138,12 +144,35 @@ class Service:
             self._report_files[key] = data
         return data
 
-    def authorize(self, headers: Headers) -> None:
-        """Raise 401 without a valid key (unless keys are off in development), 429 over the rate."""
+    def authorize(self, headers: Headers) -> str:
+        """Return the caller's identity; raise 401 without a valid key (unless keys are off in
+        development), 429 over the rate."""
         identity = (
             self.keys.check(presented_key(headers)) if self.config.auth_enabled else ANONYMOUS
         )
         self.limits.take(identity)
+        return identity
+
+    def serving(
+        self, identity: str, headers: Headers, version: str | None = None
+    ) -> tuple[LoadedModel, ShadowScorer | None]:
+        """The model that answers this caller, and a shadow candidate to score beside it.
+
+        In a canary, the candidate answers the clients its share hashes to (X-Client-Id when
+        sent, else the API key's identity); a request naming a version (the Open Inference
+        Protocol's path) gets that one when it is loaded here.
+        """
+        candidate = self.loader.candidate  # read before the model: see ModelLoader
+        model = self.require_model()
+        if candidate is None or candidate.model.version == model.version:
+            return model, None
+        if version == candidate.model.version:
+            return candidate.model, None
+        if candidate.shadow is not None:
+            return model, candidate.shadow
+        client = headers.get(CLIENT_HEADER) or identity
+        chosen = version is None and candidate.rollout.answers(client)
+        return (candidate.model if chosen else model), None
 
     def readiness(self) -> str | None:
         """Return why the instance cannot serve yet, or None when it can."""

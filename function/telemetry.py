@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
+MODEL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
@@ -33,8 +34,10 @@ class Telemetry:
         self,
         reader: MetricReader,
         model_state: Callable[[], tuple[dict[str, str] | None, bool]],
+        candidate_state: Callable[[], dict[str, str] | None] = lambda: None,
     ) -> None:
         self._model_state = model_state
+        self._candidate_state = candidate_state
         self.provider = MeterProvider(
             metric_readers=[reader],
             resource=Resource.create({"service.name": "modelrun"}),
@@ -85,6 +88,51 @@ class Telemetry:
             description="Time a request waited for its micro-batch to start.",
             explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
         )
+        # By version, for rollouts: each version's own model calls (role "answer", or "shadow"
+        # for a candidate scoring beside the current one), and how a shadow compares.
+        self.model_calls = meter.create_counter(
+            "modelrun.model.calls",
+            unit="{request}",
+            description="Model calls by version, role (answer or shadow) and outcome (ok, error).",
+        )
+        self.model_duration = meter.create_histogram(
+            "modelrun.model.duration",
+            unit="s",
+            description="Time a version's model took for a request's rows, by role.",
+            explicit_bucket_boundaries_advisory=MODEL_BUCKETS,
+        )
+        self.shadow_predictions = meter.create_counter(
+            "modelrun.shadow.predictions",
+            unit="{prediction}",
+            description="A shadow candidate's predictions, by version and class (never answered).",
+        )
+        self.shadow_rows = meter.create_counter(
+            "modelrun.shadow.rows",
+            unit="{row}",
+            description="Rows a shadow candidate scored beside the current version.",
+        )
+        self.shadow_agreed = meter.create_counter(
+            "modelrun.shadow.agreed",
+            unit="{row}",
+            description="Rows where the shadow candidate's label equals the current version's.",
+        )
+        self.shadow_difference = meter.create_counter(
+            "modelrun.shadow.difference",
+            unit="1",
+            description="Sum over rows of the mean absolute difference of probabilities "
+            "(or of predictions, for a regressor) between candidate and current.",
+        )
+        self.shadow_dropped = meter.create_counter(
+            "modelrun.shadow.dropped",
+            unit="{request}",
+            description="Requests a shadow candidate could not keep up with (its queue was full).",
+        )
+        meter.create_observable_gauge(
+            "modelrun.rollout.candidate",
+            callbacks=[self._observe_candidate],
+            description="1 for a rollout's candidate, labelled with its mode and whether this "
+            "instance loaded it or refused it.",
+        )
         meter.create_observable_gauge(
             "modelrun.model.info",
             callbacks=[self._observe_info],
@@ -106,15 +154,36 @@ class Telemetry:
             attributes["http.route"] = route
         self.request_duration.record(seconds, attributes)
 
-    def predicted(self, version: str, predictions: Iterable[Any], classifier: bool) -> None:
-        """Count predictions by version, and by class for a classifier."""
+    def predicted(
+        self, version: str, predictions: Iterable[Any], classifier: bool, shadow: bool = False
+    ) -> None:
+        """Count predictions by version, and by class for a classifier (a shadow's apart)."""
         values = list(predictions)
-        self.batch_size.record(len(values))
+        counter = self.shadow_predictions if shadow else self.predictions
+        if not shadow:
+            self.batch_size.record(len(values))
         if not classifier:
-            self.predictions.add(len(values), {"model.version": version})
+            counter.add(len(values), {"model.version": version})
             return
         for label, count in Counter(values).items():
-            self.predictions.add(count, {"model.version": version, "class": str(label)})
+            counter.add(count, {"model.version": version, "class": str(label)})
+
+    def scored(self, version: str, role: str, seconds: float, ok: bool) -> None:
+        """Record one model call of a version: its outcome, and its time when it answered."""
+        attributes = {"model.version": version, "role": role}
+        self.model_calls.add(1, {**attributes, "outcome": "ok" if ok else "error"})
+        if ok:
+            self.model_duration.record(seconds, attributes)
+
+    def compared(self, version: str, rows: int, agreed: int, difference: float) -> None:
+        """Record how a shadow candidate's answers compare with the current version's."""
+        attributes = {"model.version": version}
+        self.shadow_rows.add(rows, attributes)
+        self.shadow_agreed.add(agreed, attributes)
+        self.shadow_difference.add(difference, attributes)
+
+    def dropped(self, version: str) -> None:
+        self.shadow_dropped.add(1, {"model.version": version})
 
     def batched(self, rows: int, waits: list[float]) -> None:
         """Record one micro-batched model call and how long each of its requests waited."""
@@ -136,6 +205,10 @@ class Telemetry:
         identity, _ = self._model_state()
         return [Observation(1, identity)] if identity else []
 
+    def _observe_candidate(self, options: CallbackOptions) -> Iterable[Observation]:
+        candidate = self._candidate_state()
+        return [Observation(1, candidate)] if candidate else []
+
     def _observe_ready(self, options: CallbackOptions) -> Iterable[Observation]:
         _, ready = self._model_state()
         return [Observation(1 if ready else 0)]
@@ -144,6 +217,7 @@ class Telemetry:
 def prometheus_telemetry(
     model_state: Callable[[], tuple[dict[str, str] | None, bool]],
     collectors: Iterable[Collector] = (),
+    candidate_state: Callable[[], dict[str, str] | None] = lambda: None,
 ) -> tuple[Telemetry, Callable[[], bytes]]:
     """Return the service's Telemetry and a function rendering its /metrics page, which also
     shows the families of `collectors` (the drift counts, kept in arrays: function/drift.py)."""
@@ -155,4 +229,4 @@ def prometheus_telemetry(
     for collector in collectors:
         registry.register(collector)
     reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
-    return Telemetry(reader, model_state), lambda: generate_latest(registry)
+    return Telemetry(reader, model_state, candidate_state), lambda: generate_latest(registry)

@@ -1,11 +1,14 @@
-"""Artifacts as an older modelrun wrote them, for the tests and the benchmark."""
+"""Artifacts the tests publish: as an older modelrun wrote them, or around any object."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from function.drift import BASELINE_FILE
+from function.store import ModelStore
+from training.train import write_artifact
 
 
 def without_baseline(artifact: Path, out: Path) -> Path:
@@ -17,3 +20,17 @@ def without_baseline(artifact: Path, out: Path) -> Path:
         (out / name).write_bytes((artifact / name).read_bytes())
     (out / "metadata.json").write_text(json.dumps(metadata))
     return out
+
+
+def publish_object(
+    store: ModelStore, version: str, obj: Any, template: Path, tmp: Path, **changes: Any
+) -> None:
+    """Publish any object as a version, with the template's metadata changed as asked."""
+    base = json.loads((template / "metadata.json").read_text())
+    base.pop("files")
+    if "feature_names" in changes:  # other features: the template's schema no longer applies
+        base.pop("features")
+        base.pop("input_example")
+    out = tmp / f"artifact-{version}"
+    write_artifact(out, obj, {**base, **changes})
+    store.publish(out, version)

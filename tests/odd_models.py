@@ -26,3 +26,39 @@ class NotAModel:
     """Unpickles fine, but has no predict."""
 
     n_features_in_ = 4
+
+
+IRIS_CLASSES = np.array(["setosa", "versicolor", "virginica"])
+
+
+class FailingModel:
+    """Passes its warm-up, then raises on every call: a candidate with injected errors."""
+
+    n_features_in_ = 4
+    classes_ = IRIS_CLASSES
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict(self, X: Any) -> Any:
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("injected failure")
+        return np.array(["setosa"] * len(X))
+
+
+class HangingModel:
+    """Passes its warm-up, then takes `seconds` for every call: a candidate that hangs."""
+
+    n_features_in_ = 4
+    classes_ = IRIS_CLASSES
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.calls = 0
+
+    def predict(self, X: Any) -> Any:
+        self.calls += 1
+        if self.calls > 1:
+            time.sleep(self.seconds)
+        return np.array(["setosa"] * len(X))

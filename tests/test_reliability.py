@@ -33,6 +33,7 @@ from tests.conftest import (
     schemathesis,
     wait_until,
 )
+from tests.artifacts import publish_object
 from tests.inprocess import in_process
 from tests.odd_models import NotAModel, SlowModel
 from training.train import write_artifact
@@ -68,20 +69,6 @@ class DiskEmulator:
         if self._server is not None:
             self._server.stop()
             self._server = None
-
-
-def publish_object(
-    store: ModelStore, version: str, obj: Any, template: Path, tmp: Path, **changes: Any
-) -> None:
-    """Publish any object as a version, with the template's metadata changed as asked."""
-    base = json.loads((template / "metadata.json").read_text())
-    base.pop("files")
-    if "feature_names" in changes:  # other features: the template's schema no longer applies
-        base.pop("features")
-        base.pop("input_example")
-    out = tmp / f"artifact-{version}"
-    write_artifact(out, obj, {**base, **changes})
-    store.publish(out, version)
 
 
 def point_current_at(store: ModelStore, version: str, sha256: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from function import rollout
 from function.errors import Conflict
 from function.store import ModelStore
 
@@ -96,3 +97,83 @@ def test_many_concurrent_promotions_lose_no_successful_one(
     chain = [pointer["version"], *pointer["history"]]
     # Every promotion that reported success is in the chain: none was silently overwritten.
     assert sorted(chain) == sorted(won)
+
+
+# --- rollout.json: the same compare-and-swap ---------------------------------------------
+
+
+def both_read_rollout(store: ModelStore, barrier: threading.Barrier) -> ModelStore:
+    """Make this store object wait, once it has read rollout.json, until the other has too."""
+    real_read = store.backend.read
+    waited = []
+
+    def read_then_wait(key: str):  # type: ignore[no-untyped-def]
+        result = real_read(key)
+        if key == rollout.ROLLOUT_FILE and not waited:  # its first read (write reads it too)
+            waited.append(key)
+            barrier.wait()
+        return result
+
+    store.backend.read = read_then_wait  # type: ignore[method-assign]
+    return store
+
+
+def test_of_two_concurrent_rollout_starts_exactly_one_wins(
+    make_store: Callable[[], ModelStore], iris_artifact: Path, forest_artifact: Path
+) -> None:
+    setup = make_store()
+    setup.publish(iris_artifact, "v1")
+    setup.publish(forest_artifact, "v2")
+    setup.publish(iris_artifact, "v3")
+    setup.promote("v1")
+    barrier = threading.Barrier(2, timeout=10)
+
+    def start(version: str) -> str:
+        try:
+            rollout.start(both_read_rollout(make_store(), barrier), version, "shadow")
+        except Conflict as e:
+            return f"conflict: {e}"
+        return "won"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(start, ["v2", "v3"]))
+
+    assert sorted(o.split(":")[0] for o in outcomes) == ["conflict", "won"]
+    assert "changed by someone else" in next(o for o in outcomes if o != "won")
+    active = rollout.active(setup)
+    assert active is not None
+    assert active.version == ["v2", "v3"][outcomes.index("won")]
+
+
+def test_a_promote_and_an_abort_at_once_end_the_rollout_one_way(
+    make_store: Callable[[], ModelStore], iris_artifact: Path, forest_artifact: Path
+) -> None:
+    setup = make_store()
+    setup.publish(iris_artifact, "v1")
+    setup.publish(forest_artifact, "v2")
+    setup.promote("v1")
+    rollout.start(setup, "v2", "canary", 10)
+    barrier = threading.Barrier(2, timeout=10)
+    finish = {"promote": rollout.promote, "abort": rollout.abort}
+
+    def end(how: str) -> str:
+        try:
+            finish[how](both_read_rollout(make_store(), barrier))
+        except Conflict:
+            return "conflict"
+        return how
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(end, ["promote", "abort"]))
+
+    assert outcomes.count("conflict") == 1
+    won = next(o for o in outcomes if o != "conflict")
+    state, _ = rollout.read_state(setup)
+    assert state["active"] is None
+    assert [h["outcome"] for h in state["history"]] == [
+        {"promote": "promoted", "abort": "aborted"}[won]
+    ]
+    pointer, _ = setup.current()
+    assert pointer is not None
+    # What the store says happened did happen: promoted means current, aborted means not.
+    assert pointer["version"] == ("v2" if won == "promote" else "v1")
