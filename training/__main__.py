@@ -1,4 +1,5 @@
-"""python -m training: train or package a model, publish, promote, rollback and list versions.
+"""python -m training: train or package a model, publish, promote, rollback and list versions,
+and roll a version out beside the current one (shadow or canary), decided by metrics.
 
 Each verb imports what it needs when it runs: publish, promote, rollback and list need only the
 service's own packages (function/requirements.txt), so they run in the service image too (the
@@ -10,13 +11,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from function.errors import ModelrunError
 from function.store import ModelStore, check_version_id, model_root
-from training.errors import EXIT_INTERRUPTED, TrainingError
+from training.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_ROLLOUT_ABORTED,
+    EXIT_ROLLOUT_UNDECIDED,
+    TrainingError,
+)
 from training.estimators import ESTIMATORS, parse_param
 
 
@@ -137,9 +145,13 @@ def _rollback(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
+    from function import rollout
+
     store = _store(args, args.name)
     pointer, _ = store.current()
     current = pointer["version"] if pointer else None
+    active = rollout.active(store)
+    candidate = {active.version: active.describe()} if active else {}
     versions = store.versions()
     if args.json:
         print(
@@ -148,6 +160,7 @@ def _list(args: argparse.Namespace) -> None:
                     {
                         "version": v.version,
                         "current": v.version == current,
+                        "rollout": candidate.get(v.version),
                         "complete": v.complete,
                         "metadata": v.metadata,
                     }
@@ -160,13 +173,128 @@ def _list(args: argparse.Namespace) -> None:
     if not versions:
         print(f"no versions in {store.uri}")
     for v in versions:
-        mark = "*" if v.version == current else " "
+        mark = "*" if v.version == current else "~" if v.version in candidate else " "
         if v.metadata is None:
             print(f"{mark} {v.version}  INCOMPLETE (interrupted publish; never promotable)")
             continue
         holdout = v.metadata["metrics"]["holdout"]
         scores = "  ".join(f"{k}={val:.4f}" for k, val in holdout.items())
-        print(f"{mark} {v.version}  {v.metadata['estimator']:<28} {scores}")
+        rolling = f"  (candidate: {candidate[v.version]})" if v.version in candidate else ""
+        print(f"{mark} {v.version}  {v.metadata['estimator']:<28} {scores}{rolling}")
+
+
+def _rollout_start(args: argparse.Namespace) -> None:
+    from function import rollout
+
+    store = _store(args, args.name)
+    mode, percent = ("canary", args.canary) if args.canary is not None else ("shadow", 0.0)
+    started = rollout.start(store, args.version, mode, percent, args.model_memory_mb)
+    print(
+        f"started a {started.describe()} rollout of {started.version} beside {started.current}: "
+        "instances load it at their next refresh"
+    )
+
+
+def _rollout_status(args: argparse.Namespace) -> int:
+    from function import rollout
+
+    store = _store(args, args.name)
+    state, _ = rollout.read_state(store)
+    active = rollout.active_in(state)
+    if active is None:
+        ended = ""
+        if state["history"]:
+            last = state["history"][0]
+            ended = (
+                f" (the last, of {last['version']}, was {last['outcome']} at {last['ended_at']})"
+            )
+        print(f"no rollout in progress in {store.uri}{ended}")
+        return 0
+    pointer, _ = store.current()
+    current = pointer["version"] if pointer else active.current
+    if not args.json:
+        print(f"rollout of {active.version}: {active.describe()} since {active.started_at}, "
+              f"beside {current}")  # fmt: skip
+    if not args.prometheus:
+        print("no comparison: give --prometheus URL (or set PROMETHEUS_URL)")
+        return 0
+    verdict, figures = _judge(args, active, current)
+    if args.json:
+        print(json.dumps({"rollout": active.__dict__, "versions": figures,
+                          "checks": [c.__dict__ for c in verdict.checks],
+                          "decision": verdict.decision}, indent=2))  # fmt: skip
+        return 0
+    for check in verdict.checks:
+        print(f"  {check.name:<10} {check.state:<5} {check.detail}")
+    print(f"verdict: {verdict.decision}")
+    return 0
+
+
+def _judge(args: argparse.Namespace, active: Any, current: str) -> tuple[Any, list[dict[str, Any]]]:
+    """Read the figures from Prometheus; print each version's line; return the verdict."""
+    from training import verdict
+
+    prometheus = verdict.Prometheus(args.prometheus)
+    window = verdict.window_of(active, args.window)
+    mine, theirs = verdict.figures(prometheus, active, current, window)
+    criteria = verdict.Criteria(
+        args.min_requests, args.max_error_increase, args.max_latency_ratio, args.min_agreement
+    )
+    if not args.json:
+        print(f"  {current} (current): {verdict.describe(mine)}")
+        print(f"  {active.version} (candidate, {theirs.role}): {verdict.describe(theirs)}")
+    figures = [verdict.as_json(mine), verdict.as_json(theirs)]
+    return verdict.judge(mine, theirs, criteria, active.mode == "shadow"), figures
+
+
+def _rollout_promote(args: argparse.Namespace) -> int:
+    from function import rollout
+
+    store = _store(args, args.name)
+    if args.auto:
+        return _promote_on_metrics(args, store)
+    ended = rollout.promote(store)
+    print(f"promoted {ended.version}: it is current (was {ended.current}) and the rollout ended")
+    return 0
+
+
+def _promote_on_metrics(args: argparse.Namespace, store: ModelStore) -> int:
+    """Promote when every criterion passes, abort when one fails clearly, else wait (up to
+    --wait seconds, asking again every --every seconds)."""
+    from function import rollout
+
+    if not args.prometheus:
+        raise TrainingError("--auto decides on metrics: give --prometheus URL (or PROMETHEUS_URL)")
+    args.json = False
+    deadline = time.monotonic() + args.wait
+    while True:
+        active = rollout.active(store)
+        if active is None:
+            raise TrainingError(f"no rollout is in progress in {store.uri}")
+        pointer, _ = store.current()
+        current = pointer["version"] if pointer else active.current
+        verdict, _ = _judge(args, active, current)
+        reasons = "; ".join(f"{c.name} {c.state}: {c.detail}" for c in verdict.checks)
+        if verdict.decision == "promote":
+            rollout.promote(store)
+            print(f"promoted {active.version} on metrics ({reasons})")
+            return 0
+        if verdict.decision == "abort":
+            rollout.abort(store)
+            failed = "; ".join(f"{c.name}: {c.detail}" for c in verdict.checks if c.state == "fail")
+            print(f"aborted the rollout of {active.version}: {failed}")
+            return EXIT_ROLLOUT_ABORTED
+        if time.monotonic() + args.every > deadline:
+            print(f"no decision yet on {active.version}, nothing changed ({reasons})")
+            return EXIT_ROLLOUT_UNDECIDED
+        time.sleep(args.every)
+
+
+def _rollout_abort(args: argparse.Namespace) -> None:
+    from function import rollout
+
+    ended = rollout.abort(_store(args, args.name))
+    print(f"aborted the rollout of {ended.version}: {ended.current} stays current")
 
 
 def _store(args: argparse.Namespace, name: str) -> ModelStore:
@@ -277,7 +405,73 @@ def _parser() -> argparse.ArgumentParser:
     store_args(listing)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(run=_list)
+
+    rollout = verbs.add_parser(
+        "rollout", help="shadow or canary a version beside the current one; promote or abort it"
+    )
+    actions = rollout.add_subparsers(required=True, metavar="ACTION")
+    start = actions.add_parser("start", help="start a rollout of a published version")
+    store_args(start)
+    start.add_argument("version")
+    how = start.add_mutually_exclusive_group(required=True)
+    how.add_argument("--shadow", action="store_true", help="score live traffic without answering")
+    how.add_argument(
+        "--canary", type=_percent, metavar="PERCENT", help="answer this share of clients"
+    )
+    start.add_argument(
+        "--model-memory-mb",
+        type=float,
+        default=float(os.environ.get("MODEL_MEMORY_MB") or 0),
+        help="refuse a candidate that, beside the current model, would exceed this in each "
+        "worker (the service's MODEL_MEMORY_MB; default: that variable, else no limit)",
+    )
+    start.set_defaults(run=_rollout_start)
+
+    def metric_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--prometheus",
+            default=os.environ.get("PROMETHEUS_URL"),
+            help="Prometheus API URL (default: PROMETHEUS_URL)",
+        )
+        p.add_argument("--window", help="PromQL duration to compare over (default: the rollout)")
+        p.add_argument("--min-requests", type=int, default=300)
+        p.add_argument("--max-error-increase", type=float, default=0.01)
+        p.add_argument("--max-latency-ratio", type=float, default=1.25)
+        p.add_argument("--min-agreement", type=float, default=0.95)
+
+    status = actions.add_parser("status", help="the rollout, and its comparison from Prometheus")
+    store_args(status)
+    metric_args(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(run=_rollout_status)
+
+    finish = actions.add_parser("promote", help="make the candidate current; end the rollout")
+    store_args(finish)
+    metric_args(finish)
+    finish.add_argument(
+        "--auto",
+        action="store_true",
+        help="only if every criterion passes; abort if one fails clearly",
+    )
+    finish.add_argument(
+        "--wait", type=float, default=0.0, help="with --auto: keep asking this many seconds"
+    )
+    finish.add_argument("--every", type=float, default=15.0, help="with --wait: seconds between")
+    finish.set_defaults(run=_rollout_promote)
+
+    abort = actions.add_parser("abort", help="drop the candidate; end the rollout")
+    store_args(abort)
+    abort.set_defaults(run=_rollout_abort)
     return parser
+
+
+def _percent(text: str) -> float:
+    from function.rollout import parse_percent
+
+    try:
+        return parse_percent(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_ERROR = 1  # bad arguments or data, an unreachable or refusing store
 EXIT_GATE = 3  # trained, but a quality gate refused the model: nothing was written
+EXIT_ROLLOUT_ABORTED = 4  # rollout promote --auto: the candidate failed a criterion; aborted
+EXIT_ROLLOUT_UNDECIDED = 5  # rollout promote --auto: not enough evidence yet; nothing changed
 EXIT_INTERRUPTED = 130
 
 
