@@ -19,6 +19,8 @@ import pytest
 import requests
 import yaml
 
+from function import rollout
+from function.store import ModelStore
 from local.alert_sink import AlertSink
 from local.mirror import (
     ALERT_RULES,
@@ -196,17 +198,20 @@ def monitored_service(
     tmp_path: Path,
     mirror_dir: Path,
     drift: tuple[str, str] | None = None,
+    uri: str | None = None,
+    **settings: str,
 ) -> Iterator[tuple[Running, Mirror]]:
-    """The function (model from the emulator) and Prometheus with the project's config (the
-    drift window and hold shortened when asked)."""
+    """The function (the artifact, or the model root `uri` in the emulator) and Prometheus with
+    the project's config (the drift window and hold shortened when asked)."""
     require_binary("prometheus")
-    uri = publish_to_gcs(gcs_emulator, artifact, f"monitored-{time.monotonic_ns()}")
+    uri = uri or publish_to_gcs(gcs_emulator, artifact, f"monitored-{time.monotonic_ns()}")
     metrics = free_port()
     env = {
         "MODEL_URI": uri,
         "STORAGE_EMULATOR_HOST": gcs_emulator.host,
         "API_KEYS": KEY,
         "METRICS_PORT": str(metrics),  # scraped there without a key, as the sidecar does
+        **settings,
     }
     with run_service(env, tmp_path) as running:
         mirror = Mirror(mirror_dir, metrics=f"127.0.0.1:{metrics}", drift=drift)
@@ -227,9 +232,18 @@ def send_traffic(service: Running) -> None:
 
 
 def test_every_dashboard_query_has_data_after_real_traffic(
-    gcs_emulator: Emulator, iris_artifact: Path, tmp_path: Path
+    gcs_emulator: Emulator,
+    iris_artifact: Path,
+    forest_artifact: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    with monitored_service(gcs_emulator, iris_artifact, tmp_path, tmp_path / "mirror") as (
+    # A shadow rollout runs, so that the rollout panels have their series too.
+    uri = publish_to_gcs(gcs_emulator, iris_artifact, f"monitored-{time.monotonic_ns()}")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
+    store = ModelStore(uri, timeout=5)
+    rollout.start(store, store.publish(forest_artifact, "candidate"), "shadow")
+    with monitored_service(gcs_emulator, iris_artifact, tmp_path, tmp_path / "mirror", uri=uri) as (
         service,
         mirror,
     ):

@@ -1,0 +1,508 @@
+"""Rollouts: the commands, the canary's hash, the comparison and the verdict; then what clients
+see, in process where the process plays no part, and on real processes (the Dockerfile's command,
+gunicorn workers) against the GCS emulator where it does, with a real Prometheus for --auto."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+import requests
+
+from function import rollout
+from function.rollout import Rollout
+from function.shadow import compare
+from function.store import ModelStore
+from tests.artifacts import publish_object
+from tests.conftest import (
+    KEY,
+    OTHER_KEY,
+    PYTHON,
+    ROOT,
+    Emulator,
+    Running,
+    run_service,
+    wait_until,
+)
+from tests.inprocess import InProcess, in_process
+from tests.odd_models import FailingModel, HangingModel
+from tests.test_monitoring import monitored_service, query
+from training.__main__ import main
+from training.errors import EXIT_ROLLOUT_ABORTED
+from training.verdict import Criteria, Figures, judge
+
+ROWS = np.random.default_rng(7).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], (48, 4)).round(2)
+AUTH = {"X-API-Key": KEY}
+
+
+def cli(store: ModelStore, *args: str) -> list[str]:
+    """Run `python -m training rollout ...` on the store's model as a user would."""
+    root, name = store.uri.rsplit("/", 1)
+    return ["rollout", *args, "--store", root, "--name", name]
+
+
+def two_versions(uri: str, first: Path, second: Path) -> ModelStore:
+    """A model root with `first` published and current as v1, and `second` published as v2."""
+    store = ModelStore(uri, timeout=5)
+    store.promote(store.publish(first, "v1"))
+    store.publish(second, "v2")
+    return store
+
+
+# --- the commands ------------------------------------------------------------------------
+
+
+def test_the_commands_answer_in_one_line_with_an_exit_code(
+    iris_artifact: Path,
+    forest_artifact: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    store = two_versions((tmp_path / "store" / "iris").as_uri(), iris_artifact, forest_artifact)
+    store.backend.write("versions/half/model.joblib", b"an interrupted upload", if_token=None)
+
+    def run(*args: str) -> tuple[int, str]:
+        code = main(cli(store, *args))
+        out, err = capfd.readouterr()
+        assert "Traceback" not in out + err
+        lines = (out + err).strip().splitlines()
+        return code, lines[-1] if lines else ""
+
+    code, said = run("start", "half", "--shadow")
+    assert code == 1 and said.startswith("error: version half is incomplete")
+    code, said = run("start", "v1", "--shadow")
+    assert code == 1 and "already current" in said
+    code, said = run("promote")
+    assert code == 1 and "no rollout is in progress" in said
+    code, said = run("start", "v2", "--canary", "10")
+    assert code == 0 and said.startswith("started a canary 10% rollout of v2 beside v1")
+    code, said = run("start", "v2", "--shadow")
+    assert code == 1 and "a rollout of v2 (canary 10%) is in progress" in said
+    assert main(["list", "--store", str(tmp_path / "store"), "--name", "iris"]) == 0
+    listing = capfd.readouterr().out.splitlines()
+    assert listing[-1].startswith("~ v2") and listing[-1].endswith("(candidate: canary 10%)")
+    code, said = run("status")
+    assert code == 0 and said == "no comparison: give --prometheus URL (or set PROMETHEUS_URL)"
+    code, said = run("abort")
+    assert (code, said) == (0, "aborted the rollout of v2: v1 stays current")
+    code, said = run("status")
+    assert code == 0 and "the last, of v2, was aborted" in said
+    code, said = run("start", "v2", "--shadow", "--model-memory-mb", "0.01")
+    assert code == 1 and "more than MODEL_MEMORY_MB=0.01 allows" in said
+    assert run("start", "v2", "--shadow")[0] == 0
+    code, said = run("promote")
+    assert (code, said) == (0, "promoted v2: it is current (was v1) and the rollout ended")
+    pointer, _ = store.current()
+    assert pointer is not None and pointer["version"] == "v2"
+    state, _ = rollout.read_state(store)
+    assert [(h["version"], h["outcome"]) for h in state["history"]] == [
+        ("v2", "promoted"),
+        ("v2", "aborted"),
+    ]
+
+
+def test_a_tampered_version_cannot_be_a_candidate(
+    iris_artifact: Path, forest_artifact: Path, tmp_path: Path
+) -> None:
+    store = two_versions((tmp_path / "iris").as_uri(), iris_artifact, forest_artifact)
+    model = tmp_path / "iris" / "versions" / "v2" / "model.joblib"
+    model.write_bytes(model.read_bytes() + b"tampered")
+    with pytest.raises(Exception, match="sha256"):
+        rollout.start(store, "v2", "shadow")
+    assert rollout.active(store) is None
+
+
+# --- the canary's hash, the shadow's comparison, the verdict -----------------------------
+
+
+def canary(version: str, percent: float) -> Rollout:
+    return Rollout(version, "0" * 64, "canary", percent, "2026-01-01T00:00:00Z", "v1", 1)
+
+
+def test_a_canary_takes_a_stable_share_of_clients_close_to_its_percentage() -> None:
+    clients = [f"client-{i}" for i in range(20_000)]
+    chosen = {c for c in clients if canary("v2", 10).answers(c)}
+    assert 0.09 < len(chosen) / len(clients) < 0.11
+    assert chosen == {c for c in clients if canary("v2", 10).answers(c)}  # stable
+    # A larger share keeps the clients of the smaller one: raising 10 % to 50 % moves no one back.
+    assert chosen <= {c for c in clients if canary("v2", 50).answers(c)}
+    other = {c for c in clients if canary("v3", 10).answers(c)}  # another rollout's own share
+    assert len(chosen & other) < 0.02 * len(clients)
+    shadow = Rollout("v2", "0" * 64, "shadow", 0, "2026-01-01T00:00:00Z", "v1", 1)
+    assert not any(shadow.answers(c) for c in clients)
+
+
+def test_the_shadow_comparison_counts_agreement_and_difference() -> None:
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    q = np.array([[0.7, 0.3], [0.2, 0.8], [0.3, 0.7]])
+    agreed, difference = compare(["a", "b", "a"], ["a", "b", "b"], p, q, classifier=True)
+    assert agreed == 2
+    assert difference == pytest.approx(0.2 + 0.0 + 0.3)
+    assert compare(["a", "b"], ["a", "a"], None, None, classifier=True) == (1, 1.0)
+    agreed, difference = compare([100.0, 10.0], [100.5, 12.0], None, None, classifier=False)
+    assert (agreed, difference) == (1, pytest.approx(2.5))  # within 1 %: 100.5, not 12
+
+
+def figures(version: str, role: str, requests: float, errors: float, p95: float) -> Figures:
+    return Figures(version, role, requests=requests, errors=errors, p95=p95)
+
+
+@pytest.mark.parametrize(
+    ("candidate", "agreed", "decision"),
+    [
+        (figures("v2", "shadow", 400, 0, 0.0021), 398, "promote"),
+        (figures("v2", "shadow", 120, 0, 0.0021), 120, "wait"),  # too little traffic yet
+        (figures("v2", "shadow", 120, 40, 0.0021), 80, "abort"),  # already beyond saving
+        (figures("v2", "shadow", 400, 8, 0.0021), 392, "abort"),  # 2 % errors, 1 % allowed
+        (figures("v2", "shadow", 400, 0, 0.0090), 400, "abort"),  # p95 over 1.25x and 1 ms
+        (figures("v2", "shadow", 400, 0, 0.0021), 300, "abort"),  # agrees on 75 % of rows
+    ],
+)
+def test_the_verdict_promotes_waits_or_aborts(
+    candidate: Figures, agreed: float, decision: str
+) -> None:
+    current = figures("v1", "answer", 5000, 5, 0.002)
+    candidate.rows, candidate.agreed = candidate.requests, agreed
+    assert judge(current, candidate, Criteria(), shadow=True).decision == decision
+
+
+# --- what clients see, in process --------------------------------------------------------
+
+
+@pytest.fixture
+def folder_store(iris_artifact: Path, tmp_path: Path) -> ModelStore:
+    store = ModelStore((tmp_path / "store" / "iris").as_uri())
+    store.promote(store.publish(iris_artifact, "v1"))
+    return store
+
+
+def serve(store: ModelStore, **settings: str) -> Any:
+    env = {
+        "MODEL_URI": store.uri,
+        "API_KEYS": f"{KEY},{OTHER_KEY}",
+        "MODEL_REFRESH_SECONDS": "0.1",
+        "RATE_LIMIT_PER_SECOND": "0",
+        "MODEL_RUNTIME": "sklearn",
+        **settings,
+    }
+    return in_process(env)
+
+
+def answers(app: InProcess, headers: dict[str, str] = AUTH) -> list[Any]:
+    out = []
+    for row in ROWS:
+        response = app.client.post("/predict", json={"instances": [row.tolist()]}, headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.headers["X-Model-Version"] == response.get_json()["model"]["version"]
+        out.append(response.get_json())
+    return out
+
+
+def metric(app: InProcess, name: str, **labels: str) -> float:
+    """A metric's value summed over the series with these labels (0 if there is none)."""
+    page = app.client.get("/metrics", headers=AUTH).get_data(as_text=True)
+    total = 0.0
+    for line in page.splitlines():
+        named = line.startswith(name + "{") or line.startswith(name + " ")
+        if named and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.parametrize("candidate", ["raises", "hangs"])
+def test_a_shadow_candidate_that_raises_or_hangs_changes_nothing_for_clients(
+    candidate: str, folder_store: ModelStore, iris_artifact: Path, tmp_path: Path
+) -> None:
+    odd = FailingModel() if candidate == "raises" else HangingModel(seconds=3)
+    publish_object(folder_store, "odd", odd, iris_artifact, tmp_path)
+    with serve(folder_store) as app:
+        before = answers(app)
+        rollout.start(folder_store, "odd", "shadow")
+        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+        during = answers(app) + answers(app)
+        assert during == before + before  # the same answers, all from v1
+        # Every request was handed over once: scored by the candidate, or dropped and counted.
+        def handled() -> float:
+            shadow = metric(app, "modelrun_model_calls_total", role="shadow")
+            return shadow + metric(app, "modelrun_shadow_dropped_total", model_version="odd")
+
+        if candidate == "raises":
+            wait_until(lambda: handled() == 2 * len(ROWS), 10, "every request handed over")
+            assert metric(app, "modelrun_model_calls_total", role="shadow", outcome="ok") == 0
+        else:  # one request held, the queue's 64 kept, the rest dropped and counted
+            dropped = metric(app, "modelrun_shadow_dropped_total", model_version="odd")
+            assert dropped >= 2 * len(ROWS) - 1 - 64
+        assert metric(app, "modelrun_model_calls_total", model_version="v1", role="answer") == (
+            3 * len(ROWS)
+        )
+
+
+def test_a_shadow_candidate_is_compared_row_by_row(
+    folder_store: ModelStore, forest_artifact: Path
+) -> None:
+    folder_store.publish(forest_artifact, "v2")
+    with serve(folder_store) as app:
+        rollout.start(folder_store, "v2", "shadow")
+        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+        answered = answers(app)
+        wait_until(
+            lambda: metric(app, "modelrun_shadow_rows_total") == len(ROWS), 10, "every row scored"
+        )
+        forest = joblib.load(forest_artifact / "model.joblib")
+        expected = forest.predict(ROWS).tolist()
+        agree = sum(a["predictions"][0] == e for a, e in zip(answered, expected, strict=True))
+        assert metric(app, "modelrun_shadow_agreed_total") == agree
+        shadow_classes = metric(app, "modelrun_shadow_predictions_total", model_version="v2")
+        assert shadow_classes == len(ROWS)
+        assert metric(app, "modelrun_rollout_candidate", state="loaded", mode="shadow") == 1
+
+
+def test_an_instance_refuses_a_candidate_that_would_not_fit(
+    folder_store: ModelStore, forest_artifact: Path
+) -> None:
+    folder_store.publish(forest_artifact, "v2")
+    with serve(folder_store, MODEL_MEMORY_MB="0.02") as app:  # the forest alone is 0.03 MiB
+        rollout.start(folder_store, "v2", "canary", 100)  # the command was given no limit
+        wait_until(lambda: app.service.loader.refused is not None, 10, "the refusal")
+        assert "MODEL_MEMORY_MB=0.02" in app.service.loader.refused[1]
+        assert {a["model"]["version"] for a in answers(app)} == {"v1"}
+        assert metric(app, "modelrun_rollout_candidate", state="refused") == 1
+        assert metric(app, "modelrun_errors_total", kind="rollout_refused") == 1  # not each poll
+
+
+def test_an_oip_request_naming_a_version_gets_it_during_a_canary(
+    folder_store: ModelStore, forest_artifact: Path
+) -> None:
+    folder_store.publish(forest_artifact, "v2")
+    with serve(folder_store) as app:
+        rollout.start(folder_store, "v2", "canary", 1)
+        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+        body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4],
+                            "data": ROWS[0].tolist()}]}  # fmt: skip
+        for version in ("v1", "v2"):
+            response = app.client.post(
+                f"/v2/models/iris/versions/{version}/infer", json=body, headers=AUTH
+            )
+            assert response.status_code == 200, response.get_data(as_text=True)
+            assert response.get_json()["model_version"] == version
+            assert response.headers["X-Model-Version"] == version
+
+
+# --- on real processes against the GCS emulator ------------------------------------------
+
+
+@pytest.fixture
+def gcs_versions(
+    gcs_emulator: Emulator,
+    iris_artifact: Path,
+    forest_artifact: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> ModelStore:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
+    uri = f"gs://{gcs_emulator.bucket}/models/rollout-{time.monotonic_ns()}"
+    return two_versions(uri, iris_artifact, forest_artifact)
+
+
+def service_env(store: ModelStore, emulator: Emulator, **extra: str) -> dict[str, str]:
+    return {
+        "MODEL_URI": store.uri,
+        "STORAGE_EMULATOR_HOST": emulator.host,
+        "API_KEYS": f"{KEY},{OTHER_KEY}",
+        "RATE_LIMIT_PER_SECOND": "0",
+        "MODEL_REFRESH_SECONDS": "0.5",
+        **extra,
+    }
+
+
+class Load:
+    """Clients posting rows until stopped; every answer kept: (sent, status, version, row, body)."""
+
+    def __init__(self, url: str, clients: int = 4, headers: dict[str, str] = AUTH) -> None:
+        self.url, self.headers = url, headers
+        self.results: list[tuple[float, int, str, int, dict[str, Any]]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(i,)) for i in range(clients)]
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _client(self, seed: int) -> None:
+        session, i = requests.Session(), seed
+        while not self._stop.is_set():
+            row = i % len(ROWS)
+            sent = time.monotonic()
+            response = session.post(
+                f"{self.url}/predict",
+                json={"instances": [ROWS[row].tolist()]},
+                headers=self.headers,
+                timeout=10,
+            )
+            body = response.json()
+            version = response.headers.get("X-Model-Version", "")
+            self.results.append((sent, response.status_code, version, row, body))
+            i += 1
+
+
+def test_a_shadow_rollout_under_load_changes_no_answer(
+    gcs_versions: ModelStore, gcs_emulator: Emulator, iris_artifact: Path, tmp_path: Path
+) -> None:
+    current = joblib.load(iris_artifact / "model.joblib")
+    # The scikit-learn runtime, one model call per request: answers are compared exactly.
+    env = service_env(gcs_versions, gcs_emulator, MODEL_RUNTIME="sklearn", MICRO_BATCHING="false")
+    with run_service(env, tmp_path) as running, Load(running.url) as load:
+        time.sleep(1)
+        rollout.start(gcs_versions, "v2", "shadow")
+        wait_until(
+            lambda: "modelrun_shadow_rows_total" in running.get("/metrics", headers=AUTH).text,
+            10,
+            "the shadow scoring",
+        )
+        time.sleep(2)
+        page = running.get("/metrics", headers=AUTH).text
+    assert len(load.results) > 100
+    assert [r for r in load.results if r[1] != 200] == []
+    for _, _, version, row, body in load.results:
+        assert version == body["model"]["version"] == "v1"
+        assert (
+            list(body["probabilities"][0].values())
+            == current.predict_proba([ROWS[row]])[0].tolist()
+        )
+    assert 'modelrun_rollout_candidate{mode="shadow",model_version="v2",state="loaded"} 1.0' in page
+
+
+def test_a_50_percent_canary_answers_from_both_and_each_client_from_one(
+    gcs_versions: ModelStore, gcs_emulator: Emulator, tmp_path: Path
+) -> None:
+    rollout.start(gcs_versions, "v2", "canary", 50)
+    with run_service(service_env(gcs_versions, gcs_emulator, WORKERS="2"), tmp_path) as running:
+        seen: dict[str, set[str]] = {}
+        for client in [f"user-{i}" for i in range(40)]:
+            for row in ROWS[:4]:
+                response = running.post(
+                    "/predict",
+                    json={"features": row.tolist()},
+                    headers={**AUTH, "X-Client-Id": client},
+                )
+                assert response.status_code == 200
+                version = response.headers["X-Model-Version"]
+                assert version == response.json()["model"]["version"]
+                seen.setdefault(client, set()).add(version)
+        by_key = {
+            key: {version_for(running, {"X-API-Key": key}) for _ in range(8)}
+            for key in (KEY, OTHER_KEY)
+        }
+    assert all(len(versions) == 1 for versions in seen.values())  # one client, one version
+    shares = Counter(next(iter(v)) for v in seen.values())
+    assert set(shares) == {"v1", "v2"} and min(shares.values()) >= 10
+    assert all(len(versions) == 1 for versions in by_key.values())  # without the header: the key
+    expected = {
+        k: "v2" if canary_of(gcs_versions).answers(key_identity(k)) else "v1" for k in by_key
+    }
+    assert {k: next(iter(v)) for k, v in by_key.items()} == expected
+
+
+def version_for(running: Running, headers: dict[str, str]) -> str:
+    response = running.post("/predict", json={"features": ROWS[0].tolist()}, headers=headers)
+    assert response.status_code == 200
+    return str(response.headers["X-Model-Version"])
+
+
+def canary_of(store: ModelStore) -> Rollout:
+    active = rollout.active(store)
+    assert active is not None
+    return active
+
+
+def key_identity(key: str) -> str:
+    from function.auth import KeyRing
+
+    return KeyRing([key]).check(key)
+
+
+@pytest.mark.parametrize("end", ["promote", "abort"])
+def test_promote_and_abort_reach_every_worker_within_the_refresh_and_fail_no_request(
+    end: str, gcs_versions: ModelStore, gcs_emulator: Emulator, tmp_path: Path
+) -> None:
+    refresh = 0.5
+    env = service_env(gcs_versions, gcs_emulator, WORKERS="2", MODEL_REFRESH_SECONDS=str(refresh))
+    rollout.start(gcs_versions, "v2", "canary", 50)
+    with run_service(env, tmp_path) as running:
+        # Forty clients by X-Client-Id: about half answered by each version until the end.
+        headers = [{"X-Client-Id": f"c{i}", "X-API-Key": KEY} for i in range(40)]
+        with Load(running.url, clients=4) as load:
+            time.sleep(1.5)
+            ended = time.monotonic()
+            (rollout.promote if end == "promote" else rollout.abort)(gcs_versions)
+            time.sleep(refresh + 2.5)
+        after = [version_for(running, h) for h in headers]
+    want = "v2" if end == "promote" else "v1"
+    assert [r for r in load.results if r[1] != 200] == []
+    last_other = max((r[0] for r in load.results if r[2] != want), default=ended)
+    switch = max(0.0, last_other - ended)
+    print(f"{end}: the last answer from the other version was sent {switch:.2f}s after the command")
+    assert switch <= refresh + 1.0  # the poll interval, plus a poll's own time
+    assert set(after) == {want}  # every worker, every client
+
+
+def test_auto_aborts_a_failing_candidate_and_promotes_a_good_one(
+    gcs_versions: ModelStore,
+    gcs_emulator: Emulator,
+    iris_artifact: Path,
+    tmp_path: Path,
+) -> None:
+    publish_object(gcs_versions, "failing", FailingModel(), iris_artifact, tmp_path)
+    gcs_versions.publish(iris_artifact, "v3")  # the current model again: a candidate that passes
+    with monitored_service(
+        gcs_emulator,
+        iris_artifact,
+        tmp_path,
+        tmp_path / "mirror",
+        uri=gcs_versions.uri,
+        MODEL_REFRESH_SECONDS="0.5",
+    ) as (running, mirror):
+        prometheus = f"http://{mirror.prometheus}"
+
+        def auto() -> subprocess.CompletedProcess[str]:
+            args = [*cli(gcs_versions, "promote", "--auto", "--prometheus", prometheus),
+                    "--min-requests", "40", "--wait", "60", "--every", "2"]  # fmt: skip
+            return subprocess.run(
+                [PYTHON, "-m", "training", *args],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env={**os.environ, "STORAGE_EMULATOR_HOST": gcs_emulator.host},
+            )
+
+        for candidate in ("failing", "v3"):
+            rollout.start(gcs_versions, candidate, "shadow")
+            with Load(running.url, clients=2):
+                decided = auto()
+            assert "Traceback" not in decided.stderr
+            said = decided.stdout.strip().splitlines()[-1]
+            if candidate == "failing":
+                assert decided.returncode == EXIT_ROLLOUT_ABORTED, decided.stdout + decided.stderr
+                assert said.startswith("aborted the rollout of failing: errors: error ratio 100")
+            else:
+                assert decided.returncode == 0, decided.stdout + decided.stderr
+                assert said.startswith("promoted v3 on metrics (traffic pass")
+        pointer, _ = gcs_versions.current()
+        assert pointer is not None and pointer["version"] == "v3"
+        state, _ = rollout.read_state(gcs_versions)
+        assert [h["outcome"] for h in state["history"]] == ["promoted", "aborted"]
+        assert query(mirror.prometheus, 'modelrun_model_calls_total{model_version="failing"}')
