@@ -31,6 +31,7 @@ GAUGES: dict[str, Callable[[Iterable[float]], float]] = {
     "process_max_fds": max,
     "modelrun_drift_reference_ratio": max,  # the same training shares in every worker
     "modelrun_drift_prediction_reference_ratio": max,
+    "modelrun_rollout_candidate": max,  # a rollout's candidate, loaded (or refused) by any worker
 }  # any other gauge (resident memory, open file descriptors) adds up
 
 

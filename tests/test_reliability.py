@@ -23,6 +23,7 @@ import requests
 
 from function.artifact import encode_metadata
 from function.store import ModelStore
+from tests.artifacts import publish_object
 from tests.conftest import (
     KEY,
     OTHER_KEY,
@@ -33,10 +34,8 @@ from tests.conftest import (
     schemathesis,
     wait_until,
 )
-from tests.artifacts import publish_object
 from tests.inprocess import in_process
 from tests.odd_models import NotAModel, SlowModel
-from training.train import write_artifact
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 AUTH = {"X-API-Key": KEY}
