@@ -112,7 +112,7 @@ class MicroBatcher:
         if len(group) > 1:
             first = group[0]
             try:
-                stacked = _stack([r.X for r in group])
+                stacked = stack_inputs([r.X for r in group])
                 labels, probabilities = self._run(first.estimator, stacked, first.probabilities)
             except BaseException:  # noqa: S110 - rerun alone below: each keeps its own error
                 pass
@@ -135,7 +135,7 @@ class MicroBatcher:
             request.done.set()
 
 
-def _stack(parts: list[Any]) -> Any:
+def stack_inputs(parts: list[Any]) -> Any:
     """Requests' rows as one input: matrices stacked, or DataFrames concatenated."""
     if isinstance(parts[0], np.ndarray):
         return np.vstack(parts)

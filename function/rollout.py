@@ -12,7 +12,7 @@ Every instance follows it through the refresh it already does (function/loader.p
 verifies the candidate beside the current model. In shadow, the candidate scores the same rows off
 the request's path (function/shadow.py); in a canary, it answers the clients whose hash falls in
 its share: the hash of the `X-Client-Id` header when sent, else of the API key, so one client sees
-one version.
+one version. A shadow may score a random share of the requests only (a partial shadow).
 
 Ending a rollout is one write too: `promote` records the outcome first (whoever ends a rollout
 first wins, promote or abort), then points current.json at the candidate. Instances keep a
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,13 +49,19 @@ class Rollout:
     version: str  # the candidate
     sha256: str
     mode: str  # shadow or canary
-    percent: float  # a canary's share of clients (0 in shadow)
+    percent: float  # a canary's share of clients; a shadow's share of requests
     started_at: str
     current: str  # the version current when it started, which it is compared with
     model_bytes: int  # the candidate's model file: what it adds to each worker's memory
 
     def describe(self) -> str:
-        return f"canary {self.percent:g}%" if self.mode == "canary" else "shadow"
+        if self.mode == "shadow" and self.percent >= 100:
+            return "shadow"
+        return f"{self.mode} {self.percent:g}%"
+
+    def shadows(self) -> bool:
+        """Whether a shadow candidate scores this request: all, or a random share of them."""
+        return self.percent >= 100 or random.random() * 100 < self.percent  # noqa: S311
 
     def answers(self, client: str) -> bool:
         """Whether the candidate answers this client: a stable hash of the client (and the
@@ -116,7 +123,7 @@ def active_in(state: dict[str, Any]) -> Rollout | None:
 
 
 def start(
-    store: ModelStore, version: str, mode: str, percent: float = 0.0, memory_mb: float = 0.0
+    store: ModelStore, version: str, mode: str, percent: float = 100.0, memory_mb: float = 0.0
 ) -> Rollout:
     """Start a rollout of a complete, verified version that is not current."""
     if mode not in MODES:
@@ -141,7 +148,7 @@ def start(
         version=version,
         sha256=metadata["sha256"],
         mode=mode,
-        percent=percent if mode == "canary" else 0.0,
+        percent=percent,
         started_at=utc_now(),
         current=pointer["version"],
         model_bytes=sizes[1],

@@ -169,7 +169,7 @@ class Service:
         if version == candidate.model.version:
             return candidate.model, None
         if candidate.shadow is not None:
-            return model, candidate.shadow
+            return model, candidate.shadow if candidate.rollout.shadows() else None
         client = headers.get(CLIENT_HEADER) or identity
         chosen = version is None and candidate.rollout.answers(client)
         return (candidate.model if chosen else model), None

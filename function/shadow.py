@@ -5,6 +5,11 @@ the candidate's own thread scores them and records how it compares. The queue is
 cannot keep up with is dropped and counted, so a slow or hung candidate costs clients nothing,
 and one that raises is counted as the candidate's error. Nothing here can change an answer.
 
+The thread runs at a lower CPU priority than the request threads, and requests that queued up
+while it was busy are scored together in one call: under load a candidate costs a fraction of
+a call per request (tests/perf/bench.py measures it). The candidate's model time is recorded
+for calls that scored one request, so that it compares with the answers' times.
+
 How a candidate compares with the current version, per row:
 - a classifier: agreement is an equal label; the difference is the mean absolute difference of
   the two probability vectors (when both were computed over the same classes), else 0 or 1 by
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import threading
 import time
@@ -25,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from function.batching import stack_inputs
 from function.model import LoadedModel
 from function.predict import Prediction, run_model
 from function.telemetry import Telemetry
@@ -32,6 +39,8 @@ from function.telemetry import Telemetry
 log = logging.getLogger("modelrun.shadow")
 
 QUEUE_REQUESTS = 64  # requests waiting for the candidate before more are dropped
+SHADOW_BATCH = 32  # queued requests scored together in one call
+SHADOW_NICENESS = 10  # the scoring thread's nice value: the request threads come first
 REGRESSION_AGREEMENT = 0.01  # a regressor agrees within 1 % of the current answer
 
 
@@ -74,47 +83,79 @@ class ShadowScorer:
             self.telemetry.dropped(self.candidate.version)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            item = self._queue.get()
-            if item is None or self._stop.is_set():
+        # Below the request threads for the CPU (Linux gives each thread its own nice value):
+        # when the instance is busy, answers come first and the candidate lags, then drops.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICENESS)
+        while True:
+            batch = [self._queue.get()]
+            # Requests that queued up while the candidate was busy are scored in one call: a
+            # lagging candidate catches up at a fraction of the cost of one call each.
+            while len(batch) < SHADOW_BATCH and batch[-1] is not None:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            items = [item for item in batch if item is not None]
+            if items and not self._stop.is_set():
+                self.score(items)
+            if len(items) < len(batch) or self._stop.is_set():
                 return
-            self.score(item)
 
-    def score(self, item: Answered) -> None:
-        """Score one request's rows with the candidate and record the comparison."""
-        candidate, current = self.candidate, item.prediction
-        want = current.probabilities is not None and candidate.has_probabilities
+    def score(self, batch: list[Answered]) -> None:
+        """Score requests' rows with the candidate (in one call) and record the comparison."""
+        candidate = self.candidate
+        want = candidate.has_probabilities and any(
+            item.prediction.probabilities is not None for item in batch
+        )
+        rows = sum(len(item.prediction.labels) for item in batch)
         started = time.perf_counter()
         try:
-            labels, probabilities = run_model(candidate.estimator, item.X, want)
+            X = batch[0].X if len(batch) == 1 else stack_inputs([item.X for item in batch])
+            labels, probabilities = run_model(candidate.estimator, X, want)
             labels = labels.tolist()
-            if len(labels) != len(current.labels):
-                raise ValueError(f"{len(labels)} answers for {len(current.labels)} rows")
+            if len(labels) != rows:
+                raise ValueError(f"{len(labels)} answers for {rows} rows")
         except Exception as e:  # the candidate's failure is counted; no client sees it
-            self._failures += 1
-            if self._failures in (1, 10, 100) or self._failures % 1000 == 0:
-                log.warning(
-                    "shadow candidate %s failed (%d so far): %s: %s",
-                    candidate.version,
-                    self._failures,
-                    type(e).__name__,
-                    e,
-                )
-            self.telemetry.scored(candidate.version, "shadow", 0.0, ok=False)
+            self._failed(e, len(batch))
             return
-        self.telemetry.scored(candidate.version, "shadow", time.perf_counter() - started, ok=True)
+        seconds = time.perf_counter() - started
+        version = candidate.version
+        for _ in batch:  # a call's time is one request's only when it scored one request
+            self.telemetry.scored(version, "shadow", seconds, ok=True, timed=len(batch) == 1)
         classifier = candidate.metadata["task"] == "classification"
-        self.telemetry.predicted(candidate.version, labels, classifier, shadow=True)
+        self.telemetry.predicted(version, labels, classifier, shadow=True)
         classes = [str(c) for c in candidate.estimator.classes_] if want else []
-        same_classes = probabilities is not None and classes == current.classes
-        agreed, difference = compare(
-            current.labels,
-            labels,
-            current.probabilities if same_classes else None,
-            probabilities if same_classes else None,
-            classifier,
-        )
-        self.telemetry.compared(candidate.version, len(labels), agreed, difference)
+        agreed, difference, start = 0, 0.0, 0
+        for item in batch:
+            current = item.prediction
+            end = start + len(current.labels)
+            both = probabilities is not None and current.probabilities is not None
+            same_classes = both and classes == current.classes
+            counts = compare(
+                current.labels,
+                labels[start:end],
+                current.probabilities if same_classes else None,
+                probabilities[start:end] if same_classes and probabilities is not None else None,
+                classifier,
+            )
+            agreed, difference, start = agreed + counts[0], difference + counts[1], end
+        self.telemetry.compared(version, rows, agreed, difference)
+
+    def _failed(self, error: Exception, requests: int) -> None:
+        before, self._failures = self._failures, self._failures + requests
+        # Logged at the 1st, 10th and 100th failure, then every 1,000th: a log, not a flood.
+        crossed = any(before < mark <= self._failures for mark in (1, 10, 100))
+        if crossed or self._failures // 1000 > before // 1000:
+            log.warning(
+                "shadow candidate %s failed (%d requests so far): %s: %s",
+                self.candidate.version,
+                self._failures,
+                type(error).__name__,
+                error,
+            )
+        for _ in range(requests):
+            self.telemetry.scored(self.candidate.version, "shadow", 0.0, ok=False)
 
 
 def compare(

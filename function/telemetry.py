@@ -168,11 +168,12 @@ class Telemetry:
         for label, count in Counter(values).items():
             counter.add(count, {"model.version": version, "class": str(label)})
 
-    def scored(self, version: str, role: str, seconds: float, ok: bool) -> None:
-        """Record one model call of a version: its outcome, and its time when it answered."""
+    def scored(self, version: str, role: str, seconds: float, ok: bool, timed: bool = True) -> None:
+        """Record one request's model call by a version: its outcome, and its time when it
+        answered (unless the call was shared with other requests: `timed` false)."""
         attributes = {"model.version": version, "role": role}
         self.model_calls.add(1, {**attributes, "outcome": "ok" if ok else "error"})
-        if ok:
+        if ok and timed:
             self.model_duration.record(seconds, attributes)
 
     def compared(self, version: str, rows: int, agreed: int, difference: float) -> None:

@@ -187,7 +187,7 @@ def _rollout_start(args: argparse.Namespace) -> None:
     from function import rollout
 
     store = _store(args, args.name)
-    mode, percent = ("canary", args.canary) if args.canary is not None else ("shadow", 0.0)
+    mode, percent = ("canary", args.canary) if args.canary is not None else ("shadow", args.shadow)
     started = rollout.start(store, args.version, mode, percent, args.model_memory_mb)
     print(
         f"started a {started.describe()} rollout of {started.version} beside {started.current}: "
@@ -414,7 +414,14 @@ def _parser() -> argparse.ArgumentParser:
     store_args(start)
     start.add_argument("version")
     how = start.add_mutually_exclusive_group(required=True)
-    how.add_argument("--shadow", action="store_true", help="score live traffic without answering")
+    how.add_argument(
+        "--shadow",
+        type=_percent,
+        nargs="?",
+        const=100.0,
+        metavar="PERCENT",
+        help="score live traffic without answering it: every request, or this share of them",
+    )
     how.add_argument(
         "--canary", type=_percent, metavar="PERCENT", help="answer this share of clients"
     )

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from function import rollout
 from function.store import ModelStore
 from local import container
 from local.mirror import ROOT, fake_gcs_command, free_port, process, stop, wait_for
@@ -352,6 +353,10 @@ def main() -> None:
             pairs = 4 if args.quick else 6
             watching = drift_overhead(uris["lr"], off.uri, gcs, tmp, seconds, pairs)
             watching.update(counting_cost(artifacts["lr"]))
+            shadowed = ModelStore("gs://bench/models/lr-shadowed")
+            shadowed.promote(shadowed.publish(artifacts["lr"], "v1"))
+            rollout.start(shadowed, shadowed.publish(artifacts["rf"], "rf"), "shadow")
+            shadow = shadow_overhead(uris["lr"], shadowed.uri, gcs, tmp, seconds, pairs)
             samples: dict[str, dict[str, list[float]]] = {"modelrun": {}, "mlserver": {}}
             for round_ in range(rounds):
                 for name in ("modelrun", "mlserver"):  # A B A B
@@ -365,7 +370,7 @@ def main() -> None:
                         figures[f"{model}_cold_start_s"] = figures.pop("cold_start_s")
                         for key, value in figures.items():
                             samples[name].setdefault(key, []).append(value)
-    report(samples, rounds, seconds, watching)
+    report(samples, rounds, seconds, watching, shadow)
 
 
 def drift_overhead(
@@ -398,6 +403,55 @@ def drift_overhead(
         figures[f"{name}_off"] = round(median(off), 4)
         figures[f"{name}_ratio"] = round(median(a / b for a, b in zip(on, off, strict=True)), 3)
     return figures
+
+
+def shadow_overhead(
+    plain: str, shadowed: str, gcs: str, tmp: Path, seconds: float, pairs: int
+) -> dict[str, float]:
+    """What a shadow rollout costs the clients: the Iris model alone, against the same model with
+    a 100-tree forest scoring every request in shadow. Each pair runs both, in alternating
+    order; the figures are medians of the pairs' ratios (shadow / alone) of p50 at c=1 and c=8
+    and of requests/s at c=8, with the medians of the raw figures beside them."""
+    headers = {"X-API-Key": KEY}
+    raw: dict[str, dict[str, list[float]]] = {"shadow": {}, "alone": {}}
+    for pair in range(pairs):
+        order = (("shadow", shadowed), ("alone", plain))
+        for variant, uri in order if pair % 2 == 0 else order[::-1]:
+            print(f"shadow overhead {pair + 1}/{pairs}: {variant}", flush=True)
+            server = start_modelrun(uri, "iris", gcs, tmp)
+            try:
+                warmed_up(server, headers, BODIES["lr"])
+                c1 = wrk(server.url, headers, 1, seconds, tmp)
+                c8 = wrk(server.url, headers, 8, seconds, tmp)
+                page = metrics_page(server, headers)
+            finally:
+                server.stop()
+            if variant == "shadow" and "modelrun_shadow_rows_total" not in page:
+                raise RuntimeError("the shadow candidate scored nothing: is the rollout loaded?")
+            scored = sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
+                         if line.startswith("modelrun_shadow_rows_total{"))  # fmt: skip
+            dropped = sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
+                          if line.startswith("modelrun_shadow_dropped_total{"))  # fmt: skip
+            for name, value in (("c1_p50_ms", c1["p50_ms"]), ("c8_p50_ms", c8["p50_ms"]),
+                                ("c8_rps", c8["rps"])):  # fmt: skip
+                raw[variant].setdefault(name, []).append(value)
+            if variant == "shadow":
+                total = scored + dropped
+                raw[variant].setdefault("scored_share", []).append(scored / total if total else 0)
+    median = statistics.median
+    figures = {"scored_share": round(median(raw["shadow"]["scored_share"]), 4)}
+    for name in ("c1_p50_ms", "c8_p50_ms", "c8_rps"):
+        on, off = raw["shadow"][name], raw["alone"][name]
+        figures[f"{name}_shadow"] = round(median(on), 4)
+        figures[f"{name}_alone"] = round(median(off), 4)
+        figures[f"{name}_ratio"] = round(median(a / b for a, b in zip(on, off, strict=True)), 3)
+    return figures
+
+
+def metrics_page(server: Server, headers: dict[str, str]) -> str:
+    request = urllib.request.Request(server.url.split("/v2/")[0] + "/metrics", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(response.read().decode())
 
 
 def counting_cost(artifact: Path) -> dict[str, float]:
@@ -462,6 +516,7 @@ def report(
     rounds: int,
     seconds: float,
     drift: dict[str, float],
+    shadow: dict[str, float],
 ) -> None:
     median: Callable[[list[float]], float] = statistics.median
     ours = {k: round(median(v), 4) for k, v in samples["modelrun"].items()}
@@ -495,6 +550,8 @@ def report(
         "peer_name": "MLServer 1.7.1 + mlserver-sklearn 1.7.1 (default settings)",
         # Drift counting on (every Iris feature watched) against off: CPU <= 1.05, c32 >= 0.95.
         "drift_overhead": drift,
+        # A 100-tree forest in shadow beside the Iris model, against the model alone: p50 <= 1.1.
+        "shadow_overhead": shadow,
     }
     out = PERF / "results"
     out.mkdir(exist_ok=True)
@@ -509,6 +566,15 @@ def report(
         f"{drift['cpu_ms_per_request_ratio']} ({drift['cpu_ms_per_request_on']} / "
         f"{drift['cpu_ms_per_request_off']} ms; goal <= 1.05), c=32 requests/s "
         f"{drift['c32_rps_ratio']} ({drift['c32_rps_on']} / {drift['c32_rps_off']}; goal >= 0.95)"
+    )
+    print(
+        "shadow rollout (a 100-tree forest scoring every request beside the Iris model; shadow / "
+        f"alone, median of paired ratios): p50 at c=1 {shadow['c1_p50_ms_ratio']} "
+        f"({shadow['c1_p50_ms_shadow']} / {shadow['c1_p50_ms_alone']} ms), p50 at c=8 "
+        f"{shadow['c8_p50_ms_ratio']} ({shadow['c8_p50_ms_shadow']} / "
+        f"{shadow['c8_p50_ms_alone']} ms; goal <= 1.1), requests/s at c=8 "
+        f"{shadow['c8_rps_ratio']}; requests the candidate scored (not dropped): "
+        f"{shadow['scored_share']:.1%}"
     )
     print(f"goals met: {json.dumps(met)}\nwrote tests/perf/results/latest.json")
 
