@@ -94,6 +94,8 @@ github = GithubDeployer(
 
 outputs = {
     "serviceUrl": service.url,
+    "candidateUrl": service.candidate_url,
+    "latestRevision": service.latest_revision,
     "dashboardUrl": dashboard.url,
     "serviceName": service.service.name,
     "image": service.image,

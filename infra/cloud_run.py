@@ -24,13 +24,16 @@ from pulumi_gcp.cloudrunv2 import (
     ServiceTemplateVolumeArgs,
     ServiceTemplateVolumeSecretArgs,
     ServiceTemplateVolumeSecretItemArgs,
+    ServiceTrafficArgs,
 )
 
 import metrics_sidecar
-from config import PLACEHOLDER_IMAGE, StackConfig, service_environment
+from config import PLACEHOLDER_IMAGE, TRAFFIC_TAGS, StackConfig, service_environment
 from function.store import bucket_store, model_root
 
 PORT = 8080
+LATEST = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
+REVISION = "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"
 # Where the image sits in the service's inputs, as a Pulumi property path.
 IMAGE_PATH = "template.containers[0].image"
 
@@ -138,6 +141,7 @@ class PredictionService(pulumi.ComponentResource):
                 containers=[app, *([sidecar.container] if sidecar else [])],
                 volumes=[sidecar.volume] if sidecar else None,
             ),
+            traffics=traffic_split(config),
             # A revision started before its account can read the secret fails with "Permission
             # denied on secret": create the grants (and the secret's first version) first.
             # Without modelrun:image the image is the one the service runs: the engine keeps
@@ -167,6 +171,17 @@ class PredictionService(pulumi.ComponentResource):
             )
         self.url = self.service.uri
         self.image = self.service.template.apply(lambda t: (t.containers or [])[0].image)
+        # The revision serving the latest template: the stable one of the next split.
+        self.latest_revision = self.service.latest_ready_revision.apply(
+            lambda name: (name or "").rsplit("/", 1)[-1]
+        )
+        # The URL that reaches the latest revision alone: during a split, its tag's
+        # (Cloud Run serves each tagged target at https://TAG---HOST of the service's URL).
+        self.candidate_url = (
+            self.url.apply(lambda url: url.replace("https://", f"https://{TRAFFIC_TAGS[0]}---", 1))
+            if config.traffic_stable_revision
+            else self.url
+        )
         self.register_outputs({"url": self.url, "image": self.image})
 
 
@@ -283,3 +298,21 @@ class MetricsSidecar(pulumi.ComponentResource):
             resources=ServiceTemplateContainerResourcesArgs(cpu_idle=not config.instance_billing),
         )
         self.register_outputs({})
+
+
+def traffic_split(config: StackConfig) -> list[ServiceTrafficArgs]:
+    """All traffic to the latest revision; or, with a stable revision, a split between the two,
+    each reachable alone at its tag's URL (https://TAG---SERVICE-...run.app).
+
+    Stated even when it is all to the latest: the provider keeps a split it no longer sees
+    (traffics is computed), and Cloud Run keeps the last split for every later deploy.
+    """
+    percent = config.traffic_latest_percent
+    revision = config.traffic_stable_revision
+    if revision is None:
+        return [ServiceTrafficArgs(type=LATEST, percent=100)]
+    candidate, stable = TRAFFIC_TAGS
+    return [
+        ServiceTrafficArgs(type=LATEST, percent=percent, tag=candidate),
+        ServiceTrafficArgs(type=REVISION, revision=revision, percent=100 - percent, tag=stable),
+    ]

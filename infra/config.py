@@ -46,7 +46,12 @@ SERVICE_SETTINGS = (
     "BATCH_MAX_WAIT_MS",
     "UI",
     "DRIFT_FEATURES",
+    "MODEL_MEMORY_MB",
 )
+# A model's share of an instance's memory when MODEL_MEMORY_MB is not set: half of it, split
+# among the workers (each holds its own models); the rest is Python, the libraries and requests.
+MODEL_MEMORY_SHARE = 0.5
+TRAFFIC_TAGS = ("candidate", "stable")  # the tagged URLs of a split: latest revision, and stable
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,10 @@ class StackConfig:
     metrics_sidecar_image: str
     instance_billing: bool  # CPU allocated for the instance's whole life, not per request
     alert_emails: list[str]
+    # A traffic split between revisions (a new image rolled out gradually): None sends all to
+    # the latest revision; a stable revision keeps 100 - traffic_latest_percent.
+    traffic_stable_revision: str | None = None
+    traffic_latest_percent: int = 100
 
     @property
     def labels(self) -> dict[str, str]:
@@ -149,6 +158,8 @@ def load() -> StackConfig:
         metrics_sidecar_image=optional("metricsSidecarImage") or metrics_sidecar.IMAGE,
         instance_billing=cfg.require_bool("instanceBasedBilling"),
         alert_emails=[str(e).strip() for e in cfg.require_object("alertEmails")],
+        traffic_stable_revision=optional("trafficStableRevision"),
+        traffic_latest_percent=cfg.require_int("trafficLatestPercent"),
     )
     _check(config)
     return config
@@ -168,6 +179,9 @@ def service_environment(config: StackConfig) -> dict[str, str]:
     }
     if config.model_sha256:
         env["MODEL_SHA256"] = config.model_sha256
+    if "MODEL_MEMORY_MB" not in env:
+        share = config.size.memory_mib * MODEL_MEMORY_SHARE / config.size.workers
+        env["MODEL_MEMORY_MB"] = str(int(share))
     if config.key_refresh_seconds > 0:
         env["API_KEYS_REFRESH_SECONDS"] = str(config.key_refresh_seconds)
     if config.metrics_sidecar:
@@ -200,6 +214,7 @@ def _check(config: StackConfig) -> None:
             "modelrun:instanceBasedBilling needs modelrun:cpu of 1 or more, got "
             f"{config.size.cpu:g} (below 1 vCPU Cloud Run bills by request only)"
         )
+    _check_traffic(config)
     if not 1 <= config.timeout_seconds <= 3600:
         raise ValueError(f"modelrun:timeoutSeconds must be 1..3600, got {config.timeout_seconds}")
     # The service would refuse these at start, after the deploy: refuse them now, in its words.
@@ -214,3 +229,25 @@ def _check(config: StackConfig) -> None:
         key = setting_key(variable) if variable in SERVICE_SETTINGS else None
         where = f"modelrun:{key} ({variable})" if key else "the service settings"
         raise ValueError(f"{where}: {e}") from e
+
+
+def _check_traffic(config: StackConfig) -> None:
+    """A split names a revision of this service (Cloud Run names them SERVICE-NNNNN-xxx) and
+    gives the latest revision a whole percentage; without one, the latest takes all."""
+    percent = config.traffic_latest_percent
+    if not 0 <= percent <= 100:
+        raise ValueError(f"modelrun:trafficLatestPercent must be 0..100, got {percent}")
+    revision = config.traffic_stable_revision
+    if revision is None:
+        if percent != 100:
+            raise ValueError(
+                f"modelrun:trafficLatestPercent {percent} needs modelrun:trafficStableRevision, "
+                "the revision that keeps the rest (pulumi stack output latestRevision)"
+            )
+        return
+    pattern = re.compile(rf"^{re.escape(config.service_name)}-[a-z0-9-]+$")
+    if not pattern.match(revision) or len(revision) > 63:
+        raise ValueError(
+            f"modelrun:trafficStableRevision must name a revision of {config.service_name} "
+            f"({config.service_name}-00001-abc), got {revision!r}"
+        )

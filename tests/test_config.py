@@ -151,6 +151,7 @@ def test_several_keys_for_rotation() -> None:
         ({"API_KEYS_REFRESH_SECONDS": "0"}, "API_KEYS_REFRESH_SECONDS='0' is invalid"),
         ({"ENVIRONMENT": "prod"}, "ENVIRONMENT='prod' is invalid: expected one of"),
         ({"MAX_REQUEST_BYTES": "lots"}, "MAX_REQUEST_BYTES='lots' is invalid"),
+        ({"MODEL_MEMORY_MB": "-5"}, "MODEL_MEMORY_MB='-5' is invalid: expected a number of MiB"),
         ({"MAX_INSTANCES_PER_REQUEST": "0"}, "MAX_INSTANCES_PER_REQUEST='0' is invalid"),
         ({"STORE_TIMEOUT_SECONDS": "inf"}, "STORE_TIMEOUT_SECONDS='inf' is invalid"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' is invalid"),
