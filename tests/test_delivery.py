@@ -18,6 +18,7 @@ import yaml
 
 from local import container
 from tests.conftest import ROOT, run_service
+from training.__main__ import _parser as training_parser
 from training.estimators import ESTIMATORS
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -128,8 +129,25 @@ def test_training_verbs_and_estimators_in_train_workflow_exist() -> None:
     text = scripts(document)
 
     assert set(options) == set(ESTIMATORS)  # the whole list, regressors included
-    assert re.findall(r"-m training (\w+)", text) == ["package", "train", "train"]
+    assert re.findall(r"-m training (\w+)", text) == ["package", "train", "train", "rollout"]
     assert "args=(publish " in text  # built as an array: the promote flag is optional
+    # Each rollout the input offers is a command line the CLI accepts, with the version that
+    # `publish` printed.
+    rollouts = document[True]["workflow_dispatch"]["inputs"]["rollout"]["options"]
+    published = "published gs://b/models/iris/versions/20261130T101010Z-abcdef12"
+    version = re.sub(r"^published .*/versions/", "", published)  # the step's sed, in Python
+    assert "sed -n 's#^published .*/versions/##p'" in text
+    for choice in rollouts:
+        how = re.search(rf"^\s*{choice}\) how=\((.*)\) ;;$", text, re.M)
+        if choice == "none":
+            assert how is None
+            continue
+        assert how is not None, choice
+        args = training_parser().parse_args(
+            ["rollout", "start", version, "--store", "gs://b/models", "--name", "iris",
+             *how[1].split()]  # fmt: skip
+        )
+        assert (args.shadow, args.canary) == ((100.0, None) if choice == "shadow" else (None, 10))
 
 
 def test_repository_variables_and_secrets_are_documented() -> None:
