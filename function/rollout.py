@@ -34,6 +34,7 @@ from function.store import ModelStore, check_version_id, utc_now
 ROLLOUT_FILE = "rollout.json"
 MODES = ("shadow", "canary")
 CLIENT_HEADER = "X-Client-Id"  # a canary client's identity when sent; else its API key
+MAX_CLIENT_ID = 256
 HISTORY_KEPT = 20
 MIB = 1024 * 1024
 

@@ -24,13 +24,13 @@ from function.batching import MicroBatcher, Run
 from function.config import Config
 from function.deadline import Deadlines
 from function.drift import BASELINE_FILE, Drift, DriftCollector
-from function.errors import NotFound, NotReady
+from function.errors import BadRequest, NotFound, NotReady
 from function.loader import ModelLoader
 from function.metrics_port import serve_metrics
 from function.model import LoadedModel, verified_file
 from function.predict import run_model
 from function.ratelimit import TokenBuckets
-from function.rollout import CLIENT_HEADER
+from function.rollout import CLIENT_HEADER, MAX_CLIENT_ID
 from function.shadow import ShadowScorer
 from function.store import ModelStore
 from function.telemetry import prometheus_telemetry
@@ -162,6 +162,9 @@ class Service:
         sent, else the API key's identity); a request naming a version (the Open Inference
         Protocol's path) gets that one when it is loaded here.
         """
+        client = headers.get(CLIENT_HEADER)
+        if client is not None and len(client) > MAX_CLIENT_ID:
+            raise BadRequest(f"{CLIENT_HEADER} is longer than {MAX_CLIENT_ID} characters")
         candidate = self.loader.candidate  # read before the model: see ModelLoader
         model = self.require_model()
         if candidate is None or candidate.model.version == model.version:
@@ -170,8 +173,7 @@ class Service:
             return candidate.model, None
         if candidate.shadow is not None:
             return model, candidate.shadow if candidate.rollout.shadows() else None
-        client = headers.get(CLIENT_HEADER) or identity
-        chosen = version is None and candidate.rollout.answers(client)
+        chosen = version is None and candidate.rollout.answers(client or identity)
         return (candidate.model if chosen else model), None
 
     def readiness(self) -> str | None:

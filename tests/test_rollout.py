@@ -229,6 +229,7 @@ def test_a_shadow_candidate_that_raises_or_hangs_changes_nothing_for_clients(
         wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
         during = answers(app) + answers(app)
         assert during == before + before  # the same answers, all from v1
+
         # Every request was handed over once: scored by the candidate, or dropped and counted.
         def handled() -> float:
             shadow = metric(app, "modelrun_model_calls_total", role="shadow")
@@ -506,3 +507,39 @@ def test_auto_aborts_a_failing_candidate_and_promotes_a_good_one(
         state, _ = rollout.read_state(gcs_versions)
         assert [h["outcome"] for h in state["history"]] == ["promoted", "aborted"]
         assert query(mirror.prometheus, 'modelrun_model_calls_total{model_version="failing"}')
+
+
+def test_a_partial_shadow_scores_its_share_of_requests(
+    folder_store: ModelStore, forest_artifact: Path
+) -> None:
+    folder_store.publish(forest_artifact, "v2")
+    with serve(folder_store) as app:
+        rollout.start(folder_store, "v2", "shadow", 25)
+        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+        for _ in range(5):
+            answers(app)  # 240 requests
+        wait_until(
+            lambda: (
+                metric(app, "modelrun_shadow_rows_total")
+                + metric(app, "modelrun_shadow_dropped_total")
+                > 0
+            ),
+            10,
+            "the shadow's counts",
+        )
+        time.sleep(0.5)
+        handed = metric(app, "modelrun_model_calls_total", role="shadow") + metric(
+            app, "modelrun_shadow_dropped_total"
+        )
+    assert 30 <= handed <= 90  # a random 25 % of 240: 60 expected, 3.7 standard deviations
+
+
+def test_a_client_id_is_checked_before_it_is_used(folder_store: ModelStore) -> None:
+    with serve(folder_store) as app:
+        response = app.client.post(
+            "/predict",
+            json={"features": ROWS[0].tolist()},
+            headers={**AUTH, "X-Client-Id": "x" * 257},
+        )
+        assert response.status_code == 400
+        assert response.get_json()["detail"] == "X-Client-Id is longer than 256 characters"
