@@ -5,10 +5,11 @@ the candidate's own thread scores them and records how it compares. The queue is
 cannot keep up with is dropped and counted, so a slow or hung candidate costs clients nothing,
 and one that raises is counted as the candidate's error. Nothing here can change an answer.
 
-The thread runs at a lower CPU priority than the request threads, and requests that queued up
-while it was busy are scored together in one call: under load a candidate costs a fraction of
-a call per request (tests/perf/bench.py measures it). The candidate's model time is recorded
-for calls that scored one request, so that it compares with the answers' times.
+The thread scores the requests that arrive within 50 ms together, in one call, so that under load
+a candidate costs a fraction of a call per request (tests/perf/bench.py measures it); the first of
+each batch is also scored alone, and only that call's time is recorded, so that the candidate's
+model time is one request's, as the answers' are. (A lower CPU priority for the thread was
+measured and dropped: descheduled while holding the GIL, it made the request threads wait.)
 
 How a candidate compares with the current version, per row:
 - a classifier: agreement is an equal label; the difference is the mean absolute difference of
@@ -21,8 +22,8 @@ How a candidate compares with the current version, per row:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
-import os
 import queue
 import threading
 import time
@@ -38,9 +39,9 @@ from function.telemetry import Telemetry
 
 log = logging.getLogger("modelrun.shadow")
 
-QUEUE_REQUESTS = 64  # requests waiting for the candidate before more are dropped
-SHADOW_BATCH = 32  # queued requests scored together in one call
-SHADOW_NICENESS = 10  # the scoring thread's nice value: the request threads come first
+QUEUE_REQUESTS = 128  # requests waiting for the candidate before more are dropped
+SHADOW_BATCH = 128  # requests scored together in one call, at most
+SHADOW_LINGER_SECONDS = 0.05  # how long the first request of a batch waits for others
 REGRESSION_AGREEMENT = 0.01  # a regressor agrees within 1 % of the current answer
 
 
@@ -83,27 +84,35 @@ class ShadowScorer:
             self.telemetry.dropped(self.candidate.version)
 
     def _run(self) -> None:
-        # Below the request threads for the CPU (Linux gives each thread its own nice value):
-        # when the instance is busy, answers come first and the candidate lags, then drops.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), SHADOW_NICENESS)
         while True:
-            batch = [self._queue.get()]
-            # Requests that queued up while the candidate was busy are scored in one call: a
-            # lagging candidate catches up at a fraction of the cost of one call each.
-            while len(batch) < SHADOW_BATCH and batch[-1] is not None:
+            first = self._queue.get()
+            if first is None or self._stop.is_set():
+                return
+            # The requests that arrive within SHADOW_LINGER_SECONDS are scored together: under
+            # load a candidate costs a fraction of a call per request. The first is scored alone
+            # as well, so that the candidate's model time is one request's, as the answers' are.
+            # Asleep meanwhile rather than woken by each request: one wake-up per batch.
+            self._stop.wait(SHADOW_LINGER_SECONDS)
+            batch, ended = [first], False
+            while len(batch) < SHADOW_BATCH:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            items = [item for item in batch if item is not None]
-            if items and not self._stop.is_set():
-                self.score(items)
-            if len(items) < len(batch) or self._stop.is_set():
+                if item is None:
+                    ended = True
+                    break
+                batch.append(item)
+            if self._stop.is_set():
+                return
+            self.score(batch[:1], timed=True)
+            if len(batch) > 1:
+                self.score(batch[1:], timed=False)
+            if ended:
                 return
 
-    def score(self, batch: list[Answered]) -> None:
-        """Score requests' rows with the candidate (in one call) and record the comparison."""
+    def score(self, batch: list[Answered], timed: bool = True) -> None:
+        """Score requests' rows with the candidate in one call and record the comparison."""
         candidate = self.candidate
         want = candidate.has_probabilities and any(
             item.prediction.probabilities is not None for item in batch
@@ -121,25 +130,19 @@ class ShadowScorer:
             return
         seconds = time.perf_counter() - started
         version = candidate.version
-        for _ in batch:  # a call's time is one request's only when it scored one request
-            self.telemetry.scored(version, "shadow", seconds, ok=True, timed=len(batch) == 1)
+        self.telemetry.scored(version, "shadow", seconds, ok=True, requests=len(batch), timed=timed)
         classifier = candidate.metadata["task"] == "classification"
         self.telemetry.predicted(version, labels, classifier, shadow=True)
         classes = [str(c) for c in candidate.estimator.classes_] if want else []
-        agreed, difference, start = 0, 0.0, 0
-        for item in batch:
-            current = item.prediction
-            end = start + len(current.labels)
-            both = probabilities is not None and current.probabilities is not None
-            same_classes = both and classes == current.classes
-            counts = compare(
-                current.labels,
-                labels[start:end],
-                current.probabilities if same_classes else None,
-                probabilities[start:end] if same_classes and probabilities is not None else None,
-                classifier,
-            )
-            agreed, difference, start = agreed + counts[0], difference + counts[1], end
+        answers = [item.prediction for item in batch]
+        current = list(itertools.chain.from_iterable(a.labels for a in answers))
+        if probabilities is not None and all(
+            a.probabilities is not None and a.classes == classes for a in answers
+        ):  # the usual case, compared in one pass
+            theirs = np.concatenate([a.probabilities for a in answers])
+            agreed, difference = compare(current, labels, theirs, probabilities, classifier)
+        else:  # labels only (a request without probabilities, or other classes)
+            agreed, difference = compare(current, labels, None, None, classifier)
         self.telemetry.compared(version, rows, agreed, difference)
 
     def _failed(self, error: Exception, requests: int) -> None:
@@ -154,8 +157,7 @@ class ShadowScorer:
                 type(error).__name__,
                 error,
             )
-        for _ in range(requests):
-            self.telemetry.scored(self.candidate.version, "shadow", 0.0, ok=False)
+        self.telemetry.scored(self.candidate.version, "shadow", 0.0, ok=False, requests=requests)
 
 
 def compare(

@@ -168,11 +168,19 @@ class Telemetry:
         for label, count in Counter(values).items():
             counter.add(count, {"model.version": version, "class": str(label)})
 
-    def scored(self, version: str, role: str, seconds: float, ok: bool, timed: bool = True) -> None:
-        """Record one request's model call by a version: its outcome, and its time when it
-        answered (unless the call was shared with other requests: `timed` false)."""
+    def scored(
+        self,
+        version: str,
+        role: str,
+        seconds: float,
+        ok: bool,
+        requests: int = 1,
+        timed: bool = True,
+    ) -> None:
+        """Record a version's model call for `requests` requests: its outcome, and its time
+        when it was one request's (`timed`) and succeeded."""
         attributes = {"model.version": version, "role": role}
-        self.model_calls.add(1, {**attributes, "outcome": "ok" if ok else "error"})
+        self.model_calls.add(requests, {**attributes, "outcome": "ok" if ok else "error"})
         if ok and timed:
             self.model_duration.record(seconds, attributes)
 

@@ -218,6 +218,7 @@ def _rollout_status(args: argparse.Namespace) -> int:
     if not args.prometheus:
         print("no comparison: give --prometheus URL (or set PROMETHEUS_URL)")
         return 0
+    args.show = not args.json
     verdict, figures = _judge(args, active, current)
     if args.json:
         print(json.dumps({"rollout": active.__dict__, "versions": figures,
@@ -240,7 +241,7 @@ def _judge(args: argparse.Namespace, active: Any, current: str) -> tuple[Any, li
     criteria = verdict.Criteria(
         args.min_requests, args.max_error_increase, args.max_latency_ratio, args.min_agreement
     )
-    if not args.json:
+    if args.show:
         print(f"  {current} (current): {verdict.describe(mine)}")
         print(f"  {active.version} (candidate, {theirs.role}): {verdict.describe(theirs)}")
     figures = [verdict.as_json(mine), verdict.as_json(theirs)]
@@ -265,7 +266,7 @@ def _promote_on_metrics(args: argparse.Namespace, store: ModelStore) -> int:
 
     if not args.prometheus:
         raise TrainingError("--auto decides on metrics: give --prometheus URL (or PROMETHEUS_URL)")
-    args.json = False
+    args.show = False  # one line: the decision and its reasons
     deadline = time.monotonic() + args.wait
     while True:
         active = rollout.active(store)

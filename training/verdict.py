@@ -216,8 +216,8 @@ def _latency(current: Figures, candidate: Figures, criteria: Criteria, enough: b
         return Check("latency", "wait", "p95 model time not measured yet for both versions")
     limit = max(current.p95 * criteria.max_latency_ratio, current.p95 + LATENCY_SLACK_SECONDS)
     detail = (
-        f"p95 {candidate.p95 * 1000:.2f} ms, at most {limit * 1000:.2f} ms "
-        f"({criteria.max_latency_ratio:g}x the current {current.p95 * 1000:.2f} ms)"
+        f"p95 {candidate.p95 * 1000:.2f} ms, at most {limit * 1000:.2f} ms (the current "
+        f"{current.p95 * 1000:.2f} ms x {criteria.max_latency_ratio:g}, or + 1 ms)"
     )
     if not enough:
         return Check("latency", "wait", detail)
