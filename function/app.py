@@ -67,7 +67,12 @@ def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
         "max_instances_per_request": service.config.max_instances_per_request,
         "max_request_bytes": service.config.max_request_bytes,
     }
-    served = {"runtime": model.runtime, "promotion": model.promotion, "limits": limits}
+    served = {
+        "runtime": model.runtime,
+        "promotion": model.promotion,
+        "rollout": service.loader.rollout(),
+        "limits": limits,
+    }
     return {**model.metadata, "features": features, **served}
 
 

@@ -88,6 +88,15 @@ class ModelLoader:
             return {"model.version": refused.version, "mode": refused.mode, "state": "refused"}
         return None
 
+    def rollout(self) -> dict[str, Any] | None:
+        """The rollout this instance takes part in, as /model shows it (None when none)."""
+        if self.candidate is not None:
+            return {**dataclasses.asdict(self.candidate.rollout), "state": "loaded"}
+        if self.refused is not None:
+            refused, reason = self.refused
+            return {**dataclasses.asdict(refused), "state": "refused", "reason": reason}
+        return None
+
     def run(self) -> None:
         """Load the model, then follow current.json and rollout.json if asked to; return when
         stopped."""

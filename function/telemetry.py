@@ -16,11 +16,12 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.registry import Collector
 
+from function.model_calls import ModelCalls
+
 # OpenTelemetry's recommended boundaries for http.server.request.duration (semantic conventions).
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
-MODEL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
@@ -35,9 +36,11 @@ class Telemetry:
         reader: MetricReader,
         model_state: Callable[[], tuple[dict[str, str] | None, bool]],
         candidate_state: Callable[[], dict[str, str] | None] = lambda: None,
+        calls: ModelCalls | None = None,
     ) -> None:
         self._model_state = model_state
         self._candidate_state = candidate_state
+        self.calls = calls or ModelCalls()
         self.provider = MeterProvider(
             metric_readers=[reader],
             resource=Resource.create({"service.name": "modelrun"}),
@@ -88,19 +91,9 @@ class Telemetry:
             description="Time a request waited for its micro-batch to start.",
             explicit_bucket_boundaries_advisory=WAIT_BUCKETS,
         )
-        # By version, for rollouts: each version's own model calls (role "answer", or "shadow"
-        # for a candidate scoring beside the current one), and how a shadow compares.
-        self.model_calls = meter.create_counter(
-            "modelrun.model.calls",
-            unit="{request}",
-            description="Model calls by version, role (answer or shadow) and outcome (ok, error).",
-        )
-        self.model_duration = meter.create_histogram(
-            "modelrun.model.duration",
-            unit="s",
-            description="Time a version's model took for a request's rows, by role.",
-            explicit_bucket_boundaries_advisory=MODEL_BUCKETS,
-        )
+        # By version, for rollouts: each version's calls and time (role "answer", or "shadow"
+        # for a candidate scoring beside the current one) are counted by `calls`, which is
+        # cheaper on the request path (function/model_calls.py); how a shadow compares, here.
         self.shadow_predictions = meter.create_counter(
             "modelrun.shadow.predictions",
             unit="{prediction}",
@@ -179,10 +172,7 @@ class Telemetry:
     ) -> None:
         """Record a version's model call for `requests` requests: its outcome, and its time
         when it was one request's (`timed`) and succeeded."""
-        attributes = {"model.version": version, "role": role}
-        self.model_calls.add(requests, {**attributes, "outcome": "ok" if ok else "error"})
-        if ok and timed:
-            self.model_duration.record(seconds, attributes)
+        self.calls.record(version, role, seconds, ok, requests, timed)
 
     def compared(self, version: str, rows: int, agreed: int, difference: float) -> None:
         """Record how a shadow candidate's answers compare with the current version's."""
@@ -229,13 +219,16 @@ def prometheus_telemetry(
     candidate_state: Callable[[], dict[str, str] | None] = lambda: None,
 ) -> tuple[Telemetry, Callable[[], bytes]]:
     """Return the service's Telemetry and a function rendering its /metrics page, which also
-    shows the families of `collectors` (the drift counts, kept in arrays: function/drift.py)."""
+    shows the model calls by version (function/model_calls.py) and the families of
+    `collectors` (the drift counts, kept in arrays: function/drift.py)."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_cpu_seconds_total
-    for collector in collectors:
+    calls = ModelCalls()
+    for collector in [calls, *collectors]:
         registry.register(collector)
     reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
-    return Telemetry(reader, model_state, candidate_state), lambda: generate_latest(registry)
+    telemetry = Telemetry(reader, model_state, candidate_state, calls)
+    return telemetry, lambda: generate_latest(registry)

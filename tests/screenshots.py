@@ -1,8 +1,9 @@
 """`make screenshots`: the README's pictures of the pages, taken in headless Chromium.
 
 Trains the churn example (mixed types, a training report), serves it as the container does, fills
-the form, predicts, and saves docs/images/page.png, docs/images/card.png and
-docs/images/baseline.png, reduced to a small palette so that they stay small in the repository.
+the form, predicts, and saves docs/images/page.png, docs/images/card.png,
+docs/images/baseline.png and docs/images/rollout.png (a candidate in shadow), reduced to a small
+palette so that they stay small in the repository.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
+from function import rollout
 from function.store import ModelStore
 from tests.browser import chrome, open_with_key, wait
 from tests.conftest import KEY, ROOT, run_service
@@ -41,6 +43,10 @@ def main() -> None:
         store = ModelStore((tmp / "store" / "churn").as_uri())
         version = store.publish(tmp / "art")
         store.promote(version)
+        # A candidate in shadow beside it, for the model card's Rollout section.
+        boosted = [*args, "--estimator", "hist_gradient_boosting", "--out", str(tmp / "hgb")]
+        assert training(["train", *boosted]) == 0
+        rollout.start(store, store.publish(tmp / "hgb"), "shadow")
         with run_service({"MODEL_URI": store.uri, "API_KEYS": KEY}, tmp) as service:
             driver = chrome()
             try:
@@ -64,6 +70,9 @@ def main() -> None:
                 heading = driver.find_elements(By.XPATH, "//h2[text()='Training distribution']")
                 driver.execute_script("arguments[0].scrollIntoView()", heading[0])
                 save(driver, IMAGES / "baseline.png", 700)
+                heading = driver.find_elements(By.XPATH, "//h2[text()='Rollout']")
+                driver.execute_script("arguments[0].scrollIntoView()", heading[0])
+                save(driver, IMAGES / "rollout.png", 420)
             finally:
                 driver.quit()
 

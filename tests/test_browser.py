@@ -21,6 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
+from function import rollout
 from function.store import ModelStore
 from tests.browser import axe_source, axe_violations, chrome, open_with_key, wait
 from tests.conftest import KEY, Running, free_port, run_service
@@ -39,7 +40,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def running(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    """The churn model with its report, promoted twice (v2 is current, v1 its history)."""
+    """The churn model with its report, promoted twice (v2 is current, v1 its history), and v3
+    in a shadow rollout (it answers nothing)."""
     tmp = tmp_path_factory.mktemp("browser")
     args = ["--data", str(data), "--target", "churned", "--cv", "2", "--impute", "median"]
     assert main(["train", *args, "--out", str(tmp / "art")]) == 0
@@ -47,6 +49,7 @@ def running(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
     for version in ("v1", "v2"):
         store.publish(tmp / "art", version)
         store.promote(version)
+    rollout.start(store, store.publish(tmp / "art", "v3"), "shadow")
     with run_service({"MODEL_URI": store.uri, "API_KEYS": KEY}, tmp) as service:
         yield service
 
@@ -290,6 +293,8 @@ def test_the_model_card_shows_metrics_plots_digests_and_history(
     for name, entry in model["files"].items():
         assert name in card and entry["sha256"] in card
     assert "previous version\nv1" in card
+    assert "candidate\nv3\nmode\nshadow: scores every request without answering" in card
+    assert "on this instance\nloaded beside this version" in card
     assert model["onnx"]["reason"] in card
     assert model["dataset"]["sha256"] in card
     assert "Download report.html" in card

@@ -265,6 +265,11 @@ def test_a_shadow_candidate_is_compared_row_by_row(
         shadow_classes = metric(app, "modelrun_shadow_predictions_total", model_version="v2")
         assert shadow_classes == len(ROWS)
         assert metric(app, "modelrun_rollout_candidate", state="loaded", mode="shadow") == 1
+        shown = app.client.get("/model", headers=AUTH).get_json()["rollout"]
+        assert (shown["version"], shown["mode"], shown["state"]) == ("v2", "shadow", "loaded")
+        rollout.abort(folder_store)
+        wait_until(lambda: app.service.loader.candidate is None, 10, "the candidate dropped")
+        assert app.client.get("/model", headers=AUTH).get_json()["rollout"] is None
 
 
 def test_an_instance_refuses_a_candidate_that_would_not_fit(
@@ -278,6 +283,8 @@ def test_an_instance_refuses_a_candidate_that_would_not_fit(
         assert {a["model"]["version"] for a in answers(app)} == {"v1"}
         assert metric(app, "modelrun_rollout_candidate", state="refused") == 1
         assert metric(app, "modelrun_errors_total", kind="rollout_refused") == 1  # not each poll
+        shown = app.client.get("/model", headers=AUTH).get_json()["rollout"]
+        assert shown["state"] == "refused" and "MODEL_MEMORY_MB=0.02" in shown["reason"]
 
 
 def test_an_oip_request_naming_a_version_gets_it_during_a_canary(

@@ -126,3 +126,43 @@ def test_error_kinds_are_snake_case() -> None:
     assert PayloadTooLarge("x").kind == "payload_too_large"
     assert Unauthorized("x", "missing").kind == "unauthorized"
     assert ModelrunError("x").kind == "internal"
+
+
+def test_model_calls_count_by_version_and_time_only_the_timed_ones() -> None:
+    """function/model_calls.py: the families a scrape reads, against counts made here."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from function.model_calls import BUCKETS, ModelCalls
+
+    calls = ModelCalls()
+    registry = CollectorRegistry()
+    registry.register(calls)
+    times = [0.0004, 0.001, 0.001, 0.003, 0.2, 12.0]  # 0.001 sits on a bound: le="0.001" holds it
+    for seconds in times:
+        calls.record("v1", "answer", seconds, ok=True, requests=1, timed=True)
+    calls.record("v1", "answer", 0.0, ok=False, requests=1, timed=True)
+    calls.record("v2", "shadow", 0.002, ok=True, requests=7, timed=False)  # a shared call
+
+    families = {
+        f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
+    }
+    counted = {
+        (s.labels["model_version"], s.labels["role"], s.labels["outcome"]): s.value
+        for s in families["modelrun_model_calls"].samples
+    }
+    assert counted == {
+        ("v1", "answer", "ok"): 6,
+        ("v1", "answer", "error"): 1,
+        ("v2", "shadow", "ok"): 7,
+    }
+    buckets = {
+        s.labels["le"]: s.value
+        for s in families["modelrun_model_duration_seconds"].samples
+        if s.name.endswith("_bucket")
+    }
+    for bound in BUCKETS:
+        assert buckets[str(bound)] == sum(t <= bound for t in times), bound
+    assert buckets["+Inf"] == len(times)
+    assert not any(s.labels.get("model_version") == "v2"
+                   for s in families["modelrun_model_duration_seconds"].samples)  # fmt: skip

@@ -471,6 +471,22 @@ function section(title, ...children) {
   return el("section", { class: "card-section" }, el("h2", { text: title }), ...children);
 }
 
+function rolloutView(rollout) {
+  if (!rollout) {
+    return el("p", { text: "No rollout in progress: this version answers every request." });
+  }
+  const share = rollout.mode === "canary"
+    ? `answers ${rollout.percent}% of clients (by X-Client-Id, else by API key)`
+    : `scores ${rollout.percent >= 100 ? "every request" : `${rollout.percent}% of requests`} without answering`;
+  return definitions([
+    ["candidate", rollout.version],
+    ["mode", `${rollout.mode}: ${share}`],
+    ["compared with", rollout.current],
+    ["started", rollout.started_at],
+    ["on this instance", rollout.state === "loaded" ? "loaded beside this version" : `refused: ${rollout.reason}`],
+  ]);
+}
+
 function renderCard(m) {
   const promotion = m.promotion;
   const data = m.dataset || {};
@@ -502,6 +518,7 @@ function renderCard(m) {
           ])
         : el("p", { text: "This version is pinned by MODEL_VERSION, not followed through current.json." }),
     ),
+    section("Rollout", rolloutView(m.rollout)),
     section("Metrics", metricsTable(m.metrics || {})),
     section(
       "Gates",
