@@ -36,6 +36,7 @@ log = logging.getLogger("modelrun.loader")
 
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
+JOIN_ATTEMPTS = 3  # a rollout read or loaded on cold start: at most 0.5 + 1 s more before ready
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class ModelLoader:
         self.store = store
         self.telemetry = telemetry
         self.model: LoadedModel | None = None
+        self.ready = False  # the model loaded, and a rollout in progress joined: serve
         self.candidate: Candidate | None = None  # a rollout in progress, loaded here
         # Only an instance that follows current.json takes part in rollouts: a pinned version
         # (MODEL_VERSION, MODEL_SHA256) is served alone.
@@ -104,7 +106,9 @@ class ModelLoader:
         if self.model is None:  # stopped before a load succeeded
             return
         if self.follows:
-            self._follow_rollout()  # a new instance joins a rollout before it is ready
+            self._reason = "joining the rollout in progress"
+            self._join_rollout()
+        self.ready = True
         self._on_first_load()
         if self.config.model_refresh_seconds > 0:
             refused: str | None = None
@@ -174,15 +178,26 @@ class ModelLoader:
             return held
         return None
 
-    def _follow_rollout(self) -> None:
-        """Read rollout.json once: load a new candidate, or let an ended rollout's go."""
+    def _join_rollout(self) -> None:
+        """On cold start, before the instance says it is ready: take part in a rollout, asking
+        again a few times while the store cannot be reached, so that a canary's clients meet
+        their version on a new instance too; then go on without (the refresh catches up)."""
+        delay = RETRY_FIRST_SECONDS
+        for _ in range(JOIN_ATTEMPTS):
+            if self._follow_rollout() or self._stop.wait(delay):
+                return
+            delay *= 2
+
+    def _follow_rollout(self) -> bool:
+        """Read rollout.json once: load a new candidate, or let an ended rollout's go. Return
+        False when the store could not be reached (for rollout.json or the candidate)."""
         served = self.model
         try:
             state, token = rollout.read_state(self.store)
         except ModelrunError as e:
             log.warning("cannot read rollout.json: %s", e)
             self.telemetry.error("model_refresh")
-            return
+            return not isinstance(e, StoreUnavailable)
         active = rollout.active_in(state)
         if served is None or active is None or active.version == served.version:
             last = (state["history"] or [{}])[0]
@@ -199,14 +214,14 @@ class ModelLoader:
             ):
                 self._retired = None
             self.refused = None
-            return
+            return True
         if self.candidate is not None and self.candidate.rollout == active:
-            return
+            return True
         if token == self._refused_token:
-            return
-        self._start_candidate(active, token, served)
+            return True
+        return self._start_candidate(active, token, served)
 
-    def _start_candidate(self, active: Rollout, token: str | None, served: LoadedModel) -> None:
+    def _start_candidate(self, active: Rollout, token: str | None, served: LoadedModel) -> bool:
         held = self.candidate.model if self.candidate else None
         if held is None or (held.version, held.sha256) != (active.version, active.sha256):
             try:
@@ -218,19 +233,20 @@ class ModelLoader:
                 )
             except ModelrunError as e:
                 self._refuse(active, token, e)
-                return
+                return True
             held, error = self._try_load(f"candidate {active.version} refused", active.version)
             if held is None:
-                if not isinstance(error, StoreUnavailable):
-                    self._refuse(active, token, error)
-                return
+                if isinstance(error, StoreUnavailable):
+                    return False
+                self._refuse(active, token, error)
+                return True
             if held.sha256 != active.sha256:
                 mismatch = ModelrunError(
                     f"version {active.version} has sha256 {held.sha256}, the rollout names "
                     f"{active.sha256}"
                 )
                 self._refuse(active, token, mismatch)
-                return
+                return True
         shadow = ShadowScorer(held, self.telemetry).start() if active.mode == "shadow" else None
         previous, self.candidate = self.candidate, Candidate(held, active, shadow)
         self.refused, self._retired = None, None
@@ -243,6 +259,7 @@ class ModelLoader:
             served.version,
             extra={"fields": {"candidate": active.version, "mode": active.mode}},
         )
+        return True
 
     def _refuse(self, active: Rollout, token: str | None, error: Exception | None) -> None:
         reason = f"{error}" if error is not None else "unknown"

@@ -201,7 +201,7 @@ class Service:
         return identity, self._own_readiness() is None  # this worker: pages merge
 
     def _own_readiness(self) -> str | None:
-        if self.loader.model is None:
+        if not self.loader.ready:
             return self.loader.reason
         if self.config.auth_enabled and not self.keys.loaded:
             return "API keys are not loaded yet"

@@ -113,3 +113,35 @@ def test_a_failed_load_says_why_and_a_stop_ends_the_retries(store: ModelStore) -
     assert "current.json" in loader.reason
     assert not thread.is_alive()
     assert first_loads == []
+
+
+def test_an_instance_is_ready_only_once_it_has_joined_the_rollout(
+    store: ModelStore, iris_artifact: Path, forest_artifact: Path
+) -> None:
+    """A canary's clients must meet their version on a new instance too: the candidate is loaded
+    before the instance says it is ready, however slowly the store answers."""
+    from function import rollout
+
+    store.promote(store.publish(iris_artifact, "v1"))
+    store.publish(forest_artifact, "v2")
+    rollout.start(store, "v2", "canary", 50)
+    real_read = store.backend.read
+    candidate_reads = threading.Event()
+
+    def slow_candidate(key: str):  # type: ignore[no-untyped-def]
+        if key.startswith("versions/v2/"):
+            candidate_reads.set()
+            time.sleep(0.5)
+        return real_read(key)
+
+    store.backend.read = slow_candidate  # type: ignore[method-assign]
+    loader, thread, first_loads = loader_for(store)
+    try:
+        assert candidate_reads.wait(10)
+        assert loader.model is not None and not loader.ready and first_loads == []
+        wait_until(lambda: loader.ready, 20, "ready")
+        assert loader.candidate is not None and loader.candidate.model.version == "v2"
+        assert first_loads == ["loaded"]
+    finally:
+        loader.stop()
+        thread.join(5)
