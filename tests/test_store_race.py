@@ -108,11 +108,12 @@ def both_read_rollout(store: ModelStore, barrier: threading.Barrier) -> ModelSto
     waited = []
 
     def read_then_wait(key: str):  # type: ignore[no-untyped-def]
-        result = real_read(key)
-        if key == rollout.ROLLOUT_FILE and not waited:  # its first read (write reads it too)
-            waited.append(key)
-            barrier.wait()
-        return result
+        try:
+            return real_read(key)  # NotFound while no rollout was ever written
+        finally:
+            if key == rollout.ROLLOUT_FILE and not waited:  # its first read (write reads too)
+                waited.append(key)
+                barrier.wait()
 
     store.backend.read = read_then_wait  # type: ignore[method-assign]
     return store
