@@ -14,12 +14,16 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
 
 from local import container
 from local.mirror import fake_gcs_command, stop
+
+if TYPE_CHECKING:
+    from function.store import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -150,6 +154,18 @@ def gcs_uri(gcs_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh gs:// model root in the emulator, the client pointed at it."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
     return f"gs://{gcs_emulator.bucket}/models/t{time.monotonic_ns()}"
+
+
+def service_env(store: ModelStore, emulator: Emulator, **extra: str) -> dict[str, str]:
+    """A service of a model root in an emulator, with two keys and no rate limit."""
+    return {
+        "MODEL_URI": store.uri,
+        "STORAGE_EMULATOR_HOST": emulator.host,
+        "API_KEYS": f"{KEY},{OTHER_KEY}",
+        "STORE_TIMEOUT_SECONDS": "2",
+        "RATE_LIMIT_PER_SECOND": "0",
+        **extra,
+    }
 
 
 # --- Secret Manager ----------------------------------------------------------------------

@@ -144,8 +144,16 @@ def test_training_verbs_and_estimators_in_train_workflow_exist() -> None:
             continue
         assert how is not None, choice
         args = training_parser().parse_args(
-            ["rollout", "start", version, "--store", "gs://b/models", "--name", "iris",
-             *how[1].split()]  # fmt: skip
+            [
+                "rollout",
+                "start",
+                version,
+                "--store",
+                "gs://b/models",
+                "--name",
+                "iris",
+                *how[1].split(),
+            ]
         )
         assert (args.shadow, args.canary) == ((100.0, None) if choice == "shadow" else (None, 10))
 

@@ -32,6 +32,7 @@ from tests.conftest import (
     free_port,
     run_service,
     schemathesis,
+    service_env,
     wait_until,
 )
 from tests.inprocess import in_process
@@ -76,17 +77,6 @@ def point_current_at(store: ModelStore, version: str, sha256: str) -> None:
     history = [pointer["version"], *pointer.get("history", [])] if pointer else []
     document = {"version": version, "sha256": sha256, "previous": None, "history": history}
     store.backend.write("current.json", encode_metadata(document), if_token=token)
-
-
-def service_env(store: ModelStore, emulator: Emulator, **extra: str) -> dict[str, str]:
-    return {
-        "MODEL_URI": store.uri,
-        "STORAGE_EMULATOR_HOST": emulator.host,
-        "API_KEYS": f"{KEY},{OTHER_KEY}",
-        "STORE_TIMEOUT_SECONDS": "2",
-        "RATE_LIMIT_PER_SECOND": "0",
-        **extra,
-    }
 
 
 def version_of(running: Running) -> str:

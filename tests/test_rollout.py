@@ -4,11 +4,13 @@ gunicorn workers) against the GCS emulator where it does, with a real Prometheus
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from tests.conftest import (
     Emulator,
     Running,
     run_service,
+    service_env,
     wait_until,
 )
 from tests.inprocess import InProcess, in_process
@@ -196,6 +199,18 @@ def serve(store: ModelStore, **settings: str) -> Any:
     return in_process(env)
 
 
+@contextlib.contextmanager
+def rolling(
+    store: ModelStore, candidate: Path, mode: str, percent: float = 100.0
+) -> Iterator[InProcess]:
+    """The store's v1 served in process, and `candidate` published as v2 and rolled out."""
+    store.publish(candidate, "v2")
+    with serve(store) as app:
+        rollout.start(store, "v2", mode, percent)
+        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+        yield app
+
+
 def answers(app: InProcess, headers: dict[str, str] = AUTH) -> list[Any]:
     out = []
     for row in ROWS:
@@ -250,10 +265,7 @@ def test_a_shadow_candidate_that_raises_or_hangs_changes_nothing_for_clients(
 def test_a_shadow_candidate_is_compared_row_by_row(
     folder_store: ModelStore, forest_artifact: Path
 ) -> None:
-    folder_store.publish(forest_artifact, "v2")
-    with serve(folder_store) as app:
-        rollout.start(folder_store, "v2", "shadow")
-        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+    with rolling(folder_store, forest_artifact, "shadow") as app:
         answered = answers(app)
         wait_until(
             lambda: metric(app, "modelrun_shadow_rows_total") == len(ROWS), 10, "every row scored"
@@ -290,10 +302,7 @@ def test_an_instance_refuses_a_candidate_that_would_not_fit(
 def test_an_oip_request_naming_a_version_gets_it_during_a_canary(
     folder_store: ModelStore, forest_artifact: Path
 ) -> None:
-    folder_store.publish(forest_artifact, "v2")
-    with serve(folder_store) as app:
-        rollout.start(folder_store, "v2", "canary", 1)
-        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+    with rolling(folder_store, forest_artifact, "canary", 1) as app:
         body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4],
                             "data": ROWS[0].tolist()}]}  # fmt: skip
         for version in ("v1", "v2"):
@@ -318,17 +327,6 @@ def gcs_versions(
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
     uri = f"gs://{gcs_emulator.bucket}/models/rollout-{time.monotonic_ns()}"
     return two_versions(uri, iris_artifact, forest_artifact)
-
-
-def service_env(store: ModelStore, emulator: Emulator, **extra: str) -> dict[str, str]:
-    return {
-        "MODEL_URI": store.uri,
-        "STORAGE_EMULATOR_HOST": emulator.host,
-        "API_KEYS": f"{KEY},{OTHER_KEY}",
-        "RATE_LIMIT_PER_SECOND": "0",
-        "MODEL_REFRESH_SECONDS": "0.5",
-        **extra,
-    }
 
 
 class Load:
@@ -372,7 +370,13 @@ def test_a_shadow_rollout_under_load_changes_no_answer(
 ) -> None:
     current = joblib.load(iris_artifact / "model.joblib")
     # The scikit-learn runtime, one model call per request: answers are compared exactly.
-    env = service_env(gcs_versions, gcs_emulator, MODEL_RUNTIME="sklearn", MICRO_BATCHING="false")
+    env = service_env(
+        gcs_versions,
+        gcs_emulator,
+        MODEL_REFRESH_SECONDS="0.5",
+        MODEL_RUNTIME="sklearn",
+        MICRO_BATCHING="false",
+    )
     with run_service(env, tmp_path) as running, Load(running.url) as load:
         time.sleep(1)
         rollout.start(gcs_versions, "v2", "shadow")
@@ -398,7 +402,8 @@ def test_a_50_percent_canary_answers_from_both_and_each_client_from_one(
     gcs_versions: ModelStore, gcs_emulator: Emulator, tmp_path: Path
 ) -> None:
     rollout.start(gcs_versions, "v2", "canary", 50)
-    with run_service(service_env(gcs_versions, gcs_emulator, WORKERS="2"), tmp_path) as running:
+    env = service_env(gcs_versions, gcs_emulator, WORKERS="2", MODEL_REFRESH_SECONDS="0.5")
+    with run_service(env, tmp_path) as running:
         seen: dict[str, set[str]] = {}
         for client in [f"user-{i}" for i in range(40)]:
             for row in ROWS[:4]:
@@ -520,10 +525,7 @@ def test_auto_aborts_a_failing_candidate_and_promotes_a_good_one(
 def test_a_partial_shadow_scores_its_share_of_requests(
     folder_store: ModelStore, forest_artifact: Path
 ) -> None:
-    folder_store.publish(forest_artifact, "v2")
-    with serve(folder_store) as app:
-        rollout.start(folder_store, "v2", "shadow", 25)
-        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+    with rolling(folder_store, forest_artifact, "shadow", 25) as app:
         for _ in range(5):
             answers(app)  # 240 requests
         wait_until(
