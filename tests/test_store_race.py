@@ -33,6 +33,24 @@ def make_store(
     return lambda: ModelStore(uri, timeout=5)
 
 
+def one_wins(act: Callable[[str], None], versions: list[str]) -> str:
+    """Run act(version) for two versions at once; exactly one must win, the other must get the
+    clear conflict. Return the winner."""
+
+    def outcome(version: str) -> str:
+        try:
+            act(version)
+        except Conflict as e:
+            return f"conflict: {e}"
+        return "won"
+
+    with ThreadPoolExecutor(len(versions)) as pool:
+        outcomes = list(pool.map(outcome, versions))
+    assert sorted(o.split(":")[0] for o in outcomes) == ["conflict", "won"]
+    assert "changed by someone else" in next(o for o in outcomes if o != "won")
+    return versions[outcomes.index("won")]
+
+
 def test_of_two_concurrent_promotions_exactly_one_wins(
     make_store: Callable[[], ModelStore], iris_artifact: Path, forest_artifact: Path
 ) -> None:
@@ -43,7 +61,7 @@ def test_of_two_concurrent_promotions_exactly_one_wins(
     setup.promote("v1")  # two others race: promoting the current one again is a no-op
     both_read = threading.Barrier(2, timeout=10)
 
-    def promote(version: str) -> str:
+    def promote(version: str) -> None:
         store = make_store()
         real_current = store.current
 
@@ -53,18 +71,9 @@ def test_of_two_concurrent_promotions_exactly_one_wins(
             return result
 
         store.current = current_then_wait  # type: ignore[method-assign]
-        try:
-            store.promote(version)
-        except Conflict as e:
-            return f"conflict: {e}"
-        return "won"
+        store.promote(version)
 
-    with ThreadPoolExecutor(2) as pool:
-        outcomes = list(pool.map(promote, ["v2", "v3"]))
-
-    assert sorted(o.split(":")[0] for o in outcomes) == ["conflict", "won"]
-    assert "changed by someone else" in next(o for o in outcomes if o != "won")
-    winner = ["v2", "v3"][outcomes.index("won")]
+    winner = one_wins(promote, ["v2", "v3"])
     pointer, _ = setup.current()
     assert pointer is not None
     assert pointer["version"] == winner
@@ -129,21 +138,13 @@ def test_of_two_concurrent_rollout_starts_exactly_one_wins(
     setup.promote("v1")
     barrier = threading.Barrier(2, timeout=10)
 
-    def start(version: str) -> str:
-        try:
-            rollout.start(both_read_rollout(make_store(), barrier), version, "shadow")
-        except Conflict as e:
-            return f"conflict: {e}"
-        return "won"
+    def start(version: str) -> None:
+        rollout.start(both_read_rollout(make_store(), barrier), version, "shadow")
 
-    with ThreadPoolExecutor(2) as pool:
-        outcomes = list(pool.map(start, ["v2", "v3"]))
-
-    assert sorted(o.split(":")[0] for o in outcomes) == ["conflict", "won"]
-    assert "changed by someone else" in next(o for o in outcomes if o != "won")
+    winner = one_wins(start, ["v2", "v3"])
     active = rollout.active(setup)
     assert active is not None
-    assert active.version == ["v2", "v3"][outcomes.index("won")]
+    assert active.version == winner
 
 
 def test_a_promote_and_an_abort_at_once_end_the_rollout_one_way(
