@@ -12,7 +12,8 @@ the rollout so far (`--window` shortens it):
 
 The verdict: promote when every criterion passes over at least `min_requests` of the candidate's
 requests; abort when one fails clearly (its failure is certain whatever the remaining requests up
-to the minimum bring); else wait.
+to the minimum bring), or when an instance refused to load the candidate
+(`modelrun_rollout_candidate{state="refused"}`); else wait.
 
 The URL is a Prometheus server's, or Managed Service for Prometheus's query API
 (https://monitoring.googleapis.com/v1/projects/PROJECT/location/global/prometheus; the
@@ -60,6 +61,7 @@ class Figures:
     agreed: float = 0.0
     difference: float = 0.0
     dropped: float = 0.0
+    refused: bool = False  # some instance refused to load it (memory, verification)
 
     @property
     def error_ratio(self) -> float | None:
@@ -169,6 +171,8 @@ def figures(
     for entry, _, value in each(p95):
         entry.p95 = value if value == value else None  # NaN: no calls in the window
     candidate = mine[rollout.version]
+    refused = f'modelrun_rollout_candidate{{model_version="{rollout.version}", state="refused"}}'
+    candidate.refused = bool(prometheus.query(f"max({refused})"))
     if rollout.mode == "shadow":
         for series, attribute in (
             ("rows", "rows"),
@@ -186,6 +190,11 @@ def figures(
 def judge(current: Figures, candidate: Figures, criteria: Criteria, shadow: bool) -> Verdict:
     """Each criterion's state, and so the decision."""
     verdict = Verdict()
+    if candidate.refused:  # it may never get the traffic to be judged on
+        refusal = (
+            "an instance refused to load it (MODEL_MEMORY_MB, or its verification): see its log"
+        )
+        verdict.checks.append(Check("loading", "fail", refusal))
     enough = candidate.requests >= criteria.min_requests
     verdict.checks.append(
         Check(
