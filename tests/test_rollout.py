@@ -158,6 +158,15 @@ def figures(version: str, role: str, requests: float, errors: float, p95: float)
     return Figures(version, role, requests=requests, errors=errors, p95=p95)
 
 
+def test_a_candidate_an_instance_refused_is_aborted() -> None:
+    current = figures("v1", "answer", 5000, 5, 0.002)
+    candidate = figures("v2", "canary", 0, 0, 0.0)
+    candidate.refused = True  # it gets no traffic where it was refused: waiting would not help
+    verdict = judge(current, candidate, Criteria(), shadow=False)
+    assert verdict.decision == "abort"
+    assert verdict.checks[0].name == "loading" and "MODEL_MEMORY_MB" in verdict.checks[0].detail
+
+
 @pytest.mark.parametrize(
     ("candidate", "agreed", "decision"),
     [
@@ -169,15 +178,6 @@ def figures(version: str, role: str, requests: float, errors: float, p95: float)
         (figures("v2", "shadow", 400, 0, 0.0021), 300, "abort"),  # agrees on 75 % of rows
     ],
 )
-def test_a_candidate_an_instance_refused_is_aborted() -> None:
-    current = figures("v1", "answer", 5000, 5, 0.002)
-    candidate = figures("v2", "canary", 0, 0, 0.0)
-    candidate.refused = True  # it gets no traffic where it was refused: waiting would not help
-    verdict = judge(current, candidate, Criteria(), shadow=False)
-    assert verdict.decision == "abort"
-    assert verdict.checks[0].name == "loading" and "MODEL_MEMORY_MB" in verdict.checks[0].detail
-
-
 def test_the_verdict_promotes_waits_or_aborts(
     candidate: Figures, agreed: float, decision: str
 ) -> None:
