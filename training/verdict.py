@@ -159,7 +159,10 @@ def figures(
                 found.append((entry, labels, value))
         return found
 
-    calls = f"sum by (model_version, role, outcome) (increase(modelrun_model_calls_total{{{where}}}[{window}]))"  # noqa: E501
+    calls = (
+        "sum by (model_version, role, outcome) "
+        f"(increase(modelrun_model_calls_total{{{where}}}[{window}]))"
+    )
     for entry, labels, value in each(calls):
         entry.requests += value
         if labels.get("outcome") == "error":
@@ -174,16 +177,14 @@ def figures(
     refused = f'modelrun_rollout_candidate{{model_version="{rollout.version}", state="refused"}}'
     candidate.refused = bool(prometheus.query(f"max({refused})"))
     if rollout.mode == "shadow":
-        for series, attribute in (
-            ("rows", "rows"),
-            ("agreed", "agreed"),
-            ("difference", "difference"),
-            ("dropped", "dropped"),
-        ):
-            expr = f"sum by (model_version) (increase(modelrun_shadow_{series}_total{{{where}}}[{window}]))"  # noqa: E501
+        for series in ("rows", "agreed", "difference", "dropped"):  # Figures' fields too
+            expr = (
+                "sum by (model_version) "
+                f"(increase(modelrun_shadow_{series}_total{{{where}}}[{window}]))"
+            )
             for entry, _, value in each(expr):
                 if entry is candidate:
-                    setattr(entry, attribute, value)
+                    setattr(entry, series, value)
     return mine[current], candidate
 
 
@@ -208,7 +209,8 @@ def judge(current: Figures, candidate: Figures, criteria: Criteria, shadow: bool
     errors_at_least = candidate.errors / max(candidate.requests, criteria.min_requests)
     ratio = candidate.error_ratio
     shown = "no requests yet" if ratio is None else f"{ratio:.2%}"
-    detail = f"error ratio {shown}, at most {allowed:.2%} (current's + {criteria.max_error_increase:.2%})"  # noqa: E501
+    increase = criteria.max_error_increase
+    detail = f"error ratio {shown}, at most {allowed:.2%} (current's + {increase:.2%})"
     if errors_at_least > allowed:
         verdict.checks.append(Check("errors", "fail", detail))
     else:
