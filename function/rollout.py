@@ -158,14 +158,16 @@ def start(
     return rollout
 
 
-def abort(store: ModelStore) -> Rollout:
-    """End the rollout in progress; the candidate is dropped and current.json is untouched."""
-    return _end(store, "aborted")
+def abort(store: ModelStore, judged: Rollout | None = None) -> Rollout:
+    """End the rollout in progress (only if it is still the one `judged`, when given); the
+    candidate is dropped and current.json is untouched."""
+    return _end(store, "aborted", judged)
 
 
-def promote(store: ModelStore) -> Rollout:
-    """End the rollout in progress, then make its candidate current."""
-    rollout = _end(store, "promoted")
+def promote(store: ModelStore, judged: Rollout | None = None) -> Rollout:
+    """End the rollout in progress (only if it is still the one `judged`, when given), then
+    make its candidate current."""
+    rollout = _end(store, "promoted", judged)
     try:
         store.promote(rollout.version)
     except ModelrunError as e:
@@ -176,13 +178,18 @@ def promote(store: ModelStore) -> Rollout:
     return rollout
 
 
-def _end(store: ModelStore, outcome: str) -> Rollout:
+def _end(store: ModelStore, outcome: str, judged: Rollout | None) -> Rollout:
     state, token = read_state(store)
     if not state["active"]:
         last = state["history"][0] if state["history"] else None
         ended = f" (the last one, of {last['version']}, was {last['outcome']})" if last else ""
         raise NotFound(f"no rollout is in progress in {store.uri}{ended}")
     rollout = _rollout(state["active"])
+    if judged is not None and rollout != judged:
+        raise Conflict(
+            f"the rollout in {store.uri} changed since it was judged (now {rollout.version}, "
+            f"{rollout.describe()}): nothing was {outcome}"
+        )
     record = {**asdict(rollout), "ended_at": utc_now(), "outcome": outcome}
     history = [record, *state["history"]][:HISTORY_KEPT]
     _write(store, {"active": None, "history": history}, token, "ending")

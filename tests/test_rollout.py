@@ -562,3 +562,17 @@ def test_a_client_id_is_checked_before_it_is_used(folder_store: ModelStore) -> N
         )
         assert response.status_code == 400
         assert response.get_json()["detail"] == "X-Client-Id is longer than 256 characters"
+
+
+def test_a_verdict_acts_only_on_the_rollout_it_judged(
+    iris_artifact: Path, forest_artifact: Path, tmp_path: Path
+) -> None:
+    store = two_versions((tmp_path / "iris").as_uri(), iris_artifact, forest_artifact)
+    judged = rollout.start(store, "v2", "canary", 10)
+    rollout.abort(store)
+    rollout.start(store, "v2", "shadow")  # another rollout of the same version since
+    with pytest.raises(Exception, match="changed since it was judged"):
+        rollout.promote(store, judged=judged)
+    pointer, _ = store.current()
+    assert pointer is not None and pointer["version"] == "v1"
+    assert rollout.active(store) is not None

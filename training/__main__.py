@@ -277,11 +277,11 @@ def _promote_on_metrics(args: argparse.Namespace, store: ModelStore) -> int:
         verdict, _ = _judge(args, active, current)
         reasons = "; ".join(f"{c.name} {c.state}: {c.detail}" for c in verdict.checks)
         if verdict.decision == "promote":
-            rollout.promote(store)
+            rollout.promote(store, judged=active)
             print(f"promoted {active.version} on metrics ({reasons})")
             return 0
         if verdict.decision == "abort":
-            rollout.abort(store)
+            rollout.abort(store, judged=active)
             failed = "; ".join(f"{c.name}: {c.detail}" for c in verdict.checks if c.state == "fail")
             print(f"aborted the rollout of {active.version}: {failed}")
             return EXIT_ROLLOUT_ABORTED
