@@ -576,3 +576,35 @@ def test_a_verdict_acts_only_on_the_rollout_it_judged(
     pointer, _ = store.current()
     assert pointer is not None and pointer["version"] == "v1"
     assert rollout.active(store) is not None
+
+
+@pytest.mark.parametrize("mode", ["canary", "shadow"])
+def test_a_candidate_with_other_features_is_checked_against_its_own_schema(
+    mode: str, folder_store: ModelStore, iris_artifact: Path, tmp_path: Path
+) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    iris = load_iris()
+    names = ["sepal_length", "sepal_width", "petal_length"]
+    three = LogisticRegression(max_iter=500).fit(iris.data[:, :3], iris.target_names[iris.target])
+    publish_object(folder_store, "v2", three, iris_artifact, tmp_path, feature_names=names)
+    with serve(folder_store) as app:
+        rollout.start(folder_store, "v2", mode, 100)
+        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+        four = app.client.post("/predict", json={"features": ROWS[0].tolist()}, headers=AUTH)
+        if mode == "canary":  # every client: the candidate's schema checks the request
+            assert four.status_code == 422
+            answer = app.client.post(
+                "/predict", json={"features": ROWS[0][:3].tolist()}, headers=AUTH
+            )
+            assert answer.status_code == 200 and answer.headers["X-Model-Version"] == "v2"
+        else:  # the current version answers; the candidate fails on rows it cannot take
+            assert four.status_code == 200 and four.headers["X-Model-Version"] == "v1"
+            wait_until(
+                lambda: (
+                    metric(app, "modelrun_model_calls_total", role="shadow", outcome="error") == 1
+                ),
+                10,
+                "the candidate's failure counted",
+            )
