@@ -91,6 +91,12 @@ def model_file(metadata: dict[str, Any]) -> str:
     return MODEL_FILES[metadata.get("format", "joblib")]
 
 
+def model_size(metadata: dict[str, Any]) -> int:
+    """The model file's size in bytes, as the metadata records it (the estimate of a model's
+    memory in function/rollout.py)."""
+    return int(metadata["files"][model_file(metadata)].get("size", 0))
+
+
 def verify_digest(data: bytes, expected: str, what: str) -> None:
     """Refuse data whose sha256 is not the expected one."""
     actual = sha256_hex(data)

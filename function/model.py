@@ -14,6 +14,7 @@ from function.artifact import (
     TRUSTED_PREFIXES,
     label_type,
     model_file,
+    model_size,
     verify_digest,
 )
 from function.drift import BASELINE_FILE, parse_baseline
@@ -34,7 +35,6 @@ class LoadedModel:
     schema: Schema = field(default_factory=lambda: Schema(()))
     promotion: dict[str, Any] | None = None  # current.json when served as current (its history)
     baseline: dict[str, Any] | None = None  # the drift baseline (function/drift.py), if recorded
-    model_bytes: int = 0  # its model file's size: the estimate of its memory (function/rollout.py)
 
     @property
     def name(self) -> str:
@@ -47,6 +47,11 @@ class LoadedModel:
     @property
     def sha256(self) -> str:
         return str(self.metadata["sha256"])
+
+    @property
+    def model_bytes(self) -> int:
+        """Its model file's size: the estimate of its memory (function/rollout.py)."""
+        return model_size(self.metadata)
 
     @property
     def feature_names(self) -> list[str]:
@@ -88,7 +93,7 @@ def load_model(
         if not onnx:
             raise IntegrityError(f"{where} has no verified {ONNX_FILE} (MODEL_RUNTIME=onnx)")
         # The canonical model must be intact too, though it is not deserialised here.
-        size = len(verified_file(store, metadata, model_file(metadata), where))
+        verified_file(store, metadata, model_file(metadata), where)
         data = verified_file(store, metadata, ONNX_FILE, where)
         try:
             estimator: Any = OnnxModel(data, metadata)
@@ -97,18 +102,17 @@ def load_model(
         del data
         _check(estimator, metadata, schema, where)
         seconds = time.perf_counter() - started
-        return LoadedModel(estimator, metadata, seconds, "onnx", schema, promotion, baseline, size)
+        return LoadedModel(estimator, metadata, seconds, "onnx", schema, promotion, baseline)
     if metadata["format"] == "joblib" and not allow_pickle:
         raise IntegrityError(
             f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"
         )
     data = verified_file(store, metadata, model_file(metadata), where)
     estimator = _deserialise(data, metadata, where)
-    size = len(data)
     del data  # the download is not kept beside the model (Cloud Run counts both against memory)
     _check(estimator, metadata, schema, where)
     seconds = time.perf_counter() - started
-    return LoadedModel(estimator, metadata, seconds, "sklearn", schema, promotion, baseline, size)
+    return LoadedModel(estimator, metadata, seconds, "sklearn", schema, promotion, baseline)
 
 
 def verified_file(store: ModelStore, metadata: dict[str, Any], name: str, where: str) -> bytes:

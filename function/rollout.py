@@ -27,7 +27,7 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from function.artifact import encode_metadata, model_file
+from function.artifact import encode_metadata, model_size
 from function.errors import Conflict, ModelrunError, NotFound, StoreUnavailable
 from function.store import ModelStore, check_version_id, utc_now
 
@@ -142,9 +142,9 @@ def start(
     if pointer["version"] == version:
         raise Conflict(f"{version} is already current in {store.uri}: nothing to roll out")
     metadata = store.verify(version)
-    current = store.resolve()
-    sizes = [len(store.read_file(m["version"], model_file(m))) for m in (current, metadata)]
-    check_fits(sizes[0], sizes[1], memory_mb, f"rollout of {version}")
+    size = model_size(metadata)  # the sizes the metadata records: no model is downloaded twice
+    current_size = model_size(store.metadata(pointer["version"]))
+    check_fits(current_size, size, memory_mb, f"rollout of {version}")
     rollout = Rollout(
         version=version,
         sha256=metadata["sha256"],
@@ -152,7 +152,7 @@ def start(
         percent=percent,
         started_at=utc_now(),
         current=pointer["version"],
-        model_bytes=sizes[1],
+        model_bytes=size,
     )
     _write(store, {"active": asdict(rollout), "history": state["history"]}, token, "starting")
     return rollout
