@@ -81,14 +81,11 @@ class ModelLoader:
         return self._reason
 
     def candidate_state(self) -> dict[str, str] | None:
-        """The rollout's candidate as the metrics show it: loaded, or refused (and why)."""
-        if self.candidate is not None:
-            loaded = self.candidate.rollout
-            return {"model.version": loaded.version, "mode": loaded.mode, "state": "loaded"}
-        if self.refused is not None:
-            refused = self.refused[0]
-            return {"model.version": refused.version, "mode": refused.mode, "state": "refused"}
-        return None
+        """The rollout's candidate as the metrics show it: its version, mode and state."""
+        shown = self.rollout()
+        if shown is None:
+            return None
+        return {"model.version": shown["version"], "mode": shown["mode"], "state": shown["state"]}
 
     def rollout(self) -> dict[str, Any] | None:
         """The rollout this instance takes part in, as /model shows it (None when none)."""
