@@ -174,11 +174,6 @@ def infer(model: LoadedModel, instances: Instances, run: Run | None = None) -> P
     return Prediction(predictions.tolist(), probabilities, classes)
 
 
-def predict(model: LoadedModel, instances: Instances, run: Run | None = None) -> dict[str, Any]:
-    """Return predictions (class names or numbers), probabilities when asked, and the model."""
-    return answer(model, infer(model, instances, run))
-
-
 def answer(model: LoadedModel, result: Prediction) -> dict[str, Any]:
     """The native answer: predictions, probabilities by class when computed, and the model."""
     body: dict[str, Any] = {"predictions": result.labels}

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from function.body import _parse_exactly, parse_json
 from function.errors import BadRequest, InvalidInput, PayloadTooLarge
 from function.model import LoadedModel
-from function.predict import Instances, parse_instances, predict
+from function.predict import Instances, answer, infer, parse_instances
 from function.schema import Schema
 
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -220,10 +220,10 @@ def test_predictions_equal_the_estimators_own(iris_artifact: Path) -> None:
     model = LoadedModel(estimator, {**metadata, "version": "v1"}, 0.0)
     X = load_iris().data
 
-    answer = predict(model, Instances(np.asarray(X, dtype=np.float64)))
+    body = answer(model, infer(model, Instances(np.asarray(X, dtype=np.float64))))
 
-    assert answer["predictions"] == estimator.predict(X).tolist()
+    assert body["predictions"] == estimator.predict(X).tolist()
     expected = estimator.predict_proba(X).tolist()
-    assert [list(p.values()) for p in answer["probabilities"]] == expected
-    assert list(answer["probabilities"][0]) == ["setosa", "versicolor", "virginica"]
-    assert answer["model"] == {"name": "iris", "version": "v1"}
+    assert [list(p.values()) for p in body["probabilities"]] == expected
+    assert list(body["probabilities"][0]) == ["setosa", "versicolor", "virginica"]
+    assert body["model"] == {"name": "iris", "version": "v1"}
