@@ -373,79 +373,88 @@ def main() -> None:
     report(samples, rounds, seconds, watching, shadow)
 
 
+def paired(
+    label: str,
+    variants: tuple[tuple[str, str], tuple[str, str]],
+    measure: Callable[[Server, str], dict[str, float]],
+    gcs: str,
+    tmp: Path,
+    pairs: int,
+) -> dict[str, float]:
+    """Serve the Iris model of each of two variants (name, model root), once per pair and in
+    alternating order, and `measure(server, name)` it warmed up. Return, per figure, the medians
+    of each variant's values and of the pairs' ratios (first / second); a figure only the first
+    variant has, its median."""
+    raw: dict[str, dict[str, list[float]]] = {name: {} for name, _ in variants}
+    for pair in range(pairs):
+        for name, uri in variants if pair % 2 == 0 else variants[::-1]:
+            print(f"{label} {pair + 1}/{pairs}: {name}", flush=True)
+            server = start_modelrun(uri, "iris", gcs, tmp)
+            try:
+                warmed_up(server, {"X-API-Key": KEY}, BODIES["lr"])
+                figures = measure(server, name)
+            finally:
+                server.stop()
+            for key, value in figures.items():
+                raw[name].setdefault(key, []).append(value)
+    median = statistics.median
+    (first, _), (second, _) = variants
+    out = {}
+    for key, ours in raw[first].items():
+        if key not in raw[second]:
+            out[key] = round(median(ours), 4)
+            continue
+        theirs = raw[second][key]
+        out[f"{key}_{first}"] = round(median(ours), 4)
+        out[f"{key}_{second}"] = round(median(theirs), 4)
+        out[f"{key}_ratio"] = round(median(a / b for a, b in zip(ours, theirs, strict=True)), 3)
+    return out
+
+
 def drift_overhead(
     watched: str, unwatched: str, gcs: str, tmp: Path, seconds: float, pairs: int
 ) -> dict[str, float]:
     """What counting rows for drift costs: the Iris model with its baseline (every feature
-    watched) against the same model without one. Each pair runs both, in alternating order;
-    the figures are medians of the pairs' ratios (watched / unwatched) of the CPU per one-row
-    request at c=1 and of requests/s at c=32, with the medians of the raw figures beside them."""
+    watched) against the same model without one, paired: the CPU per one-row request at c=1
+    and requests/s at c=32 (watched / unwatched)."""
     headers = {"X-API-Key": KEY}
-    raw: dict[str, dict[str, list[float]]] = {"on": {}, "off": {}}
-    for pair in range(pairs):
-        order = (("on", watched), ("off", unwatched))
-        for variant, uri in order if pair % 2 == 0 else order[::-1]:
-            print(f"drift overhead {pair + 1}/{pairs}: drift {variant}", flush=True)
-            server = start_modelrun(uri, "iris", gcs, tmp)
-            try:
-                warmed_up(server, headers, BODIES["lr"])
-                _, cpu = one_client(server, headers, seconds, tmp)
-                c32 = wrk(server.url, headers, 32, seconds, tmp)["rps"]
-            finally:
-                server.stop()
-            raw[variant].setdefault("cpu_ms_per_request", []).append(cpu)
-            raw[variant].setdefault("c32_rps", []).append(c32)
-    median = statistics.median
-    figures = {}
-    for name in ("cpu_ms_per_request", "c32_rps"):
-        on, off = raw["on"][name], raw["off"][name]
-        figures[f"{name}_on"] = round(median(on), 4)
-        figures[f"{name}_off"] = round(median(off), 4)
-        figures[f"{name}_ratio"] = round(median(a / b for a, b in zip(on, off, strict=True)), 3)
-    return figures
+
+    def measure(server: Server, variant: str) -> dict[str, float]:
+        _, cpu = one_client(server, headers, seconds, tmp)
+        return {
+            "cpu_ms_per_request": cpu,
+            "c32_rps": wrk(server.url, headers, 32, seconds, tmp)["rps"],
+        }
+
+    variants = (("on", watched), ("off", unwatched))
+    return paired("drift overhead", variants, measure, gcs, tmp, pairs)
 
 
 def shadow_overhead(
     plain: str, shadowed: str, gcs: str, tmp: Path, seconds: float, pairs: int
 ) -> dict[str, float]:
     """What a shadow rollout costs the clients: the Iris model alone, against the same model with
-    a 100-tree forest scoring every request in shadow. Each pair runs both, in alternating
-    order; the figures are medians of the pairs' ratios (shadow / alone) of p50 at c=1 and c=8
-    and of requests/s at c=8, with the medians of the raw figures beside them."""
+    a 100-tree forest scoring every request in shadow, paired: p50 at c=1 and c=8 and
+    requests/s at c=8 (shadow / alone), and the share of requests the candidate scored."""
     headers = {"X-API-Key": KEY}
-    raw: dict[str, dict[str, list[float]]] = {"shadow": {}, "alone": {}}
-    for pair in range(pairs):
-        order = (("shadow", shadowed), ("alone", plain))
-        for variant, uri in order if pair % 2 == 0 else order[::-1]:
-            print(f"shadow overhead {pair + 1}/{pairs}: {variant}", flush=True)
-            server = start_modelrun(uri, "iris", gcs, tmp)
-            try:
-                warmed_up(server, headers, BODIES["lr"])
-                c1 = wrk(server.url, headers, 1, seconds, tmp)
-                c8 = wrk(server.url, headers, 8, seconds, tmp)
-                page = metrics_page(server, headers)
-            finally:
-                server.stop()
-            if variant == "shadow" and "modelrun_shadow_rows_total" not in page:
+
+    def measure(server: Server, variant: str) -> dict[str, float]:
+        c1 = wrk(server.url, headers, 1, seconds, tmp)
+        c8 = wrk(server.url, headers, 8, seconds, tmp)
+        figures = {"c1_p50_ms": c1["p50_ms"], "c8_p50_ms": c8["p50_ms"], "c8_rps": c8["rps"]}
+        if variant == "shadow":
+            page = metrics_page(server, headers)
+            if "modelrun_shadow_rows_total" not in page:
                 raise RuntimeError("the shadow candidate scored nothing: is the rollout loaded?")
             scored = sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
                          if line.startswith("modelrun_shadow_rows_total{"))  # fmt: skip
             dropped = sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines()
                           if line.startswith("modelrun_shadow_dropped_total{"))  # fmt: skip
-            for name, value in (("c1_p50_ms", c1["p50_ms"]), ("c8_p50_ms", c8["p50_ms"]),
-                                ("c8_rps", c8["rps"])):  # fmt: skip
-                raw[variant].setdefault(name, []).append(value)
-            if variant == "shadow":
-                total = scored + dropped
-                raw[variant].setdefault("scored_share", []).append(scored / total if total else 0)
-    median = statistics.median
-    figures = {"scored_share": round(median(raw["shadow"]["scored_share"]), 4)}
-    for name in ("c1_p50_ms", "c8_p50_ms", "c8_rps"):
-        on, off = raw["shadow"][name], raw["alone"][name]
-        figures[f"{name}_shadow"] = round(median(on), 4)
-        figures[f"{name}_alone"] = round(median(off), 4)
-        figures[f"{name}_ratio"] = round(median(a / b for a, b in zip(on, off, strict=True)), 3)
-    return figures
+            figures["scored_share"] = scored / (scored + dropped) if scored + dropped else 0.0
+        return figures
+
+    variants = (("shadow", shadowed), ("alone", plain))
+    return paired("shadow overhead", variants, measure, gcs, tmp, pairs)
 
 
 def metrics_page(server: Server, headers: dict[str, str]) -> str:
