@@ -33,6 +33,19 @@ def make_store(
     return lambda: ModelStore(uri, timeout=5)
 
 
+@pytest.fixture
+def setup(
+    make_store: Callable[[], ModelStore], iris_artifact: Path, forest_artifact: Path
+) -> ModelStore:
+    """The store the racers share: v1 current, v2 and v3 published beside it."""
+    store = make_store()
+    store.publish(iris_artifact, "v1")
+    store.publish(forest_artifact, "v2")
+    store.publish(iris_artifact, "v3")
+    store.promote("v1")
+    return store
+
+
 def one_wins(act: Callable[[str], None], versions: list[str]) -> str:
     """Run act(version) for two versions at once; exactly one must win, the other must get the
     clear conflict. Return the winner."""
@@ -52,13 +65,9 @@ def one_wins(act: Callable[[str], None], versions: list[str]) -> str:
 
 
 def test_of_two_concurrent_promotions_exactly_one_wins(
-    make_store: Callable[[], ModelStore], iris_artifact: Path, forest_artifact: Path
+    make_store: Callable[[], ModelStore], setup: ModelStore
 ) -> None:
-    setup = make_store()
-    setup.publish(iris_artifact, "v1")
-    setup.publish(forest_artifact, "v2")
-    setup.publish(iris_artifact, "v3")
-    setup.promote("v1")  # two others race: promoting the current one again is a no-op
+    # v2 and v3 race: promoting the current one (v1) again would be a no-op
     both_read = threading.Barrier(2, timeout=10)
 
     def promote(version: str) -> None:
@@ -129,13 +138,8 @@ def both_read_rollout(store: ModelStore, barrier: threading.Barrier) -> ModelSto
 
 
 def test_of_two_concurrent_rollout_starts_exactly_one_wins(
-    make_store: Callable[[], ModelStore], iris_artifact: Path, forest_artifact: Path
+    make_store: Callable[[], ModelStore], setup: ModelStore
 ) -> None:
-    setup = make_store()
-    setup.publish(iris_artifact, "v1")
-    setup.publish(forest_artifact, "v2")
-    setup.publish(iris_artifact, "v3")
-    setup.promote("v1")
     barrier = threading.Barrier(2, timeout=10)
 
     def start(version: str) -> None:
@@ -148,12 +152,8 @@ def test_of_two_concurrent_rollout_starts_exactly_one_wins(
 
 
 def test_a_promote_and_an_abort_at_once_end_the_rollout_one_way(
-    make_store: Callable[[], ModelStore], iris_artifact: Path, forest_artifact: Path
+    make_store: Callable[[], ModelStore], setup: ModelStore
 ) -> None:
-    setup = make_store()
-    setup.publish(iris_artifact, "v1")
-    setup.publish(forest_artifact, "v2")
-    setup.promote("v1")
     rollout.start(setup, "v2", "canary", 10)
     barrier = threading.Barrier(2, timeout=10)
     finish = {"promote": rollout.promote, "abort": rollout.abort}
