@@ -210,8 +210,7 @@ def _rollout_status(args: argparse.Namespace) -> int:
             )
         print(f"no rollout in progress in {store.uri}{ended}")
         return 0
-    pointer, _ = store.current()
-    current = pointer["version"] if pointer else active.current
+    current = _compared_with(store, active)
     if not args.json:
         print(f"rollout of {active.version}: {active.describe()} since {active.started_at}, "
               f"beside {current}")  # fmt: skip
@@ -229,6 +228,13 @@ def _rollout_status(args: argparse.Namespace) -> int:
         print(f"  {check.name:<10} {check.state:<5} {check.detail}")
     print(f"verdict: {verdict.decision}")
     return 0
+
+
+def _compared_with(store: ModelStore, active: Any) -> str:
+    """The version a candidate is compared with: the current one now (the one current when the
+    rollout started, if nothing is)."""
+    pointer, _ = store.current()
+    return str(pointer["version"]) if pointer else str(active.current)
 
 
 def _judge(args: argparse.Namespace, active: Any, current: str) -> tuple[Any, list[dict[str, Any]]]:
@@ -272,9 +278,7 @@ def _promote_on_metrics(args: argparse.Namespace, store: ModelStore) -> int:
         active = rollout.active(store)
         if active is None:
             raise TrainingError(f"no rollout is in progress in {store.uri}")
-        pointer, _ = store.current()
-        current = pointer["version"] if pointer else active.current
-        verdict, _ = _judge(args, active, current)
+        verdict, _ = _judge(args, active, _compared_with(store, active))
         reasons = "; ".join(f"{c.name} {c.state}: {c.detail}" for c in verdict.checks)
         if verdict.decision == "promote":
             rollout.promote(store, judged=active)
