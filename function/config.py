@@ -109,8 +109,8 @@ def load_config(environ: Mapping[str, str]) -> Config:
     api_keys: frozenset[str] = parsed("API_KEYS", parse_keys, frozenset(), secret=True)
     config = Config(
         model_uri=model_uri,
-        model_version=parsed("MODEL_VERSION", _version, "current"),
-        model_sha256=parsed("MODEL_SHA256", _sha256, None),
+        model_version=parsed("MODEL_VERSION", parse_version, "current"),
+        model_sha256=parsed("MODEL_SHA256", parse_sha256, None),
         api_keys=api_keys,
         api_keys_secret=parsed("API_KEYS_SECRET", _secret_name, None),
         api_keys_refresh_seconds=parsed("API_KEYS_REFRESH_SECONDS", _seconds, 300.0),
@@ -120,7 +120,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         max_instances_per_request=parsed("MAX_INSTANCES_PER_REQUEST", _positive_int, 1000),
         store_timeout_seconds=parsed("STORE_TIMEOUT_SECONDS", _seconds, 10.0),
         log_level=parsed("LOG_LEVEL", _choice(LOG_LEVELS, str.upper), "INFO"),
-        metrics_public=parsed("METRICS_PUBLIC", _boolean, False),
+        metrics_public=parsed("METRICS_PUBLIC", parse_boolean, False),
         metrics_port=parsed("METRICS_PORT", _port, 0),
         metrics_host=get("METRICS_HOST") or "127.0.0.1",
         model_refresh_seconds=parsed("MODEL_REFRESH_SECONDS", _non_negative, 0.0),
@@ -129,16 +129,16 @@ def load_config(environ: Mapping[str, str]) -> Config:
         cors_origins=parsed("CORS_ORIGINS", _origins, ()),
         # The request time limit (function/deadline.py); Cloud Run's own, set by infra.
         request_timeout_seconds=parsed("CLOUD_RUN_TIMEOUT_SECONDS", _non_negative, 0.0),
-        allow_pickle=parsed("ALLOW_PICKLE", _boolean, True),
+        allow_pickle=parsed("ALLOW_PICKLE", parse_boolean, True),
         model_runtime=parsed("MODEL_RUNTIME", _choice(RUNTIMES, str.lower), "auto"),
-        micro_batching=parsed("MICRO_BATCHING", _boolean, True),
+        micro_batching=parsed("MICRO_BATCHING", parse_boolean, True),
         batch_max_rows=parsed("BATCH_MAX_ROWS", _positive_int, 256),
         batch_max_wait_ms=parsed("BATCH_MAX_WAIT_MS", _non_negative, 2.0),
         workers=parsed("WORKERS", _workers, 1),  # main.py sets it to usable_cpus() if unset
         drift_features=parsed("DRIFT_FEATURES", _feature_names, None),
         model_memory_mb=parsed("MODEL_MEMORY_MB", _megabytes, 0.0),
         # Vertex AI forwards only its two routes: pages there would be unreachable.
-        ui=parsed("UI", _boolean, not vertex),
+        ui=parsed("UI", parse_boolean, not vertex),
         revision=get("K_REVISION"),  # set by Cloud Run
         vertex=vertex,
         vertex_health_route=parsed("AIP_HEALTH_ROUTE", _route, None),
@@ -233,19 +233,19 @@ def _route(raw: str) -> str:
     return raw
 
 
-def _boolean(raw: str) -> bool:
+def parse_boolean(raw: str) -> bool:
     if raw.lower() not in ("true", "false"):
         raise ValueError("expected true or false")
     return raw.lower() == "true"
 
 
-def _version(raw: str) -> str:
+def parse_version(raw: str) -> str:
     if raw != "current":
         check_version_id(raw)
     return raw
 
 
-def _sha256(raw: str) -> str:
+def parse_sha256(raw: str) -> str:
     if not SHA256_PATTERN.match(raw.lower()):
         raise ValueError("expected 64 hexadecimal characters")
     return raw.lower()

@@ -132,11 +132,11 @@ def _columns(rows: list[Any], where: str, schema: Schema) -> tuple[list[list[Any
             for column, name in zip(columns, names, strict=True):
                 column.append(row.get(name))
         elif isinstance(row, list):
-            _check_length(row, field, names)
+            check_length(row, field, names)
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
         else:
-            _not_a_row(row, field)
+            not_a_row(row, field)
         positional.append(isinstance(row, list))
     return columns, positional
 
@@ -233,7 +233,7 @@ def _require_finite(output: np.ndarray, instances: Instances) -> None:
 def _row(row: Any, field: str, schema: Schema) -> list[float]:
     names, features = schema.names, schema.features
     if isinstance(row, list):
-        _check_length(row, field, names)
+        check_length(row, field, names)
         return [
             number_or_missing(f, v, f"{field}[{j}]", name_it=True)
             for j, (f, v) in enumerate(zip(features, row, strict=True))
@@ -243,10 +243,10 @@ def _row(row: Any, field: str, schema: Schema) -> list[float]:
         return [
             number_or_missing(f, row.get(f.name), _join(field, f.name), False) for f in features
         ]
-    _not_a_row(row, field)
+    not_a_row(row, field)
 
 
-def _check_length(row: list[Any], field: str, names: list[str]) -> None:
+def check_length(row: list[Any], field: str, names: list[str]) -> None:
     if len(row) != len(names):
         raise InvalidInput(
             f"expected {len(names)} values ({', '.join(names)}), got {len(row)}",
@@ -268,7 +268,7 @@ def _check_keys(row: dict[str, Any], field: str, names: list[str], may_be_absent
         raise InvalidInput("missing feature", field=_join(field, missing[0]))
 
 
-def _not_a_row(row: Any, field: str) -> NoReturn:
+def not_a_row(row: Any, field: str) -> NoReturn:
     raise InvalidInput(
         f"a row must be a list in feature order or an object by feature name, got {kind(row)}",
         field=field or None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,7 +116,7 @@ class Schema:
         return self.from_columns([X[:, j] for j in range(X.shape[1])])
 
     def check_columns(
-        self, columns: list[list[Any]], field: Callable[[int, int], str | None]
+        self, columns: Sequence[list[Any] | np.ndarray], field: Callable[[int, int], str | None]
     ) -> Any:
         """Check each column's values against its feature; return what the pipeline takes."""
         checked = [
@@ -192,9 +192,19 @@ def _feature(record: dict[str, Any], where: str) -> Feature:
     )
 
 
-def check_column(feature: Feature, values: list[Any], field: Field) -> np.ndarray:
+def check_column(feature: Feature, values: list[Any] | np.ndarray, field: Field) -> np.ndarray:
     """Check one feature's values (field(i) names value i in errors); return them as an array:
-    float64 for numbers (NaN where missing), bool for booleans, objects for the rest."""
+    float64 for numbers (NaN where missing), bool for booleans, objects for the rest.
+
+    `values` are JSON values (None: missing), or for a number a float64 array read from a file
+    (NaN: missing; function/batch), checked in bulk and value by value only where one fails."""
+    if isinstance(values, np.ndarray):
+        missing = np.isnan(values)
+        present = values[~missing]
+        whole = feature.type == "number" or (present == np.floor(present)).all()
+        if (feature.nullable or not missing.any()) and whole and _in_range(present):
+            return values
+        values = [None if m else v for m, v in zip(missing.tolist(), values.tolist(), strict=True)]
     kinds = set(map(type, values))
     if feature.type in ("number", "integer"):
         if kinds <= {int, float}:
@@ -204,9 +214,8 @@ def check_column(feature: Feature, values: list[Any], field: Field) -> np.ndarra
             except OverflowError:
                 pass
             else:
-                in_range = np.isfinite(column).all() and np.abs(column).max() < MAX_ABS_VALUE
                 whole = feature.type == "number" or (column == np.floor(column)).all()
-                if in_range and whole:
+                if _in_range(column) and whole:
                     return column
         return np.array([_value(feature, v, field(i)) for i, v in enumerate(values)], np.float64)
     if feature.type == "boolean" and kinds <= {bool}:
@@ -216,6 +225,10 @@ def check_column(feature: Feature, values: list[Any], field: Field) -> np.ndarra
         if feature.unknown == "accept" or allowed.issuperset(values):
             return np.array(values, dtype=object)
     return np.array([_value(feature, v, field(i)) for i, v in enumerate(values)], dtype=object)
+
+
+def _in_range(column: np.ndarray) -> bool:
+    return bool(np.isfinite(column).all() and np.abs(column).max(initial=0) < MAX_ABS_VALUE)
 
 
 def _value(feature: Feature, value: Any, field: str | None) -> Any:

@@ -197,25 +197,29 @@ class GcsBackend:
 
         return DEFAULT_RETRY.with_timeout(self.timeout)
 
-    @contextlib.contextmanager
-    def _errors(self, key: str) -> Iterator[None]:
-        from google.api_core import exceptions as gexc
-        from google.auth import exceptions as auth_exc
-        from requests import exceptions as req_exc
+    def _errors(self, key: str) -> contextlib.AbstractContextManager[None]:
+        return gcs_errors(f"{self.uri}/{key}")
 
-        where = f"{self.uri}/{key}"
-        try:
-            yield
-        except ModelrunError:
-            raise
-        except gexc.PreconditionFailed as e:
-            raise Conflict(f"{where} changed since it was read, or already exists") from e
-        except gexc.NotFound as e:
-            raise NotFound(f"{where} does not exist (or the bucket does not)") from e
-        except gexc.Forbidden as e:
-            raise StoreUnavailable(f"access to {where} was denied: {e.message}") from e
-        except (gexc.GoogleAPIError, auth_exc.GoogleAuthError, req_exc.RequestException) as e:
-            raise StoreUnavailable(f"cannot reach {where}: {type(e).__name__}: {e}") from e
+
+@contextlib.contextmanager
+def gcs_errors(where: str) -> Iterator[None]:
+    """Turn the GCS client's errors about `where` into modelrun's (each with its status)."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+    from requests import exceptions as req_exc
+
+    try:
+        yield
+    except ModelrunError:
+        raise
+    except gexc.PreconditionFailed as e:
+        raise Conflict(f"{where} changed since it was read, or already exists") from e
+    except gexc.NotFound as e:
+        raise NotFound(f"{where} does not exist (or the bucket does not)") from e
+    except gexc.Forbidden as e:
+        raise StoreUnavailable(f"access to {where} was denied: {e.message}") from e
+    except (gexc.GoogleAPIError, auth_exc.GoogleAuthError, req_exc.RequestException) as e:
+        raise StoreUnavailable(f"cannot reach {where}: {type(e).__name__}: {e}") from e
 
 
 @dataclass(frozen=True)
