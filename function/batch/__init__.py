@@ -1,0 +1,7 @@
+"""Batch scoring: large files through the same verified model, schema and checks as the API.
+
+`python -m function.batch` runs one task of a job (a Cloud Run Jobs task, or a local process):
+`shards.py` picks its share of the input, `rows.py` parses, checks and scores it a block at a
+time, `output.py` formats the answers, `objects.py` reads and writes gs:// or file:// places, and
+`task.py` ties them together and writes the manifest.
+"""

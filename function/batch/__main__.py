@@ -1,0 +1,131 @@
+"""python -m function.batch: score a task's share of a large file (see the README, "Score a
+large file"). Exit codes: 0 done, 1 an error (one line naming it), 2 a bad flag, 3 more refused
+rows than --max-error-share."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from function.batch.task import Job, TooManyErrors, run_task
+from function.config import RUNTIMES, parse_boolean, parse_sha256, parse_version
+from function.errors import ModelrunError
+from function.logs import setup_logging
+
+log = logging.getLogger("modelrun.batch")
+
+
+def parse_job(argv: Sequence[str], environ: Mapping[str, str]) -> Job:
+    """The job from flags, each defaulting to the service's variable of the same meaning; a bad
+    value exits 2 naming it."""
+    env = {k: v.strip() for k, v in environ.items() if v.strip()}
+    parser = argparse.ArgumentParser(prog="python -m function.batch", description=__doc__)
+    parser.add_argument(
+        "--input",
+        required=True,
+        help="gs://BUCKET/PATH or file:///PATH: a CSV or JSON Lines file, or a "
+        "folder or prefix of them",
+    )
+    parser.add_argument("--output", required=True, help="gs:// or file:// prefix for the results")
+    parser.add_argument(
+        "--model", default=env.get("MODEL_URI"), help="the model's root (default: MODEL_URI)"
+    )
+    parser.add_argument(
+        "--model-version",
+        default=env.get("MODEL_VERSION", "current"),
+        help="a version id or current (default: MODEL_VERSION, else current)",
+    )
+    parser.add_argument(
+        "--model-sha256",
+        default=env.get("MODEL_SHA256"),
+        help="refuse any other model (default: MODEL_SHA256)",
+    )
+    parser.add_argument(
+        "--id-column",
+        help="copy this column (or key) into the results; default: each row's line number",
+    )
+    parser.add_argument(
+        "--max-error-share",
+        type=_share,
+        default=0.01,
+        help="exit 3 when more of a task's rows are refused (default 0.01)",
+    )
+    parser.add_argument(
+        "--task-index",
+        type=int,
+        default=int(env.get("CLOUD_RUN_TASK_INDEX", "0")),
+        help="this task (default: CLOUD_RUN_TASK_INDEX, else 0)",
+    )
+    parser.add_argument(
+        "--task-count",
+        type=int,
+        default=int(env.get("CLOUD_RUN_TASK_COUNT", "1")),
+        help="the job's tasks (default: CLOUD_RUN_TASK_COUNT, else 1)",
+    )
+    parser.add_argument(
+        "--progress-rows", type=int, default=1_000_000, help="log progress every this many rows"
+    )
+    parser.add_argument(
+        "--block-bytes",
+        type=int,
+        default=4 << 20,
+        help="read this much of the input at a time (memory against per-call "
+        "overhead; default 4 MiB)",
+    )
+    args = parser.parse_args(argv)
+    if not args.model:
+        parser.error("--model (or MODEL_URI) is required")
+    if not 0 <= args.task_index < args.task_count:
+        parser.error(f"task {args.task_index} of {args.task_count} does not exist")
+    runtime = env.get("MODEL_RUNTIME", "auto").lower()
+    if runtime not in RUNTIMES:
+        parser.error(f"MODEL_RUNTIME={runtime!r} must be one of {', '.join(RUNTIMES)}")
+    try:
+        version = parse_version(args.model_version)
+        sha256 = parse_sha256(args.model_sha256) if args.model_sha256 else None
+        allow_pickle = parse_boolean(env.get("ALLOW_PICKLE", "true"))
+    except (ValueError, ModelrunError) as e:
+        parser.error(f"the model's version, sha256 or ALLOW_PICKLE is invalid: {e}")
+    return Job(
+        input=args.input,
+        output=args.output,
+        model_uri=args.model,
+        model_version=version,
+        model_sha256=sha256,
+        runtime=runtime,
+        allow_pickle=allow_pickle,
+        id_column=args.id_column,
+        task_index=args.task_index,
+        task_count=args.task_count,
+        max_error_share=args.max_error_share,
+        progress_rows=max(args.progress_rows, 1),
+        block_bytes=max(args.block_bytes, 1024),
+    )
+
+
+def _share(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise ValueError(raw)
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    setup_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
+    job = parse_job(sys.argv[1:] if argv is None else argv, os.environ)
+    try:
+        run_task(job)
+    except TooManyErrors as e:
+        log.error("%s", e)
+        return 3
+    except ModelrunError as e:
+        log.error("task %d/%d failed: %s", job.task_index, job.task_count, e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""A block of lines as rows: parsed (CSV or JSON Lines), checked with the API's own checks, scored.
+
+A bad row does not stop the others. Each block is first checked whole; when a check refuses it,
+the block is halved until each refused row is found alone, with the same field-precise message
+the API gives (`schema.check_columns`, `predict.infer`), and the remaining rows go on together.
+A clean block, the common case, costs one check and one model call.
+
+What a file's text means, the same in both formats and both parsing paths:
+- an empty CSV cell, or a JSON null or absent key, is a missing value (refused unless the feature
+  may be missing); columns or keys that are not features are ignored (the id column is copied);
+- a CSV number is read as a number, anything else there is refused as the API refuses a string;
+  a boolean is `true` or `false` (any case); a category is the cell's text;
+- a row is one line: a CSV field holding a newline is not supported.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from function.errors import InvalidInput
+from function.model import LoadedModel
+from function.predict import Instances, Prediction, check_length, infer, not_a_row
+from function.schema import Feature, Schema
+
+END = "\x1fend"  # a column after the last: a CSV line with too few fields leaves it empty
+BOOLEANS = {"true": True, "false": False}
+
+
+@dataclass
+class Rows:
+    """A block's rows: identifiers, values by feature, and the rows that failed to parse."""
+
+    ids: list[Any]
+    columns: list[list[Any] | np.ndarray]
+    errors: dict[int, InvalidInput] = field(default_factory=dict)
+
+
+@dataclass
+class Scored:
+    """A block's answers for the rows that passed, and an error for each row that did not."""
+
+    ids: list[Any]
+    prediction: Prediction | None
+    errors: list[tuple[Any, InvalidInput]]
+
+
+class CsvFormat:
+    """CSV with a header line; pandas' C parser for clean blocks, the csv module for the rest."""
+
+    def __init__(self, header: bytes, schema: Schema, id_column: str | None, where: str) -> None:
+        names = next(csv.reader([header.decode("utf-8-sig", errors="replace")]), [])
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise InvalidInput(f"{where}: the header repeats the columns {duplicated}")
+        absent = [f.name for f in schema.features if f.name not in names and not f.nullable]
+        if absent or (id_column and id_column not in names):
+            missing = absent + ([id_column] if id_column and id_column not in names else [])
+            raise InvalidInput(
+                f"{where}: the header has no column {', '.join(missing)}; it has {', '.join(names)}"
+            )
+        self.names, self.schema, self.id_column = names, schema, id_column
+        self.positions = [names.index(f.name) if f.name in names else None for f in schema.features]
+
+    def parse(self, lines: list[bytes], numbers: list[int]) -> Rows:
+        try:
+            return self._parse_fast(lines, numbers)
+        except (ValueError, UnicodeDecodeError):  # a value pandas will not read: one by one
+            return self._parse_slow(lines, numbers)
+
+    def _parse_fast(self, lines: list[bytes], numbers: list[int]) -> Rows:
+        import pandas as pd
+
+        numeric = [n for f, n in self._present() if f.type in ("number", "integer")]
+        used = [n for _, n in self._present()] + ([self.id_column] if self.id_column else [])
+        text = b",\x1f\n".join(lines) + b",\x1f\n"
+        frame = pd.read_csv(
+            io.BytesIO(text),
+            header=None,
+            names=[*self.names, END],
+            usecols=[*set(used), END],
+            dtype={n: ("float64" if n in numeric else object) for n in [*set(used), END]},
+            keep_default_na=False,
+            na_values={n: [""] for n in numeric},
+            encoding="utf-8",
+            engine="c",
+        )
+        if len(frame) != len(lines) or not (frame[END] == "\x1f").all():
+            raise ValueError("a line with another number of fields")
+        columns: list[list[Any] | np.ndarray] = []
+        for feature, position in zip(self.schema.features, self.positions, strict=True):
+            if position is None:
+                columns.append([None] * len(lines))
+            elif feature.type in ("number", "integer"):
+                columns.append(frame[feature.name].to_numpy(np.float64))
+            else:
+                columns.append([_text_value(feature, v) for v in frame[feature.name].tolist()])
+        ids = frame[self.id_column].tolist() if self.id_column else numbers
+        return Rows(ids, columns)
+
+    def _parse_slow(self, lines: list[bytes], numbers: list[int]) -> Rows:
+        width = len(self.names)
+        id_at = self.names.index(self.id_column) if self.id_column else None
+        rows, errors = [], {}
+        for i, line in enumerate(lines):
+            try:
+                values = next(csv.reader([line.decode("utf-8")]))
+                if len(values) != width:
+                    raise InvalidInput(f"expected {width} values (the header's), got {len(values)}")
+            except UnicodeDecodeError:
+                errors[i], values = InvalidInput("the line is not UTF-8 text"), [""] * width
+            except (InvalidInput, csv.Error) as e:
+                errors[i] = e if isinstance(e, InvalidInput) else InvalidInput(f"not CSV: {e}")
+                values = [""] * width
+            rows.append(values)
+        ids = [row[id_at] for row in rows] if id_at is not None else numbers
+        columns: list[list[Any] | np.ndarray] = [
+            [None] * len(rows)
+            if position is None
+            else [_text_value(feature, row[position]) for row in rows]
+            for feature, position in zip(self.schema.features, self.positions, strict=True)
+        ]
+        return Rows(ids, columns, errors)
+
+    def _present(self) -> list[tuple[Feature, str]]:
+        return [
+            (f, f.name)
+            for f, p in zip(self.schema.features, self.positions, strict=True)
+            if p is not None
+        ]
+
+
+class JsonLinesFormat:
+    """One JSON value per line: an object by feature name, or a list in feature order (the
+    `instances` rows of the API and of Vertex AI's batch prediction)."""
+
+    def __init__(self, schema: Schema, id_column: str | None) -> None:
+        self.schema, self.id_column = schema, id_column
+
+    def parse(self, lines: list[bytes], numbers: list[int]) -> Rows:
+        names, width = self.schema.names, len(self.schema.names)
+        columns: list[list[Any]] = [[] for _ in names]
+        ids: list[Any] = []
+        errors = {}
+        for i, (line, number) in enumerate(zip(lines, numbers, strict=True)):
+            row: Any = None
+            try:
+                row = orjson.loads(line)
+                if isinstance(row, list):
+                    check_length(row, "", names)
+                elif not isinstance(row, dict):
+                    not_a_row(row, "")
+            except orjson.JSONDecodeError as e:
+                errors[i] = InvalidInput(f"not valid JSON: {e}")
+            except InvalidInput as e:
+                errors[i] = e
+            if i in errors:
+                row = [None] * width
+            ids.append(
+                row.get(self.id_column)
+                if self.id_column and isinstance(row, dict)
+                else None
+                if self.id_column
+                else number
+            )
+            values = row if isinstance(row, list) else [row.get(n) for n in names]
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        return Rows(ids, list(columns), errors)
+
+
+def score(model: LoadedModel, rows: Rows) -> Scored:
+    """Check the rows and score those that pass; each that fails gets the API's message."""
+    schema = model.schema
+    errors = dict(rows.errors)
+
+    every = len(rows.ids)
+
+    def check(indices: list[int]) -> Any:
+        columns = (
+            rows.columns if len(indices) == every else [_take(c, indices) for c in rows.columns]
+        )
+        return schema.check_columns(columns, lambda i, j: schema.names[j])
+
+    good = [i for i in range(every) if i not in errors] if errors else list(range(every))
+    good, X = _isolate(good, check, errors)
+    prediction = None
+    if good:
+
+        def predict(positions: list[int]) -> Prediction:
+            part = X if len(positions) == len(good) else _rows_of(X, positions)
+            return infer(model, Instances(part))
+
+        refused: dict[int, InvalidInput] = {}
+        kept, prediction = _isolate(list(range(len(good))), predict, refused)
+        errors.update({good[p]: e for p, e in refused.items()})
+        good = [good[p] for p in kept]
+    failed = [(rows.ids[i], errors[i]) for i in sorted(errors)]
+    return Scored([rows.ids[i] for i in good], prediction, failed)
+
+
+def _isolate(
+    indices: list[int], attempt: Callable[[list[int]], Any], errors: dict[int, InvalidInput]
+) -> tuple[list[int], Any]:
+    """The indices `attempt` accepts and its result for them, recording why each other one was
+    refused. A clean block costs one attempt; a refused one is halved until each bad index is
+    alone, so a few bad rows cost a few small attempts, then one for the rest."""
+    try:
+        return indices, attempt(indices) if indices else None
+    except InvalidInput as e:
+        if len(indices) == 1:
+            errors[indices[0]] = e
+            return [], None
+    middle = len(indices) // 2
+    accepted = _accepted(indices[:middle], attempt, errors)
+    accepted += _accepted(indices[middle:], attempt, errors)
+    return accepted, attempt(accepted) if accepted else None
+
+
+def _accepted(
+    indices: list[int], attempt: Callable[[list[int]], Any], errors: dict[int, InvalidInput]
+) -> list[int]:
+    try:
+        attempt(indices)
+        return indices
+    except InvalidInput as e:
+        if len(indices) == 1:
+            errors[indices[0]] = e
+            return []
+    middle = len(indices) // 2
+    return _accepted(indices[:middle], attempt, errors) + _accepted(
+        indices[middle:], attempt, errors
+    )
+
+
+def _take(column: list[Any] | np.ndarray, indices: list[int]) -> list[Any] | np.ndarray:
+    if isinstance(column, np.ndarray):
+        return column[indices]
+    return [column[i] for i in indices]
+
+
+def _rows_of(X: Any, positions: list[int]) -> Any:
+    return X.iloc[positions] if hasattr(X, "iloc") else X[positions]
+
+
+def _text_value(feature: Feature, text: str) -> Any:
+    """A CSV cell as the JSON value it stands for (None: missing)."""
+    if text == "":
+        return None
+    if feature.type == "boolean":
+        return BOOLEANS.get(text.lower(), text)
+    if feature.type in ("number", "integer"):
+        try:
+            return float(text)
+        except ValueError:
+            return text  # refused by the API's check, which quotes it
+    return text
