@@ -15,7 +15,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
 	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
 
-.PHONY: install install-serve serve test lint format train local monitor soak bench screenshots clean clean-store
+.PHONY: install install-serve serve test lint format train local monitor batch soak bench screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
 install-serve: $(SERVE_INSTALLED)  ## serving and training only
@@ -72,6 +72,9 @@ local: install artifacts/iris/baseline.json  ## the Compose mirror, with monitor
 
 monitor: install  ## the mirror without Docker: emulator, function, Prometheus, Alertmanager (DRIFT=1: the drift demo)
 	PORT=$(PORT) $(PY) -m local.monitor $(if $(DRIFT),--drift,)
+
+batch: install artifacts/iris/baseline.json  ## a batch job as N local processes on the GCS emulator (ROWS, TASKS), checked
+	$(PY) -m local.batch --rows $(or $(ROWS),300000) --tasks $(or $(TASKS),4)
 
 soak: install  ## a bounded soak (REQUESTS=100000): errors, latency, RSS growth
 	$(PY) -m tests.perf.soak --requests $(or $(REQUESTS),100000)
