@@ -1,0 +1,518 @@
+"""Batch scoring (function/batch/): sharding, the API's checks on file rows, atomic and idempotent
+outputs, the manifest, the command line; on disk, on fake-gcs-server as N processes, and the
+request Vertex AI's batch prediction sends, against the running container."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+
+from function.batch.objects import Item, open_place
+from function.batch.shards import LineReader, task_ranges
+from function.batch.task import MANIFEST, Job, TooManyErrors, run_task
+from function.errors import Conflict
+from local import batch as local_batch
+from tests.conftest import ROOT, Emulator, free_port, publish_to_gcs, run_service
+from tests.inprocess import in_process
+from tests.test_own_model import TARGET, notebook_pipeline
+from training.__main__ import main as training
+from training.churn import churn
+
+IRIS = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+KEY = "batch-test-key-0123456789"
+
+
+# --- sharding -----------------------------------------------------------------------------
+
+
+def lines_file(tmp_path: Path) -> tuple[Path, list[bytes]]:
+    """Lines of many lengths, a CRLF one, an empty one, a long one and no final newline."""
+    rng = np.random.default_rng(3)
+    lines = [b"x" * int(n) for n in rng.integers(0, 40, 300)]
+    lines[10], lines[20], lines[30] = b"crlf\r", b"", b"y" * 5000
+    path = tmp_path / "lines.txt"
+    path.write_bytes(b"\n".join(lines))  # the last line has no newline
+    return path, lines
+
+
+@pytest.mark.parametrize(
+    "count, block",
+    [
+        (1, 4096),
+        (2, 4096),
+        (3, 4096),
+        (7, 4096),
+        (64, 4096),
+        (20000, 4096),
+        (3, 1),
+        (7, 7),
+        (64, 7),
+        (1, 7),
+    ],
+)
+def test_every_line_is_read_by_exactly_one_task(tmp_path: Path, count: int, block: int) -> None:
+    path, lines = lines_file(tmp_path)
+    place = open_place(path.as_uri())
+    items = place.items()
+
+    read, spans = [], []
+    for index in range(count):
+        for piece in task_ranges(items, index, count):
+            reader = LineReader(place, piece, block)
+            data = b"".join(b.data for b in reader.blocks())
+            read.append(data)
+            spans.append((reader.first, reader.last))
+            assert reader.sha256 == hashlib.sha256(data).hexdigest()
+
+    assert b"".join(read).split(b"\n") == lines
+    assert spans[0][0] == 0 and spans[-1][1] == path.stat().st_size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # contiguous
+
+
+def test_ranges_cover_every_file_byte_once_in_name_order() -> None:
+    items = [
+        Item("file:///a.csv", 10, "1"),
+        Item("file:///b.csv", 0, "1"),
+        Item("file:///c.csv", 25, "1"),
+    ]
+
+    covered = []
+    for index in range(4):
+        covered += [(r.item.uri, r.start, r.end) for r in task_ranges(items, index, 4)]
+
+    # 35 bytes in four: [0, 8) [8, 17) [17, 26) [26, 35); c.csv starts at byte 10
+    assert covered == [
+        ("file:///a.csv", 0, 8),
+        ("file:///a.csv", 8, 10),
+        ("file:///c.csv", 0, 7),
+        ("file:///c.csv", 7, 16),
+        ("file:///c.csv", 16, 25),
+    ]
+
+
+# --- a user's model: categories, missing values, its own pipeline ---------------------------
+
+
+@pytest.fixture(scope="module")
+def churn_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any, Any]:
+    """The notebook pipeline of test_own_model, packaged and published: (MODEL_URI, pipeline,
+    the frame of the rows it is asked about)."""
+    tmp = tmp_path_factory.mktemp("churn-batch")
+    churn(1000, seed=7).to_csv(data := tmp / "churn.csv", index=False)
+    import pandas as pd
+
+    frame = pd.read_csv(data)
+    pipeline = notebook_pipeline(frame)
+    joblib.dump(pipeline, fitted := tmp / "churn.joblib")
+    package = ["package", str(fitted), "--data", str(data), "--target", TARGET, "--no-report"]
+    assert training([*package, "--out", str(tmp / "artifact")]) == 0
+    store = (tmp / "store").as_uri()
+    publish = ["publish", "--store", store, str(tmp / "artifact"), "--version", "v1"]
+    assert training([*publish, "--promote"]) == 0
+    return f"{store}/churn", pipeline, frame.drop(columns=TARGET)
+
+
+def write_csv(path: Path, frame: Any) -> Path:
+    frame.to_csv(path, index_label="customer")
+    return path
+
+
+def job(tmp_path: Path, model_uri: str, source: Path, out: str = "out", **kw: Any) -> Job:
+    return Job(source.as_uri(), (tmp_path / out).as_uri(), model_uri, **kw)
+
+
+def answers(output: str) -> dict[str, list[str]]:
+    place = open_place(output)
+    rows = local_batch.results(place)
+    assert len({r[0] for r in rows}) == len(rows), "a row was answered twice"
+    return {r[0]: r[1:] for r in rows}
+
+
+def test_shards_equal_one_task_and_the_pipeline_itself(
+    tmp_path: Path, churn_store: tuple[str, Any, Any]
+) -> None:
+    model_uri, pipeline, frame = churn_store
+    source = write_csv(tmp_path / "rows.csv", frame)
+
+    for index in range(3):
+        run_task(
+            job(
+                tmp_path,
+                model_uri,
+                source,
+                "sharded",
+                id_column="customer",
+                task_index=index,
+                task_count=3,
+                block_bytes=4096,
+            )
+        )
+    run_task(job(tmp_path, model_uri, source, "single", id_column="customer"))
+
+    sharded, single = (
+        answers((tmp_path / "sharded").as_uri()),
+        answers((tmp_path / "single").as_uri()),
+    )
+    assert sharded == single
+    proba = pipeline.predict_proba(frame)
+    expected = {
+        str(i): [str(label), *map(float, p)]
+        for i, label, p in zip(frame.index, pipeline.predict(frame), proba, strict=True)
+    }
+    assert {k: v[0] for k, v in sharded.items()} == {k: v[0] for k, v in expected.items()}
+    got = np.array([[float(x) for x in sharded[k][1:]] for k in expected])
+    assert np.allclose(got, np.array([v[1:] for v in expected.values()]), rtol=0, atol=1e-12)
+
+
+def test_the_manifest_counts_rows_and_digests_each_part_and_range(
+    tmp_path: Path, churn_store: tuple[str, Any, Any]
+) -> None:
+    model_uri, _, frame = churn_store
+    source = write_csv(tmp_path / "rows.csv", frame)
+    out = tmp_path / "out"
+
+    for index in (1, 0):  # the last to finish writes it, whichever index that is
+        run_task(job(tmp_path, model_uri, source, task_index=index, task_count=2))
+        assert (out / MANIFEST).exists() is (index == 0)
+
+    manifest = json.loads((out / MANIFEST).read_text())
+    data = source.read_bytes()
+    assert manifest["model"]["version"] == "v1" and manifest["tasks"] == 2
+    assert manifest["rows"] == manifest["scored"] == len(frame) and manifest["errors"] == 0
+    ranges = [r for part in manifest["parts"] for r in part["read"]]
+    assert ranges[0]["start"] == 0 and ranges[-1]["end"] == len(data)
+    for r in ranges:
+        assert r["sha256"] == hashlib.sha256(data[r["start"] : r["end"]]).hexdigest()
+    for part in manifest["parts"]:
+        written = (out / part["results"]["name"]).read_bytes()
+        assert part["results"]["sha256"] == hashlib.sha256(written).hexdigest()
+        assert part["results"]["rows"] == written.count(b"\n") - 1  # less the header
+
+
+# --- bad rows -------------------------------------------------------------------------------
+
+# A CSV cell, the JSON value it stands for: the API's answer to that value is the batch's.
+BAD_CELLS = [
+    ("plan", "enterprise", "enterprise"),
+    ("plan", "", None),
+    ("seats", "2.5", 2.5),
+    ("seats", "two", "two"),
+    ("has_discount", "yes", "yes"),
+    ("monthly_spend", "1e301", 1e301),
+    ("tenure_months", "inf", float("inf")),
+]
+
+
+def test_a_bad_cell_gets_the_apis_message_and_the_other_rows_go_on(
+    tmp_path: Path, churn_store: tuple[str, Any, Any]
+) -> None:
+    model_uri, pipeline, frame = churn_store
+    rows = frame.iloc[: len(BAD_CELLS) * 3].copy().astype(object)
+    bad_at = {3 * k + 1: cell for k, cell in enumerate(BAD_CELLS)}
+    for i, (column, text, _) in bad_at.items():
+        rows.iloc[i, rows.columns.get_loc(column)] = text
+    source = write_csv(tmp_path / "rows.csv", rows)
+
+    run_task(job(tmp_path, model_uri, source, id_column="customer", max_error_share=1.0))
+
+    errors = {e["customer"]: e for e in local_batch.errors(open_place((tmp_path / "out").as_uri()))}
+    assert sorted(errors) == sorted(str(rows.index[i]) for i in bad_at)
+    good = frame.iloc[[i for i in range(len(rows)) if i not in bad_at]]
+    assert {k: v[0] for k, v in answers((tmp_path / "out").as_uri()).items()} == {
+        str(i): str(label) for i, label in zip(good.index, pipeline.predict(good), strict=True)
+    }
+    with in_process({"MODEL_URI": model_uri, "API_KEYS": KEY}) as api:
+        for i, (column, _, value) in bad_at.items():
+            error = errors[str(rows.index[i])]
+            if value == float("inf"):  # JSON has no infinity: the API never sees one
+                assert error["detail"] == f"expected a finite number for {column}, got Infinity"
+                continue
+            row = {**json.loads(frame.iloc[[i]].to_json(orient="records"))[0], column: value}
+            problem = api.client.post("/predict", json=row, headers={"X-API-Key": KEY}).get_json()
+            assert problem["status"] == 422
+            assert (error["field"], f"{error['field']}: {error['detail']}") == (
+                problem["field"],
+                problem["detail"],
+            )
+
+
+def test_lines_that_are_not_rows_are_refused_one_by_one(
+    tmp_path: Path, iris_artifact: Path
+) -> None:
+    store = (tmp_path / "store").as_uri()
+    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+    source = tmp_path / "rows.csv"
+    source.write_bytes(
+        b"sepal_length,sepal_width,petal_length,petal_width\r\n"
+        b"5.1,3.5,1.4,0.2\r\n5.1,3.5,1.4\r\n\r\n5.1,3.5,1.4,0.2,9\r\n"
+        b"\xff,1,1,1\r\n6.0,2.9,4.5,1.5"
+    )
+
+    run_task(job(tmp_path, f"{store}/iris", source, max_error_share=1.0))
+
+    errors = local_batch.errors(open_place((tmp_path / "out").as_uri()))
+    assert [(e["line"], e["detail"]) for e in errors] == [
+        (3, "expected 4 values (the header's), got 3"),
+        (5, "expected 4 values (the header's), got 5"),
+        (6, "the line is not UTF-8 text"),
+    ]
+    assert sorted(answers((tmp_path / "out").as_uri())) == ["2", "7"]  # line 4 is blank
+
+
+def test_too_many_bad_rows_fail_the_task_after_writing_them(
+    tmp_path: Path, churn_store: tuple[str, Any, Any]
+) -> None:
+    model_uri, _, frame = churn_store
+    rows = frame.iloc[:100].copy()
+    rows["plan"] = ["enterprise"] * 3 + list(rows["plan"][3:])
+    source = write_csv(tmp_path / "rows.csv", rows)
+
+    with pytest.raises(TooManyErrors, match=r"3 of 100 rows \(3.00%\) .* 2.00%"):
+        run_task(job(tmp_path, model_uri, source, max_error_share=0.02))
+    with pytest.raises(TooManyErrors):  # a retry finds the task done, and the same share
+        run_task(job(tmp_path, model_uri, source, max_error_share=0.02))
+    run_task(job(tmp_path, model_uri, source, max_error_share=0.03))
+
+    assert len(local_batch.errors(open_place((tmp_path / "out").as_uri()))) == 3
+
+
+# --- reruns ---------------------------------------------------------------------------------
+
+
+def test_a_rerun_rewrites_nothing_and_another_model_is_refused(
+    tmp_path: Path, iris_artifact: Path
+) -> None:
+    store = (tmp_path / "store").as_uri()
+    assert (
+        training(["publish", "--store", store, str(iris_artifact), "--version", "v1", "--promote"])
+        == 0
+    )
+    source = tmp_path / "rows.csv"
+    source.write_text(
+        "sepal_length,sepal_width,petal_length,petal_width\n" + "5.1,3.5,1.4,0.2\n" * 50
+    )
+    out = tmp_path / "out"
+    run_task(job(tmp_path, f"{store}/iris", source))
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+
+    run_task(job(tmp_path, f"{store}/iris", source))
+    assert {
+        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()
+    } == before
+
+    other = tmp_path / "other"
+    assert training(["train", "--out", str(other), "--seed", "9", "--no-report", "--no-onnx"]) == 0
+    assert training(["publish", "--store", store, str(other), "--version", "v2", "--promote"]) == 0
+    with pytest.raises(Conflict, match="model version v1 there, v2 here"):
+        run_task(job(tmp_path, f"{store}/iris", source))
+    assert {
+        p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()
+    } == before
+
+
+def test_a_killed_tasks_leftovers_are_replaced_not_kept(
+    tmp_path: Path, iris_artifact: Path
+) -> None:
+    store = (tmp_path / "store").as_uri()
+    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+    source = tmp_path / "rows.csv"
+    source.write_bytes(local_batch.generated_csv(40_000))
+    env = {**os.environ, "MODEL_URI": f"{store}/iris"}
+    out = (tmp_path / "out").as_uri()
+
+    local_batch.kill_midway(env, source.as_uri(), out, 0, 1)
+    leftovers = list((tmp_path / "out" / "_tmp").iterdir())
+    assert leftovers and not (tmp_path / "out" / "part-00000-of-00001.csv").exists()
+    assert local_batch.run_tasks(env, source.as_uri(), out, 1) == [0]
+
+    assert not any(p.exists() for p in leftovers)
+    assert len(answers(out)) == 40_000 - 8  # the generated file's bad rows
+
+
+# --- JSON Lines, and Vertex AI's batch prediction ---------------------------------------------
+
+
+def test_json_lines_take_objects_and_lists_with_nulls_and_absent_keys(
+    tmp_path: Path, churn_store: tuple[str, Any, Any]
+) -> None:
+    model_uri, pipeline, frame = churn_store
+    rows = json.loads(frame.iloc[:6].to_json(orient="records"))
+    rows[1]["monthly_spend"] = None
+    del rows[2]["monthly_spend"]  # nullable: may be absent
+    lines = [json.dumps(r) for r in rows[:4]] + [
+        json.dumps(list(rows[4].values())),
+        "{not json",
+        json.dumps({**rows[5], "plan": None}),
+    ]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+
+    run_task(job(tmp_path, model_uri, source, max_error_share=1.0))
+
+    import pandas as pd
+
+    good = pd.DataFrame(rows[:5]).astype({"monthly_spend": float})
+    assert {k: v[0] for k, v in answers((tmp_path / "out").as_uri()).items()} == {
+        str(n): str(label) for n, label in zip(range(1, 6), pipeline.predict(good), strict=True)
+    }
+    errors = local_batch.errors(open_place((tmp_path / "out").as_uri()))
+    assert [(e["line"], e["field"]) for e in errors] == [(6, None), (7, "plan")]
+    assert errors[0]["detail"].startswith("not valid JSON")
+
+
+def test_vertex_batch_prediction_requests_are_answered_as_batch_scores_them(
+    gcs_emulator: Emulator, iris_artifact: Path, tmp_path: Path
+) -> None:
+    """Vertex AI's batch prediction reads JSON Lines and sends the container its lines as
+    `instances` (cloud.google.com/vertex-ai/docs/predictions/get-batch-predictions: "jsonl"
+    input, each line one instance; the request body is {"instances": [...]} at
+    AIP_PREDICT_ROUTE). The same file through function.batch gives the same answers."""
+    uri = publish_to_gcs(gcs_emulator, iris_artifact, f"vertex-batch-{time.monotonic_ns()}")
+    lines = [
+        "[5.1, 3.5, 1.4, 0.2]",
+        '{"sepal_length": 6.7, "sepal_width": 3.0, "petal_length": 5.2, "petal_width": 2.3}',
+        "[5.9, 3.0, 4.2, 1.5]",
+    ]
+    source = tmp_path / "instances.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    env = {
+        "AIP_HTTP_PORT": str(port),
+        "AIP_HEALTH_ROUTE": "/health",
+        "AIP_STORAGE_URI": uri,
+        "AIP_PREDICT_ROUTE": "/predict",
+        "STORAGE_EMULATOR_HOST": gcs_emulator.host,
+    }
+
+    with run_service(env, tmp_path, port=port) as running:
+        vertex = running.post("/predict", json={"instances": [json.loads(x) for x in lines]})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
+        run_task(Job(source.as_uri(), (tmp_path / "out").as_uri(), uri))
+
+    assert vertex.status_code == 200
+    scored = answers((tmp_path / "out").as_uri())
+    assert [scored[str(n)][0] for n in (1, 2, 3)] == vertex.json()["predictions"]
+
+
+# --- the command line, and N processes on fake-gcs-server -----------------------------------
+
+
+def batch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "function.batch", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "file:///x.csv", "--output", "file:///o"], "--model (or MODEL_URI)"),
+        (
+            [
+                "--input",
+                "file:///x.csv",
+                "--output",
+                "file:///o",
+                "--model",
+                "file:///m",
+                "--task-index",
+                "3",
+                "--task-count",
+                "3",
+            ],
+            "task 3 of 3 does not exist",
+        ),
+        (
+            [
+                "--input",
+                "file:///x.csv",
+                "--output",
+                "file:///o",
+                "--model",
+                "file:///m",
+                "--model-version",
+                "../x",
+            ],
+            "version",
+        ),
+        (
+            [
+                "--input",
+                "file:///x.csv",
+                "--output",
+                "file:///o",
+                "--model",
+                "file:///m",
+                "--max-error-share",
+                "2",
+            ],
+            "--max-error-share",
+        ),
+    ],
+)
+def test_a_bad_flag_exits_2_naming_it(args: list[str], message: str) -> None:
+    done = batch(*args, env={"MODEL_URI": ""})
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_a_missing_input_is_one_line_and_exit_1(tmp_path: Path, iris_artifact: Path) -> None:
+    store = (tmp_path / "store").as_uri()
+    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+    done = batch(
+        "--input",
+        (tmp_path / "none").as_uri(),
+        "--output",
+        (tmp_path / "o").as_uri(),
+        "--model",
+        f"{store}/iris",
+    )
+    assert done.returncode == 1
+    [line] = done.stdout.splitlines()
+    assert json.loads(line)["severity"] == "ERROR" and "does not exist" in line
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_n_processes_on_fake_gcs_server_as_cloud_run_jobs_runs_them(
+    fake_gcs: Emulator, iris_artifact: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """`make batch`'s checks, smaller: shards = one task = the model; a task killed half-way
+    and the job rerun give the same bytes; the errors files and the manifest count the bad rows.
+    (fake-gcs-server ignores ifGenerationMatch on copies: the check before the copy is what it
+    enforces; see objects.GcsPlace.create.)"""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.host)
+    from google.cloud import storage
+
+    bucket = storage.Client().bucket("batch")
+    if not bucket.exists():
+        bucket.create()
+
+    local_batch.check(iris_artifact, rows=60_000, tasks=2)
+
+    printed = capsys.readouterr().out
+    assert "4. the errors files hold the 12 bad rows" in printed
+
+
+def test_the_comparison_the_job_checks_rely_on_can_fail() -> None:
+    rows = [["r1", "setosa", "0.9", "0.1"], ["r2", "virginica", "0.2", "0.8"]]
+
+    assert local_batch.same_answers(rows, [list(r) for r in reversed(rows)])
+    assert not local_batch.same_answers(rows, [rows[0], ["r2", "setosa", "0.2", "0.8"]])
+    assert not local_batch.same_answers(rows, [rows[0], ["r2", "virginica", "0.2001", "0.8"]])
+    assert not local_batch.same_answers(rows, rows[:1])
