@@ -7,7 +7,8 @@ import pulumi
 import config as stack_config
 from alerts import Alerts, AlertsArgs
 from api_keys import ApiKeys, ApiKeysArgs
-from apis import Apis
+from apis import SCHEDULER, Apis
+from batch_job import BatchJob, BatchJobArgs
 from bucket import ModelBucket, ModelBucketArgs
 from cloud_run import PredictionService, PredictionServiceArgs
 from dashboard import Dashboard
@@ -16,7 +17,8 @@ from github import GithubDeployer, GithubDeployerArgs
 from registry import ImageRegistry, ImageRegistryArgs
 
 config = stack_config.load()
-apis = Apis("apis", config.project)
+scheduled = config.batch is not None and config.batch.schedule is not None
+apis = Apis("apis", config.project, (SCHEDULER,) if scheduled else ())
 after_apis = pulumi.ResourceOptions(depends_on=apis.services)
 
 registry = ImageRegistry(
@@ -59,6 +61,15 @@ service = PredictionService(
     PredictionServiceArgs(config, models.name, keys.secret, keys.version),
     after_apis,
 )
+batch = (
+    BatchJob(
+        "batch",
+        BatchJobArgs(config, config.batch, models.name, service.image, service.account),
+        after_apis,
+    )
+    if config.batch
+    else None
+)
 alerts = Alerts(
     "alerts",
     AlertsArgs(
@@ -88,6 +99,7 @@ github = GithubDeployer(
         state_bucket=config.state_bucket,
         secrets_kms_key=config.secrets_kms_key,
         invokes_with_identity=config.invoker_access == "iam",
+        batch_job=batch.job if batch else None,
     ),
     after_apis,
 )
@@ -111,5 +123,11 @@ outputs = {
     "trainerServiceAccount": github.trainer.email,
     "runtimeServiceAccount": service.account.email,
 }
+if batch:
+    outputs |= {
+        "batchJob": batch.job.name,
+        "batchInput": batch.input_uri,
+        "batchOutput": batch.output_uri,
+    }
 for key, value in outputs.items():
     pulumi.export(key, value)

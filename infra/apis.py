@@ -15,12 +15,19 @@ SERVICES = (
     "sts.googleapis.com",
     "monitoring.googleapis.com",  # the sidecar's time series, alert policies, the dashboard
 )
+SCHEDULER = "cloudscheduler.googleapis.com"  # only with modelrun:batchJobSchedule
 
 
 class Apis(pulumi.ComponentResource):
     """Enable each API once; destroying the stack leaves them enabled (others may use them)."""
 
-    def __init__(self, name: str, project: str, opts: pulumi.ResourceOptions | None = None):
+    def __init__(
+        self,
+        name: str,
+        project: str,
+        extra: tuple[str, ...] = (),
+        opts: pulumi.ResourceOptions | None = None,
+    ):
         super().__init__("modelrun:gcp:Apis", name, None, opts)
         self.services = [
             gcp.projects.Service(
@@ -30,6 +37,6 @@ class Apis(pulumi.ComponentResource):
                 disable_on_destroy=False,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            for api in SERVICES
+            for api in SERVICES + extra
         ]
         self.register_outputs({"services": [s.service for s in self.services]})

@@ -15,7 +15,7 @@ from pathlib import Path
 import pulumi
 
 import metrics_sidecar
-from limits import InstanceSize, instance_size
+from limits import InstanceSize, check_job, instance_size
 from names import Names, names
 
 # The service's own configuration rules (function/config.py) check the settings passed through.
@@ -52,6 +52,21 @@ SERVICE_SETTINGS = (
 # among the workers (each holds its own models); the rest is Python, the libraries and requests.
 MODEL_MEMORY_SHARE = 0.5
 TRAFFIC_TAGS = ("candidate", "stable")  # the tagged URLs of a split: latest revision, and stable
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """The batch job (modelrun:batchJob): its tasks, their size, and an optional schedule."""
+
+    task_count: int
+    parallelism: int  # 0: as many at once as the quota allows
+    timeout_seconds: int  # per task
+    max_retries: int  # per task
+    cpu: str
+    memory: str
+    size: InstanceSize
+    schedule: str | None  # cron, in time_zone; None: run by hand (gcloud run jobs execute)
+    time_zone: str
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,7 @@ class StackConfig:
     # the latest revision; a stable revision keeps 100 - traffic_latest_percent.
     traffic_stable_revision: str | None = None
     traffic_latest_percent: int = 100
+    batch: BatchSettings | None = None  # None: no batch job
 
     @property
     def labels(self) -> dict[str, str]:
@@ -160,9 +176,34 @@ def load() -> StackConfig:
         alert_emails=[str(e).strip() for e in cfg.require_object("alertEmails")],
         traffic_stable_revision=optional("trafficStableRevision"),
         traffic_latest_percent=cfg.require_int("trafficLatestPercent"),
+        batch=_batch(cfg) if cfg.require_bool("batchJob") else None,
     )
     _check(config)
     return config
+
+
+def _batch(cfg: pulumi.Config) -> BatchSettings:
+    """The batch job's settings, refused as Cloud Run would refuse them (infra/limits.py)."""
+    cpu, memory = cfg.require("batchJobCpu"), cfg.require("batchJobMemory")
+    settings = BatchSettings(
+        task_count=cfg.require_int("batchJobTaskCount"),
+        parallelism=cfg.require_int("batchJobParallelism"),
+        timeout_seconds=cfg.require_int("batchJobTimeoutSeconds"),
+        max_retries=cfg.require_int("batchJobMaxRetries"),
+        cpu=cpu,
+        memory=memory,
+        size=instance_size(cpu, memory, 1, keys=("batchJobCpu", "batchJobMemory")),
+        schedule=cfg.require("batchJobSchedule").strip() or None,
+        time_zone=cfg.require("batchJobTimeZone"),
+    )
+    check_job(settings.task_count, settings.parallelism, settings.timeout_seconds,
+              settings.max_retries)  # fmt: skip
+    if settings.schedule and len(settings.schedule.split()) != 5:
+        raise ValueError(
+            "modelrun:batchJobSchedule must be a cron schedule of five fields (minute hour day "
+            f"month weekday), like '0 2 * * *', got {settings.schedule!r}"
+        )
+    return settings
 
 
 def service_environment(config: StackConfig) -> dict[str, str]:

@@ -29,12 +29,14 @@ class GithubDeployerArgs:
     state_bucket: str | None
     secrets_kms_key: str | None
     invokes_with_identity: bool  # the service checks run.invoker: the smoke test needs it
+    batch_job: gcp.cloudrunv2.Job | None = None  # a deploy updates its image too
 
 
 class GithubDeployer(pulumi.ComponentResource):
     """Only workflows of one repository's branch can act as the deployer or the trainer.
 
-    deployer: push images to the registry, update the one service, act as its runtime account,
+    deployer: push images to the registry, update the one service (and the batch job, when there
+    is one), act as their runtime account,
     read the API key for the smoke test (and invoke the service, when it checks run.invoker), and
     (if named) use the Pulumi state bucket and KMS key.
     trainer: write objects in the model bucket, nothing else.
@@ -103,6 +105,16 @@ class GithubDeployer(pulumi.ComponentResource):
                 location=args.region,
                 name=args.service.name,
                 role=role,
+                member=deployer,
+                opts=child,
+            )
+        if args.batch_job is not None:
+            gcp.cloudrunv2.JobIamMember(
+                f"{name}-deploys-batch-job",
+                project=args.project,
+                location=args.region,
+                name=args.batch_job.name,
+                role="roles/run.developer",
                 member=deployer,
                 opts=child,
             )

@@ -1,11 +1,13 @@
-"""Cloud Run's admission rules for an instance's size, checked when the stack is read.
+"""Cloud Run's admission rules for an instance's size and a job's tasks, checked when the stack
+is read.
 
 Cloud Run refuses a revision that breaks these, after `pulumi up` has started changing things;
 here they fail before anything is planned, naming the setting. Source: "Configure CPU limits for
 services" (https://cloud.google.com/run/docs/configuring/services/cpu) and "Configure memory
 limits for services" (https://cloud.google.com/run/docs/configuring/services/memory-limits):
 
-- vCPU: any value from 0.08 to 1 in steps of 0.001; above 1, whole numbers up to 8.
+- vCPU: any value from 0.08 to 1 in steps of 0.001; above 1, a value of its table: 2, 4, 6 or 8
+  ("You can change this to any of the values shown in the following table").
 - memory: at most 32 GiB; above 4 GiB needs 2 vCPU, above 8 GiB 4, above 16 GiB 6, above 24 GiB 8;
   4 vCPU need at least 2 GiB, 6 and 8 vCPU at least 4 GiB; at least 512 MiB in the second
   generation execution environment (128 MiB in the first).
@@ -26,6 +28,7 @@ GIB = 1024
 # More than this much memory (MiB) needs at least this many vCPUs.
 MEMORY_NEEDS_CPU = ((24 * GIB, 8), (16 * GIB, 6), (8 * GIB, 4), (4 * GIB, 2), (GIB, 1), (512, 0.5))
 CPU_NEEDS_MEMORY = {4: 2 * GIB, 6: 4 * GIB, 8: 4 * GIB}  # vCPUs -> least memory (MiB)
+WHOLE_CPUS = (1, 2, 4, 6, 8)
 
 
 @dataclass(frozen=True)
@@ -52,56 +55,85 @@ class InstanceSize:
         return math.ceil(self.concurrency / self.workers)
 
 
-def instance_size(cpu: str, memory: str, concurrency: int) -> InstanceSize:
-    """Parse modelrun:cpu, modelrun:memory and modelrun:concurrency; refuse what Cloud Run would."""
-    vcpus = _cpu(cpu)
-    mib = _memory(memory)
+def instance_size(
+    cpu: str, memory: str, concurrency: int, keys: tuple[str, str] = ("cpu", "memory")
+) -> InstanceSize:
+    """Parse modelrun:cpu, modelrun:memory and modelrun:concurrency (or a job's `keys`, whose
+    tasks take one request: concurrency 1); refuse what Cloud Run would, naming the key."""
+    cpu_key, memory_key = (f"modelrun:{k}" for k in keys)
+    vcpus = _cpu(cpu, cpu_key)
+    mib = _memory(memory, memory_key)
     if not 1 <= concurrency <= 1000:
         raise ValueError(f"modelrun:concurrency must be 1..1000, got {concurrency}")
     for above, needs in MEMORY_NEEDS_CPU:
         if mib > above and vcpus < needs:
             raise ValueError(
-                f"modelrun:memory {memory} needs modelrun:cpu of at least {needs:g}, got {cpu}"
+                f"{memory_key} {memory} needs {cpu_key} of at least {needs:g}, got {cpu}"
             )
     if mib > 32 * GIB:
-        raise ValueError(f"modelrun:memory may be at most 32Gi, got {memory}")
+        raise ValueError(f"{memory_key} may be at most 32Gi, got {memory}")
     if vcpus < 1:
         least = 128  # the first generation's least
     else:
         least = max([512] + [m for c, m in CPU_NEEDS_MEMORY.items() if c <= vcpus])
     if mib < least:
         raise ValueError(
-            f"modelrun:memory must be at least {least:g}Mi with modelrun:cpu {cpu}, got {memory}"
+            f"{memory_key} must be at least {least:g}Mi with {cpu_key} {cpu}, got {memory}"
         )
     if vcpus < 1 and concurrency != 1:
         raise ValueError(
-            f"modelrun:cpu below 1 ({cpu}) requires modelrun:concurrency 1, got {concurrency}"
+            f"{cpu_key} below 1 ({cpu}) requires modelrun:concurrency 1, got {concurrency}"
         )
     return InstanceSize(vcpus, mib, concurrency)
 
 
-def _cpu(text: str) -> float:
+def _cpu(text: str, key: str) -> float:
     try:
         value = Decimal(text[:-1]) / 1000 if text.endswith("m") else Decimal(text)
         if not value.is_finite():
             raise InvalidOperation
     except InvalidOperation:
         raise ValueError(
-            f"modelrun:cpu must be a number of vCPUs like 1, 2 or 0.5 (or millicores, 500m), "
-            f"got {text!r}"
+            f"{key} must be a number of vCPUs like 1, 2 or 0.5 (or millicores, 500m), got {text!r}"
         ) from None
     if value < 1:
         if value < Decimal("0.08") or value != value.quantize(Decimal("0.001")):
-            raise ValueError(
-                f"modelrun:cpu below 1 must be from 0.08 in steps of 0.001, got {text!r}"
-            )
-    elif value != value.to_integral_value() or value > 8:
-        raise ValueError(f"modelrun:cpu above 1 must be a whole number up to 8, got {text!r}")
+            raise ValueError(f"{key} below 1 must be from 0.08 in steps of 0.001, got {text!r}")
+    elif value not in WHOLE_CPUS:
+        raise ValueError(f"{key} above 1 must be 2, 4, 6 or 8 (Cloud Run's table), got {text!r}")
     return float(value)
 
 
-def _memory(text: str) -> float:
+def _memory(text: str, key: str) -> float:
     match = MEMORY_PATTERN.match(text)
     if not match:
-        raise ValueError(f"modelrun:memory must be like 512Mi, 1Gi or 2G, got {text!r}")
+        raise ValueError(f"{key} must be like 512Mi, 1Gi or 2G, got {text!r}")
     return int(match.group(1)) * MEMORY_UNITS_MIB[match.group(2)]
+
+
+# A job's tasks ("Create jobs", https://cloud.google.com/run/docs/create-jobs; "Set parallelism"
+# and "Set maximum retries", https://cloud.google.com/run/docs/configuring/parallelism and
+# .../max-retries): up to 10,000 tasks; a task's timeout up to 168 hours (7 days); 0 to 10
+# retries per task; parallelism from 0 (as many as the quota allows) up to the task count. Its
+# CPU and memory follow the table above ("Configure CPU limits for jobs").
+MAX_TASKS = 10_000
+MAX_TASK_SECONDS = 168 * 3600
+MAX_RETRIES = 10
+
+
+def check_job(tasks: int, parallelism: int, timeout_seconds: int, retries: int) -> None:
+    """Refuse a job's task settings that Cloud Run would, naming the key."""
+    if not 1 <= tasks <= MAX_TASKS:
+        raise ValueError(f"modelrun:batchJobTaskCount must be 1..{MAX_TASKS}, got {tasks}")
+    if not 0 <= parallelism <= tasks:
+        raise ValueError(
+            f"modelrun:batchJobParallelism must be 0 (as many as possible) up to "
+            f"modelrun:batchJobTaskCount ({tasks}), got {parallelism}"
+        )
+    if not 1 <= timeout_seconds <= MAX_TASK_SECONDS:
+        raise ValueError(
+            f"modelrun:batchJobTimeoutSeconds must be 1..{MAX_TASK_SECONDS} (168 hours), "
+            f"got {timeout_seconds}"
+        )
+    if not 0 <= retries <= MAX_RETRIES:
+        raise ValueError(f"modelrun:batchJobMaxRetries must be 0..{MAX_RETRIES}, got {retries}")

@@ -55,6 +55,14 @@ class Names:
         return fit(f"{self.project}-{self.prefix}-models", 63)
 
     @property
+    def batch_job(self) -> str:
+        return fit(f"{self.prefix}-batch", 49)
+
+    @property
+    def batch_bucket(self) -> str:
+        return fit(f"{self.project}-{self.prefix}-batch", 63)
+
+    @property
     def pool_provider(self) -> str:
         return "github"  # unique within its pool
 

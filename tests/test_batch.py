@@ -516,3 +516,23 @@ def test_the_comparison_the_job_checks_rely_on_can_fail() -> None:
     assert not local_batch.same_answers(rows, [rows[0], ["r2", "setosa", "0.2", "0.8"]])
     assert not local_batch.same_answers(rows, [rows[0], ["r2", "virginica", "0.2001", "0.8"]])
     assert not local_batch.same_answers(rows, rows[:1])
+
+
+def test_the_output_may_name_the_execution_as_cloud_run_jobs_sets_it() -> None:
+    from function.batch.__main__ import parse_job
+
+    args = [
+        "--input",
+        "gs://b/input/",
+        "--output",
+        "gs://b/output/{execution}/",
+        "--model",
+        "gs://m/x",
+    ]
+    job = parse_job(args, {"CLOUD_RUN_EXECUTION": "modelrun-dev-batch-x7k2p", "CLOUD_RUN_TASK_INDEX": "3",
+                           "CLOUD_RUN_TASK_COUNT": "10"})  # fmt: skip
+
+    assert job.output == "gs://b/output/modelrun-dev-batch-x7k2p/"
+    assert (job.task_index, job.task_count) == (3, 10)
+    with pytest.raises(SystemExit):  # without it, an error naming the variable (exit 2)
+        parse_job(args, {})

@@ -29,7 +29,12 @@ def parse_job(argv: Sequence[str], environ: Mapping[str, str]) -> Job:
         help="gs://BUCKET/PATH or file:///PATH: a CSV or JSON Lines file, or a "
         "folder or prefix of them",
     )
-    parser.add_argument("--output", required=True, help="gs:// or file:// prefix for the results")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="gs:// or file:// prefix for the results; {execution} stands for "
+        "CLOUD_RUN_EXECUTION (one prefix per execution of a Cloud Run job)",
+    )
     parser.add_argument(
         "--model", default=env.get("MODEL_URI"), help="the model's root (default: MODEL_URI)"
     )
@@ -78,6 +83,10 @@ def parse_job(argv: Sequence[str], environ: Mapping[str, str]) -> Job:
     args = parser.parse_args(argv)
     if not args.model:
         parser.error("--model (or MODEL_URI) is required")
+    if "{execution}" in args.output:
+        if "CLOUD_RUN_EXECUTION" not in env:
+            parser.error("--output holds {execution}, but CLOUD_RUN_EXECUTION is not set")
+        args.output = args.output.replace("{execution}", env["CLOUD_RUN_EXECUTION"])
     if not 0 <= args.task_index < args.task_count:
         parser.error(f"task {args.task_index} of {args.task_count} does not exist")
     runtime = env.get("MODEL_RUNTIME", "auto").lower()
