@@ -529,8 +529,8 @@ def test_the_output_may_name_the_execution_as_cloud_run_jobs_sets_it() -> None:
         "--model",
         "gs://m/x",
     ]
-    job = parse_job(args, {"CLOUD_RUN_EXECUTION": "modelrun-dev-batch-x7k2p", "CLOUD_RUN_TASK_INDEX": "3",
-                           "CLOUD_RUN_TASK_COUNT": "10"})  # fmt: skip
+    cloud_run = {"CLOUD_RUN_EXECUTION": "modelrun-dev-batch-x7k2p", "CLOUD_RUN_TASK_INDEX": "3"}
+    job = parse_job(args, {**cloud_run, "CLOUD_RUN_TASK_COUNT": "10"})
 
     assert job.output == "gs://b/output/modelrun-dev-batch-x7k2p/"
     assert (job.task_index, job.task_count) == (3, 10)
