@@ -196,9 +196,10 @@ def check_column(feature: Feature, values: list[Any] | np.ndarray, field: Field)
     """Check one feature's values (field(i) names value i in errors); return them as an array:
     float64 for numbers (NaN where missing), bool for booleans, objects for the rest.
 
-    `values` are JSON values (None: missing), or for a number a float64 array read from a file
-    (NaN: missing; function/batch), checked in bulk and value by value only where one fails."""
-    if isinstance(values, np.ndarray):
+    `values` are JSON values (None: missing), as a list or an object array; or, for a number, a
+    float64 array read from a file (NaN: missing; function/batch), checked in bulk and value by
+    value only where one fails."""
+    if isinstance(values, np.ndarray) and values.dtype == np.float64:
         missing = np.isnan(values)
         present = values[~missing]
         whole = feature.type == "number" or (present == np.floor(present)).all()

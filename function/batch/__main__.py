@@ -76,9 +76,9 @@ def parse_job(argv: Sequence[str], environ: Mapping[str, str]) -> Job:
     parser.add_argument(
         "--block-bytes",
         type=int,
-        default=4 << 20,
+        default=Job.block_bytes,
         help="read this much of the input at a time (memory against per-call "
-        "overhead; default 4 MiB)",
+        "overhead; default 1 MiB)",
     )
     args = parser.parse_args(argv)
     if not args.model:

@@ -31,6 +31,9 @@ from function.schema import Feature, Schema
 
 END = "\x1fend"  # a column after the last: a CSV line with too few fields leaves it empty
 BOOLEANS = {"true": True, "false": False}
+# How pandas' C parser reads a number in the fast path (a cell it cannot read sends the block to
+# the slow path); every other type is read as text and turned into values below.
+PANDAS_TYPES = {"number": "float64", "integer": "float64"}
 
 
 @dataclass
@@ -77,17 +80,17 @@ class CsvFormat:
     def _parse_fast(self, lines: list[bytes], numbers: list[int]) -> Rows:
         import pandas as pd
 
-        numeric = [n for f, n in self._present() if f.type in ("number", "integer")]
-        used = [n for _, n in self._present()] + ([self.id_column] if self.id_column else [])
-        text = b",\x1f\n".join(lines) + b",\x1f\n"
+        present = self._present()
+        types = {n: PANDAS_TYPES.get(f.type, "object") for f, n in present}
+        used = {*types, *([self.id_column] if self.id_column else []), END}
         frame = pd.read_csv(
-            io.BytesIO(text),
+            io.BytesIO(b",\x1f\n".join(lines) + b",\x1f\n"),
             header=None,
             names=[*self.names, END],
-            usecols=[*set(used), END],
-            dtype={n: ("float64" if n in numeric else object) for n in [*set(used), END]},
+            usecols=list(used),
+            dtype={n: types.get(n, "object") for n in used},
             keep_default_na=False,
-            na_values={n: [""] for n in numeric},
+            na_values={n: [""] for n, t in types.items() if t != "object"},
             encoding="utf-8",
             engine="c",
         )
@@ -100,7 +103,7 @@ class CsvFormat:
             elif feature.type in ("number", "integer"):
                 columns.append(frame[feature.name].to_numpy(np.float64))
             else:
-                columns.append([_text_value(feature, v) for v in frame[feature.name].tolist()])
+                columns.append(_text_column(feature, frame[feature.name]))
         ids = frame[self.id_column].tolist() if self.id_column else numbers
         return Rows(ids, columns)
 
@@ -247,6 +250,17 @@ def _take(column: list[Any] | np.ndarray, indices: list[int]) -> list[Any] | np.
 
 def _rows_of(X: Any, positions: list[int]) -> Any:
     return X.iloc[positions] if hasattr(X, "iloc") else X[positions]
+
+
+def _text_column(feature: Feature, texts: Any) -> np.ndarray:
+    """A column of CSV cells (a pandas Series of text) as _text_value turns each cell, at once."""
+    column = texts.to_numpy(object).copy()
+    if feature.type == "boolean":
+        lowered = texts.str.lower()
+        known = lowered.isin(BOOLEANS).to_numpy()
+        column[known] = lowered[known].map(BOOLEANS).to_numpy(object)
+    column[(texts == "").to_numpy()] = None
+    return column
 
 
 def _text_value(feature: Feature, text: str) -> Any:

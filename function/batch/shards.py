@@ -58,7 +58,7 @@ def task_ranges(items: list[Item], index: int, count: int) -> list[Range]:
 class LineReader:
     """The lines of one range, in blocks; `sha256` and `span` describe what was read."""
 
-    def __init__(self, place: Place, piece: Range, block_bytes: int = READ_CHUNK) -> None:
+    def __init__(self, place: Place, piece: Range, block_bytes: int) -> None:
         self.place, self.piece, self.block_bytes = place, piece, block_bytes
         self.first = piece.start  # where the range's first line starts (found when read)
         self.last = piece.start  # where the range's last line ends

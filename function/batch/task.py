@@ -60,7 +60,7 @@ class Job:
     task_count: int = 1
     max_error_share: float = 0.01
     progress_rows: int = 1_000_000
-    block_bytes: int = 4 << 20
+    block_bytes: int = 1 << 20  # measured: 4 MiB blocks hold twice the memory for no speed
     store_timeout: float = 30.0
 
     @property
