@@ -112,7 +112,18 @@ def parse_job(argv: Sequence[str], environ: Mapping[str, str]) -> Job:
         max_error_share=args.max_error_share,
         progress_rows=max(args.progress_rows, 1),
         block_bytes=max(args.block_bytes, 1024),
+        store_timeout=_seconds(env.get("STORE_TIMEOUT_SECONDS", "30"), parser),
     )
+
+
+def _seconds(raw: str, parser: argparse.ArgumentParser) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        parser.error(f"STORE_TIMEOUT_SECONDS={raw!r} must be a positive number of seconds")
+    return value
 
 
 def _share(raw: str) -> float:
