@@ -558,3 +558,80 @@ def test_the_readmes_batch_command_runs_as_printed(tmp_path: Path, iris_artifact
 
     assert done.returncode == 0, done.stdout + done.stderr
     assert answers((tmp_path / "scored").as_uri())["c1"][0] == "setosa"
+
+
+# --- more of what a user brings, and what can go wrong around the files ------------------------
+
+
+def test_a_regressor_is_answered_with_its_number_alone(tmp_path: Path) -> None:
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    import training as package_api
+
+    X, y = load_diabetes(return_X_y=True)
+    model = Ridge().fit(X, y)
+    package_api.package(model, X, y, out=tmp_path / "artifact", name="diabetes", report=False)
+    store = (tmp_path / "store").as_uri()
+    assert training(["publish", "--store", store, str(tmp_path / "artifact"), "--promote"]) == 0
+    source = tmp_path / "rows.csv"
+    rows = ["\n".join(",".join(map(repr, row)) for row in X[:50].tolist())]
+    source.write_text(",".join(f"x{i}" for i in range(10)) + "\n" + rows[0] + "\n")
+
+    run_task(job(tmp_path, f"{store}/diabetes", source))
+
+    part = (tmp_path / "out" / "part-00000-of-00001.csv").read_text().splitlines()
+    assert part[0] == "line,prediction"
+    got = [float(line.split(",")[1]) for line in part[1:]]
+    assert np.allclose(got, model.predict(X[:50]), rtol=1e-6)  # the verified ONNX file answers
+
+
+def test_progress_is_logged_as_cloud_logging_json(tmp_path: Path, iris_artifact: Path) -> None:
+    store = (tmp_path / "store").as_uri()
+    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+    source = tmp_path / "rows.csv"
+    source.write_bytes(local_batch.generated_csv(30_000, bad_every=10**9))
+
+    done = batch("--input", source.as_uri(), "--output", (tmp_path / "o").as_uri(), "--model",
+                 f"{store}/iris", "--progress-rows", "10000", "--block-bytes", "65536")  # fmt: skip
+
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    progress = [x for x in lines if "eta_seconds" in x]
+    assert done.returncode == 0 and len(progress) >= 2
+    assert all(x["severity"] == "INFO" and x["time"].endswith("Z") for x in lines)
+    assert all(x["rows_per_second"] > 0 and 0 < x["done"] <= 1 for x in progress)
+    assert [x["rows"] for x in progress] == sorted(x["rows"] for x in progress)
+    assert "rows/s" in progress[0]["message"] and "ETA" in progress[0]["message"]
+
+
+def test_a_file_changed_after_it_was_listed_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text("a\n1\n")
+    place = open_place(path.as_uri())
+    [item] = place.items()
+    time.sleep(0.01)
+    path.write_text("a\n2\n")
+
+    with pytest.raises(Conflict, match="changed after the job listed it"):
+        place.open_at(item, 0)
+
+
+def test_an_object_is_published_whole_once_on_gcs(
+    fake_gcs: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create-only rule on fake-gcs-server: the same bytes again are accepted (a rerun),
+    other bytes refused and the first kept; no temporary object is left either way."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.host)
+    place = open_place(f"gs://{fake_gcs.bucket}/create-{time.monotonic_ns()}")
+
+    for data in (b"first" * 100_000, b"first" * 100_000):
+        with place.create("part.csv") as f:
+            f.write(data)
+    with (
+        pytest.raises(Conflict, match="already exists with other contents"),
+        place.create("part.csv") as f,
+    ):
+        f.write(b"second")
+
+    assert place.read("part.csv") == b"first" * 100_000
+    assert place.names("") == ["part.csv"]
