@@ -111,7 +111,11 @@ def list_inputs(source: Place) -> tuple[list[Item], str]:
     items = [i for i in items if not PurePosixPath(i.uri).name.startswith(("_", "."))]
     formats = {FORMATS[PurePosixPath(i.uri).suffix] for i in items}
     if not items:
-        raise InvalidInput(f"{source.uri} holds no .csv, .jsonl or .ndjson file with rows")
+        others = {PurePosixPath(i.uri).suffix for i in source.items()} - set(FORMATS)
+        raise InvalidInput(
+            f"{source.uri} holds no .csv, .jsonl or .ndjson file with rows"
+            + (f" (found {', '.join(sorted(others))}: export CSV or JSON Lines)" if others else "")
+        )
     if len(formats) > 1:
         raise InvalidInput(f"{source.uri} mixes CSV and JSON Lines files: give one format per job")
     return items, formats.pop()
