@@ -201,9 +201,7 @@ def check(artifact: Path, rows: int, tasks: int) -> None:
     assert len({r[0] for r in union}) == len(union), "a row was scored twice"
     truth = expected(artifact / "model.joblib", data)
     assert same_answers(union, whole), "the shards' union differs from one task's result"
-    assert same_answers(union, truth), (
-        "the shards' answers differ from the model's own"
-    )
+    assert same_answers(union, truth), "the shards' answers differ from the model's own"
     print(
         f"2. the union of the shards equals one task's result and the model's own answers "
         f"({len(union)} rows)"
