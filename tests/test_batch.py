@@ -635,3 +635,87 @@ def test_an_object_is_published_whole_once_on_gcs(
 
     assert place.read("part.csv") == b"first" * 100_000
     assert place.names("") == ["part.csv"]
+
+
+def test_a_folder_of_files_is_shared_out_and_each_row_named_by_file_and_line(
+    tmp_path: Path, iris_artifact: Path
+) -> None:
+    store = (tmp_path / "store").as_uri()
+    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+    folder = tmp_path / "in"
+    (folder / "2026").mkdir(parents=True)
+    files = {"a.csv": 3000, "2026/b.csv": 5000, "c.csv": 2}
+    for name, rows in files.items():
+        (folder / name).write_bytes(local_batch.generated_csv(rows, seed=len(name), bad_every=700))
+    (folder / "_SUCCESS").write_text("")
+
+    for index in range(3):
+        run_task(job(tmp_path, f"{store}/iris", folder, task_index=index, task_count=3,
+                     block_bytes=8192, max_error_share=1.0))  # fmt: skip
+
+    scored = answers((tmp_path / "out").as_uri())
+    errors = local_batch.errors(open_place((tmp_path / "out").as_uri()))
+    named = sorted(scored) + sorted(e["line"] for e in errors)
+    assert sorted(named) == sorted(f"{n}:{line}" for n, rows in files.items()
+                                   for line in range(2, rows + 2))  # fmt: skip
+    for e in errors:  # the offset is where the refused line starts in its file
+        data = Path(e["file"].removeprefix("file://")).read_bytes()
+        line = int(e["line"].rsplit(":", 1)[1])
+        assert data[e["offset"] :].split(b"\n", 1)[0] == data.split(b"\n")[line - 1]
+
+
+def test_a_json_line_without_its_id_is_still_found_by_its_offset(
+    tmp_path: Path, iris_artifact: Path
+) -> None:
+    store = (tmp_path / "store").as_uri()
+    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+    first = b'{"id": "a", "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, '
+    a_list = b"[6.7, 3.0, 5.2, 2.3]"
+    lines = [first + b'"petal_width": 0.2}', b'{"id": "b", "sepal_length": 5.1', a_list]
+    source = tmp_path / "rows.jsonl"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+
+    run_task(job(tmp_path, f"{store}/iris", source, id_column="id", max_error_share=1.0))
+
+    errors = local_batch.errors(open_place((tmp_path / "out").as_uri()))
+    assert [(e["id"], e["offset"]) for e in errors] == [
+        (None, len(lines[0]) + 1),  # not JSON: its id cannot be read
+        (None, len(lines[0]) + len(lines[1]) + 2),  # a list has no id
+    ]
+    assert errors[1]["detail"] == "the row has no id: with --id-column every row needs one"
+    assert list(answers((tmp_path / "out").as_uri())) == ["a"]
+
+
+def test_an_input_changed_since_a_task_ran_is_refused(tmp_path: Path, iris_artifact: Path) -> None:
+    store = (tmp_path / "store").as_uri()
+    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+    source = tmp_path / "rows.csv"
+    source.write_bytes(local_batch.generated_csv(100, bad_every=10**9))
+    run_task(job(tmp_path, f"{store}/iris", source, task_index=0, task_count=2))
+    with open(source, "ab") as f:
+        f.write(b"r100,5.0,3.0,1.5,0.2\n")
+
+    with pytest.raises(Conflict, match="input files were listed with other sizes"):
+        run_task(job(tmp_path, f"{store}/iris", source, task_index=0, task_count=2))
+    source.write_bytes(local_batch.generated_csv(100, bad_every=10**9))
+    (tmp_path / "out" / "_tasks" / "00000-of-00002.json").unlink()  # as if it never ran
+    run_task(job(tmp_path, f"{store}/iris", source, task_index=1, task_count=2))
+    with pytest.raises(Conflict, match="2 tasks there, 3 here"):  # parts would overlap
+        run_task(job(tmp_path, f"{store}/iris", source, task_index=0, task_count=3))
+
+
+def test_a_csv_row_with_an_empty_id_is_refused(tmp_path: Path, iris_artifact: Path) -> None:
+    store = (tmp_path / "store").as_uri()
+    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+    source = tmp_path / "rows.csv"
+    source.write_text("k," + ",".join(IRIS) + "\nx,5.1,3.5,1.4,0.2\n,5.1,3.5,1.4,0.2\n")
+
+    run_task(job(tmp_path, f"{store}/iris", source, id_column="k", max_error_share=1.0))
+
+    [error] = local_batch.errors(open_place((tmp_path / "out").as_uri()))
+    assert (error["k"], error["field"], error["offset"]) == (
+        "",
+        "k",
+        source.read_text().index("\n,") + 1,
+    )
+    assert list(answers((tmp_path / "out").as_uri())) == ["x"]

@@ -100,6 +100,11 @@ def join(uri: str, name: str) -> str:
     return f"{uri.rstrip('/')}/{name}" if name else uri
 
 
+def relative_name(root: str, uri: str) -> str:
+    """A file's name under the folder or prefix it was listed from."""
+    return uri[len(root.rstrip("/")) + 1 :] if uri.startswith(root.rstrip("/") + "/") else uri
+
+
 class FilePlace:
     """A folder on local disk."""
 

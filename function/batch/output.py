@@ -38,13 +38,18 @@ def result_lines(ids: list[Any], prediction: Prediction) -> bytes:
     return b"\n".join(map(b",".join, zip(*columns, strict=True))) + b"\n"
 
 
-def error_lines(id_name: str, failed: list[tuple[Any, InvalidInput]]) -> bytes:
-    """One JSON object per refused row: its identifier, the field at fault, the API's message."""
+def error_lines(
+    id_name: str, uri: str, failed: list[tuple[int, Any, InvalidInput]], offsets: list[int]
+) -> bytes:
+    """One JSON object per refused row: its identifier, where it is (the file, and the byte
+    offset of its line: exact even when the id column could not be read), the field at fault
+    and the API's message."""
     return b"".join(
         orjson.dumps(
-            {id_name: i, "field": e.field, "detail": e.detail}, option=orjson.OPT_APPEND_NEWLINE
+            {id_name: i, "file": uri, "offset": offsets[k], "field": e.field, "detail": e.detail},
+            option=orjson.OPT_APPEND_NEWLINE,
         )
-        for i, e in failed
+        for k, i, e in failed
     )
 
 

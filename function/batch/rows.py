@@ -47,11 +47,12 @@ class Rows:
 
 @dataclass
 class Scored:
-    """A block's answers for the rows that passed, and an error for each row that did not."""
+    """A block's answers for the rows that passed, and for each row that did not, its place in
+    the block, its identifier and why."""
 
     ids: list[Any]
     prediction: Prediction | None
-    errors: list[tuple[Any, InvalidInput]]
+    errors: list[tuple[int, Any, InvalidInput]]
 
 
 class CsvFormat:
@@ -71,13 +72,14 @@ class CsvFormat:
         self.names, self.schema, self.id_column = names, schema, id_column
         self.positions = [names.index(f.name) if f.name in names else None for f in schema.features]
 
-    def parse(self, lines: list[bytes], numbers: list[int]) -> Rows:
+    def parse(self, lines: list[bytes], ids: list[Any]) -> Rows:
+        """The lines' rows; `ids` are theirs unless an id column gives its own."""
         try:
-            return self._parse_fast(lines, numbers)
+            return self._parse_fast(lines, ids)
         except (ValueError, UnicodeDecodeError):  # a value pandas will not read: one by one
-            return self._parse_slow(lines, numbers)
+            return self._parse_slow(lines, ids)
 
-    def _parse_fast(self, lines: list[bytes], numbers: list[int]) -> Rows:
+    def _parse_fast(self, lines: list[bytes], ids: list[Any]) -> Rows:
         import pandas as pd
 
         present = self._present()
@@ -104,10 +106,11 @@ class CsvFormat:
                 columns.append(frame[feature.name].to_numpy(np.float64))
             else:
                 columns.append(_text_column(feature, frame[feature.name]))
-        ids = frame[self.id_column].tolist() if self.id_column else numbers
-        return Rows(ids, columns)
+        if self.id_column and (frame[self.id_column] == "").any():
+            raise ValueError("an empty id: the slow path names the row")
+        return Rows(frame[self.id_column].tolist() if self.id_column else ids, columns)
 
-    def _parse_slow(self, lines: list[bytes], numbers: list[int]) -> Rows:
+    def _parse_slow(self, lines: list[bytes], ids: list[Any]) -> Rows:
         width = len(self.names)
         id_at = self.names.index(self.id_column) if self.id_column else None
         rows, errors = [], {}
@@ -122,7 +125,10 @@ class CsvFormat:
                 errors[i] = e if isinstance(e, InvalidInput) else InvalidInput(f"not CSV: {e}")
                 values = [""] * width
             rows.append(values)
-        ids = [row[id_at] for row in rows] if id_at is not None else numbers
+            if id_at is not None and i not in errors and not values[id_at]:
+                errors[i] = InvalidInput(no_id(self.id_column), field=self.id_column)
+        if id_at is not None:
+            ids = [row[id_at] for row in rows]
         columns: list[list[Any] | np.ndarray] = [
             [None] * len(rows)
             if position is None
@@ -146,12 +152,13 @@ class JsonLinesFormat:
     def __init__(self, schema: Schema, id_column: str | None) -> None:
         self.schema, self.id_column = schema, id_column
 
-    def parse(self, lines: list[bytes], numbers: list[int]) -> Rows:
+    def parse(self, lines: list[bytes], ids: list[Any]) -> Rows:
+        """The lines' rows; `ids` are theirs unless an id key gives its own."""
         names, width = self.schema.names, len(self.schema.names)
         columns: list[list[Any]] = [[] for _ in names]
-        ids: list[Any] = []
+        known: list[Any] = []
         errors = {}
-        for i, (line, number) in enumerate(zip(lines, numbers, strict=True)):
+        for i, (line, default) in enumerate(zip(lines, ids, strict=True)):
             row: Any = None
             try:
                 row = orjson.loads(line)
@@ -165,17 +172,16 @@ class JsonLinesFormat:
                 errors[i] = e
             if i in errors:
                 row = [None] * width
-            ids.append(
-                row.get(self.id_column)
-                if self.id_column and isinstance(row, dict)
-                else None
-                if self.id_column
-                else number
-            )
+            if not self.id_column:
+                known.append(default)
+            else:  # a line that is not an object has no id: None
+                known.append(row.get(self.id_column) if isinstance(row, dict) else None)
+                if known[-1] is None and i not in errors:
+                    errors[i] = InvalidInput(no_id(self.id_column), field=self.id_column)
             values = row if isinstance(row, list) else [row.get(n) for n in names]
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
-        return Rows(ids, list(columns), errors)
+        return Rows(known, list(columns), errors)
 
 
 def score(model: LoadedModel, rows: Rows) -> Scored:
@@ -204,7 +210,7 @@ def score(model: LoadedModel, rows: Rows) -> Scored:
         kept, prediction = _isolate(list(range(len(good))), predict, refused)
         errors.update({good[p]: e for p, e in refused.items()})
         good = [good[p] for p in kept]
-    failed = [(rows.ids[i], errors[i]) for i in sorted(errors)]
+    failed = [(i, rows.ids[i], errors[i]) for i in sorted(errors)]
     return Scored([rows.ids[i] for i in good], prediction, failed)
 
 
@@ -250,6 +256,10 @@ def _take(column: list[Any] | np.ndarray, indices: list[int]) -> list[Any] | np.
 
 def _rows_of(X: Any, positions: list[int]) -> Any:
     return X.iloc[positions] if hasattr(X, "iloc") else X[positions]
+
+
+def no_id(id_column: str | None) -> str:
+    return f"the row has no {id_column}: with --id-column every row needs one"
 
 
 def _text_column(feature: Feature, texts: Any) -> np.ndarray:

@@ -114,8 +114,8 @@ def _skip_partial_line(stream: object, position: int, size: int) -> tuple[bytes,
         position += len(data)
 
 
-def read_header(place: Place, item: Item) -> tuple[bytes, int]:
-    """A file's first line (without its newline) and the offset after it."""
+def read_header(place: Place, item: Item) -> bytes:
+    """A file's first line, without its line break."""
     with place.open_at(item, 0) as stream:
         data = b""
         while b"\n" not in data and len(data) <= MAX_LINE:
@@ -123,8 +123,7 @@ def read_header(place: Place, item: Item) -> tuple[bytes, int]:
             if not block:
                 break
             data += block
-    line = data.split(b"\n", 1)[0]
-    return line.rstrip(b"\r"), len(line) + 1
+    return data.split(b"\n", 1)[0].rstrip(b"\r")
 
 
 def lines_before(place: Place, item: Item, offset: int) -> int:

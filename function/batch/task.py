@@ -16,17 +16,19 @@ is refused, naming both, so one output never mixes two runs.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 import orjson
 
-from function.batch.objects import TMP, Item, Place, Writer, join, open_place
+from function.batch.objects import TMP, Item, Place, Writer, join, open_place, relative_name
 from function.batch.output import error_lines, result_header, result_lines
-from function.batch.rows import CsvFormat, JsonLinesFormat, score
+from function.batch.rows import CsvFormat, JsonLinesFormat, Scored, score
 from function.batch.shards import LineReader, Range, lines_before, read_header, task_ranges
 from function.errors import Conflict, InvalidInput, ModelrunError
 from function.model import LoadedModel, load_model
@@ -91,6 +93,7 @@ def run_task(job: Job) -> dict[str, Any]:
         summary = _same_run(orjson.loads(done), identity, join(output.uri, summary_name))
         log.info("task %d/%d was already done", job.task_index, job.task_count)
     else:
+        _refuse_another_run(output, identity)
         summary = {**identity, **_score_share(job, model, source, output, items, fmt)}
         with output.create(summary_name) as f:
             f.write(_json(summary))
@@ -129,6 +132,8 @@ def _score_share(
         for stale in output.names(f"{TMP}{name}."):
             output.delete(stale)
     ranges = task_ranges(items, job.task_index, job.task_count)
+    # Line numbers restart in each file: with several, a row is known as FILE:LINE.
+    named = len(items) > 1 and not job.id_column
     progress = Progress(job, sum(r.end - r.start for r in ranges))
     id_name = job.id_column or "line"
     classes = [str(c) for c in getattr(model.estimator, "classes_", [])]
@@ -138,9 +143,10 @@ def _score_share(
         results.write(result_header(id_name, classes, model.has_probabilities))
         for piece in ranges:
             reader = LineReader(source, piece, job.block_bytes)
-            for part in _score_range(job, model, source, reader, fmt):
+            file_name = relative_name(source.uri, piece.item.uri) if named else None
+            for part, offsets in _score_range(job, model, source, reader, fmt, file_name):
                 results.write(result_lines(part.ids, part.prediction) if part.prediction else b"")
-                errors.write(error_lines(id_name, part.errors))
+                errors.write(error_lines(id_name, piece.item.uri, part.errors, offsets))
                 counts["scored"] += len(part.ids)
                 counts["errors"] += len(part.errors)
                 counts["rows"] += len(part.ids) + len(part.errors)
@@ -163,13 +169,18 @@ def _score_share(
     }
 
 
-def _score_range(job: Job, model: LoadedModel, source: Place, reader: LineReader, fmt: str) -> Any:
-    """Each block of the range's lines, parsed and scored."""
+def _score_range(
+    job: Job, model: LoadedModel, source: Place, reader: LineReader, fmt: str, name: str | None
+) -> Iterator[tuple[Scored, list[int]]]:
+    """Each block of the range's lines, parsed and scored, with each row's byte offset. A row
+    is known by its id column's value, else by its line number (prefixed with its file's
+    `name` when the input has several)."""
     piece: Range = reader.piece
     parser: CsvFormat | JsonLinesFormat
     if fmt == "csv":
-        header, _ = read_header(source, piece.item)
-        parser = CsvFormat(header, model.schema, job.id_column, piece.item.uri)
+        parser = CsvFormat(
+            read_header(source, piece.item), model.schema, job.id_column, piece.item.uri
+        )
     else:
         parser = JsonLinesFormat(model.schema, job.id_column)
     number = None
@@ -180,16 +191,24 @@ def _score_range(job: Job, model: LoadedModel, source: Place, reader: LineReader
         if lines[-1] == b"":
             lines.pop()
         numbers = list(range(number, number + len(lines)))
+        offsets = list(
+            itertools.accumulate((len(line) + 1 for line in lines), initial=block.offset)
+        )
         number += len(lines)
         if fmt == "csv" and block.offset == 0:  # the header
-            lines, numbers = lines[1:], numbers[1:]
+            lines, numbers, offsets = lines[1:], numbers[1:], offsets[1:]
         if b"\r" in block.data:
             lines = [line.rstrip(b"\r") for line in lines]
         if b"" in lines:  # blank lines are not rows
             kept = [k for k, line in enumerate(lines) if line]
-            lines, numbers = [lines[k] for k in kept], [numbers[k] for k in kept]
+            lines, numbers, offsets = (
+                [lines[k] for k in kept],
+                [numbers[k] for k in kept],
+                [offsets[k] for k in kept],
+            )
         if lines:
-            yield score(model, parser.parse(lines, numbers))
+            ids: list[Any] = numbers if name is None else [f"{name}:{n}" for n in numbers]
+            yield score(model, parser.parse(lines, ids)), offsets
 
 
 def write_manifest(output: Place, count: int) -> bool:
@@ -253,19 +272,36 @@ def _identity(
     }
 
 
+def _refuse_another_run(output: Place, identity: dict[str, Any]) -> None:
+    """Refuse an output that holds another run's tasks (another model, input, id or task
+    count): its parts and ours would mix, a row scored in both."""
+    names = output.names("_tasks/")
+    ours = f"-of-{identity['tasks']:05d}.json"
+    other = next((n for n in names if not n.endswith(ours)), names[0] if names else None)
+    if other is not None:
+        _same_run(orjson.loads(output.read(other) or b"{}"), identity, join(output.uri, other))
+
+
 def _identity_of(summary: dict[str, Any]) -> dict[str, Any]:
     return {k: summary[k] for k in IDENTITY}
 
 
 def _same_run(summary: dict[str, Any], identity: dict[str, Any], where: str) -> dict[str, Any]:
     """The summary, if it belongs to this run; else Conflict naming what differs."""
+    said = {
+        "model": lambda: (
+            f"model version {summary['model'].get('version')} there, "
+            f"{identity['model']['version']} here (pin MODEL_VERSION to finish that run)"
+        ),
+        "input": lambda: "the input files were listed with other sizes or generations",
+        "tasks": lambda: f"{summary.get('tasks')} tasks there, {identity['tasks']} here",
+        "id": lambda: f"rows known by {summary.get('id')!r} there, {identity['id']!r} here",
+    }
     differs = [k for k in IDENTITY if summary.get(k) != identity[k]]
     if differs:
-        mine, theirs = identity["model"]["version"], summary.get("model", {}).get("version")
         raise Conflict(
-            f"{where} is from another run (its {', '.join(differs)} differ: model version "
-            f"{theirs} there, {mine} here). Write to a new --output prefix, or pin "
-            "MODEL_VERSION to finish that run"
+            f"{where} is from another run: {'; '.join(said[k]() for k in differs)}. Nothing was "
+            "overwritten; write to a new --output prefix"
         )
     return summary
 
