@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -187,28 +187,34 @@ def _score_range(
     for block in reader.blocks():
         if number is None:  # lines are numbered from 1, as editors show them
             number = 1 if job.id_column else lines_before(source, piece.item, block.offset) + 1
-        lines = block.data.split(b"\n")
-        if lines[-1] == b"":
-            lines.pop()
-        numbers = list(range(number, number + len(lines)))
-        offsets = list(
-            itertools.accumulate((len(line) + 1 for line in lines), initial=block.offset)
-        )
-        number += len(lines)
-        if fmt == "csv" and block.offset == 0:  # the header
-            lines, numbers, offsets = lines[1:], numbers[1:], offsets[1:]
+        raw = block.data.split(b"\n")
+        if raw[-1] == b"":
+            raw.pop()
+        header = fmt == "csv" and block.offset == 0
+        at: Sequence[int] = range(1 if header else 0, len(raw))  # each row's line in the block
+        lines = raw[1:] if header else raw
         if b"\r" in block.data:
             lines = [line.rstrip(b"\r") for line in lines]
         if b"" in lines:  # blank lines are not rows
             kept = [k for k, line in enumerate(lines) if line]
-            lines, numbers, offsets = (
-                [lines[k] for k in kept],
-                [numbers[k] for k in kept],
-                [offsets[k] for k in kept],
-            )
+            lines, at = [lines[k] for k in kept], [at[k] for k in kept]
         if lines:
-            ids: list[Any] = numbers if name is None else [f"{name}:{n}" for n in numbers]
-            yield score(model, parser.parse(lines, ids)), offsets
+            ids: list[Any] = (
+                list(range(number + at.start, number + at.stop))
+                if isinstance(at, range)
+                else [number + k for k in at]
+            )
+            if name is not None:
+                ids = [f"{name}:{n}" for n in ids]
+            scored = score(model, parser.parse(lines, ids))
+            yield scored, _line_starts(block.offset, raw, at) if scored.errors else []
+        number += len(raw)
+
+
+def _line_starts(offset: int, lines: list[bytes], at: Sequence[int]) -> list[int]:
+    """Where each of the lines `at` starts in the file (to place refused rows)."""
+    starts = list(itertools.accumulate((len(line) + 1 for line in lines), initial=offset))
+    return [starts[k] for k in at]
 
 
 def write_manifest(output: Place, count: int) -> bool:
