@@ -187,9 +187,7 @@ class GcsBackend:
 
     def _client_bucket(self) -> Any:
         if self._bucket is None:
-            from google.cloud import storage
-
-            self._bucket = storage.Client().bucket(self.bucket_name)
+            self._bucket = client_bucket(self.bucket_name)
         return self._bucket
 
     def _retry(self) -> Any:
@@ -199,6 +197,14 @@ class GcsBackend:
 
     def _errors(self, key: str) -> contextlib.AbstractContextManager[None]:
         return gcs_errors(f"{self.uri}/{key}")
+
+
+def client_bucket(name: str) -> Any:
+    """A bucket through a new google-cloud-storage client (made on first use by its callers:
+    the service builds its store in gunicorn's master, before the workers fork)."""
+    from google.cloud import storage
+
+    return storage.Client().bucket(name)
 
 
 @contextlib.contextmanager

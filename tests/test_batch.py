@@ -124,6 +124,14 @@ def churn_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any, Any
     return f"{store}/churn", pipeline, frame.drop(columns=TARGET)
 
 
+@pytest.fixture
+def iris_uri(tmp_path: Path, iris_artifact: Path) -> str:
+    """The Iris model published and promoted in a store under tmp_path: its MODEL_URI."""
+    store = (tmp_path / "store").as_uri()
+    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+    return f"{store}/iris"
+
+
 def write_csv(path: Path, frame: Any) -> Path:
     frame.to_csv(path, index_label="customer")
     return path
@@ -248,11 +256,7 @@ def test_a_bad_cell_gets_the_apis_message_and_the_other_rows_go_on(
             )
 
 
-def test_lines_that_are_not_rows_are_refused_one_by_one(
-    tmp_path: Path, iris_artifact: Path
-) -> None:
-    store = (tmp_path / "store").as_uri()
-    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+def test_lines_that_are_not_rows_are_refused_one_by_one(tmp_path: Path, iris_uri: str) -> None:
     source = tmp_path / "rows.csv"
     source.write_bytes(
         b"sepal_length,sepal_width,petal_length,petal_width\r\n"
@@ -260,7 +264,7 @@ def test_lines_that_are_not_rows_are_refused_one_by_one(
         b"\xff,1,1,1\r\n6.0,2.9,4.5,1.5"
     )
 
-    run_task(job(tmp_path, f"{store}/iris", source, max_error_share=1.0))
+    run_task(job(tmp_path, iris_uri, source, max_error_share=1.0))
 
     errors = local_batch.errors(open_place((tmp_path / "out").as_uri()))
     assert [(e["line"], e["detail"]) for e in errors] == [
@@ -322,14 +326,10 @@ def test_a_rerun_rewrites_nothing_and_another_model_is_refused(
     } == before
 
 
-def test_a_killed_tasks_leftovers_are_replaced_not_kept(
-    tmp_path: Path, iris_artifact: Path
-) -> None:
-    store = (tmp_path / "store").as_uri()
-    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+def test_a_killed_tasks_leftovers_are_replaced_not_kept(tmp_path: Path, iris_uri: str) -> None:
     source = tmp_path / "rows.csv"
     source.write_bytes(local_batch.generated_csv(40_000))
-    env = {**os.environ, "MODEL_URI": f"{store}/iris"}
+    env = {**os.environ, "MODEL_URI": iris_uri}
     out = (tmp_path / "out").as_uri()
 
     local_batch.kill_midway(env, source.as_uri(), out, 0, 1)
@@ -473,16 +473,14 @@ def test_a_bad_flag_exits_2_naming_it(args: list[str], message: str) -> None:
     assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
-def test_a_missing_input_is_one_line_and_exit_1(tmp_path: Path, iris_artifact: Path) -> None:
-    store = (tmp_path / "store").as_uri()
-    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+def test_a_missing_input_is_one_line_and_exit_1(tmp_path: Path, iris_uri: str) -> None:
     done = batch(
         "--input",
         (tmp_path / "none").as_uri(),
         "--output",
         (tmp_path / "o").as_uri(),
         "--model",
-        f"{store}/iris",
+        iris_uri,
     )
     assert done.returncode == 1
     [line] = done.stdout.splitlines()
@@ -586,14 +584,12 @@ def test_a_regressor_is_answered_with_its_number_alone(tmp_path: Path) -> None:
     assert np.allclose(got, model.predict(X[:50]), rtol=1e-6)  # the verified ONNX file answers
 
 
-def test_progress_is_logged_as_cloud_logging_json(tmp_path: Path, iris_artifact: Path) -> None:
-    store = (tmp_path / "store").as_uri()
-    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+def test_progress_is_logged_as_cloud_logging_json(tmp_path: Path, iris_uri: str) -> None:
     source = tmp_path / "rows.csv"
     source.write_bytes(local_batch.generated_csv(30_000, bad_every=10**9))
 
     done = batch("--input", source.as_uri(), "--output", (tmp_path / "o").as_uri(), "--model",
-                 f"{store}/iris", "--progress-rows", "10000", "--block-bytes", "65536")  # fmt: skip
+                 iris_uri, "--progress-rows", "10000", "--block-bytes", "65536")  # fmt: skip
 
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     progress = [x for x in lines if "eta_seconds" in x]
@@ -638,10 +634,8 @@ def test_an_object_is_published_whole_once_on_gcs(
 
 
 def test_a_folder_of_files_is_shared_out_and_each_row_named_by_file_and_line(
-    tmp_path: Path, iris_artifact: Path
+    tmp_path: Path, iris_uri: str
 ) -> None:
-    store = (tmp_path / "store").as_uri()
-    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
     folder = tmp_path / "in"
     (folder / "2026").mkdir(parents=True)
     files = {"a.csv": 3000, "2026/b.csv": 5000, "c.csv": 2}
@@ -650,7 +644,7 @@ def test_a_folder_of_files_is_shared_out_and_each_row_named_by_file_and_line(
     (folder / "_SUCCESS").write_text("")
 
     for index in range(3):
-        run_task(job(tmp_path, f"{store}/iris", folder, task_index=index, task_count=3,
+        run_task(job(tmp_path, iris_uri, folder, task_index=index, task_count=3,
                      block_bytes=8192, max_error_share=1.0))  # fmt: skip
 
     scored = answers((tmp_path / "out").as_uri())
@@ -665,17 +659,15 @@ def test_a_folder_of_files_is_shared_out_and_each_row_named_by_file_and_line(
 
 
 def test_a_json_line_without_its_id_is_still_found_by_its_offset(
-    tmp_path: Path, iris_artifact: Path
+    tmp_path: Path, iris_uri: str
 ) -> None:
-    store = (tmp_path / "store").as_uri()
-    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
     first = b'{"id": "a", "sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, '
     a_list = b"[6.7, 3.0, 5.2, 2.3]"
     lines = [first + b'"petal_width": 0.2}', b'{"id": "b", "sepal_length": 5.1', a_list]
     source = tmp_path / "rows.jsonl"
     source.write_bytes(b"\n".join(lines) + b"\n")
 
-    run_task(job(tmp_path, f"{store}/iris", source, id_column="id", max_error_share=1.0))
+    run_task(job(tmp_path, iris_uri, source, id_column="id", max_error_share=1.0))
 
     errors = local_batch.errors(open_place((tmp_path / "out").as_uri()))
     assert [(e["id"], e["offset"]) for e in errors] == [
@@ -686,31 +678,27 @@ def test_a_json_line_without_its_id_is_still_found_by_its_offset(
     assert list(answers((tmp_path / "out").as_uri())) == ["a"]
 
 
-def test_an_input_changed_since_a_task_ran_is_refused(tmp_path: Path, iris_artifact: Path) -> None:
-    store = (tmp_path / "store").as_uri()
-    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+def test_an_input_changed_since_a_task_ran_is_refused(tmp_path: Path, iris_uri: str) -> None:
     source = tmp_path / "rows.csv"
     source.write_bytes(local_batch.generated_csv(100, bad_every=10**9))
-    run_task(job(tmp_path, f"{store}/iris", source, task_index=0, task_count=2))
+    run_task(job(tmp_path, iris_uri, source, task_index=0, task_count=2))
     with open(source, "ab") as f:
         f.write(b"r100,5.0,3.0,1.5,0.2\n")
 
     with pytest.raises(Conflict, match="input files were listed with other sizes"):
-        run_task(job(tmp_path, f"{store}/iris", source, task_index=0, task_count=2))
+        run_task(job(tmp_path, iris_uri, source, task_index=0, task_count=2))
     source.write_bytes(local_batch.generated_csv(100, bad_every=10**9))
     (tmp_path / "out" / "_tasks" / "00000-of-00002.json").unlink()  # as if it never ran
-    run_task(job(tmp_path, f"{store}/iris", source, task_index=1, task_count=2))
+    run_task(job(tmp_path, iris_uri, source, task_index=1, task_count=2))
     with pytest.raises(Conflict, match="2 tasks there, 3 here"):  # parts would overlap
-        run_task(job(tmp_path, f"{store}/iris", source, task_index=0, task_count=3))
+        run_task(job(tmp_path, iris_uri, source, task_index=0, task_count=3))
 
 
-def test_a_csv_row_with_an_empty_id_is_refused(tmp_path: Path, iris_artifact: Path) -> None:
-    store = (tmp_path / "store").as_uri()
-    assert training(["publish", "--store", store, str(iris_artifact), "--promote"]) == 0
+def test_a_csv_row_with_an_empty_id_is_refused(tmp_path: Path, iris_uri: str) -> None:
     source = tmp_path / "rows.csv"
     source.write_text("k," + ",".join(IRIS) + "\nx,5.1,3.5,1.4,0.2\n,5.1,3.5,1.4,0.2\n")
 
-    run_task(job(tmp_path, f"{store}/iris", source, id_column="k", max_error_share=1.0))
+    run_task(job(tmp_path, iris_uri, source, id_column="k", max_error_share=1.0))
 
     [error] = local_batch.errors(open_place((tmp_path / "out").as_uri()))
     assert (error["k"], error["field"], error["offset"]) == (

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlparse
 
 from function.errors import ConfigError, Conflict, NotFound
-from function.store import gcs_errors
+from function.store import client_bucket, gcs_errors
 
 READ_CHUNK = 8 << 20  # bytes per ranged GCS read, and per upload request
 TMP = "_tmp/"
@@ -256,9 +256,7 @@ class GcsPlace:
 
     def _client_bucket(self) -> Any:
         if self._bucket is None:
-            from google.cloud import storage
-
-            self._bucket = storage.Client().bucket(self.bucket_name)
+            self._bucket = client_bucket(self.bucket_name)
         return self._bucket
 
 
