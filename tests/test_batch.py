@@ -421,53 +421,21 @@ def batch(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     )
 
 
+FILES = ["--input", "file:///x.csv", "--output", "file:///o"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--input", "file:///x.csv", "--output", "file:///o"], "--model (or MODEL_URI)"),
-        (
-            [
-                "--input",
-                "file:///x.csv",
-                "--output",
-                "file:///o",
-                "--model",
-                "file:///m",
-                "--task-index",
-                "3",
-                "--task-count",
-                "3",
-            ],
-            "task 3 of 3 does not exist",
-        ),
-        (
-            [
-                "--input",
-                "file:///x.csv",
-                "--output",
-                "file:///o",
-                "--model",
-                "file:///m",
-                "--model-version",
-                "../x",
-            ],
-            "version",
-        ),
-        (
-            [
-                "--input",
-                "file:///x.csv",
-                "--output",
-                "file:///o",
-                "--model",
-                "file:///m",
-                "--max-error-share",
-                "2",
-            ],
-            "--max-error-share",
-        ),
+        (FILES, "--model (or MODEL_URI)"),
+        ([*FILES, "--model", "file:///m", "--task-index", "3", "--task-count", "3"],
+         "task 3 of 3 does not exist"),
+        ([*FILES, "--model", "file:///m", "--model-version", "../x"], "version"),
+        ([*FILES, "--model", "file:///m", "--max-error-share", "2"], "--max-error-share"),
+        ([*FILES, "--model", "file:///m", "--output", "file:///o/{execution}"],
+         "CLOUD_RUN_EXECUTION is not set"),
     ],
-)
+)  # fmt: skip
 def test_a_bad_flag_exits_2_naming_it(args: list[str], message: str) -> None:
     done = batch(*args, env={"MODEL_URI": ""})
     assert done.returncode == 2 and message in done.stderr, done.stderr
