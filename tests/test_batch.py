@@ -675,3 +675,18 @@ def test_a_csv_row_with_an_empty_id_is_refused(tmp_path: Path, iris_uri: str) ->
         source.read_text().index("\n,") + 1,
     )
     assert list(answers((tmp_path / "out").as_uri())) == ["x"]
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"CLOUD_RUN_TASK_INDEX": "x"}, "--task-index: invalid int value: 'x'"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL='loud' must be one of"),
+        ({"MODEL_RUNTIME": "onnx", "MODEL_SHA256": "a" * 64}, "MODEL_RUNTIME=onnx cannot honour"),
+        ({"STORE_TIMEOUT_SECONDS": "0"}, "STORE_TIMEOUT_SECONDS='0' must be a positive"),
+        ({"ALLOW_PICKLE": "maybe"}, "ALLOW_PICKLE is invalid"),
+    ],
+)
+def test_a_bad_variable_exits_2_naming_it(env: dict[str, str], message: str) -> None:
+    done = batch(*FILES, "--model", "file:///m", env=env)
+    assert done.returncode == 2 and message in done.stderr, done.stderr

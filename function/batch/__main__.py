@@ -11,7 +11,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from function.batch.task import Job, TooManyErrors, run_task
-from function.config import RUNTIMES, parse_boolean, parse_sha256, parse_version
+from function.config import LOG_LEVELS, RUNTIMES, parse_boolean, parse_sha256, parse_version
 from function.errors import ModelrunError
 from function.logs import setup_logging
 
@@ -61,13 +61,13 @@ def parse_job(argv: Sequence[str], environ: Mapping[str, str]) -> Job:
     parser.add_argument(
         "--task-index",
         type=int,
-        default=int(env.get("CLOUD_RUN_TASK_INDEX", "0")),
+        default=env.get("CLOUD_RUN_TASK_INDEX", "0"),  # argparse converts a string default
         help="this task (default: CLOUD_RUN_TASK_INDEX, else 0)",
     )
     parser.add_argument(
         "--task-count",
         type=int,
-        default=int(env.get("CLOUD_RUN_TASK_COUNT", "1")),
+        default=env.get("CLOUD_RUN_TASK_COUNT", "1"),
         help="the job's tasks (default: CLOUD_RUN_TASK_COUNT, else 1)",
     )
     parser.add_argument(
@@ -92,12 +92,18 @@ def parse_job(argv: Sequence[str], environ: Mapping[str, str]) -> Job:
     runtime = env.get("MODEL_RUNTIME", "auto").lower()
     if runtime not in RUNTIMES:
         parser.error(f"MODEL_RUNTIME={runtime!r} must be one of {', '.join(RUNTIMES)}")
+    if env.get("LOG_LEVEL", "INFO").upper() not in LOG_LEVELS:
+        parser.error(f"LOG_LEVEL={env['LOG_LEVEL']!r} must be one of {', '.join(LOG_LEVELS)}")
     try:
         version = parse_version(args.model_version)
         sha256 = parse_sha256(args.model_sha256) if args.model_sha256 else None
         allow_pickle = parse_boolean(env.get("ALLOW_PICKLE", "true"))
     except (ValueError, ModelrunError) as e:
         parser.error(f"the model's version, sha256 or ALLOW_PICKLE is invalid: {e}")
+    if runtime == "onnx" and sha256:  # as the service refuses it (function/config.py)
+        parser.error(
+            "MODEL_SHA256 pins the joblib model's digest; MODEL_RUNTIME=onnx cannot honour it"
+        )
     return Job(
         input=args.input,
         output=args.output,
@@ -134,8 +140,8 @@ def _share(raw: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    setup_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
     job = parse_job(sys.argv[1:] if argv is None else argv, os.environ)
+    setup_logging((os.environ.get("LOG_LEVEL", "").strip() or "INFO").upper())
     try:
         run_task(job)
     except TooManyErrors as e:

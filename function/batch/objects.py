@@ -118,12 +118,14 @@ class FilePlace:
             paths = sorted(p for p in self.root.rglob("*") if p.is_file())
         else:
             paths = [self.root]
-        try:
-            return [
-                Item(p.as_uri(), s.st_size, str(s.st_mtime_ns)) for p in paths if (s := p.stat())
-            ]
-        except FileNotFoundError as e:
-            raise NotFound(f"{self.uri} does not exist") from e
+        items = []
+        for path in paths:
+            try:
+                stat = path.stat()
+            except FileNotFoundError as e:
+                raise NotFound(f"{path.as_uri()} does not exist") from e
+            items.append(Item(path.as_uri(), stat.st_size, str(stat.st_mtime_ns)))
+        return items
 
     def open_at(self, item: Item, offset: int) -> BinaryIO:
         path = Path(urlparse(item.uri).path)
