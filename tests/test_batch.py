@@ -690,3 +690,43 @@ def test_a_csv_row_with_an_empty_id_is_refused(tmp_path: Path, iris_uri: str) ->
 def test_a_bad_variable_exits_2_naming_it(env: dict[str, str], message: str) -> None:
     done = batch(*FILES, "--model", "file:///m", env=env)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+class Picky:
+    """A classifier that refuses (ValueError) any row whose first value is negative, and gives
+    no finite answer for one whose second is: what a model may still do to checked rows."""
+
+    classes_ = np.array(["no", "yes"])
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if (X[:, 0] < 0).any():
+            raise ValueError("negative input")
+        p = np.where(X[:, 1] < 0, np.nan, 0.25)
+        return np.column_stack([1 - p, p])
+
+
+def test_rows_the_model_refuses_are_found_alone_and_the_rest_scored() -> None:
+    from function.batch.rows import Rows, score
+    from function.model import LoadedModel
+    from function.schema import Schema
+
+    names = ["a", "b"]
+    model = LoadedModel(Picky(), {"task": "classification", "feature_names": names}, 0.0,
+                        schema=Schema.of_numbers(names))  # fmt: skip
+    X = np.ones((1000, 2))
+    X[[10, 500], 0] = -1.0  # refused by the model
+    X[777, 1] = -1.0  # answered NaN
+    ids = list(range(1000))
+
+    scored = score(model, Rows(ids, [X[:, 0].copy(), X[:, 1].copy()]))
+
+    assert [(k, e.detail.split(":")[0]) for k, _, e in scored.errors] == [
+        (10, "the model cannot predict for this row"),
+        (500, "the model cannot predict for this row"),
+        (777, "the model gives no finite answer for this row"),
+    ]
+    assert scored.ids == [i for i in ids if i not in (10, 500, 777)]
+    assert scored.prediction is not None and len(scored.prediction.labels) == 997

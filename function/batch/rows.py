@@ -220,32 +220,34 @@ def _isolate(
     """The indices `attempt` accepts and its result for them, recording why each other one was
     refused. A clean block costs one attempt; a refused one is halved until each bad index is
     alone, so a few bad rows cost a few small attempts, then one for the rest."""
+    if not indices:
+        return [], None
     try:
-        return indices, attempt(indices) if indices else None
+        return indices, attempt(indices)
     except InvalidInput as e:
-        if len(indices) == 1:
-            errors[indices[0]] = e
-            return [], None
-    middle = len(indices) // 2
-    accepted = _accepted(indices[:middle], attempt, errors)
-    accepted += _accepted(indices[middle:], attempt, errors)
+        accepted = _accepted(indices, attempt, errors, e)
     return accepted, attempt(accepted) if accepted else None
 
 
 def _accepted(
-    indices: list[int], attempt: Callable[[list[int]], Any], errors: dict[int, InvalidInput]
+    indices: list[int],
+    attempt: Callable[[list[int]], Any],
+    errors: dict[int, InvalidInput],
+    refused: InvalidInput | None = None,
 ) -> list[int]:
-    try:
-        attempt(indices)
-        return indices
-    except InvalidInput as e:
-        if len(indices) == 1:
-            errors[indices[0]] = e
-            return []
+    """The indices `attempt` accepts, found by halving (`refused`: it refused them all already)."""
+    if refused is None:
+        try:
+            attempt(indices)
+            return indices
+        except InvalidInput as e:
+            refused = e
+    if len(indices) == 1:
+        errors[indices[0]] = refused
+        return []
     middle = len(indices) // 2
-    return _accepted(indices[:middle], attempt, errors) + _accepted(
-        indices[middle:], attempt, errors
-    )
+    first = _accepted(indices[:middle], attempt, errors)
+    return first + _accepted(indices[middle:], attempt, errors)
 
 
 def _take(column: list[Any] | np.ndarray, indices: list[int]) -> list[Any] | np.ndarray:
