@@ -470,10 +470,10 @@ def test_n_processes_on_fake_gcs_server_as_cloud_run_jobs_runs_them(
     if not bucket.exists():
         bucket.create()
 
-    local_batch.check(iris_artifact, rows=60_000, tasks=2)
+    local_batch.check(iris_artifact, rows=30_000, tasks=2)
 
     printed = capsys.readouterr().out
-    assert "4. the errors files hold the 12 bad rows" in printed
+    assert "4. the errors files hold the 6 bad rows" in printed
 
 
 def test_the_comparison_the_job_checks_rely_on_can_fail() -> None:

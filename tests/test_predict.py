@@ -188,7 +188,9 @@ def _outcome(parse: Callable[[bytes], Any], data: bytes) -> str:
         return "error " + e.detail
 
 
-@settings(max_examples=3000, deadline=None, database=None)
+# 1,000 documents: 3,000 took 80 s of the suite on two cores and found nothing the explicit
+# examples below do not keep.
+@settings(max_examples=1000, deadline=None, database=None)
 @given(_json_text())
 @example('{"a": 0, "a": {}, "a": []}')  # the repeated key's lost value held an object
 @example("-9223372036854775809")  # one below int64: orjson reads it as a float
