@@ -21,9 +21,15 @@ from pulumi_gcp.cloudrunv2 import (
     JobTemplateTemplateContainerResourcesArgs,
 )
 from pulumi_gcp.cloudscheduler import JobHttpTargetArgs, JobHttpTargetOauthTokenArgs
-from pulumi_gcp.storage import BucketIAMMemberConditionArgs
+from pulumi_gcp.storage import (
+    BucketIAMMemberConditionArgs,
+    BucketLifecycleRuleActionArgs,
+    BucketLifecycleRuleArgs,
+    BucketLifecycleRuleConditionArgs,
+)
 
 from config import BatchSettings, StackConfig
+from function.batch.objects import TMP_SUFFIX
 from function.store import bucket_store, model_root
 
 INPUT, OUTPUT = "input/", "output/"
@@ -62,6 +68,16 @@ class BatchJob(pulumi.ComponentResource):
             location=config.region,
             uniform_bucket_level_access=True,
             public_access_prevention="enforced",
+            # A task killed between its upload and its copy leaves a temporary object that only
+            # its own retry removes: a day later, the bucket does (function/batch/objects.py).
+            lifecycle_rules=[
+                BucketLifecycleRuleArgs(
+                    action=BucketLifecycleRuleActionArgs(type="Delete"),
+                    condition=BucketLifecycleRuleConditionArgs(
+                        age=1, matches_suffixes=[TMP_SUFFIX]
+                    ),
+                )
+            ],
             force_destroy=not config.deletion_protection,
             labels=config.labels,
             opts=pulumi.ResourceOptions(parent=self, protect=config.deletion_protection),

@@ -335,6 +335,7 @@ def test_a_killed_tasks_leftovers_are_replaced_not_kept(tmp_path: Path, iris_uri
     local_batch.kill_midway(env, source.as_uri(), out, 0, 1)
     leftovers = list((tmp_path / "out" / "_tmp").iterdir())
     assert leftovers and not (tmp_path / "out" / "part-00000-of-00001.csv").exists()
+    assert all(p.name.endswith(".modelrun-tmp") for p in leftovers)  # the lifecycle rule's
     assert local_batch.run_tasks(env, source.as_uri(), out, 1) == [0]
 
     assert not any(p.exists() for p in leftovers)

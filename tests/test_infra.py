@@ -998,6 +998,13 @@ def test_the_batch_bucket_is_private_and_written_only_under_output(batch_stack: 
 
     assert files["publicAccessPrevention"] == "enforced"
     assert files["uniformBucketLevelAccess"] is True
+    # what a killed task left half-written goes after a day; nothing else is ever deleted
+    assert files["lifecycleRules"] == [
+        {
+            "action": {"type": "Delete"},
+            "condition": {"age": 1, "matchesSuffixes": [".modelrun-tmp"]},
+        }
+    ]
     assert {g["member"] for g in grants} == {runtime}
     readers = [g for g in grants if g["role"] == "roles/storage.objectViewer"]
     writers = [g for g in grants if g["role"] != "roles/storage.objectViewer"]

@@ -26,6 +26,9 @@ from function.store import client_bucket, gcs_errors
 
 READ_CHUNK = 8 << 20  # bytes per ranged GCS read, and per upload request
 TMP = "_tmp/"
+# Every temporary object's name ends so: the batch bucket's lifecycle rule deletes what a task
+# killed between its upload and its copy left behind (infra/batch_job.py).
+TMP_SUFFIX = ".modelrun-tmp"
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ class FilePlace:
     @contextlib.contextmanager
     def create(self, name: str) -> Iterator[Writer]:
         final = self.root / name
-        staged = self.root / TMP / f"{name.replace('/', '~')}.{uuid.uuid4().hex}"
+        staged = self.root / _staged_name(name)
         staged.parent.mkdir(parents=True, exist_ok=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -226,7 +229,7 @@ class GcsPlace:
     @contextlib.contextmanager
     def create(self, name: str) -> Iterator[Writer]:
         bucket = self._client_bucket()
-        staged = bucket.blob(self._name(f"{TMP}{name.replace('/', '~')}.{uuid.uuid4().hex}"))
+        staged = bucket.blob(self._name(_staged_name(name)))
         where = join(self.uri, name)
         try:
             with gcs_errors(where), staged.open("wb", chunk_size=READ_CHUNK) as sink:
@@ -281,6 +284,11 @@ class _Guarded:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _staged_name(name: str) -> str:
+    """Where an object is written before it is published: unique to this attempt."""
+    return f"{TMP}{name.replace('/', '~')}.{uuid.uuid4().hex}{TMP_SUFFIX}"
 
 
 def _same_or_conflict(place: Place, name: str, sha256: str) -> None:
