@@ -20,6 +20,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -225,7 +226,9 @@ def write_manifest(output: Place, count: int) -> bool:
     names = [n for n in output.names("_tasks/") if n.endswith(suffix)]
     if len(names) < count:
         return False
-    summaries = [orjson.loads(output.read(n) or b"{}") for n in sorted(names)]
+    # Read at once: the last of ten thousand tasks would otherwise wait for 10,000 GETs in turn.
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        summaries = [orjson.loads(d or b"{}") for d in pool.map(output.read, sorted(names))]
     first = summaries[0]
     for other in summaries[1:]:
         _same_run(other, _identity_of(first), join(output.uri, "_tasks/"))
