@@ -731,3 +731,28 @@ def test_rows_the_model_refuses_are_found_alone_and_the_rest_scored() -> None:
     ]
     assert scored.ids == [i for i in ids if i not in (10, 500, 777)]
     assert scored.prediction is not None and len(scored.prediction.labels) == 997
+
+
+def test_the_batch_needs_only_the_images_packages(tmp_path: Path, iris_uri: str) -> None:
+    """The image installs function/requirements.txt alone: a task scores with every package
+    that training and development add made unimportable."""
+    from tests.test_serve import IMPORT_NAMES, requirement_names
+
+    image = requirement_names(ROOT / "function" / "requirements.txt")
+    others = requirement_names(ROOT / "requirements.txt") - image
+    modules = sorted({IMPORT_NAMES.get(n, n.replace("-", "_")) for n in others})
+    source = tmp_path / "rows.csv"
+    source.write_text(",".join(IRIS) + "\n5.1,3.5,1.4,0.2\n")
+    script = (
+        f"import sys; sys.modules.update(dict.fromkeys({modules!r}));"
+        "from function.batch.__main__ import main;"
+        f"sys.exit(main(['--input', {source.as_uri()!r}, '--output', "
+        f"{(tmp_path / 'out').as_uri()!r}, '--model', {iris_uri!r}]))"
+    )
+
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+    assert {"matplotlib", "skl2onnx", "pytest"} <= set(modules)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert answers((tmp_path / "out").as_uri())["2"][0] == "setosa"
