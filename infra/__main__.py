@@ -7,18 +7,20 @@ import pulumi
 import config as stack_config
 from alerts import Alerts, AlertsArgs
 from api_keys import ApiKeys, ApiKeysArgs
-from apis import SCHEDULER, Apis
+from apis import EDGE_APIS, SCHEDULER, Apis
 from batch_job import BatchJob, BatchJobArgs
 from bucket import ModelBucket, ModelBucketArgs
 from cloud_run import PredictionService, PredictionServiceArgs
 from dashboard import Dashboard
+from edge import Edge, EdgeArgs
 from function.store import bucket_store, model_root
 from github import GithubDeployer, GithubDeployerArgs
 from registry import ImageRegistry, ImageRegistryArgs
 
 config = stack_config.load()
 scheduled = config.batch is not None and config.batch.schedule is not None
-apis = Apis("apis", config.project, (SCHEDULER,) if scheduled else ())
+extra_apis = ((SCHEDULER,) if scheduled else ()) + (EDGE_APIS if config.edge else ())
+apis = Apis("apis", config.project, extra_apis)
 after_apis = pulumi.ResourceOptions(depends_on=apis.services)
 
 registry = ImageRegistry(
@@ -70,18 +72,28 @@ batch = (
     if config.batch
     else None
 )
+# With a domain, the service is reachable only through the edge: the uptime check and the
+# deploy's smoke test go there too.
+edge = (
+    Edge("edge", EdgeArgs(config, config.edge, service.service), after_apis)
+    if config.edge
+    else None
+)
+public_url = pulumi.Output.from_input(edge.url) if edge else service.url
 alerts = Alerts(
     "alerts",
     AlertsArgs(
         project=config.project,
-        service_url=service.url,
+        service_url=public_url,
         invoker_access=config.invoker_access,
         emails=config.alert_emails,
         labels=config.labels,
     ),
     after_apis,
 )
-dashboard = Dashboard("dashboard", config.project, after_apis)
+dashboard = Dashboard(
+    "dashboard", config.project, after_apis, edge.blocked_metric.name if edge else None
+)
 github = GithubDeployer(
     "github",
     GithubDeployerArgs(
@@ -106,7 +118,7 @@ github = GithubDeployer(
 
 outputs = {
     "serviceUrl": service.url,
-    "candidateUrl": service.candidate_url,
+    "candidateUrl": pulumi.Output.from_input(edge.url) if edge else service.candidate_url,
     "latestRevision": service.latest_revision,
     "dashboardUrl": dashboard.url,
     "serviceName": service.service.name,
@@ -123,6 +135,8 @@ outputs = {
     "trainerServiceAccount": github.trainer.email,
     "runtimeServiceAccount": service.account.email,
 }
+if edge:
+    outputs |= {"edgeUrl": edge.url, "edgeAddress": edge.address}
 if batch:
     outputs |= {
         "batchJob": batch.job.name,

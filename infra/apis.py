@@ -16,6 +16,7 @@ SERVICES = (
     "monitoring.googleapis.com",  # the sidecar's time series, alert policies, the dashboard
 )
 SCHEDULER = "cloudscheduler.googleapis.com"  # only with modelrun:batchJobSchedule
+EDGE_APIS = ("compute.googleapis.com", "logging.googleapis.com")  # only with modelrun:domain
 
 
 class Apis(pulumi.ComponentResource):

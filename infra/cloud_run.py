@@ -32,6 +32,7 @@ from config import PLACEHOLDER_IMAGE, TRAFFIC_TAGS, StackConfig, service_environ
 from function.store import bucket_store, model_root
 
 PORT = 8080
+INGRESS_EDGE_ONLY = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"  # internal-and-cloud-load-balancing
 LATEST = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST"
 REVISION = "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"
 # Where the image sits in the service's inputs, as a Pulumi property path.
@@ -117,7 +118,9 @@ class PredictionService(pulumi.ComponentResource):
             name=config.service_name,
             project=config.project,
             location=config.region,
-            ingress="INGRESS_TRAFFIC_ALL",
+            # With the edge, only the load balancer may reach the service: its run.app URL
+            # refuses outside traffic (infra/edge.py).
+            ingress=INGRESS_EDGE_ONLY if config.edge else "INGRESS_TRAFFIC_ALL",
             # For organisations whose policy forbids allUsers: Cloud Run skips its invoker check
             # and the app's API key is the only gate (README, "Who can reach the URL").
             invoker_iam_disabled=config.invoker_access == "public-no-iam-check",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pulumi
 
 import metrics_sidecar
-from limits import InstanceSize, check_job, instance_size
+from limits import InstanceSize, check_edge, check_job, instance_size
 from names import Names, names
 
 # The service's own configuration rules (function/config.py) check the settings passed through.
@@ -70,6 +70,22 @@ class BatchSettings:
 
 
 @dataclass(frozen=True)
+class EdgeSettings:
+    """The protected edge (modelrun:domain): the domain, Cloud Armor's rules, request logs."""
+
+    domain: str
+    waf_sensitivity: int  # 0 turns the preconfigured WAF rules off
+    rate_limit_count: int  # requests per IP ...
+    rate_limit_interval_seconds: int  # ... in this window, before a ban
+    ban_seconds: int
+    deny_countries: tuple[str, ...]
+    allow_countries: tuple[str, ...]  # empty: every country
+    deny_ip_ranges: tuple[str, ...]
+    allow_ip_ranges: tuple[str, ...]  # empty: every address
+    log_sample_rate: float
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """The settings of one stack (one environment)."""
 
@@ -109,6 +125,7 @@ class StackConfig:
     traffic_stable_revision: str | None = None
     traffic_latest_percent: int = 100
     batch: BatchSettings | None = None  # None: no batch job
+    edge: EdgeSettings | None = None  # None: the run.app URL only
 
     @property
     def labels(self) -> dict[str, str]:
@@ -177,6 +194,7 @@ def load() -> StackConfig:
         traffic_stable_revision=optional("trafficStableRevision"),
         traffic_latest_percent=cfg.require_int("trafficLatestPercent"),
         batch=_batch(cfg) if cfg.require_bool("batchJob") else None,
+        edge=_edge(cfg, domain) if (domain := optional("domain")) else None,
     )
     _check(config)
     return config
@@ -204,6 +222,35 @@ def _batch(cfg: pulumi.Config) -> BatchSettings:
             f"month weekday), like '0 2 * * *', got {settings.schedule!r}"
         )
     return settings
+
+
+def _edge(cfg: pulumi.Config, domain: str) -> EdgeSettings:
+    """The edge's settings, refused as Google Cloud would refuse them (infra/limits.py)."""
+
+    rate = cfg.require("edgeLogSampleRate")
+    try:
+        sample_rate = float(rate)
+    except ValueError:
+        sample_rate = -1.0
+    settings = EdgeSettings(
+        domain=domain.lower().rstrip("."),
+        waf_sensitivity=cfg.require_int("edgeWafSensitivity"),
+        rate_limit_count=cfg.require_int("edgeRateLimitCount"),
+        rate_limit_interval_seconds=cfg.require_int("edgeRateLimitIntervalSeconds"),
+        ban_seconds=cfg.require_int("edgeBanSeconds"),
+        deny_countries=_listed(cfg.require("edgeDenyCountries").upper()),
+        allow_countries=_listed(cfg.require("edgeAllowCountries").upper()),
+        deny_ip_ranges=_listed(cfg.require("edgeDenyIpRanges")),
+        allow_ip_ranges=_listed(cfg.require("edgeAllowIpRanges")),
+        log_sample_rate=sample_rate,
+    )
+    check_edge(settings)
+    return settings
+
+
+def _listed(text: str) -> tuple[str, ...]:
+    """A setting's comma-separated values."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def service_environment(config: StackConfig) -> dict[str, str]:
@@ -256,6 +303,12 @@ def _check(config: StackConfig) -> None:
             f"{config.size.cpu:g} (below 1 vCPU Cloud Run bills by request only)"
         )
     _check_traffic(config)
+    if config.edge and config.invoker_access == "iam":
+        raise ValueError(
+            "modelrun:domain puts a load balancer in front, which forwards callers' requests "
+            "without an identity token: use modelrun:invokerAccess public (or "
+            "public-no-iam-check), where the API key is the gate"
+        )
     if not 1 <= config.timeout_seconds <= 3600:
         raise ValueError(f"modelrun:timeoutSeconds must be 1..3600, got {config.timeout_seconds}")
     # The service would refuse these at start, after the deploy: refuse them now, in its words.

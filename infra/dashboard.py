@@ -106,8 +106,36 @@ def widget(panel: dict[str, Any], where: str) -> dict[str, Any]:
     return {"title": panel["title"], **body}
 
 
-def dashboard(source: Path | None = None) -> dict[str, Any]:
-    """The Cloud Monitoring dashboard (its JSON form) for the Grafana dashboard."""
+def edge_widget(metric: str) -> dict[str, Any]:
+    """Requests Cloud Armor denied, by rule priority (infra/edge.py's log-based metric)."""
+    return {
+        "title": "Requests blocked at the edge, by Cloud Armor rule priority",
+        "xyChart": {
+            "dataSets": [
+                {
+                    "timeSeriesQuery": {
+                        "timeSeriesFilter": {
+                            "filter": f'metric.type="logging.googleapis.com/user/{metric}"',
+                            "aggregation": {
+                                "alignmentPeriod": "60s",
+                                "perSeriesAligner": "ALIGN_RATE",
+                                "crossSeriesReducer": "REDUCE_SUM",
+                                "groupByFields": ["metric.label.rule"],
+                            },
+                        },
+                        "unitOverride": "1/s",
+                    },
+                    "plotType": "STACKED_BAR",
+                }
+            ],
+            "yAxis": {"scale": "LINEAR"},
+        },
+    }
+
+
+def dashboard(source: Path | None = None, edge_metric: str | None = None) -> dict[str, Any]:
+    """The Cloud Monitoring dashboard (its JSON form) for the Grafana dashboard; with the edge,
+    a row of its own."""
     grafana = json.loads((source or GRAFANA_DASHBOARD).read_text())
     tiles = []
     for panel in grafana["panels"]:
@@ -138,6 +166,10 @@ def dashboard(source: Path | None = None) -> dict[str, Any]:
                 "widget": widget(panel, f"cloud widget {extra['title']!r}"),
             }
         )
+    if edge_metric:
+        bottom = max(t["yPos"] + t["height"] for t in tiles)
+        tiles.append({"xPos": 0, "yPos": bottom, "width": 48, "height": 16,
+                      "widget": edge_widget(edge_metric)})  # fmt: skip
     return {
         "displayName": grafana["title"],
         "mosaicLayout": {"columns": 24 * GRID_SCALE, "tiles": tiles},
@@ -148,12 +180,20 @@ def dashboard(source: Path | None = None) -> dict[str, Any]:
 class Dashboard(pulumi.ComponentResource):
     """The dashboard, and its address in the console."""
 
-    def __init__(self, name: str, project: str, opts: pulumi.ResourceOptions) -> None:
+    def __init__(
+        self,
+        name: str,
+        project: str,
+        opts: pulumi.ResourceOptions,
+        edge_metric: pulumi.Output[str] | None = None,
+    ) -> None:
         super().__init__("modelrun:gcp:Dashboard", name, None, opts)
         self.dashboard = gcp.monitoring.Dashboard(
             name,
             project=project,
-            dashboard_json=json.dumps(dashboard()),
+            dashboard_json=pulumi.Output.from_input(edge_metric).apply(
+                lambda metric: json.dumps(dashboard(edge_metric=metric))
+            ),
             opts=pulumi.ResourceOptions(parent=self),
         )
         # Its id is projects/NUMBER/dashboards/ID; the console opens it by ID.

@@ -21,6 +21,7 @@ import math
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 MEMORY_PATTERN = re.compile(r"^([0-9]+)(Mi|Gi|M|G)$")
 MEMORY_UNITS_MIB = {"Mi": 1.0, "Gi": 1024.0, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
@@ -137,3 +138,52 @@ def check_job(tasks: int, parallelism: int, timeout_seconds: int, retries: int) 
         )
     if not 0 <= retries <= MAX_RETRIES:
         raise ValueError(f"modelrun:batchJobMaxRetries must be 0..{MAX_RETRIES}, got {retries}")
+
+
+# The edge (infra/edge.py). Cloud Armor's rate-based ban ("Rate limiting overview",
+# https://cloud.google.com/armor/docs/rate-limiting-overview): a threshold of 1 to 10,000
+# requests, counted over one of these intervals; preconfigured WAF rules take a sensitivity of 0
+# to 4 ("Tune preconfigured WAF rules"); a region code is ISO 3166-1 alpha-2; the backend
+# service's log sample rate is 0 to 1 ("External Application Load Balancer logging").
+RATE_LIMIT_INTERVALS = (10, 30, 60, 120, 180, 240, 300, 600, 900, 1200, 1800, 2700, 3600)
+DOMAIN_PATTERN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
+
+
+def check_edge(edge: Any) -> None:
+    """Refuse edge settings Google Cloud would refuse, naming the key."""
+    import ipaddress
+
+    if not DOMAIN_PATTERN.match(edge.domain):
+        raise ValueError(
+            f"modelrun:domain must be a DNS name like api.example.com, got {edge.domain!r}"
+        )
+    if not 0 <= edge.waf_sensitivity <= 4:
+        raise ValueError(f"modelrun:edgeWafSensitivity must be 0..4, got {edge.waf_sensitivity}")
+    if not 1 <= edge.rate_limit_count <= 10_000:
+        raise ValueError(
+            f"modelrun:edgeRateLimitCount must be 1..10000, got {edge.rate_limit_count}"
+        )
+    if edge.rate_limit_interval_seconds not in RATE_LIMIT_INTERVALS:
+        raise ValueError(
+            "modelrun:edgeRateLimitIntervalSeconds must be one of "
+            f"{', '.join(map(str, RATE_LIMIT_INTERVALS))}, got {edge.rate_limit_interval_seconds}"
+        )
+    if edge.ban_seconds < 1:
+        raise ValueError(f"modelrun:edgeBanSeconds must be at least 1, got {edge.ban_seconds}")
+    for key, codes in (("edgeDenyCountries", edge.deny_countries),
+                       ("edgeAllowCountries", edge.allow_countries)):  # fmt: skip
+        bad = [c for c in codes if not COUNTRY_PATTERN.match(c)]
+        if bad:
+            raise ValueError(f"modelrun:{key} takes ISO 3166-1 alpha-2 codes (FR, US), got {bad}")
+    for key, ranges in (("edgeDenyIpRanges", edge.deny_ip_ranges),
+                        ("edgeAllowIpRanges", edge.allow_ip_ranges)):  # fmt: skip
+        for value in ranges:
+            try:
+                ipaddress.ip_network(value)
+            except ValueError as e:
+                raise ValueError(f"modelrun:{key}: {value!r} is not an IP range: {e}") from None
+    if not 0 <= edge.log_sample_rate <= 1:
+        raise ValueError(
+            f"modelrun:edgeLogSampleRate must be a number from 0 to 1, got {edge.log_sample_rate}"
+        )

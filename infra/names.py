@@ -54,6 +54,10 @@ class Names:
     def bucket(self) -> str:
         return fit(f"{self.project}-{self.prefix}-models", 63)
 
+    def edge(self, part: str) -> str:
+        """A load balancer part's name (Compute Engine's rule: RFC 1035, at most 63)."""
+        return fit(f"{self.prefix}-{part}", 63)
+
     @property
     def batch_job(self) -> str:
         return fit(f"{self.prefix}-batch", 49)
