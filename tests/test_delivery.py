@@ -98,14 +98,18 @@ def test_stack_outputs_and_config_keys_used_by_deploy_exist() -> None:
     text = scripts(workflow("deploy.yml"))
     readme = readme_section("Deploy to Google Cloud") + readme_section("Continuous deployment")
     tree = ast.parse((ROOT / "infra" / "__main__.py").read_text())
-    exported = next(
-        {key.value for key in node.value.keys if isinstance(key, ast.Constant)}
+    # `outputs = {...}`, and the `outputs |= {...}` of the optional parts (edge, batch job)
+    exported = {
+        key.value
         for node in ast.walk(tree)
-        if isinstance(node, ast.Assign)
-        and isinstance(node.targets[0], ast.Name)
-        and node.targets[0].id == "outputs"
+        if isinstance(node, (ast.Assign, ast.AugAssign))
+        and isinstance(target := node.targets[0] if isinstance(node, ast.Assign) else node.target,
+                       ast.Name)
+        and target.id == "outputs"
         and isinstance(node.value, ast.Dict)
-    )
+        for key in node.value.keys
+        if isinstance(key, ast.Constant)
+    }  # fmt: skip
     declared = set(yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"])
     declared.add("gcp:project")  # every stack sets it; a provider key cannot be declared
 
