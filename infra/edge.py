@@ -174,17 +174,7 @@ class HttpsFrontend(pulumi.ComponentResource):
             ssl_certificates=[certificate.id],
             opts=child,
         )
-        gcp.compute.GlobalForwardingRule(
-            name,
-            project=config.project,
-            name=config.names.edge("https-rule"),
-            load_balancing_scheme=SCHEME,
-            ip_protocol="TCP",
-            port_range="443",
-            ip_address=address.id,
-            target=proxy.id,
-            opts=child,
-        )
+        _listen(name, config, "https-rule", 443, address, proxy, child)
         self.register_outputs({})
 
 
@@ -218,15 +208,28 @@ class HttpRedirect(pulumi.ComponentResource):
             url_map=url_map.id,
             opts=child,
         )
-        gcp.compute.GlobalForwardingRule(
-            name,
-            project=config.project,
-            name=config.names.edge("http-rule"),
-            load_balancing_scheme=SCHEME,
-            ip_protocol="TCP",
-            port_range="80",
-            ip_address=address.id,
-            target=proxy.id,
-            opts=child,
-        )
+        _listen(name, config, "http-rule", 80, address, proxy, child)
         self.register_outputs({})
+
+
+def _listen(
+    name: str,
+    config: StackConfig,
+    part: str,
+    port: int,
+    address: gcp.compute.GlobalAddress,
+    proxy: gcp.compute.TargetHttpsProxy | gcp.compute.TargetHttpProxy,
+    opts: pulumi.ResourceOptions,
+) -> gcp.compute.GlobalForwardingRule:
+    """The forwarding rule that sends the address's `port` to a proxy."""
+    return gcp.compute.GlobalForwardingRule(
+        name,
+        project=config.project,
+        name=config.names.edge(part),
+        load_balancing_scheme=SCHEME,
+        ip_protocol="TCP",
+        port_range=str(port),
+        ip_address=address.id,
+        target=proxy.id,
+        opts=opts,
+    )
