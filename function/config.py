@@ -113,12 +113,12 @@ def load_config(environ: Mapping[str, str]) -> Config:
         model_sha256=parsed("MODEL_SHA256", parse_sha256, None),
         api_keys=api_keys,
         api_keys_secret=parsed("API_KEYS_SECRET", _secret_name, None),
-        api_keys_refresh_seconds=parsed("API_KEYS_REFRESH_SECONDS", _seconds, 300.0),
+        api_keys_refresh_seconds=parsed("API_KEYS_REFRESH_SECONDS", parse_seconds, 300.0),
         secret_manager_emulator_host=get("SECRET_MANAGER_EMULATOR_HOST"),
         environment=parsed("ENVIRONMENT", _choice(ENVIRONMENTS, str.lower), "production"),
         max_request_bytes=parsed("MAX_REQUEST_BYTES", _positive_int, 1_048_576),
         max_instances_per_request=parsed("MAX_INSTANCES_PER_REQUEST", _positive_int, 1000),
-        store_timeout_seconds=parsed("STORE_TIMEOUT_SECONDS", _seconds, 10.0),
+        store_timeout_seconds=parsed("STORE_TIMEOUT_SECONDS", parse_seconds, 10.0),
         log_level=parsed("LOG_LEVEL", _choice(LOG_LEVELS, str.upper), "INFO"),
         metrics_public=parsed("METRICS_PUBLIC", parse_boolean, False),
         metrics_port=parsed("METRICS_PORT", _port, 0),
@@ -154,10 +154,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
             "MODEL_REFRESH_SECONDS follows current.json, but MODEL_SHA256 pins one model: "
             "unset one of them"
         )
-    if config.model_runtime == "onnx" and config.model_sha256:
-        raise ConfigError(
-            "MODEL_SHA256 pins the joblib model's digest; MODEL_RUNTIME=onnx cannot honour it"
-        )
+    refuse_onnx_pin(config.model_runtime, config.model_sha256)
     serving_port = get("AIP_HTTP_PORT") or get("PORT") or "8080"
     if config.metrics_port and str(config.metrics_port) == serving_port:
         raise ConfigError(
@@ -257,7 +254,16 @@ def _secret_name(raw: str) -> str:
     return raw
 
 
-def _seconds(raw: str) -> float:
+def refuse_onnx_pin(runtime: str, sha256: str | None) -> None:
+    """A pin names the joblib model's digest: the ONNX runtime cannot honour it (the service's
+    rule, and the batch's)."""
+    if runtime == "onnx" and sha256:
+        raise ConfigError(
+            "MODEL_SHA256 pins the joblib model's digest; MODEL_RUNTIME=onnx cannot honour it"
+        )
+
+
+def parse_seconds(raw: str) -> float:
     value = float(raw)
     if not value > 0 or value == float("inf"):
         raise ValueError("expected a positive number of seconds")

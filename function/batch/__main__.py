@@ -11,7 +11,15 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from function.batch.task import Job, TooManyErrors, run_task
-from function.config import LOG_LEVELS, RUNTIMES, parse_boolean, parse_sha256, parse_version
+from function.config import (
+    LOG_LEVELS,
+    RUNTIMES,
+    parse_boolean,
+    parse_seconds,
+    parse_sha256,
+    parse_version,
+    refuse_onnx_pin,
+)
 from function.errors import ModelrunError
 from function.logs import setup_logging
 
@@ -100,10 +108,10 @@ def parse_job(argv: Sequence[str], environ: Mapping[str, str]) -> Job:
         allow_pickle = parse_boolean(env.get("ALLOW_PICKLE", "true"))
     except (ValueError, ModelrunError) as e:
         parser.error(f"the model's version, sha256 or ALLOW_PICKLE is invalid: {e}")
-    if runtime == "onnx" and sha256:  # as the service refuses it (function/config.py)
-        parser.error(
-            "MODEL_SHA256 pins the joblib model's digest; MODEL_RUNTIME=onnx cannot honour it"
-        )
+    try:
+        refuse_onnx_pin(runtime, sha256)
+    except ModelrunError as e:
+        parser.error(str(e))
     return Job(
         input=args.input,
         output=args.output,
@@ -124,12 +132,9 @@ def parse_job(argv: Sequence[str], environ: Mapping[str, str]) -> Job:
 
 def _seconds(raw: str, parser: argparse.ArgumentParser) -> float:
     try:
-        value = float(raw)
+        return parse_seconds(raw)  # the service's rule for the same variable
     except ValueError:
-        value = -1.0
-    if not value > 0:
         parser.error(f"STORE_TIMEOUT_SECONDS={raw!r} must be a positive number of seconds")
-    return value
 
 
 def _share(raw: str) -> float:
