@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from function.batch.objects import Place, open_place
 from function.batch.task import MANIFEST
@@ -118,8 +119,6 @@ def results(place: Place) -> list[list[str]]:
 
 
 def errors(place: Place) -> list[dict[str, Any]]:
-    import orjson
-
     found = []
     for name in place.names("errors-"):
         found += [orjson.loads(line) for line in (place.read(name) or b"").splitlines()]
@@ -217,7 +216,7 @@ def check(artifact: Path, rows: int, tasks: int) -> None:
     print("3. a task killed half-way, then the job rerun: the same parts, no duplicate")
 
     found = errors(sharded)
-    manifest = __import__("orjson").loads(sharded.read(MANIFEST) or b"{}")
+    manifest = orjson.loads(sharded.read(MANIFEST) or b"{}")
     bad = sum(1 for line in data.decode().splitlines()[1:] if line.split(",", 1)[1] in BAD_ROWS)
     assert len(found) == bad == manifest["errors"], (len(found), bad, manifest["errors"])
     assert manifest["rows"] == rows and manifest["scored"] == rows - bad

@@ -111,11 +111,12 @@ def run_task(job: Job) -> dict[str, Any]:
 
 def list_inputs(source: Place) -> tuple[list[Item], str]:
     """The input files (CSV or JSON Lines, one format per job), sorted by name."""
-    items = [i for i in source.items() if i.size and PurePosixPath(i.uri).suffix in FORMATS]
+    listed = source.items()
+    items = [i for i in listed if i.size and PurePosixPath(i.uri).suffix in FORMATS]
     items = [i for i in items if not PurePosixPath(i.uri).name.startswith(("_", "."))]
     formats = {FORMATS[PurePosixPath(i.uri).suffix] for i in items}
     if not items:
-        others = {PurePosixPath(i.uri).suffix for i in source.items()} - set(FORMATS)
+        others = {PurePosixPath(i.uri).suffix for i in listed} - set(FORMATS)
         raise InvalidInput(
             f"{source.uri} holds no .csv, .jsonl or .ndjson file with rows"
             + (f" (found {', '.join(sorted(others))}: export CSV or JSON Lines)" if others else "")
