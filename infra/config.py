@@ -231,7 +231,7 @@ def _edge(cfg: pulumi.Config, domain: str) -> EdgeSettings:
     try:
         sample_rate = float(rate)
     except ValueError:
-        sample_rate = -1.0
+        raise ValueError(f"modelrun:edgeLogSampleRate must be a number, got {rate!r}") from None
     settings = EdgeSettings(
         domain=domain.lower().rstrip("."),
         waf_sensitivity=cfg.require_int("edgeWafSensitivity"),
