@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 SERVE_INSTALLED := $(VENV)/.installed-serve
 PORT ?= 8080
+MLFLOW_PORT ?= 5000
 STORE ?= file://$(CURDIR)/.modelrun/store
 
 # Docker Compose: the v2 plugin (`docker compose`) where Docker has it, else v1 (`docker-compose`,
@@ -15,7 +16,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
 	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
 
-.PHONY: install install-serve serve test lint format train local monitor batch soak bench bench-batch screenshots clean clean-store
+.PHONY: install install-serve serve test lint format train local tracking monitor batch soak bench bench-batch screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
 install-serve: $(SERVE_INSTALLED)  ## serving and training only
@@ -33,8 +34,17 @@ $(SERVE_INSTALLED): training/requirements.txt function/requirements.txt | $(PY)
 	$(PY) -m pip install --quiet -r training/requirements.txt
 	@touch $@
 
-$(INSTALLED): requirements.txt $(SERVE_INSTALLED)
+$(INSTALLED): requirements.txt training/tracking-requirements.txt $(SERVE_INSTALLED)
 	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+# The MLflow tracking server has a venv of its own (local/mlflow/requirements.txt says why).
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_SERVER := $(MLFLOW_VENV)/.installed
+$(MLFLOW_SERVER): local/mlflow/requirements.txt | $(PY)
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet -r local/mlflow/requirements.txt
 	@touch $@
 
 serve: $(SERVE_INSTALLED)  ## serve MODEL (default iris, trained if needed) or MODEL_URI on :$(PORT)
@@ -42,7 +52,7 @@ serve: $(SERVE_INSTALLED)  ## serve MODEL (default iris, trained if needed) or M
 
 # Four test processes on two cores: most tests wait on servers they started, not on the CPU.
 JOBS ?= 4
-test: install  ## the whole suite (JOBS=1: one process)
+test: install $(MLFLOW_SERVER)  ## the whole suite (JOBS=1: one process)
 	$(PY) -m pytest -n $(JOBS) --dist worksteal
 
 lint: install  ## ruff, mypy, actionlint (with shellcheck), hadolint, compose validation
@@ -52,7 +62,8 @@ lint: install  ## ruff, mypy, actionlint (with shellcheck), hadolint, compose va
 	$(VENV)/bin/actionlint -no-color -oneline .github/workflows/*.yml
 	$(VENV)/bin/hadolint --failure-threshold warning function/Dockerfile
 	$(NEED_COMPOSE)
-	$(COMPOSE) --env-file local/.env.example -f local/compose.yaml --profile monitoring config -q
+	$(COMPOSE) --env-file local/.env.example -f local/compose.yaml --profile monitoring --profile tracking config -q
+	$(VENV)/bin/hadolint --failure-threshold warning local/mlflow/Dockerfile
 
 format: install
 	$(PY) -m ruff format .
@@ -65,10 +76,13 @@ train: $(SERVE_INSTALLED)  ## train the default model into artifacts/iris
 artifacts/iris/baseline.json: | $(SERVE_INSTALLED)
 	$(PY) -m training train --out artifacts/iris
 
-local: install artifacts/iris/baseline.json  ## the Compose mirror, with monitoring (needs Docker)
+local: install artifacts/iris/baseline.json  ## the Compose mirror, with monitoring and tracking (needs Docker)
 	$(NEED_COMPOSE)
 	$(PY) -m local.compose_env
-	$(COMPOSE) -f local/compose.yaml --profile monitoring up --build
+	$(COMPOSE) -f local/compose.yaml --profile monitoring --profile tracking up --build
+
+tracking: install $(MLFLOW_SERVER)  ## an MLflow tracking server on :$(MLFLOW_PORT), without Docker (runs in .modelrun/mlflow)
+	$(PY) -m local.tracking --port $(MLFLOW_PORT) --mlflow $(MLFLOW_VENV)/bin/mlflow
 
 monitor: install  ## the mirror without Docker: emulator, function, Prometheus, Alertmanager (DRIFT=1: the drift demo)
 	PORT=$(PORT) $(PY) -m local.monitor $(if $(DRIFT),--drift,)
@@ -86,16 +100,18 @@ bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs 
 bench-batch: install  ## batch scoring vs pandas read_csv + predict_proba + to_csv, and a 2 GB file's RSS (QUICK=1, GB=)
 	$(PY) -m tests.perf.batch_bench $(if $(QUICK),--quick,) $(if $(GB),--gb $(GB),)
 
-# Never the published models (.modelrun/store) nor the development key: see clean-store.
 screenshots: install  ## the README's pictures of the pages (docs/images), taken in headless Chromium
 	$(PY) -m tests.screenshots
 
-clean:  ## the venv, training outputs and caches
-	rm -rf $(VENV) artifacts .cache .pytest_cache .mypy_cache .ruff_cache
+# Never the published models (.modelrun/store), the local MLflow runs (.modelrun/mlflow) nor the
+# development key: see clean-store.
+clean:  ## the venvs, training outputs and caches
+	rm -rf $(VENV) $(MLFLOW_VENV) artifacts .cache .pytest_cache .mypy_cache .ruff_cache
 
 clean-store:  ## delete the local store's published models and the dev key: CONFIRM=yes
 	@if [ "$(CONFIRM)" != "yes" ]; then \
-		echo "clean-store deletes every model published in .modelrun/store and the development key:"; \
+		echo "clean-store deletes every model published in .modelrun/store, the MLflow runs in"; \
+		echo ".modelrun/mlflow and the development key:"; \
 		find .modelrun/store -maxdepth 3 -path '*/versions/*' -type d 2>/dev/null | sed 's/^/  /'; \
 		echo "run \`make clean-store CONFIRM=yes\` to delete them"; exit 1; fi
 	rm -rf .modelrun

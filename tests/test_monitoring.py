@@ -116,7 +116,8 @@ def test_amtool_checks_the_alertmanager_configuration() -> None:
 
 def test_compose_file_is_valid_with_every_profile() -> None:
     compose = require_binary("docker-compose")
-    base = [compose, "--env-file", ".env.example", "-f", "compose.yaml", "--profile", "monitoring"]
+    base = [compose, "--env-file", ".env.example", "-f", "compose.yaml",
+            "--profile", "monitoring", "--profile", "tracking"]  # fmt: skip
 
     checked = run(*base, "config", "-q")
     services = set(run(*base, "config", "--services").stdout.split())
@@ -131,6 +132,7 @@ def test_compose_file_is_valid_with_every_profile() -> None:
         "alert-sink",
         "grafana",
     }
+    assert {n for n, p in by_profile.items() if p == ("tracking",)} == {"mlflow"}
     assert services == set(declared)
 
 
@@ -332,3 +334,25 @@ def test_the_compose_environment_derives_the_store_the_one_way() -> None:
     assert written["MODEL_STORE"] == bucket_store(given["MODEL_BUCKET"]) == given["MODEL_STORE"]
     assert written["MODEL_URI"] == model_root(written["MODEL_STORE"], "iris") == given["MODEL_URI"]
     assert written["MODELRUN_API_KEY"] == "k" * 32
+
+
+def test_make_local_starts_tracking_and_prints_where_each_part_answers() -> None:
+    """Every published port of the mirror is printed, from .env, as Compose publishes it."""
+    from local.compose_env import addresses, values
+
+    env = values((LOCAL / ".env.example").read_text())
+    printed = addresses(env)
+    services = yaml.safe_load((LOCAL / "compose.yaml").read_text())["services"]
+    published = {
+        name: re.fullmatch(r"127\.0\.0\.1:\$\{(\w+):-\d+\}:\d+", port)
+        for name, service in services.items()
+        for port in service.get("ports", [])
+    }
+    make_local = re.search(r"^local:.*\n(?:\t.*\n)+", (LOCAL.parent / "Makefile").read_text(), re.M)
+
+    assert make_local is not None and "--profile tracking" in make_local[0]
+    assert f"MLflow (tracking) http://127.0.0.1:{env['MLFLOW_PORT']}" in printed
+    for name, port in published.items():
+        assert port is not None, name
+        if name != "gcs":  # the emulator: the mirror's plumbing, not a page to open
+            assert f"http://127.0.0.1:{env[port[1]]}" in printed, name

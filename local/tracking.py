@@ -1,0 +1,84 @@
+"""A local MLflow tracking server: `make tracking` without Docker, and the tests' real server.
+
+Runs are kept in SQLite and artifacts in a folder (.modelrun/mlflow unless told otherwise). The
+server takes artifact uploads itself (`--artifacts-destination`), so a client logs to it over HTTP
+alone, as it would to a remote server, and it listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from local import container
+from local.mirror import ROOT, wait_for
+
+DOCKERFILE = ROOT / "local" / "mlflow" / "Dockerfile"
+MLFLOW = ROOT / ".venv-mlflow" / "bin" / "mlflow"  # `make tracking` and `make test` install it
+HOME = ROOT / ".modelrun" / "mlflow"
+START_SECONDS = 120  # about 10 s here; a cold disk and a first database migration take longer
+
+
+def command(root: Path, port: int, mlflow: Path = MLFLOW) -> list[str]:
+    """The Compose image's own `mlflow server` command (local/mlflow/Dockerfile's CMD), keeping
+    runs in root/mlflow.db and artifacts in root/artifacts, on loopback at `port`."""
+    image = container.command(DOCKERFILE)
+    here = {
+        "--backend-store-uri": f"sqlite:///{root.resolve() / 'mlflow.db'}",
+        "--artifacts-destination": str(root.resolve() / "artifacts"),
+        "--host": "127.0.0.1",
+        "--port": str(port),
+    }
+    missing = set(here) - set(image)
+    if image[:2] != ["mlflow", "server"] or missing:
+        raise ValueError(f"{DOCKERFILE}: CMD must be mlflow server with {', '.join(sorted(here))}")
+    return [str(mlflow), *(here.get(flag, arg) for flag, arg in itertools.pairwise(image))]
+
+
+@contextlib.contextmanager
+def server(args: Sequence[str], log: Path, port: int) -> Iterator[str]:
+    """Run `mlflow server` ARGS until the block ends; yield its URL once /health answers. It
+    starts worker processes: the whole process group is stopped."""
+    with open(log, "wb") as out:
+        child = subprocess.Popen(
+            list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{url}/health", START_SECONDS)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m local.tracking", description=__doc__)
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--root", type=Path, default=HOME, help="where runs and artifacts are kept")
+    parser.add_argument("--mlflow", type=Path, default=MLFLOW, help="the mlflow command")
+    args = parser.parse_args(argv)
+    if not args.mlflow.exists():
+        parser.exit(1, f"{args.mlflow} is missing: `make tracking` installs it\n")
+    args.root.mkdir(parents=True, exist_ok=True)
+    url = f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI: {url}  (runs and artifacts in {args.root})")
+    print(f"log training runs to it: MLFLOW_TRACKING_URI={url} make train")
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the server too: it stops
+        raise SystemExit(subprocess.call(command(args.root, args.port, args.mlflow)))
+
+
+if __name__ == "__main__":
+    main()
