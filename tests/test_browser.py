@@ -29,6 +29,15 @@ from training.__main__ import main
 from training.churn import churn
 
 AUTH = {"X-API-Key": KEY}
+TRACKED = {
+    "run_id": "739e3e7b3cb4447fb599763b193dde86",
+    "experiment_id": "1",
+    "experiment": "churn",
+    "tracking_uri": "http://127.0.0.1:5000",
+    "run_url": "http://127.0.0.1:5000/#/experiments/1/runs/739e3e7b3cb4447fb599763b193dde86",
+    "model_uri": "models:/m-abd90d652fa247d6b075af0f84f16102",
+    "version": "20261130T191249Z-f1452bb6",
+}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +54,10 @@ def running(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
     tmp = tmp_path_factory.mktemp("browser")
     args = ["--data", str(data), "--target", "churned", "--cv", "2", "--impute", "median"]
     assert main(["train", *args, "--out", str(tmp / "art")]) == 0
+    # The record `train --mlflow` adds (tests/test_tracking.py writes it against a real server).
+    metadata = json.loads((tmp / "art" / "metadata.json").read_text())
+    metadata["mlflow"] = TRACKED
+    (tmp / "art" / "metadata.json").write_text(json.dumps(metadata))
     store = ModelStore((tmp / "store" / "churn").as_uri())
     for version in ("v1", "v2"):
         store.publish(tmp / "art", version)
@@ -298,6 +311,8 @@ def test_the_model_card_shows_metrics_plots_digests_and_history(
     assert model["onnx"]["reason"] in card
     assert model["dataset"]["sha256"] in card
     assert "Download report.html" in card
+    run = page.find_element(By.LINK_TEXT, f"{TRACKED['run_id']} (experiment churn)")
+    assert run.get_attribute("href") == TRACKED["run_url"]
     # The drift baseline, bin by bin, from the verified baseline.json.
     baseline = running.get("/model/files/baseline.json", headers=AUTH).json()
     records = [*baseline["features"], baseline["prediction"]]

@@ -138,9 +138,15 @@ def test_training_verbs_and_estimators_in_train_workflow_exist() -> None:
     # Each rollout the input offers is a command line the CLI accepts, with the version that
     # `publish` printed.
     rollouts = document[True]["workflow_dispatch"]["inputs"]["rollout"]["options"]
-    published = "published gs://b/models/iris/versions/20261130T101010Z-abcdef12"
-    version = re.sub(r"^published .*/versions/", "", published)  # the step's sed, in Python
-    assert "sed -n 's#^published .*/versions/##p'" in text
+    # The step's own sed, run on what `publish` prints, with and without an MLflow run.
+    sed = re.search(r"version=\$\(sed -n '([^']+)' published.txt\)", text)
+    assert sed is not None
+    version = "20261130T101010Z-abcdef12"
+    for run in ("", " (MLflow run 739e3e7b3cb4447fb599763b193dde86)"):
+        published = f"published gs://b/models/iris/versions/{version}{run}\n"
+        found = subprocess.run(["sed", "-n", sed[1]], input=published, capture_output=True,
+                               text=True, check=True).stdout  # fmt: skip
+        assert found == f"{version}\n"
     for choice in rollouts:
         how = re.search(rf"^\s*{choice}\) how=\((.*)\) ;;$", text, re.M)
         if choice == "none":

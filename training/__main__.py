@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _train(args: argparse.Namespace) -> None:
     from training.data import load_csv, load_iris
-    from training.train import Options, parse_gate, train, write_artifact
+    from training.tracking import write_tracked
+    from training.train import Options, parse_gate, train
 
     params = _read_params(args.params) if args.params else {}
     params.update(parse_param(p) for p in args.param)
@@ -60,6 +61,7 @@ def _train(args: argparse.Namespace) -> None:
     data = load_csv(Path(args.data), args.target) if args.data else load_iris()
     name = args.name or (Path(args.data).stem if args.data else "iris")
     check_version_id(name)
+    run = _tracking(args, name, args.estimator)
     options = Options(
         name=name,
         estimator=args.estimator,
@@ -72,33 +74,69 @@ def _train(args: argparse.Namespace) -> None:
         onnx=args.onnx,
         report=args.report,
     )
-    pipeline, metadata, extra = train(data, options)
-    metadata = write_artifact(Path(args.out), pipeline, metadata, args.format, extra)
+    metadata = write_tracked(run, lambda: train(data, options), _writer(args), Path(args.out))
     holdout = ", ".join(f"{k}={v:.4f}" for k, v in metadata["metrics"]["holdout"].items())
     print(f"trained {name} ({args.estimator}) on {data.rows} rows: {holdout}")
     files = ", ".join(metadata["files"])
     print(f"wrote {files} and metadata.json to {args.out} (sha256 {metadata['sha256'][:12]}…)")
+    _say_tracked(metadata)
     _say_onnx(metadata)
 
 
 def _package(args: argparse.Namespace) -> None:
     from training.data import load_csv
-    from training.packager import package_file
+    from training.packager import build_package, load_estimator
+    from training.tracking import write_tracked
     from training.train import parse_gate
 
     gates = [parse_gate(g) for g in args.gate]
     model_file = Path(args.model_file)
     data = load_csv(Path(args.data), args.target)
     name = args.name or model_file.stem
-    metadata = package_file(
-        model_file, data, Path(args.out), name, gates, args.format, args.onnx, args.report
-    )
+    check_version_id(name)
+    estimator = load_estimator(model_file)
+    run = _tracking(args, name, f"packaged {model_file.name}")
+
+    def build() -> Any:
+        return build_package(estimator, data, name, gates, args.onnx, str(model_file), args.report)
+
+    metadata = write_tracked(run, build, _writer(args), Path(args.out))
     scores = ", ".join(f"{k}={v:.4f}" for k, v in metadata["metrics"]["holdout"].items())
     print(f"packaged {name} ({metadata['estimator']}, {metadata['task']}) on {data.rows} rows: "
           f"{scores}")  # fmt: skip
     print(f"wrote {', '.join(metadata['files'])} and metadata.json to {args.out} "
           f"(sha256 {metadata['sha256'][:12]}…)")  # fmt: skip
+    _say_tracked(metadata)
     _say_onnx(metadata)
+
+
+def _tracking(args: argparse.Namespace, name: str, label: str) -> Any:
+    """The MLflow run this command logs to (training.tracking), or None when tracking is off."""
+    if not args.mlflow:
+        return None  # MLflow is not imported
+    from training import tracking
+
+    return tracking.start(args.mlflow, name, label, args.mlflow_optional, args.mlflow_timeout)
+
+
+def _writer(args: argparse.Namespace) -> Any:
+    """write_artifact into --out in --format, as write_tracked calls it."""
+    from training.train import write_artifact
+
+    def write(model: Any, metadata: dict[str, Any], extra: dict[str, bytes], stamp: Any) -> Any:
+        return write_artifact(Path(args.out), model, metadata, args.format, extra, stamp)
+
+    return write
+
+
+def _say_tracked(metadata: dict[str, Any]) -> None:
+    tracked = metadata.get("mlflow")
+    if tracked:
+        where = (
+            tracked["run_url"] or f"{tracked['tracking_uri']} (experiment {tracked['experiment']})"
+        )
+        print(f"tracked in MLflow as run {tracked['run_id']}, tagged modelrun.version="
+              f"{tracked['version']}: {where}")  # fmt: skip
 
 
 def _say_onnx(metadata: dict[str, Any]) -> None:
@@ -122,8 +160,16 @@ def _publish(args: argparse.Namespace) -> None:
             f"this model (sha256 {metadata['sha256'][:12]}…) is already published in {store.uri} "
             f"as version {same[-1]}; promote that one, or pass --force to publish it again"
         )
-    version = store.publish(Path(args.dir), args.version)
-    print(f"published {store.uri}/versions/{version}")
+    tracked = metadata.get("mlflow") or {}
+    # A tracked artifact's run is tagged with the version id chosen when it was trained: that is
+    # its id here, unless --version names another or a forced copy needs a new one.
+    planned = None if same else tracked.get("version")
+    version = store.publish(Path(args.dir), args.version or planned)
+    run = f" (MLflow run {tracked['run_id']})" if tracked else ""
+    print(f"published {store.uri}/versions/{version}{run}")
+    if tracked and version != tracked["version"]:
+        print(f"note: MLflow run {tracked['run_id']} is tagged modelrun.version="
+              f"{tracked['version']}, not {version}", file=sys.stderr)  # fmt: skip
     if args.promote:
         store.promote(version)
         print(f"promoted {version}: it is now current")
@@ -343,6 +389,25 @@ def _parser() -> argparse.ArgumentParser:
             dest="report",
             action="store_false",
             help="skip the training report (report.html and its plots)",
+        )
+        p.add_argument(
+            "--mlflow",
+            default=os.environ.get("MLFLOW_TRACKING_URI") or None,
+            metavar="URI",
+            help="log a run to this MLflow tracking server (default: MLFLOW_TRACKING_URI; "
+            "unset: no tracking, and MLflow is not imported)",
+        )
+        p.add_argument(
+            "--mlflow-optional",
+            action="store_true",
+            help="if the tracking server cannot be reached, warn and go on without tracking",
+        )
+        p.add_argument(
+            "--mlflow-timeout",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help="each request to the tracking server (MLFLOW_HTTP_REQUEST_TIMEOUT, if set, wins)",
         )
 
     train = verbs.add_parser("train", help="train, evaluate and gate a model; write an artifact")

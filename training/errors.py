@@ -7,6 +7,8 @@ EXIT_ERROR and their message.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_ERROR = 1  # bad arguments or data, an unreachable or refusing store
 EXIT_GATE = 3  # trained, but a quality gate refused the model: nothing was written
@@ -22,6 +24,10 @@ class TrainingError(Exception):
 
 
 class GateFailed(TrainingError):
-    """The model is not good enough to publish."""
+    """The model is not good enough to publish; `metadata` is what was built (for tracking)."""
 
     exit_code = EXIT_GATE
+
+    def __init__(self, message: str, metadata: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.metadata = metadata

@@ -71,24 +71,10 @@ def package(
         pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes() + target.tobytes()
     ).hexdigest()
     data = Dataset(frame, target, str(getattr(y, "name", None) or "y"), "in-memory data", digest)
-    return package_dataset(
-        estimator, data, Path(out), name, checked, fmt, onnx, "in-memory object", report
+    model, metadata, extra = build_package(
+        estimator, data, name, checked, onnx, "in-memory object", report
     )
-
-
-def package_file(
-    model_file: Path,
-    data: Dataset,
-    out: Path,
-    name: str,
-    gates: Sequence[Gate] = (),
-    fmt: str = "joblib",
-    onnx: bool = True,
-    report: bool = True,
-) -> dict[str, Any]:
-    """Package a joblib or skops file (see package)."""
-    return package_dataset(load_estimator(model_file), data, out, name, gates, fmt, onnx,
-                           str(model_file), report)  # fmt: skip
+    return write_artifact(Path(out), model, metadata, fmt, extra)
 
 
 def load_estimator(path: Path) -> Any:
@@ -117,18 +103,17 @@ def load_estimator(path: Path) -> Any:
         ) from e
 
 
-def package_dataset(
+def build_package(
     estimator: Any,
     data: Dataset,
-    out: Path,
     name: str,
     gates: Sequence[Gate],
-    fmt: str,
     onnx: bool,
     origin: str,
     report: bool = True,
-) -> dict[str, Any]:
-    """Check, evaluate, gate and write; return the metadata written."""
+) -> tuple[Any, dict[str, Any], dict[str, bytes]]:
+    """Check, evaluate and gate; return the estimator, its metadata and the artifact's other
+    files, for write_artifact."""
     check_version_id(name)
     task = _task(estimator)
     frame = _columns_it_was_fitted_with(estimator, data.frame)
@@ -184,9 +169,8 @@ def package_dataset(
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
-    apply_gates(gates, metrics, {})
-    extra = extra_files(estimator, metadata, X, X, truth, 0, report, onnx)
-    return write_artifact(out, estimator, metadata, fmt, extra)
+    apply_gates(gates, metadata)
+    return estimator, metadata, extra_files(estimator, metadata, X, X, truth, 0, report, onnx)
 
 
 def _task(estimator: Any) -> str:

@@ -10,7 +10,7 @@ import os
 import platform
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,7 +183,7 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
-    apply_gates(options.gates, holdout, cv_metrics)
+    apply_gates(options.gates, metadata)
     extra = extra_files(
         pipeline, metadata, X_train, X_test, y_test, options.seed, options.report, options.onnx
     )
@@ -311,9 +311,11 @@ def write_artifact(
     metadata: dict[str, Any],
     fmt: str = "joblib",
     extra_files: dict[str, bytes] | None = None,
+    stamp: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write the model (joblib, or skops with the types it needs trusted), any extra files
-    (model.onnx), then metadata.json with every file's digest."""
+    (model.onnx), then metadata.json with every file's digest, passed through `stamp` (which
+    names the MLflow run) when given."""
     model, extra = _serialise(pipeline, fmt)
     digest = sha256_hex(model)
     name = MODEL_FILES[fmt]
@@ -325,6 +327,8 @@ def write_artifact(
         "sha256": digest,
         "files": {f: {"sha256": sha256_hex(d), "size": len(d)} for f, d in files.items()},
     }
+    if stamp is not None:
+        metadata = stamp(metadata)
     out.mkdir(parents=True, exist_ok=True)
     # A folder written before holds files this model does not have (a report's other plots).
     for stale in ({*MODEL_FILES.values(), ONNX_FILE} | _listed(out)) - set(files):
@@ -430,9 +434,9 @@ def holdout_metrics(task: str, y_true: Any, y_pred: Any) -> dict[str, float]:
     }
 
 
-def apply_gates(
-    gates: Sequence[Gate], holdout: dict[str, float], cv: dict[str, dict[str, float]]
-) -> None:
+def apply_gates(gates: Sequence[Gate], metadata: dict[str, Any]) -> None:
+    """Raise GateFailed (carrying the metadata) at the first gate the metrics fail."""
+    holdout, cv = metadata["metrics"]["holdout"], metadata["metrics"]["cv"]
     available = {**holdout, **{f"cv_{m}": v["mean"] for m, v in cv.items()}}
     for gate in gates:
         if gate.metric not in available:
@@ -441,7 +445,7 @@ def apply_gates(
             )
         value = available[gate.metric]
         if not OPERATORS[gate.op](value, gate.threshold):
-            raise GateFailed(f"quality gate {gate} failed: {gate.metric} is {value:.4f}")
+            raise GateFailed(f"quality gate {gate} failed: {gate.metric} is {value:.4f}", metadata)
 
 
 def library_versions() -> dict[str, str]:

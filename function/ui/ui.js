@@ -433,7 +433,7 @@ function definitions(entries) {
   const list = el("dl", { class: "facts" });
   for (const [term, value] of entries) {
     if (value === undefined || value === null || value === "") continue;
-    list.append(el("dt", { text: term }), el("dd", { text: value }));
+    list.append(el("dt", { text: term }), el("dd", {}, value));
   }
   return list;
 }
@@ -487,6 +487,16 @@ function rolloutView(rollout) {
   ]);
 }
 
+// The MLflow run the version was trained in (training/tracking.py): a link to its page on a
+// tracking server (http or https only), else its id and experiment.
+function trackedRun(mlflow) {
+  if (!mlflow) return undefined;
+  const label = `${mlflow.run_id} (experiment ${mlflow.experiment})`;
+  const url = mlflow.run_url || "";
+  if (!/^https?:\/\//.test(url)) return label;
+  return el("a", { href: url, rel: "noopener noreferrer", target: "_blank", text: label });
+}
+
 function renderCard(m) {
   const promotion = m.promotion;
   const data = m.dataset || {};
@@ -506,6 +516,7 @@ function renderCard(m) {
         ["published", m.published_at],
         ["git commit", m.git_commit],
         ["libraries", Object.entries(m.versions || {}).map(([k, v]) => `${k} ${v}`).join(", ")],
+        ["MLflow run", trackedRun(m.mlflow)],
       ]),
     ),
     section(
