@@ -16,7 +16,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
 	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
 
-.PHONY: install install-serve serve test lint format train local tracking monitor batch soak bench bench-batch screenshots clean clean-store
+.PHONY: install install-serve serve test lint format train repro local tracking monitor batch soak bench bench-batch screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
 install-serve: $(SERVE_INSTALLED)  ## serving and training only
@@ -71,6 +71,9 @@ format: install
 
 train: $(SERVE_INSTALLED)  ## train the default model into artifacts/iris
 	$(PY) -m training train --out artifacts/iris
+
+repro: install  ## the DVC pipeline (dvc.yaml, params.yaml): train only when data, code or a parameter changed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 
 # baseline.json: an artifact trained before versions carried a drift baseline is trained again.
 artifacts/iris/baseline.json: | $(SERVE_INSTALLED)

@@ -336,6 +336,39 @@ def test_params_file_is_read(tmp_path: Path) -> None:
     assert metadata["params"]["max_depth"] == 2
 
 
+def test_params_from_a_yaml_section_and_metrics_as_flat_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DVC's params.yaml holds the estimator's parameters in a section; `dvc metrics` reads a
+    flat file with the names --gate takes."""
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  params:\n    n_estimators: 5\n    max_depth: 2\n")
+    out, metrics = tmp_path / "rf", tmp_path / "m" / "metrics.json"
+
+    code = main(["train", "--estimator", "random_forest", "--params", str(params),
+                 "--params-key", "train.params", "--out", str(out), "--no-report", "--no-onnx",
+                 "--metrics-file", str(metrics)])  # fmt: skip
+
+    assert code == 0
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert (metadata["params"]["n_estimators"], metadata["params"]["max_depth"]) == (5, 2)
+    written = json.loads(metrics.read_text())
+    assert written["accuracy"] == metadata["metrics"]["holdout"]["accuracy"]
+    assert written["cv_f1_macro_std"] == metadata["metrics"]["cv"]["f1_macro"]["std"]
+    capsys.readouterr()
+    for args, message in [
+        (["--params-key", "train.params"], "--params-key needs --params FILE"),
+        (["--params", str(params), "--params-key", "train.nope"], "has no section 'train.nope'"),
+        (["--params", str(params), "--params-key", "train.params.max_depth"], "must hold a map"),
+    ]:
+        assert main(["train", *args, "--out", str(tmp_path / "never")]) == 1
+        assert message in capsys.readouterr().err
+    params.write_text("train: [unclosed\n")
+    assert main(["train", "--params", str(params), "--out", str(tmp_path / "never")]) == 1
+    assert "is not valid YAML" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
 def test_publish_promote_rollback_list(
     tmp_path: Path, iris_artifact: Path, forest_artifact: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -49,7 +49,9 @@ def _train(args: argparse.Namespace) -> None:
     from training.tracking import write_tracked
     from training.train import Options, parse_gate, train
 
-    params = _read_params(args.params) if args.params else {}
+    if args.params_key and not args.params:
+        raise TrainingError("--params-key needs --params FILE")
+    params = _read_params(args.params, args.params_key) if args.params else {}
     params.update(parse_param(p) for p in args.param)
     gates = [parse_gate(g) for g in args.gate]
     if args.min_accuracy is not None:
@@ -81,6 +83,7 @@ def _train(args: argparse.Namespace) -> None:
     print(f"wrote {files} and metadata.json to {args.out} (sha256 {metadata['sha256'][:12]}…)")
     _say_tracked(metadata)
     _say_onnx(metadata)
+    _write_metrics(args, metadata)
 
 
 def _package(args: argparse.Namespace) -> None:
@@ -108,6 +111,16 @@ def _package(args: argparse.Namespace) -> None:
           f"(sha256 {metadata['sha256'][:12]}…)")  # fmt: skip
     _say_tracked(metadata)
     _say_onnx(metadata)
+    _write_metrics(args, metadata)
+
+
+def _write_metrics(args: argparse.Namespace, metadata: dict[str, Any]) -> None:
+    from training.train import flat_metrics
+
+    if args.metrics_file:
+        path = Path(args.metrics_file)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(flat_metrics(metadata), indent=2) + "\n")
 
 
 def _tracking(args: argparse.Namespace, name: str, label: str) -> Any:
@@ -353,15 +366,36 @@ def _store(args: argparse.Namespace, name: str) -> ModelStore:
     return ModelStore(model_root(args.store, name), timeout=args.timeout)
 
 
-def _read_params(path: str) -> dict[str, Any]:
+def _read_params(path: str, key: str | None = None) -> dict[str, Any]:
+    """Estimator parameters from a JSON or YAML file (.yaml, .yml: DVC's params.yaml), the whole
+    file or its section `key` (dotted: train.params)."""
     try:
-        params = json.loads(Path(path).read_text())
+        text = Path(path).read_text()
     except OSError as e:
         raise TrainingError(f"cannot read params file {path}: {e.strerror}") from e
-    except ValueError as e:
-        raise TrainingError(f"params file {path} is not valid JSON: {e}") from e
+    if Path(path).suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            params = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise TrainingError(
+                f"params file {path} is not valid YAML: {' '.join(str(e).split())}"
+            ) from e
+    else:
+        try:
+            params = json.loads(text)
+        except ValueError as e:
+            raise TrainingError(f"params file {path} is not valid JSON: {e}") from e
+    for part in key.split(".") if key else []:
+        if not isinstance(params, dict) or part not in params:
+            raise TrainingError(f"params file {path} has no section {key!r} (no {part!r})")
+        params = params[part]
+    if params is None:  # an empty section: no parameters
+        return {}
     if not isinstance(params, dict):
-        raise TrainingError(f"params file {path} must hold a JSON object of name: value")
+        where = f"section {key!r} of params file {path}" if key else f"params file {path}"
+        raise TrainingError(f"{where} must hold a mapping of name: value")
     return params
 
 
@@ -389,6 +423,12 @@ def _parser() -> argparse.ArgumentParser:
             dest="report",
             action="store_false",
             help="skip the training report (report.html and its plots)",
+        )
+        p.add_argument(
+            "--metrics-file",
+            metavar="PATH",
+            help="also write the metrics here as flat JSON (accuracy, cv_accuracy, "
+            "cv_accuracy_std…: the names --gate takes), for `dvc metrics`",
         )
         p.add_argument(
             "--mlflow",
@@ -419,7 +459,12 @@ def _parser() -> argparse.ArgumentParser:
         default="logistic_regression",
         help=f"one of: {', '.join(ESTIMATORS)}; or a scikit-learn class path (sklearn.svm.SVC)",
     )
-    train.add_argument("--params", help="JSON file of estimator parameters")
+    train.add_argument("--params", help="JSON or YAML file of estimator parameters")
+    train.add_argument(
+        "--params-key",
+        metavar="SECTION",
+        help="the section of --params that holds them, dotted (train.params in DVC's params.yaml)",
+    )
     train.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="one parameter (repeat)"
     )

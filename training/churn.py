@@ -9,6 +9,7 @@ churned (0 or 1), which depends on all of them plus noise.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
+    if args.rows < 1:
+        parser.error(f"--rows must be at least 1, got {args.rows}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     churn(args.rows, args.seed).to_csv(args.out, index=False)
     print(f"wrote {args.rows} rows to {args.out}")
 

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from function.artifact import METADATA_FILE
 from function.store import default_version
 from training.errors import GateFailed, TrainingError
+from training.train import flat_metrics
 
 # What `train` or `package` builds before writing: the fitted model, its metadata, extra files.
 Built = tuple[Any, dict[str, Any], dict[str, bytes]]
@@ -100,7 +101,7 @@ class Run:
         if metadata.get("git_commit"):
             tags["mlflow.source.git.commit"] = metadata["git_commit"]
         self._call("record the parameters", lambda: mlflow.log_params(params(metadata)))
-        self._call("record the metrics", lambda: mlflow.log_metrics(metrics(metadata)))
+        self._call("record the metrics", lambda: mlflow.log_metrics(flat_metrics(metadata)))
         self._call("record the tags", lambda: mlflow.set_tags(tags))
 
     def log_model(self, model: Any, metadata: dict[str, Any]) -> None:
@@ -257,15 +258,6 @@ def params(metadata: dict[str, Any]) -> dict[str, str]:
         **{f"modelrun.{k}": v for k, v in ours.items() if v is not None},
     }
     return {key: _text(value) for key, value in logged.items()}
-
-
-def metrics(metadata: dict[str, Any]) -> dict[str, float]:
-    """Hold-out metrics by name (accuracy), cross-validated ones as cv_NAME and cv_NAME_std:
-    the names `--gate` takes."""
-    found = dict(metadata["metrics"]["holdout"])
-    for name, cv in metadata["metrics"]["cv"].items():
-        found[f"cv_{name}"], found[f"cv_{name}_std"] = cv["mean"], cv["std"]
-    return found
 
 
 def input_example(metadata: dict[str, Any]) -> Any:

@@ -448,6 +448,15 @@ def apply_gates(gates: Sequence[Gate], metadata: dict[str, Any]) -> None:
             raise GateFailed(f"quality gate {gate} failed: {gate.metric} is {value:.4f}", metadata)
 
 
+def flat_metrics(metadata: dict[str, Any]) -> dict[str, float]:
+    """Hold-out metrics by name (accuracy), cross-validated ones as cv_NAME and cv_NAME_std:
+    the names `--gate` takes, as MLflow and `dvc metrics` show them."""
+    found = dict(metadata["metrics"]["holdout"])
+    for name, cv in metadata["metrics"]["cv"].items():
+        found[f"cv_{name}"], found[f"cv_{name}_std"] = cv["mean"], cv["std"]
+    return found
+
+
 def library_versions() -> dict[str, str]:
     import joblib
     import sklearn
