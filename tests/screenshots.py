@@ -2,12 +2,14 @@
 
 Trains the churn example (mixed types, a training report), serves it as the container does, fills
 the form, predicts, and saves docs/images/page.png, docs/images/card.png,
-docs/images/baseline.png and docs/images/rollout.png (a candidate in shadow), reduced to a small
-palette so that they stay small in the repository.
+docs/images/baseline.png and docs/images/rollout.png (a candidate in shadow), then
+docs/images/mlflow.png (a tracked run in MLflow's UI), reduced to a small palette so that they
+stay small in the repository.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -17,8 +19,9 @@ from selenium.webdriver.support.ui import Select
 
 from function import rollout
 from function.store import ModelStore
+from local import tracking
 from tests.browser import chrome, open_with_key, wait
-from tests.conftest import KEY, ROOT, run_service
+from tests.conftest import KEY, ROOT, free_port, run_service
 from training.__main__ import main as training
 from training.churn import churn
 
@@ -75,6 +78,33 @@ def main() -> None:
                 save(driver, IMAGES / "rollout.png", 420)
             finally:
                 driver.quit()
+        mlflow_run(tmp)
+
+
+def mlflow_run(tmp: Path) -> None:
+    """docs/images/mlflow.png: the run `train --mlflow` logged, in MLflow's own UI, from the
+    pinned server (`make tracking`'s)."""
+    if not tracking.MLFLOW.exists():
+        print(f"no docs/images/mlflow.png: {tracking.MLFLOW} is missing (`make tracking`)")
+        return
+    port = free_port()
+    with tracking.server(tracking.command(tmp / "mlflow", port), tmp / "mlflow.log", port) as url:
+        args = ["--data", str(tmp / "churn.csv"), "--target", "churned", "--gate",
+                "accuracy>=0.7", "--estimator", "hist_gradient_boosting"]  # fmt: skip
+        args += ["--out", str(tmp / "tracked")]
+        assert training(["train", *args, "--mlflow", url]) == 0
+        run = json.loads((tmp / "tracked" / "metadata.json").read_text())["mlflow"]
+        driver = chrome()
+        try:
+            driver.set_window_size(1100, 1000)
+            driver.get(run["run_url"])
+            wait(driver, lambda d: d.find_elements(By.XPATH, "//*[text()='churn.csv']"), "the run")
+            # The assistant panel MLflow opens beside the run is not about the run.
+            for close in driver.find_elements(By.CSS_SELECTOR, "button[aria-label='Close']"):
+                close.click()
+            save(driver, IMAGES / "mlflow.png", 1000)
+        finally:
+            driver.quit()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ training verb, repository variable and action version the workflows name is real
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import pytest
 import yaml
 
 from local import container
+from local import tracking as tracking_server
 from tests.conftest import ROOT, run_service
 from training.__main__ import _parser as training_parser
 from training.estimators import ESTIMATORS
@@ -168,6 +172,46 @@ def test_training_verbs_and_estimators_in_train_workflow_exist() -> None:
         assert (args.shadow, args.canary) == ((100.0, None) if choice == "shadow" else (None, 10))
 
 
+def test_the_train_workflow_tracks_in_mlflow_only_with_a_server(tmp_path: Path) -> None:
+    """The repository variable reaches the training step; the MLflow client is installed only
+    then; the job summary links the run, from the metadata train writes."""
+    document = workflow("train.yml")
+    by_name = {step.get("name") or step.get("id"): step for step in steps(document)}
+    install = by_name["Install the MLflow client"]
+    token = by_name["mlflow-token"]
+    train = by_name["Train (or package), evaluate and gate"]
+
+    assert install["if"] == "vars.MLFLOW_TRACKING_URI != ''"
+    assert "-r training/tracking-requirements.txt" in install["run"]
+    assert token["if"].startswith("vars.MLFLOW_TRACKING_URI != ''")
+    assert token["with"]["token_format"] == "id_token"
+    assert token["with"]["create_credentials_file"] is False
+    assert train["env"]["MLFLOW_TRACKING_URI"] == "${{ vars.MLFLOW_TRACKING_URI }}"
+    assert "steps.mlflow-token.outputs.id_token" in train["env"]["MLFLOW_TRACKING_TOKEN"]
+    summary = by_name["Metrics to the job summary"]["run"]
+    script = re.search(r"<<'PY'[^\n]*\n(.*)\n\s*PY\s*$", summary, re.S)
+    assert script is not None
+    model = tmp_path / "artifacts" / "model"
+    model.mkdir(parents=True)
+    tracked = {
+        "run_id": "abc123",
+        "run_url": "http://mlflow.example/#/experiments/1/runs/abc123",
+        "tracking_uri": "http://mlflow.example",
+        "version": "20261130T101010Z-abcdef12",
+    }
+    metadata = {
+        "name": "iris",
+        "estimator": "LogisticRegression",
+        "sha256": "f" * 64,
+        "metrics": {"holdout": {"accuracy": 0.9}, "cv": {}},
+        "mlflow": tracked,
+    }
+    (model / "metadata.json").write_text(json.dumps(metadata))
+    shown = subprocess.run([sys.executable, "-c", textwrap.dedent(script[1])], cwd=tmp_path,
+                           capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert f"MLflow run [abc123]({tracked['run_url']}), tagged modelrun.version=" in shown
+
+
 def test_repository_variables_and_secrets_are_documented() -> None:
     """Every Actions variable and secret a workflow reads is a row of the README's tables."""
     tables = readme_section("Continuous deployment")
@@ -218,14 +262,15 @@ def test_no_json_keys_in_workflows() -> None:
 # --- the Dockerfile ----------------------------------------------------------------------
 
 
-def test_dockerfile_runs_as_non_root_from_a_pinned_slim_base() -> None:
-    text = container.DOCKERFILE.read_text()
+@pytest.mark.parametrize("dockerfile", [container.DOCKERFILE, tracking_server.DOCKERFILE])
+def test_dockerfiles_run_as_non_root_from_a_pinned_slim_base(dockerfile: Path) -> None:
+    text = dockerfile.read_text()
     bases = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
     users = re.findall(r"^USER (\S+)", text, flags=re.MULTILINE)
 
     assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim", b) for b in bases)
     assert users and users[-1] not in ("root", "0")
-    assert "COPY requirements.txt" in text  # only the run-time requirements
+    assert "COPY requirements.txt" in text  # only its own pinned requirements
 
 
 def test_image_carries_no_model_and_no_secret() -> None:

@@ -63,13 +63,14 @@ def api(url: str, endpoint: str, **params: str) -> dict[str, Any]:
 
 
 def read_run(url: str, run_id: str) -> tuple[dict[str, Any], dict[str, str], dict[str, float]]:
-    """The run's info, its params and its tags (as dicts), and its metrics."""
+    """The run's info (with its datasets), its params and its tags (as dicts), and its metrics."""
     run = api(url, "runs/get", run_id=run_id)["run"]
     data = run["data"]
     params = {p["key"]: p["value"] for p in data.get("params", [])}
     tags = {t["key"]: t["value"] for t in data.get("tags", [])}
     metrics = {m["key"]: m["value"] for m in data.get("metrics", [])}
-    return run["info"], {**params, **{f"tag:{k}": v for k, v in tags.items()}}, metrics
+    info = {**run["info"], "datasets": run.get("inputs", {}).get("dataset_inputs", [])}
+    return info, {**params, **{f"tag:{k}": v for k, v in tags.items()}}, metrics
 
 
 def artifact_bytes(url: str, info: dict[str, Any], path: str) -> bytes:
@@ -116,6 +117,10 @@ def test_train_logs_one_run_read_back_through_the_rest_api(
     for name, cv in metadata["metrics"]["cv"].items():
         assert metrics[f"cv_{name}"] == pytest.approx(cv["mean"])
         assert metrics[f"cv_{name}_std"] == pytest.approx(cv["std"])
+    [used] = info["datasets"]  # what MLflow's UI lists as the run's dataset
+    assert used["dataset"]["name"] == metadata["dataset"]["source"]  # not a file: named as is
+    assert used["dataset"]["digest"] == metadata["dataset"]["sha256"][:12]
+    assert {t["key"]: t["value"] for t in used["tags"]}["rows"] == "150"
     assert params["tag:modelrun.gates_passed"] == "true"
     assert params["tag:modelrun.version"] == tracked["version"]
     assert params["tag:modelrun.sha256"] == metadata["sha256"]

@@ -19,6 +19,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ class Run:
         if metadata.get("git_commit"):
             tags["mlflow.source.git.commit"] = metadata["git_commit"]
         self._call("record the parameters", lambda: mlflow.log_params(params(metadata)))
+        self._call("record the dataset", lambda: mlflow.log_input(**dataset(metadata)))
         self._call("record the metrics", lambda: mlflow.log_metrics(flat_metrics(metadata)))
         self._call("record the tags", lambda: mlflow.set_tags(tags))
 
@@ -113,7 +115,11 @@ class Run:
         def log() -> Any:
             import skops.io
 
-            signature = mlflow.models.infer_signature(example, model.predict(example))
+            # MLflow hints that whole-number columns cannot hold gaps: modelrun's own schema
+            # (metadata "features") checks them, gaps included, before the model runs.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "Hint: Inferred schema contains integer")
+                signature = mlflow.models.infer_signature(example, model.predict(example))
             return mlflow.sklearn.log_model(
                 model,
                 name=MODEL_NAME,
@@ -258,6 +264,32 @@ def params(metadata: dict[str, Any]) -> dict[str, str]:
         **{f"modelrun.{k}": v for k, v in ours.items() if v is not None},
     }
     return {key: _text(value) for key, value in logged.items()}
+
+
+def dataset(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The data trained on, as MLflow's UI lists a run's datasets: its source, name and digest
+    (the head of modelrun's sha256; MLflow keeps 36 characters at most) and its row counts. The
+    rows themselves stay where they are."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    data = metadata["dataset"]
+    if Path(data["source"]).is_file():
+        with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways"
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(Path(data["source"]).resolve()))
+    else:  # Iris from scikit-learn, or a DataFrame given to training.package
+        source = CodeDatasetSource({"modelrun.dataset.source": data["source"]})
+    counts = {k: str(v) for k, v in data.items() if k.endswith("rows") or k == "target"}
+    name = Path(data["source"]).name if Path(data["source"]).is_file() else data["source"]
+    return {
+        # MetaDataset declares `profile` abstract, yet MLflow builds it as is: a dataset known by
+        # its source, name and digest alone.
+        "dataset": MetaDataset(source, name=name, digest=data["sha256"][:12]),  # type: ignore[abstract]
+        "context": "training",
+        "tags": counts,
+    }
 
 
 def input_example(metadata: dict[str, Any]) -> Any:
