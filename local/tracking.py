@@ -46,9 +46,8 @@ def server(args: Sequence[str], log: Path, port: int) -> Iterator[str]:
     """Run `mlflow server` ARGS until the block ends; yield its URL once /health answers. It
     starts worker processes: the whole process group is stopped."""
     with open(log, "wb") as out:
-        child = subprocess.Popen(
-            list(args), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        child = subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT,
+                                 env=environment(), start_new_session=True)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(f"{url}/health", START_SECONDS)
@@ -64,6 +63,11 @@ def server(args: Sequence[str], log: Path, port: int) -> Iterator[str]:
             child.wait()
 
 
+def environment() -> dict[str, str]:
+    """This process's environment with the image's ENV (local/mlflow/Dockerfile) over it."""
+    return {**os.environ, **container.environment(DOCKERFILE)}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m local.tracking", description=__doc__)
     parser.add_argument("--port", type=int, default=5000)
@@ -77,7 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"MLflow UI: {url}  (runs and artifacts in {args.root})")
     print(f"log training runs to it: MLFLOW_TRACKING_URI={url} make train")
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the server too: it stops
-        raise SystemExit(subprocess.call(command(args.root, args.port, args.mlflow)))
+        raise SystemExit(
+            subprocess.call(command(args.root, args.port, args.mlflow), env=environment())
+        )
 
 
 if __name__ == "__main__":

@@ -191,6 +191,9 @@ def start(uri: str | None, name: str, label: str, optional: bool, timeout: float
     check_uri(uri)
     # MLflow retries a refused connection for minutes by default; a user's own setting stays.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    # Nor does modelrun report usage to MLflow's makers on the user's behalf. (Its telemetry
+    # thread also edits os.environ while the first request copies it: a KeyError, seen here.)
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", f"{timeout:g}")
     try:
         import mlflow
