@@ -84,7 +84,7 @@ def artifact_bytes(url: str, info: dict[str, Any], path: str) -> bytes:
 @pytest.fixture(scope="module")
 def iris_run(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("tracked") / "iris"
-    done = training("train", "--out", str(out), "--gate", "accuracy>=0.9",
+    done = training("train", "--out", str(out), "--gate", "accuracy>=0.9", "--no-onnx",
                     env={"MLFLOW_TRACKING_URI": mlflow_server})  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
@@ -230,7 +230,7 @@ def test_package_logs_a_users_pipeline_with_a_named_column_signature(
     frame.to_csv(csv := tmp_path / "churn.csv", index=False)
     joblib.dump(notebook_pipeline(pd.read_csv(csv)), tmp_path / "churn.joblib")
     done = training("package", str(tmp_path / "churn.joblib"), "--data", str(csv), "--target",
-                    TARGET, "--no-report", "--out", str(tmp_path / "artifact"),
+                    TARGET, "--no-report", "--no-onnx", "--out", str(tmp_path / "artifact"),
                     "--mlflow", mlflow_server)  # fmt: skip
     assert done.returncode == 0, done.stderr
     metadata = json.loads((tmp_path / "artifact" / "metadata.json").read_text())
@@ -310,7 +310,8 @@ def test_without_a_uri_nothing_imports_mlflow(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         "from training.__main__ import main\n"
-        f"assert main(['train', '--out', {str(tmp_path / 'out')!r}, '--no-onnx']) == 0\n"
+        f"assert main(['train', '--out', {str(tmp_path / 'out')!r}, '--no-onnx', '--no-report'])"
+        " == 0\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'mlflow_skinny')))\n"
     )
     for env in ({}, {"MLFLOW_TRACKING_URI": ""}):
