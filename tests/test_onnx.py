@@ -40,7 +40,7 @@ def test_a_regressor_exports_within_tolerance(tmp_path: Path) -> None:
     data.write_text("x,z,y\n" + "\n".join(f"{i},{i % 7},{3 * i + 1}" for i in range(60)) + "\n")
 
     assert training(["train", "--data", str(data), "--target", "y", "--estimator", "ridge",
-                     "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+                     "--no-report", "--out", str(tmp_path / "out")]) == 0  # fmt: skip
 
     assert metadata(tmp_path / "out")["onnx"]["verified"] is True
 
@@ -50,7 +50,7 @@ def test_a_forest_exports_a_verified_onnx_file(tmp_path: Path) -> None:
     # graph would move a vote there and fail verification.
     out = tmp_path / "rf"
     assert training(["train", "--estimator", "random_forest", "--param", "n_estimators=100",
-                     "--out", str(out)]) == 0  # fmt: skip
+                     "--no-report", "--out", str(out)]) == 0  # fmt: skip
 
     record = metadata(out)["onnx"]
     assert record["verified"] is True
@@ -91,7 +91,7 @@ def test_without_each_exactness_step_a_forest_is_refused(
     monkeypatch.setattr(onnx_export, step, lambda *args: None)
     out = tmp_path / "rf"
     assert training(["train", "--estimator", "random_forest", "--param", f"n_estimators={trees}",
-                     "--out", str(out)]) == 0  # fmt: skip
+                     "--no-report", "--out", str(out)]) == 0  # fmt: skip
 
     record = metadata(out)["onnx"]
     assert record["verified"] is False
@@ -124,14 +124,15 @@ def test_other_tree_ensembles_export_verified(tmp_path: Path, estimator: str, cl
 
     out = tmp_path / "out"
     assert training(["train", "--data", str(data), "--target", "y", "--estimator", estimator,
-                     "--param", "n_estimators=30", "--out", str(out)]) == 0  # fmt: skip
+                     "--no-report", "--param", "n_estimators=30",
+                     "--out", str(out)]) == 0  # fmt: skip
 
     record = metadata(out)["onnx"]
     assert record["verified"] is True, record
 
 
 def test_no_onnx_on_request(tmp_path: Path) -> None:
-    assert training(["train", "--no-onnx", "--out", str(tmp_path / "plain")]) == 0
+    assert training(["train", "--no-report", "--no-onnx", "--out", str(tmp_path / "plain")]) == 0
 
     assert "onnx" not in metadata(tmp_path / "plain")
     assert not (tmp_path / "plain" / "model.onnx").exists()
@@ -156,7 +157,7 @@ def test_the_onnx_runtime_never_imports_sklearn(
 
 
 def test_onnx_runtime_requires_a_verified_export(tmp_path: Path) -> None:
-    assert training(["train", "--no-onnx", "--out", str(tmp_path / "plain")]) == 0
+    assert training(["train", "--no-report", "--no-onnx", "--out", str(tmp_path / "plain")]) == 0
     store = ModelStore((tmp_path / "iris").as_uri())
     store.promote(store.publish(tmp_path / "plain", "v1"))
 
@@ -188,7 +189,7 @@ def test_a_pipeline_onnxruntime_cannot_run_says_why_in_plain_words(tmp_path: Pat
     data.write_text("a,b,label\n" + rows)
 
     assert training(["train", "--data", str(data), "--target", "label", "--impute", "mean",
-                 "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+                 "--no-report", "--out", str(tmp_path / "out")]) == 0  # fmt: skip
     onnx = json.loads((tmp_path / "out" / "metadata.json").read_text())["onnx"]
 
     assert onnx["exported"] is False

@@ -427,7 +427,7 @@ def test_train_encodes_categories_inside_the_pipeline(
     impute = ["--impute", "median"] if estimator == "logistic_regression" else []
 
     code = main(["train", "--data", str(csv), "--target", TARGET, "--estimator", estimator,
-                 *impute, "--cv", "2", "--out", str(out)])  # fmt: skip
+                 "--no-report", *impute, "--cv", "2", "--out", str(out)])  # fmt: skip
 
     assert code == 0
     pipeline = joblib.load(out / "model.joblib")
@@ -455,7 +455,7 @@ def test_an_imputing_model_accepts_null_and_absent_features(tmp_path: Path) -> N
     frame.to_csv(csv := tmp_path / "iris.csv", index=False)
     out = tmp_path / "artifact"
     assert main(["train", "--data", str(csv), "--target", "target", "--impute", "mean",
-                 "--name", "iris", "--out", str(out)]) == 0  # fmt: skip
+                 "--no-report", "--name", "iris", "--out", str(out)]) == 0  # fmt: skip
     pipeline = joblib.load(out / "model.joblib")
 
     for running in serve(out, tmp_path / "store", "iris"):
@@ -473,7 +473,7 @@ def test_labels_keep_their_type_in_every_protocol(tmp_path: Path) -> None:
     frame = churn(600, seed=3).drop(columns=["country", "plan", "has_discount"]).dropna()
     frame.to_csv(csv := tmp_path / "c.csv", index=False)
     out = tmp_path / "artifact"
-    assert main(["train", "--data", str(csv), "--target", TARGET, "--name", "churn",
+    assert main(["train", "--no-report", "--data", str(csv), "--target", TARGET, "--name", "churn",
                  "--cv", "2", "--out", str(out)]) == 0  # fmt: skip
 
     for running in serve(out, tmp_path / "store"):

@@ -154,7 +154,8 @@ def test_make_serve_serves_the_users_own_model_with_a_curl_line_that_works(
     store = (tmp_path / "store").as_uri()
     data = diabetes_csv(tmp_path)
     assert training(["train", "--data", str(data), "--target", "target", "--estimator", "ridge",
-                     "--name", "diabetes", "--out", str(tmp_path / "art")]) == 0  # fmt: skip
+                     "--no-report", "--name", "diabetes",
+                     "--out", str(tmp_path / "art")]) == 0  # fmt: skip
     assert training(["publish", "--store", store, str(tmp_path / "art"), "--promote"]) == 0
     with make_serve(tmp_path, free_port(), STORE=store, MODEL="diabetes") as (_, printed):
         curl = printed.split("  curl -s -H", 1)[1].split("\n\n", 1)[0]

@@ -25,6 +25,8 @@ from local import tracking as tracking_server
 from tests.conftest import KEY, PYTHON, ROOT, free_port
 from tests.inprocess import in_process
 from tests.test_own_model import TARGET, notebook_pipeline
+from training.__main__ import _parser as training_parser
+from training.__main__ import main
 from training.churn import churn
 from training.errors import EXIT_GATE
 from training.tracking import shown
@@ -297,16 +299,22 @@ def test_optional_tracking_warns_and_trains_untracked(tmp_path: Path) -> None:
         ("ftp://tracking.example", "has no known scheme"),
     ],
 )
-def test_a_tracking_uri_without_a_scheme_is_refused(uri: str, message: str, tmp_path: Path) -> None:
-    done = training("train", "--out", str(tmp_path / "out"), "--mlflow", uri)
+def test_a_tracking_uri_without_a_scheme_is_refused(
+    uri: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--out", str(tmp_path / "out"), "--mlflow", uri])
 
-    assert done.returncode == 1
-    assert message in done.stderr and uri in done.stderr
+    assert code == 1
+    said = capsys.readouterr().err
+    assert message in said and uri in said
+    assert not (tmp_path / "out").exists()
 
 
-def test_without_a_uri_nothing_imports_mlflow(tmp_path: Path) -> None:
-    """Training untracked, in one process: MLflow is never imported (import time, and no hard
-    dependency). Run with an empty MLFLOW_TRACKING_URI too: set but empty means off."""
+def test_without_a_uri_nothing_imports_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training untracked, in a fresh process: MLflow is never imported (import time, and no
+    hard dependency). Set but empty, the variable means off too."""
     code = (
         "import sys\n"
         "from training.__main__ import main\n"
@@ -314,9 +322,11 @@ def test_without_a_uri_nothing_imports_mlflow(tmp_path: Path) -> None:
         " == 0\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'mlflow_skinny')))\n"
     )
-    for env in ({}, {"MLFLOW_TRACKING_URI": ""}):
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        done = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120, env={**environ, **env})  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.strip().splitlines()[-1] == "[]"
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=environ)  # fmt: skip
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert training_parser().parse_args(["train"]).mlflow is None
