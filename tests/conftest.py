@@ -56,6 +56,23 @@ def require_binary(name: str) -> str:
     return path
 
 
+def run_training(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python -m training ARGS` as its own process, as a user runs it, with `env` over this
+    environment, less any MLFLOW_* variable of the shell running the tests (tracking is asked
+    for by the test, never inherited)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.run(
+        [PYTHON, "-m", "training", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**environ, **(env or {})},
+    )
+
+
 # --- artifacts ---------------------------------------------------------------------------
 
 

@@ -5,7 +5,6 @@ gunicorn workers) against the GCS emulator where it does, with a real Prometheus
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import threading
 import time
@@ -27,11 +26,10 @@ from tests.artifacts import publish_object
 from tests.conftest import (
     KEY,
     OTHER_KEY,
-    PYTHON,
-    ROOT,
     Emulator,
     Running,
     run_service,
+    run_training,
     service_env,
     wait_until,
 )
@@ -508,13 +506,8 @@ def test_auto_aborts_a_failing_candidate_and_promotes_a_good_one(
             args = [*cli(gcs_versions, "promote", "--auto", "--prometheus", prometheus),
                     "--min-requests", "40", "--wait", "60", "--every", "2",
                     "--max-latency-ratio", "20"]  # fmt: skip
-            return subprocess.run(
-                [PYTHON, "-m", "training", *args],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=120,
-                env={**os.environ, "STORAGE_EMULATOR_HOST": gcs_emulator.host},
+            return run_training(
+                *args, env={"STORAGE_EMULATOR_HOST": gcs_emulator.host}, timeout=120
             )
 
         for candidate in ("failing", "v3"):

@@ -22,7 +22,7 @@ import requests
 
 from function.store import ModelStore
 from local import tracking as tracking_server
-from tests.conftest import KEY, PYTHON, ROOT, free_port
+from tests.conftest import KEY, PYTHON, ROOT, free_port, run_training
 from tests.inprocess import in_process
 from tests.test_own_model import TARGET, notebook_pipeline
 from training.__main__ import _parser as training_parser
@@ -43,19 +43,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     with tracking_server.server(tracking_server.command(root, port), root / "log", port) as url:
         yield url
-
-
-def training(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """python -m training ARGS, as a user runs it, with MLFLOW_TRACKING_URI unset unless given."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return subprocess.run(
-        [PYTHON, "-m", "training", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**environ, **(env or {})},
-    )
 
 
 def api(url: str, endpoint: str, **params: str) -> dict[str, Any]:
@@ -86,8 +73,8 @@ def artifact_bytes(url: str, info: dict[str, Any], path: str) -> bytes:
 @pytest.fixture(scope="module")
 def iris_run(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("tracked") / "iris"
-    done = training("train", "--out", str(out), "--gate", "accuracy>=0.9", "--no-onnx",
-                    env={"MLFLOW_TRACKING_URI": mlflow_server})  # fmt: skip
+    done = run_training("train", "--out", str(out), "--gate", "accuracy>=0.9", "--no-onnx",
+                        env={"MLFLOW_TRACKING_URI": mlflow_server})  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     return out, done.stdout
@@ -182,7 +169,7 @@ def test_a_published_version_takes_the_tagged_id_and_model_shows_the_run(
     tracked = json.loads((out / "metadata.json").read_text())["mlflow"]
     store = tmp_path / "store"
 
-    done = training("publish", "--store", store.as_uri(), str(out), "--promote")
+    done = run_training("publish", "--store", store.as_uri(), str(out), "--promote")
     shown_card = None
     with in_process({"MODEL_URI": f"{store.as_uri()}/iris", "API_KEYS": KEY}) as running:
         shown_card = running.client.get("/model", headers={"X-API-Key": KEY}).get_json()
@@ -193,7 +180,7 @@ def test_a_published_version_takes_the_tagged_id_and_model_shows_the_run(
     assert shown_card["version"] == tracked["version"]
     assert shown_card["mlflow"]["run_id"] == tracked["run_id"]
     # Published again (forced), the copy needs an id of its own: publish says the tag is elsewhere.
-    again = training("publish", "--store", store.as_uri(), str(out), "--force")
+    again = run_training("publish", "--store", store.as_uri(), str(out), "--force")
     assert again.returncode == 0, again.stderr
     assert f"tagged modelrun.version={tracked['version']}, not " in again.stderr
 
@@ -201,8 +188,8 @@ def test_a_published_version_takes_the_tagged_id_and_model_shows_the_run(
 def test_a_refused_gate_is_a_failed_run_with_its_metrics_and_no_artifact(
     mlflow_server: str, tmp_path: Path
 ) -> None:
-    done = training("train", "--out", str(tmp_path / "out"), "--no-report", "--no-onnx",
-                    "--gate", "accuracy>=0.999", "--mlflow", mlflow_server)  # fmt: skip
+    done = run_training("train", "--out", str(tmp_path / "out"), "--no-report", "--no-onnx",
+                        "--gate", "accuracy>=0.999", "--mlflow", mlflow_server)  # fmt: skip
     experiments = api(mlflow_server, "experiments/get-by-name", experiment_name="iris")
     runs = requests.post(
         f"{mlflow_server}/api/2.0/mlflow/runs/search",
@@ -231,9 +218,9 @@ def test_package_logs_a_users_pipeline_with_a_named_column_signature(
     frame = churn(800, seed=11)
     frame.to_csv(csv := tmp_path / "churn.csv", index=False)
     joblib.dump(notebook_pipeline(pd.read_csv(csv)), tmp_path / "churn.joblib")
-    done = training("package", str(tmp_path / "churn.joblib"), "--data", str(csv), "--target",
-                    TARGET, "--no-report", "--no-onnx", "--out", str(tmp_path / "artifact"),
-                    "--mlflow", mlflow_server)  # fmt: skip
+    done = run_training("package", str(tmp_path / "churn.joblib"), "--data", str(csv), "--target",
+                        TARGET, "--no-report", "--no-onnx", "--out", str(tmp_path / "artifact"),
+                        "--mlflow", mlflow_server)  # fmt: skip
     assert done.returncode == 0, done.stderr
     metadata = json.loads((tmp_path / "artifact" / "metadata.json").read_text())
     _, params, _ = read_run(mlflow_server, metadata["mlflow"]["run_id"])
@@ -270,7 +257,7 @@ def test_the_image_server_answers_its_compose_name_and_refuses_others(mlflow_ser
 
 def test_an_unreachable_server_fails_before_training_in_one_line(tmp_path: Path) -> None:
     uri = f"http://someone:s3cret@127.0.0.1:{free_port()}"
-    done = training("train", "--out", str(tmp_path / "out"), env={"MLFLOW_TRACKING_URI": uri})
+    done = run_training("train", "--out", str(tmp_path / "out"), env={"MLFLOW_TRACKING_URI": uri})
 
     assert done.returncode == 1
     assert done.stdout == ""  # nothing trained
@@ -284,8 +271,8 @@ def test_an_unreachable_server_fails_before_training_in_one_line(tmp_path: Path)
 
 def test_optional_tracking_warns_and_trains_untracked(tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{free_port()}"
-    done = training("train", "--out", str(tmp_path / "out"), "--no-report", "--no-onnx",
-                    "--mlflow", uri, "--mlflow-optional")  # fmt: skip
+    done = run_training("train", "--out", str(tmp_path / "out"), "--no-report", "--no-onnx",
+                        "--mlflow", uri, "--mlflow-optional")  # fmt: skip
 
     assert done.returncode == 0, done.stderr
     assert f"warning: MLflow tracking server {uri} cannot be reached" in done.stderr

@@ -10,7 +10,7 @@ import joblib
 import numpy as np
 import pytest
 
-from tests.conftest import PYTHON, ROOT, free_port
+from tests.conftest import PYTHON, ROOT, free_port, run_training
 from training.__main__ import main
 from training.errors import EXIT_GATE
 
@@ -499,13 +499,7 @@ def test_versions_published_in_the_same_second_list_in_publication_order(
 
 
 def test_module_entry_point_runs_as_a_process(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [PYTHON, "-m", "training", "train", "--data", str(tmp_path / "nope.csv"), "--target", "y"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_training("train", "--data", str(tmp_path / "nope.csv"), "--target", "y")
 
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: data file {tmp_path / 'nope.csv'} does not exist"
