@@ -169,18 +169,18 @@ class Run:
 
     @contextlib.contextmanager
     def ending(self) -> Iterator[None]:
-        """End the run FINISHED, or FAILED (KILLED on Ctrl-C) when the block raises."""
+        """End the run FINISHED, or FAILED (KILLED on Ctrl-C) when the block raises; a failure
+        to mark it so never hides why the block raised."""
         import mlflow
 
-        status = "FAILED"
         try:
             yield
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
+        except BaseException as e:
+            with contextlib.suppress(TrainingError):
+                status = "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED"
+                self._call("end the run", lambda: mlflow.end_run(status))
             raise
-        finally:
-            self._call("end the run", lambda: mlflow.end_run(status))
+        self._call("end the run", lambda: mlflow.end_run("FINISHED"))
 
 
 def start(uri: str | None, name: str, label: str, optional: bool, timeout: float) -> Run | None:
