@@ -82,7 +82,7 @@ class BatchJob(pulumi.ComponentResource):
             labels=config.labels,
             opts=pulumi.ResourceOptions(parent=self, protect=config.deletion_protection),
         )
-        member = args.account.email.apply(lambda email: f"serviceAccount:{email}")
+        member = args.account.member
         grants = [
             gcp.storage.BucketIAMMember(
                 f"{name}-reads-files",
@@ -206,7 +206,7 @@ class _Schedule(pulumi.ComponentResource):
             location=config.region,
             name=job.name,
             role="roles/run.invoker",  # run.jobs.run: execute, without overrides
-            member=account.email.apply(lambda email: f"serviceAccount:{email}"),
+            member=account.member,
             opts=child,
         )
         self.job = gcp.cloudscheduler.Job(

@@ -61,7 +61,7 @@ class PredictionService(pulumi.ComponentResource):
             display_name="modelrun prediction service (runtime)",
             opts=child,
         )
-        member = self.account.email.apply(lambda email: f"serviceAccount:{email}")
+        member = self.account.member
         bucket_reader = gcp.storage.BucketIAMMember(
             f"{name}-reads-models",
             bucket=args.bucket,
@@ -237,7 +237,7 @@ class MetricsSidecar(pulumi.ComponentResource):
     ) -> None:
         super().__init__("modelrun:gcp:MetricsSidecar", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        member = account.email.apply(lambda email: f"serviceAccount:{email}")
+        member = account.member
         # The documented way to give the sidecar a configuration: a secret mounted as a file. It
         # holds no secret, only where to scrape.
         secret = gcp.secretmanager.Secret(

@@ -83,8 +83,8 @@ class GithubDeployer(pulumi.ComponentResource):
         )
         self.deployer = self._account(name, "deployer", "deploys modelrun", args, principals)
         self.trainer = self._account(name, "trainer", "publishes models", args, principals)
-        deployer = self.deployer.email.apply(lambda email: f"serviceAccount:{email}")
-        trainer = self.trainer.email.apply(lambda email: f"serviceAccount:{email}")
+        deployer = self.deployer.member
+        trainer = self.trainer.member
 
         gcp.artifactregistry.RepositoryIamMember(
             f"{name}-pushes-images",

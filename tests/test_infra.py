@@ -68,6 +68,9 @@ class Mocks(pulumi.runtime.Mocks):
         if short == "Account":
             state["email"] = f"{args.inputs['accountId']}@{PROJECT}.iam.gserviceaccount.com"
             state["name"] = f"projects/{PROJECT}/serviceAccounts/{state['email']}"
+            # The provider's own output: "the identity of the service account in the form
+            # serviceAccount:{email}" (pulumi_gcp.serviceaccount.Account.member).
+            state["member"] = f"serviceAccount:{state['email']}"
         elif short == "Secret":
             state["name"] = f"projects/123/secrets/{args.inputs['secretId']}"
             return f"projects/{PROJECT}/secrets/{args.inputs['secretId']}", state
