@@ -278,14 +278,15 @@ def dataset(metadata: dict[str, Any]) -> dict[str, Any]:
     from mlflow.data.meta_dataset import MetaDataset
 
     data = metadata["dataset"]
-    if Path(data["source"]).is_file():
+    local = Path(data["source"]).is_file()
+    if local:
         with warnings.catch_warnings():  # a local path "can be interpreted in multiple ways"
             warnings.simplefilter("ignore")
             source = resolve_dataset_source(str(Path(data["source"]).resolve()))
     else:  # Iris from scikit-learn, or a DataFrame given to training.package
         source = CodeDatasetSource({"modelrun.dataset.source": data["source"]})
     counts = {k: str(v) for k, v in data.items() if k.endswith("rows") or k == "target"}
-    name = Path(data["source"]).name if Path(data["source"]).is_file() else data["source"]
+    name = Path(data["source"]).name if local else data["source"]
     return {
         # MetaDataset declares `profile` abstract, yet MLflow builds it as is: a dataset known by
         # its source, name and digest alone.
