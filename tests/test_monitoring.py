@@ -323,13 +323,11 @@ def test_the_compose_environment_derives_the_store_the_one_way() -> None:
     """MODEL_STORE and MODEL_URI in .env come from MODEL_BUCKET through function/store.py; the
     example file (what `make lint` validates Compose with) holds the same values."""
     from function.store import bucket_store, model_root
-    from local.compose_env import environment
+    from local.compose_env import environment, values
 
     example = (LOCAL / ".env.example").read_text()
-    written = dict(
-        line.split("=", 1) for line in environment(example, "k" * 32).splitlines() if "=" in line
-    )
-    given = dict(line.split("=", 1) for line in example.splitlines() if "=" in line)
+    written = values(environment(example, "k" * 32))
+    given = values(example)
 
     assert written["MODEL_STORE"] == bucket_store(given["MODEL_BUCKET"]) == given["MODEL_STORE"]
     assert written["MODEL_URI"] == model_root(written["MODEL_STORE"], "iris") == given["MODEL_URI"]
