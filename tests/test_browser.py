@@ -244,21 +244,31 @@ def test_an_api_error_is_shown_next_to_the_field_it_names(page: Any, running: Ru
 def test_a_batch_csv_is_scored_shown_and_downloadable(
     page: Any, running: Running, data: Path, tmp_path: Path
 ) -> None:
-    frame = churn(40, seed=11).drop(columns=["churned"])
+    """A real file: an id column and the label beside the features, as the batch command
+    takes it (the id copied, the rest ignored and listed once)."""
+    frame = churn(40, seed=11)
+    frame.insert(0, "customer", [f"c-{i:03d}" for i in range(40)])
     frame["seats"] = frame["seats"].astype(object)
     frame.loc[5, "seats"] = "many"  # refused: the table says why, the others are scored
     upload = tmp_path / "rows.csv"
     frame.to_csv(upload, index=False)
     open_with_key(page, running.url + "/#batch")
     assert page.find_element(By.ID, "panel-batch").is_displayed()
+    assert not page.find_element(By.ID, "batch-download").is_displayed()  # nothing scored yet
 
     page.find_element(By.ID, "batch-file").send_keys(str(upload))
     wait(page, lambda d: d.find_element(By.ID, "batch-csv").get_attribute("value"), "the file")
+    choices = Select(page.find_element(By.ID, "batch-id"))
+    assert [o.get_attribute("value") for o in choices.options] == ["", "customer", "churned"]
+    choices.select_by_value("customer")
     page.find_element(By.ID, "batch-button").click()
     wait(page, lambda d: "rows scored" in text(d, "batch-summary"), "the batch")
 
-    assert text(page, "batch-summary") == "39 rows scored, 1 refused."
+    assert text(page, "batch-summary") == (
+        "39 rows scored, 1 refused. Ignored columns (not features of this model): churned."
+    )
     link = page.find_element(By.ID, "batch-download")
+    assert link.is_displayed()
     assert link.get_attribute("href").startswith("blob:")
     page.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)}
@@ -268,16 +278,19 @@ def test_a_batch_csv_is_scored_shown_and_downloadable(
     wait(page, lambda d: saved.exists() and saved.stat().st_size > 0, "the download")
     out = list(csv.DictReader(io.StringIO(saved.read_text())))
     assert len(out) == 40
+    assert [r["customer"] for r in out] == frame["customer"].tolist()
     assert "expected a finite number for seats" in out[5]["error"]
     good = [i for i in range(40) if i != 5]
-    rows = json.loads(frame.iloc[good].to_json(orient="records"))
+    features = frame.drop(columns=["customer", "churned"])
+    rows = json.loads(features.iloc[good].to_json(orient="records"))
     expected = api_predict(running, rows)
     assert [out[i]["prediction"] for i in good] == [str(p) for p in expected["predictions"]]
     for i, probabilities in zip(good, expected["probabilities"], strict=True):
         for label, p in probabilities.items():
-            assert float(out[i][f"p_{label}"]) == pytest.approx(p, rel=1e-12)
+            assert float(out[i][f"probability_{label}"]) == p  # the shortest text of the float
     table_rows = page.find_elements(By.CSS_SELECTOR, "#batch-table tbody tr")
     assert len(table_rows) == 40
+    assert table_rows[0].find_element(By.TAG_NAME, "th").text == "c-000"
     assert "refused" in table_rows[5].get_attribute("class")
 
 

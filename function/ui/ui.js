@@ -334,6 +334,24 @@ async function scoreRows(rows, onProgress) {
   return results;
 }
 
+function csvHeader() {
+  const first = parseCsv($("batch-csv").value.split(/\r?\n/, 1)[0] || "")[0] || [];
+  return first.map((h) => h.trim());
+}
+
+// The id column's choices: the header's columns that are not features (kept when still there).
+function offerIdColumns() {
+  const select = $("batch-id");
+  const chosen = select.value;
+  const features = new Set(state.model ? state.model.features.map((f) => f.name) : []);
+  const others = csvHeader().filter((h) => h && !features.has(h));
+  select.replaceChildren(
+    el("option", { value: "", text: "its row number" }),
+    ...others.map((name) => el("option", { value: name, text: name })),
+  );
+  select.value = others.includes(chosen) ? chosen : "";
+}
+
 async function predictBatch(event) {
   event.preventDefault();
   $("batch-error").textContent = "";
@@ -347,28 +365,29 @@ async function predictBatch(event) {
   }
   const header = table[0].map((h) => h.trim());
   const features = new Map(state.model.features.map((f) => [f.name, f]));
-  const unknown = header.filter((h) => !features.has(h));
   const missing = state.model.features.filter((f) => !header.includes(f.name) && !f.nullable);
-  if (unknown.length || missing.length) {
-    const parts = [];
-    if (unknown.length) parts.push(`not features of this model: ${unknown.join(", ")}`);
-    if (missing.length) parts.push(`missing: ${missing.map((f) => f.name).join(", ")}`);
-    $("batch-error").textContent = `The header does not match the model (${parts.join("; ")}).`;
+  if (missing.length) {
+    $("batch-error").textContent =
+      `The header lacks features of this model: ${missing.map((f) => f.name).join(", ")}.`;
     return;
   }
+  const idColumn = $("batch-id").value;
+  const at = header.indexOf(idColumn);
+  const ignored = header.filter((h) => !features.has(h) && h !== idColumn);
   const rows = table.slice(1).map((cells) => {
     const row = {};
     header.forEach((name, j) => {
-      row[name] = typed(features.get(name), cells[j] === undefined ? "" : cells[j]);
+      if (features.has(name)) row[name] = typed(features.get(name), cells[j] === undefined ? "" : cells[j]);
     });
     return row;
   });
+  const ids = table.slice(1).map((cells, i) => (idColumn ? cells[at] || "" : i + 1));
   $("batch-button").disabled = true;
   try {
     const results = await scoreRows(rows, (done) => {
       $("batch-summary").textContent = `Scored ${done} of ${rows.length} rows…`;
     });
-    showBatch(header, table.slice(1), results);
+    showBatch(idColumn || "row", ids, results, ignored);
   } catch (error) {
     $("batch-error").textContent = `The batch stopped: ${error.message}`;
     $("batch-summary").textContent = "";
@@ -377,21 +396,24 @@ async function predictBatch(event) {
   }
 }
 
-function showBatch(header, cells, results) {
+// The predictions as the batch command writes them: the row's id, the prediction, one
+// probability per class (probability_CLASS), and the API's reason for a refused row.
+function showBatch(idName, ids, results, ignored) {
   const classes = state.model.task === "classification" ? state.model.class_names : [];
   const withProbabilities = results.some((r) => r && r.probabilities);
-  const extra = ["prediction", ...(withProbabilities ? classes.map((c) => `p_${c}`) : []), "error"];
-  const lines = [[...header, ...extra]];
+  const extra = ["prediction", ...(withProbabilities ? classes.map((c) => `probability_${c}`) : []), "error"];
+  const lines = [[idName, ...extra]];
   results.forEach((r, i) => {
     const p = r.probabilities || {};
     const probs = withProbabilities ? classes.map((c) => (c in p ? p[c] : "")) : [];
-    lines.push([...cells[i], r.error ? "" : r.prediction, ...probs, r.error || ""]);
+    lines.push([ids[i], r.error ? "" : r.prediction, ...probs, r.error || ""]);
   });
   const refused = results.filter((r) => r.error).length;
   $("batch-summary").textContent =
     `${results.length - refused} rows scored, ${refused} refused` +
     (results.length > SHOWN_ROWS ? ` (the table shows the first ${SHOWN_ROWS})` : "") +
-    ".";
+    "." +
+    (ignored.length ? ` Ignored columns (not features of this model): ${ignored.join(", ")}.` : "");
   const csv = lines.map((line) => line.map(csvCell).join(",")).join("\r\n") + "\r\n";
   const link = $("batch-download");
   if (link.href) URL.revokeObjectURL(link.href);
@@ -404,7 +426,7 @@ function showBatch(header, cells, results) {
     el(
       "thead",
       {},
-      el("tr", {}, el("th", { scope: "col", text: "row" }), ...extra.map((h) => el("th", { scope: "col", text: h }))),
+      el("tr", {}, el("th", { scope: "col", text: idName }), ...extra.map((h) => el("th", { scope: "col", text: h }))),
     ),
     el(
       "tbody",
@@ -413,8 +435,12 @@ function showBatch(header, cells, results) {
         el(
           "tr",
           { class: results[i].error ? "refused" : null },
-          el("th", { scope: "row", text: i + 1 }),
-          line.slice(header.length).map((v) => el("td", { text: typeof v === "number" ? v.toFixed(4).replace(/\.?0+$/, "") : v })),
+          el("th", { scope: "row", text: line[0] }),
+          line.slice(1).map((v) =>
+            typeof v === "number"
+              ? el("td", { class: "number", text: v.toFixed(4).replace(/\.?0+$/, "") })
+              : el("td", { text: v }),
+          ),
         ),
       ),
     ),
@@ -425,6 +451,7 @@ function showBatch(header, cells, results) {
 async function readFile() {
   const file = $("batch-file").files[0];
   if (file) $("batch-csv").value = await file.text();
+  offerIdColumns();
 }
 
 // --- the model card --------------------------------------------------------------------------
@@ -452,10 +479,16 @@ function number(value) {
   return typeof value === "number" ? value.toFixed(4) : String(value);
 }
 
+// A trained model has hold-out and cross-validated figures; a packaged one only its figures on
+// the data given to package (metrics.evaluated_on), so it gets no cross-validation column.
 function metricsTable(metrics) {
   const holdout = metrics.holdout || {};
   const cv = metrics.cv || {};
   const names = [...new Set([...Object.keys(holdout), ...Object.keys(cv)])];
+  if (!Object.keys(cv).length) {
+    const on = metrics.evaluated_on || "the hold-out set";
+    return tableOf(`Metrics: on ${on}`, ["metric", "value"], names.map((n) => [n, number(holdout[n])]));
+  }
   return tableOf(
     "Metrics: on the hold-out set, and cross-validated on the training set",
     ["metric", "hold-out", "cross-validation (mean ± std)"],
@@ -495,6 +528,12 @@ function trackedRun(mlflow) {
   const url = mlflow.run_url || "";
   if (!/^https?:\/\//.test(url)) return label;
   return el("a", { href: url, rel: "noopener noreferrer", target: "_blank", text: label });
+}
+
+// A category's values, and where they come from when not the fitted model (training/schema.py).
+function categoriesText(feature) {
+  const values = (feature.categories || []).join(", ");
+  return feature.categories_from === "data" ? `${values} (seen in the data: no encoder names them)` : values;
 }
 
 function renderCard(m) {
@@ -544,13 +583,13 @@ function renderCard(m) {
         ["target", data.target],
         ["rows", data.rows],
         ["training rows", data.train_rows],
-        ["hold-out rows", data.test_rows],
+        [m.packaged ? "rows evaluated on (given to package)" : "hold-out rows", data.test_rows],
         ["sha256", data.sha256],
       ]),
       tableOf(
         "Features",
         ["feature", "type", "may be missing", "categories"],
-        m.features.map((f) => [f.name, f.type, f.nullable ? `yes (${f.missing})` : "no", (f.categories || []).join(", ")]),
+        m.features.map((f) => [f.name, f.type, f.nullable ? `yes (${f.missing})` : "no", categoriesText(f)]),
       ),
     ),
     section(
@@ -604,8 +643,9 @@ function renderCard(m) {
         "Training distribution",
         el("p", {
           text:
-            `What drift is measured against: the share of the ${m.baseline.rows} training rows in each ` +
-            `bin of each feature, and of the ${m.baseline.prediction_rows} hold-out predictions. ` +
+            `What drift is measured against: the share of the ${m.baseline.rows} ` +
+            `${m.packaged ? "rows given to package" : "training rows"} in each bin of each feature, ` +
+            `and of the ${m.baseline.prediction_rows} ${m.packaged ? "" : "hold-out "}predictions. ` +
             "Live traffic is counted into the same bins (the dashboard's PSI panels).",
         }),
         baseline,
@@ -710,6 +750,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("predict-form").addEventListener("submit", predictOne);
   $("batch-form").addEventListener("submit", predictBatch);
   $("batch-file").addEventListener("change", readFile);
+  $("batch-csv").addEventListener("input", offerIdColumns);
   showServed();
   loadModel();
 });
