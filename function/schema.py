@@ -25,6 +25,7 @@ from function.errors import IntegrityError, InvalidInput
 
 TYPES = ("number", "integer", "boolean", "category")
 UNKNOWN = ("refuse", "accept")  # what a category does with a value training never saw
+CATEGORIES_FROM = ("model", "data")
 # Larger magnitudes overflow float64 arithmetic inside ordinary models (scaling, dot products).
 MAX_ABS_VALUE = 1e300
 # The same bound for a JSON integer, exactly: 10**300 + 1 rounds to the float 1e300, so bulk
@@ -46,6 +47,9 @@ class Feature:
     unknown: str = "refuse"
     dtype: str = "float64"  # the column's pandas dtype when the pipeline was fitted
     missing: str = ""  # when nullable: "imputed" by the pipeline, or "native" to its estimator
+    # A category's values: read from the fitted encoders ("model"), or, where none could be
+    # traced to the column, the values in the data given at training or packaging ("data").
+    categories_from: str = "data"
 
     def describe(self) -> dict[str, Any]:
         """The feature as metadata.json records it."""
@@ -53,7 +57,11 @@ class Feature:
         if self.nullable:
             record["missing"] = self.missing
         if self.type == "category":
-            record.update(categories=list(self.categories), unknown=self.unknown)
+            record.update(
+                categories=list(self.categories),
+                categories_from=self.categories_from,
+                unknown=self.unknown,
+            )
         record["dtype"] = self.dtype
         return record
 
@@ -138,8 +146,12 @@ class Schema:
 
         data = {}
         for feature, column in zip(self.features, columns, strict=True):
-            if feature.dtype == "category":
-                column = pd.Categorical(column, categories=list(feature.categories))
+            if feature.dtype == "category":  # a value it does not list is a gap, as in pandas
+                known = pd.Index(feature.categories)
+                column = pd.Categorical(
+                    np.where(known.get_indexer(column) >= 0, column, np.array(None)),
+                    categories=known,
+                )
             elif feature.dtype.startswith("int") and not np.isnan(column.astype(float)).any():
                 column = column.astype(feature.dtype)  # whole numbers, none missing
             data[feature.name] = column
@@ -181,6 +193,11 @@ def _feature(record: dict[str, Any], where: str) -> Feature:
         raise IntegrityError(f"{where}: categories must be a non-empty list of strings")
     if unknown not in UNKNOWN:
         raise IntegrityError(f"{where}: unknown must be one of {', '.join(UNKNOWN)}")
+    categories_from = record.get("categories_from", "data")  # older artifacts: from the data
+    if categories_from not in CATEGORIES_FROM:
+        raise IntegrityError(
+            f"{where}: categories_from must be one of {', '.join(CATEGORIES_FROM)}"
+        )
     return Feature(
         record["name"],
         kind,
@@ -189,6 +206,7 @@ def _feature(record: dict[str, Any], where: str) -> Feature:
         unknown,
         str(record.get("dtype", "float64")),
         str(record.get("missing", "")),
+        categories_from,
     )
 
 

@@ -8,6 +8,7 @@ folder store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +76,7 @@ def packaged(data: tuple[Any, Path], fitted: Any, tmp_path_factory: pytest.TempP
     return tmp / "artifact"
 
 
+@contextlib.contextmanager
 def serve(artifact: Path, store: Path, name: str = "churn") -> Iterator[InProcess]:
     assert main(["publish", "--store", store.as_uri(), str(artifact), "--promote"]) == 0
     with in_process({"MODEL_URI": f"{store.as_uri()}/{name}", "API_KEYS": KEY}) as running:
@@ -83,7 +85,8 @@ def serve(artifact: Path, store: Path, name: str = "churn") -> Iterator[InProces
 
 @pytest.fixture(scope="module")
 def service(packaged: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
-    yield from serve(packaged, tmp_path_factory.mktemp("store"))
+    with serve(packaged, tmp_path_factory.mktemp("store")) as running:
+        yield running
 
 
 def rows_of(frame: Any) -> list[dict[str, Any]]:
@@ -134,6 +137,55 @@ def test_the_notebook_function_writes_the_same_artifact(
     assert metadata["name"] == "churn"
     assert metadata["feature_names"] == list(X.columns)
     assert metadata["dataset"]["rows"] == 2000
+
+
+def test_categories_come_from_the_fitted_model_not_the_rows_packaged_on(
+    data: tuple[Any, Path], fitted: Any, tmp_path: Path
+) -> None:
+    """Packaged on a hold-out without the rare LU and with plan "pro" only: the schema still
+    lists what the encoders know, and the service answers LU as the pipeline does."""
+    import training
+
+    frame, _ = data
+    holdout = frame[(frame["country"] != "LU") & (frame["plan"] == "pro")].iloc[:200]
+    X, y = holdout.drop(columns=TARGET), holdout[TARGET]
+
+    metadata = training.package(fitted, X, y, out=tmp_path / "a", name="churn", report=False)
+
+    features = {f["name"]: f for f in metadata["features"]}
+    assert features["country"]["categories"] == ["DE", "ES", "FR", "GB", "IT", "LU"]
+    assert features["plan"]["categories"] == ["free", "pro", "team"]
+    assert {features[n]["categories_from"] for n in ("country", "plan")} == {"model"}
+    with serve(tmp_path / "a", tmp_path / "store") as service:
+        lu = frame[frame["country"] == "LU"].drop(columns=TARGET)
+        answer = post(service, "/predict", {"instances": rows_of(lu)})
+        assert answer.status_code == 200, answer.get_json()
+        assert answer.get_json()["predictions"] == fitted.predict(lu).tolist()
+
+
+def test_a_custom_step_falls_back_to_the_categories_seen_and_says_so(
+    data: tuple[Any, Path], tmp_path: Path
+) -> None:
+    """An encoder behind a step that cannot name its output columns cannot be traced to the
+    input: the data's values are used, and the feature says where they came from."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
+
+    import training
+
+    frame, _ = data
+    X, y = frame[["plan", "seats"]], frame[TARGET]
+    opaque = make_pipeline(FunctionTransformer(), OneHotEncoder(handle_unknown="ignore"))
+    columns = ColumnTransformer([("plan", opaque, ["plan"]), ("n", "passthrough", ["seats"])])
+    pipeline = make_pipeline(columns, LogisticRegression()).fit(X, y)
+    pro = frame["plan"] == "pro"
+
+    metadata = training.package(pipeline, X[pro], y[pro], out=tmp_path, report=False)
+
+    plan = metadata["features"][0]
+    assert (plan["categories"], plan["categories_from"]) == (["pro"], "data")
 
 
 def test_a_regressor_fitted_on_a_matrix_is_packaged_as_one(tmp_path: Path) -> None:
@@ -441,7 +493,7 @@ def test_train_encodes_categories_inside_the_pipeline(
     spend = next(f for f in metadata["features"] if f["name"] == "monthly_spend")
     assert spend["nullable"]  # imputed, or handled by the trees themselves
     X = frame.drop(columns=TARGET).iloc[:200]
-    for running in serve(out, tmp_path / "store"):
+    with serve(out, tmp_path / "store") as running:
         answer = post(running, "/predict", {"instances": rows_of(X)}).get_json()
         assert answer["predictions"] == pipeline.predict(X).tolist()
 
@@ -458,7 +510,7 @@ def test_an_imputing_model_accepts_null_and_absent_features(tmp_path: Path) -> N
                  "--no-report", "--name", "iris", "--out", str(out)]) == 0  # fmt: skip
     pipeline = joblib.load(out / "model.joblib")
 
-    for running in serve(out, tmp_path / "store", "iris"):
+    with serve(out, tmp_path / "store", "iris") as running:
         row = {"sepal_length": 5.9, "sepal_width": 3.0, "petal_length": 4.2}
         for body in ({**row, "petal_width": None}, row, {"instances": [[5.9, 3.0, 4.2, None]]}):
             response = post(running, "/predict", body)
@@ -476,7 +528,7 @@ def test_labels_keep_their_type_in_every_protocol(tmp_path: Path) -> None:
     assert main(["train", "--no-report", "--data", str(csv), "--target", TARGET, "--name", "churn",
                  "--cv", "2", "--out", str(out)]) == 0  # fmt: skip
 
-    for running in serve(out, tmp_path / "store"):
+    with serve(out, tmp_path / "store") as running:
         example = running.client.get("/model", headers=AUTH).get_json()["input_example"]
         native = post(running, "/predict", example).get_json()
         v2 = post(running, "/v2/models/churn/infer", {"inputs": [{

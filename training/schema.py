@@ -1,9 +1,16 @@
 """Infer a fitted pipeline's feature schema from its data, and probe what the pipeline accepts.
 
 Types come from the data's columns: floats are numbers, whole-number columns integers, booleans
-booleans, and text categories with the values seen. Whether a feature may be missing, and whether
-a category accepts a value never seen, is not guessed from the pipeline's steps: each is tried on
-the fitted pipeline with the example row, through the same checks the service applies.
+booleans, and text categories. A category's values come from the fitted model itself: each
+encoder's `categories_` (OneHotEncoder, OrdinalEncoder, TargetEncoder, and the encoder
+HistGradientBoosting builds for native categories), found through nested Pipelines and
+ColumnTransformers. The rows given are for evaluation and never narrow nor widen what the model
+accepts; only where no encoder can be traced to the column (a custom transformer) are the values
+seen in the data used, and the feature says so (`categories_from`).
+
+Whether a feature may be missing, and whether a category accepts a value never seen, is not
+guessed from the pipeline's steps: each is tried on the fitted pipeline with the example row,
+through the same checks the service applies.
 
 A missing value is allowed when the pipeline takes it and either its preprocessing fills it in
 (an imputer; an encoder for which missing is a category) — "imputed" — or it reaches an estimator
@@ -28,7 +35,8 @@ UNSEEN = "\x00modelrun-probe-unseen"  # a category value no training data holds
 def infer_schema(frame: Any, pipeline: Any) -> tuple[Schema, dict[str, Any]]:
     """The schema the service will enforce for this pipeline, and its example row."""
     frame_input = hasattr(pipeline, "feature_names_in_")
-    features = tuple(_feature(frame[c], str(c)) for c in frame.columns)
+    known = fitted_categories(pipeline, [str(c) for c in frame.columns])
+    features = tuple(_feature(frame[c], str(c), known.get(str(c))) for c in frame.columns)
     example = _example(frame, features)
     # Probe with a schema that lets everything through; keep what the pipeline accepts.
     permissive = Schema(
@@ -55,7 +63,72 @@ def infer_schema(frame: Any, pipeline: Any) -> tuple[Schema, dict[str, Any]]:
     return schema, example
 
 
-def _feature(column: Any, name: str) -> Feature:
+def fitted_categories(estimator: Any, names: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """Each input column's categories as the fitted encoders know them, by column name: `names`
+    are the columns `estimator` receives (None: not traceable to input columns). A column that
+    several encoders see keeps the values all of them know; one whose encoder knows values other
+    than text (or only a gap) is left out, so its type and values come from the data."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    for column, values in _encoded_columns(estimator, names):
+        found.setdefault(column, []).append(values)
+    known = {}
+    for column, lists in found.items():
+        present = [[v for v in values if not _is_gap(v)] for values in lists]
+        if all(p and all(isinstance(v, str) for v in p) for p in present):
+            others = [set(p) for p in present[1:]]
+            known[column] = tuple(v for v in present[0] if all(v in o for o in others))
+    return known
+
+
+def _encoded_columns(estimator: Any, names: list[str] | None) -> list[tuple[str, tuple[Any, ...]]]:
+    """(input column, the categories an encoder fitted for it) for every encoder reachable from
+    the estimator's input with the column's identity intact."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    if names is None:
+        return []
+    if isinstance(estimator, Pipeline):
+        found = []
+        for _, step in estimator.steps:
+            if step is None or step == "passthrough":
+                continue
+            found += _encoded_columns(step, names)
+            names = _same_columns_out(step, names)
+            if names is None:
+                break
+        return found
+    if isinstance(estimator, ColumnTransformer):
+        indices = getattr(estimator, "_transformer_to_input_indices", {})
+        found = []
+        for part, transformer, _ in estimator.transformers_:
+            if part in indices and not isinstance(transformer, str):
+                found += _encoded_columns(transformer, [names[i] for i in indices[part]])
+        return found
+    preprocessor = getattr(estimator, "_preprocessor", None)  # HistGradientBoosting's own encoder
+    if isinstance(preprocessor, ColumnTransformer):
+        return _encoded_columns(preprocessor, names)
+    categories = getattr(estimator, "categories_", None)
+    if isinstance(categories, list) and len(categories) == len(names):
+        return [(n, tuple(c.tolist())) for n, c in zip(names, categories, strict=True)]
+    return []
+
+
+def _same_columns_out(step: Any, names: list[str]) -> list[str] | None:
+    """The columns a pipeline step hands on, when each is an input column unchanged in identity
+    (an imputer, a scaler); None when the step makes new columns (an encoder) or cannot say."""
+    try:
+        out = [str(n) for n in step.get_feature_names_out(names)]
+    except Exception:  # a step that cannot name its output: the trail ends
+        return None
+    return out if set(out) <= set(names) else None
+
+
+def _is_gap(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _feature(column: Any, name: str, known: tuple[str, ...] | None) -> Feature:
     import pandas as pd
 
     types = pd.api.types
@@ -67,8 +140,11 @@ def _feature(column: Any, name: str) -> Feature:
         return Feature(name, "integer", dtype=dtype)
     if types.is_numeric_dtype(column):
         return Feature(name, "number", dtype=dtype)
+    if known is not None:
+        return Feature(name, "category", categories=known, dtype=dtype, categories_from="model")
     categories = sorted({str(v) for v in values})
-    return Feature(name, "category", categories=tuple(categories), dtype=dtype)
+    return Feature(name, "category", categories=tuple(categories), dtype=dtype,
+                   categories_from="data")  # fmt: skip
 
 
 def _example(frame: Any, features: tuple[Feature, ...]) -> dict[str, Any]:
