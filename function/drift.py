@@ -93,8 +93,14 @@ def build_baseline(
     for feature in schema.features:
         column = frame[feature.name]
         present = column.dropna()
-        if feature.type == "category":  # as the schema names them, and as requests send them
-            column = column.astype(object).where(column.isna(), column.astype(str))
+        # As requests arrive once checked (schema.check_column): categories as text, numbers as
+        # float64, a gap None or NaN, whatever the fitting dtype (pandas' NA included).
+        if feature.type == "category":
+            column = column.astype(str).astype(object).where(column.notna(), None)
+        elif feature.type == "boolean":
+            column = column.astype(object).where(column.notna(), None)
+        else:
+            column = column.astype(np.float64)
         columns[feature.name] = column
         if feature.type in ("number", "integer"):
             values = present.to_numpy(dtype=np.float64)

@@ -19,7 +19,7 @@ from function.artifact import (
 )
 from function.drift import BASELINE_FILE, parse_baseline
 from function.errors import IntegrityError
-from function.onnx_model import OnnxModel
+from function.onnx_model import onnx_model
 from function.schema import Schema, from_metadata
 from function.store import ModelStore
 
@@ -96,7 +96,7 @@ def load_model(
         verified_file(store, metadata, model_file(metadata), where)
         data = verified_file(store, metadata, ONNX_FILE, where)
         try:
-            estimator: Any = OnnxModel(data, metadata)
+            estimator: Any = onnx_model(data, metadata)
         except Exception as e:
             raise IntegrityError(f"{where} {ONNX_FILE} cannot be loaded: {e}") from e
         del data

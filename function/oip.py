@@ -68,10 +68,20 @@ def column_datatypes(feature: Feature) -> tuple[str, ...]:
 def model_metadata(model: LoadedModel) -> dict[str, Any]:
     """Inputs and outputs, with -1 for the batch dimension. An all-numeric model lists its
     [rows, features] tensor; any other, one tensor per feature with its type and categories."""
-    outputs = [{"name": LABELS, "datatype": _label_datatype(model), "shape": [-1]}]
+    outputs: list[dict[str, Any]] = [
+        {"name": LABELS, "datatype": _label_datatype(model), "shape": [-1]}
+    ]
     if model.has_probabilities:
-        classes = len(model.metadata["class_names"])
-        outputs.append({"name": PROBABILITIES, "datatype": "FP64", "shape": [-1, classes]})
+        classes = model.metadata["class_names"]
+        outputs.append(
+            {
+                "name": PROBABILITIES,
+                "datatype": "FP64",
+                "shape": [-1, len(classes)],
+                # Column k is the probability of classes[k] (the model's classes_ order).
+                "parameters": {"classes": classes},
+            }
+        )
     schema = model.schema
     inputs: list[dict[str, Any]]
     if schema.numeric:
@@ -161,7 +171,14 @@ def binary_request(data: bytes, header_length: str) -> Any:
                 f"{len(data) - offset} bytes left in the body, got {size!r}",
                 field=f"{where}.parameters.binary_data_size",
             )
-        tensor["data"] = np.frombuffer(data, dtype, size // itemsize, offset).tolist()
+        values = np.frombuffer(data, dtype, size // itemsize, offset)
+        # Binary numbers have no null: NaN is how a client marks a missing value (as a file's
+        # empty cell is), allowed where the feature may be missing and refused where not.
+        tensor["data"] = (
+            [None if v != v else v for v in values.tolist()]
+            if values.dtype.kind == "f" and np.isnan(values).any()
+            else values.tolist()
+        )
         offset += size
     if offset != len(data):
         raise InvalidInput(

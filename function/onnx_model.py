@@ -34,14 +34,6 @@ class OnnxModel:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.asarray(self._run(X)[0]).reshape(len(X))
 
-    def predict_both(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and probabilities from one run of the graph."""
-        labels, probabilities = self._run(X)
-        return np.asarray(labels).reshape(len(X)), np.asarray(probabilities)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self._run(X)[1])
-
     def _run(self, X: np.ndarray) -> list[Any]:
         if not self.float32:
             return self.session.run(None, {self.input: np.asarray(X, dtype=np.float64)})
@@ -50,3 +42,25 @@ class OnnxModel:
         if not np.isfinite(X32).all():  # as scikit-learn's trees refuse it
             raise ValueError("a value is too large for float32, which this tree model compares in")
         return self.session.run(None, {self.input: X32})
+
+
+class OnnxProbabilities(OnnxModel):
+    """A classifier whose pipeline has predict_proba: the graph's second output is its
+    probabilities. (An SVC without them outputs decision scores there, never served as such.)"""
+
+    def predict_both(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and probabilities from one run of the graph."""
+        labels, probabilities = self._run(X)
+        return np.asarray(labels).reshape(len(X)), np.asarray(probabilities)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self._run(X)[1])
+
+
+def onnx_model(data: bytes, metadata: dict[str, Any]) -> OnnxModel:
+    """The verified export as an estimator: with predict_proba when the pipeline had it (the
+    export's record says; records older than the field were all made from such pipelines)."""
+    classifier = metadata["task"] == "classification"
+    if classifier and metadata.get("onnx", {}).get("probabilities", True):
+        return OnnxProbabilities(data, metadata)
+    return OnnxModel(data, metadata)

@@ -170,6 +170,9 @@ def infer(model: LoadedModel, instances: Instances, run: Run | None = None) -> P
     _require_finite(predictions, instances)
     if probabilities is not None:
         _require_finite(probabilities, instances)
+        # Row-major for every writer (orjson, v2's raw bytes): some estimators answer
+        # column-major (multiclass HistGradientBoosting's predict_proba is a transpose).
+        probabilities = np.ascontiguousarray(probabilities)
     classes = [str(c) for c in estimator.classes_] if model.has_probabilities else []
     return Prediction(predictions.tolist(), probabilities, classes)
 

@@ -13,7 +13,7 @@ from sklearn.tree._tree import TREE_UNDEFINED
 
 from function.errors import IntegrityError
 from function.model import load_model
-from function.onnx_model import OnnxModel
+from function.onnx_model import onnx_model
 from function.store import ModelStore
 from tests.conftest import PYTHON, ROOT
 from training import onnx_export
@@ -64,7 +64,7 @@ def test_forest_decisions_equal_scikit_learn_at_every_threshold(
     # The rows most likely to split differently: every feature exactly at each float32 next to
     # each threshold (scikit-learn compares float32(x) <= its float64 threshold).
     pipeline = joblib.load(forest_artifact / "model.joblib")
-    onnx = OnnxModel((forest_artifact / "model.onnx").read_bytes(), metadata(forest_artifact))
+    onnx = onnx_model((forest_artifact / "model.onnx").read_bytes(), metadata(forest_artifact))
     rng = np.random.default_rng(0)
     thresholds = np.concatenate([t.tree_.threshold for t in pipeline[-1].estimators_])
     thresholds = thresholds[thresholds != TREE_UNDEFINED].astype(np.float32)
@@ -102,7 +102,7 @@ def test_without_each_exactness_step_a_forest_is_refused(
 
 def test_a_value_beyond_float32_is_refused_by_both_runtimes(forest_artifact: Path) -> None:
     row = np.array([[5.1, 3.5, 1e39, 0.2]])
-    onnx = OnnxModel((forest_artifact / "model.onnx").read_bytes(), metadata(forest_artifact))
+    onnx = onnx_model((forest_artifact / "model.onnx").read_bytes(), metadata(forest_artifact))
 
     with pytest.raises(ValueError, match="too large for float32"):
         onnx.predict_both(row)
