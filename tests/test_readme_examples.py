@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -102,11 +103,20 @@ def test_the_bring_your_own_model_walkthrough_runs_as_written(tmp_path: Path) ->
 
     store = (tmp_path / ".modelrun" / "store" / "churn").as_uri()
     with run_service({"MODEL_URI": store, "API_KEYS": KEY}, tmp_path) as running:
+        curl_env = {"KEY": KEY, "URL": running.url, "PATH": "/usr/bin:/bin"}
         statuses = [
             subprocess.run(["bash", "-c", f"{c} -o /dev/null -w '%{{http_code}}'"],
-                           env={"KEY": KEY, "URL": running.url, "PATH": "/usr/bin:/bin"},
-                           capture_output=True, text=True, timeout=30).stdout
+                           env=curl_env, capture_output=True, text=True, timeout=30).stdout
             for c in curls
         ]  # fmt: skip
+        first = subprocess.run(["bash", "-c", curls[0]], env=curl_env, capture_output=True,
+                               text=True, timeout=30).stdout  # fmt: skip
 
     assert statuses == expected
+    # The answer the README quotes is the one the reader gets (its probabilities to 2 places).
+    quoted = re.search(r'"predictions": (\[.*?\]), "probabilities": (\[.*?\])', text)
+    assert quoted, "the README quotes the first curl's answer"
+    answer = json.loads(first)
+    assert answer["predictions"] == json.loads(quoted[1])
+    rounded = [{k: round(v, 2) for k, v in p.items()} for p in answer["probabilities"]]
+    assert rounded == json.loads(quoted[2])
