@@ -28,6 +28,7 @@ from tests.conftest import (
     OTHER_KEY,
     Emulator,
     Running,
+    free_port,
     run_service,
     run_training,
     service_env,
@@ -108,6 +109,18 @@ def test_the_commands_answer_in_one_line_with_an_exit_code(
         ("v2", "promoted"),
         ("v2", "aborted"),
     ]
+
+
+def test_an_unreachable_prometheus_is_named_in_one_line(
+    iris_artifact: Path, forest_artifact: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    store = two_versions((tmp_path / "store" / "iris").as_uri(), iris_artifact, forest_artifact)
+    rollout.start(store, "v2", "canary", 10)
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for verb in (["status"], ["promote", "--auto"]):
+        assert main(cli(store, *verb, "--prometheus", nowhere)) == 1
+        err = capfd.readouterr().err
+        assert err == f"error: cannot reach Prometheus at {nowhere}: Connection refused\n"
 
 
 def test_a_tampered_version_cannot_be_a_candidate(

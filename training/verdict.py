@@ -31,7 +31,7 @@ from urllib.parse import urlparse
 import requests
 
 from function.rollout import Rollout
-from training.errors import TrainingError
+from training.errors import TrainingError, reason
 
 MANAGED_PROMETHEUS_HOST = "monitoring.googleapis.com"
 READ_SCOPE = "https://www.googleapis.com/auth/monitoring.read"
@@ -112,9 +112,15 @@ class Prometheus:
                 headers=self._auth(),
                 timeout=self.timeout,
             )
+        except requests.RequestException as e:
+            raise TrainingError(f"cannot reach Prometheus at {self.url}: {reason(e)}") from e
+        try:
             body = response.json()
-        except (requests.RequestException, ValueError) as e:
-            raise TrainingError(f"cannot query Prometheus at {self.url}: {e}") from e
+        except ValueError as e:
+            raise TrainingError(
+                f"Prometheus at {self.url} answered {response.status_code} with no JSON: is it "
+                "a Prometheus API URL?"
+            ) from e
         if response.status_code != 200 or body.get("status") != "success":
             raise TrainingError(
                 f"Prometheus at {self.url} refused a query ({response.status_code}): "
