@@ -26,6 +26,8 @@ from tests.artifacts import publish_object
 from tests.conftest import (
     KEY,
     OTHER_KEY,
+    PYTHON,
+    ROOT,
     Emulator,
     Running,
     free_port,
@@ -38,7 +40,7 @@ from tests.inprocess import InProcess, in_process
 from tests.odd_models import FailingModel, HangingModel
 from tests.test_monitoring import monitored_service, query
 from training.__main__ import main
-from training.errors import EXIT_ROLLOUT_ABORTED
+from training.errors import EXIT_PIPE_CLOSED, EXIT_ROLLOUT_ABORTED
 from training.verdict import Criteria, Figures, judge
 
 ROWS = np.random.default_rng(7).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], (48, 4)).round(2)
@@ -121,6 +123,29 @@ def test_an_unreachable_prometheus_is_named_in_one_line(
         assert main(cli(store, *verb, "--prometheus", nowhere)) == 1
         err = capfd.readouterr().err
         assert err == f"error: cannot reach Prometheus at {nowhere}: Connection refused\n"
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [["list"], ["rollout", "status"], ["rollout", "start", "v2", "--shadow"], ["--help"]],
+    ids=["list", "rollout status", "rollout start", "help"],
+)
+def test_a_closed_stdout_ends_a_command_quietly(
+    verb: list[str], iris_artifact: Path, forest_artifact: Path, tmp_path: Path
+) -> None:
+    store = two_versions((tmp_path / "store" / "iris").as_uri(), iris_artifact, forest_artifact)
+    if verb[:2] != ["rollout", "start"]:
+        rollout.start(store, "v2", "canary", 10)
+    where = ["--store", (tmp_path / "store").as_uri(), "--name", "iris"]
+    # `| head -0`: the reader has gone before the command writes anything
+    command = [PYTHON, "-m", "training", *verb, *([] if verb == ["--help"] else where)]
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()
+    err = child.stderr.read().decode()
+    code = child.wait(60)
+    assert err == ""  # no traceback, no "Exception ignored … BrokenPipeError"
+    assert code == (0 if verb == ["--help"] else EXIT_PIPE_CLOSED)
 
 
 def test_a_tampered_version_cannot_be_a_candidate(

@@ -21,6 +21,7 @@ from function.errors import ModelrunError
 from function.store import ModelStore, check_version_id, model_root
 from training.errors import (
     EXIT_INTERRUPTED,
+    EXIT_PIPE_CLOSED,
     EXIT_ROLLOUT_ABORTED,
     EXIT_ROLLOUT_UNDECIDED,
     TrainingError,
@@ -30,6 +31,16 @@ from training.estimators import ESTIMATORS, parse_param
 
 def main(argv: list[str] | None = None) -> int:
     """Run one verb; print a one-line error and return non-zero on failure."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _run(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
@@ -42,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _reader_gone() -> int:
+    """The reader of stdout left (`| head -3`): stop quietly, as a command killed by SIGPIPE
+    would, without Python's traceback at exit when it flushes stdout again (the docs' recipe,
+    docs.python.org/3/library/signal.html, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE_CLOSED
 
 
 def _train(args: argparse.Namespace) -> None:

@@ -16,6 +16,7 @@ EXIT_GATE = 3  # trained, but a quality gate refused the model: nothing was writ
 EXIT_ROLLOUT_ABORTED = 4  # rollout promote --auto: the candidate failed a criterion; aborted
 EXIT_ROLLOUT_UNDECIDED = 5  # rollout promote --auto: not enough evidence yet; nothing changed
 EXIT_INTERRUPTED = 130
+EXIT_PIPE_CLOSED = 141  # stdout's reader left: 128 + SIGPIPE, as a shell reports a command it ended
 
 
 class TrainingError(Exception):
