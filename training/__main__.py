@@ -322,8 +322,8 @@ def _judge(args: argparse.Namespace, active: Any, current: str) -> tuple[Any, li
     from training import verdict
 
     prometheus = verdict.Prometheus(args.prometheus)
-    window = verdict.window_of(active, args.window)
-    mine, theirs = verdict.figures(prometheus, active, current, window)
+    span = verdict.span_of(active, args.window)
+    mine, theirs = verdict.figures(prometheus, active, current, span)
     criteria = verdict.Criteria(
         args.min_requests, args.max_error_increase, args.max_latency_ratio, args.min_agreement
     )
@@ -576,7 +576,11 @@ def _parser() -> argparse.ArgumentParser:
             default=os.environ.get("PROMETHEUS_URL"),
             help="Prometheus API URL (default: PROMETHEUS_URL)",
         )
-        p.add_argument("--window", help="PromQL duration to compare over (default: the rollout)")
+        p.add_argument(
+            "--window",
+            help="count only the last DURATION of the rollout, e.g. 1h (default: all of it; "
+            "never before its start)",
+        )
         p.add_argument("--min-requests", type=int, default=300)
         p.add_argument("--max-error-increase", type=float, default=0.01)
         p.add_argument("--max-latency-ratio", type=float, default=1.25)
