@@ -19,6 +19,7 @@ from typing import Any
 
 from function.errors import ModelrunError
 from function.store import ModelStore, check_version_id, model_root
+from function.threads import limit_native_threads
 from training.errors import (
     EXIT_INTERRUPTED,
     EXIT_PIPE_CLOSED,
@@ -66,6 +67,7 @@ def _reader_gone() -> int:
 
 
 def _train(args: argparse.Namespace) -> None:
+    limit_native_threads()  # before scikit-learn loads its OpenMP runtime: function/threads.py
     from training.data import load_csv, load_iris
     from training.tracking import write_tracked
     from training.train import Options, parse_gate, train
@@ -108,6 +110,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _package(args: argparse.Namespace) -> None:
+    limit_native_threads()
     from training.data import load_csv
     from training.packager import build_package, load_estimator
     from training.tracking import write_tracked
