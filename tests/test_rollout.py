@@ -607,8 +607,13 @@ def calls_scraped(mirror: Mirror) -> Counter[str]:
 
 
 def test_a_rollout_is_judged_on_its_own_requests_counted_exactly(
-    gcs_versions: ModelStore, gcs_emulator: Emulator, iris_artifact: Path, tmp_path: Path
+    gcs_versions: ModelStore,
+    gcs_emulator: Emulator,
+    iris_artifact: Path,
+    forest_artifact: Path,
+    tmp_path: Path,
 ) -> None:
+    new = gcs_versions.publish(forest_artifact, "2.0-rc.1")  # a dot and a dash, as ids have
     with monitored_service(
         gcs_emulator,
         iris_artifact,
@@ -638,9 +643,9 @@ def test_a_rollout_is_judged_on_its_own_requests_counted_exactly(
             return {v["version"]: v["requests"] for v in json.loads(said.stdout)["versions"]}
 
         # An earlier canary of the same version, and traffic to both versions, then an abort.
-        rollout.start(gcs_versions, "v2", "canary", 100)
+        rollout.start(gcs_versions, new, "canary", 100)
         # Each sent over two scrapes, so that Prometheus sees their series rise.
-        wait_until(lambda: send(1)["v2"] == 1, 30, "the earlier canary")
+        wait_until(lambda: send(1)[new] == 1, 30, "the earlier canary")
         send(60)
         scraped()
         send(60)
@@ -651,18 +656,18 @@ def test_a_rollout_is_judged_on_its_own_requests_counted_exactly(
         scraped()
         before = calls_served(mirror)
         # A rollout seconds later: none of that traffic is its own.
-        rollout.start(gcs_versions, "v2", "canary", 100)
-        assert judged() == {"v1": 0, "v2": 0}
-        wait_until(lambda: send(1)["v2"] == 1, 30, "the canary")
+        rollout.start(gcs_versions, new, "canary", 100)
+        assert judged() == {"v1": 0, new: 0}
+        wait_until(lambda: send(1)[new] == 1, 30, "the canary")
         send(53)
         scraped()
         after = calls_served(mirror)
-        assert after["v2"] - before["v2"] >= 54
+        assert after[new] - before[new] >= 54
         # Exactly what the service counted since the start: not extrapolated, nothing earlier.
-        assert judged() == {v: after[v] - before[v] for v in ("v1", "v2")}
+        assert judged() == {v: after[v] - before[v] for v in ("v1", new)}
         # The p95 comes from the buckets as PromQL's histogram_quantile reads them.
         at = time.time()
-        series = "modelrun_model_duration_seconds_bucket{model_version='v2', role='answer'}"
+        series = f"modelrun_model_duration_seconds_bucket{{model_version='{new}', role='answer'}}"
         buckets: Counter[float] = Counter()
         for found in instant(mirror, series, at):
             buckets[float(found["metric"]["le"])] += float(found["value"][1])

@@ -241,7 +241,10 @@ def figures(
     """The current version's and the candidate's figures over the span, counted exactly."""
     role = "shadow" if rollout.mode == "shadow" else "answer"
     mine = {current: Figures(current, "answer"), rollout.version: Figures(rollout.version, role)}
-    versions = "|".join(re.escape(v) for v in sorted(mine))
+    # Version ids are [A-Za-z0-9._-]: unescaped, a dot matches any character (a backslash would
+    # need escaping twice, for PromQL's string and its regex), and each series found is kept
+    # only if its version is one of these exactly.
+    versions = "|".join(sorted(mine))
     where = f'model_version=~"{versions}"'
 
     def each(selector: str) -> Iterable[tuple[Figures, dict[str, str], float]]:
