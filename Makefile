@@ -87,8 +87,8 @@ local: install artifacts/iris/baseline.json  ## the Compose mirror, with monitor
 tracking: install $(MLFLOW_SERVER)  ## an MLflow tracking server on :$(MLFLOW_PORT), without Docker (runs in .modelrun/mlflow)
 	$(PY) -m local.tracking --port $(MLFLOW_PORT) --mlflow $(MLFLOW_VENV)/bin/mlflow
 
-monitor: install  ## the mirror without Docker: emulator, function, Prometheus, Alertmanager (DRIFT=1: the drift demo)
-	PORT=$(PORT) $(PY) -m local.monitor $(if $(DRIFT),--drift,)
+monitor: install  ## the mirror without Docker: emulator, function, Prometheus, Alertmanager (MODEL or MODEL_URI: yours, as serve; DRIFT=1: the drift demo)
+	PORT=$(PORT) STORE=$(STORE) $(PY) -m local.monitor $(if $(DRIFT),--drift,)
 
 batch: install artifacts/iris/baseline.json  ## a batch job as N local processes on the GCS emulator (ROWS, TASKS), checked
 	$(PY) -m local.batch --rows $(or $(ROWS),300000) --tasks $(or $(TASKS),4)

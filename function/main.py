@@ -22,11 +22,14 @@ from flask import Response, request
 from function.app import build, not_found_response
 from function.config import usable_cpus
 from function.errors import ConfigError
+from function.threads import limit_native_threads
 
 # A worker per usable CPU unless told otherwise: functions-framework reads WORKERS after
-# importing this file, and so does the service's configuration, just below.
+# importing this file, and so does the service's configuration, just below. In each, one native
+# thread per pool (the image's OMP_NUM_THREADS, applied the way training applies it).
 if not os.environ.get("WORKERS", "").strip():
     os.environ["WORKERS"] = str(usable_cpus())
+limit_native_threads(os.environ)
 try:
     handle = build(os.environ)
 except ConfigError as e:

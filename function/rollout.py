@@ -150,7 +150,8 @@ def start(
         sha256=metadata["sha256"],
         mode=mode,
         percent=percent,
-        started_at=utc_now(),
+        # To the millisecond: the verdict counts the samples Prometheus took after it.
+        started_at=utc_now("milliseconds"),
         current=pointer["version"],
         model_bytes=size,
     )

@@ -6,6 +6,11 @@ the Debian packages are installed — the real Prometheus and Alertmanager with 
 configuration files (only addresses substituted), plus the webhook that receives alerts.
 Grafana needs Docker: `make local`.
 
+Your own model instead, as `make serve` takes it: MODEL (a name in STORE, default
+.modelrun/store) or MODEL_URI (a model's root). The function then reads that root itself, so that
+`promote`, `rollback` and `rollout` there reach it (MODEL_REFRESH_SECONDS, default 2 here), and
+`rollout status` / `promote --auto` have this Prometheus to read; no emulator is started.
+
 Ports (all on 127.0.0.1): PORT (the function, 8080), METRICS_PORT (its keyless metrics, 9464,
 which Prometheus scrapes as the sidecar does on Cloud Run), GCS_PORT (4443), PROMETHEUS_PORT
 (9090), ALERTMANAGER_PORT (9093), ALERT_SINK_PORT (5001). SIGTERM or Ctrl-C stops every child and
@@ -43,12 +48,13 @@ from local.mirror import (
     process,
     wait_for,
 )
-from local.serve import dev_key
+from local.serve import STATE, dev_key, ensure_model
 from training.__main__ import main as training
 
 BUCKET = "models-local"
 # The drift demo: Prometheus's drift window and alert hold, shortened from 1h and 30m.
 DEMO_WINDOW, DEMO_HOLD, DEMO_STEADY_SECONDS = "2m", "1m", 180
+OWN_MODEL_REFRESH_SECONDS = "2"  # your model's rollouts are followed: see the module's doc
 ARTIFACT = ROOT / "artifacts" / "iris"
 
 
@@ -86,8 +92,11 @@ def run(environ: Mapping[str, str], drift: bool = False) -> None:
     """Start the mirror and serve until interrupted; stop everything it started on the way out."""
     port = environ.get("PORT", "8080")
     metrics_port = environ.get("METRICS_PORT", "9464")
+    own = bool(environ.get("MODEL_URI", "").strip() or environ.get("MODEL", "").strip())
+    if own and drift:
+        raise SystemExit("the drift demo sends Iris rows: run it without MODEL or MODEL_URI")
     key = dev_key()
-    if needs_training(ARTIFACT) and training(["train", "--out", str(ARTIFACT)]):
+    if not own and needs_training(ARTIFACT) and training(["train", "--out", str(ARTIFACT)]):
         raise SystemExit("training the default model failed")
     with contextlib.ExitStack() as stack:
         workdir = Path(tempfile.mkdtemp(prefix="modelrun-monitor-"))
@@ -101,26 +110,10 @@ def run(environ: Mapping[str, str], drift: bool = False) -> None:
             alert_sink=f"127.0.0.1:{environ.get('ALERT_SINK_PORT', '5001')}",
             drift=(DEMO_WINDOW, DEMO_HOLD) if drift else None,
         )
-        gcs_port = int(environ.get("GCS_PORT", "4443"))
-        gcs = f"http://127.0.0.1:{gcs_port}"
-        stack.enter_context(
-            process(fake_gcs_command(gcs_port, workdir / "gcs", BUCKET), workdir / "gcs.log")
-        )
-        wait_for(f"{gcs}/storage/v1/b")
-        store = bucket_store(BUCKET)
-        model_uri = model_root(store, "iris")
-        emulated = {**environ, "STORAGE_EMULATOR_HOST": gcs}
-        published = subprocess.run(  # as Compose's publish service does; no global change here
-            [sys.executable, "-m", "training", "publish", "--store", store,
-             str(ARTIFACT), "--promote"],
-            cwd=ROOT, env=emulated, capture_output=True, text=True,
-        )  # fmt: skip
-        if published.returncode != 0:
-            raise SystemExit(f"publishing to the emulator failed: {published.stderr.strip()}")
+        served, model_line = _own_model(environ) if own else _emulated_iris(environ, stack, workdir)
         env = container.process_environment(
             {
-                "STORAGE_EMULATOR_HOST": gcs,
-                "MODEL_URI": model_uri,
+                **served,
                 "API_KEYS": key,
                 "ENVIRONMENT": "development",
                 "PORT": port,
@@ -134,7 +127,7 @@ def run(environ: Mapping[str, str], drift: bool = False) -> None:
         lines = [
             f"function      http://{function}  (key: {key}; logs {workdir}/function.log)",
             f"its metrics   http://{mirror.metrics}/metrics  (no key: this machine only)",
-            f"GCS emulator  {gcs}  (bucket {BUCKET}, model {model_uri})",
+            model_line,
         ]
         if installed(PROMETHEUS_BINARY) and installed(ALERTMANAGER_BINARY):
             sink = AlertSink("127.0.0.1", int(mirror.alert_sink.rsplit(":", 1)[1])).start()
@@ -179,6 +172,44 @@ def run(environ: Mapping[str, str], drift: bool = False) -> None:
             ).start()
         while True:
             time.sleep(3600)
+
+
+def _own_model(environ: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """Your model's root (MODEL_URI, or MODEL in STORE as `make serve` finds it), served from
+    there and followed (its promotions and rollouts)."""
+    model_uri = environ.get("MODEL_URI", "").strip()
+    if not model_uri:
+        store = environ.get("STORE", "").strip() or (STATE / "store").as_uri()
+        model_uri = ensure_model(store, environ["MODEL"].strip())
+    refresh = environ.get("MODEL_REFRESH_SECONDS", "").strip() or OWN_MODEL_REFRESH_SECONDS
+    served = {"MODEL_URI": model_uri, "MODEL_REFRESH_SECONDS": refresh}
+    line = f"model         {model_uri}  (promotions and rollouts there followed every {refresh} s)"
+    return served, line
+
+
+def _emulated_iris(
+    environ: Mapping[str, str], stack: contextlib.ExitStack, workdir: Path
+) -> tuple[dict[str, str], str]:
+    """The default: the GCS emulator with the trained Iris model published into it, as the
+    Compose mirror does."""
+    gcs_port = int(environ.get("GCS_PORT", "4443"))
+    gcs = f"http://127.0.0.1:{gcs_port}"
+    stack.enter_context(
+        process(fake_gcs_command(gcs_port, workdir / "gcs", BUCKET), workdir / "gcs.log")
+    )
+    wait_for(f"{gcs}/storage/v1/b")
+    store = bucket_store(BUCKET)
+    model_uri = model_root(store, "iris")
+    emulated = {**environ, "STORAGE_EMULATOR_HOST": gcs}
+    published = subprocess.run(  # as Compose's publish service does; no global change here
+        [sys.executable, "-m", "training", "publish", "--store", store,
+         str(ARTIFACT), "--promote"],
+        cwd=ROOT, env=emulated, capture_output=True, text=True,
+    )  # fmt: skip
+    if published.returncode != 0:
+        raise SystemExit(f"publishing to the emulator failed: {published.stderr.strip()}")
+    served = {"STORAGE_EMULATOR_HOST": gcs, "MODEL_URI": model_uri}
+    return served, f"GCS emulator  {gcs}  (bucket {BUCKET}, model {model_uri})"
 
 
 if __name__ == "__main__":

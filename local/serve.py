@@ -9,6 +9,7 @@ container runs.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -69,7 +70,21 @@ def dev_key() -> str:
     return path.read_text().strip()
 
 
-def main() -> None:
+SETTINGS = """settings (environment variables, as `make serve` passes them):
+  MODEL       the model to serve from STORE (default iris; trained and published if absent)
+  MODEL_URI   a model's root to serve instead (gs://BUCKET/models/NAME or file:///ABS/NAME)
+  STORE       where models are published (default file://.modelrun/store in the repository)
+  PORT        the port (default 8080); HOST the address (default 127.0.0.1)
+  RATE_LIMIT_PER_SECOND  per key (default 0: off)"""
+
+
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(
+        prog="python -m local.serve",
+        description=__doc__,
+        epilog=SETTINGS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    ).parse_args(argv)  # no flags: --help (before anything is trained or served), or a usage error
     port = os.environ.get("PORT", "8080")
     store = os.environ.get("STORE", (STATE / "store").as_uri())
     try:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 from local import container
 from local.mirror import ROOT, wait_for
@@ -42,16 +43,15 @@ def command(root: Path, port: int, mlflow: Path = MLFLOW) -> list[str]:
 
 
 @contextlib.contextmanager
-def server(args: Sequence[str], log: Path, port: int) -> Iterator[str]:
-    """Run `mlflow server` ARGS until the block ends; yield its URL once /health answers. It
-    starts worker processes: the whole process group is stopped."""
-    with open(log, "wb") as out:
-        child = subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT,
+def running(args: Sequence[str], log: Path | None) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `mlflow server` ARGS (output to `log`, or this terminal) until the block ends. It
+    starts worker processes, which outlive a stopped parent: it runs in a process group of its
+    own, and the whole group is stopped."""
+    with open(log, "wb") if log else contextlib.nullcontext() as out:
+        child = subprocess.Popen(list(args), stdout=out, stderr=subprocess.STDOUT if out else None,
                                  env=environment(), start_new_session=True)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(f"{url}/health", START_SECONDS)
-        yield url
+        yield child
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGTERM)
@@ -61,6 +61,15 @@ def server(args: Sequence[str], log: Path, port: int) -> Iterator[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+
+
+@contextlib.contextmanager
+def server(args: Sequence[str], log: Path, port: int) -> Iterator[str]:
+    """Run `mlflow server` ARGS until the block ends; yield its URL once /health answers."""
+    with running(args, log):
+        url = f"http://127.0.0.1:{port}"
+        wait_for(f"{url}/health", START_SECONDS)
+        yield url
 
 
 def environment() -> dict[str, str]:
@@ -80,10 +89,18 @@ def main(argv: list[str] | None = None) -> None:
     url = f"http://127.0.0.1:{args.port}"
     print(f"MLflow UI: {url}  (runs and artifacts in {args.root})")
     print(f"log training runs to it: MLFLOW_TRACKING_URI={url} make train")
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the server too: it stops
-        raise SystemExit(
-            subprocess.call(command(args.root, args.port, args.mlflow), env=environment())
-        )
+    # Ctrl-C (the server's own group does not get it) and SIGTERM (make passes it on) unwind
+    # `running`, which stops the server's whole group.
+    signal.signal(signal.SIGTERM, _interrupt)
+    code = 0
+    server_command = command(args.root, args.port, args.mlflow)
+    with contextlib.suppress(KeyboardInterrupt), running(server_command, log=None) as child:
+        code = child.wait()
+    raise SystemExit(code)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -207,6 +207,15 @@ def test_the_manifest_counts_rows_and_digests_each_part_and_range(
         written = (out / part["results"]["name"]).read_bytes()
         assert part["results"]["sha256"] == hashlib.sha256(written).hexdigest()
         assert part["results"]["rows"] == written.count(b"\n") - 1  # less the header
+    # Nothing else: no empty _tmp/ (where objects were written before being published)
+    assert sorted(p.name for p in out.iterdir()) == [
+        MANIFEST,
+        "_tasks",
+        "errors-00000-of-00002.jsonl",
+        "errors-00001-of-00002.jsonl",
+        "part-00000-of-00002.csv",
+        "part-00001-of-00002.csv",
+    ]
 
 
 # --- bad rows -------------------------------------------------------------------------------
@@ -339,6 +348,7 @@ def test_a_killed_tasks_leftovers_are_replaced_not_kept(tmp_path: Path, iris_uri
     assert local_batch.run_tasks(env, source.as_uri(), out, 1) == [0]
 
     assert not any(p.exists() for p in leftovers)
+    assert not (tmp_path / "out" / "_tmp").exists()
     assert len(answers(out)) == 40_000 - 8  # the generated file's bad rows
 
 

@@ -13,12 +13,24 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
+from function import rollout
+from function.store import ModelStore, model_root
 from local.alert_sink import AlertSink
-from tests.conftest import ROOT, free_port, require_binary, wait_until
+from tests.conftest import ROOT, free_port, require_binary, run_training, wait_until
+
+MONITOR_PORTS = (
+    "PORT",
+    "METRICS_PORT",
+    "GCS_PORT",
+    "PROMETHEUS_PORT",
+    "ALERTMANAGER_PORT",
+    "ALERT_SINK_PORT",
+)
 
 
 def port_is_free(port: int) -> bool:
@@ -33,17 +45,7 @@ def test_monitor_links_working_pages_and_stops_every_child(
 ) -> None:
     require_binary("prometheus")
     require_binary("prometheus-alertmanager")
-    ports = {
-        name: free_port()
-        for name in (
-            "PORT",
-            "METRICS_PORT",
-            "GCS_PORT",
-            "PROMETHEUS_PORT",
-            "ALERTMANAGER_PORT",
-            "ALERT_SINK_PORT",
-        )
-    }
+    ports = {name: free_port() for name in MONITOR_PORTS}
     env = {
         **os.environ,
         **{k: str(v) for k, v in ports.items()},
@@ -89,6 +91,66 @@ def test_monitor_links_working_pages_and_stops_every_child(
 
     wait_until(lambda: all(port_is_free(p) for p in ports.values()), 15, "every port freed")
     assert not workdir.exists()
+
+
+@pytest.mark.slow
+def test_monitor_serves_your_model_and_rollout_status_reads_its_prometheus(
+    tmp_path: Path, iris_artifact: Path, forest_artifact: Path
+) -> None:
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager")
+    store = (tmp_path / "store").as_uri()
+    mine = ModelStore(model_root(store, "flowers"))  # a model of your own, as `make serve` takes
+    mine.promote(mine.publish(iris_artifact, "v1"))
+    mine.publish(forest_artifact, "v2")
+    ports = {name: free_port() for name in MONITOR_PORTS}
+    env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "TMPDIR": str(tmp_path),
+           "WORKERS": "1", "MODEL": "flowers", "STORE": store}  # fmt: skip
+    env.pop("MODEL_URI", None)
+    log = tmp_path / "monitor.log"
+    with open(log, "w") as out:
+        monitor = subprocess.Popen([sys.executable, "-m", "local.monitor"], cwd=ROOT, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        wait_until(
+            lambda: "Stop with Ctrl-C" in log.read_text() or monitor.poll() is not None,
+            120,
+            "the monitor banner",
+        )
+        banner = log.read_text()
+        assert monitor.poll() is None, banner
+        assert f"model         {mine.uri}" in banner and "GCS emulator" not in banner
+        key = re.search(r"\(key: (\S+);", banner)[1]  # type: ignore[index]
+        url = f"http://127.0.0.1:{ports['PORT']}"
+
+        def answered_by() -> str:
+            row = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+            response = requests.post(
+                f"{url}/predict", json=row, headers={"X-API-Key": key}, timeout=10
+            )
+            assert response.status_code == 200
+            return str(response.headers["X-Model-Version"])
+
+        assert answered_by() == "v1"
+        # The README's walkthrough on it: a canary in your store, judged from this Prometheus.
+        rollout.start(mine, "v2", "canary", 100)
+        wait_until(lambda: answered_by() == "v2", 30, "the function to follow the rollout")
+        answers = [answered_by() for _ in range(20)]
+        assert set(answers) == {"v2"}
+        prometheus = f"http://127.0.0.1:{ports['PROMETHEUS_PORT']}"
+
+        def status() -> dict[str, Any]:
+            said = run_training("rollout", "status", "--store", store, "--name", "flowers",
+                                "--prometheus", prometheus, "--json")  # fmt: skip
+            assert said.returncode == 0, said.stderr
+            return dict(json.loads(said.stdout))
+
+        wait_until(lambda: status()["versions"][1]["requests"] >= 21, 60, "v2's requests scraped")
+        assert status()["versions"][1]["version"] == "v2"
+    finally:
+        monitor.send_signal(signal.SIGTERM)
+        monitor.wait(30)
+    wait_until(lambda: all(port_is_free(p) for p in ports.values()), 15, "every port freed")
 
 
 def test_alerts_print_with_their_summary(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,8 @@ gunicorn workers) against the GCS emulator where it does, with a real Prometheus
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import subprocess
 import threading
 import time
@@ -17,17 +19,22 @@ import joblib
 import numpy as np
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from function import rollout
 from function.rollout import Rollout
 from function.shadow import QUEUE_REQUESTS, SHADOW_BATCH, compare
 from function.store import ModelStore
+from local.mirror import Mirror
 from tests.artifacts import publish_object
 from tests.conftest import (
     KEY,
     OTHER_KEY,
+    PYTHON,
+    ROOT,
     Emulator,
     Running,
+    free_port,
     run_service,
     run_training,
     service_env,
@@ -37,8 +44,8 @@ from tests.inprocess import InProcess, in_process
 from tests.odd_models import FailingModel, HangingModel
 from tests.test_monitoring import monitored_service, query
 from training.__main__ import main
-from training.errors import EXIT_ROLLOUT_ABORTED
-from training.verdict import Criteria, Figures, judge
+from training.errors import EXIT_PIPE_CLOSED, EXIT_ROLLOUT_ABORTED
+from training.verdict import Criteria, Figures, bucket_quantile, counted, judge
 
 ROWS = np.random.default_rng(7).uniform([4, 2, 1, 0], [8, 4.5, 7, 2.5], (48, 4)).round(2)
 AUTH = {"X-API-Key": KEY}
@@ -108,6 +115,41 @@ def test_the_commands_answer_in_one_line_with_an_exit_code(
         ("v2", "promoted"),
         ("v2", "aborted"),
     ]
+
+
+def test_an_unreachable_prometheus_is_named_in_one_line(
+    iris_artifact: Path, forest_artifact: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    store = two_versions((tmp_path / "store" / "iris").as_uri(), iris_artifact, forest_artifact)
+    rollout.start(store, "v2", "canary", 10)
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for verb in (["status"], ["promote", "--auto"]):
+        assert main(cli(store, *verb, "--prometheus", nowhere)) == 1
+        err = capfd.readouterr().err
+        assert err == f"error: cannot reach Prometheus at {nowhere}: Connection refused\n"
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [["list"], ["rollout", "status"], ["rollout", "start", "v2", "--shadow"], ["--help"]],
+    ids=["list", "rollout status", "rollout start", "help"],
+)
+def test_a_closed_stdout_ends_a_command_quietly(
+    verb: list[str], iris_artifact: Path, forest_artifact: Path, tmp_path: Path
+) -> None:
+    store = two_versions((tmp_path / "store" / "iris").as_uri(), iris_artifact, forest_artifact)
+    if verb[:2] != ["rollout", "start"]:
+        rollout.start(store, "v2", "canary", 10)
+    where = ["--store", (tmp_path / "store").as_uri(), "--name", "iris"]
+    # `| head -0`: the reader has gone before the command writes anything
+    command = [PYTHON, "-m", "training", *verb, *([] if verb == ["--help"] else where)]
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()
+    err = child.stderr.read().decode()
+    code = child.wait(60)
+    assert err == ""  # no traceback, no "Exception ignored … BrokenPipeError"
+    assert code == (0 if verb == ["--help"] else EXIT_PIPE_CLOSED)
 
 
 def test_a_tampered_version_cannot_be_a_candidate(
@@ -182,6 +224,22 @@ def test_the_verdict_promotes_waits_or_aborts(
     current = figures("v1", "answer", 5000, 5, 0.002)
     candidate.rows, candidate.agreed = candidate.requests, agreed
     assert judge(current, candidate, Criteria(), shadow=True).decision == decision
+
+
+@pytest.mark.parametrize(
+    ("samples", "expected"),
+    [
+        ([(90, 10), (100, 10), (105, 12), (110, 20)], 10),  # its value at the start subtracted
+        ([(95, 7), (105, 9), (110, 2), (115, 5)], 7),  # restarted: counted from zero again
+        ([(105, 4), (110, 9)], 9),  # first seen after the start: all of it is the rollout's
+        ([(90, 3), (100, 8)], 0),  # a sample at the start itself is before it
+        ([], 0),
+    ],
+)
+def test_a_counter_is_counted_exactly_from_the_start(
+    samples: list[tuple[float, float]], expected: float
+) -> None:
+    assert counted(samples, start=100) == expected
 
 
 # --- what clients see, in process --------------------------------------------------------
@@ -527,6 +585,103 @@ def test_auto_aborts_a_failing_candidate_and_promotes_a_good_one(
         state, _ = rollout.read_state(gcs_versions)
         assert [h["outcome"] for h in state["history"]] == ["promoted", "aborted"]
         assert query(mirror.prometheus, 'modelrun_model_calls_total{model_version="failing"}')
+
+
+def calls_served(mirror: Mirror) -> Counter[str]:
+    """Each version's model calls as the service itself counts them (its keyless metrics port),
+    the truth the verdict's figures must equal."""
+    page = requests.get(f"http://{mirror.metrics}/metrics", timeout=5).text
+    served: Counter[str] = Counter()
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            if sample.name == "modelrun_model_calls_total":
+                served[sample.labels["model_version"]] += int(sample.value)
+    return served
+
+
+def calls_scraped(mirror: Mirror) -> Counter[str]:
+    scraped: Counter[str] = Counter()
+    for series in query(mirror.prometheus, "modelrun_model_calls_total"):
+        scraped[series["metric"]["model_version"]] += int(float(series["value"][1]))
+    return scraped
+
+
+def test_a_rollout_is_judged_on_its_own_requests_counted_exactly(
+    gcs_versions: ModelStore,
+    gcs_emulator: Emulator,
+    iris_artifact: Path,
+    forest_artifact: Path,
+    tmp_path: Path,
+) -> None:
+    new = gcs_versions.publish(forest_artifact, "2.0-rc.1")  # a dot and a dash, as ids have
+    with monitored_service(
+        gcs_emulator,
+        iris_artifact,
+        tmp_path,
+        tmp_path / "mirror",
+        uri=gcs_versions.uri,
+        MODEL_REFRESH_SECONDS="0.5",
+    ) as (running, mirror):
+
+        def send(n: int) -> Counter[str]:
+            answered: Counter[str] = Counter()
+            for i in range(n):
+                row = {"instances": [ROWS[i % len(ROWS)].tolist()]}
+                response = running.post("/predict", json=row, headers=AUTH)
+                assert response.status_code == 200
+                answered[response.headers["X-Model-Version"]] += 1
+            return answered
+
+        def scraped() -> None:
+            wait_until(lambda: calls_scraped(mirror) == calls_served(mirror), 60, "a scrape")
+
+        def judged() -> dict[str, float]:
+            args = [*cli(gcs_versions, "status", "--prometheus", f"http://{mirror.prometheus}"),
+                    "--json"]  # fmt: skip
+            said = run_training(*args, env={"STORAGE_EMULATOR_HOST": gcs_emulator.host})
+            assert said.returncode == 0, said.stderr
+            return {v["version"]: v["requests"] for v in json.loads(said.stdout)["versions"]}
+
+        # An earlier canary of the same version, and traffic to both versions, then an abort.
+        rollout.start(gcs_versions, new, "canary", 100)
+        # Each sent over two scrapes, so that Prometheus sees their series rise.
+        wait_until(lambda: send(1)[new] == 1, 30, "the earlier canary")
+        send(60)
+        scraped()
+        send(60)
+        rollout.abort(gcs_versions)
+        wait_until(lambda: send(1)["v1"] == 1, 30, "the abort")
+        scraped()
+        send(40)
+        scraped()
+        before = calls_served(mirror)
+        # A rollout seconds later: none of that traffic is its own.
+        rollout.start(gcs_versions, new, "canary", 100)
+        assert judged() == {"v1": 0, new: 0}
+        wait_until(lambda: send(1)[new] == 1, 30, "the canary")
+        send(53)
+        scraped()
+        after = calls_served(mirror)
+        assert after[new] - before[new] >= 54
+        # Exactly what the service counted since the start: not extrapolated, nothing earlier.
+        assert judged() == {v: after[v] - before[v] for v in ("v1", new)}
+        # The p95 comes from the buckets as PromQL's histogram_quantile reads them.
+        at = time.time()
+        series = f"modelrun_model_duration_seconds_bucket{{model_version='{new}', role='answer'}}"
+        buckets: Counter[float] = Counter()
+        for found in instant(mirror, series, at):
+            buckets[float(found["metric"]["le"])] += float(found["value"][1])
+        for q in (0.5, 0.95, 0.99):
+            (theirs,) = instant(mirror, f"histogram_quantile({q}, sum by (le) ({series}))", at)
+            assert math.isclose(bucket_quantile(q, buckets) or -1, float(theirs["value"][1]))
+
+
+def instant(mirror: Mirror, expr: str, at: float) -> list[dict[str, Any]]:
+    """An instant query at a given time."""
+    url = f"http://{mirror.prometheus}/api/v1/query"
+    body = requests.get(url, params={"query": expr, "time": f"{at:.3f}"}, timeout=10).json()
+    assert body["status"] == "success", body
+    return list(body["data"]["result"])
 
 
 def test_a_partial_shadow_scores_its_share_of_requests(

@@ -182,3 +182,17 @@ def test_make_serve_names_a_model_that_is_not_published(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "no version of 'churn' is current in" in result.stderr
     assert "--promote" in result.stderr
+
+
+def test_help_prints_the_usage_and_does_nothing_else(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    env = {**os.environ, "STORE": store.as_uri(), "PORT": str(free_port()), "HOME": str(tmp_path)}
+    env.pop("MODEL_URI", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "local.serve", "--help"], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: python -m local.serve")
+    assert "MODEL_URI" in done.stdout and done.stderr == ""
+    assert not store.exists()  # nothing trained nor published

@@ -6,9 +6,11 @@ through MLflow's REST API, the logged model through mlflow.sklearn. Nothing is m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,15 @@ import requests
 
 from function.store import ModelStore
 from local import tracking as tracking_server
-from tests.conftest import KEY, PYTHON, ROOT, free_port, require_binary, run_training
+from tests.conftest import (
+    KEY,
+    PYTHON,
+    ROOT,
+    free_port,
+    require_binary,
+    run_training,
+    wait_until,
+)
 from tests.inprocess import in_process
 from tests.test_own_model import TARGET, notebook_pipeline
 from training.__main__ import _parser as training_parser
@@ -249,6 +259,48 @@ def test_the_image_server_answers_its_compose_name_and_refuses_others(mlflow_ser
 
 
 # --- without a server ----------------------------------------------------------------------
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process started under `pid`, from /proc (children of children too)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            for child in map(int, (task / "children").read_text().split()):
+                found |= {child, *descendants(child)}
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has stopped; only its parent has not reaped it yet
+
+
+def test_make_tracking_stops_the_whole_server_on_sigterm(tmp_path: Path) -> None:
+    require_binary(str(tracking_server.MLFLOW))  # `make test` installs it
+    port = free_port()
+    log = tmp_path / "tracking.log"
+    with open(log, "w") as out:
+        tracking = subprocess.Popen(
+            [PYTHON, "-m", "local.tracking", "--port", str(port), "--root", str(tmp_path / "ml")],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    server: set[int] = set()
+    try:
+        health = f"http://127.0.0.1:{port}/health"
+        tracking_server.wait_for(health, tracking_server.START_SECONDS)
+        server = descendants(tracking.pid)
+        assert len(server) >= 2, log.read_text()  # mlflow server and its workers
+        tracking.send_signal(signal.SIGTERM)  # as make passes it on
+        assert tracking.wait(30) == 0, log.read_text()
+        wait_until(lambda: not any(map(alive, server)), 30, "every server process to stop")
+    finally:
+        for pid in [tracking.pid, *server]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_an_unreachable_server_fails_before_training_in_one_line(tmp_path: Path) -> None:

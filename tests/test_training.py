@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import joblib
 import numpy as np
 import pytest
 
+from function.config import usable_cpus
 from tests.conftest import PYTHON, ROOT, free_port, run_training
 from training.__main__ import main
 from training.errors import EXIT_GATE
@@ -503,3 +505,46 @@ def test_module_entry_point_runs_as_a_process(tmp_path: Path) -> None:
 
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: data file {tmp_path / 'nope.csv'} does not exist"
+
+
+# `python -m training` with every HistGradientBoosting fit recording the native threads it runs
+# with: OpenMP's (what the estimator asks _openmp_effective_n_threads for) and every pool loaded.
+PROBED_TRAINING = """
+import json, os, sys
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+from threadpoolctl import threadpool_info
+
+fit = HistGradientBoostingClassifier.fit
+
+def probed(self, X, y, **kw):
+    seen = {"openmp": _openmp_effective_n_threads()}
+    seen.update({pool["internal_api"]: pool["num_threads"] for pool in threadpool_info()})
+    with open(os.environ["THREAD_PROBE"], "a") as out:
+        out.write(json.dumps(seen) + "\\n")
+    return fit(self, X, y, **kw)
+
+HistGradientBoostingClassifier.fit = probed
+from training.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="one CPU: OpenMP's default is one thread too")
+@pytest.mark.parametrize(("told", "threads"), [(None, 1), ("2", 2)])
+def test_training_runs_one_native_thread_unless_told(
+    told: str | None, threads: int, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MLFLOW_"))}
+    env["THREAD_PROBE"] = str(probe := tmp_path / "threads.jsonl")
+    if told:
+        env["OMP_NUM_THREADS"] = told  # the user's own setting wins
+    args = ["train", "--estimator", "hist_gradient_boosting", "--cv", "2", "--no-report",
+            "--no-onnx", "--out", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(
+        [PYTHON, "-c", PROBED_TRAINING, *args], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    seen = [json.loads(line) for line in probe.read_text().splitlines()]
+    assert len(seen) == 3  # two folds and the final fit
+    assert {n for s in seen for n in s.values()} == {threads}  # OpenMP and BLAS alike

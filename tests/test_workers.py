@@ -16,7 +16,9 @@ from function.errors import ConfigError, TooManyRequests
 from function.ratelimit import TokenBuckets
 from function.store import ModelStore
 from function.telemetry import prometheus_telemetry
+from function.threads import NATIVE_THREADS, native_threads
 from function.workers import Workers, merge
+from local import container
 from tests.conftest import run_service, wait_until
 
 KEY = "workers-key-0123456789"
@@ -200,3 +202,11 @@ def test_a_page_cut_short_is_left_out_and_the_rest_still_answer() -> None:
         samples(cut)
 
     assert predictions(merge([(first.decode(), True), (cut, True)])) == 3
+
+
+def test_the_image_and_training_size_native_threads_by_one_rule() -> None:
+    image = container.environment()  # function/Dockerfile's ENV
+    assert native_threads(image) == NATIVE_THREADS == int(image["OMP_NUM_THREADS"])
+    assert native_threads({}) == NATIVE_THREADS
+    assert native_threads({"OMP_NUM_THREADS": "4,2"}) == 4  # nested teams: the first level
+    assert native_threads({"OMP_NUM_THREADS": "0"}) == NATIVE_THREADS  # not a thread count

@@ -19,8 +19,10 @@ from typing import Any
 
 from function.errors import ModelrunError
 from function.store import ModelStore, check_version_id, model_root
+from function.threads import limit_native_threads
 from training.errors import (
     EXIT_INTERRUPTED,
+    EXIT_PIPE_CLOSED,
     EXIT_ROLLOUT_ABORTED,
     EXIT_ROLLOUT_UNDECIDED,
     TrainingError,
@@ -30,6 +32,16 @@ from training.estimators import ESTIMATORS, parse_param
 
 def main(argv: list[str] | None = None) -> int:
     """Run one verb; print a one-line error and return non-zero on failure."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _run(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
@@ -44,7 +56,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _reader_gone() -> int:
+    """The reader of stdout left (`| head -3`): stop quietly, as a command killed by SIGPIPE
+    would, without Python's traceback at exit when it flushes stdout again (the docs' recipe,
+    docs.python.org/3/library/signal.html, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_PIPE_CLOSED
+
+
 def _train(args: argparse.Namespace) -> None:
+    limit_native_threads()  # before scikit-learn loads its OpenMP runtime: function/threads.py
     from training.data import load_csv, load_iris
     from training.tracking import write_tracked
     from training.train import Options, parse_gate, train
@@ -87,6 +110,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _package(args: argparse.Namespace) -> None:
+    limit_native_threads()
     from training.data import load_csv
     from training.packager import build_package, load_estimator
     from training.tracking import write_tracked
@@ -301,8 +325,8 @@ def _judge(args: argparse.Namespace, active: Any, current: str) -> tuple[Any, li
     from training import verdict
 
     prometheus = verdict.Prometheus(args.prometheus)
-    window = verdict.window_of(active, args.window)
-    mine, theirs = verdict.figures(prometheus, active, current, window)
+    span = verdict.span_of(active, args.window)
+    mine, theirs = verdict.figures(prometheus, active, current, span)
     criteria = verdict.Criteria(
         args.min_requests, args.max_error_increase, args.max_latency_ratio, args.min_agreement
     )
@@ -555,7 +579,11 @@ def _parser() -> argparse.ArgumentParser:
             default=os.environ.get("PROMETHEUS_URL"),
             help="Prometheus API URL (default: PROMETHEUS_URL)",
         )
-        p.add_argument("--window", help="PromQL duration to compare over (default: the rollout)")
+        p.add_argument(
+            "--window",
+            help="count only the last DURATION of the rollout, e.g. 1h (default: all of it; "
+            "never before its start)",
+        )
         p.add_argument("--min-requests", type=int, default=300)
         p.add_argument("--max-error-increase", type=float, default=0.01)
         p.add_argument("--max-latency-ratio", type=float, default=1.25)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from function.artifact import METADATA_FILE
 from function.store import default_version
-from training.errors import GateFailed, TrainingError
+from training.errors import GateFailed, TrainingError, reason
 from training.train import flat_metrics
 
 # What `train` or `package` builds before writing: the fitted model, its metadata, extra files.
@@ -320,16 +319,6 @@ def requirements() -> list[str]:
 
     packages = ["scikit-learn", "numpy", "scipy", "pandas", "skops"]
     return [f"{p}=={importlib.metadata.version(p)}" for p in packages]
-
-
-def reason(error: BaseException) -> str:
-    """One short line for an error that may be a page of text (requests' are)."""
-    text = str(error) or type(error).__name__
-    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
-    if errno:
-        return errno[0].strip()
-    first = " ".join(text.split())
-    return first[:200] + ("…" if len(first) > 200 else "")
 
 
 def _text(value: Any) -> str:

@@ -2,7 +2,7 @@
 Prometheus, and the criteria they must meet.
 
 The figures come from the series every instance exports by version (function/telemetry.py), over
-the rollout so far (`--window` shortens it):
+the rollout so far (`--window` shortens it, never reaching before the rollout's start):
 - requests: model calls, `modelrun_model_calls_total` (role "answer", or "shadow");
 - error ratio: those whose outcome is "error";
 - p95: the 95th percentile of `modelrun_model_duration_seconds`, each version's own model time;
@@ -15,6 +15,18 @@ requests; abort when one fails clearly (its failure is certain whatever the rema
 to the minimum bring), or when an instance refused to load the candidate
 (`modelrun_rollout_candidate{state="refused"}`); else wait.
 
+Counted exactly, from the counters' raw samples (`counted`): what each series counted after the
+rollout's `started_at`, its value then subtracted, a restarted counter counted from zero. Not
+`increase()`, which extrapolates its range's first and last samples to the range's ends
+("the increase is extrapolated to cover the full time range ..., so that it is possible to get a
+non-integer result even if a counter increases only by integer increments", prometheus.io/docs,
+querying/functions: it once reported 285 requests where 264 had arrived, passing `min_requests`
+early), and whose range would have to be a whole duration from now, reaching before the start.
+The samples come from one instant query of a range selector (`NAME[Ns]`, evaluated at `time`:
+"range vectors" are returned as `matrix`, prometheus.io/docs, querying/api), which Managed
+Service for Prometheus answers as Prometheus 2.44 does (its "PromQL compatibility" page lists
+only rate/irate windows, staleness and name matching as differences).
+
 The URL is a Prometheus server's, or Managed Service for Prometheus's query API
 (https://monitoring.googleapis.com/v1/projects/PROJECT/location/global/prometheus; the
 `projects.location.prometheus.api.v1.query` method of the Cloud Monitoring API), which is called
@@ -24,6 +36,11 @@ with Application Default Credentials.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import math
+import re
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -31,11 +48,17 @@ from urllib.parse import urlparse
 import requests
 
 from function.rollout import Rollout
-from training.errors import TrainingError
+from training.errors import TrainingError, reason
 
 MANAGED_PROMETHEUS_HOST = "monitoring.googleapis.com"
 READ_SCOPE = "https://www.googleapis.com/auth/monitoring.read"
 LATENCY_SLACK_SECONDS = 0.001  # p95s within 1 ms are equal: histogram buckets are coarser
+# Prometheus's default lookback delta: an instant query at a time sees the last sample up to 5
+# minutes before it. The samples are read from that far before the rollout's start, so that a
+# series scraped then has its value at the start.
+LOOKBACK_SECONDS = 300
+DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 @dataclass(frozen=True)
@@ -104,23 +127,41 @@ class Prometheus:
         self.managed = parsed.netloc == MANAGED_PROMETHEUS_HOST
 
     def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
-        """An instant query's series: (labels, value)."""
+        """An instant query's series now: (labels, value)."""
+        return [(r["metric"], float(r["value"][1])) for r in self._get(expr, None, "vector")]
+
+    def samples(self, selector: str, span: Span) -> list[tuple[dict[str, str], Samples]]:
+        """Each series' raw samples from the lookback before the span's start to its end."""
+        seconds = math.ceil(span.end - span.start) + LOOKBACK_SECONDS
+        found = self._get(f"{selector}[{seconds}s]", span.end, "matrix")
+        return [(r["metric"], [(float(t), float(v)) for t, v in r["values"]]) for r in found]
+
+    def _get(self, expr: str, at: float | None, kind: str) -> list[dict[str, Any]]:
+        params = {"query": expr} if at is None else {"query": expr, "time": f"{at:.3f}"}
         try:
             response = requests.get(
-                f"{self.url}/api/v1/query",
-                params={"query": expr},
-                headers=self._auth(),
+                f"{self.url}/api/v1/query", params=params, headers=self._auth(),
                 timeout=self.timeout,
-            )
+            )  # fmt: skip
+        except requests.RequestException as e:
+            raise TrainingError(f"cannot reach Prometheus at {self.url}: {reason(e)}") from e
+        try:
             body = response.json()
-        except (requests.RequestException, ValueError) as e:
-            raise TrainingError(f"cannot query Prometheus at {self.url}: {e}") from e
+        except ValueError as e:
+            raise TrainingError(
+                f"Prometheus at {self.url} answered {response.status_code} with no JSON: is it "
+                "a Prometheus API URL?"
+            ) from e
         if response.status_code != 200 or body.get("status") != "success":
             raise TrainingError(
                 f"Prometheus at {self.url} refused a query ({response.status_code}): "
                 f"{body.get('error', body)}"
             )
-        return [(r["metric"], float(r["value"][1])) for r in body["data"]["result"]]
+        if body["data"]["resultType"] != kind:
+            raise TrainingError(
+                f"Prometheus at {self.url} answered a {body['data']['resultType']}, not a {kind}"
+            )
+        return list(body["data"]["result"])
 
     def _auth(self) -> dict[str, str]:
         if not self.managed:
@@ -133,58 +174,104 @@ class Prometheus:
         return {"Authorization": f"Bearer {credentials.token}"}
 
 
-def window_of(rollout: Rollout, window: str | None) -> str:
-    """The query window: the one asked for, else the rollout so far (at least a minute)."""
-    if window:
-        return window
-    started = dt.datetime.fromisoformat(rollout.started_at.replace("Z", "+00:00"))
-    seconds = (dt.datetime.now(dt.UTC) - started).total_seconds()
-    return f"{max(60, int(seconds) + 1)}s"
+Samples = list[tuple[float, float]]  # (unix seconds, value), oldest first
+
+
+@dataclass(frozen=True)
+class Span:
+    """The time counted: from the rollout's start (or --window ago, if later) to now."""
+
+    start: float  # unix seconds
+    end: float
+
+
+def span_of(rollout: Rollout, window: str | None, now: float | None = None) -> Span:
+    """The rollout so far, or its last `window` (a PromQL duration) if shorter."""
+    end = time.time() if now is None else now
+    started = dt.datetime.fromisoformat(rollout.started_at.replace("Z", "+00:00")).timestamp()
+    return Span(max(started, end - parse_duration(window)) if window else started, end)
+
+
+def parse_duration(text: str) -> float:
+    """A PromQL duration (1h30m, 90s) in seconds."""
+    if not re.fullmatch(f"(?:{DURATION.pattern})+", text):
+        raise TrainingError(f"--window {text!r} must be a duration such as 30m, 1h or 1h30m")
+    return float(sum(int(n) * UNIT_SECONDS[unit] for n, unit in DURATION.findall(text)))
+
+
+def counted(samples: Samples, start: float) -> float:
+    """What a counter counted after `start`, from its samples: each rise after its last value at
+    `start` (0 for a series first seen later), and after a drop (the process restarted) the
+    whole new value, as Prometheus's own functions treat a counter reset, but not extrapolated."""
+    last = 0.0
+    total = 0.0
+    for at, value in samples:
+        if at <= start:
+            last = value
+            continue
+        total += value - last if value >= last else value
+        last = value
+    return total
+
+
+def bucket_quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """A histogram's q-quantile from its cumulative bucket counts by upper bound, as PromQL's
+    histogram_quantile computes it (prometheus/promql/quantile.go, bucketQuantile): linear
+    within the bucket the rank falls in, the second highest bound when it falls in +Inf. None
+    when nothing was counted."""
+    bounds = sorted(buckets)
+    if not bounds or bounds[-1] != math.inf or buckets[math.inf] <= 0:
+        return None
+    counts = list(itertools.accumulate((buckets[b] for b in bounds), max))  # made monotonic
+    rank = q * counts[-1]
+    b = next(i for i, c in enumerate(counts) if c >= rank)
+    if b == len(bounds) - 1:
+        return bounds[-2] if len(bounds) > 1 else None
+    if b == 0 and bounds[0] <= 0:
+        return bounds[0]
+    start, count = 0.0, counts[b]
+    if b > 0:
+        start, count, rank = bounds[b - 1], count - counts[b - 1], rank - counts[b - 1]
+    return start + (bounds[b] - start) * (rank / count)
 
 
 def figures(
-    prometheus: Prometheus, rollout: Rollout, current: str, window: str
+    prometheus: Prometheus, rollout: Rollout, current: str, span: Span
 ) -> tuple[Figures, Figures]:
-    """The current version's and the candidate's figures over the window."""
+    """The current version's and the candidate's figures over the span, counted exactly."""
     role = "shadow" if rollout.mode == "shadow" else "answer"
     mine = {current: Figures(current, "answer"), rollout.version: Figures(rollout.version, role)}
+    # Version ids are [A-Za-z0-9._-]: unescaped, a dot matches any character (a backslash would
+    # need escaping twice, for PromQL's string and its regex), and each series found is kept
+    # only if its version is one of these exactly.
     versions = "|".join(sorted(mine))
     where = f'model_version=~"{versions}"'
 
-    def each(expr: str) -> list[tuple[Figures, dict[str, str], float]]:
-        found = []
-        for labels, value in prometheus.query(expr):
+    def each(selector: str) -> Iterable[tuple[Figures, dict[str, str], float]]:
+        for labels, samples in prometheus.samples(f"{selector}{{{where}}}", span):
             entry = mine.get(labels.get("model_version", ""))
             if entry is not None and labels.get("role", entry.role) == entry.role:
-                found.append((entry, labels, value))
-        return found
+                yield entry, labels, counted(samples, span.start)
 
-    calls = (
-        "sum by (model_version, role, outcome) "
-        f"(increase(modelrun_model_calls_total{{{where}}}[{window}]))"
-    )
-    for entry, labels, value in each(calls):
+    for entry, labels, value in each("modelrun_model_calls_total"):
         entry.requests += value
         if labels.get("outcome") == "error":
             entry.errors += value
-    p95 = (
-        "histogram_quantile(0.95, sum by (model_version, role, le) "
-        f"(increase(modelrun_model_duration_seconds_bucket{{{where}}}[{window}])))"
-    )
-    for entry, _, value in each(p95):
-        entry.p95 = value if value == value else None  # NaN: no calls in the window
+    buckets: dict[str, dict[float, float]] = {v: {} for v in mine}
+    for entry, labels, value in each("modelrun_model_duration_seconds_bucket"):
+        mine_buckets = buckets[entry.version]
+        bound = float(labels["le"])
+        mine_buckets[bound] = mine_buckets.get(bound, 0.0) + value
+    for version, entry in mine.items():
+        entry.p95 = bucket_quantile(0.95, buckets[version])
     candidate = mine[rollout.version]
     refused = f'modelrun_rollout_candidate{{model_version="{rollout.version}", state="refused"}}'
     candidate.refused = bool(prometheus.query(f"max({refused})"))
     if rollout.mode == "shadow":
         for series in ("rows", "agreed", "difference", "dropped"):  # Figures' fields too
-            expr = (
-                "sum by (model_version) "
-                f"(increase(modelrun_shadow_{series}_total{{{where}}}[{window}]))"
-            )
-            for entry, _, value in each(expr):
+            for entry, _, value in each(f"modelrun_shadow_{series}_total"):
                 if entry is candidate:
-                    setattr(entry, series, value)
+                    setattr(entry, series, getattr(entry, series) + value)
     return mine[current], candidate
 
 

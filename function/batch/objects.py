@@ -57,6 +57,8 @@ class Place(Protocol):
 
     def delete(self, name: str) -> None: ...
 
+    def tidy(self) -> None: ...
+
 
 class Writer:
     """What a created object's bytes pass through: counted and hashed on the way."""
@@ -160,10 +162,9 @@ class FilePlace:
     def create(self, name: str) -> Iterator[Writer]:
         final = self.root / name
         staged = self.root / _staged_name(name)
-        staged.parent.mkdir(parents=True, exist_ok=True)
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(staged, "wb") as f:
+            with _create_staged(staged) as f:
                 writer = Writer(f)
                 yield writer
                 f.flush()
@@ -179,6 +180,12 @@ class FilePlace:
     def delete(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             (self.root / name).unlink()
+
+    def tidy(self) -> None:
+        """Remove _tmp/ if it is empty: a killed task's leftovers keep it, another task's
+        objects being written too (rmdir refuses a folder that is not empty)."""
+        with contextlib.suppress(OSError):
+            (self.root / TMP).rmdir()
 
 
 class GcsPlace:
@@ -256,6 +263,9 @@ class GcsPlace:
         with contextlib.suppress(NotFound), gcs_errors(join(self.uri, name)):
             self._client_bucket().blob(self._name(name)).delete()
 
+    def tidy(self) -> None:
+        """Nothing: a prefix is no object, and _tmp/ is gone once its objects are."""
+
     def _name(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
@@ -284,6 +294,17 @@ class _Guarded:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _create_staged(path: Path) -> BinaryIO:
+    """Open a new temporary file in _tmp/, which another task may remove between our mkdir and
+    open when it finds it empty (FilePlace.tidy): then make it again."""
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return open(path, "wb")  # the caller closes it
+        except FileNotFoundError:
+            continue
 
 
 def _staged_name(name: str) -> str:

@@ -6,7 +6,8 @@ Under the output prefix, for task i of n (five digits each):
     errors-0000i-of-0000n.jsonl   its refused rows, with the API's messages
     _tasks/0000i-of-0000n.json    its summary, written last: the task is done when it exists
     _manifest.json                the job's, written by the task that finds every summary
-    _tmp/                         objects being written (objects.py); removed when published
+    _tmp/                         objects being written (objects.py); removed when published,
+                                  and the folder too when a task ends and it is empty
 
 Every object is created, never overwritten, and holds the same bytes whenever the same task
 scores the same input with the same model: a retried task or a rerun job finds its summary and
@@ -79,6 +80,13 @@ def run_task(job: Job) -> dict[str, Any]:
     source, output = open_place(job.input), open_place(job.output)
     if job.output.rstrip("/").startswith(job.input.rstrip("/") + "/") or job.output == job.input:
         raise InvalidInput(f"--output {job.output} is inside --input {job.input}: choose another")
+    try:
+        return _run_task(job, source, output)
+    finally:
+        output.tidy()
+
+
+def _run_task(job: Job, source: Place, output: Place) -> dict[str, Any]:
     items, fmt = list_inputs(source)
     model = load_model(
         ModelStore(job.model_uri, timeout=job.store_timeout),
