@@ -30,8 +30,9 @@ $(PY):
 		apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(SERVE_INSTALLED): training/requirements.txt function/requirements.txt | $(PY)
+$(SERVE_INSTALLED): training/requirements.txt function/requirements.txt pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -r training/requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
 $(INSTALLED): requirements.txt training/tracking-requirements.txt $(SERVE_INSTALLED)

@@ -437,6 +437,16 @@ def model_root(store: str, name: str) -> str:
     return f"{store.rstrip('/')}/{name}"
 
 
+def store_models(store: str, timeout: float = 30.0) -> list[str]:
+    """The names of the models in a store: each folder holding versions or a current.json."""
+    names = set()
+    for key in open_backend(store, timeout).keys(""):
+        name, _, rest = key.partition("/")
+        if (rest == CURRENT_FILE or rest.startswith("versions/")) and VERSION_PATTERN.match(name):
+            names.add(name)
+    return sorted(names)
+
+
 def check_version_id(version: str) -> None:
     """Refuse version ids that could escape the layout or shadow current.json."""
     if not isinstance(version, str) or not VERSION_PATTERN.match(version) or version == "current":

@@ -475,9 +475,12 @@ def make(item: Entry, tmp: Path) -> Made:
     out = tmp / item.name
     if item.made_by == "package":
         X_fit, X_hold, y_fit, y_hold = _split(item, frame, target)
-        estimator = item.fit()  # type: ignore[misc]
-        estimator.fit(X_fit.to_numpy(np.float64) if item.matrix else X_fit, y_fit)
+        from function.threads import native_threads_limited
         from training.packager import package
+
+        estimator = item.fit()  # type: ignore[misc]
+        with native_threads_limited():  # as training fits (one OpenMP thread: 2 shared cores)
+            estimator.fit(X_fit.to_numpy(np.float64) if item.matrix else X_fit, y_fit)
 
         package(estimator, X_hold, y_hold, out, name=item.name.replace("_", "-"), report=False)
         rows = X_hold.iloc[:HOLDOUT_ROWS].reset_index(drop=True)

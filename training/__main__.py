@@ -1,5 +1,6 @@
-"""python -m training: train or package a model, publish, promote, rollback and list versions,
-and roll a version out beside the current one (shadow or canary), decided by metrics.
+"""modelrun (or python -m training): train or package a model, publish, promote, rollback and
+list versions, roll a version out beside the current one (shadow or canary), decided by metrics;
+serve a model on this machine, and score files (the batch command).
 
 Each verb imports what it needs when it runs: publish, promote, rollback and list need only the
 service's own packages (function/requirements.txt), so they run in the service image too (the
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from function.errors import ModelrunError
-from function.store import ModelStore, check_version_id, model_root
+from function.store import ModelStore, check_version_id, model_root, store_models
 from function.threads import limit_native_threads
 from training.errors import (
     EXIT_INTERRUPTED,
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASSED_ON:  # their flags are theirs, --help included
+        return int(PASSED_ON[argv[0]](argv[1:]) or 0)
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
@@ -230,6 +234,9 @@ def _rollback(args: argparse.Namespace) -> None:
 def _list(args: argparse.Namespace) -> None:
     from function import rollout
 
+    if args.name is None:
+        _list_models(args)
+        return
     store = _store(args, args.name)
     pointer, _ = store.current()
     current = pointer["version"] if pointer else None
@@ -264,6 +271,47 @@ def _list(args: argparse.Namespace) -> None:
         scores = "  ".join(f"{k}={val:.4f}" for k, val in holdout.items())
         rolling = f"  (candidate: {candidate[v.version]})" if v.version in candidate else ""
         print(f"{mark} {v.version}  {v.metadata['estimator']:<28} {scores}{rolling}")
+
+
+def _list_models(args: argparse.Namespace) -> None:
+    """Every model in the store, with its current version and how many versions it has."""
+    models = []
+    for name in store_models(args.store, args.timeout):
+        store = _store(args, name)
+        pointer, _ = store.current()
+        models.append(
+            {
+                "name": name,
+                "current": pointer["version"] if pointer else None,
+                "versions": len(store.versions()),
+            }
+        )
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return
+    if not models:
+        print(f"no models in {args.store}")
+    for m in models:
+        current = m["current"] or "none current"
+        print(
+            f"{m['name']:<24} {current}  ({m['versions']} versions; --name {m['name']} lists them)"
+        )
+
+
+def _serve(argv: list[str]) -> None:
+    from local.serve import main as serve
+
+    serve(argv)
+
+
+def _batch(argv: list[str]) -> int:
+    from function.batch.__main__ import main as batch
+
+    return batch(argv)
+
+
+# Two commands of their own, reached as verbs too: every argument after the verb is theirs.
+PASSED_ON = {"serve": _serve, "batch": _batch}
 
 
 def _rollout_start(args: argparse.Namespace) -> None:
@@ -424,7 +472,9 @@ def _read_params(path: str, key: str | None = None) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    # `modelrun` (the console command) or `python -m training`: the same verbs.
+    prog = "modelrun" if Path(sys.argv[0]).name == "modelrun" else "python -m training"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     verbs = parser.add_subparsers(required=True, metavar="VERB")
 
     def artifact_args(p: argparse.ArgumentParser, gate_help: str) -> None:
@@ -540,8 +590,12 @@ def _parser() -> argparse.ArgumentParser:
     store_args(rollback)
     rollback.set_defaults(run=_rollback)
 
-    listing = verbs.add_parser("list", help="list versions, marking the current one with *")
-    store_args(listing)
+    listing = verbs.add_parser(
+        "list",
+        help="list a model's versions, marking the current one with * (without --name: "
+        "the store's models)",
+    )
+    store_args(listing, name_required=False)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     listing.set_defaults(run=_list)
 
@@ -612,6 +666,12 @@ def _parser() -> argparse.ArgumentParser:
     abort = actions.add_parser("abort", help="drop the candidate; end the rollout")
     store_args(abort)
     abort.set_defaults(run=_rollout_abort)
+
+    # Listed for --help; _run hands them their arguments before this parser sees them.
+    verbs.add_parser("serve", help="serve a model on this machine, as `make serve` (MODEL, "
+                     "MODEL_URI, STORE, PORT: `modelrun serve --help`)")  # fmt: skip
+    verbs.add_parser("batch", help="score CSV or JSON Lines files as one task of a batch job "
+                     "(`modelrun batch --help`)")  # fmt: skip
     return parser
 
 

@@ -1,0 +1,76 @@
+"""The `modelrun` command: the project installed into its venv (`pip install -e .`, which the
+Makefile runs), every verb reached from any folder, as MLflow, DVC and BentoML users expect."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, train_artifact
+
+MODELRUN = Path(sys.executable).parent / "modelrun"
+
+
+def modelrun(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The console command, run from a folder outside the repository, as a user would."""
+    if not MODELRUN.exists():
+        pytest.fail(
+            f"{MODELRUN} is missing: `make install` installs the project (pip install -e .)"
+        )
+    return subprocess.run(
+        [str(MODELRUN), *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_every_verb_is_a_modelrun_command(tmp_path: Path) -> None:
+    said = modelrun("--help", cwd=tmp_path)
+
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.startswith("usage: modelrun ")
+    for verb in ("train", "package", "publish", "promote", "rollback", "list", "rollout",
+                 "serve", "batch"):  # fmt: skip
+        assert f"    {verb} " in said.stdout, verb
+
+
+@pytest.mark.parametrize("verb, usage", [("serve", "python -m local.serve"),
+                                         ("batch", "python -m function.batch")])  # fmt: skip
+def test_serve_and_batch_pass_their_flags_on(verb: str, usage: str, tmp_path: Path) -> None:
+    said = modelrun(verb, "--help", cwd=tmp_path)
+
+    assert said.returncode == 0, said.stderr
+    assert said.stdout.startswith(f"usage: {usage}")
+    assert not (tmp_path / ".modelrun").exists()  # --help serves, trains and writes nothing
+
+
+def test_import_training_and_list_the_store_from_any_folder(
+    tmp_path: Path, iris_artifact: Path
+) -> None:
+    store = (tmp_path / "store").as_uri()
+    code = subprocess.run(
+        [sys.executable, "-m", "training", "publish", "--store", store, str(iris_artifact),
+         "--version", "v1", "--promote"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert code.returncode == 0, code.stderr
+    train_artifact(tmp_path / "other", "--name", "other", "--no-onnx")
+    assert modelrun("publish", "--store", store, str(tmp_path / "other"),
+                    cwd=tmp_path).returncode == 0  # fmt: skip
+
+    listed = modelrun("list", "--store", store, "--json", cwd=tmp_path)
+
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == [
+        {"name": "iris", "current": "v1", "versions": 1},
+        {"name": "other", "current": None, "versions": 1},
+    ]
+    text = modelrun("list", "--store", store, cwd=tmp_path).stdout
+    assert text.splitlines()[0].split()[:2] == ["iris", "v1"]
+    imported = subprocess.run(
+        [sys.executable, "-c", "import training, function; print(training.__file__)"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert imported.stdout.strip() == str(ROOT / "training" / "__init__.py")
