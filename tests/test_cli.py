@@ -3,6 +3,7 @@ Makefile runs), every verb reached from any folder, as MLflow, DVC and BentoML u
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -74,3 +75,35 @@ def test_import_training_and_list_the_store_from_any_folder(
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert imported.stdout.strip() == str(ROOT / "training" / "__init__.py")
+
+
+def test_training_shows_each_step_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path) -> None:
+    """Progress goes to stderr when it is a terminal (a real pseudo-terminal here)."""
+    import os
+    import pty
+
+    args = [sys.executable, "-m", "training", "train", "--cv", "2", "--out"]
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([*args, str(tmp_path / "a")], cwd=ROOT, stderr=follower,
+                              stdout=subprocess.PIPE, timeout=300)  # fmt: skip
+        os.close(follower)
+        said = b""
+        with contextlib.suppress(OSError):  # EIO once everything written was read
+            while chunk := os.read(leader, 65536):
+                said += chunk
+    finally:
+        os.close(leader)
+    piped = subprocess.run([*args, str(tmp_path / "b")], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+
+    assert done.returncode == 0
+    lines = said.decode().splitlines()
+    steps = ["cross-validation: 2 folds", "fitting logistic_regression", "schema:",
+             "drift baseline", "report: plots", "report: permutation importance", "ONNX:"]  # fmt: skip
+    for expected in steps:
+        assert any(line.strip().startswith(expected) and " done in " in line for line in lines), (
+            expected,
+            lines,
+        )
+    assert piped.returncode == 0 and piped.stderr == ""

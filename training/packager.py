@@ -19,6 +19,7 @@ from function.artifact import TRUSTED_LIBRARIES, TRUSTED_PREFIXES
 from function.store import check_version_id, utc_now
 from training.data import Dataset
 from training.errors import TrainingError
+from training.progress import step
 from training.train import (
     Gate,
     apply_gates,
@@ -127,7 +128,7 @@ def build_package(
     numeric = data.numeric
     X = frame if frame_input else frame.to_numpy(dtype=np.float64 if numeric else object)
     try:
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), step(f"predicting the {len(X)} rows given"):
             predicted = estimator.predict(X)
     except Exception as e:
         raise TrainingError(

@@ -31,6 +31,7 @@ from function.store import utc_now
 from training.data import Dataset
 from training.errors import GateFailed, TrainingError
 from training.estimators import REGRESSORS, build_pipeline, spec
+from training.progress import step
 from training.schema import infer_schema
 
 # metric name -> (scorer for cross_validate, sign to turn the scorer back into the metric)
@@ -137,15 +138,17 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
     )
     scorers = SCORERS[task]
     try:
-        cv = cross_validate(
-            pipeline,
-            X_train,
-            y_train,
-            cv=folds,
-            scoring={m: s for m, (s, _) in scorers.items()},
-            error_score="raise",
-        )
-        pipeline.fit(X_train, y_train)
+        with step(f"cross-validation: {options.cv} folds of {len(y_train)} rows"):
+            cv = cross_validate(
+                pipeline,
+                X_train,
+                y_train,
+                cv=folds,
+                scoring={m: s for m, (s, _) in scorers.items()},
+                error_score="raise",
+            )
+        with step(f"fitting {options.estimator} on {len(y_train)} rows"):
+            pipeline.fit(X_train, y_train)
     except ValueError as e:  # sklearn's InvalidParameterError is a ValueError
         raise TrainingError(
             f"{options.estimator} cannot be trained with these parameters: {e}"
@@ -193,7 +196,8 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
 def describe_inputs(pipeline: Any, frame: Any, task: str) -> dict[str, Any]:
     """The metadata fields that say what the pipeline takes and answers: its features' schema,
     an example row, its classes and their label type."""
-    schema, example = infer_schema(frame, pipeline)
+    with step(f"schema: what the model accepts, probed on each of {frame.shape[1]} features"):
+        schema, example = infer_schema(frame, pipeline)
     fields: dict[str, Any] = {
         "feature_names": schema.names,
         "features": [f.describe() for f in schema.features],
@@ -221,7 +225,8 @@ def extra_files(
     """The artifact's files besides the model, each asked for: the training report on the
     evaluation rows, and the verified ONNX export. Their records go into metadata ("report",
     "onnx")."""
-    extra: dict[str, bytes] = {BASELINE_FILE: _baseline(pipeline, metadata, X_fit, X_eval)}
+    with step("drift baseline: the training rows' bins"):
+        extra: dict[str, bytes] = {BASELINE_FILE: _baseline(pipeline, metadata, X_fit, X_eval)}
     if report:
         from training.report import build_report
 
@@ -229,9 +234,10 @@ def extra_files(
         extra.update(files)
     if onnx:
         nullable = [j for j, f in enumerate(metadata["features"]) if f["nullable"]]
-        exported, metadata["onnx"] = _export_onnx(
-            pipeline, X_fit, X_eval, seed, metadata["task"], nullable
-        )
+        with step("ONNX: export, then verification against scikit-learn"):
+            exported, metadata["onnx"] = _export_onnx(
+                pipeline, X_fit, X_eval, seed, metadata["task"], nullable
+            )
         if exported is not None:
             extra[ONNX_FILE] = exported
     return extra
