@@ -4,15 +4,18 @@ Serves MODEL_URI when it is set; else the model MODEL (default iris) in the stor
 .modelrun/store), training and publishing Iris first if that is the model asked for and nothing
 is current yet. Makes a development key (kept in .modelrun/dev-api-key), prints how to call the
 API with a row of the served model's own, then runs the same functions-framework command the
-container runs.
+container runs. A port it could not listen on is refused first, in one line, before anything is
+trained or printed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 
@@ -69,8 +72,52 @@ def dev_key() -> str:
     return path.read_text().strip()
 
 
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why the server could not listen on host:port now, or None if it could.
+
+    The probe binds as gunicorn does (the first address the host resolves to, SO_REUSEADDR), so a
+    port an earlier server left in TIME_WAIT counts as free, and one a live server holds does not.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as e:  # socket.gaierror too: a HOST that does not resolve
+        return e
+    return None
+
+
+def check_port(host: str, port: str) -> None:
+    """Exit with one line if the server could not listen on host:port.
+
+    Otherwise gunicorn finds out only after the banner, retries for five seconds, and meanwhile
+    the printed curl line is answered by whatever holds the port.
+    """
+    try:
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"error: PORT={port!r} is not a port number (1 to 65535)") from None
+    error = bind_error(host, number)
+    if error is None:
+        return
+    if error.errno != errno.EADDRINUSE:
+        raise SystemExit(f"error: cannot listen on {host}:{number}: {error.strerror or error}")
+    free = next((p for p in range(number + 1, min(number + 100, 65536))
+                 if bind_error(host, p) is None), None)  # fmt: skip
+    other = f"PORT={free}" if free else "PORT=<a free port>"
+    raise SystemExit(
+        f"error: port {number} on {host} is already in use by another program: stop it, or "
+        f"serve on another port with {other} (make serve {other})"
+    )
+
+
 def main() -> None:
     port = os.environ.get("PORT", "8080")
+    host = os.environ.get("HOST", "127.0.0.1")  # this machine only, unless told otherwise
+    check_port(host, port)  # before training or printing anything
     store = os.environ.get("STORE", (STATE / "store").as_uri())
     try:
         model_uri = os.environ.get("MODEL_URI") or ensure_model(
@@ -79,7 +126,6 @@ def main() -> None:
     except ModelrunError as e:
         raise SystemExit(f"error: {e}") from None
     key = dev_key()
-    host = os.environ.get("HOST", "127.0.0.1")  # this machine only, unless told otherwise
     rate = os.environ.get("RATE_LIMIT_PER_SECOND", "0")
     url = f"http://localhost:{port}"
     limit = "off" if rate.strip() in ("", "0", "0.0") else f"{rate} requests/s per key"

@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
 
 from local import container
@@ -182,3 +184,26 @@ def test_make_serve_names_a_model_that_is_not_published(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "no version of 'churn' is current in" in result.stderr
     assert "--promote" in result.stderr
+
+
+@pytest.mark.parametrize("held_on", ["127.0.0.1", "0.0.0.0"])  # another server on loopback, on all
+def test_make_serve_refuses_a_busy_port_in_one_line_before_anything_else(
+    tmp_path: Path, held_on: str
+) -> None:
+    env = {**os.environ, "STORE": (tmp_path / "store").as_uri(), "HOME": str(tmp_path)}
+    env.pop("MODEL_URI", None)
+    with socket.socket() as other:  # another server: listening, never answering
+        other.bind((held_on, 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "local.serve"], cwd=ROOT, env={**env, "PORT": str(port)},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    assert result.returncode != 0
+    assert result.stdout == ""  # no banner, no curl line, nothing trained
+    (line,) = result.stderr.splitlines()
+    assert f"port {port} on 127.0.0.1 is already in use" in line
+    assert "PORT=" in line  # how to choose another
+    assert not (tmp_path / "store").exists()
