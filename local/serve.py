@@ -4,8 +4,8 @@ Serves MODEL_URI when it is set; else the model MODEL (default iris) in the stor
 .modelrun/store), training and publishing Iris first if that is the model asked for and nothing
 is current yet. Makes a development key (kept in .modelrun/dev-api-key), prints how to call the
 API with a row of the served model's own, then runs the same functions-framework command the
-container runs. A port it could not listen on is refused first, in one line, before anything is
-trained or printed.
+container runs, relaying Ctrl-C and SIGTERM to it as a container runtime does (`run_server`). A
+port it could not listen on is refused first, in one line, before anything is trained or printed.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
+import subprocess
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 from function.errors import ModelrunError
 from function.store import ModelStore, model_root
@@ -161,8 +164,35 @@ Stop with Ctrl-C.
     program = shutil.which(argv[0], path=env["PATH"])
     if program is None:
         raise SystemExit(f"{argv[0]} is not on PATH: run `make install`")
-    os.chdir(ROOT)
-    os.execve(program, argv, env)  # noqa: S606 - become the server, as the container does
+    raise SystemExit(run_server(program, argv, env))
+
+
+def run_server(program: str, argv: list[str], env: dict[str, str]) -> int:
+    """Run the server until it exits, and return its exit status (128 + N for signal N).
+
+    Signals reach it as a container's reach its first process: Ctrl-C and SIGTERM go to
+    gunicorn's master alone, which stops its workers. The server runs in a process group of its
+    own because a terminal sends Ctrl-C to its whole foreground group: a worker then got SIGINT
+    from the terminal and SIGQUIT from the master at once, and the second signal could re-enter
+    gunicorn's quit handler while the first held ThreadPoolExecutor.shutdown's lock, a deadlock
+    that lasted until the master killed the worker 30 s later.
+    """
+    pending: list[int] = []  # a signal that came before the server had started
+    server: subprocess.Popen[bytes] | None = None
+
+    def relay(signum: int, frame: FrameType | None) -> None:
+        if server is None:
+            pending.append(signum)
+        else:
+            server.send_signal(signum)  # nothing, once it has exited
+
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, relay)
+    server = subprocess.Popen(argv, executable=program, env=env, cwd=ROOT, process_group=0)
+    for signum in pending:
+        server.send_signal(signum)
+    status = server.wait()
+    return 128 - status if status < 0 else status
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,13 +19,17 @@ import requests
 from local import container
 from local.mirror import stop
 from tests.conftest import ROOT, free_port, wait_until
+from tests.test_shutdown import Load, deaths, exit_within_grace
 from tests.test_smoke_test import diabetes_csv
 from training.__main__ import main as training
 
 
 @contextlib.contextmanager
-def make_serve(tmp_path: Path, port: int, **settings: str) -> Iterator[tuple[str, str]]:
-    """Run `python -m local.serve` as `make serve` does; yield its URL and what it printed."""
+def make_serve(
+    tmp_path: Path, port: int, **settings: str
+) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """Run `python -m local.serve` as `make serve` does, in a session of its own as in a terminal;
+    yield its URL, what it printed, and the process."""
     env = {
         **os.environ,
         "PORT": str(port),
@@ -44,15 +50,16 @@ def make_serve(tmp_path: Path, port: int, **settings: str) -> Iterator[tuple[str
         wait_until(lambda: _ready(url) or process.poll() is not None, 90, "make serve")
         printed = log.read_text()
         assert process.poll() is None, printed
-        yield url, printed
+        yield url, printed, process
     finally:
-        os.killpg(process.pid, 15)
+        with contextlib.suppress(ProcessLookupError):  # stopped by the test already
+            os.killpg(process.pid, 15)
         stop(process)
 
 
 def test_make_serve_trains_publishes_and_serves(tmp_path: Path) -> None:
     port = free_port()
-    with make_serve(tmp_path, port, STORE=(tmp_path / "store").as_uri()) as (url, printed):
+    with make_serve(tmp_path, port, STORE=(tmp_path / "store").as_uri()) as (url, printed, _):
         key = printed.split("development API key: ")[1].split()[0]
         answer = requests.post(
             f"{url}/predict",
@@ -159,7 +166,7 @@ def test_make_serve_serves_the_users_own_model_with_a_curl_line_that_works(
                      "--no-report", "--name", "diabetes",
                      "--out", str(tmp_path / "art")]) == 0  # fmt: skip
     assert training(["publish", "--store", store, str(tmp_path / "art"), "--promote"]) == 0
-    with make_serve(tmp_path, free_port(), STORE=store, MODEL="diabetes") as (_, printed):
+    with make_serve(tmp_path, free_port(), STORE=store, MODEL="diabetes") as (_, printed, _):
         curl = printed.split("  curl -s -H", 1)[1].split("\n\n", 1)[0]
         answer = subprocess.run(
             ["bash", "-c", "curl -s -H" + curl.replace("\\\n", " ")],
@@ -207,3 +214,30 @@ def test_make_serve_refuses_a_busy_port_in_one_line_before_anything_else(
     assert f"port {port} on 127.0.0.1 is already in use" in line
     assert "PORT=" in line  # how to choose another
     assert not (tmp_path / "store").exists()
+
+
+def test_ctrl_c_stops_make_serve_under_load_with_no_worker_dying(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C is SIGINT to its whole foreground group. Sent to gunicorn's workers as
+    well as to its master, which then sends them SIGQUIT, it made a worker re-enter gunicorn's
+    quit handler and deadlock (ThreadPoolExecutor.shutdown waiting for the lock it held) until
+    the master killed it; make serve now relays the signal to the master alone."""
+    store = (tmp_path / "store").as_uri()
+    with make_serve(tmp_path, free_port(), STORE=store, WORKERS="2") as (url, printed, process):
+        key = printed.split("development API key: ")[1].split()[0]
+        signalled = [pid for pid in descendants(process.pid) if os.getpgid(pid) == process.pid]
+        with Load(url, {"X-API-Key": key}) as load:
+            signalled_at = time.monotonic()
+            load.signalled.set()
+            os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
+        status = exit_within_grace(process, signalled_at)
+        log = (tmp_path / "serve.log").read_text()
+
+    assert signalled == []  # no part of the server is in the group a terminal signals
+    assert status == 0, "still running 10s after Ctrl-C" if status is None else log[-3000:]
+    assert deaths(log) == []
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (children, grandchildren...)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [d for child in map(int, children) for d in (child, *descendants(child))]

@@ -60,12 +60,13 @@ class Load:
     stops answering them. `signalled` is set just before the signal is sent: a request whose
     bytes were all written before then was sent before the signal."""
 
-    def __init__(self, url: str, clients: int = CLIENTS) -> None:
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         self.address = urlsplit(url)
+        self.headers = {**HEADERS, **(headers or {})}
         self.signalled = threading.Event()
         self.closing = threading.Event()  # a stopping worker answered with Connection: close
         self.outcomes: list[tuple[bool, int | str]] = []  # (sent before the signal, status|error)
-        self._threads = [threading.Thread(target=self._client) for _ in range(clients)]
+        self._threads = [threading.Thread(target=self._client) for _ in range(CLIENTS)]
 
     def __enter__(self) -> Load:
         for thread in self._threads:
@@ -87,7 +88,7 @@ class Load:
         try:
             while True:
                 try:
-                    connection.request("POST", "/predict", BODY, HEADERS)
+                    connection.request("POST", "/predict", BODY, self.headers)
                 except OSError:  # refused: the server no longer listens; nothing was sent
                     return
                 before = not self.signalled.is_set()
