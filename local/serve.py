@@ -4,7 +4,7 @@ Serves MODEL_URI when it is set; else the model MODEL (default iris) in the stor
 .modelrun/store), training and publishing Iris first if that is the model asked for and nothing
 is current yet. Makes a development key (kept in .modelrun/dev-api-key), prints how to call the
 API with a row of the served model's own, then runs the same functions-framework command the
-container runs, relaying Ctrl-C and SIGTERM to it as a container runtime does (`run_server`). A
+container runs, stopping it on Ctrl-C as Cloud Run does, with SIGTERM (`run_server`). A
 port it could not listen on is refused first, in one line, before anything is trained or printed.
 """
 
@@ -170,21 +170,28 @@ Stop with Ctrl-C.
 def run_server(program: str, argv: list[str], env: dict[str, str]) -> int:
     """Run the server until it exits, and return its exit status (128 + N for signal N).
 
-    Signals reach it as a container's reach its first process: Ctrl-C and SIGTERM go to
-    gunicorn's master alone, which stops its workers. The server runs in a process group of its
-    own because a terminal sends Ctrl-C to its whole foreground group: a worker then got SIGINT
-    from the terminal and SIGQUIT from the master at once, and the second signal could re-enter
-    gunicorn's quit handler while the first held ThreadPoolExecutor.shutdown's lock, a deadlock
-    that lasted until the master killed the worker 30 s later.
+    Stopped as Cloud Run stops it: Ctrl-C and SIGTERM become one SIGTERM to gunicorn's master
+    alone, which lets requests in flight finish and then stops its workers with SIGTERM too. A
+    second Ctrl-C is passed on as SIGINT: stop now.
+
+    gunicorn's gthread worker answers SIGINT and SIGQUIT (the master's quick stop, after its own
+    SIGINT) with ThreadPoolExecutor.shutdown, from a signal handler: arriving while the worker's
+    main thread was inside the executor's submit(), or inside a first such handler, it waited
+    for a lock its own thread held, until the master killed it 30 s later. SIGTERM's handler
+    takes no lock. And the server runs in a process group of its own, because a terminal sends
+    Ctrl-C to its whole foreground group: the workers would get SIGINT straight from it.
     """
+    relayed: list[int] = []  # the signals passed on so far
     pending: list[int] = []  # a signal that came before the server had started
     server: subprocess.Popen[bytes] | None = None
 
     def relay(signum: int, frame: FrameType | None) -> None:
+        sent = signal.SIGINT if signum == signal.SIGINT and relayed else signal.SIGTERM
+        relayed.append(sent)
         if server is None:
-            pending.append(signum)
+            pending.append(sent)
         else:
-            server.send_signal(signum)  # nothing, once it has exited
+            server.send_signal(sent)  # nothing, once it has exited
 
     for stop in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop, relay)
