@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from function.store import ModelStore, model_root
 from local import container
 from local.mirror import stop
 from tests.conftest import ROOT, free_port, wait_until
@@ -221,12 +222,16 @@ def test_make_serve_refuses_a_busy_port_in_one_line_before_anything_else(
     assert not (tmp_path / "store").exists()
 
 
-def test_ctrl_c_stops_make_serve_under_load_as_cloud_run_would(tmp_path: Path) -> None:
+def test_ctrl_c_stops_make_serve_under_load_as_cloud_run_would(
+    iris_artifact: Path, tmp_path: Path
+) -> None:
     """A terminal's Ctrl-C is SIGINT to its whole foreground group. It reached gunicorn's workers
     as well as its master, and gunicorn's SIGINT/SIGQUIT handler could deadlock a worker (see
     local.serve.run_server) until the master killed it 30 s later. make serve now stops the
     server with one SIGTERM to the master, as Cloud Run does."""
     store = (tmp_path / "store").as_uri()
+    iris = ModelStore(model_root(store, "iris"))
+    iris.promote(iris.publish(iris_artifact, "v1"))  # trained once for the session
     with make_serve(tmp_path, free_port(), STORE=store, WORKERS="2") as (url, printed, process):
         key = printed.split("development API key: ")[1].split()[0]
         signalled = [pid for pid in descendants(process.pid) if os.getpgid(pid) == process.pid]
