@@ -45,10 +45,11 @@ class Service:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        if config.model_runtime != "sklearn":
-            # Most versions carry a verified model.onnx: import its runtime here, in gunicorn's
-            # master, so that the workers it forks share the memory (about 10 MB each).
-            import onnxruntime  # noqa: F401
+        # onnxruntime is imported by the loader thread, after gunicorn forks, never here: its
+        # import starts a native thread, and a worker forked from a master holding that thread
+        # inherits its locks without it. At the worker's exit, onnxruntime's destructors then
+        # join a thread that is not there (`std::system_error: Invalid argument`, an abort) or
+        # wait forever on its condition variable (killed by gunicorn after 30 s).
         self.keys = KeyRing(config.api_keys) if config.api_keys else KeyRing()
         self.secret = SecretKeySource(config, self.keys) if config.api_keys_secret else None
         self.deadlines = Deadlines(config.request_timeout_seconds)

@@ -4,18 +4,24 @@ Serves MODEL_URI when it is set; else the model MODEL (default iris) in the stor
 .modelrun/store), training and publishing Iris first if that is the model asked for and nothing
 is current yet. Makes a development key (kept in .modelrun/dev-api-key), prints how to call the
 API with a row of the served model's own, then runs the same functions-framework command the
-container runs.
+container runs, stopping it on Ctrl-C as Cloud Run does, with SIGTERM (`run_server`). A
+port it could not listen on is refused first, in one line, before anything is trained or printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import secrets
 import shutil
+import signal
+import socket
+import subprocess
 import tempfile
 from pathlib import Path
+from types import FrameType
 
 from function.errors import ModelrunError
 from function.store import ModelStore, model_root
@@ -78,6 +84,48 @@ SETTINGS = """settings (environment variables, as `make serve` passes them):
   RATE_LIMIT_PER_SECOND  per key (default 0: off)"""
 
 
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why the server could not listen on host:port now, or None if it could.
+
+    The probe binds as gunicorn does (the first address the host resolves to, SO_REUSEADDR), so a
+    port an earlier server left in TIME_WAIT counts as free, and one a live server holds does not.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as e:  # socket.gaierror too: a HOST that does not resolve
+        return e
+    return None
+
+
+def check_port(host: str, port: str) -> None:
+    """Exit with one line if the server could not listen on host:port.
+
+    Otherwise gunicorn finds out only after the banner, retries for five seconds, and meanwhile
+    the printed curl line is answered by whatever holds the port.
+    """
+    try:
+        number = int(port)
+        if not 0 < number < 65536:
+            raise ValueError
+    except ValueError:
+        raise SystemExit(f"error: PORT={port!r} is not a port number (1 to 65535)") from None
+    error = bind_error(host, number)
+    if error is None:
+        return
+    if error.errno != errno.EADDRINUSE:
+        raise SystemExit(f"error: cannot listen on {host}:{number}: {error.strerror or error}")
+    free = next((p for p in range(number + 1, min(number + 100, 65536))
+                 if bind_error(host, p) is None), None)  # fmt: skip
+    other = f"PORT={free}" if free else "PORT=<a free port>"
+    raise SystemExit(
+        f"error: port {number} on {host} is already in use by another program: stop it, or "
+        f"serve on another port with {other} (make serve {other})"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     argparse.ArgumentParser(
         prog="python -m local.serve",
@@ -86,6 +134,8 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     ).parse_args(argv)  # no flags: --help (before anything is trained or served), or a usage error
     port = os.environ.get("PORT", "8080")
+    host = os.environ.get("HOST", "127.0.0.1")  # this machine only, unless told otherwise
+    check_port(host, port)  # before training or printing anything
     store = os.environ.get("STORE", (STATE / "store").as_uri())
     try:
         model_uri = os.environ.get("MODEL_URI") or ensure_model(
@@ -94,7 +144,6 @@ def main(argv: list[str] | None = None) -> None:
     except ModelrunError as e:
         raise SystemExit(f"error: {e}") from None
     key = dev_key()
-    host = os.environ.get("HOST", "127.0.0.1")  # this machine only, unless told otherwise
     rate = os.environ.get("RATE_LIMIT_PER_SECOND", "0")
     url = f"http://localhost:{port}"
     limit = "off" if rate.strip() in ("", "0", "0.0") else f"{rate} requests/s per key"
@@ -130,8 +179,42 @@ Stop with Ctrl-C.
     program = shutil.which(argv[0], path=env["PATH"])
     if program is None:
         raise SystemExit(f"{argv[0]} is not on PATH: run `make install`")
-    os.chdir(ROOT)
-    os.execve(program, argv, env)  # noqa: S606 - become the server, as the container does
+    raise SystemExit(run_server(program, argv, env))
+
+
+def run_server(program: str, argv: list[str], env: dict[str, str]) -> int:
+    """Run the server until it exits, and return its exit status (128 + N for signal N).
+
+    Stopped as Cloud Run stops it: Ctrl-C and SIGTERM become one SIGTERM to gunicorn's master
+    alone, which lets requests in flight finish and then stops its workers with SIGTERM too. A
+    second Ctrl-C is passed on as SIGINT: stop now.
+
+    gunicorn's gthread worker answers SIGINT and SIGQUIT (the master's quick stop, after its own
+    SIGINT) with ThreadPoolExecutor.shutdown, from a signal handler: arriving while the worker's
+    main thread was inside the executor's submit(), or inside a first such handler, it waited
+    for a lock its own thread held, until the master killed it 30 s later. SIGTERM's handler
+    takes no lock. And the server runs in a process group of its own, because a terminal sends
+    Ctrl-C to its whole foreground group: the workers would get SIGINT straight from it.
+    """
+    relayed: list[int] = []  # the signals passed on so far
+    pending: list[int] = []  # a signal that came before the server had started
+    server: subprocess.Popen[bytes] | None = None
+
+    def relay(signum: int, frame: FrameType | None) -> None:
+        sent = signal.SIGINT if signum == signal.SIGINT and relayed else signal.SIGTERM
+        relayed.append(sent)
+        if server is None:
+            pending.append(sent)
+        else:
+            server.send_signal(sent)  # nothing, once it has exited
+
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, relay)
+    server = subprocess.Popen(argv, executable=program, env=env, cwd=ROOT, process_group=0)
+    for signum in pending:
+        server.send_signal(signum)
+    status = server.wait()
+    return 128 - status if status < 0 else status
 
 
 if __name__ == "__main__":

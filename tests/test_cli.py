@@ -99,8 +99,10 @@ def test_training_shows_each_step_on_a_terminal_and_nothing_in_a_pipe(tmp_path: 
 
     assert done.returncode == 0
     lines = said.decode().splitlines()
-    steps = ["cross-validation: 2 folds", "fitting logistic_regression", "schema:",
-             "drift baseline", "report: plots", "report: permutation importance", "ONNX:"]  # fmt: skip
+    steps = [
+        "cross-validation: 2 folds", "fitting logistic_regression", "schema:", "drift baseline",
+        "report: plots", "report: permutation importance", "ONNX:",
+    ]  # fmt: skip
     for expected in steps:
         assert any(line.strip().startswith(expected) and " done in " in line for line in lines), (
             expected,

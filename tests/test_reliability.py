@@ -1,4 +1,5 @@
-"""Faults, hostile input, hot refresh under load, limits and shutdown — on real processes.
+"""Faults, hostile input, hot refresh under load and limits — on real processes (shutdown:
+tests/test_shutdown.py).
 
 The store is the real GCS client against gcp-storage-emulator (stopped, restarted, fed bad
 objects); keys come from the fake Secret Manager gRPC server where that matters.
@@ -8,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -328,7 +327,7 @@ def _current_between(history: list[tuple[float, str]], start: float, end: float)
     return {v for (since, v), (until, _) in spans if since <= end and until >= start}
 
 
-# --- limits, CORS, headers, time limit, shutdown -----------------------------------------
+# --- limits, CORS, headers, time limit ---------------------------------------------------
 
 
 def folder_env(iris_artifact: Path, tmp_path: Path, **env: str) -> dict[str, str]:
@@ -457,32 +456,6 @@ def test_a_request_past_the_time_limit_is_stopped_with_503(
     assert "1s time limit" in response.json()["detail"]
     assert took < 4
     assert healthy == 200
-
-
-def test_sigterm_lets_in_flight_requests_finish(folder_service: Any) -> None:
-    body = json.dumps({"features": ROW}).encode()
-    with folder_service() as running:
-        host, port = running.url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=10) as conn:
-            conn.sendall(
-                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                + f"X-API-Key: {KEY}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-                + body[:10]
-            )
-            time.sleep(0.5)
-            running.process.send_signal(signal.SIGTERM)  # Cloud Run stops the instance
-            time.sleep(0.5)
-            conn.sendall(body[10:])  # the request in flight completes
-            answer = b""
-            while chunk := conn.recv(65536):
-                answer += chunk
-                if b'"model"' in answer:
-                    break
-            answer_text = answer.decode()
-        running.process.wait(15)
-
-    assert answer_text.startswith("HTTP/1.1 200"), answer_text[:200]
-    assert json.loads(answer_text.split("\r\n\r\n", 1)[1])["predictions"] == ["setosa"]
 
 
 # --- safer model loading -----------------------------------------------------------------

@@ -5,23 +5,32 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import requests
 
+from function.store import ModelStore, model_root
 from local import container
 from local.mirror import stop
 from tests.conftest import ROOT, free_port, wait_until
+from tests.test_shutdown import Load, deaths, exit_within_grace
 from tests.test_smoke_test import diabetes_csv
 from training.__main__ import main as training
 
 
 @contextlib.contextmanager
-def make_serve(tmp_path: Path, port: int, **settings: str) -> Iterator[tuple[str, str]]:
-    """Run `python -m local.serve` as `make serve` does; yield its URL and what it printed."""
+def make_serve(
+    tmp_path: Path, port: int, **settings: str
+) -> Iterator[tuple[str, str, subprocess.Popen[bytes]]]:
+    """Run `python -m local.serve` as `make serve` does, in a session of its own as in a terminal;
+    yield its URL, what it printed, and the process."""
     env = {
         **os.environ,
         "PORT": str(port),
@@ -38,19 +47,25 @@ def make_serve(tmp_path: Path, port: int, **settings: str) -> Iterator[tuple[str
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    server: list[int] = []
     try:
         wait_until(lambda: _ready(url) or process.poll() is not None, 90, "make serve")
         printed = log.read_text()
         assert process.poll() is None, printed
-        yield url, printed
+        server = descendants(process.pid)
+        yield url, printed, process
     finally:
-        os.killpg(process.pid, 15)
+        with contextlib.suppress(ProcessLookupError):  # stopped by the test already
+            os.killpg(process.pid, 15)
         stop(process)
+        for pid in server:  # in a process group of its own: a server left behind goes too
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_make_serve_trains_publishes_and_serves(tmp_path: Path) -> None:
     port = free_port()
-    with make_serve(tmp_path, port, STORE=(tmp_path / "store").as_uri()) as (url, printed):
+    with make_serve(tmp_path, port, STORE=(tmp_path / "store").as_uri()) as (url, printed, _):
         key = printed.split("development API key: ")[1].split()[0]
         answer = requests.post(
             f"{url}/predict",
@@ -157,7 +172,7 @@ def test_make_serve_serves_the_users_own_model_with_a_curl_line_that_works(
                      "--no-report", "--name", "diabetes",
                      "--out", str(tmp_path / "art")]) == 0  # fmt: skip
     assert training(["publish", "--store", store, str(tmp_path / "art"), "--promote"]) == 0
-    with make_serve(tmp_path, free_port(), STORE=store, MODEL="diabetes") as (_, printed):
+    with make_serve(tmp_path, free_port(), STORE=store, MODEL="diabetes") as (_, printed, _):
         curl = printed.split("  curl -s -H", 1)[1].split("\n\n", 1)[0]
         answer = subprocess.run(
             ["bash", "-c", "curl -s -H" + curl.replace("\\\n", " ")],
@@ -196,3 +211,59 @@ def test_help_prints_the_usage_and_does_nothing_else(tmp_path: Path) -> None:
     assert done.stdout.startswith("usage: python -m local.serve")
     assert "MODEL_URI" in done.stdout and done.stderr == ""
     assert not store.exists()  # nothing trained nor published
+
+
+@pytest.mark.parametrize("held_on", ["127.0.0.1", "0.0.0.0"])  # another server on loopback, on all
+def test_make_serve_refuses_a_busy_port_in_one_line_before_anything_else(
+    tmp_path: Path, held_on: str
+) -> None:
+    env = {**os.environ, "STORE": (tmp_path / "store").as_uri(), "HOME": str(tmp_path)}
+    env.pop("MODEL_URI", None)
+    with socket.socket() as other:  # another server: listening, never answering
+        other.bind((held_on, 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "local.serve"], cwd=ROOT, env={**env, "PORT": str(port)},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    assert result.returncode != 0
+    assert result.stdout == ""  # no banner, no curl line, nothing trained
+    (line,) = result.stderr.splitlines()
+    assert f"port {port} on 127.0.0.1 is already in use" in line
+    assert "PORT=" in line  # how to choose another
+    assert not (tmp_path / "store").exists()
+
+
+def test_ctrl_c_stops_make_serve_under_load_as_cloud_run_would(
+    iris_artifact: Path, tmp_path: Path
+) -> None:
+    """A terminal's Ctrl-C is SIGINT to its whole foreground group. It reached gunicorn's workers
+    as well as its master, and gunicorn's SIGINT/SIGQUIT handler could deadlock a worker (see
+    local.serve.run_server) until the master killed it 30 s later. make serve now stops the
+    server with one SIGTERM to the master, as Cloud Run does."""
+    store = (tmp_path / "store").as_uri()
+    iris = ModelStore(model_root(store, "iris"))
+    iris.promote(iris.publish(iris_artifact, "v1"))  # trained once for the session
+    with make_serve(tmp_path, free_port(), STORE=store, WORKERS="2") as (url, printed, process):
+        key = printed.split("development API key: ")[1].split()[0]
+        signalled = [pid for pid in descendants(process.pid) if os.getpgid(pid) == process.pid]
+        with Load(url, {"X-API-Key": key}) as load:
+            signalled_at = time.monotonic()
+            load.signalled.set()
+            os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
+        status = exit_within_grace(process, signalled_at)
+        log = (tmp_path / "serve.log").read_text()
+
+    assert signalled == []  # no part of the server is in the group a terminal signals
+    assert status == 0, "still running 10s after Ctrl-C" if status is None else log[-3000:]
+    assert deaths(log) == []
+    sent_before = [outcome for before, outcome in load.outcomes if before]
+    assert sent_before and set(sent_before) == {200}  # requests in flight were answered
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (children, grandchildren...)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [d for child in map(int, children) for d in (child, *descendants(child))]
