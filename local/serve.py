@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 from function.errors import ModelrunError
-from function.store import ModelStore, model_root
+from function.store import ModelStore, model_root, store_models
 from local import container
 from training.__main__ import main as training
 
@@ -40,10 +40,11 @@ def ensure_model(store: str, name: str = NAME) -> str:
     pointer, _ = ModelStore(uri).current()
     if pointer is None:
         if name != NAME:
+            models = store_models(store)
+            there = f"models there: {', '.join(models)}" if models else "it holds no model"
             raise SystemExit(
-                f"error: no version of {name!r} is current in {store}: publish one with "
-                f"`python -m training publish --store {store} ARTIFACT --promote`, "
-                "or set MODEL_URI"
+                f"error: no version of {name!r} is current in {store} ({there}): publish one "
+                f"with `modelrun publish --store {store} ARTIFACT --promote`, or set MODEL_URI"
             )
         print(f"no model is current in {uri}: training the default Iris model…", flush=True)
         with tempfile.TemporaryDirectory() as out:

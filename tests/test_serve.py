@@ -184,9 +184,14 @@ def test_make_serve_serves_the_users_own_model_with_a_curl_line_that_works(
     assert len(json.loads(answer)["predictions"]) == 1
 
 
-def test_make_serve_names_a_model_that_is_not_published(tmp_path: Path) -> None:
-    env = {**os.environ, "STORE": (tmp_path / "store").as_uri(), "MODEL": "churn",
-           "HOME": str(tmp_path)}  # fmt: skip
+def test_make_serve_names_a_model_that_is_not_published(
+    tmp_path: Path, iris_artifact: Path
+) -> None:
+    """MODEL=chrun (a typo): the line names the models the store holds."""
+    store = (tmp_path / "store").as_uri()
+    ModelStore(model_root(store, "churn")).publish(iris_artifact, "v1")
+    env = {**os.environ, "STORE": store, "MODEL": "chrun", "HOME": str(tmp_path),
+           "PORT": str(free_port())}  # fmt: skip
     env.pop("MODEL_URI", None)
 
     result = subprocess.run(
@@ -195,7 +200,8 @@ def test_make_serve_names_a_model_that_is_not_published(tmp_path: Path) -> None:
     )  # fmt: skip
 
     assert result.returncode != 0
-    assert "no version of 'churn' is current in" in result.stderr
+    assert "no version of 'chrun' is current in" in result.stderr
+    assert "(models there: churn)" in result.stderr
     assert "--promote" in result.stderr
 
 
