@@ -260,6 +260,10 @@ def _value(feature: Feature, value: Any, field: str | None) -> Any:
             f"{name} may not be null: this model's pipeline does not fill in a missing {name}",
             field=field,
         )
+    if feature.type == "integer" and (
+        isinstance(value, bool) or not isinstance(value, int | float)
+    ):
+        raise InvalidInput(f"expected an integer for {name}, got {show(value)}", field=field)
     if feature.type in ("number", "integer"):
         number = check_number(value, field, name)
         if feature.type == "integer" and number != math.floor(number):

@@ -127,9 +127,9 @@ def check_port(host: str, port: str) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m local.serve") -> None:
     argparse.ArgumentParser(
-        prog="python -m local.serve",
+        prog=prog,
         description=__doc__,
         epilog=SETTINGS,
         formatter_class=argparse.RawDescriptionHelpFormatter,

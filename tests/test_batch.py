@@ -19,10 +19,11 @@ import joblib
 import numpy as np
 import pytest
 
+from function.batch.__main__ import parse_job
 from function.batch.objects import Item, open_place
 from function.batch.shards import LineReader, task_ranges
 from function.batch.task import MANIFEST, Job, TooManyErrors, run_task
-from function.errors import Conflict
+from function.errors import Conflict, InvalidInput
 from local import batch as local_batch
 from tests.conftest import ROOT, Emulator, free_port, publish_to_gcs, run_service
 from tests.inprocess import in_process
@@ -766,3 +767,32 @@ def test_the_batch_needs_only_the_images_packages(tmp_path: Path, iris_uri: str)
     assert {"matplotlib", "skl2onnx", "pytest"} <= set(modules)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert answers((tmp_path / "out").as_uri())["2"][0] == "setosa"
+
+
+def test_a_misspelt_header_is_refused_naming_the_column_not_scored_as_gaps(
+    tmp_path: Path, churn_store: tuple[str, Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """country may be missing; a header saying `Country` would have scored every row as if no
+    row had one. Columns that are not features are listed once, in the task's log."""
+    model_uri, _, frame = churn_store
+    typo = write_csv(tmp_path / "typo.csv", frame.rename(columns={"country": "Country"}))
+    (tmp_path / "extra").mkdir()
+    extra = write_csv(tmp_path / "extra" / "rows.csv", frame.assign(label="x"))
+
+    with pytest.raises(InvalidInput, match=r"has no column country \(every feature needs its "
+                       r"column; a missing value is an empty cell\); columns that are not "
+                       r"features: Country"):  # fmt: skip
+        run_task(job(tmp_path, model_uri, typo, id_column="customer"))
+    with caplog.at_level("INFO", logger="modelrun.batch"):
+        run_task(job(tmp_path, model_uri, extra, out="out-extra", id_column="customer"))
+    said = [r.getMessage() for r in caplog.records if "not features" in r.getMessage()]
+    assert said == [f"{extra.as_uri()}: columns that are not features, ignored: label"]
+
+
+def test_plain_paths_are_local_files_as_package_and_publish_take_them(
+    tmp_path: Path, iris_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    parsed = parse_job(["--input", "in.csv", "--output", "out/", "--model", iris_uri], {})
+    assert parsed.input == (tmp_path / "in.csv").as_uri()
+    assert parsed.output == (tmp_path / "out").as_uri() + "/"

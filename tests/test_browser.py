@@ -279,7 +279,7 @@ def test_a_batch_csv_is_scored_shown_and_downloadable(
     out = list(csv.DictReader(io.StringIO(saved.read_text())))
     assert len(out) == 40
     assert [r["customer"] for r in out] == frame["customer"].tolist()
-    assert "expected a finite number for seats" in out[5]["error"]
+    assert "expected an integer for seats" in out[5]["error"]
     good = [i for i in range(40) if i != 5]
     features = frame.drop(columns=["customer", "churned"])
     rows = json.loads(features.iloc[good].to_json(orient="records"))

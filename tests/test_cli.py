@@ -37,8 +37,8 @@ def test_every_verb_is_a_modelrun_command(tmp_path: Path) -> None:
         assert f"    {verb} " in said.stdout, verb
 
 
-@pytest.mark.parametrize("verb, usage", [("serve", "python -m local.serve"),
-                                         ("batch", "python -m function.batch")])  # fmt: skip
+@pytest.mark.parametrize("verb, usage", [("serve", "modelrun serve"),
+                                         ("batch", "modelrun batch")])  # fmt: skip
 def test_serve_and_batch_pass_their_flags_on(verb: str, usage: str, tmp_path: Path) -> None:
     said = modelrun(verb, "--help", cwd=tmp_path)
 
@@ -109,3 +109,16 @@ def test_training_shows_each_step_on_a_terminal_and_nothing_in_a_pipe(tmp_path: 
             lines,
         )
     assert piped.returncode == 0 and piped.stderr == ""
+
+
+def test_list_says_what_is_not_there(tmp_path: Path, iris_artifact: Path) -> None:
+    store = (tmp_path / "store").as_uri()
+    nowhere = modelrun("list", "--store", (tmp_path / "stor").as_uri(), cwd=tmp_path)
+    assert nowhere.returncode == 1
+    assert nowhere.stderr.startswith("error: no store at ")
+    assert modelrun("publish", "--store", store, str(iris_artifact), cwd=tmp_path).returncode == 0
+
+    typo = modelrun("list", "--store", store, "--name", "irs", cwd=tmp_path)
+
+    assert typo.returncode == 0
+    assert typo.stdout.strip() == f"no versions of 'irs' in {store} (models there: iris)"

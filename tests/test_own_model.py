@@ -164,7 +164,7 @@ def test_categories_come_from_the_fitted_model_not_the_rows_packaged_on(
 
 
 def test_a_custom_step_falls_back_to_the_categories_seen_and_says_so(
-    data: tuple[Any, Path], tmp_path: Path
+    data: tuple[Any, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An encoder behind a step that cannot name its output columns cannot be traced to the
     input: the data's values are used, and the feature says where they came from."""
@@ -182,10 +182,18 @@ def test_a_custom_step_falls_back_to_the_categories_seen_and_says_so(
     pipeline = make_pipeline(columns, LogisticRegression()).fit(X, y)
     pro = frame["plan"] == "pro"
 
-    metadata = training.package(pipeline, X[pro], y[pro], out=tmp_path, report=False)
+    metadata = training.package(pipeline, X[pro], y[pro], out=tmp_path / "a", report=False)
 
     plan = metadata["features"][0]
     assert (plan["categories"], plan["categories_from"]) == (["pro"], "data")
+    warned = capsys.readouterr().err
+    assert "warning: the categories of plan could not be read from the fitted model" in warned
+    # Named one to one, the step lets the encoder's categories be traced.
+    opaque.steps[0][1].set_params(feature_names_out="one-to-one")
+    pipeline.fit(X, y)
+    metadata = training.package(pipeline, X[pro], y[pro], out=tmp_path / "b", report=False)
+    plan = metadata["features"][0]
+    assert (plan["categories"], plan["categories_from"]) == (["free", "pro", "team"], "model")
 
 
 def test_a_regressor_fitted_on_a_matrix_is_packaged_as_one(tmp_path: Path) -> None:
@@ -380,7 +388,7 @@ def test_the_schema_decides_what_may_be_missing_or_unknown(
         ({"plan": None}, "plan", "plan may not be null"),
         ({"country": 7}, "country", "expected a string (a category) for country, got 7"),
         ({"seats": 2.5}, "seats", "expected an integer for seats, got 2.5"),
-        ({"seats": "2"}, "seats", 'expected a finite number for seats, got "2"'),
+        ({"seats": "2"}, "seats", 'expected an integer for seats, got "2"'),
         ({"has_discount": "yes"}, "has_discount", 'expected true or false for has_discount'),
         ({"has_discount": 1}, "has_discount", "expected true or false for has_discount, got 1"),
         ({"monthly_spend": [1]}, "monthly_spend", "got a list"),

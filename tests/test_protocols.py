@@ -69,8 +69,9 @@ def test_server_and_model_metadata(client: triton.InferenceServerClient) -> None
     assert model["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
     assert model["outputs"] == [
         {"name": "predict", "datatype": "BYTES", "shape": [-1]},
-        {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]},
-    ]
+        {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3],
+         "parameters": {"classes": ["setosa", "versicolor", "virginica"]}},  # column k's class
+    ]  # fmt: skip
     assert client.get_model_metadata("iris", "v1", headers=AUTH) == model
 
 
@@ -294,7 +295,9 @@ def test_a_binary_input_of_an_unreadable_datatype_is_a_400(served: Running) -> N
         (None, 31, np.zeros(4).tobytes(), "binary_data_size", "whole number of 8-byte values"),
         (None, 64, np.zeros(4).tobytes(), "binary_data_size", "within the 32 bytes left"),
         (None, 32, np.zeros(5).tobytes(), "inputs", "8 bytes that no input's binary_data_size"),
-        (None, 32, np.array([1, 2, np.nan, 4.0]).tobytes(), "inputs[0].data", "finite"),
+        # Binary has no null: NaN is a missing value, refused where the feature may not be missing
+        (None, 32, np.array([1, 2, np.nan, 4.0]).tobytes(), "inputs[0].data", "may not be null"),
+        (None, 32, np.array([1, 2, np.inf, 4.0]).tobytes(), "inputs[0].data", "finite"),
     ],
 )
 def test_bad_binary_bodies_are_400s_naming_what_is_wrong(

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from function.errors import ModelrunError
 from function.store import ModelStore, check_version_id, model_root, store_models
@@ -238,6 +239,11 @@ def _list(args: argparse.Namespace) -> None:
         _list_models(args)
         return
     store = _store(args, args.name)
+    if not store.versions() and not args.json:
+        models = store_models(args.store, args.timeout)
+        there = f"models there: {', '.join(models)}" if models else "the store holds no model"
+        print(f"no versions of {args.name!r} in {args.store} ({there})")
+        return
     pointer, _ = store.current()
     current = pointer["version"] if pointer else None
     active = rollout.active(store)
@@ -275,6 +281,9 @@ def _list(args: argparse.Namespace) -> None:
 
 def _list_models(args: argparse.Namespace) -> None:
     """Every model in the store, with its current version and how many versions it has."""
+    local = urlparse(args.store)
+    if local.scheme in ("", "file") and not Path(local.path or args.store).is_dir():
+        raise TrainingError(f"no store at {args.store}: nothing was ever published there")
     models = []
     for name in store_models(args.store, args.timeout):
         store = _store(args, name)
@@ -293,21 +302,25 @@ def _list_models(args: argparse.Namespace) -> None:
         print(f"no models in {args.store}")
     for m in models:
         current = m["current"] or "none current"
-        print(
-            f"{m['name']:<24} {current}  ({m['versions']} versions; --name {m['name']} lists them)"
-        )
+        count = f"{m['versions']} version{'s' * (m['versions'] != 1)}"
+        print(f"{m['name']:<24} {current}  ({count}; --name {m['name']} lists them)")
 
 
 def _serve(argv: list[str]) -> None:
     from local.serve import main as serve
 
-    serve(argv)
+    serve(argv, prog=f"{_prog()} serve")
 
 
 def _batch(argv: list[str]) -> int:
     from function.batch.__main__ import main as batch
 
-    return batch(argv)
+    return batch(argv, prog=f"{_prog()} batch")
+
+
+def _prog() -> str:
+    """`modelrun` (the console command) or `python -m training`: the same verbs."""
+    return "modelrun" if Path(sys.argv[0]).name == "modelrun" else "python -m training"
 
 
 # Two commands of their own, reached as verbs too: every argument after the verb is theirs.
@@ -472,9 +485,7 @@ def _read_params(path: str, key: str | None = None) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    # `modelrun` (the console command) or `python -m training`: the same verbs.
-    prog = "modelrun" if Path(sys.argv[0]).name == "modelrun" else "python -m training"
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser = argparse.ArgumentParser(prog=_prog(), description=__doc__)
     verbs = parser.add_subparsers(required=True, metavar="VERB")
 
     def artifact_args(p: argparse.ArgumentParser, gate_help: str) -> None:

@@ -10,6 +10,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,17 @@ def describe_inputs(pipeline: Any, frame: Any, task: str) -> dict[str, Any]:
     an example row, its classes and their label type."""
     with step(f"schema: what the model accepts, probed on each of {frame.shape[1]} features"):
         schema, example = infer_schema(frame, pipeline)
+    guessed = [f.name for f in schema.features if f.type == "category" and
+               f.categories_from == "data"]  # fmt: skip
+    if guessed:
+        print(
+            f"warning: the categories of {', '.join(guessed)} could not be read from the fitted "
+            "model (a step before its encoder does not name its output columns), so the values "
+            "in the data given are the ones accepted: a value the model knows but these rows "
+            "lack will be refused. Give rows holding every category, or let the step name its "
+            "columns (FunctionTransformer(..., feature_names_out='one-to-one')).",
+            file=sys.stderr,
+        )
     fields: dict[str, Any] = {
         "feature_names": schema.names,
         "features": [f.describe() for f in schema.features],

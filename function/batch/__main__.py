@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from function.batch.task import Job, TooManyErrors, run_task
 from function.config import (
@@ -26,11 +27,13 @@ from function.logs import setup_logging
 log = logging.getLogger("modelrun.batch")
 
 
-def parse_job(argv: Sequence[str], environ: Mapping[str, str]) -> Job:
+def parse_job(
+    argv: Sequence[str], environ: Mapping[str, str], prog: str = "python -m function.batch"
+) -> Job:
     """The job from flags, each defaulting to the service's variable of the same meaning; a bad
     value exits 2 naming it."""
     env = {k: v.strip() for k, v in environ.items() if v.strip()}
-    parser = argparse.ArgumentParser(prog="python -m function.batch", description=__doc__)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument(
         "--input",
         required=True,
@@ -89,6 +92,11 @@ def parse_job(argv: Sequence[str], environ: Mapping[str, str]) -> Job:
         "overhead; default 1 MiB)",
     )
     args = parser.parse_args(argv)
+    # A plain path is a local one, as `package` and `publish` take it.
+    for place in ("input", "output", "model"):
+        value = getattr(args, place)
+        if value and "://" not in value:
+            setattr(args, place, Path(value).resolve().as_uri() + ("/" * value.endswith("/")))
     if not args.model:
         parser.error("--model (or MODEL_URI) is required")
     if "{execution}" in args.output:
@@ -144,8 +152,8 @@ def _share(raw: str) -> float:
     return value
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    job = parse_job(sys.argv[1:] if argv is None else argv, os.environ)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m function.batch") -> int:
+    job = parse_job(sys.argv[1:] if argv is None else argv, os.environ, prog)
     setup_logging((os.environ.get("LOG_LEVEL", "").strip() or "INFO").upper())
     try:
         run_task(job)

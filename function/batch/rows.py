@@ -7,7 +7,8 @@ A clean block, the common case, costs one check and one model call.
 
 What a file's text means, the same in both formats and both parsing paths:
 - an empty CSV cell, or a JSON null or absent key, is a missing value (refused unless the feature
-  may be missing); columns or keys that are not features are ignored (the id column is copied);
+  may be missing); a CSV header names every feature; columns or keys that are not features are
+  ignored and a CSV's are listed (the id column is copied);
 - a CSV number is read as a number, anything else there is refused as the API refuses a string;
   a boolean is `true` or `false` (any case); a category is the cell's text;
 - a row is one line: a CSV field holding a newline is not supported.
@@ -63,13 +64,21 @@ class CsvFormat:
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
             raise InvalidInput(f"{where}: the header repeats the columns {duplicated}")
-        absent = [f.name for f in schema.features if f.name not in names and not f.nullable]
+        # Every feature needs its column, even one that may be missing (its gaps are empty
+        # cells): a misspelt header would otherwise score every row as if that feature were
+        # missing, without a word.
+        absent = [f.name for f in schema.features if f.name not in names]
         if absent or (id_column and id_column not in names):
             missing = absent + ([id_column] if id_column and id_column not in names else [])
+            others = [n for n in names if n not in schema.names and n != id_column]
             raise InvalidInput(
-                f"{where}: the header has no column {', '.join(missing)}; it has {', '.join(names)}"
+                f"{where}: the header has no column {', '.join(missing)} (every feature needs its "
+                "column; a missing value is an empty cell); columns that are not features: "
+                f"{', '.join(others) or 'none'}"
             )
         self.names, self.schema, self.id_column = names, schema, id_column
+        # Columns that are neither a feature nor the id: ignored, and said once (task.py).
+        self.ignored = [n for n in names if n not in schema.names and n != id_column]
         self.positions = [names.index(f.name) if f.name in names else None for f in schema.features]
 
     def parse(self, lines: list[bytes], ids: list[Any]) -> Rows:

@@ -191,6 +191,12 @@ def _score_range(
         parser = CsvFormat(
             read_header(source, piece.item), model.schema, job.id_column, piece.item.uri
         )
+        if parser.ignored and piece.start == 0:  # said once per file: by its first range
+            log.info(
+                "%s: columns that are not features, ignored: %s",
+                piece.item.uri,
+                ", ".join(parser.ignored),
+            )
     else:
         parser = JsonLinesFormat(model.schema, job.id_column)
     number = None

@@ -254,14 +254,19 @@ function barList(label, entries) {
 
 // --- many rows: CSV in, CSV out ------------------------------------------------------------
 
-// RFC 4180: quoted fields may hold commas, quotes ("") and line breaks.
+// RFC 4180: quoted fields may hold commas, quotes ("") and line breaks. The rows carry
+// `lines`: the line each row starts on, counted from 1 as editors count them.
 function parseCsv(text) {
   const rows = [];
+  const lines = [];
   let row = [];
   let cell = "";
   let quoted = false;
+  let line = 1;
+  let start = 1;
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
+    if (c === "\n" || (c === "\r" && text[i + 1] !== "\n")) line++; // CRLF: counted below
     if (quoted) {
       if (c === '"' && text[i + 1] === '"') {
         cell += '"';
@@ -273,9 +278,14 @@ function parseCsv(text) {
       row.push(cell);
       cell = "";
     } else if (c === "\n" || c === "\r") {
-      if (c === "\r" && text[i + 1] === "\n") i++;
+      if (c === "\r" && text[i + 1] === "\n") {
+        i++;
+        line++;
+      }
       row.push(cell);
       rows.push(row);
+      lines.push(start);
+      start = line;
       row = [];
       cell = "";
     } else cell += c;
@@ -283,8 +293,12 @@ function parseCsv(text) {
   if (cell !== "" || row.length) {
     row.push(cell);
     rows.push(row);
+    lines.push(start);
   }
-  return rows.filter((r) => r.length > 1 || r[0] !== "");
+  const kept = rows.map((r, k) => k).filter((k) => rows[k].length > 1 || rows[k][0] !== "");
+  const table = kept.map((k) => rows[k]);
+  table.lines = kept.map((k) => lines[k]);
+  return table;
 }
 
 function csvCell(value) {
@@ -365,10 +379,15 @@ async function predictBatch(event) {
   }
   const header = table[0].map((h) => h.trim());
   const features = new Map(state.model.features.map((f) => [f.name, f]));
-  const missing = state.model.features.filter((f) => !header.includes(f.name) && !f.nullable);
+  // Every feature needs its column, as the batch command says: a misspelt header would score
+  // each row as if that feature were missing. A missing value is an empty cell.
+  const missing = state.model.features.filter((f) => !header.includes(f.name));
   if (missing.length) {
+    const others = header.filter((h) => !features.has(h));
     $("batch-error").textContent =
-      `The header lacks features of this model: ${missing.map((f) => f.name).join(", ")}.`;
+      `The header has no column ${missing.map((f) => f.name).join(", ")} (every feature needs ` +
+      `its column; a missing value is an empty cell); columns that are not features: ` +
+      `${others.join(", ") || "none"}.`;
     return;
   }
   const idColumn = $("batch-id").value;
@@ -381,13 +400,14 @@ async function predictBatch(event) {
     });
     return row;
   });
-  const ids = table.slice(1).map((cells, i) => (idColumn ? cells[at] || "" : i + 1));
+  // Without an id column, a row is known by its line in the file, as the batch command says.
+  const ids = table.slice(1).map((cells, i) => (idColumn ? cells[at] || "" : table.lines[i + 1]));
   $("batch-button").disabled = true;
   try {
     const results = await scoreRows(rows, (done) => {
       $("batch-summary").textContent = `Scored ${done} of ${rows.length} rows…`;
     });
-    showBatch(idColumn || "row", ids, results, ignored);
+    showBatch(idColumn || "line", ids, results, ignored);
   } catch (error) {
     $("batch-error").textContent = `The batch stopped: ${error.message}`;
     $("batch-summary").textContent = "";
