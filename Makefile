@@ -55,13 +55,14 @@ JOBS ?= 4
 test: install $(MLFLOW_SERVER)  ## the whole suite but the image's (JOBS=1: one process)
 	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not image"
 
-# Docker where a daemon answers, else buildah; without the base image, a stand-in made from Debian
-# packages (local/image.py says how, README "Testing" how it differs). Stdlib only: no install.
+# Docker where a daemon answers, else buildah (IMAGE_ENGINE=buildah: buildah even beside Docker,
+# which the image test needs); without the base image, a stand-in made from Debian packages
+# (local/image.py says how, README "Testing" how it differs). Stdlib only: nothing to install.
+IMAGE_ENGINE ?= auto
 image: | $(PY)  ## build function/Dockerfile (modelrun) and local/mlflow/Dockerfile (modelrun-mlflow)
-	$(PY) -m local.image
+	$(PY) -m local.image --engine $(IMAGE_ENGINE)
 
-test-image: install  ## build the service's image (cached layers) and run it under buildah: tests/test_image.py
-	$(PY) -m local.image --engine buildah modelrun
+test-image: install  ## run the image `make image` built, under buildah: serving, answers, batch, SIGTERM
 	$(PY) -m pytest -m image tests/test_image.py
 
 lint: install  ## ruff, mypy, actionlint (with shellcheck), hadolint, compose validation

@@ -66,7 +66,7 @@ def require_image(name: str = IMAGE) -> dict[str, Any]:
     require_binary("buildah")
     description = inspect(name)
     if description is None:
-        message = f"{name} is not built: run `make image` first"
+        message = f"{name} is not in buildah's storage: run `make image IMAGE_ENGINE=buildah`"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
