@@ -33,8 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES = {"modelrun": ROOT / "function", "modelrun-mlflow": ROOT / "local" / "mlflow"}
 BUILDAH = ["buildah", "--storage-driver", "vfs"]  # vfs: no overlay mounts needed, any kernel
 
-# The stand-in: Debian bookworm's Python 3.11 (the real base's Debian release and minor version),
-# and what python:3.11.14-slim gives a Dockerfile beyond the packages: a `python` command, pip
+# The stand-in: Debian bookworm's Python 3.11 (the real base's minor version; bookworm is the last
+# Debian release with 3.11, while python:3.11.14-slim is built on trixie, Debian 13), and what
+# python:3.11.14-slim gives a Dockerfile beyond the packages: a `python` command, pip
 # allowed to install into the system Python (no PEP 668 marker, as in the official image; the
 # MLflow image installs there), its PATH and LANG, and its CMD.
 STANDIN_SUITE = "bookworm"
