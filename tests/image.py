@@ -26,6 +26,7 @@ from local.image import BUILDAH, inspect
 from tests.conftest import require_binary
 
 IMAGE = os.environ.get("MODELRUN_IMAGE", "localhost/modelrun")
+MLFLOW_IMAGE = os.environ.get("MODELRUN_MLFLOW_IMAGE", "localhost/modelrun-mlflow")
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 The rest of the suite runs function/Dockerfile's CMD and ENV from the venv; only this proves that
 the image holds what serving needs (every module, every package, the pages' assets) and that its
-user can serve from a read-only store. Marked `image`: `make test-image` runs it after
+user can serve from a read-only store; and that the MLflow server's image starts. Marked `image`: `make test-image` runs it after
 `make image IMAGE_ENGINE=buildah` (CI: .ci/run, after `make test`); `make test` leaves it out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ import requests
 
 from function.store import ModelStore
 from tests.conftest import KEY, ROOT, free_port, wait_until
-from tests.image import Image, end, open_image, server_pid
+from tests.image import MLFLOW_IMAGE, Image, end, open_image, server_pid
 from tests.inprocess import in_process
 from tests.test_own_model import TARGET, notebook_pipeline, rows_of
 from training.__main__ import main as training
@@ -247,3 +248,30 @@ def receive(conn: socket.socket) -> str:
     while len(payload) < length and (chunk := conn.recv(65536)):
         payload += chunk
     return (head + b"\r\n\r\n" + payload).decode()
+
+
+def test_the_mlflow_server_image_answers_health(tmp_path: Path) -> None:
+    """The tracking server's image (local/mlflow/Dockerfile) runs its own CMD; only the address
+    changes: loopback and a free port, as local/tracking.py runs it without the image."""
+    port = free_port()
+    with open_image(MLFLOW_IMAGE) as mlflow:
+        here = {"--host": "127.0.0.1", "--port": str(port)}
+        argv = [here.get(flag, arg) for flag, arg in itertools.pairwise(["", *mlflow.command])]
+        assert argv[:2] == ["mlflow", "server"] and all(f in mlflow.command for f in here)
+        process = mlflow.run(argv, log=tmp_path / "mlflow.log")
+        try:
+            wait_until(
+                lambda: process.poll() is not None or answers(f"http://127.0.0.1:{port}/health"),
+                START_SECONDS,
+                "the MLflow server's /health",
+            )
+            assert process.poll() is None, (tmp_path / "mlflow.log").read_text()
+        finally:
+            end(process)
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
