@@ -2,8 +2,9 @@
 
 The rest of the suite runs function/Dockerfile's CMD and ENV from the venv; only this proves that
 the image holds what serving needs (every module, every package, the pages' assets) and that its
-user can serve from a read-only store; and that the MLflow server's image starts. Marked `image`: `make test-image` runs it after
-`make image IMAGE_ENGINE=buildah` (CI: .ci/run, after `make test`); `make test` leaves it out.
+user can serve from a read-only store; and that the MLflow server's image starts. Marked
+`image`: `make test-image` runs it after `make image IMAGE_ENGINE=buildah` (CI: .ci/run, after
+`make test`); `make test` leaves it out.
 """
 
 from __future__ import annotations
