@@ -222,9 +222,10 @@ def build(engine: str, name: str, context: Path) -> None:
         print(f"base {base}: {ensure_base(base)}", flush=True)
     with tempfile.TemporaryDirectory(prefix="modelrun-pip-") as tmp:
         Path(tmp).chmod(0o755)
-        # --pull=false: the base ensured above, never looked up in a registry again
+        # --pull=false: the base ensured above is not looked up in a registry again;
+        # --force-rm: a failed build leaves no working container behind in the shared storage.
         run([*BUILDAH, "bud", "--isolation", "chroot", "--network", "host", "--pull=false",
-             "--layers", *pip_mounts(Path(tmp)), "-t", f"localhost/{name}",
+             "--force-rm", "--layers", *pip_mounts(Path(tmp)), "-t", f"localhost/{name}",
              str(context)])  # fmt: skip
 
 
