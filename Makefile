@@ -16,7 +16,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
 	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
 
-.PHONY: install install-serve serve test lint format train repro local tracking monitor batch soak bench bench-batch bench-train screenshots clean clean-store
+.PHONY: install install-serve serve test image test-image lint format train repro local tracking monitor batch soak bench bench-batch bench-train screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
 install-serve: $(SERVE_INSTALLED)  ## serving and training only
@@ -53,8 +53,18 @@ serve: $(SERVE_INSTALLED)  ## serve MODEL (default iris, trained if needed) or M
 
 # Four test processes on two cores: most tests wait on servers they started, not on the CPU.
 JOBS ?= 4
-test: install $(MLFLOW_SERVER)  ## the whole suite (JOBS=1: one process)
-	$(PY) -m pytest -n $(JOBS) --dist worksteal
+test: install $(MLFLOW_SERVER)  ## the whole suite but the image's (JOBS=1: one process)
+	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not image"
+
+# Docker where a daemon answers, else buildah (IMAGE_ENGINE=buildah: buildah even beside Docker,
+# which the image test needs); without the base image, a stand-in made from Debian packages
+# (local/image.py says how, README "Testing" how it differs). Stdlib only: nothing to install.
+IMAGE_ENGINE ?= auto
+image: | $(PY)  ## build function/Dockerfile (modelrun) and local/mlflow/Dockerfile (modelrun-mlflow)
+	$(PY) -m local.image --engine $(IMAGE_ENGINE)
+
+test-image: install  ## run the image `make image` built, under buildah: serving, answers, batch, SIGTERM
+	$(PY) -m pytest -m image tests/test_image.py
 
 lint: install  ## ruff, mypy, actionlint (with shellcheck), hadolint, compose validation
 	$(PY) -m ruff check .

@@ -85,6 +85,11 @@ def test_ci_runs_the_readme_test_command() -> None:
     ci_run = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci_run and "make lint" in ci_run
     assert "make test" in (ROOT / "README.md").read_text()
+    # The image too: built by buildah (the image test runs buildah's storage), then run.
+    assert "make image IMAGE_ENGINE=buildah" in ci_run and "make test-image" in ci_run
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):", makefile, flags=re.MULTILINE))
+    assert set(re.findall(r"^make ([a-z][a-z-]*)", ci_run, flags=re.MULTILINE)) <= targets
 
 
 def test_deploy_follows_ci_by_its_name() -> None:
