@@ -38,6 +38,28 @@ def port_is_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def start_monitor(
+    env: dict[str, str], log: Path, flags: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m local.monitor` logging to `log`, once it printed its banner: (process, banner)."""
+    with open(log, "w") as out:
+        command = [sys.executable, "-m", "local.monitor", *(flags or [])]
+        monitor = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_until(
+            lambda: "Stop with Ctrl-C" in log.read_text() or monitor.poll() is not None,
+            120,
+            "the monitor banner",
+        )
+    except AssertionError:
+        monitor.kill()
+        raise
+    banner = log.read_text()
+    if monitor.poll() is not None:
+        raise AssertionError(banner)
+    return monitor, banner
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("stop_with", "drift"), [(signal.SIGTERM, False), (signal.SIGINT, True)])
 def test_monitor_links_working_pages_and_stops_every_child(
@@ -53,20 +75,8 @@ def test_monitor_links_working_pages_and_stops_every_child(
         "WORKERS": "1",
     }
     log = tmp_path / "monitor.log"
-    with open(log, "w") as out:
-        monitor = subprocess.Popen(
-            [sys.executable, "-m", "local.monitor", *(["--drift"] if drift else [])], cwd=ROOT,
-            env=env, stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    monitor, banner = start_monitor(env, log, ["--drift"] if drift else [])
     try:
-        wait_until(
-            lambda: "Stop with Ctrl-C" in log.read_text() or monitor.poll() is not None,
-            120,
-            "the monitor banner",
-        )
-        banner = log.read_text()
-        assert monitor.poll() is None, banner
         links = re.findall(r"(http://127\.0\.0\.1:\d+/classic/[^\s)]+)", banner)
         assert len(links) == (3 if drift else 2), banner
         for link in links:
@@ -107,18 +117,8 @@ def test_monitor_serves_your_model_and_rollout_status_reads_its_prometheus(
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "TMPDIR": str(tmp_path),
            "WORKERS": "1", "MODEL": "flowers", "STORE": store}  # fmt: skip
     env.pop("MODEL_URI", None)
-    log = tmp_path / "monitor.log"
-    with open(log, "w") as out:
-        monitor = subprocess.Popen([sys.executable, "-m", "local.monitor"], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    monitor, banner = start_monitor(env, tmp_path / "monitor.log")
     try:
-        wait_until(
-            lambda: "Stop with Ctrl-C" in log.read_text() or monitor.poll() is not None,
-            120,
-            "the monitor banner",
-        )
-        banner = log.read_text()
-        assert monitor.poll() is None, banner
         assert f"model         {mine.uri}" in banner and "GCS emulator" not in banner
         key = re.search(r"\(key: (\S+);", banner)[1]  # type: ignore[index]
         url = f"http://127.0.0.1:{ports['PORT']}"
