@@ -24,9 +24,12 @@ from function.batch.objects import Item, open_place
 from function.batch.shards import LineReader, task_ranges
 from function.batch.task import MANIFEST, Job, TooManyErrors, run_task
 from function.errors import Conflict, InvalidInput
+from function.store import ModelStore
 from local import batch as local_batch
+from tests.artifacts import publish_object
 from tests.conftest import ROOT, Emulator, free_port, publish_to_gcs, run_service
 from tests.inprocess import in_process
+from tests.odd_models import FailingModel
 from tests.test_own_model import TARGET, notebook_pipeline
 from training.__main__ import main as training
 from training.churn import churn
@@ -796,3 +799,22 @@ def test_plain_paths_are_local_files_as_package_and_publish_take_them(
     parsed = parse_job(["--input", "in.csv", "--output", "out/", "--model", iris_uri], {})
     assert parsed.input == (tmp_path / "in.csv").as_uri()
     assert parsed.output == (tmp_path / "out").as_uri() + "/"
+
+
+def test_an_unexpected_error_is_one_line_and_exit_1(tmp_path: Path, iris_artifact: Path) -> None:
+    """A model that raises what no check foresaw (here a RuntimeError on every call after its
+    warm-up): one log line naming it, exit 1, no traceback."""
+    store = ModelStore((tmp_path / "store" / "iris").as_uri())
+    publish_object(store, "v1", FailingModel(), iris_artifact, tmp_path)
+    store.promote("v1")
+    source = tmp_path / "rows.csv"
+    source.write_text("sepal_length,sepal_width,petal_length,petal_width\n5.1,3.5,1.4,0.2\n")
+
+    done = batch("--input", source.as_uri(), "--output", (tmp_path / "out").as_uri(),
+                 "--model", store.uri)  # fmt: skip
+
+    said = done.stdout + done.stderr  # the log is JSON lines on stdout, as Cloud Logging reads
+    assert done.returncode == 1, said
+    assert "Traceback" not in said
+    (line,) = [entry for entry in said.splitlines() if "failed" in entry]
+    assert "failed unexpectedly: RuntimeError: injected failure" in line

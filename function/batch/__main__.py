@@ -163,6 +163,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m function.batc
     except ModelrunError as e:
         log.error("task %d/%d failed: %s", job.task_index, job.task_count, e)
         return 1
+    except Exception as e:  # unexpected (a model that raises, a bug): one line, never a traceback
+        log.error(
+            "task %d/%d failed unexpectedly: %s: %s", job.task_index, job.task_count,
+            type(e).__name__, e,
+        )  # fmt: skip
+        return 1
     return 0
 
 
