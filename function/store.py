@@ -53,6 +53,9 @@ from function.errors import (
 )
 
 CURRENT_FILE = "current.json"
+_UMASK = os.umask(0o022)  # read once, at import (the call sets it: set it back at once)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 HISTORY_LIMIT = 50
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -124,6 +127,9 @@ class FileBackend:
     @contextlib.contextmanager
     def _staged(self, path: Path, data: bytes) -> Iterator[str]:
         fd, staged = tempfile.mkstemp(dir=path.parent, prefix=".staged-")
+        # mkstemp makes 0600; a published file gets the mode open() would give it, so a service
+        # running as another user (the image's) can read a store its publisher mounts for it.
+        os.fchmod(fd, FILE_MODE)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

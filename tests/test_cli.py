@@ -120,5 +120,5 @@ def test_list_says_what_is_not_there(tmp_path: Path, iris_artifact: Path) -> Non
 
     typo = modelrun("list", "--store", store, "--name", "irs", cwd=tmp_path)
 
-    assert typo.returncode == 0
-    assert typo.stdout.strip() == f"no versions of 'irs' in {store} (models there: iris)"
+    assert typo.returncode == 1
+    assert typo.stderr.strip() == f"error: no versions of 'irs' in {store} (models there: iris)"

@@ -365,3 +365,13 @@ def test_every_compose_call_goes_through_one_variable() -> None:
     targets = makefile.split("\n.PHONY:", 1)[1]  # past the variables that find Compose
     recipes = [line for line in targets.splitlines() if line.startswith("\t")]
     assert not [r for r in recipes if re.search(r"docker[ -]compose ", r)]
+
+
+def test_the_readmes_buildah_run_line_is_the_images_command() -> None:
+    """The README shows how to run the built image by hand: its command after `--` is the
+    Dockerfile's CMD, word for word."""
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    (line,) = [x.strip() for x in readme.splitlines() if x.strip().startswith("sh -c 'exec ")]
+    assert shlex.split(line) == container.command()

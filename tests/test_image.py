@@ -57,8 +57,8 @@ def churn_frame() -> Any:
 @pytest.fixture(scope="module")
 def store(iris_artifact: Path, churn_frame: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder store with two promoted models: Iris (logistic regression, served through its
-    verified model.onnx) and a mixed-type pipeline packaged as a user packages one; readable by
-    the image's user, who does not own it."""
+    verified model.onnx) and a mixed-type pipeline packaged as a user packages one, published as
+    a user publishes: the image's user, who does not own it, reads it as `publish` left it."""
     tmp = tmp_path_factory.mktemp("image-store")
     csv = tmp / "churn.csv"
     churn_frame.to_csv(csv, index=False)
@@ -69,9 +69,7 @@ def store(iris_artifact: Path, churn_frame: Any, tmp_path_factory: pytest.TempPa
     for name, artifact in (("iris", iris_artifact), ("churn", tmp / "churn")):
         models = ModelStore((root / name).as_uri())
         models.promote(models.publish(artifact, "v1"))
-    for path in [tmp, *root.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    root.chmod(0o755)
+    assert all(path.stat().st_mode & 0o004 for path in root.rglob("*"))  # with umask 022
     return root
 
 

@@ -478,7 +478,7 @@ def test_metadata_and_openapi_describe_each_feature(service: InProcess) -> None:
 
 @pytest.mark.parametrize("estimator", ["logistic_regression", "hist_gradient_boosting"])
 def test_train_encodes_categories_inside_the_pipeline(
-    data: tuple[Any, Path], tmp_path: Path, estimator: str
+    data: tuple[Any, Path], tmp_path: Path, estimator: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     frame, _ = data
     frame = frame.iloc[:1000]  # enough for both encoders; the rare country still appears
@@ -500,6 +500,10 @@ def test_train_encodes_categories_inside_the_pipeline(
     metadata = json.loads((out / "metadata.json").read_text())
     spend = next(f for f in metadata["features"] if f["name"] == "monthly_spend")
     assert spend["nullable"]  # imputed, or handled by the trees themselves
+    # Read from the pipeline's own encoder, not from HistGradientBoosting's encoding of its codes
+    categories = [f for f in metadata["features"] if f["type"] == "category"]
+    assert {f["categories_from"] for f in categories} == {"model"}
+    assert "warning" not in capsys.readouterr().err
     X = frame.drop(columns=TARGET).iloc[:200]
     with serve(out, tmp_path / "store") as running:
         answer = post(running, "/predict", {"instances": rows_of(X)}).get_json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -253,3 +254,20 @@ def test_promote_refuses_a_version_missing_a_file_its_metadata_lists(
     with pytest.raises(IntegrityError, match="lacks calibration.png, which its metadata lists"):
         store.promote(version)
     assert store.current() == (None, None)
+
+
+def test_published_files_are_as_readable_as_open_makes_them(
+    tmp_path: Path, iris_artifact: Path
+) -> None:
+    """The image's user (10001) reads a store its publisher (root, or you) mounts for it: files
+    get the umask's mode, not mkstemp's 0600."""
+    old = os.umask(0o022)
+    try:
+        store = ModelStore((tmp_path / "store" / "iris").as_uri())
+        store.promote(store.publish(iris_artifact, "v1"))
+    finally:
+        os.umask(old)
+
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "store").rglob("*")
+             if p.is_file() and not p.name.startswith(".")}  # fmt: skip
+    assert modes and set(modes.values()) == {0o644}, modes

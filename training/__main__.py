@@ -239,16 +239,15 @@ def _list(args: argparse.Namespace) -> None:
         _list_models(args)
         return
     store = _store(args, args.name)
-    if not store.versions() and not args.json:
+    versions = store.versions()
+    if not versions:  # a misspelt name, most likely: a script must be able to tell
         models = store_models(args.store, args.timeout)
         there = f"models there: {', '.join(models)}" if models else "the store holds no model"
-        print(f"no versions of {args.name!r} in {args.store} ({there})")
-        return
+        raise TrainingError(f"no versions of {args.name!r} in {args.store} ({there})")
     pointer, _ = store.current()
     current = pointer["version"] if pointer else None
     active = rollout.active(store)
     candidate = {active.version: active.describe()} if active else {}
-    versions = store.versions()
     if args.json:
         print(
             json.dumps(
@@ -266,8 +265,6 @@ def _list(args: argparse.Namespace) -> None:
             )
         )
         return
-    if not versions:
-        print(f"no versions in {store.uri}")
     for v in versions:
         mark = "*" if v.version == current else "~" if v.version in candidate else " "
         if v.metadata is None:

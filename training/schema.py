@@ -30,6 +30,7 @@ from function.schema import Feature, Schema
 from training.errors import TrainingError
 
 UNSEEN = "\x00modelrun-probe-unseen"  # a category value no training data holds
+UNTRACED = "\x00modelrun-untraced-"  # the name of a column that no longer holds input values
 
 
 def infer_schema(frame: Any, pipeline: Any) -> tuple[Schema, dict[str, Any]]:
@@ -66,10 +67,12 @@ def infer_schema(frame: Any, pipeline: Any) -> tuple[Schema, dict[str, Any]]:
 def fitted_categories(estimator: Any, names: list[str] | None) -> dict[str, tuple[str, ...]]:
     """Each input column's categories as the fitted encoders know them, by column name: `names`
     are the columns `estimator` receives (None: not traceable to input columns). A column that
-    several encoders see keeps the values all of them know; one whose encoder knows values other
-    than text (or only a gap) is left out, so its type and values come from the data."""
+    several encoders see side by side keeps the values all of them know; one whose encoder knows
+    values other than text (or only a gap) is left out, so its type and values come from the
+    data."""
     found: dict[str, list[tuple[Any, ...]]] = {}
-    for column, values in _encoded_columns(estimator, names):
+    traced: list[str | None] | None = None if names is None else list(names)
+    for column, values in _encoded_columns(estimator, traced):
         found.setdefault(column, []).append(values)
     known = {}
     for column, lists in found.items():
@@ -80,9 +83,12 @@ def fitted_categories(estimator: Any, names: list[str] | None) -> dict[str, tupl
     return known
 
 
-def _encoded_columns(estimator: Any, names: list[str] | None) -> list[tuple[str, tuple[Any, ...]]]:
+def _encoded_columns(
+    estimator: Any, names: list[str | None] | None
+) -> list[tuple[str, tuple[Any, ...]]]:
     """(input column, the categories an encoder fitted for it) for every encoder reachable from
-    the estimator's input with the column's identity intact."""
+    the estimator's input with the column's values intact. A name None is a column that is no
+    longer an input's values (an encoder's codes, handed on under the input's name)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
@@ -93,10 +99,15 @@ def _encoded_columns(estimator: Any, names: list[str] | None) -> list[tuple[str,
         for _, step in estimator.steps:
             if step is None or step == "passthrough":
                 continue
-            found += _encoded_columns(step, names)
-            names = _same_columns_out(step, names)
-            if names is None:
+            encoded = _encoded_columns(step, names)
+            found += encoded
+            # After an encoder, its columns hold codes (a ColumnTransformer of an OrdinalEncoder
+            # keeps their names, and HistGradientBoosting then encodes the codes again).
+            coded = {column for column, _ in encoded}
+            kept = _same_columns_out(step, names)
+            if kept is None:
                 break
+            names = [None if n in coded else n for n in kept]
         return found
     if isinstance(estimator, ColumnTransformer):
         indices = getattr(estimator, "_transformer_to_input_indices", {})
@@ -110,18 +121,23 @@ def _encoded_columns(estimator: Any, names: list[str] | None) -> list[tuple[str,
         return _encoded_columns(preprocessor, names)
     categories = getattr(estimator, "categories_", None)
     if isinstance(categories, list) and len(categories) == len(names):
-        return [(n, tuple(c.tolist())) for n, c in zip(names, categories, strict=True)]
+        return [
+            (n, tuple(c.tolist())) for n, c in zip(names, categories, strict=True) if n is not None
+        ]
     return []
 
 
-def _same_columns_out(step: Any, names: list[str]) -> list[str] | None:
+def _same_columns_out(step: Any, names: list[str | None]) -> list[str | None] | None:
     """The columns a pipeline step hands on, when each is an input column unchanged in identity
     (an imputer, a scaler); None when the step makes new columns (an encoder) or cannot say."""
+    stand_ins = [n if n is not None else f"{UNTRACED}{j}" for j, n in enumerate(names)]
     try:
-        out = [str(n) for n in step.get_feature_names_out(names)]
+        out = [str(n) for n in step.get_feature_names_out(stand_ins)]
     except Exception:  # a step that cannot name its output: the trail ends
         return None
-    return out if set(out) <= set(names) else None
+    if not set(out) <= set(stand_ins):
+        return None
+    return [None if n.startswith(UNTRACED) else n for n in out]
 
 
 def _is_gap(value: Any) -> bool:
