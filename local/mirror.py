@@ -156,11 +156,15 @@ def _binary(name: str) -> str:
 def process(
     command: list[str], log: Path, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a command for the duration of a with block, output to a log file."""
+    """Run a command for the duration of a with block, output to a log file; stopped with
+    SIGTERM when the block ends. In a process group of its own: a terminal sends Ctrl-C to its
+    whole foreground group, and gunicorn's workers answer a SIGINT of their own with a quick stop
+    that can deadlock (local/serve.py, run_server); the mirror stops each child itself."""
     with open(log, "wb") as out:
         child = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env or dict(os.environ)
-        )
+            command, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env or dict(os.environ),
+            process_group=0,
+        )  # fmt: skip
     try:
         yield child
     finally:

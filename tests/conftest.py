@@ -46,6 +46,16 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process started under `pid`, from /proc (children of children too)."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            for child in map(int, (task / "children").read_text().split()):
+                found |= {child, *descendants(child)}
+    return found
+
+
 def require_binary(name: str) -> str:
     """Return a binary's path; skip without it on a laptop, fail without it in CI."""
     path = shutil.which(name)

@@ -21,7 +21,14 @@ import requests
 from function import rollout
 from function.store import ModelStore, model_root
 from local.alert_sink import AlertSink
-from tests.conftest import ROOT, free_port, require_binary, run_training, wait_until
+from tests.conftest import (
+    ROOT,
+    descendants,
+    free_port,
+    require_binary,
+    run_training,
+    wait_until,
+)
 
 MONITOR_PORTS = (
     "PORT",
@@ -44,7 +51,8 @@ def start_monitor(
     """`python -m local.monitor` logging to `log`, once it printed its banner: (process, banner)."""
     with open(log, "w") as out:
         command = [sys.executable, "-m", "local.monitor", *(flags or [])]
-        monitor = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        monitor = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, process_group=0)  # fmt: skip
     try:
         wait_until(
             lambda: "Stop with Ctrl-C" in log.read_text() or monitor.poll() is not None,
@@ -95,8 +103,14 @@ def test_monitor_links_working_pages_and_stops_every_child(
                 "drift rows counted",
             )
             assert "drift traffic: rows drawn from the training data" in log.read_text()
+        # A terminal's Ctrl-C goes to its whole foreground group: only the monitor is in it.
+        in_its_group = [p for p in descendants(monitor.pid) if os.getpgid(p) == monitor.pid]
+        assert in_its_group == []
     finally:
-        monitor.send_signal(stop_with)
+        if stop_with == signal.SIGINT:
+            os.killpg(monitor.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it
+        else:
+            monitor.send_signal(stop_with)
         monitor.wait(30)
 
     wait_until(lambda: all(port_is_free(p) for p in ports.values()), 15, "every port freed")

@@ -19,7 +19,7 @@ import requests
 from function.store import ModelStore, model_root
 from local import container
 from local.mirror import stop
-from tests.conftest import ROOT, free_port, wait_until
+from tests.conftest import ROOT, descendants, free_port, wait_until
 from tests.test_shutdown import Load, deaths, exit_within_grace
 from tests.test_smoke_test import diabetes_csv
 from training.__main__ import main as training
@@ -47,7 +47,7 @@ def make_serve(
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    server: list[int] = []
+    server: set[int] = set()
     try:
         wait_until(lambda: _ready(url) or process.poll() is not None, 90, "make serve")
         printed = log.read_text()
@@ -267,9 +267,3 @@ def test_ctrl_c_stops_make_serve_under_load_as_cloud_run_would(
     assert deaths(log) == []
     sent_before = [outcome for before, outcome in load.outcomes if before]
     assert sent_before and set(sent_before) == {200}  # requests in flight were answered
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below pid (children, grandchildren...)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [d for child in map(int, children) for d in (child, *descendants(child))]

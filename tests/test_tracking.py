@@ -28,6 +28,7 @@ from tests.conftest import (
     KEY,
     PYTHON,
     ROOT,
+    descendants,
     free_port,
     require_binary,
     run_training,
@@ -259,16 +260,6 @@ def test_the_image_server_answers_its_compose_name_and_refuses_others(mlflow_ser
 
 
 # --- without a server ----------------------------------------------------------------------
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process started under `pid`, from /proc (children of children too)."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        with contextlib.suppress(OSError):
-            for child in map(int, (task / "children").read_text().split()):
-                found |= {child, *descendants(child)}
-    return found
 
 
 def alive(pid: int) -> bool:
