@@ -154,8 +154,9 @@ def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
         body = read_json(request, service.config.max_request_bytes, type_required=False)
     else:  # tensors as raw bytes after a JSON part (tritonclient's default)
         body = oip.binary_request(
-            read_bytes(request, service.config.max_request_bytes), header_length
-        )
+            read_bytes(request, service.config.max_request_bytes), header_length, model.schema,
+            limit,
+        )  # fmt: skip
     with service.deadlines.interruptible():
         instances, outputs, request_id = oip.parse_request(body, model, limit)
     prediction = _score(service, model, shadow, instances)

@@ -132,8 +132,11 @@ def _label_datatype(model: LoadedModel) -> str:
     return "FP64"
 
 
-def binary_request(data: bytes, header_length: str) -> Any:
-    """The JSON part of a binary-extension body, each binary input's values put in its `data`."""
+def binary_request(data: bytes, header_length: str, schema: Schema, max_instances: int) -> Any:
+    """The JSON part of a binary-extension body, each binary input's values put in its `data`.
+    A tensor's datatype and row count are checked against the model before its bytes are
+    decoded: a megabyte of empty BYTES elements for a number is refused at once, not after
+    decoding a quarter of a million strings."""
     try:
         length = int(header_length)
     except ValueError:
@@ -154,6 +157,7 @@ def binary_request(data: bytes, header_length: str) -> Any:
             continue
         where = f"inputs[{i}]"
         datatype = tensor.get("datatype")
+        _check_before_decoding(tensor, schema, max_instances, where)
         if datatype == "BYTES":
             tensor["data"] = _binary_strings(data, offset, size, where)
             offset += size
@@ -186,6 +190,28 @@ def binary_request(data: bytes, header_length: str) -> Any:
             field="inputs",
         )
     return body
+
+
+def _check_before_decoding(
+    tensor: dict[str, Any], schema: Schema, max_instances: int, where: str
+) -> None:
+    """Refuse a binary tensor whose datatype the model's input cannot take, or whose first
+    dimension holds more rows than a request may, before its bytes are read (parse_request
+    checks everything again, and everything else, once the values are decoded)."""
+    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+    feature = schema.feature(name) if isinstance(name, str) else None
+    allowed = (
+        column_datatypes(feature) if feature is not None
+        else tuple(DATATYPES) if name == INPUT and schema.numeric
+        else None
+    )  # fmt: skip
+    if allowed is not None and datatype not in allowed:
+        raise InvalidInput(
+            f"{name} takes {' or '.join(sorted(allowed))}, got {datatype!r}",
+            field=f"{where}.datatype",
+        )
+    if isinstance(shape, list) and shape and _whole(shape[0]):
+        _check_row_count(int(shape[0]), max_instances, f"{where}.shape")
 
 
 def _binary_strings(data: bytes, offset: int, size: Any, where: str) -> list[str]:

@@ -320,3 +320,28 @@ def test_bad_binary_bodies_are_400s_naming_what_is_wrong(
     assert message in response.json()["error"]
     if field:
         assert field in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "tensor, payload, status, message",
+    [
+        # A BYTES tensor for a number, whose elements would not even decode: refused for its
+        # datatype, before any element is read (decoding would say "runs past binary_data_size")
+        ({"datatype": "BYTES", "shape": [262069, 4]}, b"\xff\xff\xff\x7f" + b"\x00" * 28, 400,
+         "input-0 takes FP32 or FP64 or INT32 or INT64, got 'BYTES'"),
+        # More rows than a request may hold: refused before the bytes are read as numbers
+        ({"datatype": "FP64", "shape": [5000, 4]}, np.zeros(3).tobytes() + b"\x00", 413,
+         "5000 rows exceed the limit"),
+    ],
+)  # fmt: skip
+def test_a_binary_tensor_is_checked_against_the_model_before_it_is_decoded(
+    served: Running, tensor: dict[str, Any], payload: bytes, status: int, message: str
+) -> None:
+    header = {"inputs": [{"name": "input-0", **tensor,
+                          "parameters": {"binary_data_size": len(payload)}}]}  # fmt: skip
+    body, headers = binary_body(header, payload)
+
+    response = served.post("/v2/models/iris/infer", data=body, headers=headers)
+
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
