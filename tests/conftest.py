@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
@@ -54,6 +54,16 @@ def descendants(pid: int) -> set[int]:
             for child in map(int, (task / "children").read_text().split()):
                 found |= {child, *descendants(child)}
     return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium for a module's page tests (tests/browser.py)."""
+    from tests.browser import chrome
+
+    driver = chrome()
+    yield driver
+    driver.quit()
 
 
 def require_binary(name: str) -> str:

@@ -23,7 +23,7 @@ from selenium.webdriver.support.ui import Select
 
 from function import rollout
 from function.store import ModelStore
-from tests.browser import axe_source, axe_violations, chrome, open_with_key, wait
+from tests.browser import axe_source, axe_violations, open_with_key, wait
 from tests.conftest import KEY, Running, free_port, run_service
 from training.__main__ import main
 from training.churn import churn
@@ -97,13 +97,6 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     folder = tmp_path_factory.mktemp("screenshots")
     yield folder
     print(f"\nscreenshots: {folder}")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    driver = chrome()
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture

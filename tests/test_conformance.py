@@ -328,15 +328,6 @@ def test_every_path_is_in_the_table() -> None:
 # --- the page's Batch tab, in Chromium ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from tests.browser import chrome
-
-    driver = chrome()
-    yield driver
-    driver.quit()
-
-
 @contextlib.contextmanager
 def over_a_socket(app: InProcess) -> Iterator[str]:
     """The in-process handler served on a loopback port (werkzeug), for a browser to load."""
