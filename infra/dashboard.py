@@ -170,11 +170,39 @@ def dashboard(source: Path | None = None, edge_metric: str | None = None) -> dic
         bottom = max(t["yPos"] + t["height"] for t in tiles)
         tiles.append({"xPos": 0, "yPos": bottom, "width": 48, "height": 16,
                       "widget": edge_widget(edge_metric)})  # fmt: skip
-    return {
-        "displayName": grafana["title"],
-        "mosaicLayout": {"columns": 24 * GRID_SCALE, "tiles": tiles},
-        "labels": {"modelrun": ""},
-    }
+    return api_form(
+        {
+            "displayName": grafana["title"],
+            "mosaicLayout": {"columns": 24 * GRID_SCALE, "tiles": tiles},
+            "labels": {"modelrun": ""},
+        }
+    )
+
+
+# Map-typed fields, whose entries the API keeps whatever their value (a label without a value).
+MAP_FIELDS = frozenset({"labels"})
+
+
+def api_form(document: Any) -> Any:
+    """The document as the Monitoring API returns it: without zero-valued fields.
+
+    The API serialises the Dashboard proto in proto3's JSON form, which omits a field holding its
+    default (0, "", false, an empty list), so a tile at `"xPos": 0` comes back without `xPos`.
+    The provider keeps what the API returns, and its diff suppression only forgives keys the
+    configuration lacks (terraform-provider-google, google/services/monitoring/
+    resource_monitoring_dashboard.go, `removeComputedKeys`), not keys the state lacks: a zero in
+    the configuration is a change on every `up` (terraform-provider-google#16173, open;
+    magic-modules#18515, closed unmerged). Sent in this form, the configuration is a fixed point.
+    """
+    if isinstance(document, dict):
+        return {
+            key: value if key in MAP_FIELDS else api_form(value)
+            for key, value in document.items()
+            if key in MAP_FIELDS or value not in (0, "", False, [], {})
+        }
+    if isinstance(document, list):
+        return [api_form(item) for item in document]
+    return document
 
 
 class Dashboard(pulumi.ComponentResource):

@@ -50,7 +50,7 @@ def test_every_grafana_panel_has_its_cloud_widget() -> None:
         unit = module.UNITS[panel["fieldConfig"]["defaults"]["unit"]]
         assert {q["unitOverride"] for q in queries} == {unit}
         grid = panel["gridPos"]
-        assert (tile["xPos"], tile["yPos"], tile["width"], tile["height"]) == (
+        assert (tile.get("xPos", 0), tile.get("yPos", 0), tile["width"], tile["height"]) == (
             2 * grid["x"], 2 * grid["y"], 2 * grid["w"], 2 * grid["h"],
         )  # fmt: skip
     cloud_only = {w["title"] for w in module.CLOUD_ONLY}
