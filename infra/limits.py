@@ -148,6 +148,9 @@ def check_job(tasks: int, parallelism: int, timeout_seconds: int, retries: int) 
 RATE_LIMIT_INTERVALS = (10, 30, 60, 120, 180, 240, 300, 600, 900, 1200, 1800, 2700, 3600)
 DOMAIN_PATTERN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
+# "up to five subexpressions" in an advanced match condition ("Configure custom rules language
+# attributes", https://cloud.google.com/armor/docs/rules-language-reference).
+ALLOW_LIST_MAX = 5
 
 
 def check_edge(edge: Any) -> None:
@@ -176,6 +179,23 @@ def check_edge(edge: Any) -> None:
         bad = [c for c in codes if not COUNTRY_PATTERN.match(c)]
         if bad:
             raise ValueError(f"modelrun:{key} takes ISO 3166-1 alpha-2 codes (FR, US), got {bad}")
+    # Cloud Armor's five subexpressions an expression (infra/armor.py): an allow list is one
+    # expression; a deny list is split, within the hundred priorities its rules have.
+    for key, allowed in (("edgeAllowIpRanges", edge.allow_ip_ranges),
+                         ("edgeAllowCountries", edge.allow_countries)):  # fmt: skip
+        if len(allowed) > ALLOW_LIST_MAX:
+            raise ValueError(
+                f"modelrun:{key} may list at most {ALLOW_LIST_MAX} entries (Cloud Armor allows "
+                "five subexpressions in one rule's expression, and an allow list cannot be split "
+                f"across rules), got {len(allowed)}"
+            )
+    for key, denied, per_rule in (("edgeDenyIpRanges", edge.deny_ip_ranges, 10),
+                                  ("edgeDenyCountries", edge.deny_countries, 5)):  # fmt: skip
+        if len(denied) > per_rule * 100:
+            raise ValueError(
+                f"modelrun:{key} may list at most {per_rule * 100} entries ({per_rule} a Cloud "
+                f"Armor rule, 100 rules), got {len(denied)}"
+            )
     for key, ranges in (("edgeDenyIpRanges", edge.deny_ip_ranges),
                         ("edgeAllowIpRanges", edge.allow_ip_ranges)):  # fmt: skip
         for value in ranges:

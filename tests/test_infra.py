@@ -1206,6 +1206,50 @@ def test_the_armor_policy_rules_and_their_order(edge_stack: Stack) -> None:
     assert all(r["action"] in ("allow", "deny(403)", "rate_based_ban") for r in rules)
 
 
+CODES = [a + b for a in "ABCDEFGHIJ" for b in "KLMNO"]  # 50 codes of ISO 3166-1's shape
+SUBEXPRESSION = re.compile(r"\|\|")
+
+
+@pytest.mark.parametrize("count", [1, 5, 6, 50])
+def test_deny_lists_are_split_into_rules_within_cloud_armors_limits(count: int) -> None:
+    # "up to five subexpressions" an expression (Cloud Armor's rules language reference); ten
+    # ranges a SRC_IPS_V1 match.
+    countries = CODES[:count]
+    ranges = [f"198.51.{i // 250}.{i % 250}/32" for i in range(count)]
+    stack = run_program(stack_config(**EDGE, **{
+        "modelrun:edgeDenyCountries": ",".join(countries),
+        "modelrun:edgeDenyIpRanges": ",".join(ranges),
+    }))  # fmt: skip
+    rules = by_type(stack, "SecurityPolicy")[0].inputs["rules"]
+    country_rules = [r for r in rules if 300 <= r["priority"] < 400]
+    ip_rules = [r for r in rules if 100 <= r["priority"] < 200]
+
+    assert [r["priority"] for r in country_rules] == list(range(300, 300 + -(-count // 5)))
+    assert [r["priority"] for r in ip_rules] == list(range(100, 100 + -(-count // 10)))
+    expressions = [r["match"]["expr"]["expression"] for r in country_rules]
+    assert all(len(SUBEXPRESSION.findall(e)) + 1 <= 5 for e in expressions)
+    assert [c for e in expressions for c in re.findall(r"'([A-Z]{2})'", e)] == countries
+    assert [i for r in ip_rules for i in r["match"]["config"]["srcIpRanges"]] == ranges
+    assert all(r["action"] == "deny(403)" for r in country_rules + ip_rules)
+
+
+@pytest.mark.parametrize("count, refused", [(1, False), (5, False), (6, True), (50, True)])
+@pytest.mark.parametrize("key", ["edgeAllowCountries", "edgeAllowIpRanges"])
+def test_an_allow_list_is_one_expression_of_at_most_five(
+    key: str, count: int, refused: bool
+) -> None:
+    values = CODES[:count] if "Countries" in key else [f"203.0.113.{i}/32" for i in range(count)]
+    config = stack_config(**EDGE, **{f"modelrun:{key}": ",".join(values)})
+
+    if refused:
+        with pytest.raises(Exception, match=f"modelrun:{key} may list at most 5 entries"):
+            run_program(config)
+        return
+    rules = by_type(run_program(config), "SecurityPolicy")[0].inputs["rules"]
+    [gate] = [r for r in rules if r["priority"] in (200, 400)]
+    assert len(SUBEXPRESSION.findall(gate["match"]["expr"]["expression"])) + 1 == count
+
+
 def test_allow_and_deny_lists_become_rules_before_the_rest() -> None:
     denied = [f"198.51.100.{i}/32" for i in range(12)]
     stack = run_program(stack_config(**EDGE, **{
