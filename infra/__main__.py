@@ -88,6 +88,7 @@ alerts = Alerts(
         invoker_access=config.invoker_access,
         emails=config.alert_emails,
         labels=config.labels,
+        service=service.service,
     ),
     after_apis,
 )

@@ -30,6 +30,7 @@ EVALUATION_INTERVAL = "30s"  # "a positive multiple of 30 seconds" (the API's ru
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # alert_rule must be a valid label name
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 UPTIME_PERIOD = "60s"
+MONITORING_AGENT_DOMAIN = "gcp-sa-monitoring-notification.iam.gserviceaccount.com"
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,14 @@ class AlertsArgs:
     invoker_access: str
     emails: list[str]
     labels: dict[str, str]
+    service: gcp.cloudrunv2.Service | None = None  # invoked by the uptime check in "iam" mode
+
+
+def monitoring_agent(project_number: str) -> str:
+    """The Monitoring service agent, whose identity token an authenticated uptime check presents
+    ("The token will be generated for the Monitoring service agent service account":
+    UptimeCheckConfig.HttpCheck.ServiceAgentAuthentication, Cloud Monitoring API v3)."""
+    return f"serviceAccount:service-{project_number}@{MONITORING_AGENT_DOMAIN}"
 
 
 class Alerts(pulumi.ComponentResource):
@@ -164,6 +173,22 @@ class Alerts(pulumi.ComponentResource):
             user_labels=args.labels,
             opts=child,
         )
+        if args.invoker_access == "iam":
+            if args.service is None:
+                raise ValueError("an uptime check of an IAM-only service needs the service")
+            # Cloud Run admits a caller with run.invoker on the service ("Authentication
+            # overview", https://cloud.google.com/run/docs/authenticating/overview); the check's
+            # token is the agent's, so the agent gets the role on this service alone.
+            number = gcp.organizations.get_project_output(project_id=args.project).number
+            gcp.cloudrunv2.ServiceIamMember(
+                f"{name}-uptime-invokes",
+                project=args.project,
+                location=args.service.location,
+                name=args.service.name,
+                role="roles/run.invoker",
+                member=number.apply(monitoring_agent),
+                opts=child,
+            )
         self.policies = {
             rule.name: gcp.monitoring.AlertPolicy(
                 f"{name}-{rule.name}",

@@ -114,6 +114,28 @@ def test_the_uptime_check_watches_health_over_https(stack: Stack) -> None:
     assert check["httpCheck"]["serviceAgentAuthentication"] == {"type": "OIDC_TOKEN"}
 
 
+@pytest.mark.parametrize("access", ["public", "public-no-iam-check", "iam"])
+def test_the_uptime_checks_token_may_invoke_an_iam_only_service(access: str) -> None:
+    # The check presents the Monitoring service agent's token (the API's ServiceAgentAuthentication
+    # reference); Cloud Run admits it only with run.invoker on the service.
+    stack = run_program(stack_config(**{"modelrun:invokerAccess": access}))
+    agent = "serviceAccount:service-123@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
+
+    grants = [
+        r.inputs
+        for r in stack.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")
+        if r.inputs["member"] == agent
+    ]
+
+    if access != "iam":
+        assert grants == []
+        return
+    service = stack.one("gcp:cloudrunv2/service:Service").inputs
+    assert [(g["role"], g["name"], g["location"]) for g in grants] == [
+        ("roles/run.invoker", service["name"], service["location"])
+    ]
+
+
 def test_a_bad_email_is_refused() -> None:
     with pytest.raises(Exception, match="'oncall' is not an email address"):
         run_program(stack_config(**{"modelrun:alertEmails": ["oncall"]}))

@@ -103,6 +103,8 @@ class Mocks(pulumi.runtime.Mocks):
     ) -> tuple[dict[str, Any], list[Any]] | dict[str, Any]:
         if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
             return {"emailAddress": "service-123@gs-project-accounts.iam.gserviceaccount.com"}
+        if args.token == "gcp:organizations/getProject:getProject":
+            return {"number": "123", "projectId": args.args.get("projectId")}
         return {}
 
 
