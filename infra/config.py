@@ -15,7 +15,14 @@ from pathlib import Path
 import pulumi
 
 import metrics_sidecar
-from limits import InstanceSize, check_edge, check_job, instance_size
+from limits import (
+    ContainerShares,
+    InstanceSize,
+    check_edge,
+    check_job,
+    container_shares,
+    instance_size,
+)
 from names import Names, names
 
 # The service's own configuration rules (function/config.py) check the settings passed through.
@@ -48,7 +55,7 @@ SERVICE_SETTINGS = (
     "DRIFT_FEATURES",
     "MODEL_MEMORY_MB",
 )
-# A model's share of an instance's memory when MODEL_MEMORY_MB is not set: half of it, split
+# A model's share of the app container's memory when MODEL_MEMORY_MB is not set: half of it, split
 # among the workers (each holds its own models); the rest is Python, the libraries and requests.
 MODEL_MEMORY_SHARE = 0.5
 TRAFFIC_TAGS = ("candidate", "stable")  # the tagged URLs of a split: latest revision, and stable
@@ -134,6 +141,16 @@ class StackConfig:
     @property
     def service_name(self) -> str:
         return self.names.service
+
+    @property
+    def shares(self) -> ContainerShares:
+        """Each container's limits: the collector's share comes out of the instance's size."""
+        millis, mib = (
+            (metrics_sidecar.CPU_MILLIS, metrics_sidecar.MEMORY_MIB)
+            if self.metrics_sidecar
+            else (0, 0)
+        )
+        return container_shares(self.cpu, self.memory, self.size, millis, mib)
 
 
 def setting_key(variable: str) -> str:
@@ -268,7 +285,7 @@ def service_environment(config: StackConfig) -> dict[str, str]:
     if config.model_sha256:
         env["MODEL_SHA256"] = config.model_sha256
     if "MODEL_MEMORY_MB" not in env:
-        share = config.size.memory_mib * MODEL_MEMORY_SHARE / config.size.workers
+        share = config.shares.app_memory_mib * MODEL_MEMORY_SHARE / config.size.workers
         env["MODEL_MEMORY_MB"] = str(int(share))
     if config.key_refresh_seconds > 0:
         env["API_KEYS_REFRESH_SECONDS"] = str(config.key_refresh_seconds)
@@ -303,6 +320,7 @@ def _check(config: StackConfig) -> None:
             f"{config.size.cpu:g} (below 1 vCPU Cloud Run bills by request only)"
         )
     _check_traffic(config)
+    _ = config.shares  # an instance too small to give the collector its share is refused here
     if config.edge and config.invoker_access == "iam":
         raise ValueError(
             "modelrun:domain puts a load balancer in front, which forwards callers' requests "

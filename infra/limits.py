@@ -88,6 +88,38 @@ def instance_size(
     return InstanceSize(vcpus, mib, concurrency)
 
 
+@dataclass(frozen=True)
+class ContainerShares:
+    """The limits of each container of an instance, as Cloud Run takes them."""
+
+    app_cpu: str
+    app_memory: str
+    app_memory_mib: float
+    sidecar_cpu: str | None = None
+    sidecar_memory: str | None = None
+
+
+def container_shares(
+    cpu: str, memory: str, size: InstanceSize, sidecar_millis: int, sidecar_mib: int
+) -> ContainerShares:
+    """Split the instance (modelrun:cpu, modelrun:memory) between the app and a sidecar, so the
+    instance's total, which Cloud Run admits and bills, stays exactly the configured size; without
+    a sidecar (sidecar_millis 0) the app has it all. Refuse an instance too small to share."""
+    if not sidecar_millis:
+        return ContainerShares(cpu, memory, size.memory_mib)
+    app_millis = round(size.cpu * 1000) - sidecar_millis
+    app_mib = int(size.memory_mib) - sidecar_mib
+    if app_millis < sidecar_millis or app_mib < sidecar_mib:
+        raise ValueError(
+            f"modelrun:metricsSidecar takes {sidecar_millis}m vCPU and {sidecar_mib}Mi out of the "
+            f"instance: modelrun:cpu must be at least {2 * sidecar_millis / 1000:g} and "
+            f"modelrun:memory at least {2 * sidecar_mib}Mi, got {cpu} and {memory}"
+        )
+    return ContainerShares(
+        f"{app_millis}m", f"{app_mib}Mi", app_mib, f"{sidecar_millis}m", f"{sidecar_mib}Mi"
+    )
+
+
 def _cpu(text: str, key: str) -> float:
     try:
         value = Decimal(text[:-1]) / 1000 if text.endswith("m") else Decimal(text)

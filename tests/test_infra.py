@@ -443,7 +443,15 @@ def test_sizes_cloud_run_refuses_are_refused_naming_the_setting(
 @pytest.mark.parametrize(
     "changes, generation",
     [
-        ({"modelrun:cpu": "0.08", "modelrun:memory": "128Mi", "modelrun:concurrency": "1"}, "GEN1"),
+        (
+            {
+                "modelrun:cpu": "0.08",
+                "modelrun:memory": "128Mi",
+                "modelrun:concurrency": "1",
+                "modelrun:metricsSidecar": "false",
+            },
+            "GEN1",
+        ),
         ({"modelrun:cpu": "0.5", "modelrun:memory": "1Gi", "modelrun:concurrency": "1"}, "GEN1"),
         ({"modelrun:cpu": "1", "modelrun:memory": "4Gi"}, "GEN2"),
         ({"modelrun:cpu": "2", "modelrun:memory": "8Gi"}, "GEN2"),
@@ -457,10 +465,52 @@ def test_sizes_cloud_run_admits_are_deployed(changes: dict[str, str], generation
 
     template = stack.one("gcp:cloudrunv2/service:Service").inputs["template"]
     assert template["executionEnvironment"] == f"EXECUTION_ENVIRONMENT_{generation}"
-    assert template["containers"][0]["resources"]["limits"] == {
-        "cpu": changes["modelrun:cpu"],
-        "memory": changes["modelrun:memory"],
-    }
+    # What Cloud Run admits and bills is the instance: every container's limits together (a
+    # decimal size, 2G, loses its fraction of a MiB in the app's share).
+    cpu, mib = instance_total(template)
+    assert cpu == vcpus(changes["modelrun:cpu"])
+    assert 0 <= mebibytes(changes["modelrun:memory"]) - mib < 1
+
+
+def vcpus(text: str) -> float:
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def mebibytes(text: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi|M|G)", text).groups()  # type: ignore[union-attr]
+    return int(number) * {"Mi": 1.0, "Gi": 1024.0, "M": 1e6 / 2**20, "G": 1e9 / 2**20}[unit]
+
+
+def instance_total(template: dict[str, Any]) -> tuple[float, float]:
+    """The instance's vCPUs and MiB: the sum of its containers' limits (none set: Cloud Run's
+    default container size, 1 vCPU and 512 MiB)."""
+    limits = [c.get("resources", {}).get("limits") or {} for c in template["containers"]]
+    return (
+        round(sum(vcpus(lim.get("cpu", "1")) for lim in limits), 3),
+        round(sum(mebibytes(lim.get("memory", "512Mi")) for lim in limits), 3),
+    )
+
+
+@pytest.mark.parametrize("sidecar", ["true", "false"])
+@pytest.mark.parametrize("cpu, memory", [("1", "1Gi"), ("2", "4Gi"), ("0.5", "512Mi")])
+def test_the_instance_total_is_the_configured_size(cpu: str, memory: str, sidecar: str) -> None:
+    changes = {"modelrun:cpu": cpu, "modelrun:memory": memory, "modelrun:metricsSidecar": sidecar}
+    if vcpus(cpu) < 1:
+        changes["modelrun:concurrency"] = "1"
+    stack = run_program(stack_config(**changes))
+
+    template = stack.one("gcp:cloudrunv2/service:Service").inputs["template"]
+
+    assert instance_total(template) == (vcpus(cpu), mebibytes(memory))
+    assert len(template["containers"]) == (2 if sidecar == "true" else 1)
+
+
+def test_an_instance_too_small_to_share_with_the_collector_is_refused() -> None:
+    small = {"modelrun:cpu": "0.25", "modelrun:memory": "512Mi", "modelrun:concurrency": "1"}
+
+    with pytest.raises(ValueError, match="modelrun:metricsSidecar takes 250m vCPU and 256Mi"):
+        run_program(stack_config(**small))
+    run_program(stack_config(**small, **{"modelrun:metricsSidecar": "false"}))
 
 
 # --- the service -------------------------------------------------------------------------
@@ -539,7 +589,7 @@ def test_probes_sizing_and_scaling(stack: Stack) -> None:
     assert c["startupProbe"]["httpGet"]["path"] == "/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
     assert c["resources"]["startupCpuBoost"] is True
-    assert c["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+    assert c["resources"]["limits"] == {"cpu": "750m", "memory": "768Mi"}  # the collector: the rest
     assert c["ports"]["containerPort"] == 8080
     assert template["scaling"] == {"minInstanceCount": 0, "maxInstanceCount": 5}
     assert service["scaling"] == {"minInstanceCount": 0}
@@ -949,10 +999,10 @@ def test_a_split_cloud_run_would_refuse_is_refused(changes: dict[str, Any], mess
 
 def test_model_memory_is_half_the_instance_shared_among_its_workers() -> None:
     env = {e["name"]: e.get("value") for e in container(run_program(stack_config()))["envs"]}
-    assert env["MODEL_MEMORY_MB"] == "512"  # 1 GiB, one worker
+    assert env["MODEL_MEMORY_MB"] == "384"  # 1 GiB less the collector's 256 MiB, one worker
     two = run_program(stack_config(**{"modelrun:cpu": "2", "modelrun:memory": "4Gi"}))
     env = {e["name"]: e.get("value") for e in container(two)["envs"]}
-    assert (env["WORKERS"], env["MODEL_MEMORY_MB"]) == ("2", "1024")
+    assert (env["WORKERS"], env["MODEL_MEMORY_MB"]) == ("2", "960")
     set_one = run_program(stack_config(**{"modelrun:modelMemoryMb": "300"}))
     env = {e["name"]: e.get("value") for e in container(set_one)["envs"]}
     assert env["MODEL_MEMORY_MB"] == "300"
