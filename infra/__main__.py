@@ -89,11 +89,16 @@ alerts = Alerts(
         emails=config.alert_emails,
         labels=config.labels,
         service=service.service,
+        service_name=config.service_name,
     ),
     after_apis,
 )
 dashboard = Dashboard(
-    "dashboard", config.project, after_apis, edge.blocked_metric.name if edge else None
+    "dashboard",
+    config.project,
+    after_apis,
+    edge.blocked_metric.name if edge else None,
+    service=config.service_name,
 )
 github = GithubDeployer(
     "github",

@@ -21,7 +21,7 @@ import pulumi
 import pulumi_gcp as gcp
 import yaml
 
-from promql import Unsupported, check_alert, documentation_text, inline_recorded, seconds
+from promql import Unsupported, check_alert, documentation_text, inline_recorded, scoped, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = ROOT / "local" / "prometheus" / "alerts.yml"
@@ -114,6 +114,7 @@ class AlertsArgs:
     emails: list[str]
     labels: dict[str, str]
     service: gcp.cloudrunv2.Service | None = None  # invoked by the uptime check in "iam" mode
+    service_name: str | None = None  # the policies read this service's series alone
 
 
 def monitoring_agent(project_number: str) -> str:
@@ -197,7 +198,9 @@ class Alerts(pulumi.ComponentResource):
                 combiner="OR",
                 severity=SEVERITIES[rule.severity],
                 conditions=[
-                    self._uptime_condition(rule) if rule.uptime else _promql_condition(rule)
+                    self._uptime_condition(rule)
+                    if rule.uptime
+                    else _promql_condition(rule, args.service_name)
                 ],
                 documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
                     subject=rule.subject, content=rule.content, mime_type="text/markdown"
@@ -238,12 +241,17 @@ class Alerts(pulumi.ComponentResource):
         )
 
 
-def _promql_condition(rule: Rule) -> gcp.monitoring.AlertPolicyConditionArgs:
+def _promql_condition(rule: Rule, service: str | None) -> gcp.monitoring.AlertPolicyConditionArgs:
+    """The rule's PromQL condition, on this stack's service's series alone when named."""
+    try:
+        query = scoped(rule.expr, service) if service else rule.expr
+    except Unsupported as e:
+        raise ValueError(f"alert {rule.name} cannot be narrowed to {service}: {e}") from e
     return gcp.monitoring.AlertPolicyConditionArgs(
         display_name=rule.name,
         condition_prometheus_query_language=(
             gcp.monitoring.AlertPolicyConditionConditionPrometheusQueryLanguageArgs(
-                query=rule.expr,
+                query=query,
                 duration=f"{int(seconds(rule.duration))}s",
                 evaluation_interval=EVALUATION_INTERVAL,
                 alert_rule=rule.name,

@@ -55,10 +55,9 @@ def test_every_rule_is_one_policy_on_the_same_expression(stack: Stack) -> None:
             continue
         promql = condition["conditionPrometheusQueryLanguage"]
         recorded = infra_module("alerts").recorded_expressions()
-        assert (
-            promql["query"]
-            == infra_module("promql").inline_recorded(rule["expr"], recorded).strip()
-        )
+        promql_module = infra_module("promql")
+        expected = promql_module.inline_recorded(rule["expr"], recorded).strip()
+        assert promql["query"] == promql_module.scoped(expected, "modelrun-dev")
         assert promql["duration"] == f"{int(infra_module('promql').seconds(rule['for']))}s"
         assert promql["alertRule"] == name and promql["ruleGroup"] == rule["group"]
         assert promql["labels"] == rule["labels"]
@@ -152,7 +151,7 @@ def with_rule(tmp_path: Path, rule: dict[str, Any]) -> Path:
 
 NEW_RULE = {
     "alert": "ModelrunSlowLoads",
-    "expr": "max(modelrun_model_load_duration_seconds_sum) > 30",
+    "expr": 'max(modelrun_model_load_duration_seconds_sum{job="modelrun"}) > 30',
     "for": "15m",
     "labels": {"severity": "warning"},
     "annotations": {"summary": "slow", "description": "slow loads", "action": "look"},
@@ -169,7 +168,22 @@ def test_a_rule_added_to_the_file_appears_as_a_policy(
 
     assert set(made) == {r["alert"] for r in rules_file()} | {"ModelrunSlowLoads"}
     condition = made["ModelrunSlowLoads"]["conditions"][0]["conditionPrometheusQueryLanguage"]
-    assert (condition["query"], condition["duration"]) == (NEW_RULE["expr"], "900s")
+    assert (condition["query"], condition["duration"]) == (
+        'max(modelrun_model_load_duration_seconds_sum{job="modelrun", '
+        'service_name="modelrun-dev"}) > 30',
+        "900s",
+    )
+
+
+def test_a_rule_that_cannot_be_told_apart_by_service_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alerts = infra_module("alerts")
+    rule = {**NEW_RULE, "expr": "max(modelrun_model_load_duration_seconds_sum) > 30"}
+    monkeypatch.setattr(alerts, "RULES_FILE", with_rule(tmp_path, rule))
+
+    with pytest.raises(ValueError, match='ModelrunSlowLoads cannot be narrowed .*job="modelrun"'):
+        run_program(stack_config())
 
 
 @pytest.mark.parametrize(
