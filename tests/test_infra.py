@@ -788,6 +788,27 @@ def test_a_new_image_replaces_the_deployed_one() -> None:
     assert at_path(planned, "template.containers[0].image") == newer
 
 
+# What a `gcloud builds submit` of the image needs of the account it runs as (Google's "Custom
+# Service Account for Cloud Build"): its log, its uploaded source, and the push.
+BUILD_ROLES = (
+    "roles/logging.logWriter",
+    "roles/storage.objectViewer",
+    "roles/artifactregistry.writer",
+)
+
+
+def test_the_first_image_steps_say_which_roles_cloud_build_needs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    deploy = readme.split("\n## Deploy to Google Cloud\n", 1)[1].split("\n## ", 1)[0]
+    note = deploy.split("If step 7's build fails", 1)[1].split("\nWhat `pulumi up` creates", 1)[0]
+
+    granted = re.findall(r"add-iam-policy-binding.*?--role (\S+)", note.replace("\\\n", " "))
+
+    assert "gcloud builds submit" in deploy
+    assert "-compute@developer.gserviceaccount.com" in note  # the account new projects use
+    assert sorted(granted) == sorted(BUILD_ROLES)
+
+
 # --- two stacks in one project ---------------------------------------------------------
 
 # The inputs that are physical ids, unique within a project (or, for a bucket, globally).
