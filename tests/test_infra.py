@@ -809,6 +809,24 @@ def test_the_first_image_steps_say_which_roles_cloud_build_needs() -> None:
     assert sorted(granted) == sorted(BUILD_ROLES)
 
 
+def test_the_mlflow_on_cloud_run_recipe_sends_traffic_where_the_server_listens() -> None:
+    # Cloud Run sends requests to 8080 unless the service names another port ("Container runtime
+    # contract": "By default, requests are sent to 8080, but you can configure Cloud Run to send
+    # requests to the port of your choice").
+    readme = (ROOT / "README.md").read_text()
+    recipe = readme.split("**Running MLflow on Cloud Run.**", 1)[1].split("\n### ", 1)[0]
+    (command,) = re.findall(r"```bash\n(gcloud run deploy mlflow.*?)```", recipe, re.S)
+    dockerfile = (ROOT / "local" / "mlflow" / "Dockerfile").read_text()
+
+    cloud_run_port = re.search(r"--port (\d+)", command)
+    server_port = re.search(r'--args "[^"]*--port,(\d+)', command)
+    image_port = re.search(r'"--port", "(\d+)"', dockerfile)
+
+    assert cloud_run_port and server_port and image_port
+    assert cloud_run_port.group(1) == server_port.group(1) == image_port.group(1)
+    assert "--host,0.0.0.0" in command  # the ingress container listens on every address
+
+
 # --- two stacks in one project ---------------------------------------------------------
 
 # The inputs that are physical ids, unique within a project (or, for a bucket, globally).
