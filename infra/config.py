@@ -170,8 +170,7 @@ def load() -> StackConfig:
     project = gcp.require("project")
     stack = pulumi.get_stack()
     cpu, memory = cfg.require("cpu"), cfg.require("memory")
-    # Plaintext only here, wrapped as a secret at once; "" (the default) means generate one.
-    api_key = cfg.require("apiKey")
+    api_key = _api_key(cfg)
     config = StackConfig(
         project=project,
         region=gcp.require("region"),
@@ -198,7 +197,7 @@ def load() -> StackConfig:
         noncurrent_version_days=cfg.require_int("noncurrentVersionDays"),
         images_to_keep=cfg.require_int("imagesToKeep"),
         key_refresh_seconds=cfg.require_int("keyRefreshSeconds"),
-        api_key=pulumi.Output.secret(api_key) if api_key else None,
+        api_key=api_key,
         service_settings={
             name: value
             for name in SERVICE_SETTINGS
@@ -215,6 +214,26 @@ def load() -> StackConfig:
     )
     _check(config)
     return config
+
+
+API_KEY = "modelrun:apiKey"
+
+
+def _api_key(cfg: pulumi.Config) -> pulumi.Output[str] | None:
+    """modelrun:apiKey as a secret, or None (the default "") to generate one. Pulumi.yaml's
+    `secret: true` enforces nothing on an untyped key: `pulumi config set modelrun:apiKey X`
+    without `--secret` writes X in plain text into the committed stack file, and the program
+    would be handed it as an ordinary value. Such a value is refused, not used."""
+    # The raw value, to know whether one is set without reading a secret as plain text.
+    if not (pulumi.runtime.get_config(API_KEY) or ""):
+        return None
+    if not pulumi.runtime.is_config_secret(API_KEY):
+        raise ValueError(
+            f"{API_KEY} is stored in plain text in the stack file: remove it "
+            f"(pulumi config rm {API_KEY}), rotate that key, and set it again with "
+            f"pulumi config set --secret {API_KEY} ..."
+        )
+    return cfg.require_secret("apiKey")
 
 
 def _batch(cfg: pulumi.Config) -> BatchSettings:

@@ -696,6 +696,12 @@ def test_a_configured_key_is_used_and_stays_secret() -> None:
     assert "apiKey" in stack.secret_outputs
 
 
+def test_a_key_set_without_secret_is_refused() -> None:
+    # `pulumi config set modelrun:apiKey X` without --secret: X is plain text in the stack file.
+    with pytest.raises(ValueError, match="modelrun:apiKey is stored in plain text"):
+        run_program(stack_config(**{"modelrun:apiKey": "configured-key-0123456789"}))
+
+
 # --- the stack files ---------------------------------------------------------------------
 
 
