@@ -373,20 +373,39 @@ def test_github_provider_admits_only_the_repository_and_branch(stack: Stack) -> 
     provider = stack.one("gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider")
 
     assert provider.inputs["oidc"]["issuerUri"] == "https://token.actions.githubusercontent.com"
+    deploy_ref = f"{REPOSITORY}/.github/workflows/deploy.yml@refs/heads/main"
+    train_ref = f"{REPOSITORY}/.github/workflows/train.yml@refs/heads/main"
     assert provider.inputs["attributeCondition"] == (
         f"assertion.repository_owner_id == '{OWNER_ID}' && "
-        f"assertion.repository == '{REPOSITORY}' && assertion.ref == 'refs/heads/main'"
+        f"assertion.repository == '{REPOSITORY}' && assertion.ref == 'refs/heads/main' && "
+        f"assertion.workflow_ref in ['{deploy_ref}', '{train_ref}']"
     )
     assert provider.inputs["attributeMapping"]["attribute.repository_owner_id"] == (
         "assertion.repository_owner_id"
     )
-    impersonation = [
-        r for r in iam_members(stack) if r.inputs["role"] == "roles/iam.workloadIdentityUser"
-    ]
-    assert len(impersonation) == 2
-    for grant in impersonation:
-        assert grant.inputs["member"].endswith(f"/attribute.repository/{REPOSITORY}")
-        assert grant.inputs["member"].startswith("principalSet://iam.googleapis.com/projects/")
+    assert provider.inputs["attributeMapping"]["attribute.workflow_ref"] == "assertion.workflow_ref"
+
+
+def test_the_deployer_and_the_trainer_are_each_bound_to_their_own_workflow(stack: Stack) -> None:
+    # GitHub's token carries workflow_ref, "OWNER/REPO/.github/workflows/FILE@REF" ("OpenID
+    # Connect reference"); each account admits the tokens of one workflow of this repository.
+    impersonation = {
+        r.inputs["serviceAccountId"].split("/")[-1].split("@")[0]: r.inputs["member"]
+        for r in iam_members(stack)
+        if r.inputs["role"] == "roles/iam.workloadIdentityUser"
+    }
+    workflows = ROOT / ".github" / "workflows"
+
+    assert sorted(impersonation) == ["modelrun-dev-deployer", "modelrun-dev-trainer"]
+    for account, workflow in (("deployer", "deploy.yml"), ("trainer", "train.yml")):
+        member = impersonation[f"modelrun-dev-{account}"]
+        assert member.startswith("principalSet://iam.googleapis.com/projects/")
+        assert member.endswith(
+            f"/attribute.workflow_ref/{REPOSITORY}/.github/workflows/{workflow}@refs/heads/main"
+        )
+        assert (workflows / workflow).is_file()
+    assert "id-token: write" in (workflows / "deploy.yml").read_text()
+    assert "id-token: write" in (workflows / "train.yml").read_text()
 
 
 def test_a_malformed_repository_is_refused() -> None:
