@@ -21,6 +21,7 @@ import pulumi
 import pulumi_gcp as gcp
 import yaml
 
+from limits import check_uptime
 from promql import Unsupported, check_alert, documentation_text, inline_recorded, scoped, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,7 @@ EVALUATION_INTERVAL = "30s"  # "a positive multiple of 30 seconds" (the API's ru
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # alert_rule must be a valid label name
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 UPTIME_PERIOD = "60s"
+UPTIME_TIMEOUT = "10s"
 MONITORING_AGENT_DOMAIN = "gcp-sa-monitoring-notification.iam.gserviceaccount.com"
 
 
@@ -131,6 +133,7 @@ class Alerts(pulumi.ComponentResource):
         super().__init__("modelrun:gcp:Alerts", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         rules = read_rules()
+        check_uptime(UPTIME_PERIOD, UPTIME_TIMEOUT)
         for email in args.emails:
             if not EMAIL.match(email):
                 raise ValueError(f"modelrun:alertEmails: {email!r} is not an email address")
@@ -152,7 +155,7 @@ class Alerts(pulumi.ComponentResource):
             f"{name}-health",
             project=args.project,
             display_name="modelrun /health",
-            timeout="10s",
+            timeout=UPTIME_TIMEOUT,
             period=UPTIME_PERIOD,
             http_check=gcp.monitoring.UptimeCheckConfigHttpCheckArgs(
                 path="/health",

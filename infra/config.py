@@ -20,8 +20,10 @@ from limits import (
     InstanceSize,
     check_edge,
     check_job,
+    check_labels,
     container_shares,
     instance_size,
+    label_value,
 )
 from names import Names, names
 
@@ -136,7 +138,7 @@ class StackConfig:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {"app": "modelrun", "stack": self.stack.lower()}
+        return {"app": "modelrun", "stack": label_value(self.stack)}
 
     @property
     def service_name(self) -> str:
@@ -340,6 +342,7 @@ def _check(config: StackConfig) -> None:
         )
     _check_traffic(config)
     _ = config.shares  # an instance too small to give the collector its share is refused here
+    check_labels(config.labels, f"the stack name {config.stack!r}")
     if config.edge and config.invoker_access == "iam":
         raise ValueError(
             "modelrun:domain puts a load balancer in front, which forwards callers' requests "

@@ -26,6 +26,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from alerts import recorded_expressions
+from limits import check_mosaic
 from promql import Unsupported, check_expression, inline_recorded, scoped
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,13 +179,15 @@ def dashboard(
         bottom = max(t["yPos"] + t["height"] for t in tiles)
         tiles.append({"xPos": 0, "yPos": bottom, "width": 48, "height": 16,
                       "widget": edge_widget(edge_metric)})  # fmt: skip
-    return api_form(
+    document = api_form(
         {
             "displayName": f"{grafana['title']} ({service})" if service else grafana["title"],
             "mosaicLayout": {"columns": 24 * GRID_SCALE, "tiles": tiles},
             "labels": {"modelrun": ""},
         }
     )
+    check_mosaic(document)
+    return dict(document)
 
 
 # Map-typed fields, whose entries the API keeps whatever their value (a label without a value).

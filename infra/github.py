@@ -8,6 +8,11 @@ import pulumi
 import pulumi_gcp as gcp
 from pulumi_gcp.iam import WorkloadIdentityPoolProviderOidcArgs
 
+from limits import (
+    ACCOUNT_DISPLAY_NAME,
+    POOL_DISPLAY_NAME,
+    check_display_name,
+)
 from names import Names
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
@@ -62,7 +67,7 @@ class GithubDeployer(pulumi.ComponentResource):
             name,
             project=args.project,
             workload_identity_pool_id=args.names.pool_id,
-            display_name="GitHub Actions",
+            display_name=check_display_name("GitHub Actions", POOL_DISPLAY_NAME, "the pool"),
             opts=child,
         )
         self.provider = gcp.iam.WorkloadIdentityPoolProvider(
@@ -70,7 +75,8 @@ class GithubDeployer(pulumi.ComponentResource):
             project=args.project,
             workload_identity_pool_id=pool.workload_identity_pool_id,
             workload_identity_pool_provider_id=args.names.pool_provider,
-            display_name=f"GitHub {args.repository}"[:32],
+            # The repository's name may be longer than a provider's display name: cut.
+            display_name=f"GitHub {args.repository}"[:POOL_DISPLAY_NAME],
             oidc=WorkloadIdentityPoolProviderOidcArgs(issuer_uri=GITHUB_ISSUER),
             attribute_mapping={
                 "google.subject": "assertion.sub",
@@ -202,7 +208,9 @@ class GithubDeployer(pulumi.ComponentResource):
             name,
             project=args.project,
             account_id=args.names.account(role),
-            display_name=f"GitHub Actions: {purpose}",
+            display_name=check_display_name(
+                f"GitHub Actions: {purpose}", ACCOUNT_DISPLAY_NAME, f"the {role} account"
+            ),
             opts=pulumi.ResourceOptions(parent=self),
         )
         gcp.serviceaccount.IAMMember(

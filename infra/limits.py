@@ -239,3 +239,82 @@ def check_edge(edge: Any) -> None:
         raise ValueError(
             f"modelrun:edgeLogSampleRate must be a number from 0 to 1, got {edge.log_sample_rate}"
         )
+
+
+# Labels ("Labels overview", https://cloud.google.com/resource-manager/docs/labels-overview,
+# requirements): keys and values at most 63 characters of lowercase letters, digits, underscores
+# and dashes; a key starts with a lowercase letter; a value may be empty.
+LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def label_value(text: str) -> str:
+    """Text as a label value: lowercase, every other character a dash, at most 63 characters."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+
+
+def check_labels(labels: dict[str, str], where: str) -> None:
+    """Refuse labels Google Cloud would refuse, naming where they come from."""
+    for key, value in labels.items():
+        if not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
+            raise ValueError(
+                f"{where}: label {key}={value!r} is not a Google Cloud label (lowercase letters, "
+                "digits, _ and -, at most 63 characters; a key starts with a letter)"
+            )
+
+
+# Display names: a service account's at most 100 characters ("Create service accounts",
+# https://cloud.google.com/iam/docs/service-accounts-create); a workload identity pool's and its
+# provider's at most 32 (the IAM API's WorkloadIdentityPool and WorkloadIdentityPoolProvider
+# references, displayName).
+ACCOUNT_DISPLAY_NAME = 100
+POOL_DISPLAY_NAME = 32
+
+
+def check_display_name(name: str, limit: int, what: str) -> str:
+    """The name, refused (naming what it is for) when longer than the API takes."""
+    if not name or len(name) > limit:
+        raise ValueError(f"{what}: display name {name!r} must be 1..{limit} characters")
+    return name
+
+
+# An uptime check ("REST Resource: projects.uptimeCheckConfigs",
+# https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.uptimeCheckConfigs): `period`
+# "Currently, the only supported values are 60s (1 minute), 300s (5 minutes), 600s (10 minutes),
+# and 900s (15 minutes)"; `timeout` between 1 and 60 seconds, and no longer than the period.
+UPTIME_PERIODS = ("60s", "300s", "600s", "900s")
+
+
+def check_uptime(period: str, timeout: str) -> None:
+    """Refuse an uptime check's period and timeout the Monitoring API would refuse."""
+    if period not in UPTIME_PERIODS:
+        raise ValueError(
+            f"uptime check period must be one of {', '.join(UPTIME_PERIODS)}, got {period}"
+        )
+    seconds = int(timeout.removesuffix("s")) if re.fullmatch(r"\d+s", timeout) else 0
+    if not 1 <= seconds <= 60 or seconds > int(period.removesuffix("s")):
+        raise ValueError(f"uptime check timeout must be 1s..60s, within the period, got {timeout}")
+
+
+# A mosaic dashboard (Cloud Monitoring Dashboards API, MosaicLayout and MosaicLayout.Tile):
+# "The number of columns must be between 1 and 48, inclusive"; a tile's xPos and yPos cannot be
+# negative, "Tiles must be contained within the specified number of columns", and a tile has a
+# width and a height of at least 1.
+MOSAIC_COLUMNS = 48
+
+
+def check_mosaic(document: dict[str, Any]) -> None:
+    """Refuse a mosaic layout the Dashboards API would refuse, naming the widget."""
+    layout = document["mosaicLayout"]
+    columns = layout["columns"]
+    if not 1 <= columns <= MOSAIC_COLUMNS:
+        raise ValueError(f"a mosaic dashboard has 1..{MOSAIC_COLUMNS} columns, got {columns}")
+    for tile in layout["tiles"]:
+        x, y = tile.get("xPos", 0), tile.get("yPos", 0)
+        width, height = tile.get("width", 0), tile.get("height", 0)
+        title = tile["widget"].get("title", "")
+        if x < 0 or y < 0 or width < 1 or height < 1 or x + width > columns:
+            raise ValueError(
+                f"widget {title!r}: its tile (x {x}, y {y}, {width}x{height}) must lie within the "
+                f"{columns} columns with a width and height of at least 1 (its Grafana gridPos)"
+            )
