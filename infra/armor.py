@@ -7,9 +7,15 @@ Lower priority numbers are evaluated first, and the first rule that matches deci
     200    deny what is outside the allowed IP ranges, when some are listed
     300+   deny the listed countries (origin.region_code), five a rule
     400    deny what is outside the allowed countries, when some are listed
+    500+   the preconfigured OWASP rules (SQLi, XSS, LFI, RCE) at the configured sensitivity
     1000   a rate-based ban per client IP: over COUNT requests in the window, 429 for BAN seconds
-    2000+  the preconfigured OWASP rules (SQLi, XSS, LFI, RCE) at the configured sensitivity
     2147483647  allow (the default rule every policy has)
+
+The rate-based ban comes after every deny rule: it matches every address, and a request under
+its threshold takes its conform action, `allow` (the only one the API takes), which decides like
+any other matching rule; a WAF rule below it would never see such a request ("a rate limit placed
+above your WAF rules can potentially let attacks through": Google Cloud's "Structuring a Google
+Cloud Armor Policy: A Rule-Ordering Playbook").
 
 JSON parsing is on: Cloud Armor inspects a JSON body's values rather than its text, which its
 documentation recommends for REST APIs, "to avoid noise and reduce the risk of false positives"
@@ -47,6 +53,7 @@ IPS_PER_RULE = 10
 # config.py refuses more than five (infra/limits.py).
 SUBEXPRESSIONS_PER_RULE = 5
 DENY_IPS, ALLOW_IPS, DENY_COUNTRIES, ALLOW_COUNTRIES = 100, 200, 300, 400
+WAF_PRIORITY = 500  # before the rate-based ban (1000), whose conform action allows
 
 
 def chunks(values: tuple[str, ...], size: int) -> list[list[str]]:
@@ -70,6 +77,12 @@ def rules(edge: EdgeSettings) -> list[SecurityPolicyRuleArgs]:
         found.append(
             _expr(ALLOW_COUNTRIES, f"!({listed})", "deny(403)", "outside the allowed countries")
         )
+    if edge.waf_sensitivity:
+        for k, name in enumerate(WAF_RULES):
+            expression = (
+                f"evaluatePreconfiguredWaf('{name}', {{'sensitivity': {edge.waf_sensitivity}}})"
+            )
+            found.append(_expr(WAF_PRIORITY + k, expression, "deny(403)", f"OWASP {name}"))
     found.append(
         SecurityPolicyRuleArgs(
             priority=1000,
@@ -87,12 +100,6 @@ def rules(edge: EdgeSettings) -> list[SecurityPolicyRuleArgs]:
             ),
         )
     )
-    if edge.waf_sensitivity:
-        for k, name in enumerate(WAF_RULES):
-            expression = (
-                f"evaluatePreconfiguredWaf('{name}', {{'sensitivity': {edge.waf_sensitivity}}})"
-            )
-            found.append(_expr(2000 + k, expression, "deny(403)", f"OWASP {name}"))
     found.append(
         SecurityPolicyRuleArgs(
             priority=DEFAULT_PRIORITY, action="allow", description="default", match=_all_ips()

@@ -1302,7 +1302,10 @@ def test_the_armor_policy_rules_and_their_order(edge_stack: Stack) -> None:
     assert policy.inputs["advancedOptionsConfig"] == {"jsonParsing": "STANDARD"}
     assert priorities == sorted(set(priorities))  # unique, in evaluation order
     ban = next(r for r in rules if r["action"] == "rate_based_ban")
-    assert ban["priority"] < min(r["priority"] for r in rules if "expr" in r.get("match", {}))
+    # A request under the ban's threshold is allowed there (its conform action): every deny rule,
+    # the WAF's included, must come first, or it never sees such a request.
+    assert ban["priority"] > max(r["priority"] for r in rules if r["action"] == "deny(403)")
+    assert rules[-2] == ban
     assert ban["rateLimitOptions"] == {
         "conformAction": "allow", "exceedAction": "deny(429)", "enforceOnKey": "IP",
         "rateLimitThreshold": {"count": 600, "intervalSec": 60}, "banDurationSec": 600,
@@ -1310,7 +1313,7 @@ def test_the_armor_policy_rules_and_their_order(edge_stack: Stack) -> None:
     waf = [
         r["match"]["expr"]["expression"]
         for r in rules
-        if r["priority"] >= 2000 and "expr" in r["match"]
+        if 500 <= r["priority"] < 1000 and "expr" in r["match"]
     ]
     assert len(waf) == 4 and all(WAF_EXPRESSION.match(e) for e in waf)
     assert {WAF_EXPRESSION.match(e).group(1) for e in waf} <= DOCUMENTED_WAF_RULES  # type: ignore[union-attr]
@@ -1387,7 +1390,7 @@ def test_allow_and_deny_lists_become_rules_before_the_rest() -> None:
     assert expressions[400] == "!(origin.region_code == 'FR' || origin.region_code == 'DE')"
     assert one_of(IP_TEST).match(expressions[200]) and one_of(REGION_TEST).match(expressions[400])
     assert all(rules[p]["action"] == "deny(403)" for p in (100, 101, 200, 300, 400))
-    assert not [p for p in rules if 2000 <= p < 3000]  # sensitivity 0: no WAF rules
+    assert not [p for p in rules if 500 <= p < 1000]  # sensitivity 0: no WAF rules
 
 
 @pytest.mark.parametrize(
