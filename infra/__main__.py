@@ -90,6 +90,8 @@ alerts = Alerts(
         labels=config.labels,
         service=service.service,
         service_name=config.service_name,
+        # Secret Manager names a secret projects/NUMBER/secrets/ID.
+        project_number=keys.secret.name.apply(lambda name: name.split("/")[1]),
     ),
     after_apis,
 )

@@ -117,6 +117,10 @@ class AlertsArgs:
     labels: dict[str, str]
     service: gcp.cloudrunv2.Service | None = None  # invoked by the uptime check in "iam" mode
     service_name: str | None = None  # the policies read this service's series alone
+    # The project's number, for the Monitoring service agent's address. Taken from a resource's
+    # name rather than read with a data source: CI's `up` reads every data source again, and the
+    # deployer has no project-wide role (docs/ARCHITECTURE.md, "What a later `up` changes").
+    project_number: pulumi.Output[str] | None = None
 
 
 def monitoring_agent(project_number: str) -> str:
@@ -183,14 +187,15 @@ class Alerts(pulumi.ComponentResource):
             # Cloud Run admits a caller with run.invoker on the service ("Authentication
             # overview", https://cloud.google.com/run/docs/authenticating/overview); the check's
             # token is the agent's, so the agent gets the role on this service alone.
-            number = gcp.organizations.get_project_output(project_id=args.project).number
+            if args.project_number is None:
+                raise ValueError("an uptime check of an IAM-only service needs the project number")
             gcp.cloudrunv2.ServiceIamMember(
                 f"{name}-uptime-invokes",
                 project=args.project,
                 location=args.service.location,
                 name=args.service.name,
                 role="roles/run.invoker",
-                member=number.apply(monitoring_agent),
+                member=args.project_number.apply(monitoring_agent),
                 opts=child,
             )
         self.policies = {

@@ -49,6 +49,7 @@ class Stack:
     resources: list[Registered]
     outputs: dict[str, Any]
     secret_outputs: set[str] = field(default_factory=set)
+    invokes: list[str] = field(default_factory=list)  # the data sources the program read
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.type == typ]
@@ -60,7 +61,12 @@ class Stack:
 
 
 class Mocks(pulumi.runtime.Mocks):
-    """Return each resource's inputs plus the attributes GCP would compute."""
+    """Return each resource's inputs plus the attributes GCP would compute; note each data
+    source the program reads (every `up` reads them again, with the runner's credentials)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invokes: list[str] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
@@ -101,6 +107,7 @@ class Mocks(pulumi.runtime.Mocks):
     def call(
         self, args: pulumi.runtime.MockCallArgs
     ) -> tuple[dict[str, Any], list[Any]] | dict[str, Any]:
+        self.invokes.append(args.token)
         if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
             return {"emailAddress": "service-123@gs-project-accounts.iam.gserviceaccount.com"}
         if args.token == "gcp:organizations/getProject:getProject":
@@ -184,7 +191,7 @@ def run_program(config: MergedConfig, stack: str = "dev") -> Stack:
                 ignore_changes=list(request.ignoreChanges),
             )
         )
-    return Stack(resources, namespace["resolved"], secret)
+    return Stack(resources, namespace["resolved"], secret, mocks.invokes)
 
 
 def infra_module(name: str) -> Any:

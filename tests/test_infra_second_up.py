@@ -196,6 +196,16 @@ def test_every_managed_type_is_in_the_permission_table() -> None:
     assert types <= set(permission_table())
 
 
+@pytest.mark.parametrize("access", ["public", "iam"])
+def test_ci_up_reads_no_data_source(access: str) -> None:
+    # Every `up` reads the program's data sources again, as the runner: the deployer holds no
+    # project-wide role to read the project with (its one exception, the storage agent of
+    # modelrun:bucketKmsKey, is an administrator's setting).
+    ci = run_program(stack_config(**{"modelrun:invokerAccess": access, "modelrun:image": IMAGE}))
+
+    assert ci.invokes == []
+
+
 @pytest.mark.parametrize("batch", [False, True])
 def test_ci_up_changes_nothing_outside_the_deployers_roles(batch: bool) -> None:
     extra = {"modelrun:batchJob": "true"} if batch else {}
