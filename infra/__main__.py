@@ -88,11 +88,19 @@ alerts = Alerts(
         invoker_access=config.invoker_access,
         emails=config.alert_emails,
         labels=config.labels,
+        service=service.service,
+        service_name=config.service_name,
+        # Secret Manager names a secret projects/NUMBER/secrets/ID.
+        project_number=keys.secret.name.apply(lambda name: name.split("/")[1]),
     ),
     after_apis,
 )
 dashboard = Dashboard(
-    "dashboard", config.project, after_apis, edge.blocked_metric.name if edge else None
+    "dashboard",
+    config.project,
+    after_apis,
+    edge.blocked_metric.name if edge else None,
+    service=config.service_name,
 )
 github = GithubDeployer(
     "github",

@@ -21,7 +21,8 @@ import pulumi
 import pulumi_gcp as gcp
 import yaml
 
-from promql import Unsupported, check_alert, documentation_text, inline_recorded, seconds
+from limits import check_uptime
+from promql import Unsupported, check_alert, documentation_text, inline_recorded, scoped, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_FILE = ROOT / "local" / "prometheus" / "alerts.yml"
@@ -30,6 +31,8 @@ EVALUATION_INTERVAL = "30s"  # "a positive multiple of 30 seconds" (the API's ru
 LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # alert_rule must be a valid label name
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 UPTIME_PERIOD = "60s"
+UPTIME_TIMEOUT = "10s"
+MONITORING_AGENT_DOMAIN = "gcp-sa-monitoring-notification.iam.gserviceaccount.com"
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,19 @@ class AlertsArgs:
     invoker_access: str
     emails: list[str]
     labels: dict[str, str]
+    service: gcp.cloudrunv2.Service | None = None  # invoked by the uptime check in "iam" mode
+    service_name: str | None = None  # the policies read this service's series alone
+    # The project's number, for the Monitoring service agent's address. Taken from a resource's
+    # name rather than read with a data source: CI's `up` reads every data source again, and the
+    # deployer has no project-wide role (docs/ARCHITECTURE.md, "What a later `up` changes").
+    project_number: pulumi.Output[str] | None = None
+
+
+def monitoring_agent(project_number: str) -> str:
+    """The Monitoring service agent, whose identity token an authenticated uptime check presents
+    ("The token will be generated for the Monitoring service agent service account":
+    UptimeCheckConfig.HttpCheck.ServiceAgentAuthentication, Cloud Monitoring API v3)."""
+    return f"serviceAccount:service-{project_number}@{MONITORING_AGENT_DOMAIN}"
 
 
 class Alerts(pulumi.ComponentResource):
@@ -121,6 +137,7 @@ class Alerts(pulumi.ComponentResource):
         super().__init__("modelrun:gcp:Alerts", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         rules = read_rules()
+        check_uptime(UPTIME_PERIOD, UPTIME_TIMEOUT)
         for email in args.emails:
             if not EMAIL.match(email):
                 raise ValueError(f"modelrun:alertEmails: {email!r} is not an email address")
@@ -142,7 +159,7 @@ class Alerts(pulumi.ComponentResource):
             f"{name}-health",
             project=args.project,
             display_name="modelrun /health",
-            timeout="10s",
+            timeout=UPTIME_TIMEOUT,
             period=UPTIME_PERIOD,
             http_check=gcp.monitoring.UptimeCheckConfigHttpCheckArgs(
                 path="/health",
@@ -164,6 +181,23 @@ class Alerts(pulumi.ComponentResource):
             user_labels=args.labels,
             opts=child,
         )
+        if args.invoker_access == "iam":
+            if args.service is None:
+                raise ValueError("an uptime check of an IAM-only service needs the service")
+            # Cloud Run admits a caller with run.invoker on the service ("Authentication
+            # overview", https://cloud.google.com/run/docs/authenticating/overview); the check's
+            # token is the agent's, so the agent gets the role on this service alone.
+            if args.project_number is None:
+                raise ValueError("an uptime check of an IAM-only service needs the project number")
+            gcp.cloudrunv2.ServiceIamMember(
+                f"{name}-uptime-invokes",
+                project=args.project,
+                location=args.service.location,
+                name=args.service.name,
+                role="roles/run.invoker",
+                member=args.project_number.apply(monitoring_agent),
+                opts=child,
+            )
         self.policies = {
             rule.name: gcp.monitoring.AlertPolicy(
                 f"{name}-{rule.name}",
@@ -172,7 +206,9 @@ class Alerts(pulumi.ComponentResource):
                 combiner="OR",
                 severity=SEVERITIES[rule.severity],
                 conditions=[
-                    self._uptime_condition(rule) if rule.uptime else _promql_condition(rule)
+                    self._uptime_condition(rule)
+                    if rule.uptime
+                    else _promql_condition(rule, args.service_name)
                 ],
                 documentation=gcp.monitoring.AlertPolicyDocumentationArgs(
                     subject=rule.subject, content=rule.content, mime_type="text/markdown"
@@ -213,12 +249,17 @@ class Alerts(pulumi.ComponentResource):
         )
 
 
-def _promql_condition(rule: Rule) -> gcp.monitoring.AlertPolicyConditionArgs:
+def _promql_condition(rule: Rule, service: str | None) -> gcp.monitoring.AlertPolicyConditionArgs:
+    """The rule's PromQL condition, on this stack's service's series alone when named."""
+    try:
+        query = scoped(rule.expr, service) if service else rule.expr
+    except Unsupported as e:
+        raise ValueError(f"alert {rule.name} cannot be narrowed to {service}: {e}") from e
     return gcp.monitoring.AlertPolicyConditionArgs(
         display_name=rule.name,
         condition_prometheus_query_language=(
             gcp.monitoring.AlertPolicyConditionConditionPrometheusQueryLanguageArgs(
-                query=rule.expr,
+                query=query,
                 duration=f"{int(seconds(rule.duration))}s",
                 evaluation_interval=EVALUATION_INTERVAL,
                 alert_rule=rule.name,

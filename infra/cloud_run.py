@@ -93,7 +93,7 @@ class PredictionService(pulumi.ComponentResource):
             ports=ServiceTemplateContainerPortsArgs(container_port=PORT),
             envs=_environment(config, args.bucket, args.secret),
             resources=ServiceTemplateContainerResourcesArgs(
-                limits={"cpu": config.cpu, "memory": config.memory},
+                limits={"cpu": config.shares.app_cpu, "memory": config.shares.app_memory},
                 # Request-based billing unless modelrun:instanceBasedBilling (README, Monitoring).
                 cpu_idle=not config.instance_billing,
                 startup_cpu_boost=True,
@@ -298,7 +298,13 @@ class MetricsSidecar(pulumi.ComponentResource):
                     name="metrics-config", mount_path=metrics_sidecar.CONFIG_DIR
                 )
             ],
-            resources=ServiceTemplateContainerResourcesArgs(cpu_idle=not config.instance_billing),
+            resources=ServiceTemplateContainerResourcesArgs(
+                limits={
+                    "cpu": str(config.shares.sidecar_cpu),
+                    "memory": str(config.shares.sidecar_memory),
+                },
+                cpu_idle=not config.instance_billing,
+            ),
         )
         self.register_outputs({})
 

@@ -15,7 +15,16 @@ from pathlib import Path
 import pulumi
 
 import metrics_sidecar
-from limits import InstanceSize, check_edge, check_job, instance_size
+from limits import (
+    ContainerShares,
+    InstanceSize,
+    check_edge,
+    check_job,
+    check_labels,
+    container_shares,
+    instance_size,
+    label_value,
+)
 from names import Names, names
 
 # The service's own configuration rules (function/config.py) check the settings passed through.
@@ -48,7 +57,7 @@ SERVICE_SETTINGS = (
     "DRIFT_FEATURES",
     "MODEL_MEMORY_MB",
 )
-# A model's share of an instance's memory when MODEL_MEMORY_MB is not set: half of it, split
+# A model's share of the app container's memory when MODEL_MEMORY_MB is not set: half of it, split
 # among the workers (each holds its own models); the rest is Python, the libraries and requests.
 MODEL_MEMORY_SHARE = 0.5
 TRAFFIC_TAGS = ("candidate", "stable")  # the tagged URLs of a split: latest revision, and stable
@@ -129,11 +138,21 @@ class StackConfig:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {"app": "modelrun", "stack": self.stack.lower()}
+        return {"app": "modelrun", "stack": label_value(self.stack)}
 
     @property
     def service_name(self) -> str:
         return self.names.service
+
+    @property
+    def shares(self) -> ContainerShares:
+        """Each container's limits: the collector's share comes out of the instance's size."""
+        millis, mib = (
+            (metrics_sidecar.CPU_MILLIS, metrics_sidecar.MEMORY_MIB)
+            if self.metrics_sidecar
+            else (0, 0)
+        )
+        return container_shares(self.cpu, self.memory, self.size, millis, mib)
 
 
 def setting_key(variable: str) -> str:
@@ -153,8 +172,7 @@ def load() -> StackConfig:
     project = gcp.require("project")
     stack = pulumi.get_stack()
     cpu, memory = cfg.require("cpu"), cfg.require("memory")
-    # Plaintext only here, wrapped as a secret at once; "" (the default) means generate one.
-    api_key = cfg.require("apiKey")
+    api_key = _api_key(cfg)
     config = StackConfig(
         project=project,
         region=gcp.require("region"),
@@ -181,7 +199,7 @@ def load() -> StackConfig:
         noncurrent_version_days=cfg.require_int("noncurrentVersionDays"),
         images_to_keep=cfg.require_int("imagesToKeep"),
         key_refresh_seconds=cfg.require_int("keyRefreshSeconds"),
-        api_key=pulumi.Output.secret(api_key) if api_key else None,
+        api_key=api_key,
         service_settings={
             name: value
             for name in SERVICE_SETTINGS
@@ -198,6 +216,26 @@ def load() -> StackConfig:
     )
     _check(config)
     return config
+
+
+API_KEY = "modelrun:apiKey"
+
+
+def _api_key(cfg: pulumi.Config) -> pulumi.Output[str] | None:
+    """modelrun:apiKey as a secret, or None (the default "") to generate one. Pulumi.yaml's
+    `secret: true` enforces nothing on an untyped key: `pulumi config set modelrun:apiKey X`
+    without `--secret` writes X in plain text into the committed stack file, and the program
+    would be handed it as an ordinary value. Such a value is refused, not used."""
+    # The raw value, to know whether one is set without reading a secret as plain text.
+    if not (pulumi.runtime.get_config(API_KEY) or ""):
+        return None
+    if not pulumi.runtime.is_config_secret(API_KEY):
+        raise ValueError(
+            f"{API_KEY} is stored in plain text in the stack file: remove it "
+            f"(pulumi config rm {API_KEY}), rotate that key, and set it again with "
+            f"pulumi config set --secret {API_KEY} ..."
+        )
+    return cfg.require_secret("apiKey")
 
 
 def _batch(cfg: pulumi.Config) -> BatchSettings:
@@ -268,7 +306,7 @@ def service_environment(config: StackConfig) -> dict[str, str]:
     if config.model_sha256:
         env["MODEL_SHA256"] = config.model_sha256
     if "MODEL_MEMORY_MB" not in env:
-        share = config.size.memory_mib * MODEL_MEMORY_SHARE / config.size.workers
+        share = config.shares.app_memory_mib * MODEL_MEMORY_SHARE / config.size.workers
         env["MODEL_MEMORY_MB"] = str(int(share))
     if config.key_refresh_seconds > 0:
         env["API_KEYS_REFRESH_SECONDS"] = str(config.key_refresh_seconds)
@@ -303,6 +341,8 @@ def _check(config: StackConfig) -> None:
             f"{config.size.cpu:g} (below 1 vCPU Cloud Run bills by request only)"
         )
     _check_traffic(config)
+    _ = config.shares  # an instance too small to give the collector its share is refused here
+    check_labels(config.labels, f"the stack name {config.stack!r}")
     if config.edge and config.invoker_access == "iam":
         raise ValueError(
             "modelrun:domain puts a load balancer in front, which forwards callers' requests "

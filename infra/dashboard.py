@@ -26,7 +26,8 @@ import pulumi
 import pulumi_gcp as gcp
 
 from alerts import recorded_expressions
-from promql import Unsupported, check_expression, inline_recorded
+from limits import check_mosaic
+from promql import Unsupported, check_expression, inline_recorded, scoped
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA_DASHBOARD = ROOT / "local" / "grafana" / "dashboards" / "modelrun.json"
@@ -63,8 +64,9 @@ CLOUD_ONLY = [
 _recorded = functools.cache(recorded_expressions)  # the rules file, read once
 
 
-def cloud_query(expr: str, where: str) -> str:
-    """A Grafana panel's query as the cloud runs it; ValueError naming the panel if it cannot."""
+def cloud_query(expr: str, where: str, service: str | None = None) -> str:
+    """A Grafana panel's query as the cloud runs it, narrowed to one service's series when named
+    (the local mirror's have no service); ValueError naming the panel if it cannot be."""
     query = expr.replace("$__rate_interval", RATE_WINDOW)
     for instance_filter in INSTANCE_FILTERS:
         query = instance_filter.sub("", query)
@@ -73,18 +75,23 @@ def cloud_query(expr: str, where: str) -> str:
         if "$" in query:
             raise Unsupported(f"uses a Grafana variable the cloud has not: {query}")
         check_expression(query)
+        if service:
+            query = scoped(query, service)
     except Unsupported as e:
         raise ValueError(f"{where} cannot become a Cloud Monitoring widget: {e}") from e
     return query
 
 
-def widget(panel: dict[str, Any], where: str) -> dict[str, Any]:
+def widget(panel: dict[str, Any], where: str, service: str | None = None) -> dict[str, Any]:
     """One Grafana panel as a Cloud Monitoring widget of the same kind."""
     grafana_unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "short")
     if grafana_unit not in UNITS:
         raise ValueError(f"{where}: no Cloud Monitoring unit for Grafana's {grafana_unit!r}")
     queries = [
-        {"prometheusQuery": cloud_query(t["expr"], where), "unitOverride": UNITS[grafana_unit]}
+        {
+            "prometheusQuery": cloud_query(t["expr"], where, service),
+            "unitOverride": UNITS[grafana_unit],
+        }
         for t in panel["targets"]
     ]
     kind = panel.get("type", "timeseries")
@@ -133,9 +140,11 @@ def edge_widget(metric: str) -> dict[str, Any]:
     }
 
 
-def dashboard(source: Path | None = None, edge_metric: str | None = None) -> dict[str, Any]:
+def dashboard(
+    source: Path | None = None, edge_metric: str | None = None, service: str | None = None
+) -> dict[str, Any]:
     """The Cloud Monitoring dashboard (its JSON form) for the Grafana dashboard; with the edge,
-    a row of its own."""
+    a row of its own; with a service, its queries and title narrowed to that service."""
     grafana = json.loads((source or GRAFANA_DASHBOARD).read_text())
     tiles = []
     for panel in grafana["panels"]:
@@ -146,7 +155,7 @@ def dashboard(source: Path | None = None, edge_metric: str | None = None) -> dic
                 "yPos": grid["y"] * GRID_SCALE,
                 "width": grid["w"] * GRID_SCALE,
                 "height": grid["h"] * GRID_SCALE,
-                "widget": widget(panel, f"panel {panel['title']!r}"),
+                "widget": widget(panel, f"panel {panel['title']!r}", service),
             }
         )
     bottom = max((t["yPos"] + t["height"] for t in tiles), default=0)
@@ -163,18 +172,48 @@ def dashboard(source: Path | None = None, edge_metric: str | None = None) -> dic
                 "yPos": bottom + (i // 2) * 16,
                 "width": 24,
                 "height": 16,
-                "widget": widget(panel, f"cloud widget {extra['title']!r}"),
+                "widget": widget(panel, f"cloud widget {extra['title']!r}", service),
             }
         )
     if edge_metric:
         bottom = max(t["yPos"] + t["height"] for t in tiles)
         tiles.append({"xPos": 0, "yPos": bottom, "width": 48, "height": 16,
                       "widget": edge_widget(edge_metric)})  # fmt: skip
-    return {
-        "displayName": grafana["title"],
-        "mosaicLayout": {"columns": 24 * GRID_SCALE, "tiles": tiles},
-        "labels": {"modelrun": ""},
-    }
+    document = api_form(
+        {
+            "displayName": f"{grafana['title']} ({service})" if service else grafana["title"],
+            "mosaicLayout": {"columns": 24 * GRID_SCALE, "tiles": tiles},
+            "labels": {"modelrun": ""},
+        }
+    )
+    check_mosaic(document)
+    return dict(document)
+
+
+# Map-typed fields, whose entries the API keeps whatever their value (a label without a value).
+MAP_FIELDS = frozenset({"labels"})
+
+
+def api_form(document: Any) -> Any:
+    """The document as the Monitoring API returns it: without zero-valued fields.
+
+    The API serialises the Dashboard proto in proto3's JSON form, which omits a field holding its
+    default (0, "", false, an empty list), so a tile at `"xPos": 0` comes back without `xPos`.
+    The provider keeps what the API returns, and its diff suppression only forgives keys the
+    configuration lacks (terraform-provider-google, google/services/monitoring/
+    resource_monitoring_dashboard.go, `removeComputedKeys`), not keys the state lacks: a zero in
+    the configuration is a change on every `up` (terraform-provider-google#16173, open;
+    magic-modules#18515, closed unmerged). Sent in this form, the configuration is a fixed point.
+    """
+    if isinstance(document, dict):
+        return {
+            key: value if key in MAP_FIELDS else api_form(value)
+            for key, value in document.items()
+            if key in MAP_FIELDS or value not in (0, "", False, [], {})
+        }
+    if isinstance(document, list):
+        return [api_form(item) for item in document]
+    return document
 
 
 class Dashboard(pulumi.ComponentResource):
@@ -186,13 +225,14 @@ class Dashboard(pulumi.ComponentResource):
         project: str,
         opts: pulumi.ResourceOptions,
         edge_metric: pulumi.Output[str] | None = None,
+        service: str | None = None,
     ) -> None:
         super().__init__("modelrun:gcp:Dashboard", name, None, opts)
         self.dashboard = gcp.monitoring.Dashboard(
             name,
             project=project,
             dashboard_json=pulumi.Output.from_input(edge_metric).apply(
-                lambda metric: json.dumps(dashboard(edge_metric=metric))
+                lambda metric: json.dumps(dashboard(edge_metric=metric, service=service))
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

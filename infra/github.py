@@ -8,9 +8,23 @@ import pulumi
 import pulumi_gcp as gcp
 from pulumi_gcp.iam import WorkloadIdentityPoolProviderOidcArgs
 
+from limits import (
+    ACCOUNT_DISPLAY_NAME,
+    POOL_DISPLAY_NAME,
+    check_display_name,
+)
 from names import Names
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
+# Each account is bound to the one workflow that needs it, by the token's `workflow_ref` claim
+# ("OWNER/REPO/.github/workflows/FILE@REF": GitHub's "OpenID Connect reference", token claims):
+# another workflow on the same branch cannot deploy or publish models.
+WORKFLOWS = {"deployer": "deploy.yml", "trainer": "train.yml"}
+
+
+def workflow_ref(repository: str, workflow: str, branch: str) -> str:
+    """The workflow_ref claim of a run of `workflow` on `branch`."""
+    return f"{repository}/.github/workflows/{workflow}@refs/heads/{branch}"
 
 
 @dataclass
@@ -45,11 +59,15 @@ class GithubDeployer(pulumi.ComponentResource):
     def __init__(self, name: str, args: GithubDeployerArgs, opts: pulumi.ResourceOptions):
         super().__init__("modelrun:gcp:GithubDeployer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        refs = {
+            role: workflow_ref(args.repository, workflow, args.branch)
+            for role, workflow in WORKFLOWS.items()
+        }
         pool = gcp.iam.WorkloadIdentityPool(
             name,
             project=args.project,
             workload_identity_pool_id=args.names.pool_id,
-            display_name="GitHub Actions",
+            display_name=check_display_name("GitHub Actions", POOL_DISPLAY_NAME, "the pool"),
             opts=child,
         )
         self.provider = gcp.iam.WorkloadIdentityPoolProvider(
@@ -57,32 +75,44 @@ class GithubDeployer(pulumi.ComponentResource):
             project=args.project,
             workload_identity_pool_id=pool.workload_identity_pool_id,
             workload_identity_pool_provider_id=args.names.pool_provider,
-            display_name=f"GitHub {args.repository}"[:32],
+            # The repository's name may be longer than a provider's display name: cut.
+            display_name=f"GitHub {args.repository}"[:POOL_DISPLAY_NAME],
             oidc=WorkloadIdentityPoolProviderOidcArgs(issuer_uri=GITHUB_ISSUER),
             attribute_mapping={
                 "google.subject": "assertion.sub",
                 "attribute.repository": "assertion.repository",
                 "attribute.repository_owner_id": "assertion.repository_owner_id",
                 "attribute.ref": "assertion.ref",
+                "attribute.workflow_ref": "assertion.workflow_ref",
             },
             # Tokens from any other repository or branch are refused before any binding is read.
             # A name can be renamed away and registered again by someone else; the owner's
             # numeric id cannot, so it is checked too (GitHub's OIDC claim repository_owner_id).
+            # Only the two workflows' tokens are admitted at all.
             attribute_condition=(
                 f"assertion.repository_owner_id == '{args.owner_id}' && "
                 f"assertion.repository == '{args.repository}' && "
-                f"assertion.ref == 'refs/heads/{args.branch}'"
+                f"assertion.ref == 'refs/heads/{args.branch}' && "
+                f"assertion.workflow_ref in [{', '.join(repr(r) for r in refs.values())}]"
             ),
             opts=child,
         )
-        principals = pool.name.apply(
-            lambda pool_name: (
-                f"principalSet://iam.googleapis.com/{pool_name}"
-                f"/attribute.repository/{args.repository}"
+
+        def principals(role: str) -> pulumi.Output[str]:
+            """Tokens of the one workflow that acts as this account."""
+            return pool.name.apply(
+                lambda pool_name: (
+                    f"principalSet://iam.googleapis.com/{pool_name}"
+                    f"/attribute.workflow_ref/{refs[role]}"
+                )
             )
+
+        self.deployer = self._account(
+            name, "deployer", "deploys modelrun", args, principals("deployer")
         )
-        self.deployer = self._account(name, "deployer", "deploys modelrun", args, principals)
-        self.trainer = self._account(name, "trainer", "publishes models", args, principals)
+        self.trainer = self._account(
+            name, "trainer", "publishes models", args, principals("trainer")
+        )
         deployer = self.deployer.member
         trainer = self.trainer.member
 
@@ -178,7 +208,9 @@ class GithubDeployer(pulumi.ComponentResource):
             name,
             project=args.project,
             account_id=args.names.account(role),
-            display_name=f"GitHub Actions: {purpose}",
+            display_name=check_display_name(
+                f"GitHub Actions: {purpose}", ACCOUNT_DISPLAY_NAME, f"the {role} account"
+            ),
             opts=pulumi.ResourceOptions(parent=self),
         )
         gcp.serviceaccount.IAMMember(

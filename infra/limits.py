@@ -88,6 +88,38 @@ def instance_size(
     return InstanceSize(vcpus, mib, concurrency)
 
 
+@dataclass(frozen=True)
+class ContainerShares:
+    """The limits of each container of an instance, as Cloud Run takes them."""
+
+    app_cpu: str
+    app_memory: str
+    app_memory_mib: float
+    sidecar_cpu: str | None = None
+    sidecar_memory: str | None = None
+
+
+def container_shares(
+    cpu: str, memory: str, size: InstanceSize, sidecar_millis: int, sidecar_mib: int
+) -> ContainerShares:
+    """Split the instance (modelrun:cpu, modelrun:memory) between the app and a sidecar, so the
+    instance's total, which Cloud Run admits and bills, stays exactly the configured size; without
+    a sidecar (sidecar_millis 0) the app has it all. Refuse an instance too small to share."""
+    if not sidecar_millis:
+        return ContainerShares(cpu, memory, size.memory_mib)
+    app_millis = round(size.cpu * 1000) - sidecar_millis
+    app_mib = int(size.memory_mib) - sidecar_mib
+    if app_millis < sidecar_millis or app_mib < sidecar_mib:
+        raise ValueError(
+            f"modelrun:metricsSidecar takes {sidecar_millis}m vCPU and {sidecar_mib}Mi out of the "
+            f"instance: modelrun:cpu must be at least {2 * sidecar_millis / 1000:g} and "
+            f"modelrun:memory at least {2 * sidecar_mib}Mi, got {cpu} and {memory}"
+        )
+    return ContainerShares(
+        f"{app_millis}m", f"{app_mib}Mi", app_mib, f"{sidecar_millis}m", f"{sidecar_mib}Mi"
+    )
+
+
 def _cpu(text: str, key: str) -> float:
     try:
         value = Decimal(text[:-1]) / 1000 if text.endswith("m") else Decimal(text)
@@ -148,6 +180,9 @@ def check_job(tasks: int, parallelism: int, timeout_seconds: int, retries: int) 
 RATE_LIMIT_INTERVALS = (10, 30, 60, 120, 180, 240, 300, 600, 900, 1200, 1800, 2700, 3600)
 DOMAIN_PATTERN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
+# "up to five subexpressions" in an advanced match condition ("Configure custom rules language
+# attributes", https://cloud.google.com/armor/docs/rules-language-reference).
+ALLOW_LIST_MAX = 5
 
 
 def check_edge(edge: Any) -> None:
@@ -176,6 +211,23 @@ def check_edge(edge: Any) -> None:
         bad = [c for c in codes if not COUNTRY_PATTERN.match(c)]
         if bad:
             raise ValueError(f"modelrun:{key} takes ISO 3166-1 alpha-2 codes (FR, US), got {bad}")
+    # Cloud Armor's five subexpressions an expression (infra/armor.py): an allow list is one
+    # expression; a deny list is split, within the hundred priorities its rules have.
+    for key, allowed in (("edgeAllowIpRanges", edge.allow_ip_ranges),
+                         ("edgeAllowCountries", edge.allow_countries)):  # fmt: skip
+        if len(allowed) > ALLOW_LIST_MAX:
+            raise ValueError(
+                f"modelrun:{key} may list at most {ALLOW_LIST_MAX} entries (Cloud Armor allows "
+                "five subexpressions in one rule's expression, and an allow list cannot be split "
+                f"across rules), got {len(allowed)}"
+            )
+    for key, denied, per_rule in (("edgeDenyIpRanges", edge.deny_ip_ranges, 10),
+                                  ("edgeDenyCountries", edge.deny_countries, 5)):  # fmt: skip
+        if len(denied) > per_rule * 100:
+            raise ValueError(
+                f"modelrun:{key} may list at most {per_rule * 100} entries ({per_rule} a Cloud "
+                f"Armor rule, 100 rules), got {len(denied)}"
+            )
     for key, ranges in (("edgeDenyIpRanges", edge.deny_ip_ranges),
                         ("edgeAllowIpRanges", edge.allow_ip_ranges)):  # fmt: skip
         for value in ranges:
@@ -187,3 +239,82 @@ def check_edge(edge: Any) -> None:
         raise ValueError(
             f"modelrun:edgeLogSampleRate must be a number from 0 to 1, got {edge.log_sample_rate}"
         )
+
+
+# Labels ("Labels overview", https://cloud.google.com/resource-manager/docs/labels-overview,
+# requirements): keys and values at most 63 characters of lowercase letters, digits, underscores
+# and dashes; a key starts with a lowercase letter; a value may be empty.
+LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
+
+
+def label_value(text: str) -> str:
+    """Text as a label value: lowercase, every other character a dash, at most 63 characters."""
+    return re.sub(r"[^a-z0-9_-]", "-", text.lower())[:63]
+
+
+def check_labels(labels: dict[str, str], where: str) -> None:
+    """Refuse labels Google Cloud would refuse, naming where they come from."""
+    for key, value in labels.items():
+        if not LABEL_KEY.match(key) or not LABEL_VALUE.match(value):
+            raise ValueError(
+                f"{where}: label {key}={value!r} is not a Google Cloud label (lowercase letters, "
+                "digits, _ and -, at most 63 characters; a key starts with a letter)"
+            )
+
+
+# Display names: a service account's at most 100 characters ("Create service accounts",
+# https://cloud.google.com/iam/docs/service-accounts-create); a workload identity pool's and its
+# provider's at most 32 (the IAM API's WorkloadIdentityPool and WorkloadIdentityPoolProvider
+# references, displayName).
+ACCOUNT_DISPLAY_NAME = 100
+POOL_DISPLAY_NAME = 32
+
+
+def check_display_name(name: str, limit: int, what: str) -> str:
+    """The name, refused (naming what it is for) when longer than the API takes."""
+    if not name or len(name) > limit:
+        raise ValueError(f"{what}: display name {name!r} must be 1..{limit} characters")
+    return name
+
+
+# An uptime check ("REST Resource: projects.uptimeCheckConfigs",
+# https://cloud.google.com/monitoring/api/ref_v3/rest/v3/projects.uptimeCheckConfigs): `period`
+# "Currently, the only supported values are 60s (1 minute), 300s (5 minutes), 600s (10 minutes),
+# and 900s (15 minutes)"; `timeout` between 1 and 60 seconds, and no longer than the period.
+UPTIME_PERIODS = ("60s", "300s", "600s", "900s")
+
+
+def check_uptime(period: str, timeout: str) -> None:
+    """Refuse an uptime check's period and timeout the Monitoring API would refuse."""
+    if period not in UPTIME_PERIODS:
+        raise ValueError(
+            f"uptime check period must be one of {', '.join(UPTIME_PERIODS)}, got {period}"
+        )
+    seconds = int(timeout.removesuffix("s")) if re.fullmatch(r"\d+s", timeout) else 0
+    if not 1 <= seconds <= 60 or seconds > int(period.removesuffix("s")):
+        raise ValueError(f"uptime check timeout must be 1s..60s, within the period, got {timeout}")
+
+
+# A mosaic dashboard (Cloud Monitoring Dashboards API, MosaicLayout and MosaicLayout.Tile):
+# "The number of columns must be between 1 and 48, inclusive"; a tile's xPos and yPos cannot be
+# negative, "Tiles must be contained within the specified number of columns", and a tile has a
+# width and a height of at least 1.
+MOSAIC_COLUMNS = 48
+
+
+def check_mosaic(document: dict[str, Any]) -> None:
+    """Refuse a mosaic layout the Dashboards API would refuse, naming the widget."""
+    layout = document["mosaicLayout"]
+    columns = layout["columns"]
+    if not 1 <= columns <= MOSAIC_COLUMNS:
+        raise ValueError(f"a mosaic dashboard has 1..{MOSAIC_COLUMNS} columns, got {columns}")
+    for tile in layout["tiles"]:
+        x, y = tile.get("xPos", 0), tile.get("yPos", 0)
+        width, height = tile.get("width", 0), tile.get("height", 0)
+        title = tile["widget"].get("title", "")
+        if x < 0 or y < 0 or width < 1 or height < 1 or x + width > columns:
+            raise ValueError(
+                f"widget {title!r}: its tile (x {x}, y {y}, {width}x{height}) must lie within the "
+                f"{columns} columns with a width and height of at least 1 (its Grafana gridPos)"
+            )

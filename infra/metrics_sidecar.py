@@ -33,6 +33,12 @@ CONFIG_DIR = "/etc/rungmp"  # where the sidecar reads config.yaml
 CONFIG_FILE = "config.yaml"
 SCRAPE_INTERVAL = "30s"
 JOB = "modelrun"
+# The collector's share of the instance, taken out of modelrun:cpu and modelrun:memory (see
+# limits.container_shares): left unset, Cloud Run would give it its default container size (1 vCPU,
+# 512 MiB), roughly doubling the billed vCPU at cpu=1 and making an instance total outside
+# Cloud Run's size table.
+CPU_MILLIS = 250
+MEMORY_MIB = 256
 
 
 def run_monitoring() -> dict[str, Any]:

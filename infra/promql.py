@@ -116,6 +116,31 @@ def inline_recorded(expr: str, recorded: dict[str, str]) -> str:
     raise Unsupported(f"recording rules nest deeper than {MAX_NESTING}")
 
 
+# The sidecar labels every series with its Cloud Run service (metrics_sidecar: targetLabels
+# `service` becomes `service_name`), and every stack's sidecar names its job `modelrun`: a query
+# that selects on the job alone sees every stack of the project.
+JOB_MATCHER = 'job="modelrun"'
+SERVICE_LABEL = "service_name"
+SELECTOR = re.compile(r"\{[^}]*\}")
+
+
+def scoped(expr: str, service: str) -> str:
+    """The expression with every selector narrowed to one Cloud Run service's series, so that two
+    stacks in one project never read each other's; a selector without the job's matcher is
+    refused (it could not be told apart)."""
+    masked = STRING.sub(lambda m: "_" * len(m.group()), expr)  # offsets kept, values hidden
+    parts, last = [], 0
+    for match in SELECTOR.finditer(masked):
+        selector = expr[match.start() : match.end()]
+        if JOB_MATCHER not in selector:
+            raise Unsupported(f"the selector {selector} has no {JOB_MATCHER}")
+        parts.append(expr[last : match.end() - 1] + f', {SERVICE_LABEL}="{service}"')
+        last = match.end() - 1
+    if not parts:
+        raise Unsupported(f"selects no series by {JOB_MATCHER}")
+    return "".join(parts) + expr[last:]
+
+
 def longest_window(expr: str) -> float:
     """The longest range ([5m], or a subquery's [1h:5m]) in the expression, in seconds."""
     code = STRING.sub('""', expr)

@@ -55,10 +55,9 @@ def test_every_rule_is_one_policy_on_the_same_expression(stack: Stack) -> None:
             continue
         promql = condition["conditionPrometheusQueryLanguage"]
         recorded = infra_module("alerts").recorded_expressions()
-        assert (
-            promql["query"]
-            == infra_module("promql").inline_recorded(rule["expr"], recorded).strip()
-        )
+        promql_module = infra_module("promql")
+        expected = promql_module.inline_recorded(rule["expr"], recorded).strip()
+        assert promql["query"] == promql_module.scoped(expected, "modelrun-dev")
         assert promql["duration"] == f"{int(infra_module('promql').seconds(rule['for']))}s"
         assert promql["alertRule"] == name and promql["ruleGroup"] == rule["group"]
         assert promql["labels"] == rule["labels"]
@@ -114,6 +113,28 @@ def test_the_uptime_check_watches_health_over_https(stack: Stack) -> None:
     assert check["httpCheck"]["serviceAgentAuthentication"] == {"type": "OIDC_TOKEN"}
 
 
+@pytest.mark.parametrize("access", ["public", "public-no-iam-check", "iam"])
+def test_the_uptime_checks_token_may_invoke_an_iam_only_service(access: str) -> None:
+    # The check presents the Monitoring service agent's token (the API's ServiceAgentAuthentication
+    # reference); Cloud Run admits it only with run.invoker on the service.
+    stack = run_program(stack_config(**{"modelrun:invokerAccess": access}))
+    agent = "serviceAccount:service-123@gcp-sa-monitoring-notification.iam.gserviceaccount.com"
+
+    grants = [
+        r.inputs
+        for r in stack.of_type("gcp:cloudrunv2/serviceIamMember:ServiceIamMember")
+        if r.inputs["member"] == agent
+    ]
+
+    if access != "iam":
+        assert grants == []
+        return
+    service = stack.one("gcp:cloudrunv2/service:Service").inputs
+    assert [(g["role"], g["name"], g["location"]) for g in grants] == [
+        ("roles/run.invoker", service["name"], service["location"])
+    ]
+
+
 def test_a_bad_email_is_refused() -> None:
     with pytest.raises(Exception, match="'oncall' is not an email address"):
         run_program(stack_config(**{"modelrun:alertEmails": ["oncall"]}))
@@ -130,7 +151,7 @@ def with_rule(tmp_path: Path, rule: dict[str, Any]) -> Path:
 
 NEW_RULE = {
     "alert": "ModelrunSlowLoads",
-    "expr": "max(modelrun_model_load_duration_seconds_sum) > 30",
+    "expr": 'max(modelrun_model_load_duration_seconds_sum{job="modelrun"}) > 30',
     "for": "15m",
     "labels": {"severity": "warning"},
     "annotations": {"summary": "slow", "description": "slow loads", "action": "look"},
@@ -147,7 +168,22 @@ def test_a_rule_added_to_the_file_appears_as_a_policy(
 
     assert set(made) == {r["alert"] for r in rules_file()} | {"ModelrunSlowLoads"}
     condition = made["ModelrunSlowLoads"]["conditions"][0]["conditionPrometheusQueryLanguage"]
-    assert (condition["query"], condition["duration"]) == (NEW_RULE["expr"], "900s")
+    assert (condition["query"], condition["duration"]) == (
+        'max(modelrun_model_load_duration_seconds_sum{job="modelrun", '
+        'service_name="modelrun-dev"}) > 30',
+        "900s",
+    )
+
+
+def test_a_rule_that_cannot_be_told_apart_by_service_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alerts = infra_module("alerts")
+    rule = {**NEW_RULE, "expr": "max(modelrun_model_load_duration_seconds_sum) > 30"}
+    monkeypatch.setattr(alerts, "RULES_FILE", with_rule(tmp_path, rule))
+
+    with pytest.raises(ValueError, match='ModelrunSlowLoads cannot be narrowed .*job="modelrun"'):
+        run_program(stack_config())
 
 
 @pytest.mark.parametrize(

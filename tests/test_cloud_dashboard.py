@@ -50,7 +50,7 @@ def test_every_grafana_panel_has_its_cloud_widget() -> None:
         unit = module.UNITS[panel["fieldConfig"]["defaults"]["unit"]]
         assert {q["unitOverride"] for q in queries} == {unit}
         grid = panel["gridPos"]
-        assert (tile["xPos"], tile["yPos"], tile["width"], tile["height"]) == (
+        assert (tile.get("xPos", 0), tile.get("yPos", 0), tile["width"], tile["height"]) == (
             2 * grid["x"], 2 * grid["y"], 2 * grid["w"], 2 * grid["h"],
         )  # fmt: skip
     cloud_only = {w["title"] for w in module.CLOUD_ONLY}
@@ -130,11 +130,51 @@ def test_a_panel_the_cloud_cannot_show_is_refused_with_the_reason(
     assert "'New panel'" in str(refused.value)
 
 
+SELECTOR = re.compile(r"\{[^}]*\}")
+
+
+def stack_queries(stack: Any) -> list[str]:
+    """Every PromQL query a stack's dashboard and alert policies run."""
+    document = json.loads(stack.one("gcp:monitoring/dashboard:Dashboard").inputs["dashboardJson"])
+    queries = [
+        q["prometheusQuery"]
+        for tile in document["mosaicLayout"]["tiles"]
+        for q in widget_queries(tile["widget"])
+        if "prometheusQuery" in q
+    ]
+    for policy in stack.of_type("gcp:monitoring/alertPolicy:AlertPolicy"):
+        for condition in policy.inputs["conditions"]:
+            if "conditionPrometheusQueryLanguage" in condition:
+                queries.append(condition["conditionPrometheusQueryLanguage"]["query"])
+    return queries
+
+
+def test_two_stacks_in_one_project_watch_their_own_service_only() -> None:
+    # Both stacks' sidecars name their job `modelrun`; the sidecar labels each series with its
+    # Cloud Run service (service_name), the one thing that tells them apart.
+    dev = run_program(stack_config("dev"), stack="dev")
+    prod = run_program(stack_config("prod"), stack="prod")
+
+    for stack, own, other in ((dev, "modelrun-dev", "modelrun-prod"),
+                              (prod, "modelrun-prod", "modelrun-dev")):  # fmt: skip
+        queries = stack_queries(stack)
+        assert len(queries) > 40
+        for query in queries:
+            selectors = SELECTOR.findall(query)
+            assert selectors, query
+            assert all(f'service_name="{own}"' in s for s in selectors), query
+            assert other not in query
+        title = json.loads(stack.one("gcp:monitoring/dashboard:Dashboard").inputs["dashboardJson"])
+        assert title["displayName"].endswith(f"({own})")
+
+
 def test_the_stack_creates_the_dashboard_and_outputs_its_url() -> None:
     stack = run_program(stack_config())
     made = stack.one("gcp:monitoring/dashboard:Dashboard").inputs
 
-    assert json.loads(made["dashboardJson"]) == cloud_dashboard()
+    assert json.loads(made["dashboardJson"]) == infra_module("dashboard").dashboard(
+        service="modelrun-dev"
+    )
     assert stack.outputs["dashboardUrl"].startswith(
         "https://console.cloud.google.com/monitoring/dashboards/custom/"
     )

@@ -49,6 +49,7 @@ class Stack:
     resources: list[Registered]
     outputs: dict[str, Any]
     secret_outputs: set[str] = field(default_factory=set)
+    invokes: list[str] = field(default_factory=list)  # the data sources the program read
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.type == typ]
@@ -60,7 +61,12 @@ class Stack:
 
 
 class Mocks(pulumi.runtime.Mocks):
-    """Return each resource's inputs plus the attributes GCP would compute."""
+    """Return each resource's inputs plus the attributes GCP would compute; note each data
+    source the program reads (every `up` reads them again, with the runner's credentials)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.invokes: list[str] = []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         state = dict(args.inputs)
@@ -101,8 +107,11 @@ class Mocks(pulumi.runtime.Mocks):
     def call(
         self, args: pulumi.runtime.MockCallArgs
     ) -> tuple[dict[str, Any], list[Any]] | dict[str, Any]:
+        self.invokes.append(args.token)
         if args.token == "gcp:storage/getProjectServiceAccount:getProjectServiceAccount":
             return {"emailAddress": "service-123@gs-project-accounts.iam.gserviceaccount.com"}
+        if args.token == "gcp:organizations/getProject:getProject":
+            return {"number": "123", "projectId": args.args.get("projectId")}
         return {}
 
 
@@ -182,7 +191,7 @@ def run_program(config: MergedConfig, stack: str = "dev") -> Stack:
                 ignore_changes=list(request.ignoreChanges),
             )
         )
-    return Stack(resources, namespace["resolved"], secret)
+    return Stack(resources, namespace["resolved"], secret, mocks.invokes)
 
 
 def infra_module(name: str) -> Any:
@@ -371,20 +380,39 @@ def test_github_provider_admits_only_the_repository_and_branch(stack: Stack) -> 
     provider = stack.one("gcp:iam/workloadIdentityPoolProvider:WorkloadIdentityPoolProvider")
 
     assert provider.inputs["oidc"]["issuerUri"] == "https://token.actions.githubusercontent.com"
+    deploy_ref = f"{REPOSITORY}/.github/workflows/deploy.yml@refs/heads/main"
+    train_ref = f"{REPOSITORY}/.github/workflows/train.yml@refs/heads/main"
     assert provider.inputs["attributeCondition"] == (
         f"assertion.repository_owner_id == '{OWNER_ID}' && "
-        f"assertion.repository == '{REPOSITORY}' && assertion.ref == 'refs/heads/main'"
+        f"assertion.repository == '{REPOSITORY}' && assertion.ref == 'refs/heads/main' && "
+        f"assertion.workflow_ref in ['{deploy_ref}', '{train_ref}']"
     )
     assert provider.inputs["attributeMapping"]["attribute.repository_owner_id"] == (
         "assertion.repository_owner_id"
     )
-    impersonation = [
-        r for r in iam_members(stack) if r.inputs["role"] == "roles/iam.workloadIdentityUser"
-    ]
-    assert len(impersonation) == 2
-    for grant in impersonation:
-        assert grant.inputs["member"].endswith(f"/attribute.repository/{REPOSITORY}")
-        assert grant.inputs["member"].startswith("principalSet://iam.googleapis.com/projects/")
+    assert provider.inputs["attributeMapping"]["attribute.workflow_ref"] == "assertion.workflow_ref"
+
+
+def test_the_deployer_and_the_trainer_are_each_bound_to_their_own_workflow(stack: Stack) -> None:
+    # GitHub's token carries workflow_ref, "OWNER/REPO/.github/workflows/FILE@REF" ("OpenID
+    # Connect reference"); each account admits the tokens of one workflow of this repository.
+    impersonation = {
+        r.inputs["serviceAccountId"].split("/")[-1].split("@")[0]: r.inputs["member"]
+        for r in iam_members(stack)
+        if r.inputs["role"] == "roles/iam.workloadIdentityUser"
+    }
+    workflows = ROOT / ".github" / "workflows"
+
+    assert sorted(impersonation) == ["modelrun-dev-deployer", "modelrun-dev-trainer"]
+    for account, workflow in (("deployer", "deploy.yml"), ("trainer", "train.yml")):
+        member = impersonation[f"modelrun-dev-{account}"]
+        assert member.startswith("principalSet://iam.googleapis.com/projects/")
+        assert member.endswith(
+            f"/attribute.workflow_ref/{REPOSITORY}/.github/workflows/{workflow}@refs/heads/main"
+        )
+        assert (workflows / workflow).is_file()
+    assert "id-token: write" in (workflows / "deploy.yml").read_text()
+    assert "id-token: write" in (workflows / "train.yml").read_text()
 
 
 def test_a_malformed_repository_is_refused() -> None:
@@ -441,7 +469,15 @@ def test_sizes_cloud_run_refuses_are_refused_naming_the_setting(
 @pytest.mark.parametrize(
     "changes, generation",
     [
-        ({"modelrun:cpu": "0.08", "modelrun:memory": "128Mi", "modelrun:concurrency": "1"}, "GEN1"),
+        (
+            {
+                "modelrun:cpu": "0.08",
+                "modelrun:memory": "128Mi",
+                "modelrun:concurrency": "1",
+                "modelrun:metricsSidecar": "false",
+            },
+            "GEN1",
+        ),
         ({"modelrun:cpu": "0.5", "modelrun:memory": "1Gi", "modelrun:concurrency": "1"}, "GEN1"),
         ({"modelrun:cpu": "1", "modelrun:memory": "4Gi"}, "GEN2"),
         ({"modelrun:cpu": "2", "modelrun:memory": "8Gi"}, "GEN2"),
@@ -455,10 +491,52 @@ def test_sizes_cloud_run_admits_are_deployed(changes: dict[str, str], generation
 
     template = stack.one("gcp:cloudrunv2/service:Service").inputs["template"]
     assert template["executionEnvironment"] == f"EXECUTION_ENVIRONMENT_{generation}"
-    assert template["containers"][0]["resources"]["limits"] == {
-        "cpu": changes["modelrun:cpu"],
-        "memory": changes["modelrun:memory"],
-    }
+    # What Cloud Run admits and bills is the instance: every container's limits together (a
+    # decimal size, 2G, loses its fraction of a MiB in the app's share).
+    cpu, mib = instance_total(template)
+    assert cpu == vcpus(changes["modelrun:cpu"])
+    assert 0 <= mebibytes(changes["modelrun:memory"]) - mib < 1
+
+
+def vcpus(text: str) -> float:
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def mebibytes(text: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi|M|G)", text).groups()  # type: ignore[union-attr]
+    return int(number) * {"Mi": 1.0, "Gi": 1024.0, "M": 1e6 / 2**20, "G": 1e9 / 2**20}[unit]
+
+
+def instance_total(template: dict[str, Any]) -> tuple[float, float]:
+    """The instance's vCPUs and MiB: the sum of its containers' limits (none set: Cloud Run's
+    default container size, 1 vCPU and 512 MiB)."""
+    limits = [c.get("resources", {}).get("limits") or {} for c in template["containers"]]
+    return (
+        round(sum(vcpus(lim.get("cpu", "1")) for lim in limits), 3),
+        round(sum(mebibytes(lim.get("memory", "512Mi")) for lim in limits), 3),
+    )
+
+
+@pytest.mark.parametrize("sidecar", ["true", "false"])
+@pytest.mark.parametrize("cpu, memory", [("1", "1Gi"), ("2", "4Gi"), ("0.5", "512Mi")])
+def test_the_instance_total_is_the_configured_size(cpu: str, memory: str, sidecar: str) -> None:
+    changes = {"modelrun:cpu": cpu, "modelrun:memory": memory, "modelrun:metricsSidecar": sidecar}
+    if vcpus(cpu) < 1:
+        changes["modelrun:concurrency"] = "1"
+    stack = run_program(stack_config(**changes))
+
+    template = stack.one("gcp:cloudrunv2/service:Service").inputs["template"]
+
+    assert instance_total(template) == (vcpus(cpu), mebibytes(memory))
+    assert len(template["containers"]) == (2 if sidecar == "true" else 1)
+
+
+def test_an_instance_too_small_to_share_with_the_collector_is_refused() -> None:
+    small = {"modelrun:cpu": "0.25", "modelrun:memory": "512Mi", "modelrun:concurrency": "1"}
+
+    with pytest.raises(ValueError, match="modelrun:metricsSidecar takes 250m vCPU and 256Mi"):
+        run_program(stack_config(**small))
+    run_program(stack_config(**small, **{"modelrun:metricsSidecar": "false"}))
 
 
 # --- the service -------------------------------------------------------------------------
@@ -537,7 +615,7 @@ def test_probes_sizing_and_scaling(stack: Stack) -> None:
     assert c["startupProbe"]["httpGet"]["path"] == "/ready"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
     assert c["resources"]["startupCpuBoost"] is True
-    assert c["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+    assert c["resources"]["limits"] == {"cpu": "750m", "memory": "768Mi"}  # the collector: the rest
     assert c["ports"]["containerPort"] == 8080
     assert template["scaling"] == {"minInstanceCount": 0, "maxInstanceCount": 5}
     assert service["scaling"] == {"minInstanceCount": 0}
@@ -644,6 +722,12 @@ def test_a_configured_key_is_used_and_stays_secret() -> None:
     assert "apiKey" in stack.secret_outputs
 
 
+def test_a_key_set_without_secret_is_refused() -> None:
+    # `pulumi config set modelrun:apiKey X` without --secret: X is plain text in the stack file.
+    with pytest.raises(ValueError, match="modelrun:apiKey is stored in plain text"):
+        run_program(stack_config(**{"modelrun:apiKey": "configured-key-0123456789"}))
+
+
 # --- the stack files ---------------------------------------------------------------------
 
 
@@ -734,6 +818,45 @@ def test_a_new_image_replaces_the_deployed_one() -> None:
     )
 
     assert at_path(planned, "template.containers[0].image") == newer
+
+
+# What a `gcloud builds submit` of the image needs of the account it runs as (Google's "Custom
+# Service Account for Cloud Build"): its log, its uploaded source, and the push.
+BUILD_ROLES = (
+    "roles/logging.logWriter",
+    "roles/storage.objectViewer",
+    "roles/artifactregistry.writer",
+)
+
+
+def test_the_first_image_steps_say_which_roles_cloud_build_needs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    deploy = readme.split("\n## Deploy to Google Cloud\n", 1)[1].split("\n## ", 1)[0]
+    note = deploy.split("If step 7's build fails", 1)[1].split("\nWhat `pulumi up` creates", 1)[0]
+
+    granted = re.findall(r"add-iam-policy-binding.*?--role (\S+)", note.replace("\\\n", " "))
+
+    assert "gcloud builds submit" in deploy
+    assert "-compute@developer.gserviceaccount.com" in note  # the account new projects use
+    assert sorted(granted) == sorted(BUILD_ROLES)
+
+
+def test_the_mlflow_on_cloud_run_recipe_sends_traffic_where_the_server_listens() -> None:
+    # Cloud Run sends requests to 8080 unless the service names another port ("Container runtime
+    # contract": "By default, requests are sent to 8080, but you can configure Cloud Run to send
+    # requests to the port of your choice").
+    readme = (ROOT / "README.md").read_text()
+    recipe = readme.split("**Running MLflow on Cloud Run.**", 1)[1].split("\n### ", 1)[0]
+    (command,) = re.findall(r"```bash\n(gcloud run deploy mlflow.*?)```", recipe, re.S)
+    dockerfile = (ROOT / "local" / "mlflow" / "Dockerfile").read_text()
+
+    cloud_run_port = re.search(r"--port (\d+)", command)
+    server_port = re.search(r'--args "[^"]*--port,(\d+)', command)
+    image_port = re.search(r'"--port", "(\d+)"', dockerfile)
+
+    assert cloud_run_port and server_port and image_port
+    assert cloud_run_port.group(1) == server_port.group(1) == image_port.group(1)
+    assert "--host,0.0.0.0" in command  # the ingress container listens on every address
 
 
 # --- two stacks in one project ---------------------------------------------------------
@@ -947,10 +1070,10 @@ def test_a_split_cloud_run_would_refuse_is_refused(changes: dict[str, Any], mess
 
 def test_model_memory_is_half_the_instance_shared_among_its_workers() -> None:
     env = {e["name"]: e.get("value") for e in container(run_program(stack_config()))["envs"]}
-    assert env["MODEL_MEMORY_MB"] == "512"  # 1 GiB, one worker
+    assert env["MODEL_MEMORY_MB"] == "384"  # 1 GiB less the collector's 256 MiB, one worker
     two = run_program(stack_config(**{"modelrun:cpu": "2", "modelrun:memory": "4Gi"}))
     env = {e["name"]: e.get("value") for e in container(two)["envs"]}
-    assert (env["WORKERS"], env["MODEL_MEMORY_MB"]) == ("2", "1024")
+    assert (env["WORKERS"], env["MODEL_MEMORY_MB"]) == ("2", "960")
     set_one = run_program(stack_config(**{"modelrun:modelMemoryMb": "300"}))
     env = {e["name"]: e.get("value") for e in container(set_one)["envs"]}
     assert env["MODEL_MEMORY_MB"] == "300"
@@ -1186,7 +1309,10 @@ def test_the_armor_policy_rules_and_their_order(edge_stack: Stack) -> None:
     assert policy.inputs["advancedOptionsConfig"] == {"jsonParsing": "STANDARD"}
     assert priorities == sorted(set(priorities))  # unique, in evaluation order
     ban = next(r for r in rules if r["action"] == "rate_based_ban")
-    assert ban["priority"] < min(r["priority"] for r in rules if "expr" in r.get("match", {}))
+    # A request under the ban's threshold is allowed there (its conform action): every deny rule,
+    # the WAF's included, must come first, or it never sees such a request.
+    assert ban["priority"] > max(r["priority"] for r in rules if r["action"] == "deny(403)")
+    assert rules[-2] == ban
     assert ban["rateLimitOptions"] == {
         "conformAction": "allow", "exceedAction": "deny(429)", "enforceOnKey": "IP",
         "rateLimitThreshold": {"count": 600, "intervalSec": 60}, "banDurationSec": 600,
@@ -1194,7 +1320,7 @@ def test_the_armor_policy_rules_and_their_order(edge_stack: Stack) -> None:
     waf = [
         r["match"]["expr"]["expression"]
         for r in rules
-        if r["priority"] >= 2000 and "expr" in r["match"]
+        if 500 <= r["priority"] < 1000 and "expr" in r["match"]
     ]
     assert len(waf) == 4 and all(WAF_EXPRESSION.match(e) for e in waf)
     assert {WAF_EXPRESSION.match(e).group(1) for e in waf} <= DOCUMENTED_WAF_RULES  # type: ignore[union-attr]
@@ -1204,6 +1330,50 @@ def test_the_armor_policy_rules_and_their_order(edge_stack: Stack) -> None:
         "match": {"versionedExpr": "SRC_IPS_V1", "config": {"srcIpRanges": ["*"]}},
     }  # fmt: skip
     assert all(r["action"] in ("allow", "deny(403)", "rate_based_ban") for r in rules)
+
+
+CODES = [a + b for a in "ABCDEFGHIJ" for b in "KLMNO"]  # 50 codes of ISO 3166-1's shape
+SUBEXPRESSION = re.compile(r"\|\|")
+
+
+@pytest.mark.parametrize("count", [1, 5, 6, 50])
+def test_deny_lists_are_split_into_rules_within_cloud_armors_limits(count: int) -> None:
+    # "up to five subexpressions" an expression (Cloud Armor's rules language reference); ten
+    # ranges a SRC_IPS_V1 match.
+    countries = CODES[:count]
+    ranges = [f"198.51.{i // 250}.{i % 250}/32" for i in range(count)]
+    stack = run_program(stack_config(**EDGE, **{
+        "modelrun:edgeDenyCountries": ",".join(countries),
+        "modelrun:edgeDenyIpRanges": ",".join(ranges),
+    }))  # fmt: skip
+    rules = by_type(stack, "SecurityPolicy")[0].inputs["rules"]
+    country_rules = [r for r in rules if 300 <= r["priority"] < 400]
+    ip_rules = [r for r in rules if 100 <= r["priority"] < 200]
+
+    assert [r["priority"] for r in country_rules] == list(range(300, 300 + -(-count // 5)))
+    assert [r["priority"] for r in ip_rules] == list(range(100, 100 + -(-count // 10)))
+    expressions = [r["match"]["expr"]["expression"] for r in country_rules]
+    assert all(len(SUBEXPRESSION.findall(e)) + 1 <= 5 for e in expressions)
+    assert [c for e in expressions for c in re.findall(r"'([A-Z]{2})'", e)] == countries
+    assert [i for r in ip_rules for i in r["match"]["config"]["srcIpRanges"]] == ranges
+    assert all(r["action"] == "deny(403)" for r in country_rules + ip_rules)
+
+
+@pytest.mark.parametrize("count, refused", [(1, False), (5, False), (6, True), (50, True)])
+@pytest.mark.parametrize("key", ["edgeAllowCountries", "edgeAllowIpRanges"])
+def test_an_allow_list_is_one_expression_of_at_most_five(
+    key: str, count: int, refused: bool
+) -> None:
+    values = CODES[:count] if "Countries" in key else [f"203.0.113.{i}/32" for i in range(count)]
+    config = stack_config(**EDGE, **{f"modelrun:{key}": ",".join(values)})
+
+    if refused:
+        with pytest.raises(Exception, match=f"modelrun:{key} may list at most 5 entries"):
+            run_program(config)
+        return
+    rules = by_type(run_program(config), "SecurityPolicy")[0].inputs["rules"]
+    [gate] = [r for r in rules if r["priority"] in (200, 400)]
+    assert len(SUBEXPRESSION.findall(gate["match"]["expr"]["expression"])) + 1 == count
 
 
 def test_allow_and_deny_lists_become_rules_before_the_rest() -> None:
@@ -1227,7 +1397,7 @@ def test_allow_and_deny_lists_become_rules_before_the_rest() -> None:
     assert expressions[400] == "!(origin.region_code == 'FR' || origin.region_code == 'DE')"
     assert one_of(IP_TEST).match(expressions[200]) and one_of(REGION_TEST).match(expressions[400])
     assert all(rules[p]["action"] == "deny(403)" for p in (100, 101, 200, 300, 400))
-    assert not [p for p in rules if 2000 <= p < 3000]  # sensitivity 0: no WAF rules
+    assert not [p for p in rules if 500 <= p < 1000]  # sensitivity 0: no WAF rules
 
 
 @pytest.mark.parametrize(

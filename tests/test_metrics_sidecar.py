@@ -162,7 +162,11 @@ def test_billing_is_per_request_unless_asked(stack: Stack) -> None:
 
     always = run_program(stack_config(**{"modelrun:instanceBasedBilling": "true"}))
     assert {c["resources"]["cpuIdle"] for c in containers(always).values()} == {False}
-    assert container(always)["resources"]["limits"] == {"cpu": "1", "memory": "1Gi"}
+    assert container(always)["resources"]["limits"] == {"cpu": "750m", "memory": "768Mi"}
+    assert containers(always)["collector"]["resources"]["limits"] == {
+        "cpu": "250m",
+        "memory": "256Mi",
+    }
 
 
 def test_instance_billing_below_one_vcpu_is_refused() -> None:
