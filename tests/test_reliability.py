@@ -19,6 +19,7 @@ import joblib
 import numpy as np
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from function.artifact import encode_metadata
 from function.store import ModelStore
@@ -367,6 +368,36 @@ def test_rate_limit_per_key_answers_429_with_retry_after(folder_app: Any) -> Non
     assert limited.headers["Content-Type"] == "application/problem+json"
     assert other.status_code == 200  # buckets are per key
     assert again.status_code == 200
+
+
+def errors_of(app: Any, kind: str) -> float:
+    """modelrun_errors_total of one kind, as /metrics shows it."""
+    page = app.client.get("/metrics", headers=AUTH).get_data(as_text=True)
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            if sample.name == "modelrun_errors_total" and sample.labels.get("kind") == kind:
+                return float(sample.value)
+    return 0.0
+
+
+def test_a_version_naming_another_folder_is_never_served(
+    folder_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with folder_app(MODEL_REFRESH_SECONDS="0.05") as app:
+        store = ModelStore(app.service.config.model_uri)
+        v1 = store.metadata("v1")
+        # Someone who can write the store: v1's files under v9, whose metadata says otherwise.
+        store.backend.write("versions/v9/model.joblib", store.read_file("v1", "model.joblib"), None)
+        forged = {**v1, "version": "../../../elsewhere/v1\r\nX-Injected: 1"}
+        store.backend.write("versions/v9/metadata.json", encode_metadata(forged), None)
+        point_current_at(store, "v9", v1["sha256"])
+        wait_until(lambda: errors_of(app, "model_refresh") > 0, 10, "the refresh to refuse v9")
+        response = app.client.post("/predict", json={"features": ROW}, headers=AUTH)
+
+    assert response.status_code == 200
+    assert response.headers["X-Model-Version"] == "v1"
+    assert "X-Injected" not in response.headers
+    assert not any("\n" in r.getMessage() or "\r" in r.getMessage() for r in caplog.records)
 
 
 def test_cors_allows_listed_origins_only(folder_app: Any) -> None:
