@@ -400,6 +400,33 @@ def test_a_version_naming_another_folder_is_never_served(
     assert not any("\n" in r.getMessage() or "\r" in r.getMessage() for r in caplog.records)
 
 
+V2_INFER = "/v2/models/iris/infer"
+SURROGATES = [  # a lone surrogate escape: valid JSON text, a str no UTF-8 writer can write
+    (V2_INFER, b'{"inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [1, 4],'
+               b' "data": ["\\ud800", 1, 1, 1]}]}'),
+    (V2_INFER, b'{"id": "\\ud800", "inputs": [{"name": "input-0", "datatype": "FP64",'
+               b' "shape": [1, 4], "data": [1, 1, 1, 1]}]}'),
+    ("/predict", b'{"instances": [["\\udfff", 1, 1, 1]]}'),
+    ("/predict", b'{"features": [1, 2, 3, 4], "\\ud800": 1}'),
+    ("/predict", b'{"instances": [{"\\udc00x": 1}], "id": NaN}'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path, body", SURROGATES)
+def test_a_lone_surrogate_is_a_counted_4xx_in_its_protocol(
+    folder_app: Any, path: str, body: bytes
+) -> None:
+    with folder_app() as app:
+        response = app.client.post(path, data=body, headers=JSON)
+        counted = errors_of(app, "bad_request") + errors_of(app, "invalid_input")
+
+    assert response.status_code in (400, 422), response.get_data(as_text=True)[:300]
+    assert response.headers["Content-Type"] in ("application/json", "application/problem+json")
+    assert "surrogate" in response.get_data(as_text=True)
+    assert_secured(response.headers)
+    assert counted == 1
+
+
 def test_cors_allows_listed_origins_only(folder_app: Any) -> None:
     allowed, other = "https://app.example.com", "https://evil.example.com"
     with folder_app(CORS_ORIGINS=allowed) as app:
@@ -608,6 +635,7 @@ HOSTILE: list[tuple[str, str, dict[str, str], bytes]] = [
     ("GET", "/favicon.ico", {}, b""),
     ("GET", "/predict/extra", AUTH, b""),
     ("POST", "/predict//", JSON, b'{"features": [1, 2, 3, 4]}'),
+    *(("POST", path, JSON, body) for path, body in SURROGATES if path == "/predict"),
 ]
 
 
@@ -673,3 +701,15 @@ def test_a_path_flask_refuses_is_answered_in_its_protocol(hardened: Running) -> 
     assert "no route" in v2.json()["error"]
     assert (native.status_code, native.headers["Content-Type"]) == (404, "application/problem+json")
     assert_secured(v2.headers)
+
+
+@pytest.mark.parametrize("path, body", SURROGATES)
+def test_a_lone_surrogate_gets_json_not_flasks_html_500(
+    hardened: Running, path: str, body: bytes
+) -> None:
+    response = requests.post(hardened.url + path, data=body, headers=JSON, timeout=10)
+
+    assert response.status_code in (400, 422), response.text[:300]
+    assert response.headers["Content-Type"] in ("application/json", "application/problem+json")
+    assert_secured(response.headers)
+    assert "Traceback" not in hardened.output()
