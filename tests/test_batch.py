@@ -818,3 +818,56 @@ def test_an_unexpected_error_is_one_line_and_exit_1(tmp_path: Path, iris_artifac
     assert "Traceback" not in said
     (line,) = [entry for entry in said.splitlines() if "failed" in entry]
     assert "failed unexpectedly: RuntimeError: injected failure" in line
+
+
+FORMULAS = ["=1+2", "+1+1", "-2+3", "@SUM(A1)", "\tx", '=HYPERLINK("http://x","y")']
+NUMBERS = ["-5", "+1.5e3", "7", "-0.25"]
+
+
+def test_ids_a_spreadsheet_would_run_are_written_as_text(tmp_path: Path, iris_uri: str) -> None:
+    import csv
+    import io
+
+    text = io.StringIO()
+    rows = csv.writer(text, lineterminator="\n")
+    rows.writerow(["k", *IRIS])
+    rows.writerows([i, 5.1, 3.5, 1.4, 0.2] for i in [*FORMULAS, *NUMBERS])
+    (source := tmp_path / "rows.csv").write_text(text.getvalue())
+
+    run_task(job(tmp_path, iris_uri, source, id_column="k"))
+
+    written = set(answers((tmp_path / "out").as_uri()))
+    assert written == {"'" + i for i in FORMULAS} | set(NUMBERS)
+
+
+@pytest.mark.parametrize(
+    "value, cell",
+    [
+        *((text, "'" + text) for text in ["=1+2", "+1+1", "-2+3", "@x", "\tx"]),
+        ("\r=1", '"\'\r=1"'),
+        ("=a,b", '"\'=a,b"'),
+        *((text, text) for text in [*NUMBERS, "a=b", "", "setosa"]),
+        (-5, "-5"),
+        (-0.5, "-0.5"),
+        (None, ""),
+    ],
+)
+def test_a_formula_cell_is_neutralised_in_the_batch_and_on_the_page(value: Any, cell: str) -> None:
+    from function.batch.output import csv_text
+
+    source = (ROOT / "function" / "ui" / "ui.js").read_text()
+    found = re.search(r"^const FORMULA_START.*?^function csvCell.*?^}\n", source, re.S | re.M)
+    assert found, "csvCell and its patterns, as ui.js defines them"
+    script = (
+        found[0] + "process.stdout.write(JSON.stringify(csvCell(JSON.parse(process.env.CELL))));"
+    )
+    page = subprocess.run(
+        ["node", "-e", script],
+        env={**os.environ, "CELL": json.dumps(value)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert csv_text(value) == cell
+    assert json.loads(page.stdout) == cell
