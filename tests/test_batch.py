@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from function.batch.__main__ import parse_job
-from function.batch.objects import Item, open_place
+from function.batch.objects import Item, contains, open_place
 from function.batch.shards import LineReader, task_ranges
 from function.batch.task import MANIFEST, Job, TooManyErrors, run_task
 from function.errors import Conflict, InvalidInput
@@ -871,3 +871,52 @@ def test_a_formula_cell_is_neutralised_in_the_batch_and_on_the_page(value: Any, 
 
     assert csv_text(value) == cell
     assert json.loads(page.stdout) == cell
+
+
+INSIDE = [
+    "{top}//in/out/",
+    "{in}//out/",
+    "{in}/./out",
+    "{in}/out/",
+    "{top}/other/../in/out",
+    "{top}/link/out",
+    "{in}",
+]
+
+
+@pytest.mark.parametrize("output", [*INSIDE, "./in/out", "in//out/", "./in"])
+def test_an_output_inside_the_input_is_refused_however_it_is_spelt(
+    tmp_path: Path, iris_uri: str, output: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (inputs := tmp_path / "in").mkdir()
+    (inputs / "rows.csv").write_text(",".join(IRIS) + "\n5.1,3.5,1.4,0.2\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "link").symlink_to(inputs)
+    top = tmp_path.as_uri()
+    monkeypatch.chdir(tmp_path)  # plain paths are relative to where the command runs
+    named = output.format(top=top, **{"in": inputs.as_uri()})
+    job = parse_job(["--input", "in/", "--output", named, "--model", iris_uri], {})
+
+    with pytest.raises(InvalidInput, match="is inside --input"):
+        run_task(job)
+    assert [p.name for p in inputs.rglob("*")] == ["rows.csv"]
+
+
+@pytest.mark.parametrize(
+    "source, output, inside",
+    [
+        ("gs://b/in", "gs://b/in//out/", True),
+        ("gs://b/in/", "gs://b/in/./out", True),
+        ("gs://b//in", "gs://b/in/out", True),
+        ("gs://b/in", "gs://b/in/", True),
+        ("gs://b", "gs://b/out", True),
+        ("gs://b/in", "gs://b/input-out", False),
+        ("gs://b/in", "gs://c/in/out", False),
+        ("gs://b/in/out", "gs://b/in", False),
+        ("gs://b/in", "file:///b/in/out", False),
+    ],
+)
+def test_a_gcs_prefix_contains_what_its_listing_would_read(
+    source: str, output: str, inside: bool
+) -> None:
+    assert contains(open_place(source), open_place(output)) is inside
