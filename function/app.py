@@ -313,11 +313,6 @@ def path_protocol(path: str) -> str:
     return "v2" if path.startswith("/v2") else "modelrun"
 
 
-def not_found_response(path: str) -> Response:
-    """A 404 for a path that never reached a handler, in its protocol's error body."""
-    return secured(ERROR_WRITERS[path_protocol(path)](NotFound(f"no route {path}"), path))
-
-
 def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
     """Read the configuration and return the process's request handler."""
     config = load_config(environ)

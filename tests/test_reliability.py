@@ -692,13 +692,13 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(hardened: Runnin
 
 
 def test_a_path_flask_refuses_is_answered_in_its_protocol(hardened: Running) -> None:
-    """A newline in a path never reaches the handler (Flask answers 404 itself): the answer is
-    still the body the OpenAPI document promises for that protocol."""
+    """A newline in a path is refused by Flask before routing; its 404 goes through our handler,
+    in the body the OpenAPI document promises for that protocol."""
     v2 = hardened.get("/v2/models/iris/versions/v1%0A", headers=AUTH)
     native = hardened.get("/model%0A", headers=AUTH)
 
     assert (v2.status_code, v2.headers["Content-Type"]) == (404, "application/json")
-    assert "no route" in v2.json()["error"]
+    assert "no route" in v2.json()["error"] or "no version 'v1\\n'" in v2.json()["error"]
     assert (native.status_code, native.headers["Content-Type"]) == (404, "application/problem+json")
     assert_secured(v2.headers)
 
@@ -713,3 +713,25 @@ def test_a_lone_surrogate_gets_json_not_flasks_html_500(
     assert response.headers["Content-Type"] in ("application/json", "application/problem+json")
     assert_secured(response.headers)
     assert "Traceback" not in hardened.output()
+
+
+def not_found_counted(running: Running) -> float:
+    page = running.get("/metrics", headers=AUTH).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+        if s.name == "modelrun_errors_total" and s.labels.get("kind") == "not_found"
+    )
+
+
+def test_a_newline_in_a_path_gets_a_log_line_and_a_metric(hardened: Running) -> None:
+    before = not_found_counted(hardened)
+    for path in ("/model%0Aprobe-one", "/v2/models/iris/versions/v1%0Aprobe-two"):
+        assert hardened.get(path, headers=AUTH).status_code == 404
+    wait_until(lambda: "probe-two" in hardened.output(), 5, "the log lines")
+    logged = [line for line in hardened.output().splitlines() if "probe-" in line]
+
+    assert not_found_counted(hardened) - before == 2
+    assert len(logged) == 2  # one line each, the newline escaped inside it
+    assert all(json.loads(line)["httpRequest"]["status"] == 404 for line in logged)
