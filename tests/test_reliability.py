@@ -427,6 +427,45 @@ def test_a_lone_surrogate_is_a_counted_4xx_in_its_protocol(
     assert counted == 1
 
 
+def test_wrong_keys_are_throttled_per_address_and_a_valid_key_never_is(folder_app: Any) -> None:
+    from function.ratelimit import FAILED_KEYS_BURST
+
+    now = [1000.0]
+    with folder_app(RATE_LIMIT_PER_SECOND="100", RATE_LIMIT_BURST="100", WORKERS="1") as app:
+        app.service.failed_keys.clock = app.service.limits.clock = lambda: now[0]
+
+        def post(key: str, address: str = "203.0.113.7") -> Any:
+            return app.client.post(
+                "/predict", json={"features": ROW}, headers={"X-API-Key": key},
+                environ_base={"REMOTE_ADDR": address},
+            )  # fmt: skip
+
+        wrong = [post(f"wrong-key-{i:02d}-0123456789").status_code for i in range(30)]
+        throttled = post("wrong-key-again-0123456789")
+        valid = [post(KEY).status_code for _ in range(5)]  # the same address, meanwhile
+        missing = app.client.post(
+            "/predict", json={"features": ROW}, environ_base={"REMOTE_ADDR": "203.0.113.7"}
+        )
+        elsewhere = post("wrong-key-elsewhere-0123456789", "198.51.100.9")
+        # Behind Cloud Run the front end appends the client's address: that one counts.
+        forwarded = app.client.post(
+            "/predict", json={"features": ROW},
+            headers={"X-API-Key": "wrong-key-via-proxy-0", "X-Forwarded-For": "1.2.3.4,192.0.2.1"},
+            environ_base={"REMOTE_ADDR": "203.0.113.7"},
+        )  # fmt: skip
+        now[0] += 1.1
+        later = post("wrong-key-later-0123456789")
+
+    assert wrong[:FAILED_KEYS_BURST] == [401] * FAILED_KEYS_BURST
+    assert set(wrong[FAILED_KEYS_BURST:]) == {429}
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
+    assert "per client address for wrong keys" in throttled.get_json()["detail"]
+    assert valid == [200] * 5  # never locked out
+    assert missing.status_code == 429  # no key is a wrong key
+    assert elsewhere.status_code == 401 and forwarded.status_code == 401
+    assert later.status_code == 401  # a token back after a second
+
+
 def test_cors_allows_listed_origins_only(folder_app: Any) -> None:
     allowed, other = "https://app.example.com", "https://evil.example.com"
     with folder_app(CORS_ORIGINS=allowed) as app:
