@@ -60,7 +60,7 @@ def _predict(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 
 def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
-    service.authorize(request.headers)
+    service.authorize(request.headers, request.remote_addr)
     model = service.require_model()
     features = [f.describe() for f in model.schema.features]
     limits = {
@@ -77,7 +77,7 @@ def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 
 def _model_file(service: Service, request: Request, args: dict[str, str]) -> Any:
-    service.authorize(request.headers)
+    service.authorize(request.headers, request.remote_addr)
     model = service.require_model()
     name = args["name"]
     data = service.report_file(model, name)
@@ -107,7 +107,7 @@ def _ready(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 def _metrics(service: Service, request: Request, args: dict[str, str]) -> Any:
     if not service.config.metrics_public:
-        service.authorize(request.headers)
+        service.authorize(request.headers, request.remote_addr)
     return Response(service.metrics_page(), content_type=metrics_port.CONTENT_TYPE)
 
 
@@ -129,12 +129,12 @@ def _v2_ready(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 
 def _v2_server(service: Service, request: Request, args: dict[str, str]) -> Any:
-    service.authorize(request.headers)
+    service.authorize(request.headers, request.remote_addr)
     return oip.SERVER
 
 
 def _v2_model(service: Service, request: Request, args: dict[str, str]) -> Any:
-    service.authorize(request.headers)
+    service.authorize(request.headers, request.remote_addr)
     model = oip.select(service.require_model(), args["name"], args.get("version"))
     return oip.model_metadata(model)
 
@@ -145,7 +145,7 @@ def _v2_model_ready(service: Service, request: Request, args: dict[str, str]) ->
 
 
 def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
-    identity = service.authorize(request.headers)
+    identity = service.authorize(request.headers, request.remote_addr)
     served, shadow = service.serving(identity, request.headers, args.get("version"))
     model = oip.select(served, args["name"], args.get("version"))
     limit = service.config.max_instances_per_request
@@ -180,7 +180,7 @@ def _vertex_predict(service: Service, request: Request, args: dict[str, str]) ->
 def _instances(
     service: Service, request: Request
 ) -> tuple[LoadedModel, ShadowScorer | None, Instances]:
-    identity = service.authorize(request.headers)
+    identity = service.authorize(request.headers, request.remote_addr)
     model, shadow = service.serving(identity, request.headers)
     body = read_json(request, service.config.max_request_bytes)
     limit = service.config.max_instances_per_request
@@ -312,11 +312,6 @@ class Exchange:
 def path_protocol(path: str) -> str:
     """The protocol a path belongs to before (or without) any route matching it."""
     return "v2" if path.startswith("/v2") else "modelrun"
-
-
-def not_found_response(path: str) -> Response:
-    """A 404 for a path that never reached a handler, in its protocol's error body."""
-    return secured(ERROR_WRITERS[path_protocol(path)](NotFound(f"no route {path}"), path))
 
 
 def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:

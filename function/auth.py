@@ -63,6 +63,13 @@ def presented_key(headers: Headers) -> str | None:
     return None
 
 
+def client_address(headers: Headers, peer: str | None) -> str:
+    """The client's address, for throttling its wrong keys: the last X-Forwarded-For entry, which
+    the front end (Cloud Run's) appends and a client cannot forge, else the connection's peer."""
+    forwarded = (headers.get("X-Forwarded-For") or "").rsplit(",", 1)[-1].strip()
+    return forwarded[:64] or peer or "unknown"
+
+
 class SecretKeySource:
     """Read keys from a Secret Manager secret version, now and then again on an interval."""
 

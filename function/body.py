@@ -76,7 +76,12 @@ def _parse_exactly(data: bytes) -> Any:
     except UnicodeDecodeError as e:
         raise BadRequest(f"the body is not UTF-8 (byte {e.start})") from e
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+        # The standard library reads a lone surrogate escape ("\\ud800") into a str that no
+        # UTF-8 writer (orjson's, a log's) can write: refused here, it never reaches an answer.
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError as e:
+        raise BadRequest("the JSON holds a lone surrogate escape (\\ud800-\\udfff)") from e
     except json.JSONDecodeError as e:
         raise BadRequest(f"malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
     except RecursionError as e:

@@ -19,6 +19,7 @@ VERTEX_MAX_REQUEST_BYTES = 1_500_000  # Vertex AI online prediction's request si
 ENVIRONMENTS = ("production", "development")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 RUNTIMES = ("auto", "onnx", "sklearn")
+HEADER_TEXT = re.compile(r"\A[\x20-\x7e\xa0-\xff]*\Z")  # visible Latin-1 and spaces
 SECRET_PATTERN = re.compile(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$")
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 T = TypeVar("T")
@@ -187,6 +188,14 @@ def parse_keys(raw: str) -> frozenset[str]:
     short = sum(1 for k in keys if len(k) < MIN_KEY_LENGTH)
     if short:
         raise ValueError(f"{short} key(s) are shorter than {MIN_KEY_LENGTH} characters")
+    # A header carries Latin-1 text without control characters (RFC 9110, 5.5; werkzeug decodes
+    # headers as Latin-1): any other key could never be presented, so it could never authenticate.
+    unsendable = sum(1 for k in keys if not HEADER_TEXT.match(k))
+    if unsendable:
+        raise ValueError(
+            f"{unsendable} key(s) hold a character an HTTP header cannot carry (outside "
+            "Latin-1, or a control character)"
+        )
     return keys
 
 

@@ -30,7 +30,7 @@ from function.model import LoadedModel, load_model
 from function.rollout import Rollout, check_fits
 from function.shadow import ShadowScorer
 from function.store import ModelStore
-from function.telemetry import Telemetry
+from function.telemetry import ROLLOUT_UNREADABLE, Telemetry
 
 log = logging.getLogger("modelrun.loader")
 
@@ -69,6 +69,7 @@ class ModelLoader:
         # (MODEL_VERSION, MODEL_SHA256) is served alone.
         self.follows = config.model_version == "current" and not config.model_sha256
         self.refused: tuple[Rollout, str] | None = None  # a candidate not loaded, and why
+        self.unreadable: str | None = None  # why rollout.json, last read, could not be used
         self._retired: LoadedModel | None = None  # a promoted candidate, until it is current
         self._refused_token: str | None = None  # rollout.json's token when refused
         self._on_first_load = on_first_load
@@ -83,18 +84,22 @@ class ModelLoader:
     def candidate_state(self) -> dict[str, str] | None:
         """The rollout's candidate as the metrics show it: its version, mode and state."""
         shown = self.rollout()
-        if shown is None:
+        if shown is None or "version" not in shown:
             return None
         return {"model.version": shown["version"], "mode": shown["mode"], "state": shown["state"]}
 
     def rollout(self) -> dict[str, Any] | None:
-        """The rollout this instance takes part in, as /model shows it (None when none)."""
+        """The rollout this instance takes part in, as /model shows it (None when none); with
+        `unreadable` when rollout.json could not be used at its last read."""
+        shown: dict[str, Any] | None = None
         if self.candidate is not None:
-            return {**dataclasses.asdict(self.candidate.rollout), "state": "loaded"}
-        if self.refused is not None:
+            shown = {**dataclasses.asdict(self.candidate.rollout), "state": "loaded"}
+        elif self.refused is not None:
             refused, reason = self.refused
-            return {**dataclasses.asdict(refused), "state": "refused", "reason": reason}
-        return None
+            shown = {**dataclasses.asdict(refused), "state": "refused", "reason": reason}
+        if self.unreadable is not None:
+            shown = {**(shown or {"state": "unknown"}), "unreadable": self.unreadable}
+        return shown
 
     def run(self) -> None:
         """Load the model, then follow current.json and rollout.json if asked to; return when
@@ -192,9 +197,14 @@ class ModelLoader:
         try:
             state, token = rollout.read_state(self.store)
         except ModelrunError as e:
+            # Unreachable or corrupt alike: what is loaded (the candidate too) goes on serving.
             log.warning("cannot read rollout.json: %s", e)
             self.telemetry.error("model_refresh")
+            if str(e) != self.unreadable:  # a change, counted once (model_refresh: each poll)
+                self.telemetry.error(ROLLOUT_UNREADABLE)
+            self.unreadable = str(e)
             return not isinstance(e, StoreUnavailable)
+        self.unreadable = None
         active = rollout.active_in(state)
         if served is None or active is None or active.version == served.version:
             last = (state["history"] or [{}])[0]

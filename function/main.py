@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import functions_framework
 from flask import Response, request
 
-from function.app import build, not_found_response
+from function.app import build
 from function.config import usable_cpus
 from function.errors import ConfigError
 from function.threads import limit_native_threads
@@ -43,5 +43,7 @@ gc.freeze()
 @functions_framework.errorhandler(404)
 def _framework_not_found(error: Exception) -> Response:
     """Answer the paths functions-framework keeps for itself (/robots.txt), or that Flask refuses
-    before our handler sees them (a newline in the path), in their protocol's error body too."""
-    return not_found_response(request.path)
+    before our handler sees them (a newline in the path), through our handler: the same 404 in
+    their protocol's body, and, like every answer, a log line and a metric (a probe with a
+    newline in its path is seen)."""
+    return handle(request)

@@ -1,4 +1,5 @@
-"""Per-key token buckets: each instance lets a key spend `burst` at once and `rate` a second."""
+"""Token buckets: each instance lets a key spend `burst` at once and `rate` a second, and a client
+address send so many wrong keys (FAILED_KEYS_BURST at once, FAILED_KEYS_PER_SECOND after)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import time
 from collections.abc import Callable
 
 from function.errors import TooManyRequests
+
+FAILED_KEYS_PER_SECOND = 1.0
+FAILED_KEYS_BURST = 10
+MAX_TRACKED = 10_000  # identities kept; past it, those whose bucket is full again are dropped
 
 
 class TokenBuckets:
@@ -22,11 +27,13 @@ class TokenBuckets:
         burst: int,
         clock: Callable[[], float] = time.monotonic,
         workers: int = 1,
+        per: str = "key",
     ) -> None:
         self.instance_rate, self.instance_burst = rate, burst
         self.rate = rate / workers
         self.burst = max(1.0, burst / workers)
         self.clock = clock
+        self.per = per
         self._buckets: dict[str, tuple[float, float]] = {}  # identity -> (tokens, last refill)
         self._lock = threading.Lock()
 
@@ -43,7 +50,16 @@ class TokenBuckets:
                 wait = (1 - tokens) / self.rate
                 raise TooManyRequests(
                     f"rate limit of {self.instance_rate:g} requests/s (burst "
-                    f"{self.instance_burst}) per key exceeded; retry in {wait:.2f}s",
+                    f"{self.instance_burst}) per {self.per} exceeded; retry in {wait:.2f}s",
                     retry_after=wait,
                 )
             self._buckets[identity] = (tokens - 1, now)
+            if len(self._buckets) > MAX_TRACKED:  # many addresses must not grow memory forever
+                self._forget_full(now)
+
+    def _forget_full(self, now: float) -> None:
+        self._buckets = {
+            who: (tokens, last)
+            for who, (tokens, last) in self._buckets.items()
+            if tokens + (now - last) * self.rate < self.burst
+        }

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,6 +39,7 @@ CLIENT_HEADER = "X-Client-Id"  # a canary client's identity when sent; else its 
 MAX_CLIENT_ID = 256
 HISTORY_KEPT = 20
 MIB = 1024 * 1024
+SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 class RolloutRefused(Conflict):
@@ -106,6 +109,8 @@ def read_state(store: ModelStore) -> tuple[dict[str, Any], str | None]:
         state = json.loads(data)
         if not isinstance(state, dict) or not isinstance(state.get("history"), list):
             raise TypeError("not an object with a history")
+        if not all(isinstance(ended, dict) for ended in state["history"]):
+            raise TypeError("history must hold objects")
         if state.get("active") is not None:
             _rollout(state["active"])
     except (ValueError, TypeError, KeyError, ModelrunError) as e:
@@ -207,17 +212,26 @@ def _write(store: ModelStore, state: dict[str, Any], token: str | None, doing: s
         ) from e
 
 
-def _rollout(fields: dict[str, Any]) -> Rollout:
-    rollout = Rollout(
-        version=str(fields["version"]),
-        sha256=str(fields["sha256"]),
-        mode=str(fields["mode"]),
-        percent=float(fields["percent"]),
-        started_at=str(fields["started_at"]),
-        current=str(fields["current"]),
-        model_bytes=int(fields["model_bytes"]),
-    )
-    check_version_id(rollout.version)
-    if rollout.mode not in MODES:
-        raise ValueError(f"unknown mode {rollout.mode!r}")
-    return rollout
+def _rollout(fields: Any) -> Rollout:
+    """Parse rollout.json's `active` like a request: every field of its type, a percentage finite
+    and within 0-100 (json.loads takes NaN and Infinity, and float() takes "inf")."""
+    if not isinstance(fields, dict):
+        raise TypeError("active must be an object")
+    text = {name: fields[name] for name in ("version", "sha256", "mode", "started_at", "current")}
+    for name, value in text.items():
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    percent, model_bytes = fields["percent"], fields["model_bytes"]
+    if isinstance(percent, bool) or not isinstance(percent, int | float):
+        raise TypeError(f"percent must be a number, got {type(percent).__name__}")
+    if not (math.isfinite(percent) and 0 < percent <= 100):
+        raise ValueError(f"percent must be above 0 and at most 100, got {percent!r}")
+    if isinstance(model_bytes, bool) or not isinstance(model_bytes, int) or model_bytes < 0:
+        raise TypeError(f"model_bytes must be a count of bytes, got {model_bytes!r:.40}")
+    check_version_id(text["version"])
+    check_version_id(text["current"])
+    if text["mode"] not in MODES:
+        raise ValueError(f"unknown mode {text['mode']!r:.40}")
+    if not SHA256.match(text["sha256"]):
+        raise ValueError("sha256 must be 64 hex digits")
+    return Rollout(percent=float(percent), model_bytes=model_bytes, **text)

@@ -19,17 +19,17 @@ from typing import Any
 
 from werkzeug.datastructures import Headers
 
-from function.auth import KeyRing, SecretKeySource, presented_key
+from function.auth import KeyRing, SecretKeySource, client_address, presented_key
 from function.batching import MicroBatcher, Run
 from function.config import Config
 from function.deadline import Deadlines
 from function.drift import BASELINE_FILE, Drift, DriftCollector
-from function.errors import BadRequest, NotFound, NotReady
+from function.errors import BadRequest, NotFound, NotReady, Unauthorized
 from function.loader import ModelLoader
 from function.metrics_port import serve_metrics
 from function.model import LoadedModel, verified_file
 from function.predict import run_model
-from function.ratelimit import TokenBuckets
+from function.ratelimit import FAILED_KEYS_BURST, FAILED_KEYS_PER_SECOND, TokenBuckets
 from function.rollout import CLIENT_HEADER, MAX_CLIENT_ID
 from function.shadow import ShadowScorer
 from function.store import ModelStore
@@ -55,6 +55,13 @@ class Service:
         self.deadlines = Deadlines(config.request_timeout_seconds)
         self.limits = TokenBuckets(
             config.rate_limit_per_second, config.rate_limit_burst, workers=config.workers
+        )
+        # With rate limits on: the wrong keys a client address may send, per worker's share.
+        self.failed_keys = TokenBuckets(
+            FAILED_KEYS_PER_SECOND if config.rate_limit_per_second > 0 else 0,
+            FAILED_KEYS_BURST,
+            workers=config.workers,
+            per="client address for wrong keys",
         )
         self.drift = Drift(config.drift_features)
         self.telemetry, page = prometheus_telemetry(
@@ -145,12 +152,21 @@ class Service:
             self._report_files[key] = data
         return data
 
-    def authorize(self, headers: Headers) -> str:
+    def authorize(self, headers: Headers, address: str | None = None) -> str:
         """Return the caller's identity; raise 401 without a valid key (unless keys are off in
-        development), 429 over the rate."""
-        identity = (
-            self.keys.check(presented_key(headers)) if self.config.auth_enabled else ANONYMOUS
-        )
+        development), 429 over the rate, or for a wrong key from an address that sent too many.
+
+        Every key is checked, however many wrong ones its address sent: a valid key is never
+        locked out (behind a shared address too), and only wrong keys are answered 429.
+        """
+        if not self.config.auth_enabled:
+            identity = ANONYMOUS
+        else:
+            try:
+                identity = self.keys.check(presented_key(headers))
+            except Unauthorized:
+                self.failed_keys.take(client_address(headers, address))
+                raise
         self.limits.take(identity)
         return identity
 

@@ -57,7 +57,8 @@ _UMASK = os.umask(0o022)  # read once, at import (the call sets it: set it back 
 os.umask(_UMASK)
 FILE_MODE = 0o666 & ~_UMASK
 HISTORY_LIMIT = 50
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# \A and \Z, not ^ and $: "$" also matches before a final newline, so "abc\n" would pass.
+VERSION_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
 class Backend(Protocol):
@@ -311,7 +312,14 @@ class ModelStore:
         except NotFound as e:
             state = "incomplete" if self.backend.keys(f"versions/{version}/") else "missing"
             raise NotFound(f"version {version} is {state} in {self.uri}") from e
-        return parse_metadata(data, f"{self.uri}/{key}")
+        metadata = parse_metadata(data, f"{self.uri}/{key}")
+        # The version a model is served, logged and answered as is its folder's: a metadata.json
+        # naming another (a path, a header-breaking line) never loads.
+        if metadata.get("version") != version:
+            raise IntegrityError(
+                f"{self.uri}/{key} names version {metadata.get('version')!r:.80}, not its folder's"
+            )
+        return metadata
 
     def read_file(self, version: str, name: str) -> bytes:
         """Return the bytes of one file of a version."""

@@ -28,6 +28,10 @@ HTTP_METHODS = frozenset(
 )
 
 
+# modelrun.errors' kind when rollout.json cannot be read or parsed (counted once per change).
+ROLLOUT_UNREADABLE = "rollout_unreadable"
+
+
 class Telemetry:
     """The service's instruments; the model state is read through callbacks when scraped."""
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from function.batch.__main__ import parse_job
-from function.batch.objects import Item, open_place
+from function.batch.objects import Item, contains, open_place
 from function.batch.shards import LineReader, task_ranges
 from function.batch.task import MANIFEST, Job, TooManyErrors, run_task
 from function.errors import Conflict, InvalidInput
@@ -818,3 +818,105 @@ def test_an_unexpected_error_is_one_line_and_exit_1(tmp_path: Path, iris_artifac
     assert "Traceback" not in said
     (line,) = [entry for entry in said.splitlines() if "failed" in entry]
     assert "failed unexpectedly: RuntimeError: injected failure" in line
+
+
+FORMULAS = ["=1+2", "+1+1", "-2+3", "@SUM(A1)", "\tx", '=HYPERLINK("http://x","y")']
+NUMBERS = ["-5", "+1.5e3", "7", "-0.25"]
+
+
+def test_ids_a_spreadsheet_would_run_are_written_as_text(tmp_path: Path, iris_uri: str) -> None:
+    import csv
+    import io
+
+    text = io.StringIO()
+    rows = csv.writer(text, lineterminator="\n")
+    rows.writerow(["k", *IRIS])
+    rows.writerows([i, 5.1, 3.5, 1.4, 0.2] for i in [*FORMULAS, *NUMBERS])
+    (source := tmp_path / "rows.csv").write_text(text.getvalue())
+
+    run_task(job(tmp_path, iris_uri, source, id_column="k"))
+
+    written = set(answers((tmp_path / "out").as_uri()))
+    assert written == {"'" + i for i in FORMULAS} | set(NUMBERS)
+
+
+@pytest.mark.parametrize(
+    "value, cell",
+    [
+        *((text, "'" + text) for text in ["=1+2", "+1+1", "-2+3", "@x", "\tx"]),
+        ("\r=1", '"\'\r=1"'),
+        ("=a,b", '"\'=a,b"'),
+        *((text, text) for text in [*NUMBERS, "a=b", "", "setosa"]),
+        (-5, "-5"),
+        (-0.5, "-0.5"),
+        (None, ""),
+    ],
+)
+def test_a_formula_cell_is_neutralised_in_the_batch_and_on_the_page(value: Any, cell: str) -> None:
+    from function.batch.output import csv_text
+
+    source = (ROOT / "function" / "ui" / "ui.js").read_text()
+    found = re.search(r"^const FORMULA_START.*?^function csvCell.*?^}\n", source, re.S | re.M)
+    assert found, "csvCell and its patterns, as ui.js defines them"
+    script = (
+        found[0] + "process.stdout.write(JSON.stringify(csvCell(JSON.parse(process.env.CELL))));"
+    )
+    page = subprocess.run(
+        ["node", "-e", script],
+        env={**os.environ, "CELL": json.dumps(value)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert csv_text(value) == cell
+    assert json.loads(page.stdout) == cell
+
+
+INSIDE = [
+    "{top}//in/out/",
+    "{in}//out/",
+    "{in}/./out",
+    "{in}/out/",
+    "{top}/other/../in/out",
+    "{top}/link/out",
+    "{in}",
+]
+
+
+@pytest.mark.parametrize("output", [*INSIDE, "./in/out", "in//out/", "./in"])
+def test_an_output_inside_the_input_is_refused_however_it_is_spelt(
+    tmp_path: Path, iris_uri: str, output: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (inputs := tmp_path / "in").mkdir()
+    (inputs / "rows.csv").write_text(",".join(IRIS) + "\n5.1,3.5,1.4,0.2\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "link").symlink_to(inputs)
+    top = tmp_path.as_uri()
+    monkeypatch.chdir(tmp_path)  # plain paths are relative to where the command runs
+    named = output.format(top=top, **{"in": inputs.as_uri()})
+    job = parse_job(["--input", "in/", "--output", named, "--model", iris_uri], {})
+
+    with pytest.raises(InvalidInput, match="is inside --input"):
+        run_task(job)
+    assert [p.name for p in inputs.rglob("*")] == ["rows.csv"]
+
+
+@pytest.mark.parametrize(
+    "source, output, inside",
+    [
+        ("gs://b/in", "gs://b/in//out/", True),
+        ("gs://b/in/", "gs://b/in/./out", True),
+        ("gs://b//in", "gs://b/in/out", True),
+        ("gs://b/in", "gs://b/in/", True),
+        ("gs://b", "gs://b/out", True),
+        ("gs://b/in", "gs://b/input-out", False),
+        ("gs://b/in", "gs://c/in/out", False),
+        ("gs://b/in/out", "gs://b/in", False),
+        ("gs://b/in", "file:///b/in/out", False),
+    ],
+)
+def test_a_gcs_prefix_contains_what_its_listing_would_read(
+    source: str, output: str, inside: bool
+) -> None:
+    assert contains(open_place(source), open_place(output)) is inside

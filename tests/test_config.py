@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from function.config import load_config
@@ -180,3 +182,34 @@ def test_no_key_runs_only_in_explicit_development_mode() -> None:
     with pytest.raises(ConfigError, match="no API key"):
         load_config(without_keys)
     assert not load_config({**without_keys, "ENVIRONMENT": "development"}).auth_enabled
+
+
+@pytest.mark.parametrize(
+    "key", ["key-with-a-snowman-\u2603-0123", "key-\u20ac-euro-sign-0123", "key\twith-tab-0123456",
+            "key-with-nul-\x00-0123456", "key-with-del-\x7f-01234567", "key-with-c1-\x85-012345"]
+)  # fmt: skip
+def test_a_key_no_header_can_carry_is_refused_at_start_unechoed(key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config({**BASE, "API_KEYS": f"{KEY},{key}"})
+
+    said = str(raised.value)
+    assert said.startswith("API_KEYS=(value not shown) is invalid: 1 key(s) hold a character")
+    assert key not in said and KEY not in said
+
+
+def test_a_latin_1_key_is_kept_and_authenticates_on_a_real_server(
+    iris_artifact: Path, tmp_path: Path
+) -> None:
+    import requests
+
+    from function.store import ModelStore
+    from tests.conftest import run_service
+
+    latin = "cl\u00e9-d'acc\u00e8s-\u00fc-0123456789"
+    store = ModelStore((tmp_path / "iris").as_uri())
+    store.promote(store.publish(iris_artifact, "v1"))
+    with run_service({"MODEL_URI": store.uri, "API_KEYS": latin}, tmp_path) as running:
+        # http.client sends a str header as Latin-1, as HTTP/1.1 carries header text.
+        response = requests.get(running.url + "/model", headers={"X-API-Key": latin}, timeout=10)
+
+    assert response.status_code == 200, response.text[:300]

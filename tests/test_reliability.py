@@ -19,6 +19,7 @@ import joblib
 import numpy as np
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from function.artifact import encode_metadata
 from function.store import ModelStore
@@ -369,6 +370,102 @@ def test_rate_limit_per_key_answers_429_with_retry_after(folder_app: Any) -> Non
     assert again.status_code == 200
 
 
+def errors_of(app: Any, kind: str) -> float:
+    """modelrun_errors_total of one kind, as /metrics shows it."""
+    page = app.client.get("/metrics", headers=AUTH).get_data(as_text=True)
+    for family in text_string_to_metric_families(page):
+        for sample in family.samples:
+            if sample.name == "modelrun_errors_total" and sample.labels.get("kind") == kind:
+                return float(sample.value)
+    return 0.0
+
+
+def test_a_version_naming_another_folder_is_never_served(
+    folder_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with folder_app(MODEL_REFRESH_SECONDS="0.05") as app:
+        store = ModelStore(app.service.config.model_uri)
+        v1 = store.metadata("v1")
+        # Someone who can write the store: v1's files under v9, whose metadata says otherwise.
+        store.backend.write("versions/v9/model.joblib", store.read_file("v1", "model.joblib"), None)
+        forged = {**v1, "version": "../../../elsewhere/v1\r\nX-Injected: 1"}
+        store.backend.write("versions/v9/metadata.json", encode_metadata(forged), None)
+        point_current_at(store, "v9", v1["sha256"])
+        wait_until(lambda: errors_of(app, "model_refresh") > 0, 10, "the refresh to refuse v9")
+        response = app.client.post("/predict", json={"features": ROW}, headers=AUTH)
+
+    assert response.status_code == 200
+    assert response.headers["X-Model-Version"] == "v1"
+    assert "X-Injected" not in response.headers
+    assert not any("\n" in r.getMessage() or "\r" in r.getMessage() for r in caplog.records)
+
+
+V2_INFER = "/v2/models/iris/infer"
+SURROGATES = [  # a lone surrogate escape: valid JSON text, a str no UTF-8 writer can write
+    (V2_INFER, b'{"inputs": [{"name": "input-0", "datatype": "BYTES", "shape": [1, 4],'
+               b' "data": ["\\ud800", 1, 1, 1]}]}'),
+    (V2_INFER, b'{"id": "\\ud800", "inputs": [{"name": "input-0", "datatype": "FP64",'
+               b' "shape": [1, 4], "data": [1, 1, 1, 1]}]}'),
+    ("/predict", b'{"instances": [["\\udfff", 1, 1, 1]]}'),
+    ("/predict", b'{"features": [1, 2, 3, 4], "\\ud800": 1}'),
+    ("/predict", b'{"instances": [{"\\udc00x": 1}], "id": NaN}'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("path, body", SURROGATES)
+def test_a_lone_surrogate_is_a_counted_4xx_in_its_protocol(
+    folder_app: Any, path: str, body: bytes
+) -> None:
+    with folder_app() as app:
+        response = app.client.post(path, data=body, headers=JSON)
+        counted = errors_of(app, "bad_request") + errors_of(app, "invalid_input")
+
+    assert response.status_code in (400, 422), response.get_data(as_text=True)[:300]
+    assert response.headers["Content-Type"] in ("application/json", "application/problem+json")
+    assert "surrogate" in response.get_data(as_text=True)
+    assert_secured(response.headers)
+    assert counted == 1
+
+
+def test_wrong_keys_are_throttled_per_address_and_a_valid_key_never_is(folder_app: Any) -> None:
+    from function.ratelimit import FAILED_KEYS_BURST
+
+    now = [1000.0]
+    with folder_app(RATE_LIMIT_PER_SECOND="100", RATE_LIMIT_BURST="100", WORKERS="1") as app:
+        app.service.failed_keys.clock = app.service.limits.clock = lambda: now[0]
+
+        def post(key: str, address: str = "203.0.113.7") -> Any:
+            return app.client.post(
+                "/predict", json={"features": ROW}, headers={"X-API-Key": key},
+                environ_base={"REMOTE_ADDR": address},
+            )  # fmt: skip
+
+        wrong = [post(f"wrong-key-{i:02d}-0123456789").status_code for i in range(30)]
+        throttled = post("wrong-key-again-0123456789")
+        valid = [post(KEY).status_code for _ in range(5)]  # the same address, meanwhile
+        missing = app.client.post(
+            "/predict", json={"features": ROW}, environ_base={"REMOTE_ADDR": "203.0.113.7"}
+        )
+        elsewhere = post("wrong-key-elsewhere-0123456789", "198.51.100.9")
+        # Behind Cloud Run the front end appends the client's address: that one counts.
+        forwarded = app.client.post(
+            "/predict", json={"features": ROW},
+            headers={"X-API-Key": "wrong-key-via-proxy-0", "X-Forwarded-For": "1.2.3.4,192.0.2.1"},
+            environ_base={"REMOTE_ADDR": "203.0.113.7"},
+        )  # fmt: skip
+        now[0] += 1.1
+        later = post("wrong-key-later-0123456789")
+
+    assert wrong[:FAILED_KEYS_BURST] == [401] * FAILED_KEYS_BURST
+    assert set(wrong[FAILED_KEYS_BURST:]) == {429}
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
+    assert "per client address for wrong keys" in throttled.get_json()["detail"]
+    assert valid == [200] * 5  # never locked out
+    assert missing.status_code == 429  # no key is a wrong key
+    assert elsewhere.status_code == 401 and forwarded.status_code == 401
+    assert later.status_code == 401  # a token back after a second
+
+
 def test_cors_allows_listed_origins_only(folder_app: Any) -> None:
     allowed, other = "https://app.example.com", "https://evil.example.com"
     with folder_app(CORS_ORIGINS=allowed) as app:
@@ -577,6 +674,7 @@ HOSTILE: list[tuple[str, str, dict[str, str], bytes]] = [
     ("GET", "/favicon.ico", {}, b""),
     ("GET", "/predict/extra", AUTH, b""),
     ("POST", "/predict//", JSON, b'{"features": [1, 2, 3, 4]}'),
+    *(("POST", path, JSON, body) for path, body in SURROGATES if path == "/predict"),
 ]
 
 
@@ -633,12 +731,46 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(hardened: Runnin
 
 
 def test_a_path_flask_refuses_is_answered_in_its_protocol(hardened: Running) -> None:
-    """A newline in a path never reaches the handler (Flask answers 404 itself): the answer is
-    still the body the OpenAPI document promises for that protocol."""
+    """A newline in a path is refused by Flask before routing; its 404 goes through our handler,
+    in the body the OpenAPI document promises for that protocol."""
     v2 = hardened.get("/v2/models/iris/versions/v1%0A", headers=AUTH)
     native = hardened.get("/model%0A", headers=AUTH)
 
     assert (v2.status_code, v2.headers["Content-Type"]) == (404, "application/json")
-    assert "no route" in v2.json()["error"]
+    assert "no route" in v2.json()["error"] or "no version 'v1\\n'" in v2.json()["error"]
     assert (native.status_code, native.headers["Content-Type"]) == (404, "application/problem+json")
     assert_secured(v2.headers)
+
+
+@pytest.mark.parametrize("path, body", SURROGATES)
+def test_a_lone_surrogate_gets_json_not_flasks_html_500(
+    hardened: Running, path: str, body: bytes
+) -> None:
+    response = requests.post(hardened.url + path, data=body, headers=JSON, timeout=10)
+
+    assert response.status_code in (400, 422), response.text[:300]
+    assert response.headers["Content-Type"] in ("application/json", "application/problem+json")
+    assert_secured(response.headers)
+    assert "Traceback" not in hardened.output()
+
+
+def not_found_counted(running: Running) -> float:
+    page = running.get("/metrics", headers=AUTH).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+        if s.name == "modelrun_errors_total" and s.labels.get("kind") == "not_found"
+    )
+
+
+def test_a_newline_in_a_path_gets_a_log_line_and_a_metric(hardened: Running) -> None:
+    before = not_found_counted(hardened)
+    for path in ("/model%0Aprobe-one", "/v2/models/iris/versions/v1%0Aprobe-two"):
+        assert hardened.get(path, headers=AUTH).status_code == 404
+    wait_until(lambda: "probe-two" in hardened.output(), 5, "the log lines")
+    logged = [line for line in hardened.output().splitlines() if "probe-" in line]
+
+    assert not_found_counted(hardened) - before == 2
+    assert len(logged) == 2  # one line each, the newline escaped inside it
+    assert all(json.loads(line)["httpRequest"]["status"] == 404 for line in logged)

@@ -761,3 +761,56 @@ def test_a_candidate_with_other_features_is_checked_against_its_own_schema(
                 10,
                 "the candidate's failure counted",
             )
+
+
+CORRUPT_PERCENTS = ["NaN", "Infinity", '"inf"', "150", "0", "-5", '"50"', "true", "null"]
+
+
+def corrupt_rollout(store: ModelStore, percent: str) -> None:
+    """rollout.json as someone who can write the store leaves it: a canary of v2 whose percentage
+    is `percent` (raw JSON, since json.dumps would not write NaN from a string)."""
+    state, token = rollout.read_state(store)
+    active = {**state["active"], "percent": "PERCENT"}
+    text = json.dumps({"active": active, "history": []}).replace('"PERCENT"', percent)
+    store.backend.write(rollout.ROLLOUT_FILE, text.encode(), if_token=token)
+
+
+@pytest.mark.parametrize("percent", CORRUPT_PERCENTS)
+def test_a_corrupt_rollout_is_unreadable_and_fails_no_request(
+    folder_store: ModelStore, forest_artifact: Path, percent: str
+) -> None:
+    with rolling(folder_store, forest_artifact, "canary", 50) as app:
+        before = {
+            a["model"]["version"] for a in answers(app) + answers(app, {"X-API-Key": OTHER_KEY})
+        }
+        corrupt_rollout(folder_store, percent)
+        wait_until(lambda: app.service.loader.unreadable is not None, 10, "the corrupt read")
+        time.sleep(0.3)  # a few more polls: counted once, not at each
+        during = answers(app) + answers(app, {"X-API-Key": OTHER_KEY})
+        shown = app.client.get("/model", headers=AUTH).get_json()["rollout"]
+        counted = metric(app, "modelrun_errors_total", kind="rollout_unreadable")
+
+    assert {a["model"]["version"] for a in during} == before == {"v1", "v2"}  # as loaded
+    assert shown["state"] == "loaded" and "rollout.json is corrupt" in shown["unreadable"]
+    assert counted == 1
+
+
+@pytest.mark.parametrize("percent", CORRUPT_PERCENTS)
+def test_a_corrupt_rollout_on_cold_start_serves_the_current_version(
+    folder_store: ModelStore, forest_artifact: Path, percent: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    folder_store.publish(forest_artifact, "v2")
+    rollout.start(folder_store, "v2", "canary", 50)
+    corrupt_rollout(folder_store, percent)
+    with serve(folder_store) as app:
+        served = {
+            a["model"]["version"] for a in answers(app) + answers(app, {"X-API-Key": OTHER_KEY})
+        }
+        shown = app.client.get("/model", headers=AUTH).get_json()["rollout"]
+    code = main(cli(folder_store, "status"))
+    said = capfd.readouterr()
+
+    assert served == {"v1"}
+    assert "rollout.json is corrupt" in shown["unreadable"]
+    assert code == 1 and "rollout.json is corrupt" in said.err
+    assert "%" not in said.out + said.err.replace("rollout.json is corrupt", "")

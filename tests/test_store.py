@@ -271,3 +271,26 @@ def test_published_files_are_as_readable_as_open_makes_them(
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "store").rglob("*")
              if p.is_file() and not p.name.startswith(".")}  # fmt: skip
     assert modes and set(modes.values()) == {0o644}, modes
+
+
+@pytest.mark.parametrize("named", ["../../elsewhere/v1", "v9\r\nX-Injected: 1", "v9\n", "v1"])
+def test_a_version_whose_metadata_names_another_never_loads(
+    store: ModelStore, iris_artifact: Path, named: str
+) -> None:
+    store.publish(iris_artifact, "v1")
+    # Written by whoever can write the store: the files of v1, a metadata naming another version.
+    metadata = {**store.metadata("v1"), "version": named}
+    store.backend.write("versions/v9/model.joblib", store.read_file("v1", MODEL_FILE), None)
+    store.backend.write("versions/v9/metadata.json", json.dumps(metadata).encode(), None)
+
+    with pytest.raises(IntegrityError, match="not its folder's") as refused:
+        store.verify("v9")
+    with pytest.raises(IntegrityError):
+        store.promote("v9")
+    assert "\n" not in str(refused.value) and "\r" not in str(refused.value)
+
+
+@pytest.mark.parametrize("version", ["abc\n", "abc\r\n", "../v1", "a/b", "current", ""])
+def test_a_version_id_is_checked_to_its_last_character(store: ModelStore, version: str) -> None:
+    with pytest.raises(ConfigError, match="is invalid"):
+        store.metadata(version)

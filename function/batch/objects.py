@@ -88,6 +88,23 @@ def open_place(uri: str) -> Place:
     raise ConfigError(f"{uri!r} must be gs://BUCKET/PATH or file:///ABSOLUTE/PATH")
 
 
+def contains(outer: Place, inner: Place) -> bool:
+    """Whether `inner` is `outer` or lies under it, as each side names things: a folder by its
+    real path (so `//`, `.`, `..`, a trailing slash and symlinks all count), a GCS prefix by
+    its object names (GCS normalises none of these: `in//out/x` is listed under `in/`)."""
+    if isinstance(outer, FilePlace) and isinstance(inner, FilePlace):
+        real_outer, real_inner = (
+            Path(os.path.realpath(outer.root)),
+            Path(os.path.realpath(inner.root)),
+        )
+        return real_inner == real_outer or real_outer in real_inner.parents
+    if isinstance(outer, GcsPlace) and isinstance(inner, GcsPlace):
+        if outer.bucket_name != inner.bucket_name:
+            return False
+        return not outer.prefix or f"{inner.prefix}/".startswith(f"{outer.prefix}/")
+    return False
+
+
 def sha256_of(place: Place, name: str) -> str | None:
     """The digest of an existing object (None if absent), read in chunks."""
     digest = hashlib.sha256()

@@ -12,12 +12,18 @@ JSON answers are), a block at a time: formatting is most of a batch's time once 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 
 from function.errors import InvalidInput
 from function.predict import Prediction
+
+# A text cell a spreadsheet would run as a formula (OWASP, "CSV Injection"): written after a
+# single quote, which the spreadsheet shows as text. A number ("-5", "+1.5e3") stays a number.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+NUMBER = re.compile(r"\A[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z")
 
 
 def result_header(id_name: str, classes: list[str], probabilities: bool) -> bytes:
@@ -59,7 +65,8 @@ def _ids(ids: list[Any]) -> list[bytes]:
         return list(map(b"%d".__mod__, ids))
     if kinds <= {str}:
         text = "\n".join(ids)
-        if not any(c in text for c in ',"\r') and text.count("\n") == len(ids) - 1:
+        plain = not any(c in text for c in ',"\r') and text.count("\n") == len(ids) - 1
+        if plain and not any(i.startswith(FORMULA_START) for i in ids):
             return text.encode().split(b"\n")
     return [csv_text(i).encode() for i in ids]
 
@@ -68,13 +75,16 @@ def _labels(prediction: Prediction) -> list[bytes]:
     labels = prediction.labels
     if labels and isinstance(labels[0], float) and not prediction.classes:  # a regressor
         return orjson.dumps(labels)[1:-1].split(b",")
-    texts = {label: csv_text(str(label)).encode() for label in set(labels)}
+    texts = {label: csv_text(label).encode() for label in set(labels)}
     return [texts[label] for label in labels]
 
 
 def csv_text(value: Any) -> str:
-    """A value as one CSV field (quoted when it holds a separator, a quote or a line break)."""
+    """A value as one CSV field (quoted when it holds a separator, a quote or a line break); a
+    text that a spreadsheet would take for a formula is neutralised."""
     text = "" if value is None else str(value)
+    if isinstance(value, str) and text.startswith(FORMULA_START) and not NUMBER.match(text):
+        text = "'" + text
     if any(c in text for c in ',"\r\n'):
         return '"' + text.replace('"', '""') + '"'
     return text

@@ -28,7 +28,16 @@ from typing import Any
 
 import orjson
 
-from function.batch.objects import TMP, Item, Place, Writer, join, open_place, relative_name
+from function.batch.objects import (
+    TMP,
+    Item,
+    Place,
+    Writer,
+    contains,
+    join,
+    open_place,
+    relative_name,
+)
 from function.batch.output import error_lines, result_header, result_lines
 from function.batch.rows import CsvFormat, JsonLinesFormat, Scored, score
 from function.batch.shards import LineReader, Range, lines_before, read_header, task_ranges
@@ -78,7 +87,7 @@ def run_task(job: Job) -> dict[str, Any]:
     """Score this task's share (or find it done); write the manifest if every task is done.
     Raise TooManyErrors after writing everything when the share of refused rows is too high."""
     source, output = open_place(job.input), open_place(job.output)
-    if job.output.rstrip("/").startswith(job.input.rstrip("/") + "/") or job.output == job.input:
+    if contains(source, output):  # a later run would read this run's outputs as input
         raise InvalidInput(f"--output {job.output} is inside --input {job.input}: choose another")
     try:
         return _run_task(job, source, output)

@@ -301,8 +301,14 @@ function parseCsv(text) {
   return table;
 }
 
+// A text cell a spreadsheet would run as a formula (OWASP, "CSV Injection") gets a leading
+// single quote; a number, or a text that is one ("-5"), stays a number.
+const FORMULA_START = /^[=+\-@\t\r]/;
+const NUMBER_TEXT = /^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$/;
+
 function csvCell(value) {
-  const text = value === null || value === undefined ? "" : String(value);
+  let text = value === null || value === undefined ? "" : String(value);
+  if (typeof value === "string" && FORMULA_START.test(text) && !NUMBER_TEXT.test(text)) text = `'${text}`;
   return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
