@@ -88,6 +88,7 @@ def _parse_exactly(data: bytes) -> Any:
         raise BadRequest("the JSON is nested too deeply") from e
     except ValueError as e:  # duplicate keys, or an integer literal too long to convert
         raise BadRequest(f"malformed JSON: {e}") from e
+    return value
 
 
 def _members(value: Any, objects: int) -> int:
