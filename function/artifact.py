@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from function.errors import IntegrityError
@@ -41,6 +42,11 @@ def label_type(classes: Any) -> str:
 
     kinds = {"i": "integer", "u": "integer", "f": "number", "b": "boolean"}
     return kinds.get(np.asarray(classes).dtype.kind, "string")
+
+
+# A sha256 as every document and setting writes it: 64 lowercase hex digits, and nothing after
+# (\Z: `$` would let a trailing newline through).
+SHA256_PATTERN = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 def sha256_hex(data: bytes) -> str:

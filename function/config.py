@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from function.artifact import SHA256_PATTERN
 from function.errors import ConfigError, ModelrunError
 from function.store import check_version_id, open_backend
 
@@ -21,7 +22,6 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 RUNTIMES = ("auto", "onnx", "sklearn")
 HEADER_TEXT = re.compile(r"\A[\x20-\x7e\xa0-\xff]*\Z")  # visible Latin-1 and spaces
 SECRET_PATTERN = re.compile(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$")
-SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 T = TypeVar("T")
 
 

@@ -23,13 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from function.artifact import encode_metadata, model_size
+from function.artifact import SHA256_PATTERN, encode_metadata, model_size
 from function.errors import Conflict, ModelrunError, NotFound, StoreUnavailable
 from function.store import ModelStore, check_version_id, utc_now
 
@@ -39,7 +37,6 @@ CLIENT_HEADER = "X-Client-Id"  # a canary client's identity when sent; else its 
 MAX_CLIENT_ID = 256
 HISTORY_KEPT = 20
 MIB = 1024 * 1024
-SHA256 = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 class RolloutRefused(Conflict):
@@ -82,8 +79,16 @@ def parse_percent(text: str) -> float:
         percent = float(text)
     except ValueError:
         raise ValueError(f"expected a percentage, got {text!r}") from None
+    return check_percent(percent, text)
+
+
+def check_percent(percent: float, shown: str | None = None) -> float:
+    """More than 0 and at most 100 percent, to a hundredth; NaN and the infinities are neither
+    (json.loads reads NaN and Infinity, float() reads "inf")."""
     if not 0 < percent <= 100 or round(percent * 100) == 0:
-        raise ValueError(f"expected a percentage above 0 and at most 100, got {text}")
+        raise ValueError(
+            f"expected a percentage above 0 and at most 100, got {shown or repr(percent):.40}"
+        )
     return percent
 
 
@@ -224,14 +229,13 @@ def _rollout(fields: Any) -> Rollout:
     percent, model_bytes = fields["percent"], fields["model_bytes"]
     if isinstance(percent, bool) or not isinstance(percent, int | float):
         raise TypeError(f"percent must be a number, got {type(percent).__name__}")
-    if not (math.isfinite(percent) and 0 < percent <= 100):
-        raise ValueError(f"percent must be above 0 and at most 100, got {percent!r}")
+    check_percent(percent)
     if isinstance(model_bytes, bool) or not isinstance(model_bytes, int) or model_bytes < 0:
         raise TypeError(f"model_bytes must be a count of bytes, got {model_bytes!r:.40}")
     check_version_id(text["version"])
     check_version_id(text["current"])
     if text["mode"] not in MODES:
         raise ValueError(f"unknown mode {text['mode']!r:.40}")
-    if not SHA256.match(text["sha256"]):
+    if not SHA256_PATTERN.match(text["sha256"]):
         raise ValueError("sha256 must be 64 hex digits")
     return Rollout(percent=float(percent), model_bytes=model_bytes, **text)
