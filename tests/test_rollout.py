@@ -252,6 +252,17 @@ def folder_store(iris_artifact: Path, tmp_path: Path) -> ModelStore:
     return store
 
 
+def following(
+    store: ModelStore, emulator: Emulator, artifact: Path, tmp_path: Path
+) -> contextlib.AbstractContextManager[tuple[Running, Any]]:
+    """The service following `store`'s rollouts every half second, as its own process, beside a
+    real Prometheus scraping it (tests/test_monitoring.py's mirror)."""
+    return monitored_service(
+        emulator, artifact, tmp_path, tmp_path / "mirror", uri=store.uri,
+        MODEL_REFRESH_SECONDS="0.5",
+    )  # fmt: skip
+
+
 def serve(store: ModelStore, **settings: str) -> Any:
     env = {
         "MODEL_URI": store.uri,
@@ -546,14 +557,7 @@ def test_auto_aborts_a_failing_candidate_and_promotes_a_good_one(
 ) -> None:
     publish_object(gcs_versions, "failing", FailingModel(), iris_artifact, tmp_path)
     gcs_versions.publish(iris_artifact, "v3")  # the current model again: a candidate that passes
-    with monitored_service(
-        gcs_emulator,
-        iris_artifact,
-        tmp_path,
-        tmp_path / "mirror",
-        uri=gcs_versions.uri,
-        MODEL_REFRESH_SECONDS="0.5",
-    ) as (running, mirror):
+    with following(gcs_versions, gcs_emulator, iris_artifact, tmp_path) as (running, mirror):
         prometheus = f"http://{mirror.prometheus}"
 
         def auto() -> subprocess.CompletedProcess[str]:
@@ -614,14 +618,7 @@ def test_a_rollout_is_judged_on_its_own_requests_counted_exactly(
     tmp_path: Path,
 ) -> None:
     new = gcs_versions.publish(forest_artifact, "2.0-rc.1")  # a dot and a dash, as ids have
-    with monitored_service(
-        gcs_emulator,
-        iris_artifact,
-        tmp_path,
-        tmp_path / "mirror",
-        uri=gcs_versions.uri,
-        MODEL_REFRESH_SECONDS="0.5",
-    ) as (running, mirror):
+    with following(gcs_versions, gcs_emulator, iris_artifact, tmp_path) as (running, mirror):
 
         def send(n: int) -> Counter[str]:
             answered: Counter[str] = Counter()
