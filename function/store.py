@@ -28,7 +28,7 @@ import fcntl
 import json
 import os
 import re
-import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,9 +53,6 @@ from function.errors import (
 )
 
 CURRENT_FILE = "current.json"
-_UMASK = os.umask(0o022)  # read once, at import (the call sets it: set it back at once)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
 HISTORY_LIMIT = 50
 # \A and \Z, not ^ and $: "$" also matches before a final newline, so "abc\n" would pass.
 VERSION_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -127,10 +124,10 @@ class FileBackend:
 
     @contextlib.contextmanager
     def _staged(self, path: Path, data: bytes) -> Iterator[str]:
-        fd, staged = tempfile.mkstemp(dir=path.parent, prefix=".staged-")
-        # mkstemp makes 0600; a published file gets the mode open() would give it, so a service
-        # running as another user (the image's) can read a store its publisher mounts for it.
-        os.fchmod(fd, FILE_MODE)
+        # Created as open() creates a file (0666 less the umask), not mkstemp's 0600: a service
+        # running as another user (the image's) reads a store its publisher mounts for it.
+        staged = str(path.parent / f".staged-{uuid.uuid4().hex}")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
