@@ -17,6 +17,7 @@ from werkzeug import exceptions as wz
 from werkzeug.routing import Map, MapAdapter, Rule
 
 from function import metrics_port, oip, pages
+from function.auth import presented_key
 from function.body import read_bytes, read_json
 from function.config import Config, load_config
 from function.deadline import DeadlineExceeded
@@ -48,6 +49,7 @@ SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000",  # served over HTTPS on Cloud Run
 }
 CORS_HEADERS = f"Authorization, Content-Type, X-API-Key, {CLIENT_HEADER}"
+NOT_READY = "not ready to serve; a caller with an API key is told why"
 VERSION_HEADER = "X-Model-Version"  # on every prediction: the version that answered
 
 Handler = Callable[[Service, Request, dict[str, str]], Any]
@@ -101,8 +103,9 @@ def _health(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 
 def _ready(service: Service, request: Request, args: dict[str, str]) -> Any:
-    model = _ready_model(service)
-    return {"status": "ready", "model": {"name": model.name, "version": model.version}}
+    model = _readiness(service, request)
+    named = {"model": {"name": model.name, "version": model.version}} if model else {}
+    return {"status": "ready", **named}
 
 
 def _metrics(service: Service, request: Request, args: dict[str, str]) -> Any:
@@ -124,7 +127,7 @@ def _v2_live(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 
 def _v2_ready(service: Service, request: Request, args: dict[str, str]) -> Any:
-    _ready_model(service)
+    _readiness(service, request)
     return {"ready": True}
 
 
@@ -135,12 +138,13 @@ def _v2_server(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 def _v2_model(service: Service, request: Request, args: dict[str, str]) -> Any:
     service.authorize(request.headers, request.remote_addr)
-    model = oip.select(service.require_model(), args["name"], args.get("version"))
-    return oip.model_metadata(model)
+    return oip.model_metadata(service.named(args["name"], args.get("version")))
 
 
 def _v2_model_ready(service: Service, request: Request, args: dict[str, str]) -> Any:
-    model = oip.select(_ready_model(service), args["name"], args.get("version"))
+    service.authorize(request.headers, request.remote_addr)  # it confirms names and versions
+    _readiness(service, request)
+    model = service.named(args["name"], args.get("version"))
     return {"name": model.name, "ready": True}
 
 
@@ -167,7 +171,7 @@ def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 
 def _vertex_health(service: Service, request: Request, args: dict[str, str]) -> Any:
-    _ready_model(service)  # Vertex sends traffic only once this answers 200
+    _readiness(service, request)  # Vertex sends traffic only once this answers 200
     return {"status": "ready"}
 
 
@@ -215,11 +219,18 @@ def _answered(body: Any, model: LoadedModel) -> Response:
     return response
 
 
-def _ready_model(service: Service) -> LoadedModel:
+def _readiness(service: Service, request: Request) -> LoadedModel | None:
+    """Raise 503 unless the instance can serve. Only a caller with a valid key learns why not, or
+    which model is served (returned; None to anyone else): probes send no key, and the reason
+    names the store. A wrong key is refused as on any keyed route (and throttled)."""
+    keyed = not service.config.auth_enabled or presented_key(request.headers) is not None
+    if keyed:
+        service.authorize(request.headers, request.remote_addr)
     reason = service.readiness()
     if reason:
-        raise NotReady(reason)
-    return service.require_model()
+        raise NotReady(reason if keyed else NOT_READY)
+    model = service.require_model()
+    return model if keyed else None
 
 
 def _count(service: Service, model: LoadedModel, instances: Instances, labels: list[Any]) -> None:

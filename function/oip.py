@@ -22,9 +22,9 @@ import numpy as np
 
 from function.artifact import LABEL_TYPES
 from function.body import parse_json
-from function.errors import BadRequest, InvalidInput, ModelrunError, NotFound, PayloadTooLarge
+from function.errors import BadRequest, InvalidInput, ModelrunError, NotFound
 from function.model import LoadedModel
-from function.predict import Instances, Prediction, are_rows, rows_to_input
+from function.predict import Instances, Prediction, are_rows, rows_to_input, too_many_rows
 from function.schema import Feature, Schema
 
 SERVER = {"name": "modelrun", "version": "1.0.0", "extensions": ["binary_tensor_data"]}
@@ -395,9 +395,7 @@ def _check_row_count(rows: int, max_instances: int, field: str) -> None:
     if rows < 1:
         raise InvalidInput("must hold at least one row", field=field)
     if rows > max_instances:
-        raise PayloadTooLarge(
-            f"{rows} rows exceed the limit of {max_instances} per request", field=field
-        )
+        raise InvalidInput(too_many_rows(rows, max_instances), field=field)
 
 
 def _require_ints(values: list[Any], datatype: str, field: str, nullable: bool = False) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from function.artifact import ARGMAX_CLASSIFIERS
 from function.batching import Run
-from function.errors import InvalidInput, PayloadTooLarge
+from function.errors import InvalidInput
 from function.model import LoadedModel
 from function.schema import MAX_ABS_VALUE, Schema, kind, number_or_missing, show
 
@@ -32,6 +32,13 @@ class Instances:
         return self.where.format(i) or None
 
 
+def too_many_rows(rows: int, max_instances: int) -> str:
+    """More rows than a request may carry: like any value outside the published schema (its
+    maxItems), a 422 (400 in the Open Inference Protocol). 413 is for bodies over the byte limit,
+    refused before they are read."""
+    return f"{rows} rows exceed the limit of {max_instances} per request"
+
+
 def parse_instances(body: Any, schema: Schema, max_instances: int) -> Instances:
     """Accept {"instances": [...]}, {"features": [...]} or one object of named features."""
     if not isinstance(body, dict):
@@ -44,10 +51,7 @@ def parse_instances(body: Any, schema: Schema, max_instances: int) -> Instances:
         if not rows:
             raise InvalidInput("must hold at least one row", field=prefix)
         if len(rows) > max_instances:
-            raise PayloadTooLarge(
-                f"{len(rows)} rows exceed the limit of {max_instances} per request",
-                field=prefix,
-            )
+            raise InvalidInput(too_many_rows(len(rows), max_instances), field=prefix)
         where = "instances[{}]"
     elif "features" in body:
         rows, where = [body["features"]], "features"

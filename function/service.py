@@ -28,6 +28,7 @@ from function.errors import BadRequest, NotFound, NotReady, Unauthorized
 from function.loader import ModelLoader
 from function.metrics_port import serve_metrics
 from function.model import LoadedModel, verified_file
+from function.oip import select
 from function.predict import run_model
 from function.ratelimit import FAILED_KEYS_BURST, FAILED_KEYS_PER_SECOND, TokenBuckets
 from function.rollout import CLIENT_HEADER, MAX_CLIENT_ID
@@ -192,6 +193,15 @@ class Service:
             return model, candidate.shadow if candidate.rollout.shadows() else None
         chosen = version is None and candidate.rollout.answers(client or identity)
         return (candidate.model if chosen else model), None
+
+    def named(self, name: str, version: str | None) -> LoadedModel:
+        """The loaded model an Open Inference Protocol path names: the served version, or a
+        rollout's candidate by its version (the one infer answers with on that path); else 404."""
+        candidate = self.loader.candidate  # read before the model: see ModelLoader
+        model = self.require_model()
+        if candidate is not None and version == candidate.model.version:
+            model = candidate.model
+        return select(model, name, version)
 
     def readiness(self) -> str | None:
         """Return why the instance cannot serve yet, or None when it can."""

@@ -156,7 +156,7 @@ rate limit: {limit} in development (set RATE_LIMIT_PER_SECOND to test one)
 
   open {url}/ in a browser: the prediction page and model card ({url}/docs: the API)
 
-  curl -s {url}/ready
+  curl -s -H 'X-API-Key: {key}' {url}/ready
   curl -s -H 'X-API-Key: {key}' -H 'Content-Type: application/json' \\
        -d '{example_body(model_uri)}' {url}/predict
 

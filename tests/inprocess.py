@@ -44,7 +44,7 @@ def in_process(env: dict[str, str], wait_ready: bool = True) -> Iterator[InProce
             deadline = time.monotonic() + 30
             while client.get("/ready").status_code != 200:
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"not ready: {client.get('/ready').get_json()}")
+                    raise AssertionError(f"not ready: {service.readiness()}")
                 time.sleep(0.02)
         yield InProcess(client, service)
     finally:

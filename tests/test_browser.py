@@ -142,13 +142,15 @@ def test_the_page_loads_without_errors_and_builds_its_form_from_the_schema(
     page: Any, running: Running
 ) -> None:
     page.get(running.url + "/")
-    wait(page, lambda d: "v2" in text(d, "served-model"), "the served model's name")
-    assert text(page, "served-model") == "churn, version v2"  # before any key
+    wait(page, lambda d: "ready" in text(d, "served-model"), "the service's readiness")
+    # Before any key: ready, but not which model (an unkeyed caller is not told)
+    assert text(page, "served-model") == "ready; enter a key to see which model"
     assert not page.find_element(By.ID, "predict-button").is_enabled()
 
     key_field = page.find_element(By.ID, "api-key")
     key_field.send_keys(KEY, Keys.ENTER)  # the keyboard alone
     wait(page, lambda d: d.find_element(By.ID, "predict-button").is_enabled(), "the form")
+    assert text(page, "served-model") == "churn, version v2"
 
     model = running.get("/model", headers=AUTH).json()
     for feature in model["features"]:

@@ -358,10 +358,10 @@ def test_a_tampered_baseline_is_refused_like_a_tampered_model(
     with in_process(env, wait_ready=False) as running:
 
         def detail() -> str:
-            return str(running.client.get("/ready").get_json()["detail"])
+            return str(running.client.get("/ready", headers=AUTH).get_json()["detail"])
 
         wait_until(lambda: "not loaded yet" not in detail(), 30, "the first load to fail")
-        ready = running.client.get("/ready")
+        ready = running.client.get("/ready", headers=AUTH)
     assert ready.status_code == 503
     assert f"{BASELINE_FILE}: sha256 is " in ready.get_json()["detail"]
 

@@ -137,7 +137,7 @@ def test_answers_equal_the_venvs_on_the_same_rows(
     expected = venv_answer(store, name, body)
 
     with serve(image, store, name, tmp_path) as served:
-        state = requests.get(f"{served.url}/ready", timeout=10).json()
+        state = requests.get(f"{served.url}/ready", headers=AUTH, timeout=10).json()
         model = requests.get(f"{served.url}/model", headers=AUTH, timeout=10).json()
         answer = served.post("/predict", body)
 

@@ -14,7 +14,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from function.body import _parse_exactly, parse_json
-from function.errors import BadRequest, InvalidInput, PayloadTooLarge
+from function.errors import BadRequest, InvalidInput
 from function.model import LoadedModel
 from function.predict import Instances, answer, infer, parse_instances
 from function.schema import Schema
@@ -131,11 +131,13 @@ def test_invalid_input_names_the_field(body: Any, field: str | None, detail: str
     assert raised.value.status == 422
 
 
-def test_too_many_rows_is_413() -> None:
-    with pytest.raises(PayloadTooLarge) as raised:
+def test_too_many_rows_is_422_like_any_value_outside_the_schema() -> None:
+    """The row limit is the published schema's maxItems: breaking it is invalid input, as
+    schemathesis's negative-data check expects (413 is for bodies over the byte limit)."""
+    with pytest.raises(InvalidInput) as raised:
         parse_instances({"instances": [ROW] * 11}, SCHEMA, 10)
 
-    assert raised.value.status == 413
+    assert raised.value.status == 422
     assert raised.value.field == "instances"
 
 

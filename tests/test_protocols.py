@@ -54,10 +54,12 @@ def iris_rows() -> np.ndarray:
 def test_health_and_readiness(client: triton.InferenceServerClient) -> None:
     assert client.is_server_live()
     assert client.is_server_ready()
-    assert client.is_model_ready("iris")
-    assert client.is_model_ready("iris", "v1")
-    assert not client.is_model_ready("iris", "v9")
-    assert not client.is_model_ready("other")
+    assert client.is_model_ready("iris", headers=AUTH)
+    assert client.is_model_ready("iris", "v1", headers=AUTH)
+    assert not client.is_model_ready("iris", "v9", headers=AUTH)
+    assert not client.is_model_ready("other", headers=AUTH)
+    # Without a key a model's readiness confirms nothing: not its name, not its versions.
+    assert not client.is_model_ready("iris")
 
 
 def test_server_and_model_metadata(client: triton.InferenceServerClient) -> None:
@@ -221,7 +223,7 @@ def test_vertex_contract_with_only_the_aip_variables(
     assert health.status_code == 200
     assert answer.status_code == 200
     assert answer.json() == {"predictions": estimator.predict(rows).tolist()}
-    assert too_big.status_code == 413
+    assert too_big.status_code == 422
 
 
 def test_the_specialised_document_states_the_tensor_the_server_takes() -> None:
@@ -330,7 +332,7 @@ def test_bad_binary_bodies_are_400s_naming_what_is_wrong(
         ({"datatype": "BYTES", "shape": [262069, 4]}, b"\xff\xff\xff\x7f" + b"\x00" * 28, 400,
          "input-0 takes FP32 or FP64 or INT32 or INT64, got 'BYTES'"),
         # More rows than a request may hold: refused before the bytes are read as numbers
-        ({"datatype": "FP64", "shape": [5000, 4]}, np.zeros(3).tobytes() + b"\x00", 413,
+        ({"datatype": "FP64", "shape": [5000, 4]}, np.zeros(3).tobytes() + b"\x00", 400,
          "5000 rows exceed the limit"),
     ],
 )  # fmt: skip

@@ -86,7 +86,7 @@ def version_of(running: Running) -> str:
 
 
 def ready_reason(running: Running) -> str:
-    response = running.get("/ready")
+    response = running.get("/ready", headers=AUTH)
     return "" if response.status_code == 200 else str(response.json()["detail"])
 
 

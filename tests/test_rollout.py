@@ -378,16 +378,24 @@ def test_an_instance_refuses_a_candidate_that_would_not_fit(
 def test_an_oip_request_naming_a_version_gets_it_during_a_canary(
     folder_store: ModelStore, forest_artifact: Path
 ) -> None:
+    """Every v2 route of a version path agrees: the candidate's metadata and readiness answer
+    where its infer does (they were 404 while infer answered), and another version is 404."""
     with rolling(folder_store, forest_artifact, "canary", 1) as app:
         body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 4],
                             "data": ROWS[0].tolist()}]}  # fmt: skip
         for version in ("v1", "v2"):
-            response = app.client.post(
-                f"/v2/models/iris/versions/{version}/infer", json=body, headers=AUTH
-            )
+            path = f"/v2/models/iris/versions/{version}"
+            response = app.client.post(f"{path}/infer", json=body, headers=AUTH)
+            metadata = app.client.get(path, headers=AUTH)
+            ready = app.client.get(f"{path}/ready", headers=AUTH)
             assert response.status_code == 200, response.get_data(as_text=True)
             assert response.get_json()["model_version"] == version
             assert response.headers["X-Model-Version"] == version
+            assert metadata.status_code == ready.status_code == 200, metadata.get_data(as_text=True)
+            assert metadata.get_json()["versions"] == [version]
+        for route in ("", "/ready"):
+            other = app.client.get(f"/v2/models/iris/versions/v3{route}", headers=AUTH)
+            assert other.status_code == 404
 
 
 # --- on real processes against the GCS emulator ------------------------------------------

@@ -173,7 +173,8 @@ def test_make_serve_serves_the_users_own_model_with_a_curl_line_that_works(
                      "--out", str(tmp_path / "art")]) == 0  # fmt: skip
     assert training(["publish", "--store", store, str(tmp_path / "art"), "--promote"]) == 0
     with make_serve(tmp_path, free_port(), STORE=store, MODEL="diabetes") as (_, printed, _):
-        curl = printed.split("  curl -s -H", 1)[1].split("\n\n", 1)[0]
+        lines = printed.split("  curl -s -H")[1:]  # /ready's, then /predict's
+        curl = next(c for c in lines if "/predict" in c).split("\n\n", 1)[0]
         answer = subprocess.run(
             ["bash", "-c", "curl -s -H" + curl.replace("\\\n", " ")],
             capture_output=True, text=True, timeout=30,

@@ -144,7 +144,9 @@ def test_model_metadata(service: Running, iris_artifact: Path) -> None:
 
 def test_probes_need_no_key(service: Running) -> None:
     assert service.get("/health").json() == {"status": "ok"}
-    assert service.get("/ready").json() == {
+    assert service.get("/ready").json() == {"status": "ready"}  # no name without a key
+    assert service.get("/ready", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert service.get("/ready", headers=AUTH).json() == {
         "status": "ready",
         "model": {"name": "iris", "version": "v1"},
     }
@@ -189,7 +191,7 @@ ERRORS: list[tuple[str, str, dict[str, str], Any, int, str | None]] = [
     ("POST", "/predict", AUTH, b"", 400, None),
     ("POST", "/predict", AUTH, b'{"instances": [[1,2,3,4]], "instances": []}', 400, None),
     ("POST", "/predict", {**AUTH, "Content-Type": "text/plain"}, b"{}", 415, None),
-    ("POST", "/predict", AUTH, {"instances": [ROW] * 201}, 413, "instances"),
+    ("POST", "/predict", AUTH, {"instances": [ROW] * 201}, 422, "instances"),
     ("POST", "/predict", AUTH, b'{"pad": "' + b"x" * 70_000 + b'"}', 413, None),
     ("POST", "/predict", AUTH, {"instances": [[1, 2, 3]]}, 422, "instances[0]"),
     ("POST", "/predict", AUTH, {"instances": [ROW, [1, 2, "abc", 4]]}, 422, "instances[1][2]"),
@@ -287,11 +289,17 @@ def test_pinned_version_is_served_rather_than_current(
 
 def assert_never_serves(running: Running, reason: str) -> None:
     """Not ready, with the reason, and no prediction, for as long as we watch."""
-    wait_until(lambda: reason in running.get("/ready").text, 15, f"/ready to say {reason!r}")
+    wait_until(
+        lambda: reason in running.get("/ready", headers=AUTH).text, 15, f"/ready to say {reason!r}"
+    )
     for _ in range(3):
-        ready = running.get("/ready")
+        ready = running.get("/ready", headers=AUTH)
+        unkeyed = [running.get(path) for path in ("/ready", "/v2/health/ready")]
         assert ready.status_code == 503
         assert reason in ready.json()["detail"]
+        for probe in unkeyed:  # a caller without a key learns "not ready", not the store or why
+            assert probe.status_code == 503
+            assert reason not in probe.text and "://" not in probe.text, probe.text
         assert running.post("/predict", json={"features": ROW}, headers=AUTH).status_code == 503
         time.sleep(0.3)
 
@@ -426,7 +434,7 @@ def test_unreachable_secret_manager_fails_closed(
     secret_manager.stop()  # nothing answers at that address
 
     with run_service(env, tmp_path, wait_ready=False) as running:
-        wait_until(lambda: "API keys" in running.get("/ready").text, 15, "the reason")
+        wait_until(lambda: "API keys" in running.get("/ready", headers=AUTH).text, 15, "the reason")
         assert running.get("/ready").status_code == 503
         assert status_with(running, KEY) == 503
         assert status_with(running, "") == 503

@@ -61,12 +61,13 @@ function percent(p) {
 // --- the served model, the key -------------------------------------------------------------
 
 async function showServed() {
-  // /ready needs no key: the name and version show before one is entered.
+  // /ready needs no key, and names the model only to a caller with one: before a key is
+  // entered the page says whether the service is ready; the model's name comes with the key.
   try {
     const response = await fetch("/ready", { cache: "no-store" });
     const body = await response.json();
     $("served-model").textContent = response.ok
-      ? `${body.model.name}, version ${body.model.version}`
+      ? "ready; enter a key to see which model"
       : `not ready: ${body.detail}`;
   } catch (error) {
     $("served-model").textContent = "the service cannot be reached";
