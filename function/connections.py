@@ -1,0 +1,146 @@
+"""gunicorn's threaded worker, with no thread held by a client that is slow to send.
+
+gunicorn's gthread worker hands a connection to a thread as soon as it has a byte to read; the
+thread then blocks until the request head is whole, and reads the body without a timeout. 41
+connections with half-sent headers held every thread of a 40-thread worker, and /health
+answered no one. Here:
+
+- the worker's own loop (one thread, a selector) gathers each request head without blocking;
+  the connection reaches a thread only once its head is whole, so parked connections cost a
+  socket and their bytes, not a thread. A head not whole within HEAD_SECONDS is dropped; one over
+  HEAD_BYTES is answered 431 (414 when its first line alone is over the limit) by the loop;
+- a thread reading a body (or writing an answer) waits at most READ_SECONDS for the client;
+- a request whose body the application did not read to its end closes its connection
+  (`Connection: close`): gunicorn would otherwise read on (64 KiB, or 5 s, at most) to keep the
+  connection, and the application refuses bodies it will not read (function/app.py).
+
+HTTP/1 in the clear only (what Cloud Run and Vertex AI send a container): no TLS, no HTTP/2.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from functools import partial
+from typing import Any
+
+from gunicorn import util
+from gunicorn.http.body import ChunkedReader, LengthReader
+from gunicorn.http.message import Request as GunicornRequest
+from gunicorn.http.parser import RequestParser
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
+
+HEAD_SECONDS = 10.0  # to send a whole request head, from its first byte (or the connection)
+HEAD_BYTES = 32 * 1024  # a whole request head at most (nginx's default: 4 buffers of 8 KiB)
+READ_SECONDS = 10.0  # the longest a thread waits on one read of a body, or one write
+END_OF_HEAD = b"\r\n\r\n"
+
+
+class Request(GunicornRequest):  # type: ignore[misc]
+    def should_close(self) -> bool:
+        """Close the connection too when the application answered without reading the body."""
+        return bool(super().should_close()) or not body_read(self.body)
+
+
+class Parser(RequestParser):  # type: ignore[misc]
+    mesg_class = Request
+
+
+def body_read(body: Any) -> bool:
+    """Whether a request's body has been received to its end (read, or buffered)."""
+    reader = getattr(body, "reader", None)
+    if isinstance(reader, LengthReader):
+        return bool(reader.length == 0)
+    if isinstance(reader, ChunkedReader):
+        return reader.parser is None  # the last chunk was read
+    return True  # no length and not chunked: a request has no body (RFC 9112 section 6.3)
+
+
+class Worker(ThreadWorker):  # type: ignore[misc]
+    """gthread, whose connections wait for their whole head in the worker's selector."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.heads: dict[TConn, tuple[bytearray, float]] = {}  # parked: bytes so far, deadline
+
+    def enqueue_req(self, conn: TConn) -> None:
+        """Hand the connection to a thread if its next head is whole; else park it."""
+        held = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
+        conn.sock.setblocking(False)
+        self.heads[conn] = (bytearray(held), time.monotonic() + HEAD_SECONDS)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_head_readable, conn))
+        self.on_head_readable(conn, conn.sock)  # bytes may be there already (a kept-alive one)
+
+    def on_head_readable(self, conn: TConn, sock: socket.socket) -> None:
+        head, _ = self.heads[conn]
+        try:
+            data = sock.recv(HEAD_BYTES + 1 - len(head))
+        except BlockingIOError:  # nothing yet (a pipelined head may be held already)
+            data = None
+        except OSError:
+            data = b""
+        if data == b"":  # the client left
+            self._unpark(conn)
+            self._close(conn)
+            return
+        head += data or b""
+        if END_OF_HEAD in head:  # whole: a thread parses it, with gunicorn's limits
+            self._unpark(conn)
+            if conn.parser is None:
+                conn.parser = Parser(self.cfg, conn.sock, conn.client)
+            conn.parser.unreader.unread(bytes(head))
+            conn.data_ready = True  # else gthread waits on a thread for a first byte
+            super().enqueue_req(conn)
+            return
+        refusal = _refusal(head, self.cfg.limit_request_line)
+        if refusal is not None:  # it can never be whole within the limits
+            self._unpark(conn)
+            util.write_error(sock, *refusal)  # a few hundred bytes: never blocks
+            _discard_received(sock)
+            self._close(conn)
+
+    def murder_pending(self) -> None:
+        """Drop the connections whose head is overdue (sooner once the worker stops, as gunicorn
+        does with idle kept-alive ones)."""
+        super().murder_pending()
+        now = time.monotonic()
+        if not self.alive:
+            now += HEAD_SECONDS - STOP_KEEPALIVE_LINGER  # parked for that long: dropped
+        for conn in [c for c, (_, deadline) in self.heads.items() if deadline <= now]:
+            self._unpark(conn)
+            self._close(conn)
+
+    def handle_request(self, req: Any, conn: TConn) -> Any:
+        conn.sock.settimeout(READ_SECONDS)  # the body's reads and the answer's writes
+        return super().handle_request(req, conn)
+
+    def _unpark(self, conn: TConn) -> None:
+        del self.heads[conn]
+        self.poller.unregister(conn.sock)
+
+    def _close(self, conn: TConn) -> None:
+        self.nr_conns -= 1
+        conn.close()
+
+
+def _refusal(head: bytearray, line_limit: int) -> tuple[int, str, str] | None:
+    """gunicorn's answer (status, reason, message) to a head that cannot be whole within limits,
+    or None. Never the head itself: it is not echoed, in the answer or a log."""
+    line_end = head.find(b"\r\n", 0, line_limit + 2)
+    if line_end < 0 and len(head) > line_limit + 1:
+        return 414, "URI Too Long", f"Request Line is too large (> {line_limit})"
+    if len(head) > HEAD_BYTES:
+        return 431, "Request Header Fields Too Large", f"the request head is over {HEAD_BYTES} bytes"
+    return None
+
+
+def _discard_received(sock: socket.socket) -> None:
+    """Read away what the client has sent already (64 KiB at most, without waiting): closing a
+    socket with unread bytes resets the connection, and the client may lose the answer."""
+    for _ in range(4):
+        try:
+            if not sock.recv(16 * 1024):
+                return
+        except OSError:  # BlockingIOError: nothing more for now
+            return
