@@ -131,7 +131,11 @@ def _refusal(head: bytearray, line_limit: int) -> tuple[int, str, str] | None:
     if line_end < 0 and len(head) > line_limit + 1:
         return 414, "URI Too Long", f"Request Line is too large (> {line_limit})"
     if len(head) > HEAD_BYTES:
-        return 431, "Request Header Fields Too Large", f"the request head is over {HEAD_BYTES} bytes"
+        return (
+            431,
+            "Request Header Fields Too Large",
+            f"the request head is over {HEAD_BYTES} bytes",
+        )
     return None
 
 

@@ -161,12 +161,3 @@ def half_sent_heads(port: int, count: int) -> list[socket.socket]:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: attack\r\nX-Slow: ")
         held.append(sock)
     return held
-
-
-def worker_rss(pid: int) -> int:
-    """A process's resident memory in bytes, from /proc."""
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
-

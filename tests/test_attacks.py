@@ -2,8 +2,9 @@
 started as the image starts it, through a raw socket (tests/attacks.py).
 
 No attack's request is ever whole, so an answer at all says the server did not wait to read it
-whole; each row asserts its status and that the connection closed after it; the app's answers keep their problem+json and
-security headers. The bounds under load (memory, others' latency) are `make attack`'s.
+whole; each row asserts its status and that the connection closed after it; the app's answers
+keep their problem+json and security headers. The bounds under load (memory, others' latency)
+are `make attack`'s.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from function.store import ModelStore
-from tests.attacks import ATTACKS, LIMIT, Attack, half_sent_heads, post, send, worker_rss
+from tests.attacks import ATTACKS, JSON, KEYED, LIMIT, Attack, half_sent_heads, post, send
 from tests.conftest import KEY, Running, descendants, run_service
+from tests.perf.soak import rss_mb
 
 THREADS = 4  # run_service's: the slowloris below holds more connections than that
 MiB = 1024 * 1024
@@ -61,13 +63,13 @@ def test_no_request_line_is_echoed_in_a_log_line(attacked: Running) -> None:
 
 def test_bodies_refused_unread_cost_the_worker_no_memory(attacked: Running) -> None:
     (worker,) = descendants(attacked.process.pid)
-    before = worker_rss(worker)
-    claim = post("/predict", b"Content-Type: application/json\r\n", b"Content-Length: 200000000\r\n\r\n")  # noqa: E501
+    before = rss_mb(worker)
+    claim = post("/predict", JSON, b"Content-Length: 200000000\r\n\r\n")
 
     for _ in range(6):  # issue 35: six of these took a worker from 88 to 1,117 MiB
         assert send(port(attacked), claim, b"x" * (32 * MiB)).status == 401
 
-    assert worker_rss(worker) - before < 32 * MiB
+    assert rss_mb(worker) - before < 32
 
 
 def test_half_sent_heads_hold_no_thread(attacked: Running) -> None:
@@ -76,8 +78,8 @@ def test_half_sent_heads_hold_no_thread(attacked: Running) -> None:
         answer = send(port(attacked), b"GET /health HTTP/1.1\r\nHost: probe\r\n\r\n", guard=5)
         keyed = send(
             port(attacked),
-            post("/predict", b"Content-Type: application/json\r\n", f"X-API-Key: {KEY}\r\n".encode(),
-                 b"Content-Length: 34\r\n\r\n", b'{"features": [5.1, 3.5, 1.4, 0.2]}'),
+            post("/predict", JSON, KEYED, b"Content-Length: 34\r\n\r\n",
+                 b'{"features": [5.1, 3.5, 1.4, 0.2]}'),
             guard=5,
         )  # fmt: skip
     finally:
