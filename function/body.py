@@ -38,7 +38,7 @@ def read_bytes(request: Request, max_bytes: int) -> bytes:
         )
     try:
         data = request.stream.read(max_bytes + 1)  # also bounds chunked bodies with no length
-    except TimeoutError as e:  # the worker's read timeout: the client stopped sending
+    except (TimeoutError, BlockingIOError) as e:  # the worker's read timeout: the client stalled
         raise BodyTimeout("the body stopped arriving before its end; send it whole") from e
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"the body exceeds the limit of {max_bytes} bytes")

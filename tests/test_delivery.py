@@ -299,7 +299,7 @@ def test_dockerfile_command_is_what_the_service_tests_run() -> None:
 def test_a_typo_in_the_dockerfile_command_fails_here(tmp_path: Path) -> None:
     broken = tmp_path / "Dockerfile"
     broken.write_text(
-        container.DOCKERFILE.read_text().replace("--target handle ", "--target handel ")
+        container.DOCKERFILE.read_text().replace("-m function.server ", "-m function.sever ")
     )
 
     with (
