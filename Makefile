@@ -107,8 +107,8 @@ batch: install artifacts/iris/baseline.json  ## a batch job as N local processes
 soak: install  ## a bounded soak (REQUESTS=100000): errors, latency, RSS growth
 	$(PY) -m tests.perf.soak --requests $(or $(REQUESTS),100000)
 
-attack: install  ## issue 35's attacks while clients predict: worker RSS and others' p99 (REQUESTS=20000)
-	$(PY) -m tests.perf.attack --requests $(or $(REQUESTS),20000)
+attack: install  ## issue 35's attacks while clients predict: worker RSS and others' p99 (REQUESTS=10000)
+	$(PY) -m tests.perf.attack --requests $(or $(REQUESTS),10000)
 
 bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs wrk (apt); then bench-batch
 	$(PY) -m tests.perf.bench $(if $(QUICK),--quick,)

@@ -9,6 +9,7 @@ are `make attack`'s.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +89,23 @@ def test_half_sent_heads_hold_no_thread(attacked: Running) -> None:
 
     assert answer.status == 200 and not answer.closed
     assert keyed.status == 200, keyed.body
+
+
+def test_refused_clients_that_keep_their_sockets_hold_nothing(attacked: Running) -> None:
+    # gunicorn waits, in the worker's one loop, up to 2 s for each closed connection's client
+    # to close too: ten such clients kept /health from answering for 20 s.
+    held = []
+    for _ in range(10):
+        sock = socket.create_connection(("127.0.0.1", port(attacked)), timeout=10)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: attack\r\nContent-Length: 10\r\n\r\n")
+        held.append(sock)  # answered 413 and closed by the server; never read, never closed
+    try:
+        answer = send(port(attacked), b"GET /health HTTP/1.1\r\nHost: probe\r\n\r\n", guard=5)
+    finally:
+        for sock in held:
+            sock.close()
+
+    assert answer.status == 200
 
 
 def test_still_healthy_after_the_attacks(attacked: Running) -> None:

@@ -1,7 +1,7 @@
 """`make attack`: issue 35's HTTP attacks while normal clients predict, against the service
 started as the container starts it (one worker, the image's 40 threads).
 
-    make attack                # REQUESTS=20000 normal predictions before, and again during
+    make attack                # REQUESTS=10000 normal predictions before, and again during
 
 Reports the worker's RSS before and at its peak during the attacks (goal: within 64 MiB), the
 normal clients' p99 before and during (goal: within 2x), their unexpected answers (goal: none),
@@ -70,7 +70,7 @@ def watch(pid: int, stop: EventLike, peak: list[float]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=int(os.environ.get("REQUESTS", 20_000)))
+    parser.add_argument("--requests", type=int, default=int(os.environ.get("REQUESTS", 10_000)))
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory() as tmp,
