@@ -2,6 +2,7 @@
 started as the container starts it (one worker, the image's 40 threads).
 
     make attack                # REQUESTS=10000 normal predictions before, and again during
+    python -m tests.perf.attack --attackers 1
 
 Reports the worker's RSS before and at its peak during the attacks (goal: within 64 MiB), the
 normal clients' p99 before and during (goal: within 2x), their unexpected answers (goal: none),
@@ -31,7 +32,7 @@ from tests.conftest import KEY as ATTACK_KEY
 from tests.perf.soak import KEY, rss_mb, run, served, worker_pid
 
 CLIENTS = 4  # normal clients, each on a kept-alive connection
-ATTACKERS = 4
+ATTACKERS = 4  # at once, as issue 35's four 8 MiB request lines
 SLOW = 200  # half-sent heads held through the attack: 5x the image's 40 threads
 STALLED = post("/predict", JSON, KEYED, b"Content-Length: 100\r\n\r\n")
 
@@ -40,8 +41,10 @@ def p99(latencies: list[float]) -> float:
     return statistics.quantiles(sorted(latencies), n=100)[98] * 1000
 
 
-def attack(port: int, stop: EventLike, results: Queue[dict[str, dict[str, int]]]) -> None:
-    """Send the table's attacks in turn on ATTACKERS threads until stopped; put the answers'
+def attack(
+    port: int, attackers: int, stop: EventLike, results: Queue[dict[str, dict[str, int]]]
+) -> None:
+    """Send the table's attacks in turn on `attackers` threads until stopped; put the answers'
     counts on the queue. Run in a process of its own: the attackers' Python must not share
     the normal clients' GIL, or their p99 would measure this process, not the service."""
     answers: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -55,7 +58,7 @@ def attack(port: int, stop: EventLike, results: Queue[dict[str, dict[str, int]]]
                     status = type(e).__name__
                 answers[item.name][status] += 1
 
-    threads = [threading.Thread(target=loop) for _ in range(ATTACKERS)]
+    threads = [threading.Thread(target=loop) for _ in range(attackers)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -71,6 +74,7 @@ def watch(pid: int, stop: EventLike, peak: list[float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=int(os.environ.get("REQUESTS", 10_000)))
+    parser.add_argument("--attackers", type=int, default=ATTACKERS, help="attacking threads")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -86,7 +90,9 @@ def main() -> None:
 
         stop = multiprocessing.Event()
         results: Queue[dict[str, dict[str, int]]] = multiprocessing.Queue()
-        attackers = multiprocessing.Process(target=attack, args=(port, stop, results))
+        attackers = multiprocessing.Process(
+            target=attack, args=(port, args.attackers, stop, results)
+        )
         peak = [rss_mb(pid)]
         held = half_sent_heads(port, SLOW)
         started = time.monotonic()
@@ -100,6 +106,7 @@ def main() -> None:
             thread.start()
         during, during_errors, during_seconds = run(port, args.requests, CLIENTS)
         stop.set()
+        seconds = time.monotonic() - started
         answers = results.get()
         attackers.join()
         for thread in threads:
@@ -110,7 +117,8 @@ def main() -> None:
     result = {
         "normal_requests": args.requests,
         "normal_clients": CLIENTS,
-        "attack_seconds": round(time.monotonic() - started, 1),
+        "attacking_threads": args.attackers,
+        "attack_seconds": round(seconds, 1),
         "worker_rss_mb": {
             "before": round(rss_before, 1),
             "peak_during": round(max(peak), 1),
@@ -129,6 +137,7 @@ def main() -> None:
         },
         "normal_unexpected": len(before_errors) + len(during_errors),
         "first_errors": (before_errors + during_errors)[:5],
+        "attacks_per_second": round(sum(sum(c.values()) for c in answers.values()) / seconds, 1),
         "attacks": answers | {"a keyed body that stalls": {str(s): 1 for s in stalled}},
         "expected": {a.name: a.status for a in ATTACKS} | {"a keyed body that stalls": 408},
         "half_sent_heads_held": SLOW,
