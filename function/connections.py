@@ -40,13 +40,13 @@ LINGER_SECONDS, LINGER_BYTES = 2.0, 64 * 1024  # gunicorn's close_graceful: unti
 END_OF_HEAD = b"\r\n\r\n"
 
 
-class Request(GunicornRequest):  # type: ignore[misc]
+class Request(GunicornRequest):
     def should_close(self) -> bool:
         """Close the connection too when the application answered without reading the body."""
         return bool(super().should_close()) or not body_read(self.body)
 
 
-class Parser(RequestParser):  # type: ignore[misc]
+class Parser(RequestParser):
     mesg_class = Request
 
 
@@ -60,7 +60,7 @@ def body_read(body: Any) -> bool:
     return True  # no length and not chunked: a request has no body (RFC 9112 section 6.3)
 
 
-class Worker(ThreadWorker):  # type: ignore[misc]
+class Worker(ThreadWorker):
     """gthread, whose connections wait for their whole head in the worker's selector."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

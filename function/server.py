@@ -18,6 +18,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from flask import Flask
+
 MAIN = Path(__file__).resolve().parent / "main.py"
 # Over these gunicorn answers 414 (the request line) or 431 (one header, or too many); the
 # worker answers 431 for a head over connections.HEAD_BYTES in all. 8190 is gunicorn's ceiling.
@@ -40,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     GunicornApplication(app, args.host, args.port, False, **LIMITS).run()
 
 
-def create_app():  # type: ignore[no-untyped-def]
+def create_app() -> Flask:
     """functions-framework's Flask app for main.handle, without its whole-body read."""
     import functions_framework
 
