@@ -16,6 +16,7 @@ answered no one. Here:
 - a connection is closed from the selector, never waited on in the worker's loop.
 
 HTTP/1 in the clear only (what Cloud Run and Vertex AI send a container): no TLS, no HTTP/2.
+Written against gthread as gunicorn 27.0.1 has it (function/requirements.txt pins it).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from gunicorn.http.message import Request as GunicornRequest
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
-HEAD_SECONDS = 10.0  # to send a whole request head, from its first byte (or the connection)
+HEAD_SECONDS = 10.0  # to send a whole head, from the connection (kept alive: its next byte)
 HEAD_BYTES = 32 * 1024  # a whole request head at most (nginx's default: 4 buffers of 8 KiB)
 READ_SECONDS = 10.0  # the longest a thread waits on one read of a body, or one write
 LINGER_SECONDS, LINGER_BYTES = 2.0, 64 * 1024  # gunicorn's close_graceful: until the client closes
@@ -146,14 +147,13 @@ class Worker(ThreadWorker):
             self._close(conn)
 
     def murder_pending(self) -> None:
-        """Drop the connections whose head is overdue (sooner once the worker stops, as gunicorn
-        does with idle kept-alive ones)."""
+        """Drop the connections whose head or close is overdue (a head after 2 s once the worker
+        stops, as gunicorn does with idle kept-alive connections)."""
         super().murder_pending()
         now = time.monotonic()
-        if not self.alive:
-            now += HEAD_SECONDS - STOP_KEEPALIVE_LINGER  # parked for that long: dropped
-        for waiting in (self.heads, self.lingering):
-            for conn in [c for c, (_, deadline) in waiting.items() if deadline <= now]:
+        stopping = 0.0 if self.alive else HEAD_SECONDS - STOP_KEEPALIVE_LINGER
+        for waiting, ahead in ((self.heads, stopping), (self.lingering, 0.0)):
+            for conn in [c for c, (_, deadline) in waiting.items() if deadline <= now + ahead]:
                 del waiting[conn]
                 self.poller.unregister(conn.sock)
                 self._close(conn)
