@@ -88,7 +88,7 @@ def test_half_sent_heads_hold_no_thread(attacked: Running) -> None:
             sock.close()
 
     assert answer.status == 200 and not answer.closed
-    assert keyed.status == 200, keyed.body
+    assert keyed.status == 200 and not keyed.closed, keyed.body  # a body read whole: kept alive
 
 
 def test_refused_clients_that_keep_their_sockets_hold_nothing(attacked: Running) -> None:
@@ -106,6 +106,24 @@ def test_refused_clients_that_keep_their_sockets_hold_nothing(attacked: Running)
             sock.close()
 
     assert answer.status == 200
+
+
+def test_pipelined_requests_on_a_kept_alive_connection_are_all_answered(
+    attacked: Running,
+) -> None:
+    # The worker gathers each head itself: one that came with the previous request must not wait
+    # for the socket to become readable again.
+    row = b'{"features": [5.1, 3.5, 1.4, 0.2]}'
+    predict = post("/predict", JSON, KEYED, b"Content-Length: %d\r\n\r\n%s" % (len(row), row))
+    with socket.create_connection(("127.0.0.1", port(attacked)), timeout=10) as sock:
+        sock.sendall(predict + predict + b"GET /health HTTP/1.1\r\nHost: attack\r\n\r\n")
+        received = b""
+        while received.count(b"HTTP/1.1 ") < 3 or not received.endswith(b"}"):
+            chunk = sock.recv(65_536)
+            assert chunk, received
+            received += chunk
+
+    assert received.count(b"HTTP/1.1 200 OK") == 3
 
 
 def test_still_healthy_after_the_attacks(attacked: Running) -> None:
