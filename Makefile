@@ -16,7 +16,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
 	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
 
-.PHONY: install install-serve serve test image test-image lint format train repro local tracking monitor batch soak bench bench-batch bench-train screenshots clean clean-store
+.PHONY: install install-serve serve test image test-image lint format train repro local tracking monitor batch soak attack bench bench-batch bench-train screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
 install-serve: $(SERVE_INSTALLED)  ## serving and training only
@@ -106,6 +106,9 @@ batch: install artifacts/iris/baseline.json  ## a batch job as N local processes
 
 soak: install  ## a bounded soak (REQUESTS=100000): errors, latency, RSS growth
 	$(PY) -m tests.perf.soak --requests $(or $(REQUESTS),100000)
+
+attack: install  ## issue 35's attacks while clients predict: worker RSS and others' p99 (REQUESTS=10000)
+	$(PY) -m tests.perf.attack --requests $(or $(REQUESTS),10000)
 
 bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs wrk (apt); then bench-batch
 	$(PY) -m tests.perf.bench $(if $(QUICK),--quick,)

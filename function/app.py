@@ -28,6 +28,7 @@ from function.errors import (
     ModelrunError,
     NotFound,
     NotReady,
+    PayloadTooLarge,
     RequestTimeout,
     Unauthorized,
 )
@@ -374,8 +375,16 @@ def dispatch(
     exchange.endpoint, exchange.rule = str(rule.endpoint), rule.rule
     route = table[exchange.endpoint]
     exchange.protocol = route.protocol
+    if route.method != "POST" and has_body(request):  # refused unread (function/connections.py)
+        raise PayloadTooLarge(f"{request.method} {request.path} takes no request body")
     result = route.handler(service, request, dict(args))
     return result if isinstance(result, Response) else _json(result, 200)
+
+
+def has_body(request: Request) -> bool:
+    """Whether the request carries a body (a length, or chunks), read or not."""
+    chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    return chunked or bool(request.content_length)
 
 
 def as_error(service: Service, request: Request, error: Exception) -> ModelrunError:

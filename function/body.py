@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from flask import Request
 
-from function.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from function.errors import BadRequest, BodyTimeout, PayloadTooLarge, UnsupportedMediaType
 
 JSON_TYPES = ("application/json",)
 STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string literal, escapes included
@@ -36,7 +36,10 @@ def read_bytes(request: Request, max_bytes: int) -> bytes:
         raise PayloadTooLarge(
             f"the body has {request.content_length} bytes; the limit is {max_bytes}"
         )
-    data = request.stream.read(max_bytes + 1)  # also bounds chunked bodies with no length
+    try:
+        data = request.stream.read(max_bytes + 1)  # also bounds chunked bodies with no length
+    except (TimeoutError, BlockingIOError) as e:  # the worker's read timeout: the client stalled
+        raise BodyTimeout("the body stopped arriving before its end; send it whole") from e
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"the body exceeds the limit of {max_bytes} bytes")
     if not data.strip():

@@ -76,6 +76,12 @@ class PayloadTooLarge(ModelrunError):
     status, title = 413, "Content Too Large"
 
 
+class BodyTimeout(ModelrunError):
+    """The client stopped sending its body (function/connections.py: READ_SECONDS)."""
+
+    status, title = 408, "Request Timeout"
+
+
 class UnsupportedMediaType(ModelrunError):
     status, title = 415, "Unsupported Media Type"
 

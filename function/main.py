@@ -1,6 +1,6 @@
-"""The functions-framework entry point.
+"""The functions-framework entry point, which the image's command loads:
 
-    functions-framework --source function/main.py --target handle
+    python -m function.server   # functions-framework's app for `handle`, under gunicorn
 
 Configuration is read once, here, at start; a bad value stops the process with a message naming it.
 The model and keys load in a background thread of the serving process (see Service.start).

@@ -293,13 +293,13 @@ def test_dockerfile_command_is_what_the_service_tests_run() -> None:
 
     assert container.command() == SERVE_COMMAND
     assert container.command()[:2] == ["sh", "-c"]
-    assert container.command()[2].startswith("exec functions-framework ")
+    assert container.command()[2].startswith("exec python -m function.server ")
 
 
 def test_a_typo_in_the_dockerfile_command_fails_here(tmp_path: Path) -> None:
     broken = tmp_path / "Dockerfile"
     broken.write_text(
-        container.DOCKERFILE.read_text().replace("--target handle ", "--target handel ")
+        container.DOCKERFILE.read_text().replace("-m function.server ", "-m function.sever ")
     )
 
     with (

@@ -11,14 +11,17 @@ so the error path is soaked too. Run on demand, not in `make test`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from function.store import ModelStore
@@ -81,40 +84,48 @@ def run(port: int, total: int, threads: int) -> tuple[list[float], list[str], fl
     return latencies, errors, time.perf_counter() - started
 
 
+@contextlib.contextmanager
+def served(tmp: Path, **settings: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """A trained Iris served as the container serves it, one worker (one process to watch):
+    yield its port and master process once it is ready."""
+    artifact = tmp / "artifact"
+    if training(["train", "--out", str(artifact)]) != 0:
+        raise SystemExit("training failed")
+    store = ModelStore((tmp / "store" / "iris").as_uri())
+    store.promote(store.publish(artifact))
+    port = free_port()
+    env = {
+        **os.environ,
+        **container.environment(),
+        "MODEL_URI": store.uri,
+        "API_KEYS": KEY,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "HOME": str(tmp),
+        "WORKERS": "1",  # one process to watch for growth
+        "LOG_LEVEL": "WARNING",
+        "RATE_LIMIT_PER_SECOND": "0",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **settings,
+    }
+    with process(container.command(), tmp / "service.log", env) as server:
+        wait_for(f"http://127.0.0.1:{port}/ready", timeout=60)
+        yield port, server
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=int(os.environ.get("REQUESTS", 100_000)))
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        artifact = Path(tmp) / "artifact"
-        if training(["train", "--out", str(artifact)]) != 0:
-            raise SystemExit("training failed")
-        store = ModelStore((Path(tmp) / "store" / "iris").as_uri())
-        store.promote(store.publish(artifact))
-        port = free_port()
-        env = {
-            **os.environ,
-            **container.environment(),
-            "MODEL_URI": store.uri,
-            "API_KEYS": KEY,
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "HOME": tmp,
-            "WORKERS": "1",  # one process to watch for growth
-            "LOG_LEVEL": "WARNING",
-            "RATE_LIMIT_PER_SECOND": "0",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        }
-        with process(container.command(), Path(tmp) / "service.log", env) as server:
-            wait_for(f"http://127.0.0.1:{port}/ready", timeout=60)
-            pid = worker_pid(server.pid)
-            warmup = min(5_000, args.requests // 10)
-            run(port, warmup, args.threads)
-            rss_start = rss_mb(pid)
-            latencies, errors, seconds = run(port, args.requests, args.threads)
-            rss_end = rss_mb(pid)
-            alive = server.poll() is None
+    with tempfile.TemporaryDirectory() as tmp, served(Path(tmp)) as (port, server):
+        pid = worker_pid(server.pid)
+        warmup = min(5_000, args.requests // 10)
+        run(port, warmup, args.threads)
+        rss_start = rss_mb(pid)
+        latencies, errors, seconds = run(port, args.requests, args.threads)
+        rss_end = rss_mb(pid)
+        alive = server.poll() is None
     latencies.sort()
     q = statistics.quantiles(latencies, n=100)
     result = {
