@@ -2,7 +2,8 @@
 
 Serves MODEL_URI when it is set; else the model MODEL (default iris) in the store STORE (default
 .modelrun/store), training and publishing Iris first if that is the model asked for and nothing
-is current yet. Makes a development key (kept in .modelrun/dev-api-key), prints how to call the
+is current yet. Makes a development key (kept in .modelrun/dev-api-key), trusts the development
+signing key (.modelrun/dev-signing-key.pem, which publish signs with), prints how to call the
 API with a row of the served model's own, then runs the same functions-framework command the
 container runs, stopping it on Ctrl-C as Cloud Run does, with SIGTERM (`run_server`). A
 port it could not listen on is refused first, in one line, before anything is trained or printed.
@@ -20,6 +21,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
@@ -65,6 +67,14 @@ def example_body(model_uri: str) -> str:
         return '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'  # the service will say what is wrong
     row = metadata.get("input_example") or dict.fromkeys(metadata["feature_names"], 0.0)
     return json.dumps({"instances": [row]})
+
+
+def trusted_key(environ: Mapping[str, str]) -> dict[str, str]:
+    """MODEL_PUBLIC_KEY for a local service: the user's own, else the development signing key's
+    (training/signers.py), which `modelrun publish` signs with by default."""
+    from training.signers import dev_signer
+
+    return {"MODEL_PUBLIC_KEY": environ.get("MODEL_PUBLIC_KEY") or dev_signer().public_pem()}
 
 
 def dev_key() -> str:
@@ -167,6 +177,7 @@ Stop with Ctrl-C.
     env = container.process_environment(
         {
             "MODEL_URI": model_uri,
+            **trusted_key(os.environ),
             "API_KEYS": key,
             "ENVIRONMENT": "development",
             "PORT": port,

@@ -29,6 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "other-key-0123456789abcdef"
+# Most tests publish through ModelStore.publish, unsigned: the services and batch tasks they start
+# accept unsigned versions, as a store from before signing is served. tests/test_signing.py
+# checks the signatures (and that unsigned versions are refused without this setting).
+UNSIGNED = {"ALLOW_UNSIGNED_MODELS": "true"}
+os.environ.update(UNSIGNED)  # the batch processes tests start inherit the test's environment
 
 
 def free_port() -> int:
@@ -312,6 +317,7 @@ def run_service(
             "PORT": str(port),
             "THREADS": "4",
             "WORKERS": "1",  # as on a 1-vCPU instance (infra's default); test_workers.py runs two
+            **UNSIGNED,
         },
     )
     log_path = tmp_path / f"service-{port}.log"
