@@ -117,7 +117,9 @@ def _read(path: str) -> str:
     try:
         return Path(path).read_text()
     except OSError as e:
-        raise ValueError(f"cannot read the file {path}: {e.strerror}") from e
+        raise ValueError(
+            f"neither a PEM public key nor a file holding one ({path!r:.200}: {e.strerror})"
+        ) from e
 
 
 @dataclass(frozen=True)
