@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from function.errors import ModelrunError
+from function.errors import IntegrityError, ModelrunError
 from function.store import ModelStore, model_root, store_models
 from local import container
 from training.__main__ import main as training
@@ -75,6 +75,24 @@ def trusted_key(environ: Mapping[str, str]) -> dict[str, str]:
     from training.signers import dev_signer
 
     return {"MODEL_PUBLIC_KEY": environ.get("MODEL_PUBLIC_KEY") or dev_signer().public_pem()}
+
+
+def warn_unverified(model_uri: str, public_key: str) -> None:
+    """Say at once why the service will not get ready when the current version does not verify
+    (one published before signing, or with another key), and how to serve it anyway."""
+    from function.signing import Trust, load_public_keys
+
+    if os.environ.get("ALLOW_UNSIGNED_MODELS", "").strip().lower() == "true":
+        return
+    try:
+        trust = Trust(load_public_keys(public_key))
+    except ValueError:
+        return  # the service says what is wrong with MODEL_PUBLIC_KEY, naming it
+    try:
+        ModelStore(model_uri, trust=trust).resolve()
+    except IntegrityError as e:
+        print(f"warning: {e}\n  (publish it again to sign it, or serve it as it is with "
+              "ALLOW_UNSIGNED_MODELS=true make serve)", flush=True)  # fmt: skip
 
 
 def dev_key() -> str:
@@ -155,6 +173,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m local.serve") -> 
     except ModelrunError as e:
         raise SystemExit(f"error: {e}") from None
     key = dev_key()
+    trusted = trusted_key(os.environ)
+    warn_unverified(model_uri, trusted["MODEL_PUBLIC_KEY"])
     rate = os.environ.get("RATE_LIMIT_PER_SECOND", "0")
     url = f"http://localhost:{port}"
     limit = "off" if rate.strip() in ("", "0", "0.0") else f"{rate} requests/s per key"
@@ -177,7 +197,7 @@ Stop with Ctrl-C.
     env = container.process_environment(
         {
             "MODEL_URI": model_uri,
-            **trusted_key(os.environ),
+            **trusted,
             "API_KEYS": key,
             "ENVIRONMENT": "development",
             "PORT": port,

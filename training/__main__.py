@@ -211,7 +211,8 @@ def _publish(args: argparse.Namespace) -> None:
     signer = open_signer(args.signing_key)
     version = store.publish(Path(args.dir), args.version or planned, signer)
     run = f" (MLflow run {tracked['run_id']})" if tracked else ""
-    print(f"published {store.uri}/versions/{version}{run}, signed by {signer.key}")
+    print(f"published {store.uri}/versions/{version}{run}")
+    print(f"signed by {signer.key}")
     if tracked and version != tracked["version"]:
         print(f"note: MLflow run {tracked['run_id']} is tagged modelrun.version="
               f"{tracked['version']}, not {version}", file=sys.stderr)  # fmt: skip
