@@ -213,28 +213,42 @@ def service_env(store: ModelStore, emulator: Emulator, **extra: str) -> dict[str
 # --- Secret Manager ----------------------------------------------------------------------
 
 
+def grpc_stand_in(service: str, method: str, answer: Any, request: Any, response: Any) -> Any:
+    """A gRPC server (not started) answering one unary method of a Google API with `answer`,
+    on a free loopback port, for the real client to reach over a real plain-gRPC channel."""
+    import grpc
+
+    handler = grpc.method_handlers_generic_handler(
+        service,
+        {
+            method: grpc.unary_unary_rpc_method_handler(
+                answer,
+                request_deserializer=request.deserialize,
+                response_serializer=response.serialize,
+            )
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((handler,))
+    return server
+
+
 class FakeSecretManager:
     """A gRPC server speaking SecretManagerService.AccessSecretVersion from a dict.
     Secret Manager has no emulator; the real client talks to this over a real channel."""
 
     def __init__(self) -> None:
-        import grpc
         from google.cloud import secretmanager
 
         self.secrets: dict[str, bytes] = {}
         self.calls = 0
-        handler = grpc.method_handlers_generic_handler(
+        self.server = grpc_stand_in(
             "google.cloud.secretmanager.v1.SecretManagerService",
-            {
-                "AccessSecretVersion": grpc.unary_unary_rpc_method_handler(
-                    self._access,
-                    request_deserializer=secretmanager.AccessSecretVersionRequest.deserialize,
-                    response_serializer=secretmanager.AccessSecretVersionResponse.serialize,
-                )
-            },
+            "AccessSecretVersion",
+            self._access,
+            secretmanager.AccessSecretVersionRequest,
+            secretmanager.AccessSecretVersionResponse,
         )
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        self.server.add_generic_rpc_handlers((handler,))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.address = f"127.0.0.1:{self.port}"
 

@@ -9,7 +9,6 @@ import json
 import pickle
 import shutil
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from function.errors import ConfigError, IntegrityError
 from function.model import load_model
 from function.signing import SIGNATURE_FILE, Trust
 from function.store import ModelStore
-from tests.conftest import wait_until
+from tests.conftest import grpc_stand_in, wait_until
 from tests.test_loader import KEY, errors_counted, loader_for
 from training.errors import TrainingError
 from training.signers import KmsSigner, LocalSigner, dev_signer, open_signer
@@ -253,23 +252,17 @@ class FakeKms:
     a real gRPC channel. `corrupt` flips the signature after its checksum is taken."""
 
     def __init__(self, name: str, signer: LocalSigner) -> None:
-        import grpc
         from google.cloud import kms
 
         self.name, self.signer, self.corrupt = name, signer, False
         self.requests: list[Any] = []
-        handler = grpc.method_handlers_generic_handler(
+        self.server = grpc_stand_in(
             "google.cloud.kms.v1.KeyManagementService",
-            {
-                "AsymmetricSign": grpc.unary_unary_rpc_method_handler(
-                    self._sign,
-                    request_deserializer=kms.AsymmetricSignRequest.deserialize,
-                    response_serializer=kms.AsymmetricSignResponse.serialize,
-                )
-            },
+            "AsymmetricSign",
+            self._sign,
+            kms.AsymmetricSignRequest,
+            kms.AsymmetricSignResponse,
         )
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        self.server.add_generic_rpc_handlers((handler,))
         self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
 
     def _sign(self, request, context):  # type: ignore[no-untyped-def]
