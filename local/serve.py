@@ -91,8 +91,8 @@ def warn_unverified(model_uri: str, public_key: str) -> None:
     try:
         ModelStore(model_uri, trust=trust).resolve()
     except IntegrityError as e:
-        print(f"warning: {e}\n  (publish it again to sign it, or serve it as it is with "
-              "ALLOW_UNSIGNED_MODELS=true make serve)", flush=True)  # fmt: skip
+        print(f"warning: {e}\n  (`ALLOW_UNSIGNED_MODELS=true make serve` serves it as it is)",
+              flush=True)  # fmt: skip
 
 
 def dev_key() -> str:
