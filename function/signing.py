@@ -137,9 +137,9 @@ class Trust:
             if self.allow_unsigned:
                 return
             how = (
-                "set MODEL_PUBLIC_KEY and publish it signed"
-                if not self.public_keys
-                else ("publish it again (`modelrun publish` signs)")
+                "publish it again (`modelrun publish` signs)"
+                if self.public_keys
+                else "set MODEL_PUBLIC_KEY and publish it signed"
             )
             raise IntegrityError(
                 f"{where} is unsigned (no {SIGNATURE_FILE}): {how}, or set "

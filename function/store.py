@@ -285,13 +285,14 @@ class ModelStore:
             raise Conflict(
                 f"version {version} already exists in {self.uri}; versions are immutable"
             )
-        for name, data in files.items():
-            self.backend.write(prefix + name, data, if_token=None)
         # To the microsecond: `list` orders versions by it, and two can be published in a second.
         metadata = {**metadata, "version": version, "published_at": utc_now("microseconds")}
         encoded = encode_metadata(metadata)
-        if signer is not None:  # before metadata.json: a complete version is a signed one
-            self.backend.write(prefix + SIGNATURE_FILE, sign_metadata(encoded, signer), None)
+        # Signed before anything is written: a signer that refuses leaves no trace in the store.
+        signature = {SIGNATURE_FILE: sign_metadata(encoded, signer)} if signer else {}
+        # The signature before metadata.json: a complete version is a signed one.
+        for name, data in {**files, **signature}.items():
+            self.backend.write(prefix + name, data, if_token=None)
         # Written last: until it exists the version is incomplete and cannot be promoted.
         self.backend.write(prefix + METADATA_FILE, encoded, if_token=None)
         return version

@@ -214,8 +214,8 @@ def service_env(store: ModelStore, emulator: Emulator, **extra: str) -> dict[str
 
 
 def grpc_stand_in(service: str, method: str, answer: Any, request: Any, response: Any) -> Any:
-    """A gRPC server (not started) answering one unary method of a Google API with `answer`,
-    on a free loopback port, for the real client to reach over a real plain-gRPC channel."""
+    """A gRPC server (not started, no port yet) answering one unary method of a Google API with
+    `answer`, for the real client to reach over a real plain-gRPC channel."""
     import grpc
 
     handler = grpc.method_handlers_generic_handler(

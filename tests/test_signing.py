@@ -229,7 +229,7 @@ def test_publish_signs_with_the_key_it_is_given_and_the_dev_key_otherwise(
         open_signer("projects/p/keyRings/r")
 
 
-def test_a_signer_that_fails_leaves_an_incomplete_version(
+def test_a_signer_that_fails_leaves_nothing_in_the_store(
     iris_artifact: Path, tmp_path: Path
 ) -> None:
     class Broken:
@@ -241,7 +241,7 @@ def test_a_signer_that_fails_leaves_an_incomplete_version(
     store = ModelStore((tmp_path / "iris").as_uri())
     with pytest.raises(TrainingError):
         store.publish(iris_artifact, "v1", Broken())
-    assert [v.complete for v in store.versions()] == [False]
+    assert store.versions() == []  # signed first, then written: not even an incomplete one
 
 
 # --- Cloud KMS ----------------------------------------------------------------------------
@@ -334,4 +334,4 @@ def test_a_kms_refusal_or_a_corrupted_signature_stops_the_publish(
             store.publish(iris_artifact, "v2", kms_signer(kms_server))
     finally:
         kms_server.corrupt = False
-    assert not any(v.complete for v in store.versions())
+    assert store.versions() == []
