@@ -7,10 +7,11 @@ exact bytes covers the whole version. The signature sits beside it, in `metadata
      "key": "projects/.../cryptoKeyVersions/1" (or "local:sha256:..."), "signature": "<base64>"}
 
 EC_SIGN_P256_SHA256 (ECDSA on P-256 over the SHA-256 digest, DER-encoded) because both signers
-make it alike: Cloud KMS signs a digest we send (asymmetricSign's `digest` field; EC_SIGN_ED25519
-takes only the whole `data`, which Cloud KMS caps in size), and `cryptography` signs and verifies
-it offline. Whoever can write the bucket but does not hold the private key cannot make a
-signature: changing a model and "fixing" its digest in metadata.json breaks it.
+make it alike: Cloud KMS signs a digest we send (asymmetricSign's `digest` field), where
+EC_SIGN_ED25519 is "pure mode (taking data as input)": the whole metadata.json would travel to
+KMS; and `cryptography` signs and verifies P-256 offline. Whoever can write the bucket but does
+not hold the private key cannot make a signature: changing a model and "fixing" its digest in
+metadata.json breaks it.
 
 What signs (a Cloud KMS key version, or a PEM file) is the publisher's (training/signers.py);
 what verifies is the public key the service is given (MODEL_PUBLIC_KEY), as a `Trust`.
