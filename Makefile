@@ -124,14 +124,14 @@ screenshots: install  ## the README's pictures of the pages (docs/images), taken
 	$(PY) -m tests.screenshots
 
 # Never the published models (.modelrun/store), the local MLflow runs (.modelrun/mlflow) nor the
-# development key: see clean-store.
+# development keys: see clean-store.
 clean:  ## the venvs, training outputs and caches
 	rm -rf $(VENV) $(MLFLOW_VENV) artifacts .cache .pytest_cache .mypy_cache .ruff_cache
 
-clean-store:  ## delete the local store's published models and the dev key: CONFIRM=yes
+clean-store:  ## delete the local store's published models and the dev keys: CONFIRM=yes
 	@if [ "$(CONFIRM)" != "yes" ]; then \
 		echo "clean-store deletes every model published in .modelrun/store, the MLflow runs in"; \
-		echo ".modelrun/mlflow and the development key:"; \
+		echo ".modelrun/mlflow and the development keys (API and model signing):"; \
 		find .modelrun/store -maxdepth 3 -path '*/versions/*' -type d 2>/dev/null | sed 's/^/  /'; \
 		echo "run \`make clean-store CONFIRM=yes\` to delete them"; exit 1; fi
 	rm -rf .modelrun

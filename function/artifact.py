@@ -24,7 +24,7 @@ ARGMAX_CLASSIFIERS = {"RandomForestClassifier", "ExtraTreesClassifier", "Decisio
 
 # The libraries whose classes and functions a served model may hold: the service imports these
 # and nothing else. Training refuses a pipeline holding anything more; a skops artifact may ask to
-# trust types from these only (its metadata is not signed).
+# trust types from these only (a signature says who published it, not that it is harmless).
 TRUSTED_LIBRARIES = ("sklearn", "numpy", "scipy")
 TRUSTED_PREFIXES = tuple(f"{library}." for library in TRUSTED_LIBRARIES)
 

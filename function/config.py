@@ -6,12 +6,13 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from function.artifact import SHA256_PATTERN
 from function.errors import ConfigError, ModelrunError
+from function.signing import Trust, load_public_keys
 from function.store import check_version_id, open_backend
 
 MIN_KEY_LENGTH = 16
@@ -50,6 +51,8 @@ class Config:
     cors_origins: tuple[str, ...] = ()
     request_timeout_seconds: float = 0.0
     allow_pickle: bool = True
+    # Which versions load: signed by MODEL_PUBLIC_KEY; unsigned ones with ALLOW_UNSIGNED_MODELS.
+    trust: Trust = field(default_factory=Trust)
     model_runtime: str = "auto"
     micro_batching: bool = True
     batch_max_rows: int = 256
@@ -131,6 +134,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
         # The request time limit (function/deadline.py); Cloud Run's own, set by infra.
         request_timeout_seconds=parsed("CLOUD_RUN_TIMEOUT_SECONDS", _non_negative, 0.0),
         allow_pickle=parsed("ALLOW_PICKLE", parse_boolean, True),
+        trust=load_trust(environ),
         model_runtime=parsed("MODEL_RUNTIME", _choice(RUNTIMES, str.lower), "auto"),
         micro_batching=parsed("MICRO_BATCHING", parse_boolean, True),
         batch_max_rows=parsed("BATCH_MAX_ROWS", _positive_int, 256),
@@ -178,6 +182,21 @@ def load_config(environ: Mapping[str, str]) -> Config:
             "(ENVIRONMENT=development runs without keys, for a laptop only)"
         )
     return config
+
+
+def load_trust(environ: Mapping[str, str]) -> Trust:
+    """MODEL_PUBLIC_KEY and ALLOW_UNSIGNED_MODELS: which versions load (the service's rule, and
+    the batch job's)."""
+    raw = environ.get("MODEL_PUBLIC_KEY", "").strip()
+    try:
+        keys = load_public_keys(raw) if raw else ()
+    except ValueError as e:  # the value not shown: a PEM is long, and the error says what is wrong
+        raise ConfigError(f"MODEL_PUBLIC_KEY is invalid: {e}") from e
+    unsigned = environ.get("ALLOW_UNSIGNED_MODELS", "").strip() or "false"
+    try:
+        return Trust(keys, parse_boolean(unsigned))
+    except ValueError as e:
+        raise ConfigError(f"ALLOW_UNSIGNED_MODELS={unsigned!r} is invalid: {e}") from e
 
 
 def parse_keys(raw: str) -> frozenset[str]:

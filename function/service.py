@@ -79,7 +79,7 @@ class Service:
         self.metrics_page = self.workers.page if self.workers else page
         self.loader = ModelLoader(
             config,
-            ModelStore(config.model_uri, timeout=config.store_timeout_seconds),
+            ModelStore(config.model_uri, timeout=config.store_timeout_seconds, trust=config.trust),
             self.telemetry,
             # At once, not at the next page write: /ready waits for every worker's mark.
             on_first_load=self.workers.mark_if_ready if self.workers else lambda: None,

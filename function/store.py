@@ -8,7 +8,8 @@ Two ideas, two names, one definition each (below):
 
 Layout under a model root (gs://BUCKET/models/NAME or file:///abs/path/NAME):
 
-    versions/<version>/model.joblib     immutable, written first
+    versions/<version>/model.joblib     immutable, written first (each file metadata.json lists)
+    versions/<version>/metadata.sig     immutable, the publisher's signature of metadata.json
     versions/<version>/metadata.json    immutable, written last: marks the version complete
     current.json                        {"version", "sha256", "promoted_at", "previous", "history"}
     rollout.json                        a candidate in shadow or canary (function/rollout.py)
@@ -51,6 +52,7 @@ from function.errors import (
     NotFound,
     StoreUnavailable,
 )
+from function.signing import SIGNATURE_FILE, Signer, Trust, sign_metadata
 
 CURRENT_FILE = "current.json"
 HISTORY_LIMIT = 50
@@ -263,12 +265,18 @@ def open_backend(uri: str, timeout: float = 30.0) -> Backend:
 class ModelStore:
     """The versions of one model and the pointer to the current one."""
 
-    def __init__(self, uri: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, uri: str, *, timeout: float = 30.0, trust: Trust | None = None) -> None:
         self.backend = open_backend(uri.rstrip("/"), timeout)
         self.uri = self.backend.uri
+        # A loader's (the service's, the batch job's): every version's metadata.json must pass it
+        # before anything in it is used. None: the publisher's own commands, which check digests.
+        self.trust = trust
 
-    def publish(self, artifact_dir: Path, version: str | None = None) -> str:
-        """Upload an artifact folder as a new immutable version and return its id."""
+    def publish(
+        self, artifact_dir: Path, version: str | None = None, signer: Signer | None = None
+    ) -> str:
+        """Upload an artifact folder as a new immutable version, signed by `signer` (unsigned
+        without one), and return its id."""
         metadata, files = read_artifact_dir(artifact_dir)
         version = default_version(metadata["sha256"]) if version is None else version
         check_version_id(version)
@@ -277,12 +285,16 @@ class ModelStore:
             raise Conflict(
                 f"version {version} already exists in {self.uri}; versions are immutable"
             )
-        for name, data in files.items():
-            self.backend.write(prefix + name, data, if_token=None)
         # To the microsecond: `list` orders versions by it, and two can be published in a second.
         metadata = {**metadata, "version": version, "published_at": utc_now("microseconds")}
+        encoded = encode_metadata(metadata)
+        # Signed before anything is written: a signer that refuses leaves no trace in the store.
+        signature = {SIGNATURE_FILE: sign_metadata(encoded, signer)} if signer else {}
+        # The signature before metadata.json: a complete version is a signed one.
+        for name, data in {**files, **signature}.items():
+            self.backend.write(prefix + name, data, if_token=None)
         # Written last: until it exists the version is incomplete and cannot be promoted.
-        self.backend.write(prefix + METADATA_FILE, encode_metadata(metadata), if_token=None)
+        self.backend.write(prefix + METADATA_FILE, encoded, if_token=None)
         return version
 
     def current(self) -> tuple[dict[str, Any] | None, str | None]:
@@ -309,6 +321,8 @@ class ModelStore:
         except NotFound as e:
             state = "incomplete" if self.backend.keys(f"versions/{version}/") else "missing"
             raise NotFound(f"version {version} is {state} in {self.uri}") from e
+        if self.trust is not None:  # before a field of it is read
+            self.trust.check(data, self._signature(version), f"{self.uri} version {version}")
         metadata = parse_metadata(data, f"{self.uri}/{key}")
         # The version a model is served, logged and answered as is its folder's: a metadata.json
         # naming another (a path, a header-breaking line) never loads.
@@ -317,6 +331,13 @@ class ModelStore:
                 f"{self.uri}/{key} names version {metadata.get('version')!r:.80}, not its folder's"
             )
         return metadata
+
+    def _signature(self, version: str) -> bytes | None:
+        """A version's metadata.sig, or None when it has none (published unsigned)."""
+        try:
+            return self.read_file(version, SIGNATURE_FILE)
+        except NotFound:
+            return None
 
     def read_file(self, version: str, name: str) -> bytes:
         """Return the bytes of one file of a version."""

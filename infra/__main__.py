@@ -16,6 +16,7 @@ from edge import Edge, EdgeArgs
 from function.store import bucket_store, model_root
 from github import GithubDeployer, GithubDeployerArgs
 from registry import ImageRegistry, ImageRegistryArgs
+from signing import SigningKey, SigningKeyArgs
 
 config = stack_config.load()
 scheduled = config.batch is not None and config.batch.schedule is not None
@@ -58,15 +59,34 @@ keys = ApiKeys(
     ),
     after_apis,
 )
+signing = SigningKey(
+    "model-signing",
+    SigningKeyArgs(
+        project=config.project,
+        region=config.region,
+        key_ring_id=config.names.key_ring,
+        key_id="models",
+        protect=config.deletion_protection,
+        labels=config.labels,
+    ),
+    after_apis,
+)
 service = PredictionService(
     "modelrun",
-    PredictionServiceArgs(config, models.name, keys.secret, keys.version),
+    PredictionServiceArgs(config, models.name, keys.secret, keys.version, signing.public_key_pem),
     after_apis,
 )
 batch = (
     BatchJob(
         "batch",
-        BatchJobArgs(config, config.batch, models.name, service.image, service.account),
+        BatchJobArgs(
+            config,
+            config.batch,
+            models.name,
+            service.image,
+            service.account,
+            signing.public_key_pem,
+        ),
         after_apis,
     )
     if config.batch
@@ -119,6 +139,7 @@ github = GithubDeployer(
         state_bucket=config.state_bucket,
         secrets_kms_key=config.secrets_kms_key,
         invokes_with_identity=config.invoker_access == "iam",
+        signing_key=signing,
         batch_job=batch.job if batch else None,
     ),
     after_apis,
@@ -142,6 +163,8 @@ outputs = {
     "deployerServiceAccount": github.deployer.email,
     "trainerServiceAccount": github.trainer.email,
     "runtimeServiceAccount": service.account.email,
+    "signingKey": signing.version,  # train.yml's MODEL_SIGNING_KEY
+    "signingPublicKey": signing.public_key_pem,
 }
 if edge:
     outputs |= {"edgeUrl": edge.url, "edgeAddress": edge.address}

@@ -14,6 +14,7 @@ SERVICES = (
     "iamcredentials.googleapis.com",
     "sts.googleapis.com",
     "monitoring.googleapis.com",  # the sidecar's time series, alert policies, the dashboard
+    "cloudkms.googleapis.com",  # the key that signs published models
 )
 SCHEDULER = "cloudscheduler.googleapis.com"  # only with modelrun:batchJobSchedule
 EDGE_APIS = ("compute.googleapis.com", "logging.googleapis.com")  # only with modelrun:domain

@@ -42,7 +42,13 @@ DEFAULT_ARGS = (
     "gs://{bucket}/" + OUTPUT + "{execution}/",
 )
 # The service's settings that the batch reads as well (the rest serve HTTP).
-SHARED_SETTINGS = ("MODEL_RUNTIME", "ALLOW_PICKLE", "STORE_TIMEOUT_SECONDS", "LOG_LEVEL")
+SHARED_SETTINGS = (
+    "MODEL_RUNTIME",
+    "ALLOW_PICKLE",
+    "ALLOW_UNSIGNED_MODELS",
+    "STORE_TIMEOUT_SECONDS",
+    "LOG_LEVEL",
+)
 
 
 @dataclass
@@ -52,6 +58,7 @@ class BatchJobArgs:
     model_bucket: pulumi.Output[str]
     image: pulumi.Output[str]  # the service's: one image serves and scores
     account: gcp.serviceaccount.Account  # the service's runtime account
+    public_key: pulumi.Output[str]  # MODEL_PUBLIC_KEY: the signing key's (infra/signing.py)
 
 
 class BatchJob(pulumi.ComponentResource):
@@ -126,7 +133,7 @@ class BatchJob(pulumi.ComponentResource):
                             image=args.image,
                             commands=["python", "-m", "function.batch"],
                             args=self.bucket.name.apply(default_args),
-                            envs=_environment(config, args.model_bucket),
+                            envs=_environment(config, args.model_bucket, args.public_key),
                             resources=JobTemplateTemplateContainerResourcesArgs(
                                 limits={"cpu": settings.cpu, "memory": settings.memory}
                             ),
@@ -157,15 +164,17 @@ def default_args(bucket: str) -> list[str]:
 
 
 def _environment(
-    config: StackConfig, model_bucket: pulumi.Output[str]
+    config: StackConfig, model_bucket: pulumi.Output[str], public_key: pulumi.Output[str]
 ) -> list[JobTemplateTemplateContainerEnvArgs]:
-    """The model the service serves, verified the same way: its URI, version and pin."""
+    """The model the service serves, verified the same way: its URI, version, pin and the key
+    that signs it."""
     env = [
         JobTemplateTemplateContainerEnvArgs(
             name="MODEL_URI",
             value=model_bucket.apply(lambda b: model_root(bucket_store(b), config.model_name)),
         ),
         JobTemplateTemplateContainerEnvArgs(name="MODEL_VERSION", value=config.model_version),
+        JobTemplateTemplateContainerEnvArgs(name="MODEL_PUBLIC_KEY", value=public_key),
     ]
     if config.model_sha256:
         env.append(

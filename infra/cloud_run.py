@@ -45,6 +45,7 @@ class PredictionServiceArgs:
     bucket: pulumi.Output[str]
     secret: gcp.secretmanager.Secret
     secret_version: gcp.secretmanager.SecretVersion
+    public_key: pulumi.Output[str]  # MODEL_PUBLIC_KEY: the signing key's (infra/signing.py)
 
 
 class PredictionService(pulumi.ComponentResource):
@@ -91,7 +92,7 @@ class PredictionService(pulumi.ComponentResource):
             name=metrics_sidecar.APP_CONTAINER,
             image=config.image or PLACEHOLDER_IMAGE,
             ports=ServiceTemplateContainerPortsArgs(container_port=PORT),
-            envs=_environment(config, args.bucket, args.secret),
+            envs=_environment(config, args.bucket, args.secret, args.public_key),
             resources=ServiceTemplateContainerResourcesArgs(
                 limits={"cpu": config.shares.app_cpu, "memory": config.shares.app_memory},
                 # Request-based billing unless modelrun:instanceBasedBilling (README, Monitoring).
@@ -189,13 +190,18 @@ class PredictionService(pulumi.ComponentResource):
 
 
 def _environment(
-    config: StackConfig, bucket: pulumi.Output[str], secret: gcp.secretmanager.Secret
+    config: StackConfig,
+    bucket: pulumi.Output[str],
+    secret: gcp.secretmanager.Secret,
+    public_key: pulumi.Output[str],
 ) -> list[ServiceTemplateContainerEnvArgs]:
     env = [
         ServiceTemplateContainerEnvArgs(
             name="MODEL_URI",
             value=bucket.apply(lambda name: model_root(bucket_store(name), config.model_name)),
-        )
+        ),
+        # Only versions this key signed load (the trainer signs; a bucket writer cannot).
+        ServiceTemplateContainerEnvArgs(name="MODEL_PUBLIC_KEY", value=public_key),
     ]
     env += [
         ServiceTemplateContainerEnvArgs(name=name, value=value)

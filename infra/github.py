@@ -14,6 +14,7 @@ from limits import (
     check_display_name,
 )
 from names import Names
+from signing import SigningKey
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 # Each account is bound to the one workflow that needs it, by the token's `workflow_ref` claim
@@ -43,6 +44,7 @@ class GithubDeployerArgs:
     state_bucket: str | None
     secrets_kms_key: str | None
     invokes_with_identity: bool  # the service checks run.invoker: the smoke test needs it
+    signing_key: SigningKey | None = None  # the trainer signs what it publishes with it
     batch_job: gcp.cloudrunv2.Job | None = None  # a deploy updates its image too
 
 
@@ -186,6 +188,8 @@ class GithubDeployer(pulumi.ComponentResource):
             member=trainer,
             opts=child,
         )
+        if args.signing_key is not None:
+            args.signing_key.grant_signer(f"{name}-trainer-signs", trainer)
         self.provider_name = self.provider.name
         self.register_outputs(
             {

@@ -51,6 +51,11 @@ class Names:
         return fit(f"{self.prefix}-metrics-config", 255)
 
     @property
+    def key_ring(self) -> str:
+        """Cloud KMS key ring id: at most 63 of [a-zA-Z0-9_-]; never freed once used."""
+        return fit(self.prefix, 63)
+
+    @property
     def bucket(self) -> str:
         return fit(f"{self.project}-{self.prefix}-models", 63)
 

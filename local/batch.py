@@ -176,13 +176,15 @@ def check(artifact: Path, rows: int, tasks: int) -> None:
     from google.cloud import storage
 
     from function.store import ModelStore
+    from local.serve import trusted_key
+    from training.signers import dev_signer
 
     model_uri = "gs://batch/models/iris"
     target = ModelStore(model_uri)
-    target.promote(target.publish(artifact, "v1"))
+    target.promote(target.publish(artifact, "v1", dev_signer()))
     data = generated_csv(rows)
     storage.Client().bucket("batch").blob("input/rows.csv").upload_from_string(data)
-    env = {**os.environ, "MODEL_URI": model_uri, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **trusted_key(os.environ), "MODEL_URI": model_uri, "PYTHONPATH": str(ROOT)}
     input_uri, extra = "gs://batch/input/rows.csv", ("--id-column", "id")
     print(f"{rows} rows ({len(data) / 1e6:.1f} MB), {tasks} tasks, on fake-gcs-server")
 

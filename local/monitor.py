@@ -48,7 +48,7 @@ from local.mirror import (
     process,
     wait_for,
 )
-from local.serve import STATE, dev_key, ensure_model
+from local.serve import STATE, dev_key, ensure_model, trusted_key
 from training.__main__ import main as training
 
 BUCKET = "models-local"
@@ -114,6 +114,7 @@ def run(environ: Mapping[str, str], drift: bool = False) -> None:
         env = container.process_environment(
             {
                 **served,
+                **trusted_key(environ),
                 "API_KEYS": key,
                 "ENVIRONMENT": "development",
                 "PORT": port,

@@ -2,7 +2,8 @@
 
 Serves MODEL_URI when it is set; else the model MODEL (default iris) in the store STORE (default
 .modelrun/store), training and publishing Iris first if that is the model asked for and nothing
-is current yet. Makes a development key (kept in .modelrun/dev-api-key), prints how to call the
+is current yet. Makes a development key (kept in .modelrun/dev-api-key), trusts the development
+signing key (.modelrun/dev-signing-key.pem, which publish signs with), prints how to call the
 API with a row of the served model's own, then runs the same functions-framework command the
 container runs, stopping it on Ctrl-C as Cloud Run does, with SIGTERM (`run_server`). A
 port it could not listen on is refused first, in one line, before anything is trained or printed.
@@ -20,10 +21,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from function.errors import ModelrunError
+from function.errors import IntegrityError, ModelrunError
 from function.store import ModelStore, model_root, store_models
 from local import container
 from training.__main__ import main as training
@@ -65,6 +67,32 @@ def example_body(model_uri: str) -> str:
         return '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'  # the service will say what is wrong
     row = metadata.get("input_example") or dict.fromkeys(metadata["feature_names"], 0.0)
     return json.dumps({"instances": [row]})
+
+
+def trusted_key(environ: Mapping[str, str]) -> dict[str, str]:
+    """MODEL_PUBLIC_KEY for a local service: the user's own, else the development signing key's
+    (training/signers.py), which `modelrun publish` signs with by default."""
+    from training.signers import dev_signer
+
+    return {"MODEL_PUBLIC_KEY": environ.get("MODEL_PUBLIC_KEY") or dev_signer().public_pem()}
+
+
+def warn_unverified(model_uri: str, public_key: str) -> None:
+    """Say at once why the service will not get ready when the current version does not verify
+    (one published before signing, or with another key), and how to serve it anyway."""
+    from function.signing import Trust, load_public_keys
+
+    if os.environ.get("ALLOW_UNSIGNED_MODELS", "").strip().lower() == "true":
+        return
+    try:
+        trust = Trust(load_public_keys(public_key))
+    except ValueError:
+        return  # the service says what is wrong with MODEL_PUBLIC_KEY, naming it
+    try:
+        ModelStore(model_uri, trust=trust).resolve()
+    except IntegrityError as e:
+        print(f"warning: {e}\n  (`ALLOW_UNSIGNED_MODELS=true make serve` serves it as it is)",
+              flush=True)  # fmt: skip
 
 
 def dev_key() -> str:
@@ -145,6 +173,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m local.serve") -> 
     except ModelrunError as e:
         raise SystemExit(f"error: {e}") from None
     key = dev_key()
+    trusted = trusted_key(os.environ)
+    warn_unverified(model_uri, trusted["MODEL_PUBLIC_KEY"])
     rate = os.environ.get("RATE_LIMIT_PER_SECOND", "0")
     url = f"http://localhost:{port}"
     limit = "off" if rate.strip() in ("", "0", "0.0") else f"{rate} requests/s per key"
@@ -167,6 +197,7 @@ Stop with Ctrl-C.
     env = container.process_environment(
         {
             "MODEL_URI": model_uri,
+            **trusted,
             "API_KEYS": key,
             "ENVIRONMENT": "development",
             "PORT": port,

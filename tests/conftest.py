@@ -29,6 +29,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "other-key-0123456789abcdef"
+# Most tests publish through ModelStore.publish, unsigned: the services and batch tasks they start
+# accept unsigned versions, as a store from before signing is served. tests/test_signing.py
+# checks the signatures (and that unsigned versions are refused without this setting).
+UNSIGNED = {"ALLOW_UNSIGNED_MODELS": "true"}
+os.environ.update(UNSIGNED)  # the batch processes tests start inherit the test's environment
 
 
 def free_port() -> int:
@@ -208,28 +213,42 @@ def service_env(store: ModelStore, emulator: Emulator, **extra: str) -> dict[str
 # --- Secret Manager ----------------------------------------------------------------------
 
 
+def grpc_stand_in(service: str, method: str, answer: Any, request: Any, response: Any) -> Any:
+    """A gRPC server (not started, no port yet) answering one unary method of a Google API with
+    `answer`, for the real client to reach over a real plain-gRPC channel."""
+    import grpc
+
+    handler = grpc.method_handlers_generic_handler(
+        service,
+        {
+            method: grpc.unary_unary_rpc_method_handler(
+                answer,
+                request_deserializer=request.deserialize,
+                response_serializer=response.serialize,
+            )
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((handler,))
+    return server
+
+
 class FakeSecretManager:
     """A gRPC server speaking SecretManagerService.AccessSecretVersion from a dict.
     Secret Manager has no emulator; the real client talks to this over a real channel."""
 
     def __init__(self) -> None:
-        import grpc
         from google.cloud import secretmanager
 
         self.secrets: dict[str, bytes] = {}
         self.calls = 0
-        handler = grpc.method_handlers_generic_handler(
+        self.server = grpc_stand_in(
             "google.cloud.secretmanager.v1.SecretManagerService",
-            {
-                "AccessSecretVersion": grpc.unary_unary_rpc_method_handler(
-                    self._access,
-                    request_deserializer=secretmanager.AccessSecretVersionRequest.deserialize,
-                    response_serializer=secretmanager.AccessSecretVersionResponse.serialize,
-                )
-            },
+            "AccessSecretVersion",
+            self._access,
+            secretmanager.AccessSecretVersionRequest,
+            secretmanager.AccessSecretVersionResponse,
         )
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        self.server.add_generic_rpc_handlers((handler,))
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.address = f"127.0.0.1:{self.port}"
 
@@ -312,6 +331,7 @@ def run_service(
             "PORT": str(port),
             "THREADS": "4",
             "WORKERS": "1",  # as on a 1-vCPU instance (infra's default); test_workers.py runs two
+            **UNSIGNED,
         },
     )
     log_path = tmp_path / f"service-{port}.log"

@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from function.app import handler
 from function.config import load_config
 from function.service import Service
+from tests.conftest import UNSIGNED
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 
@@ -29,7 +30,7 @@ class InProcess:
 @contextlib.contextmanager
 def in_process(env: dict[str, str], wait_ready: bool = True) -> Iterator[InProcess]:
     """Serve a configuration in process; wait until it is ready; stop its threads after."""
-    service = Service(load_config(env))
+    service = Service(load_config({**UNSIGNED, **env}))
     handle = handler(service)
     app = flask.Flask("modelrun-in-process")
 

@@ -24,6 +24,7 @@ from function.batch.objects import Item, contains, open_place
 from function.batch.shards import LineReader, task_ranges
 from function.batch.task import MANIFEST, Job, TooManyErrors, run_task
 from function.errors import Conflict, InvalidInput
+from function.signing import Trust
 from function.store import ModelStore
 from local import batch as local_batch
 from tests.artifacts import publish_object
@@ -142,7 +143,13 @@ def write_csv(path: Path, frame: Any) -> Path:
 
 
 def job(tmp_path: Path, model_uri: str, source: Path, out: str = "out", **kw: Any) -> Job:
-    return Job(source.as_uri(), (tmp_path / out).as_uri(), model_uri, **kw)
+    return Job(
+        source.as_uri(),
+        (tmp_path / out).as_uri(),
+        model_uri,
+        trust=Trust(allow_unsigned=True),
+        **kw,
+    )
 
 
 def answers(output: str) -> dict[str, list[str]]:
@@ -415,7 +422,9 @@ def test_vertex_batch_prediction_requests_are_answered_as_batch_scores_them(
         vertex = running.post("/predict", json={"instances": [json.loads(x) for x in lines]})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
-        run_task(Job(source.as_uri(), (tmp_path / "out").as_uri(), uri))
+        run_task(
+            Job(source.as_uri(), (tmp_path / "out").as_uri(), uri, trust=Trust(allow_unsigned=True))
+        )
 
     assert vertex.status_code == 200
     scored = answers((tmp_path / "out").as_uri())

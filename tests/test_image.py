@@ -26,6 +26,7 @@ from typing import Any
 import joblib
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from function.store import ModelStore
 from tests.conftest import KEY, ROOT, free_port, wait_until
@@ -34,6 +35,7 @@ from tests.inprocess import in_process
 from tests.test_own_model import TARGET, notebook_pipeline, rows_of
 from training.__main__ import main as training
 from training.churn import churn
+from training.signers import LocalSigner
 
 pytestmark = pytest.mark.image
 
@@ -41,6 +43,9 @@ AUTH = {"X-API-Key": KEY}
 STORE = "/models"  # where the store is mounted in the container, read-only
 START_SECONDS = 120  # a few seconds here; vfs and a busy machine can take longer
 STOP_SECONDS = 10  # Cloud Run's grace period between SIGTERM and SIGKILL
+# The store is published signed, as `publish` does, and the image verifies it as in the cloud.
+SIGNER = LocalSigner(ec.generate_private_key(ec.SECP256R1()))
+TRUSTED = {"MODEL_PUBLIC_KEY": SIGNER.public_pem(), "ALLOW_UNSIGNED_MODELS": "false"}
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +73,7 @@ def store(iris_artifact: Path, churn_frame: Any, tmp_path_factory: pytest.TempPa
     root = tmp / "store"
     for name, artifact in (("iris", iris_artifact), ("churn", tmp / "churn")):
         models = ModelStore((root / name).as_uri())
-        models.promote(models.publish(artifact, "v1"))
+        models.promote(models.publish(artifact, "v1", SIGNER))
     assert all(path.stat().st_mode & 0o004 for path in root.rglob("*"))  # with umask 022
     return root
 
@@ -100,6 +105,7 @@ def serve(image: Image, store: Path, name: str, tmp: Path) -> Iterator[Served]:
         "MODEL_URI": f"file://{STORE}/{name}",
         "API_KEYS": KEY,
         "RATE_LIMIT_PER_SECOND": "0",
+        **TRUSTED,
     }
     log = tmp / f"image-{name}-{port}.log"
     process = image.run(image.command, env, [f"{store}:{STORE}:ro"], log)
@@ -114,7 +120,7 @@ def serve(image: Image, store: Path, name: str, tmp: Path) -> Iterator[Served]:
 
 def venv_answer(store: Path, name: str, body: object) -> Any:
     """The same request answered by this venv's service, on the same store."""
-    with in_process({"MODEL_URI": (store / name).as_uri(), "API_KEYS": KEY}) as running:
+    with in_process({"MODEL_URI": (store / name).as_uri(), "API_KEYS": KEY, **TRUSTED}) as running:
         return running.client.post("/predict", json=body, headers=AUTH).get_json()
 
 
@@ -166,6 +172,7 @@ def test_the_batch_command_scores_a_file_as_the_venv_does(
 
     process = image.run(["python", *args, "--input", "file:///data/in.csv", "--output",
                          "file:///out/image", "--model", f"file://{STORE}/churn"],
+                        env=TRUSTED,
                         volumes=[f"{store}:{STORE}:ro", f"{data}:/data:ro", f"{out}:/out"],
                         log=tmp_path / "batch.log")  # fmt: skip
     try:
@@ -175,7 +182,8 @@ def test_the_batch_command_scores_a_file_as_the_venv_does(
     venv = subprocess.run([sys.executable, *args, "--input", (data / "in.csv").as_uri(),
                            "--output", (out / "venv").as_uri(), "--model",
                            (store / "churn").as_uri()],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+                          cwd=ROOT, env={**os.environ, **TRUSTED}, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
 
     assert code == 0, (tmp_path / "batch.log").read_text()
     assert venv.returncode == 0, venv.stderr

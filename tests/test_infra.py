@@ -18,6 +18,8 @@ from typing import Any
 
 import pulumi
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from pulumi.runtime.mocks import MockMonitor
 
 from tests.pulumi_rules import MergedConfig, StackValue, load_project, load_stack, merge
@@ -28,6 +30,13 @@ PROJECT = "my-modelrun-dev"
 REPOSITORY = "my-org/modelrun"
 OWNER_ID = "123456789"
 EDGE_ADDRESS = "203.0.113.7"  # what GCP would allocate (documentation range)
+# The signing key's public key, as Cloud KMS would give it (a fresh P-256 key's).
+PUBLIC_KEY_PEM = (
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 
 
 @dataclass
@@ -112,6 +121,8 @@ class Mocks(pulumi.runtime.Mocks):
             return {"emailAddress": "service-123@gs-project-accounts.iam.gserviceaccount.com"}
         if args.token == "gcp:organizations/getProject:getProject":
             return {"number": "123", "projectId": args.args.get("projectId")}
+        if args.token == "gcp:kms/getKMSCryptoKeyVersion:getKMSCryptoKeyVersion":
+            return {"publicKeys": [{"algorithm": "EC_SIGN_P256_SHA256", "pem": PUBLIC_KEY_PEM}]}
         return {}
 
 
@@ -364,14 +375,16 @@ def test_deployer_has_the_least_roles_to_push_and_deploy(stack: Stack) -> None:
     assert state.inputs["bucket"] == "my-modelrun-dev-pulumi-state"
 
 
-def test_trainer_can_only_write_the_model_bucket(stack: Stack) -> None:
+def test_trainer_can_only_write_the_model_bucket_and_sign(stack: Stack) -> None:
     trainer = f"serviceAccount:{account_email(stack, 'trainer')}"
 
-    grants = [(r.type, r.inputs) for r in iam_members(stack) if r.inputs["member"] == trainer]
+    grants = {r.type: r.inputs for r in iam_members(stack) if r.inputs["member"] == trainer}
 
-    assert len(grants) == 1
-    typ, inputs = grants[0]
-    assert typ == "gcp:storage/bucketIAMMember:BucketIAMMember"
+    assert set(grants) == {
+        "gcp:storage/bucketIAMMember:BucketIAMMember",
+        "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember",  # tests/test_infra_signing.py
+    }
+    inputs = grants["gcp:storage/bucketIAMMember:BucketIAMMember"]
     assert inputs["role"] == "roles/storage.objectUser"
     assert inputs["bucket"] == stack.one("gcp:storage/bucket:Bucket").inputs["name"]
 
@@ -704,6 +717,8 @@ def test_outputs_are_present_and_the_key_is_secret(stack: Stack) -> None:
         "deployerServiceAccount",
         "trainerServiceAccount",
         "runtimeServiceAccount",
+        "signingKey",
+        "signingPublicKey",
     }
     assert stack.outputs["serviceUrl"].startswith("https://")
     bucket = stack.outputs["modelBucket"]
@@ -1114,7 +1129,7 @@ def test_the_batch_job_scores_with_the_services_image_account_and_model(batch_st
     assert app["args"] == ["--input", f"gs://{bucket}/input/",
                            "--output", f"gs://{bucket}/output/{{execution}}/"]  # fmt: skip
     assert app["resources"]["limits"] == {"cpu": "1", "memory": "2Gi"}
-    assert env == {k: service_env[k] for k in ("MODEL_URI", "MODEL_VERSION")}
+    assert env == {k: service_env[k] for k in ("MODEL_URI", "MODEL_VERSION", "MODEL_PUBLIC_KEY")}
     assert batch_stack.outputs["batchJob"] == "modelrun-dev-batch"
     assert batch_stack.outputs["batchInput"] == f"gs://{bucket}/input/"
 

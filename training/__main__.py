@@ -206,9 +206,13 @@ def _publish(args: argparse.Namespace) -> None:
     # A tracked artifact's run is tagged with the version id chosen when it was trained: that is
     # its id here, unless --version names another or a forced copy needs a new one.
     planned = None if same else tracked.get("version")
-    version = store.publish(Path(args.dir), args.version or planned)
+    from training.signers import open_signer
+
+    signer = open_signer(args.signing_key)
+    version = store.publish(Path(args.dir), args.version or planned, signer)
     run = f" (MLflow run {tracked['run_id']})" if tracked else ""
     print(f"published {store.uri}/versions/{version}{run}")
+    print(f"signed by {signer.key}")
     if tracked and version != tracked["version"]:
         print(f"note: MLflow run {tracked['run_id']} is tagged modelrun.version="
               f"{tracked['version']}, not {version}", file=sys.stderr)  # fmt: skip
@@ -586,6 +590,13 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--promote", action="store_true", help="make it current")
     publish.add_argument(
         "--force", action="store_true", help="publish even if the same model is already a version"
+    )
+    publish.add_argument(
+        "--signing-key",
+        default=os.environ.get("MODELRUN_SIGNING_KEY") or None,
+        help="a Cloud KMS key version (projects/.../cryptoKeyVersions/N) or a PEM private key "
+        "file to sign the version with (default: MODELRUN_SIGNING_KEY, else the development key "
+        ".modelrun/dev-signing-key.pem, made on first use)",
     )
     publish.set_defaults(run=_publish)
 

@@ -15,6 +15,7 @@ from function.batch.task import Job, TooManyErrors, run_task
 from function.config import (
     LOG_LEVELS,
     RUNTIMES,
+    load_trust,
     parse_boolean,
     parse_seconds,
     parse_sha256,
@@ -118,6 +119,7 @@ def parse_job(
         parser.error(f"the model's version, sha256 or ALLOW_PICKLE is invalid: {e}")
     try:
         refuse_onnx_pin(runtime, sha256)
+        trust = load_trust(env)
     except ModelrunError as e:
         parser.error(str(e))
     return Job(
@@ -128,6 +130,7 @@ def parse_job(
         model_sha256=sha256,
         runtime=runtime,
         allow_pickle=allow_pickle,
+        trust=trust,
         id_column=args.id_column,
         task_index=args.task_index,
         task_count=args.task_count,

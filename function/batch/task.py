@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -43,6 +43,7 @@ from function.batch.rows import CsvFormat, JsonLinesFormat, Scored, score
 from function.batch.shards import LineReader, Range, lines_before, read_header, task_ranges
 from function.errors import Conflict, InvalidInput, ModelrunError
 from function.model import LoadedModel, load_model
+from function.signing import Trust
 from function.store import ModelStore
 
 log = logging.getLogger("modelrun.batch")
@@ -68,6 +69,7 @@ class Job:
     model_sha256: str | None = None
     runtime: str = "auto"
     allow_pickle: bool = True
+    trust: Trust = field(default_factory=Trust)  # MODEL_PUBLIC_KEY, ALLOW_UNSIGNED_MODELS
     id_column: str | None = None
     task_index: int = 0
     task_count: int = 1
@@ -98,7 +100,7 @@ def run_task(job: Job) -> dict[str, Any]:
 def _run_task(job: Job, source: Place, output: Place) -> dict[str, Any]:
     items, fmt = list_inputs(source)
     model = load_model(
-        ModelStore(job.model_uri, timeout=job.store_timeout),
+        ModelStore(job.model_uri, timeout=job.store_timeout, trust=job.trust),
         job.model_version,
         job.model_sha256,
         job.allow_pickle,
