@@ -1,0 +1,282 @@
+"""Why this answer: `POST /explain` (function/explain.py) against shap itself, in process.
+
+The service runs in process (tests/inprocess.py) on a folder store with real artifacts: the churn
+notebook pipeline (one-hot, imputer, HistGradientBoosting; packaged), and Iris trained as a
+logistic regression (served by onnxruntime, so the explanation reads the scikit-learn model) and
+as a random forest. Every answer is checked two ways: it adds up to the model's own output
+(decision_function or predict_proba, called here) within 1e-6, and it equals shap's own
+explanation of the same pipeline and rows, computed here and summed into the input features by
+the columns' names (not by the service's tracing), within 1e-9.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+
+from function.errors import TooManyRequests
+from function.explain import (
+    BACKGROUND_FILE,
+    EXPLAIN_COST,
+    METHODS,
+    NotExplainable,
+    column_sources,
+    method_of,
+)
+from function.ratelimit import TokenBuckets
+from function.store import ModelStore
+from tests.artifacts import publish_object
+from tests.conftest import KEY
+from tests.inprocess import InProcess, in_process
+from tests.test_own_model import TARGET, notebook_pipeline, rows_of
+from training.__main__ import main
+from training.churn import churn
+
+AUTH = {"X-API-Key": KEY}
+ROWS = 40
+
+
+@pytest.fixture(scope="module")
+def churn_frame(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    import pandas as pd
+
+    path = tmp_path_factory.mktemp("churn") / "churn.csv"
+    churn(1000, seed=7).to_csv(path, index=False)
+    return pd.read_csv(path), path
+
+
+@pytest.fixture(scope="module")
+def store(
+    churn_frame: tuple[Any, Path],
+    iris_artifact: Path,
+    forest_artifact: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ModelStore:
+    """One folder store: churn (packaged), and iris's versions lr and rf (trained)."""
+    frame, csv = churn_frame
+    tmp = tmp_path_factory.mktemp("explain")
+    joblib.dump(notebook_pipeline(frame), tmp / "churn.joblib")
+    assert main(["package", str(tmp / "churn.joblib"), "--data", str(csv), "--target", TARGET,
+                 "--no-report", "--out", str(tmp / "churn")]) == 0  # fmt: skip
+    root = tmp / "store"
+    for artifact, version in [(tmp / "churn", "v1"), (iris_artifact, "lr"),
+                              (forest_artifact, "rf")]:  # fmt: skip
+        assert main(["publish", "--store", root.as_uri(), "--version", version, str(artifact),
+                     "--promote"]) == 0  # fmt: skip
+    return ModelStore(f"{root.as_uri()}/churn")
+
+
+def serving(store: ModelStore, name: str, **env: str) -> Any:
+    uri = store.uri.rsplit("/", 1)[0] + f"/{name}"
+    return in_process({"MODEL_URI": uri, "API_KEYS": KEY, **env})
+
+
+@pytest.fixture(scope="module")
+def churn_service(store: ModelStore) -> Iterator[InProcess]:
+    with serving(store, "churn") as running:
+        yield running
+
+
+def pipeline_of(service: InProcess) -> Any:
+    model = service.service.require_model()
+    return model.estimator
+
+
+def explain(service: InProcess, body: Any, headers: dict[str, str] | None = None) -> Any:
+    return service.client.post("/explain", json=body, headers=headers or AUTH)
+
+
+def by_feature(pipeline: Any, columns: np.ndarray, names: list[str]) -> np.ndarray:
+    """shap's column values summed into input features by the columns' names: a one-hot column
+    is named `feature_value`, a passed-on one `feature` (prefixed by its ColumnTransformer part)."""
+    out_names = [str(n).split("__", 1)[-1] for n in pipeline[:-1].get_feature_names_out()]
+    summed = np.zeros((len(columns), len(names)))
+    for j, column in enumerate(out_names):
+        owner = max((n for n in names if column == n or column.startswith(f"{n}_")), key=len)
+        summed[:, names.index(owner)] += columns[:, j]
+    return summed
+
+
+def test_churn_explanations_add_up_and_equal_shap_in_process(
+    churn_service: InProcess, churn_frame: tuple[Any, Path]
+) -> None:
+    import shap
+
+    frame, _ = churn_frame
+    X = frame.drop(columns=TARGET).iloc[:ROWS]
+    response = explain(churn_service, {"instances": rows_of(X)})
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    pipeline = pipeline_of(churn_service)
+    names = list(X.columns)
+    Z = pipeline[:-1].transform(X)
+    margin = pipeline[-1].decision_function(Z)
+    expected = shap.TreeExplainer(pipeline[-1], feature_perturbation="tree_path_dependent")
+    values = by_feature(pipeline, expected.shap_values(Z, check_additivity=False), names)
+    assert body["predictions"] == pipeline.predict(X).tolist()
+    assert body["method"]["variant"] == "tree_path_dependent"
+    assert body["method"]["units"] == "margin"
+    for i, explanation in enumerate(body["explanations"]):
+        (attribution,) = explanation["attributions"]
+        k = attribution["outputIndex"][0]
+        assert attribution["outputDisplayName"] == str(pipeline.classes_[k])
+        assert k == list(pipeline.classes_).index(body["predictions"][i])
+        assert list(attribution["featureAttributions"]) == names  # one per input feature
+        got = np.array(list(attribution["featureAttributions"].values()))
+        sign = 1 if k == 1 else -1  # class 0's log-odds are class 1's negated
+        output = sign * margin[i]
+        assert attribution["instanceOutputValue"] == pytest.approx(output, abs=1e-9)
+        assert attribution["baselineOutputValue"] + got.sum() == pytest.approx(output, abs=1e-6)
+        assert attribution["baselineOutputValue"] == pytest.approx(
+            sign * float(np.asarray(expected.expected_value).ravel()[0]), abs=1e-9
+        )
+        np.testing.assert_allclose(got, sign * values[i], rtol=0, atol=1e-9)
+
+
+def test_a_named_class_is_explained_for_every_row(churn_service: InProcess) -> None:
+    row = {"country": "FR", "plan": "free", "seats": 1, "monthly_spend": None,
+           "tenure_months": 3, "has_discount": False}  # fmt: skip
+    both = [
+        explain(churn_service, {"instances": [row], "parameters": {"class": c}}).get_json()
+        for c in ("0", "1")
+    ]
+    zero, one = (b["explanations"][0]["attributions"][0] for b in both)
+    assert zero["outputIndex"] == [0] and one["outputIndex"] == [1]
+    for name, value in one["featureAttributions"].items():
+        assert zero["featureAttributions"][name] == pytest.approx(-value, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({"instances": [[1]], "parameters": {"class": "2"}}, "parameters.class", "unknown class"),
+        ({"instances": [[1]], "parameters": {"class": 1}}, "parameters.class", "as text"),
+        ({"instances": [[1]], "parameters": {"probabilities": True}}, "parameters.probabilities",
+         "unknown parameter"),
+        ({"instances": [{"country": "FR"}]}, "instances[0].plan", "missing feature"),
+    ],
+)  # fmt: skip
+def test_bad_requests_name_the_field(
+    churn_service: InProcess, body: Any, field: str, words: str
+) -> None:
+    if field == "parameters.class" and words == "unknown class":
+        body["instances"] = [{"country": "FR", "plan": "free", "seats": 1, "monthly_spend": 3.0,
+                              "tenure_months": 3, "has_discount": False}]  # fmt: skip
+    response = explain(churn_service, body)
+    assert response.status_code == 422
+    problem = response.get_json()
+    assert problem["field"] == field and words in problem["detail"]
+
+
+def test_explain_needs_the_key(churn_service: InProcess) -> None:
+    response = explain(churn_service, {"instances": [[1]]}, headers={"X-API-Key": "wrong"})
+    assert response.status_code == 401
+
+
+def test_a_linear_model_served_by_onnx_equals_shap_on_the_stored_background(
+    store: ModelStore, iris_artifact: Path
+) -> None:
+    import shap
+
+    from function.explain import parse_background
+
+    with serving(store, "iris", MODEL_VERSION="lr") as service:
+        model = service.service.require_model()
+        assert model.runtime == "onnx"  # the explanation reads the scikit-learn model itself
+        rows = [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5], [5.9, 3.0, 4.2, 1.5]]
+        body = explain(service, {"instances": rows}).get_json()
+    pipeline = joblib.load(iris_artifact / "model.joblib")
+    background = np.array(parse_background((iris_artifact / BACKGROUND_FILE).read_bytes(), "x"))
+    expected = shap.LinearExplainer(pipeline[-1], pipeline[:-1].transform(background))
+    values = np.asarray(expected.shap_values(pipeline[:-1].transform(np.array(rows))))
+    logits = pipeline.decision_function(np.array(rows))
+    assert body["method"] == {**body["method"], "explainer": "LinearExplainer",
+                              "variant": "interventional", "units": "margin"}  # fmt: skip
+    for i, explanation in enumerate(body["explanations"]):
+        (attribution,) = explanation["attributions"]
+        (k,) = attribution["outputIndex"]
+        got = np.array(list(attribution["featureAttributions"].values()))
+        np.testing.assert_allclose(got, values[i, :, k], rtol=0, atol=1e-9)
+        assert attribution["baselineOutputValue"] == pytest.approx(
+            expected.expected_value[k], abs=1e-9
+        )
+        assert attribution["baselineOutputValue"] + got.sum() == pytest.approx(
+            logits[i, k], abs=1e-6
+        )
+
+
+def test_a_forest_is_explained_in_probabilities(store: ModelStore, forest_artifact: Path) -> None:
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.3, 3.3, 6.0, 2.5]]
+    with serving(store, "iris", MODEL_VERSION="rf", MODEL_RUNTIME="sklearn") as service:
+        body = explain(service, {"instances": rows}).get_json()
+    pipeline = joblib.load(forest_artifact / "model.joblib")
+    probabilities = pipeline.predict_proba(np.array(rows))
+    assert body["method"]["units"] == "probability"
+    for i, explanation in enumerate(body["explanations"]):
+        (attribution,) = explanation["attributions"]
+        (k,) = attribution["outputIndex"]
+        attributions = attribution["featureAttributions"].values()
+        total = attribution["baselineOutputValue"] + sum(attributions)
+        assert total == pytest.approx(probabilities[i, k], abs=1e-6)
+        assert attribution["instanceOutputValue"] == pytest.approx(probabilities[i].max())
+
+
+def test_other_models_and_old_versions_get_a_422_saying_why(
+    store: ModelStore, iris_artifact: Path, tmp_path: Path
+) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+
+    iris = load_iris()
+    X, y = iris.data, iris.target_names[iris.target]
+    names = json.loads((iris_artifact / "metadata.json").read_text())["feature_names"]
+    old = ModelStore(store.uri.rsplit("/", 1)[0] + "/old")
+    models = [("knn", KNeighborsClassifier()), ("lr", LogisticRegression(max_iter=1000))]
+    for version, estimator in models:
+        publish_object(old, version, estimator.fit(X, y), iris_artifact, tmp_path,
+                       estimator=type(estimator).__name__, feature_names=names)  # fmt: skip
+    for version, words in [("knn", "a KNeighborsClassifier cannot be explained exactly"),
+                           ("lr", "has no background sample")]:  # fmt: skip
+        with serving(old, "old", MODEL_VERSION=version) as service:
+            response = explain(service, {"instances": [[5.1, 3.5, 1.4, 0.2]]})
+        assert response.status_code == 422
+        assert words in response.get_json()["detail"]
+    assert "RandomForestClassifier" in str(METHODS) and "LogisticRegression" in str(METHODS)
+
+
+def test_native_categorical_histgradientboosting_is_refused() -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    X = np.array([[0, 1.0], [1, 2.0], [2, 3.0], [0, 4.0]] * 10)
+    model = HistGradientBoostingClassifier(categorical_features=[0], max_iter=3)
+    with pytest.raises(NotExplainable, match="native categorical features"):
+        method_of(model.fit(X, [0, 1, 1, 0] * 10))
+
+
+def test_columns_that_mix_features_cannot_be_traced() -> None:
+    from sklearn.preprocessing import PolynomialFeatures, StandardScaler
+
+    X = np.arange(12.0).reshape(4, 3)
+    assert column_sources(StandardScaler().fit(X), 3) == [{0}, {1}, {2}]
+    mixed = column_sources(PolynomialFeatures(2, include_bias=False).fit(X), 3)
+    assert frozenset() in mixed  # "x0 x1" is no one feature's column
+
+
+def test_an_explanation_costs_several_predictions() -> None:
+    now = [0.0]
+    buckets = TokenBuckets(1.0, 2 * EXPLAIN_COST, clock=lambda: now[0])
+    buckets.take("k", EXPLAIN_COST)
+    buckets.take("k", EXPLAIN_COST)
+    with pytest.raises(TooManyRequests):
+        buckets.take("k")  # the bucket is empty: two explanations spent it
+    now[0] += EXPLAIN_COST
+    buckets.take("k", EXPLAIN_COST)
+    small = TokenBuckets(1.0, 3, clock=lambda: now[0])
+    small.take("k", EXPLAIN_COST)  # a bucket smaller than the cost still lets one through
