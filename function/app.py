@@ -71,7 +71,7 @@ def _explain(service: Service, request: Request, args: dict[str, str]) -> Any:
     # Built outside the time limit's reach: an import stopped half-way would stay broken.
     explainer = service.explainers.get(model, service.loader.store, service.config.allow_pickle)
     with service.deadlines.interruptible():
-        explanation = explainer.explain(instances.X, wanted)
+        explanation = explainer.explain(instances, wanted)
     return _answered(explain.answer(model, explainer, explanation), model)
 
 

@@ -44,7 +44,7 @@ import numpy as np
 
 from function.errors import IntegrityError, InvalidInput, ModelrunError
 from function.model import LoadedModel, canonical_estimator, verified_file
-from function.predict import rows_to_input
+from function.predict import Instances, rows_to_input
 from function.schema import kind
 from function.store import ModelStore
 
@@ -114,10 +114,15 @@ class Explainer:
     n_features: int
     classes: list[str]
 
-    def explain(self, X: Any, wanted: str | None) -> Explanation:
-        """Explain rows X (as the pipeline takes them): the class named, else each row's
-        predicted class; refuse an explanation that does not add up to the model's output."""
-        Z = self._columns(X)
+    def explain(self, instances: Instances, wanted: str | None) -> Explanation:
+        """Explain a request's rows: the class named, else each row's predicted class; refuse a
+        row without a finite explanation (422), and an explanation that does not add up to the
+        model's output (500: never answered)."""
+        with np.errstate(all="ignore"):  # overflow shows up as non-finite values, refused below
+            return self._explain(instances, wanted)
+
+    def _explain(self, instances: Instances, wanted: str | None) -> Explanation:
+        Z = self._columns(instances.X)
         values = self.shap_explainer.shap_values(Z, **self._options())
         values, base = self._per_output(np.asarray(values), self.shap_explainer.expected_value)
         own = self._own_output(Z)
@@ -134,8 +139,18 @@ class Explainer:
         np.add.at(attributions.T, self.groups, columns.T)
         base_values = base[outputs]
         output = own[rows, outputs]
+        finite = np.isfinite(attributions).all(axis=1) & np.isfinite(output)
+        if not finite.all():
+            raise InvalidInput(
+                "the model gives no finite explanation for this row: its values are too far "
+                "outside the range it was trained on",
+                field=instances.field(int(np.argmin(finite))),
+            )
         gap = np.abs(base_values + attributions.sum(axis=1) - output)
-        if not np.all(gap <= ADDITIVITY):
+        # Within 1e-6, or 1e-6 of the terms' size where they exceed 1: float rounding grows with
+        # them (a row at 1e12 has attributions near 1e12, added up to about 1e-4).
+        scale = np.maximum(1.0, np.abs(attributions).sum(axis=1) + np.abs(base_values))
+        if not np.all(gap <= ADDITIVITY * scale):
             raise ModelrunError(
                 f"the explanation does not add up to the model's output (off by "
                 f"{float(np.max(gap)):.3g}, more than {ADDITIVITY:g}); it is not answered"

@@ -280,3 +280,30 @@ def test_an_explanation_costs_several_predictions() -> None:
     buckets.take("k", EXPLAIN_COST)
     small = TokenBuckets(1.0, 3, clock=lambda: now[0])
     small.take("k", EXPLAIN_COST)  # a bucket smaller than the cost still lets one through
+
+
+def test_openapi_documents_explain_and_its_examples_are_answered(churn_service: InProcess) -> None:
+    from openapi_spec_validator import validate
+
+    document = churn_service.client.get("/openapi.json").get_json()
+    validate(document)
+    post = document["paths"]["/explain"]["post"]
+    examples = post["requestBody"]["content"]["application/json"]["examples"]
+    assert set(examples) == {"instances", "class"}
+    schemas = document["components"]["schemas"]
+    assert schemas["ExplainRequest"]["oneOf"][2]["required"]  # this model's own features
+    for name, example in examples.items():
+        response = explain(churn_service, example["value"])
+        assert response.status_code == 200, name
+        assert set(response.get_json()) == set(schemas["ExplainResponse"]["required"])
+
+
+def test_rows_far_out_add_up_to_their_scale(store: ModelStore) -> None:
+    """Float rounding grows with the terms: a row at 1e300 adds up within 1e-6 of its size."""
+    with serving(store, "iris", MODEL_VERSION="lr") as service:
+        rows = [[5.1, 3.5, 1.4, 0.2], [1e300, 1e300, -1e300, 1e300]]
+        response = explain(service, {"instances": rows})
+    assert response.status_code == 200, response.get_json()
+    far = response.get_json()["explanations"][1]["attributions"][0]
+    size = sum(abs(v) for v in far["featureAttributions"].values())
+    assert size > 1e299 and far["approximationError"] <= 1e-6 * size
