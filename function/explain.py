@@ -132,6 +132,10 @@ class Explainer:
             chosen = _class_index(self.classes, wanted) if wanted is not None else None
             outputs = picked.tolist() if chosen is None else [chosen] * len(Z)
         else:
+            if wanted is not None:
+                raise InvalidInput(
+                    "a regressor has one output, and no class to choose", field="parameters.class"
+                )
             labels, outputs = own[:, 0].tolist(), [0] * len(Z)
         rows = np.arange(len(Z))
         columns = values[rows, :, outputs]  # (rows, columns) for each row's output
@@ -270,7 +274,7 @@ def parse_parameters(body: Any) -> tuple[Any, str | None]:
                 f"unknown parameter; expected {', '.join(PARAMETERS)}", field=f"parameters.{key}"
             )
     wanted = parameters.get("class")
-    if wanted is not None and not isinstance(wanted, str):
+    if "class" in parameters and not isinstance(wanted, str):
         raise InvalidInput(
             f"expected a class name as text, got {kind(wanted)}", field="parameters.class"
         )

@@ -70,6 +70,12 @@ def document(model: LoadedModel | None, max_instances: int) -> dict[str, Any]:
         del schemas["V2InputTensor"]
         inputs["items"] = {"$ref": "#/components/schemas/V2ColumnTensor"}
         inputs["minItems"] = len(required) or 1
+    classes = model.metadata.get("class_names") or []
+    chosen = schemas["ExplainParameters"]["properties"]
+    if classes:
+        chosen["class"]["enum"] = list(classes)
+    else:  # a regressor: nothing to choose
+        del chosen["class"]
     _examples(doc, model)
     return doc
 
