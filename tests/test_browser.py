@@ -476,3 +476,26 @@ def test_why_this_answer_shows_the_explanations_signed_bars_largest_first(
     assert widths == sorted(widths, reverse=True)  # sized through the CSSOM, under the CSP
     assert csp_refusals(page) == [] and errors_in_console(page) == []
     page.execute_script("document.getElementById('why').scrollIntoView()")  # for the screenshot
+
+
+def test_the_model_card_shows_mean_absolute_attribution_beside_permutation_importance(
+    page: Any, running: Running
+) -> None:
+    open_with_key(page, running.url + "/model/card")
+    caption = "Permutation importance on the hold-out set"
+    wait(page, lambda d: [c for c in d.find_elements(By.TAG_NAME, "caption")
+                          if c.text.startswith(caption)], "the importance table")  # fmt: skip
+    table = next(
+        t for t in page.find_elements(By.TAG_NAME, "table")
+        if t.find_element(By.TAG_NAME, "caption").text.startswith(caption)
+    )  # fmt: skip
+    heads = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    assert heads == ["feature", "mean", "std", "mean |attribution|"]
+    report = running.get("/model", headers=AUTH).json()["report"]["attribution_importance"]
+    shown = {
+        tr.find_element(By.TAG_NAME, "th").text: tr.find_elements(By.TAG_NAME, "td")[2].text
+        for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    }
+    assert report["explained"] and set(shown) == set(report["mean_abs"])
+    for name, value in report["mean_abs"].items():
+        assert float(shown[name]) == pytest.approx(value, rel=1e-3, abs=1e-4)

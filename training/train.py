@@ -27,7 +27,8 @@ from function.artifact import (
     sha256_hex,
 )
 from function.drift import BASELINE_FILE, build_baseline
-from function.explain import BACKGROUND_FILE, BACKGROUND_ROWS, background_file
+from function.explain import BACKGROUND_FILE, BACKGROUND_ROWS, background_file, parse_background
+from function.predict import rows_to_input
 from function.schema import from_metadata
 from function.store import utc_now
 from training.data import Dataset
@@ -245,7 +246,11 @@ def extra_files(
     if report:
         from training.report import build_report
 
-        files, metadata["report"] = build_report(pipeline, X_eval, y_eval, metadata, seed)
+        rows = parse_background(extra[BACKGROUND_FILE], "the background")
+        background = rows_to_input(rows, "background[{}]", from_metadata(metadata, "the model"))
+        files, metadata["report"] = build_report(
+            pipeline, X_eval, y_eval, metadata, seed, background
+        )
         extra.update(files)
     if onnx:
         nullable = [j for j, f in enumerate(metadata["features"]) if f["nullable"]]

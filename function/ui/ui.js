@@ -684,13 +684,19 @@ function renderCard(m) {
     (a, b) => b[1].mean - a[1].mean,
   );
   if (importance.length) {
+    // Beside it, the explanations' global importance: each feature's mean |attribution|.
+    const attribution = report.attribution_importance || {};
+    const meanAbs = attribution.mean_abs || {};
+    const how = attribution.explained
+      ? `mean |attribution| (${attribution.method}, ${attribution.units}) over ${attribution.rows} rows`
+      : `no attributions${attribution.reason ? `: ${attribution.reason}` : " (trained before explanations)"}`;
     parts.push(
       section(
         "Feature importance",
         tableOf(
-          "Permutation importance on the hold-out set: the score lost when a feature is shuffled",
-          ["feature", "mean", "std"],
-          importance.map(([name, v]) => [name, number(v.mean), number(v.std)]),
+          `Permutation importance on the hold-out set (the score lost when a feature is shuffled), and ${how}`,
+          ["feature", "mean", "std", "mean |attribution|"],
+          importance.map(([name, v]) => [name, number(v.mean), number(v.std), name in meanAbs ? number(meanAbs[name]) : "—"]),
         ),
       ),
     );
