@@ -329,3 +329,21 @@ def test_the_model_cards_global_importance_is_the_mean_absolute_attribution(
     refused = attribution_importance(knn, np.zeros((2, 6)), model.metadata, 0, None)
     assert refused == {"explained": False, "reason": refused["reason"]}
     assert "KNeighborsClassifier cannot be explained" in refused["reason"]
+
+
+def test_trees_that_shap_reads_otherwise_than_scikit_learn_are_refused() -> None:
+    """What the named refusal above guards against, caught by the general check too: shap
+    reads a categorical split's threshold as a number (its bitset unread)."""
+    import shap
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from function.explain import TREES, Explainer, check_trees
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.integers(0, 6, 400), rng.normal(size=400)]).astype(float)
+    y = np.isin(X[:, 0], [1, 3, 4]).astype(int)  # no threshold separates these codes
+    model = HistGradientBoostingClassifier(categorical_features=[0], max_iter=5).fit(X, y)
+    tree = shap.TreeExplainer(model, feature_perturbation="tree_path_dependent")
+    explainer = Explainer(TREES, "margin", model, None, tree, np.arange(2), 2, ["0", "1"])
+    with pytest.raises(NotExplainable, match="otherwise than scikit-learn decides them"):
+        check_trees(explainer, X[:100])

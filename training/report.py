@@ -169,7 +169,7 @@ def attribution_importance(
         chosen = np.sort(np.random.default_rng(seed).permutation(rows)[:IMPORTANCE_ROWS])
         X = X.iloc[chosen] if hasattr(X, "iloc") else X[chosen]
     try:
-        explainer = build(pipeline, len(names), lambda: background)
+        explainer = build(pipeline, len(names), lambda: background, lambda: X)
         explanation = explainer.explain(Instances(X, where="row {}"), None)
     except NotExplainable as e:
         return {"explained": False, "reason": str(e)}
