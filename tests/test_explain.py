@@ -347,3 +347,32 @@ def test_trees_that_shap_reads_otherwise_than_scikit_learn_are_refused() -> None
     explainer = Explainer(TREES, "margin", model, None, tree, np.arange(2), 2, ["0", "1"])
     with pytest.raises(NotExplainable, match="otherwise than scikit-learn decides them"):
         check_trees(explainer, X[:100])
+
+
+def test_shap_is_imported_only_when_a_model_is_explained(store: ModelStore) -> None:
+    """Cold start and the answer path never import shap (seconds, and numba's LLVM): the
+    service's entry, a prediction in process, then an explanation."""
+    import os
+    import subprocess
+    import sys
+
+    uri = store.uri.rsplit("/", 1)[0] + "/iris"
+    script = f"""
+import sys
+import function.main
+from tests.inprocess import in_process
+loaded = lambda: sorted(m for m in ("shap", "numba", "llvmlite") if m in sys.modules)
+with in_process({{"MODEL_URI": {uri!r}, "API_KEYS": {KEY!r}, "MODEL_VERSION": "lr"}}) as s:
+    headers = {{"X-API-Key": {KEY!r}}}
+    body = {{"instances": [[5.1, 3.5, 1.4, 0.2]]}}
+    assert s.client.post("/predict", json=body, headers=headers).status_code == 200
+    print("loaded:", loaded())
+    assert s.client.post("/explain", json=body, headers=headers).status_code == 200
+    print("loaded:", loaded())
+"""
+    env = {**os.environ, "MODEL_URI": uri, "API_KEYS": KEY}  # function.main reads them
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=Path(__file__).parent.parent, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = [line for line in done.stdout.splitlines() if line.startswith("loaded:")]
+    assert shown == ["loaded: []", "loaded: ['llvmlite', 'numba', 'shap']"]
