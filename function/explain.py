@@ -53,7 +53,7 @@ from function.store import ModelStore
 BACKGROUND_FILE = "background.json"
 BACKGROUND_ROWS = 100  # shap's own advice for a background; a linear explainer's cost grows with it
 ADDITIVITY = 1e-6
-# An explanation's share of the rate limit, in predictions: a request of 1,000 rows costs 8 (a
+# An explanation's share of the rate limit, in predictions: a request of 1,000 rows costs 6 (a
 # forest) to 24 (the mixed-type pipeline) times its predictions' time, one row less than one
 # prediction; 10, fixed per request as a prediction's 1 is (docs/PERFORMANCE.md, "Explanations").
 EXPLAIN_COST = 10

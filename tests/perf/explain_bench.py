@@ -77,16 +77,18 @@ def serve(root: Path, model_uri: str, tmp: Path) -> tuple[subprocess.Popen[bytes
         except requests.ConnectionError:
             pass
         if process.poll() is not None or time.perf_counter() - started > 60:
-            raise SystemExit(f"the service did not start: {(tmp / log.name).read_text()}")
+            stop(process)
+            raise SystemExit(f"the service did not start: {Path(log.name).read_text()[-2000:]}")
         time.sleep(0.01)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
+    """SIGTERM to the server's process group (its workers too), SIGKILL after 15 s."""
+    os.killpg(process.pid, 15)
     try:
         process.wait(15)
     except subprocess.TimeoutExpired:
-        process.kill()
+        os.killpg(process.pid, 9)
         process.wait()
 
 
@@ -145,6 +147,42 @@ def modelrun_in_process(artifact: Path, row: Any, count: int) -> list[float]:
     return times[5:]
 
 
+def full_request_ratio(artifact: Path, name: str) -> dict[str, float]:
+    """A full request (1,000 rows) explained against the same rows predicted, in process: what
+    an explanation costs next to a prediction (EXPLAIN_COST)."""
+    from function.explain import build
+    from function.model import warm_up_row
+    from function.predict import Instances, run_model
+    from function.schema import from_metadata
+    from training.churn import churn
+
+    pipeline = joblib.load(artifact / "model.joblib")
+    metadata = json.loads((artifact / "metadata.json").read_text())
+    schema = from_metadata(metadata, "bench")
+    explainer = build(pipeline, len(schema.names), lambda: warm_up_row(metadata, schema))
+    if name == "rf":
+        from sklearn.datasets import load_iris
+
+        X: Any = np.tile(load_iris().data, (7, 1))[:1000]
+    else:
+        X = churn(1000, seed=1).drop(columns="churned")
+    explained = statistics.median(
+        _seconds(lambda: explainer.explain(Instances(X), None)) for _ in range(3)
+    )
+    predicted = statistics.median(_seconds(lambda: run_model(pipeline, X, True)) for _ in range(3))
+    return {
+        "explain_1000_rows_ms": round(1000 * explained, 1),
+        "predict_1000_rows_ms": round(1000 * predicted, 1),
+        "ratio": round(explained / predicted, 1),
+    }
+
+
+def _seconds(call: Any) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
 def ms(values: list[float], q: float) -> float:
     return round(1000 * float(np.quantile(values, q)), 2)
 
@@ -152,7 +190,11 @@ def ms(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", default=os.environ.get("QUICK") == "1")
-    parser.add_argument("--compare-root", type=Path, help="another tree's cold start (main's)")
+    parser.add_argument(
+        "--compare-root",
+        type=Path,
+        help="another tree to compare cold starts with (git worktree add DIR BASE)",
+    )
     args = parser.parse_args()
     count = 100 if args.quick else 300
     tmp = Path(tempfile.mkdtemp(prefix="explain-bench-"))
@@ -190,6 +232,7 @@ def main() -> None:
             # /predict): parsing the row, summing columns, the additivity check.
             "service_adds": round(median(ours) / median(library) - 1, 3),
             "explain_over_predict": round(median(explain) / median(predict), 2),
+            "full_request": full_request_ratio(artifact, name),
         }
         print(name, results[name], flush=True)
     if args.compare_root:
