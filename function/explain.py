@@ -131,8 +131,7 @@ class Explainer:
         values, base = self._per_output(np.asarray(values), self.shap_explainer.expected_value)
         own = self._own_output(Z)
         if self.classes:
-            # predict's rule: argmax of the probabilities, which rank as the margins do
-            picked = np.argmax(own, axis=1)
+            picked = self._predicted(Z, own)
             labels = self.estimator.classes_.take(picked).tolist()
             chosen = _class_index(self.classes, wanted) if wanted is not None else None
             outputs = picked.tolist() if chosen is None else [chosen] * len(Z)
@@ -141,7 +140,10 @@ class Explainer:
                 raise InvalidInput(
                     "a regressor has one output, and no class to choose", field="parameters.class"
                 )
-            labels, outputs = own[:, 0].tolist(), [0] * len(Z)
+            # The estimator's own predict, so that the answer is /predict's to the bit (shap's
+            # reading of trees agrees within rounding).
+            own_labels = self.estimator.predict(Z) if self.method == TREES else own[:, 0]
+            labels, outputs = np.asarray(own_labels).tolist(), [0] * len(Z)
         rows = np.arange(len(Z))
         columns = values[rows, :, outputs]  # (rows, columns) for each row's output
         attributions = np.zeros((len(Z), self.n_features))
@@ -166,6 +168,19 @@ class Explainer:
             )
         explained: list[int | None] = outputs if self.classes else [None] * len(Z)
         return Explanation(labels, explained, base_values, attributions, output)
+
+    def _predicted(self, Z: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """Each row's predicted class: predict's rule, the argmax of the probabilities (which
+        rank as the margins do). Where the first two are within rounding of each other (a tie
+        the estimator breaks by its own sums), the estimator decides those rows itself."""
+        picked = np.argmax(own, axis=1)
+        if self.method == TREES and own.shape[1] > 1:
+            top = np.sort(own, axis=1)[:, -2:]
+            close = np.flatnonzero(top[:, 1] - top[:, 0] <= ADDITIVITY)
+            if len(close):
+                mine = scikit_output(self.estimator, Z[close], self.units, len(self.classes))
+                picked[close] = np.argmax(mine, axis=1)
+        return picked
 
     def describe(self) -> dict[str, Any]:
         """How the answer was computed, for the answer itself."""

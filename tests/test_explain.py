@@ -376,3 +376,39 @@ with in_process({{"MODEL_URI": {uri!r}, "API_KEYS": {KEY!r}, "MODEL_VERSION": "l
     assert done.returncode == 0, done.stderr
     shown = [line for line in done.stdout.splitlines() if line.startswith("loaded:")]
     assert shown == ["loaded: []", "loaded: ['llvmlite', 'numba', 'shap']"]
+
+
+def test_a_regressor_answers_predict_to_the_bit_and_its_value_is_explained(
+    store: ModelStore, iris_artifact: Path, tmp_path: Path
+) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.linear_model import Ridge
+
+    iris = load_iris()
+    X, y = iris.data[:, :3], iris.data[:, 3]  # petal width from the other three
+    names = ["sepal_length", "sepal_width", "petal_length"]
+    root = ModelStore(store.uri.rsplit("/", 1)[0] + "/width")
+    models = {"forest": RandomForestRegressor(30, random_state=0), "ridge": Ridge()}
+    for version, model in models.items():
+        changes = {"task": "regression", "class_names": [], "feature_names": names}
+        publish_object(root, version, model.fit(X, y), iris_artifact, tmp_path,
+                       estimator=type(model).__name__, **changes)  # fmt: skip
+    rows = [[5.1, 3.5, 1.4], [6.3, 3.3, 6.0]]
+    with serving(root, "width", MODEL_VERSION="forest") as service:
+        body = explain(service, {"instances": rows}).get_json()
+        predicted = service.client.post("/predict", json={"instances": rows}, headers=AUTH)
+        named = explain(service, {"instances": rows, "parameters": {"class": "x"}}).get_json()
+    assert named["field"] == "parameters.class" and "no class to choose" in named["detail"]
+    assert body["predictions"] == predicted.get_json()["predictions"]  # to the bit
+    assert body["method"]["units"] == "value"
+    for i, explanation in enumerate(body["explanations"]):
+        (attribution,) = explanation["attributions"]
+        assert "outputIndex" not in attribution  # a scalar output, as Vertex leaves it out
+        total = attribution["baselineOutputValue"] + sum(
+            attribution["featureAttributions"].values()
+        )
+        assert total == pytest.approx(body["predictions"][i], abs=1e-6)
+    with serving(root, "width", MODEL_VERSION="ridge") as service:  # linear, no background
+        response = explain(service, {"instances": rows})
+    assert response.status_code == 422 and "no background sample" in response.get_json()["detail"]
