@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,12 @@ IMPORTANCE_ROWS = 2000
 
 
 def build_report(
-    pipeline: Any, X: Any, y: Any, metadata: dict[str, Any], seed: int, background: Any = None
+    pipeline: Any,
+    X: Any,
+    y: Any,
+    metadata: dict[str, Any],
+    seed: int,
+    background: Callable[[], Any] | None = None,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Return the report's files (report.html and its PNGs) and a summary for metadata.json:
     the permutation importance of each feature on these rows, beside its mean |attribution|
@@ -156,10 +162,15 @@ def _importance(
 
 
 def attribution_importance(
-    pipeline: Any, X: Any, metadata: dict[str, Any], seed: int, background: Any
+    pipeline: Any,
+    X: Any,
+    metadata: dict[str, Any],
+    seed: int,
+    background: Callable[[], Any] | None,
 ) -> dict[str, Any]:
     """Each feature's mean |attribution| over (a sample of) these rows, each row's predicted
-    class explained as POST /explain explains it, in its units; or why the model has none."""
+    class explained as POST /explain explains it, in its units; or why the model has none. A
+    report never fails training for it: any failure is recorded as the reason."""
     from function.explain import NotExplainable, build
     from function.predict import Instances
 
@@ -168,11 +179,18 @@ def attribution_importance(
     if rows > IMPORTANCE_ROWS:
         chosen = np.sort(np.random.default_rng(seed).permutation(rows)[:IMPORTANCE_ROWS])
         X = X.iloc[chosen] if hasattr(X, "iloc") else X[chosen]
+    if background is None:
+
+        def background() -> Any:
+            raise NotExplainable("no background rows were given to explain a linear model")
+
     try:
-        explainer = build(pipeline, len(names), lambda: background, lambda: X)
+        explainer = build(pipeline, len(names), background, lambda: X)
         explanation = explainer.explain(Instances(X, where="row {}"), None)
     except NotExplainable as e:
         return {"explained": False, "reason": str(e)}
+    except Exception as e:  # the card goes without the column; training goes on
+        return {"explained": False, "reason": f"the explanation failed: {type(e).__name__}: {e}"}
     means = np.abs(explanation.attributions).mean(axis=0)
     return {
         "explained": True,

@@ -246,8 +246,10 @@ def extra_files(
     if report:
         from training.report import build_report
 
-        rows = parse_background(extra[BACKGROUND_FILE], "the background")
-        background = rows_to_input(rows, "background[{}]", from_metadata(metadata, "the model"))
+        def background() -> Any:  # as the service reads it: parsed, then checked as a request
+            rows = parse_background(extra[BACKGROUND_FILE], "the background")
+            return rows_to_input(rows, "background[{}]", from_metadata(metadata, "the model"))
+
         files, metadata["report"] = build_report(
             pipeline, X_eval, y_eval, metadata, seed, background
         )
