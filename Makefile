@@ -16,7 +16,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
 	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
 
-.PHONY: install install-serve serve test image test-image lint format train repro local tracking monitor batch soak attack bench bench-batch bench-train screenshots clean clean-store
+.PHONY: install install-serve serve test image test-image lint format train repro local tracking monitor batch soak attack bench bench-batch bench-train bench-explain screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
 install-serve: $(SERVE_INSTALLED)  ## serving and training only
@@ -110,9 +110,13 @@ soak: install  ## a bounded soak (REQUESTS=100000): errors, latency, RSS growth
 attack: install  ## issue 35's attacks while clients predict: worker RSS and others' p99 (REQUESTS=10000)
 	$(PY) -m tests.perf.attack --requests $(or $(REQUESTS),10000)
 
-bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs wrk (apt); then bench-batch
+bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs wrk (apt); then bench-batch, bench-explain
 	$(PY) -m tests.perf.bench $(if $(QUICK),--quick,)
 	$(MAKE) bench-batch
+	$(MAKE) bench-explain
+
+bench-explain: install  ## POST /explain p50/p95 (a forest, the mixed-type pipeline) against shap in process (QUICK=1; COMPARE_ROOT=a tree: cold starts)
+	$(PY) -m tests.perf.explain_bench $(if $(QUICK),--quick,) $(if $(COMPARE_ROOT),--compare-root $(COMPARE_ROOT),)
 
 bench-train: install  ## package on 10,000 mixed-type rows (goal 15 s) and train on 20,000, report included (QUICK=1)
 	$(PY) -m tests.perf.train_bench $(if $(QUICK),--quick,)

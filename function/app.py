@@ -16,7 +16,7 @@ from flask import Request, Response
 from werkzeug import exceptions as wz
 from werkzeug.routing import Map, MapAdapter, Rule
 
-from function import metrics_port, oip, pages
+from function import explain, metrics_port, oip, pages
 from function.auth import presented_key
 from function.body import read_bytes, read_json
 from function.config import Config, load_config
@@ -60,6 +60,22 @@ def _predict(service: Service, request: Request, args: dict[str, str]) -> Any:
     model, shadow, instances = _instances(service, request)
     prediction = _score(service, model, shadow, instances)
     return _answered(answer(model, prediction), model)
+
+
+def _explain(service: Service, request: Request, args: dict[str, str]) -> Any:
+    """Why this answer: the prediction split into a base value and one attribution per input
+    feature (function/explain.py); counted as EXPLAIN_COST predictions against the rate limit."""
+    identity = service.authorize(request.headers, request.remote_addr, cost=explain.EXPLAIN_COST)
+    model, _ = service.serving(identity, request.headers)
+    body, wanted = explain.parse_parameters(read_json(request, service.config.max_request_bytes))
+    limit = service.config.max_instances_per_request
+    with service.deadlines.interruptible():
+        instances = parse_instances(body, model.schema, limit)
+    # Built outside the time limit's reach: an import stopped half-way would stay broken.
+    explainer = service.explainers.get(model, service.loader.store, service.config.allow_pickle)
+    with service.deadlines.interruptible():
+        explanation = explainer.explain(instances, wanted)
+    return _answered(explain.answer(model, explainer, explanation), model)
 
 
 def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
@@ -255,6 +271,7 @@ class Route:
 V2_MODEL = ("/v2/models/<name>", "/v2/models/<name>/versions/<version>")
 ROUTES: dict[str, Route] = {
     "predict": Route(_predict, "POST", ("/predict",)),
+    "explain": Route(_explain, "POST", ("/explain",)),
     "model": Route(_model, "GET", ("/model",)),
     "model_file": Route(_model_file, "GET", ("/model/files/<name>",)),
     "health": Route(_health, "GET", ("/health",)),

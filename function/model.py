@@ -129,6 +129,17 @@ def _baseline(store: ModelStore, metadata: dict[str, Any], where: str) -> dict[s
     return parse_baseline(verified_file(store, metadata, BASELINE_FILE, where), where)
 
 
+def canonical_estimator(
+    store: ModelStore, metadata: dict[str, Any], where: str, allow_pickle: bool
+) -> Any:
+    """The version's scikit-learn model, verified and deserialised: what explanations read when
+    onnxruntime serves the answers (function/explain.py)."""
+    if metadata["format"] == "joblib" and not allow_pickle:
+        raise IntegrityError(f"{where} is a pickle (joblib) and ALLOW_PICKLE=false")
+    data = verified_file(store, metadata, model_file(metadata), where)
+    return _deserialise(data, metadata, where)
+
+
 def _deserialise(data: bytes, metadata: dict[str, Any], where: str) -> Any:
     try:
         if metadata["format"] == "skops":

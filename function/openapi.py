@@ -26,7 +26,9 @@ def document(model: LoadedModel | None, max_instances: int) -> dict[str, Any]:
     examples are its own example row."""
     doc = copy.deepcopy(_base())
     schemas = doc["components"]["schemas"]
-    schemas["PredictRequest"]["oneOf"][0]["properties"]["instances"]["maxItems"] = max_instances
+    requests = [schemas["PredictRequest"], schemas["ExplainRequest"]]  # the same bodies
+    for request in requests:
+        request["oneOf"][0]["properties"]["instances"]["maxItems"] = max_instances
     shape = schemas["V2InputTensor"]["properties"]["shape"]
     rows = {"type": "integer", "minimum": 1, "maximum": max_instances}
     if model is None:
@@ -51,9 +53,10 @@ def document(model: LoadedModel | None, max_instances: int) -> dict[str, Any]:
         "description": "Values in feature order (see GET /model features)",
     }
     schemas["Row"]["oneOf"][1] = {**named, "description": "Values by feature name"}
-    bare = schemas["PredictRequest"]["oneOf"][2]
-    bare.update(named)
-    bare.pop("minProperties", None)
+    for request in requests:
+        bare = request["oneOf"][2]
+        bare.update(named)
+        bare.pop("minProperties", None)
     # One tensor per feature: its name, and the datatypes its values may come as.
     column = schemas["V2ColumnTensor"]["properties"]
     column["name"] = {"enum": names}
@@ -67,6 +70,12 @@ def document(model: LoadedModel | None, max_instances: int) -> dict[str, Any]:
         del schemas["V2InputTensor"]
         inputs["items"] = {"$ref": "#/components/schemas/V2ColumnTensor"}
         inputs["minItems"] = len(required) or 1
+    classes = model.metadata.get("class_names") or []
+    chosen = schemas["ExplainParameters"]["properties"]
+    if classes:
+        chosen["class"]["enum"] = list(classes)
+    else:  # a regressor: nothing to choose
+        del chosen["class"]
     _examples(doc, model)
     return doc
 
@@ -86,6 +95,12 @@ def _examples(doc: dict[str, Any], model: LoadedModel) -> None:
         "named": {"value": example},
         "noProbabilities": {"value": {"instances": [row], "parameters": {"probabilities": False}}},
     }
+    explain = doc["paths"]["/explain"]["post"]["requestBody"]["content"]["application/json"]
+    explain["examples"] = {"instances": {"value": {"instances": [row]}}}
+    classes = model.metadata.get("class_names") or []
+    if classes:
+        chosen = {"instances": [row], "parameters": {"class": classes[-1]}}
+        explain["examples"]["class"] = {"value": chosen}
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
         body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
         body["example"] = {"id": "42", "inputs": example_inputs(model.schema, [row])}

@@ -37,23 +37,25 @@ class TokenBuckets:
         self._buckets: dict[str, tuple[float, float]] = {}  # identity -> (tokens, last refill)
         self._lock = threading.Lock()
 
-    def take(self, identity: str) -> None:
-        """Spend one token, or raise 429 saying how long until one is back."""
+    def take(self, identity: str, cost: int = 1) -> None:
+        """Spend `cost` tokens (at most a full bucket), or raise 429 saying how long until they
+        are back."""
         if self.rate <= 0:
             return
         with self._lock:
             now = self.clock()
             tokens, last = self._buckets.get(identity, (self.burst, now))
             tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens < 1:
+            spend = min(float(cost), self.burst)  # a smaller bucket than the cost still lets it by
+            if tokens < spend:
                 self._buckets[identity] = (tokens, now)
-                wait = (1 - tokens) / self.rate
+                wait = (spend - tokens) / self.rate
                 raise TooManyRequests(
                     f"rate limit of {self.instance_rate:g} requests/s (burst "
                     f"{self.instance_burst}) per {self.per} exceeded; retry in {wait:.2f}s",
                     retry_after=wait,
                 )
-            self._buckets[identity] = (tokens - 1, now)
+            self._buckets[identity] = (tokens - spend, now)
             if len(self._buckets) > MAX_TRACKED:  # many addresses must not grow memory forever
                 self._forget_full(now)
 

@@ -25,6 +25,7 @@ from function.config import Config
 from function.deadline import Deadlines
 from function.drift import BASELINE_FILE, Drift, DriftCollector
 from function.errors import BadRequest, NotFound, NotReady, Unauthorized
+from function.explain import Explainers
 from function.loader import ModelLoader
 from function.metrics_port import serve_metrics
 from function.model import LoadedModel, verified_file
@@ -86,6 +87,7 @@ class Service:
         )
         self.run_model = self._model_runner()
         self._report_files: dict[tuple[str, str], bytes] = {}  # a model card's plots, read once
+        self.explainers = Explainers()  # built on a version's first explanation
         self._started = False
         self._start_lock = threading.Lock()
         self._stop = threading.Event()
@@ -153,9 +155,10 @@ class Service:
             self._report_files[key] = data
         return data
 
-    def authorize(self, headers: Headers, address: str | None = None) -> str:
+    def authorize(self, headers: Headers, address: str | None = None, cost: int = 1) -> str:
         """Return the caller's identity; raise 401 without a valid key (unless keys are off in
-        development), 429 over the rate, or for a wrong key from an address that sent too many.
+        development), 429 over the rate (a request costs `cost` predictions), or for a wrong key
+        from an address that sent too many.
 
         Every key is checked, however many wrong ones its address sent: a valid key is never
         locked out (behind a shared address too), and only wrong keys are answered 429.
@@ -168,7 +171,7 @@ class Service:
             except Unauthorized:
                 self.failed_keys.take(client_address(headers, address))
                 raise
-        self.limits.take(identity)
+        self.limits.take(identity, cost)
         return identity
 
     def serving(

@@ -445,3 +445,59 @@ def test_the_docs_page_passes_an_accessibility_scan(page: Any, running: Running)
     wait(page, lambda d: d.find_elements(By.ID, "operations-default-predict"), "Swagger UI")
 
     assert axe_violations(page, source) == []
+
+
+def test_why_this_answer_shows_the_explanations_signed_bars_largest_first(
+    page: Any, running: Running
+) -> None:
+    open_with_key(page, running.url + "/")
+    Select(page.find_element(By.NAME, "plan")).select_by_value("free")
+    page.find_element(By.ID, "predict-button").click()
+
+    wait(page, lambda d: d.find_elements(By.CSS_SELECTOR, "#why li"), "the explanation's bars")
+    form = {f["name"]: f for f in running.get("/model", headers=AUTH).json()["features"]}
+    row = {name: page.find_element(By.NAME, name).get_attribute("value") for name in form}
+    typed = {
+        name: (None if value == "" else value == "true" if form[name]["type"] == "boolean"
+               else float(value) if form[name]["type"] in ("number", "integer") else value)
+        for name, value in row.items()
+    }  # fmt: skip
+    response = running.post("/explain", json={"instances": [typed]}, headers=AUTH)
+    assert response.status_code == 200, response.text
+    expected = response.json()["explanations"][0]["attributions"][0]["featureAttributions"]
+    bars = page.find_elements(By.CSS_SELECTOR, "#why li")
+    labels = [bar.find_element(By.CLASS_NAME, "label").text for bar in bars]
+    assert labels == sorted(expected, key=lambda n: -abs(expected[n]))  # largest first
+    for bar in bars:
+        value = expected[bar.find_element(By.CLASS_NAME, "label").text]
+        fill = bar.find_element(By.CLASS_NAME, "fill")
+        assert ("down" if value < 0 else "up") in fill.get_attribute("class").split()
+        shown = bar.find_element(By.CLASS_NAME, "value").text.replace("−", "-")
+        assert float(shown) == pytest.approx(value, rel=1e-2, abs=1e-12)
+    widths = [bar.find_element(By.CLASS_NAME, "fill").size["width"] for bar in bars]
+    assert widths == sorted(widths, reverse=True)  # sized through the CSSOM, under the CSP
+    assert csp_refusals(page) == [] and errors_in_console(page) == []
+    page.execute_script("document.getElementById('why').scrollIntoView()")  # for the screenshot
+
+
+def test_the_model_card_shows_mean_absolute_attribution_beside_permutation_importance(
+    page: Any, running: Running
+) -> None:
+    open_with_key(page, running.url + "/model/card")
+    caption = "Permutation importance on the hold-out set"
+    wait(page, lambda d: [c for c in d.find_elements(By.TAG_NAME, "caption")
+                          if c.text.startswith(caption)], "the importance table")  # fmt: skip
+    table = next(
+        t for t in page.find_elements(By.TAG_NAME, "table")
+        if t.find_element(By.TAG_NAME, "caption").text.startswith(caption)
+    )  # fmt: skip
+    heads = [th.text for th in table.find_elements(By.CSS_SELECTOR, "thead th")]
+    assert heads == ["feature", "mean", "std", "mean |attribution|"]
+    report = running.get("/model", headers=AUTH).json()["report"]["attribution_importance"]
+    shown = {
+        tr.find_element(By.TAG_NAME, "th").text: tr.find_elements(By.TAG_NAME, "td")[2].text
+        for tr in table.find_elements(By.CSS_SELECTOR, "tbody tr")
+    }
+    assert report["explained"] and set(shown) == set(report["mean_abs"])
+    for name, value in report["mean_abs"].items():
+        assert float(shown[name]) == pytest.approx(value, rel=1e-3, abs=1e-4)

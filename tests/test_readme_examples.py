@@ -12,7 +12,11 @@ from tests.conftest import ROOT, run_service
 from training.__main__ import main as training
 
 KEY = "readme-example-key-0123456789"
-SECTIONS = ("Call the API", "Standard protocols: Open Inference Protocol v2 and Vertex AI")
+SECTIONS = (
+    "Call the API",
+    "Why this answer: exact explanations",
+    "Standard protocols: Open Inference Protocol v2 and Vertex AI",
+)
 
 
 def section(title: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,10 +27,17 @@ IMPORTANCE_ROWS = 2000
 
 
 def build_report(
-    pipeline: Any, X: Any, y: Any, metadata: dict[str, Any], seed: int
+    pipeline: Any,
+    X: Any,
+    y: Any,
+    metadata: dict[str, Any],
+    seed: int,
+    background: Callable[[], Any] | None = None,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
     """Return the report's files (report.html and its PNGs) and a summary for metadata.json:
-    the permutation importance of each feature on these rows, and the plots' names."""
+    the permutation importance of each feature on these rows, beside its mean |attribution|
+    (the explanations' global importance, against `background`: the rows a linear model is
+    explained against), and the plots' names."""
     classifier = metadata["task"] == "classification"
     with step("report: plots"):
         predicted = pipeline.predict(X)
@@ -39,8 +47,14 @@ def build_report(
     with step(f"report: permutation importance ({IMPORTANCE_REPEATS} shuffles of {rows} rows)"):
         importance = _importance(pipeline, X, y, metadata["feature_names"], seed)
     plots["permutation_importance.png"] = _importance_plot(importance)
-    summary = {"files": [REPORT_FILE, *plots], "permutation_importance": importance}
-    page = _page(metadata, list(plots), importance)
+    with step(f"report: mean |attribution| of each feature ({rows} rows explained)"):
+        attribution = attribution_importance(pipeline, X, metadata, seed, background)
+    summary = {
+        "files": [REPORT_FILE, *plots],
+        "permutation_importance": importance,
+        "attribution_importance": attribution,
+    }
+    page = _page(metadata, list(plots), importance, attribution)
     return {REPORT_FILE: page, **plots}, summary
 
 
@@ -147,6 +161,46 @@ def _importance(
     }
 
 
+def attribution_importance(
+    pipeline: Any,
+    X: Any,
+    metadata: dict[str, Any],
+    seed: int,
+    background: Callable[[], Any] | None,
+) -> dict[str, Any]:
+    """Each feature's mean |attribution| over (a sample of) these rows, each row's predicted
+    class explained as POST /explain explains it, in its units; or why the model has none. A
+    report never fails training for it: any failure is recorded as the reason."""
+    from function.explain import NotExplainable, build
+    from function.predict import Instances
+
+    names = metadata["feature_names"]
+    rows = len(X)
+    if rows > IMPORTANCE_ROWS:
+        chosen = np.sort(np.random.default_rng(seed).permutation(rows)[:IMPORTANCE_ROWS])
+        X = X.iloc[chosen] if hasattr(X, "iloc") else X[chosen]
+    if background is None:
+
+        def background() -> Any:
+            raise NotExplainable("no background rows were given to explain a linear model")
+
+    try:
+        explainer = build(pipeline, len(names), background, lambda: X)
+        explanation = explainer.explain(Instances(X, where="row {}"), None)
+    except NotExplainable as e:
+        return {"explained": False, "reason": str(e)}
+    except Exception as e:  # the card goes without the column; training goes on
+        return {"explained": False, "reason": f"the explanation failed: {type(e).__name__}: {e}"}
+    means = np.abs(explanation.attributions).mean(axis=0)
+    return {
+        "explained": True,
+        "units": explainer.units,
+        "method": f"{explainer.describe()['explainer']}, {explainer.describe()['variant']}",
+        "rows": len(X),
+        "mean_abs": {name: float(m) for name, m in zip(names, means, strict=True)},
+    }
+
+
 def _importance_plot(importance: dict[str, dict[str, float]]) -> bytes:
     ordered = sorted(importance.items(), key=lambda item: item[1]["mean"])
     figure, ax = _figure(height=max(2.5, 0.35 * len(ordered) + 1))
@@ -174,7 +228,10 @@ def _png(figure: Any) -> bytes:
 
 
 def _page(
-    metadata: dict[str, Any], plots: list[str], importance: dict[str, dict[str, float]]
+    metadata: dict[str, Any],
+    plots: list[str],
+    importance: dict[str, dict[str, float]],
+    attribution: dict[str, Any],
 ) -> bytes:
     """One static page: what was trained on what, its metrics and gates, and the plots."""
     e = html.escape
@@ -186,9 +243,17 @@ def _page(
         for name, value in holdout.items()
     )
     ranked = sorted(importance.items(), key=lambda item: -item[1]["mean"])
+    mean_abs = attribution.get("mean_abs", {})
     features = "".join(
-        f"<tr><th>{e(name)}</th><td>{value['mean']:.4f} ± {value['std']:.4f}</td></tr>"
+        f"<tr><th>{e(name)}</th><td>{value['mean']:.4f} ± {value['std']:.4f}</td>"
+        f"<td>{_attribution_cell(mean_abs.get(name))}</td></tr>"
         for name, value in ranked
+    )
+    explained = (
+        f"Mean |attribution|: {e(attribution['method'])}, in {e(attribution['units'])} units, "
+        f"over {attribution['rows']} rows, each row's predicted class explained."
+        if attribution.get("explained")
+        else f"No attributions: {e(str(attribution.get('reason', '')))}"
     )
     images = "".join(
         f'<figure><img src="{e(name)}" alt="{e(name.removesuffix(".png").replace("_", " "))}">'
@@ -217,9 +282,11 @@ Created {e(str(metadata["created_at"]))}.</p>
 <thead><tr><th>metric</th><th>hold-out</th><th>cross-validated</th></tr></thead>
 <tbody>{rows}</tbody>
 </table>
-<h2>Permutation feature importance</h2>
+<h2>Feature importance</h2>
+<p>{explained}</p>
 <table>
-<thead><tr><th>feature</th><th>score drop (mean ± std)</th></tr></thead>
+<thead><tr><th>feature</th><th>permutation: score drop (mean ± std)</th>
+<th>mean |attribution|</th></tr></thead>
 <tbody>{features}</tbody>
 </table>
 <h2>Plots</h2>
@@ -228,6 +295,10 @@ Created {e(str(metadata["created_at"]))}.</p>
 </html>
 """
     return text.encode()
+
+
+def _attribution_cell(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
 
 
 def _cv(value: dict[str, float] | None) -> str:

@@ -27,6 +27,8 @@ from function.artifact import (
     sha256_hex,
 )
 from function.drift import BASELINE_FILE, build_baseline
+from function.explain import BACKGROUND_FILE, BACKGROUND_ROWS, background_file, parse_background
+from function.predict import rows_to_input
 from function.schema import from_metadata
 from function.store import utc_now
 from training.data import Dataset
@@ -234,15 +236,23 @@ def extra_files(
     report: bool,
     onnx: bool,
 ) -> dict[str, bytes]:
-    """The artifact's files besides the model, each asked for: the training report on the
-    evaluation rows, and the verified ONNX export. Their records go into metadata ("report",
-    "onnx")."""
+    """The artifact's files besides the model: the drift baseline and the explanations'
+    background sample of the rows fitted on, then each asked for: the training report on the
+    evaluation rows, and the verified ONNX export. Their records go into metadata ("baseline",
+    "background", "report", "onnx")."""
     with step("drift baseline: the training rows' bins"):
         extra: dict[str, bytes] = {BASELINE_FILE: _baseline(pipeline, metadata, X_fit, X_eval)}
+    extra[BACKGROUND_FILE] = _background(metadata, X_fit, seed)
     if report:
         from training.report import build_report
 
-        files, metadata["report"] = build_report(pipeline, X_eval, y_eval, metadata, seed)
+        def background() -> Any:  # as the service reads it: parsed, then checked as a request
+            rows = parse_background(extra[BACKGROUND_FILE], "the background")
+            return rows_to_input(rows, "background[{}]", from_metadata(metadata, "the model"))
+
+        files, metadata["report"] = build_report(
+            pipeline, X_eval, y_eval, metadata, seed, background
+        )
         extra.update(files)
     if onnx:
         nullable = [j for j, f in enumerate(metadata["features"]) if f["nullable"]]
@@ -273,6 +283,23 @@ def _baseline(pipeline: Any, metadata: dict[str, Any], X_fit: Any, X_eval: Any) 
         "prediction_rows": baseline["prediction_rows"],
     }
     return json.dumps(baseline, separators=(",", ":")).encode()
+
+
+def _background(metadata: dict[str, Any], X_fit: Any, seed: int) -> bytes:
+    """The explanations' background (function/explain.py): a seeded sample of the rows fitted on;
+    its summary goes into metadata ("background")."""
+    import pandas as pd
+
+    schema = from_metadata(metadata, "the trained model")
+    frame = X_fit if hasattr(X_fit, "columns") else pd.DataFrame(X_fit, columns=schema.names)
+    data = background_file(frame[schema.names], seed)
+    metadata["background"] = {
+        "file": BACKGROUND_FILE,
+        "rows": min(len(frame), BACKGROUND_ROWS),
+        "drawn_from": len(frame),
+        "seed": seed,
+    }
+    return data
 
 
 def _export_onnx(

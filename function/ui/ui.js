@@ -219,6 +219,47 @@ async function predictOne(event) {
   }
   showModelIdentity(result.body.model);
   $("answer").replaceChildren(...answerNodes(result.body));
+  const why = await call("/explain", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ instances: [row] }),
+  });
+  $("answer").append(...(why.ok ? whyNodes(why.body) : [el("p", { id: "why-not", class: "note", text: `No explanation: ${problemText(why)}` })]));
+}
+
+// Why this answer: each feature's signed attribution as a bar, largest first; they add up,
+// with the base value, to the output explained.
+function whyNodes(body) {
+  const a = body.explanations[0].attributions[0];
+  const entries = Object.entries(a.featureAttributions).sort((x, y) => Math.abs(y[1]) - Math.abs(x[1]));
+  const largest = Math.max(...entries.map(([, v]) => Math.abs(v)), Number.MIN_VALUE);
+  const what = a.outputDisplayName === undefined ? a.outputName : `${a.outputName} of ${a.outputDisplayName}`;
+  const list = el("ul", { id: "why", class: "why", "aria-label": "Each feature's contribution" });
+  for (const [name, value] of entries) {
+    const bar = el("span", { class: value < 0 ? "fill down" : "fill up", "aria-hidden": "true" });
+    bar.style.width = `${(50 * Math.abs(value)) / largest}%`; // CSSOM: allowed by style-src 'self'
+    const sign = value < 0 ? "−" : "+";
+    list.append(
+      el(
+        "li",
+        {},
+        el("span", { class: "label", text: name }),
+        el("span", { class: "track" }, bar),
+        el("span", { class: "value", text: `${sign}${Math.abs(value).toPrecision(3)}` }),
+      ),
+    );
+  }
+  return [
+    el("h2", { text: "Why this answer" }),
+    el("p", {
+      class: "note",
+      text:
+        `The ${what}: ${a.instanceOutputValue.toPrecision(4)} = the base value ` +
+        `${a.baselineOutputValue.toPrecision(4)} plus each feature's contribution ` +
+        `(${body.method.explainer}, ${body.method.variant.replaceAll("_", "-")}).`,
+    }),
+    list,
+  ];
 }
 
 function answerNodes(body) {
@@ -644,13 +685,19 @@ function renderCard(m) {
     (a, b) => b[1].mean - a[1].mean,
   );
   if (importance.length) {
+    // Beside it, the explanations' global importance: each feature's mean |attribution|.
+    const attribution = report.attribution_importance || {};
+    const meanAbs = attribution.mean_abs || {};
+    const how = attribution.explained
+      ? `mean |attribution| (${attribution.method}, ${attribution.units}) over ${attribution.rows} rows`
+      : `no attributions${attribution.reason ? `: ${attribution.reason}` : " (trained before explanations)"}`;
     parts.push(
       section(
         "Feature importance",
         tableOf(
-          "Permutation importance on the hold-out set: the score lost when a feature is shuffled",
-          ["feature", "mean", "std"],
-          importance.map(([name, v]) => [name, number(v.mean), number(v.std)]),
+          `Permutation importance on the hold-out set (the score lost when a feature is shuffled), and ${how}`,
+          ["feature", "mean", "std", "mean |attribution|"],
+          importance.map(([name, v]) => [name, number(v.mean), number(v.std), name in meanAbs ? number(meanAbs[name]) : "—"]),
         ),
       ),
     );

@@ -1,0 +1,536 @@
+"""Exact explanations of a model's answers, in the user's own features (`POST /explain`).
+
+Each answer is split into a base value and one attribution per input feature of the schema, which
+add up to the model's output (base + Σ attributions = output). The library is shap, imported when
+a model is first explained (it costs seconds to import, which no cold start should pay):
+
+- linear models (`coef_` and `intercept_`: logistic, linear, ridge, lasso...): `LinearExplainer`;
+  a classifier's margin (log-odds; a class's logit when multiclass), or a regressor's value;
+- random forest, extra trees, decision tree: `TreeExplainer`; a class's probability, or the value;
+- gradient boosting, HistGradientBoosting: `TreeExplainer`; a classifier's margin (log-odds; a
+  class's raw score when multiclass), or a regressor's value.
+
+Linear models are explained interventionally against the version's background: a sample of its
+training rows (`background.json`, written at training or packaging, listed with its digest in
+metadata.files like every file of the version); the base value is the model's mean output over
+those rows. Trees are explained path-dependently (TreeSHAP over the training rows as each tree
+recorded them, its node sample counts); the base value is the model's mean output over the
+training data so weighted. Not interventional for trees: shap 0.49.1's interventional algorithm
+does not add up on deep trees (shap#3267; measured here, a 20-tree Iris forest against 80
+background rows is off by 0.0025, and path-dependent by 1e-14), and it is slower, one pass per
+background row.
+
+The estimator sees the pipeline's preprocessed columns; each column's attribution is summed into the
+input feature it was made from (`column_sources`: ColumnTransformer's `output_indices_`, and each
+step's `get_feature_names_out`), so a one-hot feature gets one attribution. For a linear model
+through per-feature preprocessing this is that feature's exact Shapley value; for trees it is the
+sum of the columns' Shapley values, as shap's documentation sums one-hot columns. A step whose
+columns mix features (PolynomialFeatures, PCA) cannot be summed back, and is refused.
+
+Every explanation is checked to add up to the model's output before it is answered: a linear
+model's own, or for trees the trees as shap read them, checked equal to scikit-learn's on the
+version's background rows when the explainer is built (a forest's predict_proba costs milliseconds
+a row; shap's reading, microseconds). One that does not add up within ADDITIVITY (of the terms'
+size, where it exceeds 1) is an error, never an answer.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from function.errors import IntegrityError, InvalidInput, ModelrunError
+from function.model import LoadedModel, canonical_estimator, verified_file, warm_up_row
+from function.predict import Instances, rows_to_input
+from function.schema import kind
+from function.store import ModelStore
+
+BACKGROUND_FILE = "background.json"
+BACKGROUND_ROWS = 100  # shap's own advice for a background; a linear explainer's cost grows with it
+ADDITIVITY = 1e-6
+# An explanation's share of the rate limit, in predictions: a request of 1,000 rows costs 6 (a
+# forest) to 24 (the mixed-type pipeline) times its predictions' time, one row less than one
+# prediction; 10, fixed per request as a prediction's 1 is (docs/PERFORMANCE.md, "Explanations").
+EXPLAIN_COST = 10
+PARAMETERS = ("class",)
+
+LINEAR = "linear"
+TREES = "trees"
+# By the final estimator's class name: which explainer, and whether a classifier's output is a
+# probability (the trees' mean leaf values) or a margin (decision_function).
+METHODS: dict[str, tuple[str, str]] = {
+    **{
+        name: (LINEAR, "margin")
+        for name in (
+            "LogisticRegression", "LogisticRegressionCV", "LinearRegression", "Ridge", "RidgeCV",
+            "Lasso", "LassoCV", "ElasticNet", "ElasticNetCV", "SGDRegressor", "HuberRegressor",
+        )
+    },
+    **{
+        name: (TREES, "probability")
+        for name in (
+            "RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassifier",
+            "ExtraTreesRegressor", "DecisionTreeClassifier", "DecisionTreeRegressor",
+        )
+    },
+    **{
+        name: (TREES, "margin")
+        for name in (
+            "GradientBoostingClassifier", "GradientBoostingRegressor",
+            "HistGradientBoostingClassifier", "HistGradientBoostingRegressor",
+        )
+    },
+}  # fmt: skip
+
+
+class NotExplainable(InvalidInput):
+    """This model cannot be explained exactly (422), and the answer says why."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Per row: the class explained (None for a regressor), base value, attributions by feature
+    (in schema order) and the output they add up to."""
+
+    labels: list[Any]  # the model's predictions
+    outputs: list[int | None]
+    base: np.ndarray
+    attributions: np.ndarray
+    output: np.ndarray
+
+
+@dataclass(frozen=True)
+class Explainer:
+    """A version's explainer, built once: shap's explainer over the estimator's columns, and the
+    input feature each column is summed into."""
+
+    method: str
+    units: str
+    estimator: Any  # the final estimator
+    preprocess: Any  # the pipeline's steps before it (None for a bare estimator)
+    shap_explainer: Any
+    groups: np.ndarray  # column -> input feature index
+    n_features: int
+    classes: list[str]
+
+    def explain(self, instances: Instances, wanted: str | None) -> Explanation:
+        """Explain a request's rows: the class named, else each row's predicted class; refuse a
+        row without a finite explanation (422), and an explanation that does not add up to the
+        model's output (500: never answered)."""
+        with np.errstate(all="ignore"):  # overflow shows up as non-finite values, refused below
+            return self._explain(instances, wanted)
+
+    def _explain(self, instances: Instances, wanted: str | None) -> Explanation:
+        Z = self._columns(instances.X)
+        values = self.shap_explainer.shap_values(Z, **self._options())
+        values, base = self._per_output(np.asarray(values), self.shap_explainer.expected_value)
+        own = self._own_output(Z)
+        if self.classes:
+            picked = self._predicted(Z, own)
+            labels = self.estimator.classes_.take(picked).tolist()
+            chosen = _class_index(self.classes, wanted) if wanted is not None else None
+            outputs = picked.tolist() if chosen is None else [chosen] * len(Z)
+        else:
+            if wanted is not None:
+                raise InvalidInput(
+                    "a regressor has one output, and no class to choose", field="parameters.class"
+                )
+            # The estimator's own predict, so that the answer is /predict's to the bit (shap's
+            # reading of trees agrees within rounding).
+            own_labels = self.estimator.predict(Z) if self.method == TREES else own[:, 0]
+            labels, outputs = np.asarray(own_labels).tolist(), [0] * len(Z)
+        rows = np.arange(len(Z))
+        columns = values[rows, :, outputs]  # (rows, columns) for each row's output
+        attributions = np.zeros((len(Z), self.n_features))
+        np.add.at(attributions.T, self.groups, columns.T)
+        base_values = base[outputs]
+        output = own[rows, outputs]
+        finite = np.isfinite(attributions).all(axis=1) & np.isfinite(output)
+        if not finite.all():
+            raise InvalidInput(
+                "the model gives no finite explanation for this row: its values are too far "
+                "outside the range it was trained on",
+                field=instances.field(int(np.argmin(finite))),
+            )
+        gap = np.abs(base_values + attributions.sum(axis=1) - output)
+        # Within 1e-6, or 1e-6 of the terms' size where they exceed 1: float rounding grows with
+        # them (a row at 1e12 has attributions near 1e12, added up to about 1e-4).
+        scale = np.maximum(1.0, np.abs(attributions).sum(axis=1) + np.abs(base_values))
+        if not np.all(gap <= ADDITIVITY * scale):
+            raise ModelrunError(
+                f"the explanation does not add up to the model's output (off by "
+                f"{float(np.max(gap)):.3g}, more than {ADDITIVITY:g}); it is not answered"
+            )
+        explained: list[int | None] = outputs if self.classes else [None] * len(Z)
+        return Explanation(labels, explained, base_values, attributions, output)
+
+    def _predicted(self, Z: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """Each row's predicted class: predict's rule, the argmax of the probabilities (which
+        rank as the margins do). Where the first two are within rounding of each other (a tie
+        the estimator breaks by its own sums), the estimator decides those rows itself."""
+        picked = np.argmax(own, axis=1)
+        if self.method == TREES and own.shape[1] > 1:
+            top = np.sort(own, axis=1)[:, -2:]
+            close = np.flatnonzero(top[:, 1] - top[:, 0] <= ADDITIVITY)
+            if len(close):
+                mine = scikit_output(self.estimator, Z[close], self.units, len(self.classes))
+                picked[close] = np.argmax(mine, axis=1)
+        return picked
+
+    def describe(self) -> dict[str, Any]:
+        """How the answer was computed, for the answer itself."""
+        linear = self.method == LINEAR
+        return {
+            "library": f"shap {_shap_version()}",
+            "explainer": "LinearExplainer" if linear else "TreeExplainer",
+            "variant": "interventional" if linear else "tree_path_dependent",
+            "units": self.units,
+            "background": (
+                f"{BACKGROUND_FILE}: a sample of the training rows"
+                if linear
+                else "the training rows as each tree recorded them (its node sample counts)"
+            ),
+        }
+
+    def _columns(self, X: Any) -> np.ndarray:
+        Z = X if self.preprocess is None else self.preprocess.transform(X)
+        Z = Z.toarray() if hasattr(Z, "toarray") else Z
+        return np.asarray(Z, dtype=np.float64)
+
+    def _options(self) -> dict[str, Any]:
+        # The additivity check is ours, against the model's own output (below), in every case.
+        return {"check_additivity": False} if self.method == TREES else {}
+
+    def _per_output(self, values: np.ndarray, expected: Any) -> tuple[np.ndarray, np.ndarray]:
+        """shap's values as (rows, columns, outputs) and the base per output; a binary margin
+        (one output, class 1's log-odds) becomes two, class 0's being its negation."""
+        base = np.atleast_1d(np.asarray(expected, dtype=np.float64))
+        if values.ndim == 2:
+            values = values[:, :, None]
+        if len(self.classes) == 2 and values.shape[2] == 1:
+            values = np.concatenate([-values, values], axis=2)
+            base = np.concatenate([-base, base])
+        return values, base
+
+    def _own_output(self, Z: np.ndarray) -> np.ndarray:
+        """The model's output in the units explained, (rows, outputs): a linear model's own; for
+        trees, the trees as shap read them (checked equal to scikit-learn's when the explainer
+        was built, `check_trees`), since a forest's predict_proba costs milliseconds a row in
+        scikit-learn's thread pool and microseconds here."""
+        if self.method == TREES:
+            return _as_outputs(self.shap_explainer.model.predict(Z), len(self.classes))
+        return scikit_output(self.estimator, Z, self.units, len(self.classes))
+
+
+def scikit_output(estimator: Any, Z: np.ndarray, units: str, classes: int) -> np.ndarray:
+    """A final estimator's own output in the units explained, (rows, outputs)."""
+    if not classes:
+        return np.asarray(estimator.predict(Z), dtype=np.float64).reshape(len(Z), 1)
+    if units == "probability":
+        return np.asarray(estimator.predict_proba(Z), dtype=np.float64)
+    return _as_outputs(estimator.decision_function(Z), classes)
+
+
+def _as_outputs(output: Any, classes: int) -> np.ndarray:
+    """(rows, outputs); a binary margin (class 1's log-odds) as two, class 0's its negation."""
+    output = np.asarray(output, dtype=np.float64)
+    if output.ndim == 1:
+        output = output.reshape(-1, 1)
+    if classes == 2 and output.shape[1] == 1:
+        output = np.concatenate([-output, output], axis=1)
+    return output
+
+
+def check_trees(explainer: Explainer, rows: Any) -> None:
+    """Refuse a model whose trees shap reads otherwise than scikit-learn decides them, on these
+    rows (the version's background, or its example row)."""
+    Z = explainer._columns(rows)
+    with np.errstate(all="ignore"):
+        theirs = scikit_output(explainer.estimator, Z, explainer.units, len(explainer.classes))
+        ours = explainer._own_output(Z)
+    gap = float(np.max(np.abs(theirs - ours), initial=0.0))
+    if not gap <= ADDITIVITY * max(1.0, float(np.max(np.abs(theirs), initial=0.0))):
+        raise NotExplainable(
+            f"shap reads this {type(explainer.estimator).__name__}'s trees otherwise than "
+            f"scikit-learn decides them (off by {gap:.3g} on its background rows), so its "
+            "explanations would not be exact"
+        )
+
+
+def _shap_version() -> str:
+    import shap
+
+    return str(shap.__version__)
+
+
+def answer(model: LoadedModel, explainer: Explainer, explanation: Explanation) -> dict[str, Any]:
+    """The answer: the predictions, and per row one explanation in the shape of Vertex AI's
+    `explain` response (`explanations[].attributions[]`), with how it was computed."""
+    names = model.schema.names
+    explanations = []
+    for i, k in enumerate(explanation.outputs):
+        attribution: dict[str, Any] = {
+            "baselineOutputValue": float(explanation.base[i]),
+            "instanceOutputValue": float(explanation.output[i]),
+            "featureAttributions": dict(
+                zip(names, explanation.attributions[i].tolist(), strict=True)
+            ),
+            "outputName": explainer.units,
+            # Exact methods: what is left is float rounding, measured (at most ADDITIVITY).
+            "approximationError": abs(
+                float(explanation.base[i] + explanation.attributions[i].sum())
+                - float(explanation.output[i])
+            ),
+        }
+        if k is not None:  # Vertex leaves outputIndex out for a scalar output
+            attribution["outputIndex"] = [k]
+            attribution["outputDisplayName"] = explainer.classes[k]
+        explanations.append({"attributions": [attribution]})
+    return {
+        "predictions": explanation.labels,
+        "explanations": explanations,
+        "method": explainer.describe(),
+        "model": {"name": model.name, "version": model.version},
+    }
+
+
+def _class_index(classes: list[str], wanted: str) -> int:
+    if wanted not in classes:
+        raise InvalidInput(
+            f"unknown class {wanted!r}; the model's classes are {', '.join(classes)}",
+            field="parameters.class",
+        )
+    return classes.index(wanted)
+
+
+def parse_parameters(body: Any) -> tuple[Any, str | None]:
+    """The request without its explanation parameters (for predict.parse_instances), and the
+    class asked for. Parameters come beside `instances` or `features`, as for /predict."""
+    if not (isinstance(body, dict) and ("instances" in body or "features" in body)):
+        return body, None
+    parameters = body.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"expected an object, got {kind(parameters)}", field="parameters")
+    for key in parameters:
+        if key not in PARAMETERS:
+            raise InvalidInput(
+                f"unknown parameter; expected {', '.join(PARAMETERS)}", field=f"parameters.{key}"
+            )
+    wanted = parameters.get("class")
+    if "class" in parameters and not isinstance(wanted, str):
+        raise InvalidInput(
+            f"expected a class name as text, got {kind(wanted)}", field="parameters.class"
+        )
+    return {k: v for k, v in body.items() if k != "parameters"}, wanted
+
+
+def method_of(estimator: Any) -> tuple[str, str]:
+    """(method, units) for a pipeline or estimator; 422 naming the kind when none is exact."""
+    final = _final(estimator)
+    name = type(final).__name__
+    found = METHODS.get(name)
+    if found is None:
+        known = ", ".join(sorted(METHODS))
+        raise NotExplainable(
+            f"a {name} cannot be explained exactly: explanations are exact for linear models "
+            f"and tree ensembles ({known})"
+        )
+    if name.startswith("HistGradientBoosting") and np.any(getattr(final, "is_categorical_", None)):
+        raise NotExplainable(
+            f"a {name} with native categorical features cannot be explained exactly: shap "
+            "0.49.1's TreeExplainer reads its categorical splits as numeric thresholds. Encode "
+            "the categories before it (OneHotEncoder), or leave categorical_features unset"
+        )
+    method, units = found
+    task_units = units if hasattr(final, "classes_") else "value"
+    return method, task_units
+
+
+def build(
+    estimator: Any,
+    n_features: int,
+    background: Callable[[], Any],
+    check_rows: Callable[[], Any] | None = None,
+) -> Explainer:
+    """A fitted pipeline's explainer; `background()` gives its background rows as the pipeline
+    takes them (a linear model's baseline; trees carry their own, and are checked on
+    `check_rows()`, the background unless given)."""
+    method, units = method_of(estimator)
+    steps = getattr(estimator, "steps", None)
+    preprocess = estimator[:-1] if steps and len(steps) > 1 else None
+    final = _final(estimator)
+    if preprocess is None:
+        groups = np.arange(n_features)
+    else:
+        sources = column_sources(preprocess, n_features)
+        mixed = [j for j, s in enumerate(sources) if len(s) != 1]
+        if mixed:
+            raise NotExplainable(
+                f"column {mixed[0]} of what the {type(final).__name__} receives is made from "
+                f"{len(sources[mixed[0]])} input features, so its attribution cannot be given "
+                "to one of them: explanations need preprocessing that makes each column from one "
+                "feature (scaling, imputing, one-hot or ordinal encoding)"
+            )
+        groups = np.array([next(iter(s)) for s in sources])
+    import shap  # here and only here: seconds to import, paid by the first explanation
+
+    try:
+        if method == LINEAR:
+            Z = background()
+            Z = Z if preprocess is None else preprocess.transform(Z)
+            Z = np.asarray(Z.toarray() if hasattr(Z, "toarray") else Z, dtype=np.float64)
+            shap_explainer = shap.LinearExplainer(final, Z)
+        else:
+            shap_explainer = shap.TreeExplainer(final, feature_perturbation="tree_path_dependent")
+    except (NotImplementedError, ValueError) as e:  # shap's InvalidModelError is a ValueError
+        raise NotExplainable(f"shap cannot explain this {type(final).__name__}: {e}") from e
+    classes = [str(c) for c in final.classes_] if hasattr(final, "classes_") else []
+    explainer = Explainer(
+        method, units, final, preprocess, shap_explainer, groups, n_features, classes
+    )
+    if method == TREES:
+        check_trees(explainer, (check_rows or background)())
+    return explainer
+
+
+def _final(estimator: Any) -> Any:
+    steps = getattr(estimator, "steps", None)
+    return steps[-1][1] if steps else estimator
+
+
+def column_sources(step: Any, n_inputs: int) -> list[frozenset[int]]:
+    """For each column a fitted preprocessing step outputs, the input columns it is made from."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    if step is None or (isinstance(step, str) and step == "passthrough"):
+        return [frozenset([j]) for j in range(n_inputs)]
+    if isinstance(step, Pipeline):
+        sources = [frozenset([j]) for j in range(n_inputs)]
+        for _, part in step.steps:
+            inner = column_sources(part, len(sources))
+            sources = [frozenset().union(*(sources[i] for i in made)) for made in inner]
+        return sources
+    if isinstance(step, ColumnTransformer):
+        width = max((s.stop for s in step.output_indices_.values()), default=0)
+        out: list[frozenset[int]] = [frozenset() for _ in range(width)]
+        indices = step._transformer_to_input_indices
+        for part, transformer, _ in step.transformers_:
+            where = step.output_indices_[part]
+            if where.stop == where.start:
+                continue
+            inputs = list(indices[part])
+            for k, made in enumerate(column_sources(transformer, len(inputs))):
+                out[where.start + k] = frozenset(inputs[i] for i in made)
+        return out
+    return _leaf_sources(step, n_inputs)
+
+
+def _leaf_sources(step: Any, n_inputs: int) -> list[frozenset[int]]:
+    """A single transformer's columns by name: unchanged (a scaler, an imputer), or named
+    `<input>_<value>` (OneHotEncoder) or `missingindicator_<input>` (an imputer's indicator)."""
+    names = [str(n) for n in getattr(step, "feature_names_in_", [f"x{j}" for j in range(n_inputs)])]
+    try:
+        made = [str(n) for n in step.get_feature_names_out()]
+    except Exception:  # a step that cannot name its columns: none can be traced
+        what = type(step).__name__
+        raise NotExplainable(
+            f"{what} does not name its output columns, so they cannot be traced to input "
+            "features (give it get_feature_names_out)"
+        ) from None
+    sources = []
+    for column in made:
+        matches = [
+            j
+            for j, name in enumerate(names)
+            if column in (name, f"missingindicator_{name}") or column.startswith(f"{name}_")
+        ]
+        # The longest name wins: "plan_type_a" is plan_type's, not plan's.
+        best = max(matches, key=lambda j: len(names[j]), default=None)
+        sources.append(frozenset() if best is None else frozenset([best]))
+    return sources
+
+
+def background_file(frame: Any, seed: int) -> bytes:
+    """background.json: up to BACKGROUND_ROWS training rows drawn at random (seeded), in feature
+    order, a gap as null, each value as the API takes it."""
+    rows = len(frame)
+    chosen = np.sort(np.random.default_rng(seed).permutation(rows)[:BACKGROUND_ROWS])
+    sample = frame.iloc[chosen]
+    records = [[_json_value(v) for v in row] for row in sample.itertuples(index=False, name=None)]
+    document = {"rows": records, "drawn_from": rows, "seed": seed}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def _json_value(value: Any) -> Any:
+    """A table's value as JSON carries it: a gap (NaN, None, pd.NA) as null, numpy's as Python's."""
+    import pandas as pd
+
+    if pd.isna(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def parse_background(data: bytes, where: str) -> list[Any]:
+    """background.json read back: its rows, checked as a list of lists."""
+    try:
+        rows = json.loads(data)["rows"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise IntegrityError(f"{where} {BACKGROUND_FILE} is not a background sample: {e}") from e
+    if not (isinstance(rows, list) and rows and all(isinstance(r, list) for r in rows)):
+        raise IntegrityError(f"{where} {BACKGROUND_FILE} holds no rows")
+    return rows
+
+
+class Explainers:
+    """The explainers built so far, by version and digest (a few: a canary serves two)."""
+
+    KEPT = 4
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[str, str], Explainer] = {}
+        self._lock = threading.Lock()  # one build at a time: shap's import is not re-entrant
+
+    def get(self, model: LoadedModel, store: ModelStore, allow_pickle: bool) -> Explainer:
+        """The served version's explainer, built on its first explanation."""
+        key = (model.version, model.sha256)
+        found = self._built.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._built.get(key)
+            if found is None:
+                found = _build_for(model, store, allow_pickle)
+                built = dict(self._built) if len(self._built) < self.KEPT else {}
+                built[key] = found
+                self._built = built  # one assignment: readers see the old dict or the new
+        return found
+
+
+def _build_for(model: LoadedModel, store: ModelStore, allow_pickle: bool) -> Explainer:
+    where = f"{store.uri} version {model.version}"
+    estimator = model.estimator
+    if model.runtime != "sklearn":  # onnxruntime answers; the explanation reads the model itself
+        estimator = canonical_estimator(store, model.metadata, where, allow_pickle)
+
+    def background() -> Any:
+        if BACKGROUND_FILE not in model.metadata["files"]:
+            raise NotExplainable(
+                f"version {model.version} has no background sample ({BACKGROUND_FILE}), which "
+                "explaining a linear model needs: it was published before explanations. Train or "
+                "package it again with this modelrun and publish the new version"
+            )
+        rows = parse_background(verified_file(store, model.metadata, BACKGROUND_FILE, where), where)
+        return rows_to_input(rows, "background[{}]", model.schema)
+
+    def check_rows() -> Any:
+        if BACKGROUND_FILE in model.metadata["files"]:
+            return background()
+        return warm_up_row(model.metadata, model.schema)  # a version from before backgrounds
+
+    return build(estimator, len(model.schema.names), background, check_rows)
