@@ -122,6 +122,19 @@ def forest_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+# --- the Pulumi program ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def stack() -> Any:
+    """The example stack (Pulumi.yaml's defaults and Pulumi.dev.yaml) as the program declares it
+    under Pulumi's mocks (tests/support/infra.py): run once per test process, read by the tests of
+    infra/ that change no setting. A Stack is only read: nothing may change it."""
+    from tests.support.infra import run_program, stack_config
+
+    return run_program(stack_config())
+
+
 # --- storage -----------------------------------------------------------------------------
 
 

@@ -30,7 +30,7 @@ from tests.artifacts import publish_object
 from tests.conftest import ROOT, Emulator, free_port, publish_to_gcs, run_service
 from tests.inprocess import in_process
 from tests.odd_models import FailingModel
-from tests.test_own_model import TARGET, notebook_pipeline
+from tests.support.churn import TARGET, notebook_pipeline
 from training.__main__ import main as training
 from training.churn import churn
 
@@ -750,7 +750,7 @@ def test_rows_the_model_refuses_are_found_alone_and_the_rest_scored() -> None:
 def test_the_batch_needs_only_the_images_packages(tmp_path: Path, iris_uri: str) -> None:
     """The image installs function/requirements.txt alone: a task scores with every package
     that training and development add made unimportable."""
-    from tests.test_serve import IMPORT_NAMES, requirement_names
+    from tests.support.requirements import IMPORT_NAMES, requirement_names
 
     image = requirement_names(ROOT / "function" / "requirements.txt")
     others = requirement_names(ROOT / "requirements.txt") - image

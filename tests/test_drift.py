@@ -502,7 +502,7 @@ def test_shifted_traffic_fires_the_drift_alert_for_that_feature_only(
     from local import drift_traffic
     from local.alert_sink import AlertSink
     from local.mirror import process, wait_for
-    from tests.test_monitoring import monitored_service, query
+    from tests.support.monitoring import monitored_service, query
 
     require_binary("prometheus-alertmanager")
     sink = AlertSink("127.0.0.1", 0, echo=False).start()

@@ -6,12 +6,10 @@ installs them); without them these tests skip on a laptop, and fail in CI.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +33,13 @@ from tests.conftest import (
     KEY,
     Emulator,
     Running,
-    free_port,
     publish_to_gcs,
     require_binary,
-    run_service,
     wait_until,
 )
-from tests.test_cloud_dashboard import cloud_dashboard, widget_queries
-from tests.test_infra import infra_module
+from tests.support.cloud_dashboard import cloud_dashboard, widget_queries
+from tests.support.infra import infra_module
+from tests.support.monitoring import monitored_service, query
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -172,13 +169,6 @@ def test_grafana_provisioning_points_at_the_dashboard() -> None:
 # --- Prometheus against the running function ---------------------------------------------
 
 
-def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    response = requests.get(f"http://{prometheus}/api/v1/query", params={"query": expr}, timeout=10)
-    body = response.json()
-    assert body["status"] == "success", f"{expr}: {body}"
-    return list(body["data"]["result"])
-
-
 def grafana_expr(expr: str) -> str:
     """Substitute the dashboard's template variables as Grafana would for 'All'."""
     return expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
@@ -191,35 +181,6 @@ def dashboard_queries() -> list[tuple[str, str]]:
         for panel in dashboard["panels"]
         for target in panel["targets"]
     ]
-
-
-@contextlib.contextmanager
-def monitored_service(
-    gcs_emulator: Emulator,
-    artifact: Path,
-    tmp_path: Path,
-    mirror_dir: Path,
-    drift: tuple[str, str] | None = None,
-    uri: str | None = None,
-    **settings: str,
-) -> Iterator[tuple[Running, Mirror]]:
-    """The function (the artifact, or the model root `uri` in the emulator) and Prometheus with
-    the project's config (the drift window and hold shortened when asked)."""
-    require_binary("prometheus")
-    uri = uri or publish_to_gcs(gcs_emulator, artifact, f"monitored-{time.monotonic_ns()}")
-    metrics = free_port()
-    env = {
-        "MODEL_URI": uri,
-        "STORAGE_EMULATOR_HOST": gcs_emulator.host,
-        "API_KEYS": KEY,
-        "METRICS_PORT": str(metrics),  # scraped there without a key, as the sidecar does
-        **settings,
-    }
-    with run_service(env, tmp_path) as running:
-        mirror = Mirror(mirror_dir, metrics=f"127.0.0.1:{metrics}", drift=drift)
-        with process(mirror.prometheus_command(), mirror_dir / "prometheus.log"):
-            wait_for(f"http://{mirror.prometheus}/-/ready")
-            yield running, mirror
 
 
 def send_traffic(service: Running) -> None:

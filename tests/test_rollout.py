@@ -42,7 +42,7 @@ from tests.conftest import (
 )
 from tests.inprocess import InProcess, in_process
 from tests.odd_models import FailingModel, HangingModel
-from tests.test_monitoring import monitored_service, query
+from tests.support.monitoring import monitored_service, query
 from training.__main__ import main
 from training.errors import EXIT_PIPE_CLOSED, EXIT_ROLLOUT_ABORTED
 from training.verdict import Criteria, Figures, bucket_quantile, counted, judge

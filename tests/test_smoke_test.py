@@ -3,7 +3,6 @@ not Iris (a regressor on scikit-learn's diabetes data, ten features by name)."""
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -11,24 +10,12 @@ import pytest
 
 from function.store import ModelStore
 from tests.conftest import ROOT, run_service, train_artifact
+from tests.support.diabetes import diabetes_csv
 
 sys.path.insert(0, str(ROOT / "infra"))
 from smoke_test import SmokeTestFailed, example_row, smoke_test
 
 KEY = "smoke-test-key-0123456789"
-
-
-def diabetes_csv(folder: Path) -> Path:
-    """scikit-learn's diabetes data (ten named features, a numeric target) as a user's CSV."""
-    from sklearn.datasets import load_diabetes
-
-    data = load_diabetes(as_frame=True).frame
-    path = folder / "diabetes.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(data.columns)
-        writer.writerows(data.itertuples(index=False))
-    return path
 
 
 @pytest.fixture(scope="module")
