@@ -16,7 +16,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
 	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
 
-.PHONY: install install-serve serve test image test-image lint format train repro local tracking monitor batch soak bench bench-batch bench-train screenshots clean clean-store
+.PHONY: install install-serve serve test image test-image lint format train repro local tracking monitor batch soak bench bench-batch bench-timings bench-train screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
 install-serve: $(SERVE_INSTALLED)  ## serving and training only
@@ -110,6 +110,9 @@ soak: install  ## a bounded soak (REQUESTS=100000): errors, latency, RSS growth
 bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs wrk (apt); then bench-batch
 	$(PY) -m tests.perf.bench $(if $(QUICK),--quick,)
 	$(MAKE) bench-batch
+
+bench-timings: install  ## the times the suite only orders: rollout switch, time limit, deadline, lone request (QUICK=1)
+	$(PY) -m tests.perf.timings $(if $(QUICK),--quick,)
 
 bench-train: install  ## package on 10,000 mixed-type rows (goal 15 s) and train on 20,000, report included (QUICK=1)
 	$(PY) -m tests.perf.train_bench $(if $(QUICK),--quick,)

@@ -551,7 +551,7 @@ def test_a_request_past_the_time_limit_is_stopped_with_503(
 
     assert response.status_code == 503
     assert "1s time limit" in response.json()["detail"]
-    assert took < 4
+    assert took < 5  # before the model's own 5 s: stopped, not waited for (make bench-timings)
     assert healthy == 200
 
 
