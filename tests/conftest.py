@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -104,21 +105,34 @@ def train_artifact(out: Path, *extra: str) -> Path:
     return out
 
 
+def trained_once(factory: pytest.TempPathFactory, name: str, *extra: str) -> Path:
+    """train_artifact(extra), once per run of the suite however many xdist workers ask: the
+    first trains it into the run's temporary folder (which every worker's sits in) under a lock,
+    the others wait and read the same files. The artifact is only read: nothing may change it."""
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out = root / f"trained-{name}"
+    with open(root / f"trained-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not out.exists():
+            staged = root / f"trained-{name}.{os.getpid()}"
+            train_artifact(staged, *extra)
+            staged.rename(out)  # whole or not at all, if the training fails half-way
+    return out
+
+
 @pytest.fixture(scope="session")
 def iris_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A logistic-regression Iris artifact, trained once per session."""
-    return train_artifact(tmp_path_factory.mktemp("iris-lr"))
+    """A logistic-regression Iris artifact, trained once per run."""
+    return trained_once(tmp_path_factory, "iris-lr")
 
 
 @pytest.fixture(scope="session")
 def forest_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small random-forest Iris artifact."""
-    return train_artifact(
-        tmp_path_factory.mktemp("iris-rf"),
-        "--estimator",
-        "random_forest",
-        "--param",
-        "n_estimators=20",
+    """A small random-forest Iris artifact, trained once per run."""
+    return trained_once(
+        tmp_path_factory, "iris-rf", "--estimator", "random_forest", "--param", "n_estimators=20"
     )
 
 
