@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import multiprocessing.process
 import os
 import shutil
 import signal
@@ -30,6 +31,66 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 KEY = "test-key-0123456789abcdef"
 OTHER_KEY = "other-key-0123456789abcdef"
+
+
+# --- make test-fast: the tests that start no server and no process -----------------------
+
+# A test that uses one of these fixtures (directly or through another) talks to a server: it is
+# marked slow at collection. Any other test that starts a server or a process (run_service,
+# run_training, subprocess, a socket that listens) carries @pytest.mark.slow, or its module
+# `pytestmark = pytest.mark.slow`; under --fast, such a test without the mark fails and says so.
+SERVER_FIXTURES = {"gcs_emulator", "fake_gcs", "secret_manager", "browser", "mlflow_server"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="only the tests marked neither slow nor image, each refused any server or process "
+        "(make test-fast)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+    if config.getoption("fast"):
+        slow = [i for i in items if i.get_closest_marker("slow") or i.get_closest_marker("image")]
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [i for i in items if i not in slow]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_tests_start_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under --fast, starting a process or listening on a socket fails the test, naming the mark
+    it lacks: test-fast stays in process however tests are added. Session-wide, so that a
+    module's server fixture is refused too (it is set up before any function-scoped fixture)."""
+    if not request.config.getoption("fast"):
+        yield
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "a test").rsplit(" ", 1)[0]
+        raise AssertionError(
+            f"{test} starts a process or a server: mark it @pytest.mark.slow (README, "
+            "Testing), so that make test-fast leaves it to make test"
+        )
+
+    popen = subprocess.Popen.__init__
+
+    def git_only(self: subprocess.Popen[Any], args: Any, *more: Any, **kwargs: Any) -> None:
+        """Training records the commit it ran at (`git rev-parse`, milliseconds): allowed."""
+        if isinstance(args, (list, tuple)) and args and Path(str(args[0])).name == "git":
+            return popen(self, args, *more, **kwargs)
+        refuse()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", git_only)
+        patch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+        patch.setattr(os, "fork", refuse)
+        patch.setattr(socket.socket, "listen", refuse)
+        yield
 
 
 def free_port() -> int:

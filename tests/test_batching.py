@@ -86,6 +86,7 @@ def test_a_lone_request_runs_at_once() -> None:
     assert batches == []  # no batcher involved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("artifact", ["iris_artifact", "forest_artifact"])
 def test_batched_service_answers_like_the_estimator(
     request: pytest.FixtureRequest, artifact: str, tmp_path: Path

@@ -461,6 +461,7 @@ def promtool_psi_test(tmp_path: Path, live: list[int], reference: list[float], v
     return result.returncode
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_psi_rule_equals_an_independent_computation(tmp_path: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)

@@ -51,6 +51,7 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 # --- the tools' own checks ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_promtool_checks_the_configuration(tmp_path: Path) -> None:
     promtool = require_binary("promtool")
     config = Mirror(tmp_path, metrics="127.0.0.1:9464").prometheus_files()
@@ -61,6 +62,7 @@ def test_promtool_checks_the_configuration(tmp_path: Path) -> None:
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.slow
 def test_promtool_checks_the_rules() -> None:
     result = run(require_binary("promtool"), "check", "rules", str(ALERT_RULES))
 
@@ -76,6 +78,7 @@ RULE_TESTS = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tests", RULE_TESTS)
 def test_promtool_rule_unit_tests_pass(tests: str) -> None:
     result = run(require_binary("promtool"), "test", "rules", tests)
@@ -105,12 +108,14 @@ def test_every_alert_has_a_firing_and_a_quiet_rule_test() -> None:
     assert alerts == firing == quiet
 
 
+@pytest.mark.slow
 def test_amtool_checks_the_alertmanager_configuration() -> None:
     result = run(require_binary("amtool"), "check-config", str(ALERTMANAGER_CONFIG))
 
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_compose_file_is_valid_with_every_profile() -> None:
     compose = require_binary("docker-compose")
     base = [compose, "--env-file", ".env.example", "-f", "compose.yaml",
@@ -133,6 +138,7 @@ def test_compose_file_is_valid_with_every_profile() -> None:
     assert services == set(declared)
 
 
+@pytest.mark.slow
 def test_compose_needs_the_api_key_from_make_local() -> None:
     compose = require_binary("docker-compose")
     env = LOCAL / "empty.env"

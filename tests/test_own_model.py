@@ -526,6 +526,7 @@ def test_labels_keep_their_type_in_every_protocol(tmp_path: Path) -> None:
         assert v2["outputs"][0]["data"] == native["predictions"]
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error_on_a_mixed_type_model(
     packaged: Path, tmp_path: Path
 ) -> None:

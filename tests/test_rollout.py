@@ -129,6 +129,7 @@ def test_an_unreachable_prometheus_is_named_in_one_line(
         assert err == f"error: cannot reach Prometheus at {nowhere}: Connection refused\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "verb",
     [["list"], ["rollout", "status"], ["rollout", "start", "v2", "--shadow"], ["--help"]],

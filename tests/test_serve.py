@@ -25,6 +25,8 @@ from tests.support.requirements import IMPORT_NAMES, requirement_names
 from tests.support.shutdown import Load, deaths, exit_within_grace
 from training.__main__ import main as training
 
+pytestmark = pytest.mark.slow  # every test here starts a server or a process
+
 
 @contextlib.contextmanager
 def make_serve(

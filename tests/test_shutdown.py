@@ -20,6 +20,8 @@ from function.store import ModelStore
 from tests.conftest import KEY, Running, run_service, train_artifact, wait_until
 from tests.support.shutdown import GRACE_SECONDS, HeldRequest, Load, deaths, exit_within_grace
 
+pytestmark = pytest.mark.slow  # every test here starts a server or a process
+
 
 @pytest.fixture(scope="module")
 def sklearn_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -27,6 +27,7 @@ def diabetes_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_a_deploy_of_any_model_passes_with_a_row_from_its_metadata(
     tmp_path: Path, diabetes_artifact: Path
 ) -> None:
@@ -40,6 +41,7 @@ def test_a_deploy_of_any_model_passes_with_a_row_from_its_metadata(
     assert '"bmi": ' in summary  # the row is the model's own, by feature name
 
 
+@pytest.mark.slow
 def test_a_wrong_key_fails_the_smoke_test_naming_the_step(
     tmp_path: Path, diabetes_artifact: Path
 ) -> None:

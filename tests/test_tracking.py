@@ -42,6 +42,8 @@ from training.churn import churn
 from training.errors import EXIT_GATE
 from training.tracking import shown
 
+pytestmark = pytest.mark.slow  # every test here starts a server or a process
+
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
