@@ -16,7 +16,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
 	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
 
-.PHONY: install install-serve serve test image test-image lint format train repro local tracking monitor batch soak attack bench bench-batch bench-train bench-explain screenshots clean clean-store
+.PHONY: install install-serve serve test test-fast image test-image lint format train repro local tracking monitor batch soak attack bench bench-batch bench-timings bench-train bench-explain screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
 install-serve: $(SERVE_INSTALLED)  ## serving and training only
@@ -55,6 +55,13 @@ serve: $(SERVE_INSTALLED)  ## serve MODEL (default iris, trained if needed) or M
 JOBS ?= 4
 test: install $(MLFLOW_SERVER)  ## the whole suite but the image's (JOBS=1: one process)
 	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not image"
+
+# The inner loop: only the tests marked neither slow nor image, each refused any process or
+# listening socket (tests/conftest.py: a test that starts one must be marked slow). In process
+# and all CPU, so one test process per core: two more would only collect the suite twice more.
+FAST_JOBS ?= 2
+test-fast: install  ## the in-process tests only, no server or process (about a minute): the inner loop
+	$(PY) -m pytest -n $(FAST_JOBS) --dist worksteal --fast -q
 
 # Docker where a daemon answers, else buildah (IMAGE_ENGINE=buildah: buildah even beside Docker,
 # which the image test needs); without the base image, a stand-in made from Debian packages
@@ -117,6 +124,9 @@ bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs 
 
 bench-explain: install  ## POST /explain p50/p95 (a forest, the mixed-type pipeline) against shap in process (QUICK=1; COMPARE_ROOT=a tree: cold starts)
 	$(PY) -m tests.perf.explain_bench $(if $(QUICK),--quick,) $(if $(COMPARE_ROOT),--compare-root $(COMPARE_ROOT),)
+
+bench-timings: install  ## the times the suite only orders: rollout switch, time limit, deadline, lone request (QUICK=1)
+	$(PY) -m tests.perf.timings $(if $(QUICK),--quick,)
 
 bench-train: install  ## package on 10,000 mixed-type rows (goal 15 s) and train on 20,000, report included (QUICK=1)
 	$(PY) -m tests.perf.train_bench $(if $(QUICK),--quick,)

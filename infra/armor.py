@@ -42,7 +42,7 @@ from pulumi_gcp.compute import (
 from config import EdgeSettings
 
 # The CRS 3.3 rules, as "Preconfigured WAF rules overview" lists them
-# (https://cloud.google.com/armor/docs/waf-rules); tests/test_infra.py holds that list.
+# (https://cloud.google.com/armor/docs/waf-rules); tests/test_infra_edge.py holds that list.
 WAF_RULES = ("sqli-v33-stable", "xss-v33-stable", "lfi-v33-stable", "rce-v33-stable")
 DEFAULT_PRIORITY = 2147483647
 IPS_PER_RULE = 10

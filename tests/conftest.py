@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import multiprocessing.process
 import os
 import shutil
 import signal
@@ -34,6 +36,66 @@ OTHER_KEY = "other-key-0123456789abcdef"
 # checks the signatures (and that unsigned versions are refused without this setting).
 UNSIGNED = {"ALLOW_UNSIGNED_MODELS": "true"}
 os.environ.update(UNSIGNED)  # the batch processes tests start inherit the test's environment
+
+
+# --- make test-fast: the tests that start no server and no process -----------------------
+
+# A test that uses one of these fixtures (directly or through another) talks to a server: it is
+# marked slow at collection. Any other test that starts a server or a process (run_service,
+# run_training, subprocess, a socket that listens) carries @pytest.mark.slow, or its module
+# `pytestmark = pytest.mark.slow`; under --fast, such a test without the mark fails and says so.
+SERVER_FIXTURES = {"gcs_emulator", "fake_gcs", "secret_manager", "browser", "mlflow_server"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="only the tests marked neither slow nor image, each refused any server or process "
+        "(make test-fast)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+    if config.getoption("fast"):
+        slow = [i for i in items if i.get_closest_marker("slow") or i.get_closest_marker("image")]
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [i for i in items if i not in slow]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_tests_start_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under --fast, starting a process or listening on a socket fails the test, naming the mark
+    it lacks: test-fast stays in process however tests are added. Session-wide, so that a
+    module's server fixture is refused too (it is set up before any function-scoped fixture)."""
+    if not request.config.getoption("fast"):
+        yield
+        return
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "a test").rsplit(" ", 1)[0]
+        raise AssertionError(
+            f"{test} starts a process or a server: mark it @pytest.mark.slow (README, "
+            "Testing), so that make test-fast leaves it to make test"
+        )
+
+    popen = subprocess.Popen.__init__
+
+    def git_only(self: subprocess.Popen[Any], args: Any, *more: Any, **kwargs: Any) -> None:
+        """Training records the commit it ran at (`git rev-parse`, milliseconds): allowed."""
+        if isinstance(args, (list, tuple)) and args and Path(str(args[0])).name == "git":
+            return popen(self, args, *more, **kwargs)
+        refuse()
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess.Popen, "__init__", git_only)
+        patch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+        patch.setattr(os, "fork", refuse)
+        patch.setattr(socket.socket, "listen", refuse)
+        yield
 
 
 def free_port() -> int:
@@ -109,22 +171,48 @@ def train_artifact(out: Path, *extra: str) -> Path:
     return out
 
 
+def trained_once(factory: pytest.TempPathFactory, name: str, *extra: str) -> Path:
+    """train_artifact(extra), once per run of the suite however many xdist workers ask: the
+    first trains it into the run's temporary folder (which every worker's sits in) under a lock,
+    the others wait and read the same files. The artifact is only read: nothing may change it."""
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out = root / f"trained-{name}"
+    with open(root / f"trained-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not out.exists():
+            staged = root / f"trained-{name}.{os.getpid()}"
+            train_artifact(staged, *extra)
+            staged.rename(out)  # whole or not at all, if the training fails half-way
+    return out
+
+
 @pytest.fixture(scope="session")
 def iris_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A logistic-regression Iris artifact, trained once per session."""
-    return train_artifact(tmp_path_factory.mktemp("iris-lr"))
+    """A logistic-regression Iris artifact, trained once per run."""
+    return trained_once(tmp_path_factory, "iris-lr")
 
 
 @pytest.fixture(scope="session")
 def forest_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small random-forest Iris artifact."""
-    return train_artifact(
-        tmp_path_factory.mktemp("iris-rf"),
-        "--estimator",
-        "random_forest",
-        "--param",
-        "n_estimators=20",
+    """A small random-forest Iris artifact, trained once per run."""
+    return trained_once(
+        tmp_path_factory, "iris-rf", "--estimator", "random_forest", "--param", "n_estimators=20"
     )
+
+
+# --- the Pulumi program ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def stack() -> Any:
+    """The example stack (Pulumi.yaml's defaults and Pulumi.dev.yaml) as the program declares it
+    under Pulumi's mocks (tests/support/infra.py): run once per test process, read by the tests of
+    infra/ that change no setting. A Stack is only read: nothing may change it."""
+    from tests.support.infra import run_program, stack_config
+
+    return run_program(stack_config())
 
 
 # --- storage -----------------------------------------------------------------------------

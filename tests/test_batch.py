@@ -31,7 +31,7 @@ from tests.artifacts import publish_object
 from tests.conftest import ROOT, Emulator, free_port, publish_to_gcs, run_service
 from tests.inprocess import in_process
 from tests.odd_models import FailingModel
-from tests.test_own_model import TARGET, notebook_pipeline
+from tests.support.churn import TARGET, notebook_pipeline
 from training.__main__ import main as training
 from training.churn import churn
 
@@ -346,6 +346,7 @@ def test_a_rerun_rewrites_nothing_and_another_model_is_refused(
     } == before
 
 
+@pytest.mark.slow
 def test_a_killed_tasks_leftovers_are_replaced_not_kept(tmp_path: Path, iris_uri: str) -> None:
     source = tmp_path / "rows.csv"
     source.write_bytes(local_batch.generated_csv(40_000))
@@ -448,6 +449,7 @@ def batch(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
 FILES = ["--input", "file:///x.csv", "--output", "file:///o"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -465,6 +467,7 @@ def test_a_bad_flag_exits_2_naming_it(args: list[str], message: str) -> None:
     assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_a_missing_input_is_one_line_and_exit_1(tmp_path: Path, iris_uri: str) -> None:
     done = batch(
         "--input",
@@ -529,6 +532,7 @@ def test_the_output_may_name_the_execution_as_cloud_run_jobs_sets_it() -> None:
         parse_job(args, {})
 
 
+@pytest.mark.slow
 def test_the_readmes_batch_command_runs_as_printed(tmp_path: Path, iris_artifact: Path) -> None:
     """The first command of the README's "Score a large file", run where $PWD holds the store
     `make serve` publishes into and a rows.csv with the id column it names."""
@@ -576,6 +580,7 @@ def test_a_regressor_is_answered_with_its_number_alone(tmp_path: Path) -> None:
     assert np.allclose(got, model.predict(X[:50]), rtol=1e-6)  # the verified ONNX file answers
 
 
+@pytest.mark.slow
 def test_progress_is_logged_as_cloud_logging_json(tmp_path: Path, iris_uri: str) -> None:
     source = tmp_path / "rows.csv"
     source.write_bytes(local_batch.generated_csv(30_000, bad_every=10**9))
@@ -701,6 +706,7 @@ def test_a_csv_row_with_an_empty_id_is_refused(tmp_path: Path, iris_uri: str) ->
     assert list(answers((tmp_path / "out").as_uri())) == ["x"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "env, message",
     [
@@ -756,10 +762,11 @@ def test_rows_the_model_refuses_are_found_alone_and_the_rest_scored() -> None:
     assert scored.prediction is not None and len(scored.prediction.labels) == 997
 
 
+@pytest.mark.slow
 def test_the_batch_needs_only_the_images_packages(tmp_path: Path, iris_uri: str) -> None:
     """The image installs function/requirements.txt alone: a task scores with every package
     that training and development add made unimportable."""
-    from tests.test_serve import IMPORT_NAMES, requirement_names
+    from tests.support.requirements import IMPORT_NAMES, requirement_names
 
     image = requirement_names(ROOT / "function" / "requirements.txt")
     others = requirement_names(ROOT / "requirements.txt") - image
@@ -810,6 +817,7 @@ def test_plain_paths_are_local_files_as_package_and_publish_take_them(
     assert parsed.output == (tmp_path / "out").as_uri() + "/"
 
 
+@pytest.mark.slow
 def test_an_unexpected_error_is_one_line_and_exit_1(tmp_path: Path, iris_artifact: Path) -> None:
     """A model that raises what no check foresaw (here a RuntimeError on every call after its
     warm-up): one log line naming it, exit 1, no traceback."""
@@ -849,6 +857,7 @@ def test_ids_a_spreadsheet_would_run_are_written_as_text(tmp_path: Path, iris_ur
     assert written == {"'" + i for i in FORMULAS} | set(NUMBERS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "value, cell",
     [

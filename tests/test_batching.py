@@ -76,15 +76,17 @@ def test_an_error_stays_with_the_request_that_caused_it() -> None:
 def test_a_lone_request_runs_at_once() -> None:
     model = CountingModel()
     batches: list[int] = []
-    batcher = MicroBatcher(run_model, 64, 1.0, lambda rows, waits: batches.append(rows))
+    batcher = MicroBatcher(run_model, 64, 30.0, lambda rows, waits: batches.append(rows))
 
     started = time.perf_counter()
     batcher.run(model, np.array([[1.0, 0.0]]), False)
 
-    assert time.perf_counter() - started < 0.5  # not the 1 s batch wait
+    # Not the 30 s batch wait (a generous bound, not a timing: make bench-timings has that).
+    assert time.perf_counter() - started < 10
     assert batches == []  # no batcher involved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("artifact", ["iris_artifact", "forest_artifact"])
 def test_batched_service_answers_like_the_estimator(
     request: pytest.FixtureRequest, artifact: str, tmp_path: Path

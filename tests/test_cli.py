@@ -13,6 +13,8 @@ import pytest
 
 from tests.conftest import ROOT, train_artifact
 
+pytestmark = pytest.mark.slow  # every test here starts a server or a process
+
 MODELRUN = Path(sys.executable).parent / "modelrun"
 
 

@@ -1,5 +1,5 @@
 """Alert policies in the cloud come from local/prometheus/alerts.yml (infra/alerts.py), under
-Pulumi's mocks as tests/test_infra.py runs the program: one policy per rule with the same
+Pulumi's mocks as tests/support/infra.py runs the program: one policy per rule with the same
 expression, `for`, labels and severity, the README's what-to-do as documentation; a rule the
 cloud's PromQL cannot evaluate is refused with the reason (infra/promql.py, from Google's
 documented differences). Cloud Monitoring itself cannot run here: how it evaluates a condition
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.test_infra import ROOT, Stack, infra_module, run_program, stack_config
+from tests.support.infra import ROOT, Stack, infra_module, run_program, stack_config
 
 POLICY = "gcp:monitoring/alertPolicy:AlertPolicy"
 RULES = ROOT / "local" / "prometheus" / "alerts.yml"

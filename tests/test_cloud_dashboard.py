@@ -15,19 +15,8 @@ from typing import Any
 import pytest
 
 from local.mirror import DASHBOARD
-from tests.test_infra import infra_module, run_program, stack_config
-
-
-def cloud_dashboard(source: Path | None = None) -> dict[str, Any]:
-    return dict(infra_module("dashboard").dashboard(source))
-
-
-def widget_queries(widget: dict[str, Any]) -> list[dict[str, Any]]:
-    """The time series queries of a widget, whatever its kind."""
-    if "scorecard" in widget:
-        return [widget["scorecard"]["timeSeriesQuery"]]
-    kind = "xyChart" if "xyChart" in widget else "timeSeriesTable"
-    return [d["timeSeriesQuery"] for d in widget[kind]["dataSets"]]
+from tests.support.cloud_dashboard import cloud_dashboard, widget_queries
+from tests.support.infra import infra_module, run_program, stack_config
 
 
 def widgets(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:

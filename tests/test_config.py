@@ -197,6 +197,7 @@ def test_a_key_no_header_can_carry_is_refused_at_start_unechoed(key: str) -> Non
     assert key not in said and KEY not in said
 
 
+@pytest.mark.slow
 def test_a_latin_1_key_is_kept_and_authenticates_on_a_real_server(
     iris_artifact: Path, tmp_path: Path
 ) -> None:

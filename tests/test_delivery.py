@@ -136,6 +136,7 @@ def test_stack_outputs_and_config_keys_used_by_deploy_exist() -> None:
     assert readme_keys <= declared, readme_keys - declared
 
 
+@pytest.mark.slow
 def test_training_verbs_and_estimators_in_train_workflow_exist() -> None:
     document = workflow("train.yml")
     options = document[True]["workflow_dispatch"]["inputs"]["estimator"]["options"]
@@ -177,6 +178,7 @@ def test_training_verbs_and_estimators_in_train_workflow_exist() -> None:
         assert (args.shadow, args.canary) == ((100.0, None) if choice == "shadow" else (None, 10))
 
 
+@pytest.mark.slow
 def test_the_train_workflow_tracks_in_mlflow_only_with_a_server(tmp_path: Path) -> None:
     """The repository variable reaches the training step; the MLflow client is installed only
     then; the job summary links the run, from the metadata train writes."""
@@ -296,6 +298,7 @@ def test_dockerfile_command_is_what_the_service_tests_run() -> None:
     assert container.command()[2].startswith("exec python -m function.server ")
 
 
+@pytest.mark.slow
 def test_a_typo_in_the_dockerfile_command_fails_here(tmp_path: Path) -> None:
     broken = tmp_path / "Dockerfile"
     broken.write_text(
@@ -338,6 +341,7 @@ def test_readme_deploy_commands_name_the_project() -> None:
             assert "--project" in call, call
 
 
+@pytest.mark.slow
 def test_make_clean_keeps_published_models_and_the_dev_key() -> None:
     dry_run = subprocess.run(
         ["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -347,6 +351,7 @@ def test_make_clean_keeps_published_models_and_the_dev_key() -> None:
     assert ".modelrun" not in dry_run
 
 
+@pytest.mark.slow
 def test_clean_store_deletes_only_when_confirmed(tmp_path: Path) -> None:
     version = tmp_path / ".modelrun" / "store" / "iris" / "versions" / "v1"
     version.mkdir(parents=True)

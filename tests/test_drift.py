@@ -461,6 +461,7 @@ def promtool_psi_test(tmp_path: Path, live: list[int], reference: list[float], v
     return result.returncode
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_psi_rule_equals_an_independent_computation(tmp_path: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -502,7 +503,7 @@ def test_shifted_traffic_fires_the_drift_alert_for_that_feature_only(
     from local import drift_traffic
     from local.alert_sink import AlertSink
     from local.mirror import process, wait_for
-    from tests.test_monitoring import monitored_service, query
+    from tests.support.monitoring import monitored_service, query
 
     require_binary("prometheus-alertmanager")
     sink = AlertSink("127.0.0.1", 0, echo=False).start()

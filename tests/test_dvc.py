@@ -17,6 +17,8 @@ import yaml
 
 from tests.conftest import PYTHON, ROOT
 
+pytestmark = pytest.mark.slow  # every test here starts a server or a process
+
 DVC = Path(PYTHON).with_name("dvc")
 COPIED = ["dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config", ".dvc/.gitignore"]
 

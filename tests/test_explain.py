@@ -34,7 +34,7 @@ from function.store import ModelStore
 from tests.artifacts import publish_object
 from tests.conftest import KEY
 from tests.inprocess import InProcess, in_process
-from tests.test_own_model import TARGET, notebook_pipeline, rows_of
+from tests.support.churn import TARGET, notebook_pipeline, rows_of
 from training.__main__ import main
 from training.churn import churn
 

@@ -32,7 +32,7 @@ from function.store import ModelStore
 from tests.conftest import KEY, ROOT, free_port, wait_until
 from tests.image import MLFLOW_IMAGE, Image, end, open_image, server_pid
 from tests.inprocess import in_process
-from tests.test_own_model import TARGET, notebook_pipeline, rows_of
+from tests.support.churn import TARGET, notebook_pipeline, rows_of
 from training.__main__ import main as training
 from training.churn import churn
 from training.signers import LocalSigner

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_infra import ROOT, infra_module, run_program, stack_config
+from tests.support.infra import ROOT, infra_module, run_program, stack_config
 
 LABEL = re.compile(r"^[a-z0-9_-]{0,63}$")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_infra import (
+from tests.support.infra import (
     IMAGE,
     ROOT,
     Registered,

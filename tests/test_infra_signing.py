@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from function.signing import ALGORITHM, load_public_keys
-from tests.test_infra import (
+from tests.support.infra import (
     BATCH,
     PUBLIC_KEY_PEM,
     Stack,

@@ -167,6 +167,7 @@ def test_monitor_serves_your_model_and_rollout_status_reads_its_prometheus(
     wait_until(lambda: all(port_is_free(p) for p in ports.values()), 15, "every port freed")
 
 
+@pytest.mark.slow
 def test_alerts_print_with_their_summary(capsys: pytest.CaptureFixture[str]) -> None:
     sink = AlertSink("127.0.0.1", 0).start()
     alert = {

@@ -17,6 +17,7 @@ from tests.conftest import KEY, free_port, run_service, wait_until
 ROW = [5.1, 3.5, 1.4, 0.2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_the_metrics_port_serves_the_whole_instance_without_a_key(
     iris_artifact: Path, tmp_path: Path, workers: str

@@ -1,5 +1,5 @@
 """The Managed Service for Prometheus sidecar in the Pulumi program (under Pulumi's mocks, as
-tests/test_infra.py runs it), and its RunMonitoring configuration checked against the rules the
+tests/support/infra.py runs it), and its RunMonitoring configuration checked against the rules the
 sidecar itself applies, as its source states them (GoogleCloudPlatform/run-gmp-sidecar,
 confgenerator/config.go: ReadConfigFromFile, Validate, endpointScrapeConfig; entrypoint.go). The
 sidecar cannot run here: its real scrape is proven only in a project."""
@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from local.mirror import PROMETHEUS_CONFIG
-from tests.test_infra import (
+from tests.support.infra import (
     SERVICE,
     Stack,
     account_email,
@@ -57,11 +57,6 @@ def check_run_monitoring(config: dict[str, Any]) -> None:
     metadata = set(spec.get("targetLabels", {}).get("metadata", []))
     if metadata - ALLOWED_METADATA:
         raise ValueError(f"metadata label {sorted(metadata - ALLOWED_METADATA)} not allowed")
-
-
-@pytest.fixture(scope="module")
-def stack() -> Stack:
-    return run_program(stack_config())
 
 
 def containers(stack: Stack) -> dict[str, dict[str, Any]]:

@@ -138,6 +138,7 @@ def test_no_onnx_on_request(tmp_path: Path) -> None:
     assert not (tmp_path / "plain" / "model.onnx").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime, imported", [("auto", False), ("sklearn", True)])
 def test_the_onnx_runtime_never_imports_sklearn(
     iris_artifact: Path, tmp_path: Path, runtime: str, imported: bool

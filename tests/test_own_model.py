@@ -20,33 +20,11 @@ import pytest
 
 from tests.conftest import KEY
 from tests.inprocess import InProcess, in_process
+from tests.support.churn import TARGET, notebook_pipeline, rows_of
 from training.__main__ import main
 from training.churn import churn
 
 AUTH = {"X-API-Key": KEY}
-TARGET = "churned"
-
-
-def notebook_pipeline(frame: Any, unknown_plan: str = "error") -> Any:
-    """What a user fits in a notebook: impute and one-hot inside a ColumnTransformer, then
-    HistGradientBoosting. Unknown countries are ignored; unknown plans are an error."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline, make_pipeline
-    from sklearn.preprocessing import OneHotEncoder
-
-    columns = ColumnTransformer(
-        [
-            ("country", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["country"]),
-            ("plan", OneHotEncoder(handle_unknown=unknown_plan, sparse_output=False), ["plan"]),
-            ("numbers", make_pipeline(SimpleImputer(strategy="median")),
-             ["seats", "monthly_spend", "tenure_months", "has_discount"]),
-        ]
-    )  # fmt: skip
-    pipeline = Pipeline([("columns", columns), ("model", HistGradientBoostingClassifier(
-        max_iter=60, random_state=0))])  # fmt: skip
-    return pipeline.fit(frame.drop(columns=TARGET), frame[TARGET])
 
 
 @pytest.fixture(scope="module")
@@ -87,11 +65,6 @@ def serve(artifact: Path, store: Path, name: str = "churn") -> Iterator[InProces
 def service(packaged: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcess]:
     with serve(packaged, tmp_path_factory.mktemp("store")) as running:
         yield running
-
-
-def rows_of(frame: Any) -> list[dict[str, Any]]:
-    """Rows as a client sends them: JSON objects, null where a value is missing."""
-    return list(json.loads(frame.to_json(orient="records")))
 
 
 def post(service: InProcess, path: str, body: Any) -> Any:
@@ -553,6 +526,7 @@ def test_labels_keep_their_type_in_every_protocol(tmp_path: Path) -> None:
         assert v2["outputs"][0]["data"] == native["predictions"]
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error_on_a_mixed_type_model(
     packaged: Path, tmp_path: Path
 ) -> None:

@@ -7,9 +7,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from function.store import ModelStore
 from tests.conftest import ROOT, run_service
 from training.__main__ import main as training
+
+pytestmark = pytest.mark.slow  # every test here starts a server or a process
 
 KEY = "readme-example-key-0123456789"
 SECTIONS = (

@@ -156,6 +156,7 @@ def test_cold_start_never_serves_a_bad_current_version(
             time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_an_unreachable_store_heals_by_itself(
     iris_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -226,6 +227,7 @@ def test_refresh_never_serves_a_bad_candidate(
         assert 'modelrun_errors_total{kind="model_refresh"}' in metrics
 
 
+@pytest.mark.slow
 def test_refresh_survives_the_store_going_away(
     iris_artifact: Path, forest_artifact: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -521,6 +523,7 @@ def test_security_headers_on_every_response(
     assert_secured(response.headers)
 
 
+@pytest.mark.slow
 def test_security_headers_on_functions_frameworks_own_paths(folder_service: Any) -> None:
     """/robots.txt and /favicon.ico are answered by functions-framework, not the handler."""
     with folder_service() as running:
@@ -531,6 +534,7 @@ def test_security_headers_on_functions_frameworks_own_paths(folder_service: Any)
         assert_secured(response.headers)
 
 
+@pytest.mark.slow
 def test_a_request_past_the_time_limit_is_stopped_with_503(
     iris_artifact: Path, tmp_path: Path
 ) -> None:
@@ -551,13 +555,14 @@ def test_a_request_past_the_time_limit_is_stopped_with_503(
 
     assert response.status_code == 503
     assert "1s time limit" in response.json()["detail"]
-    assert took < 4
+    assert took < 5  # before the model's own 5 s: stopped, not waited for (make bench-timings)
     assert healthy == 200
 
 
 # --- safer model loading -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_skops_model_serves_without_pickle(forest_artifact: Path, tmp_path: Path) -> None:
     from training.__main__ import main as training
 
@@ -583,6 +588,7 @@ def test_skops_model_serves_without_pickle(forest_artifact: Path, tmp_path: Path
     assert list(answer["probabilities"][0].values()) == estimator.predict_proba([ROW])[0].tolist()
 
 
+@pytest.mark.slow
 def test_pickle_can_be_refused(iris_artifact: Path, tmp_path: Path) -> None:
     store = ModelStore((tmp_path / "iris").as_uri())
     store.publish(iris_artifact, "pickled")
@@ -598,6 +604,7 @@ def test_pickle_can_be_refused(iris_artifact: Path, tmp_path: Path) -> None:
         wait_until(lambda: "ALLOW_PICKLE=false" in ready_reason(running), 15, "the refusal")
 
 
+@pytest.mark.slow
 def test_skops_refuses_to_trust_foreign_types(tmp_path: Path) -> None:
     from training.__main__ import main as training
 
@@ -678,6 +685,7 @@ HOSTILE: list[tuple[str, str, dict[str, str], bytes]] = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method, path, headers, body", HOSTILE)
 def test_hostile_input_gets_a_4xx_problem(
     hardened: Running, method: str, path: str, headers: dict[str, str], body: bytes
@@ -689,6 +697,7 @@ def test_hostile_input_gets_a_4xx_problem(
     assert response.json()["status"] == response.status_code
 
 
+@pytest.mark.slow
 def test_a_doubled_slash_on_a_v2_path_is_not_found(hardened: Running) -> None:
     # werkzeug merges slashes by raising a redirect; unhandled, it was a 500
     response = requests.get(hardened.url + "/v2//health/live", timeout=10)
@@ -697,6 +706,7 @@ def test_a_doubled_slash_on_a_v2_path_is_not_found(hardened: Running) -> None:
     assert response.json() == {"error": "no route /v2//health/live"}
 
 
+@pytest.mark.slow
 def test_oversized_headers_are_refused_by_the_http_server(hardened: Running) -> None:
     # gunicorn refuses a header over 8190 bytes itself (431, text/html) before the app runs.
     response = requests.get(hardened.url + "/model", headers={"X-API-Key": "x" * 10000}, timeout=10)
@@ -705,6 +715,7 @@ def test_oversized_headers_are_refused_by_the_http_server(hardened: Running) -> 
     assert hardened.get("/health").status_code == 200
 
 
+@pytest.mark.slow
 def test_still_healthy_after_the_hostile_suite(hardened: Running) -> None:
     for method, path, headers, body in HOSTILE:
         requests.request(method, hardened.url + path, headers=headers, data=body, timeout=10)
@@ -715,6 +726,7 @@ def test_still_healthy_after_the_hostile_suite(hardened: Running) -> None:
     assert "Traceback" not in hardened.output()
 
 
+@pytest.mark.slow
 def test_schemathesis_finds_no_server_error_or_schema_violation(hardened: Running) -> None:
     result = schemathesis(hardened.url, max_examples=40)
 
@@ -730,6 +742,7 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(hardened: Runnin
     assert "Traceback" not in hardened.output()
 
 
+@pytest.mark.slow
 def test_a_path_flask_refuses_is_answered_in_its_protocol(hardened: Running) -> None:
     """A newline in a path is refused by Flask before routing; its 404 goes through our handler,
     in the body the OpenAPI document promises for that protocol."""
@@ -742,6 +755,7 @@ def test_a_path_flask_refuses_is_answered_in_its_protocol(hardened: Running) -> 
     assert_secured(v2.headers)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path, body", SURROGATES)
 def test_a_lone_surrogate_gets_json_not_flasks_html_500(
     hardened: Running, path: str, body: bytes
@@ -764,6 +778,7 @@ def not_found_counted(running: Running) -> float:
     )
 
 
+@pytest.mark.slow
 def test_a_newline_in_a_path_gets_a_log_line_and_a_metric(hardened: Running) -> None:
     before = not_found_counted(hardened)
     for path in ("/model%0Aprobe-one", "/v2/models/iris/versions/v1%0Aprobe-two"):

@@ -20,9 +20,12 @@ from function.store import ModelStore, model_root
 from local import container
 from local.mirror import stop
 from tests.conftest import ROOT, descendants, free_port, wait_until
-from tests.test_shutdown import Load, deaths, exit_within_grace
-from tests.test_smoke_test import diabetes_csv
+from tests.support.diabetes import diabetes_csv
+from tests.support.requirements import IMPORT_NAMES, requirement_names
+from tests.support.shutdown import Load, deaths, exit_within_grace
 from training.__main__ import main as training
+
+pytestmark = pytest.mark.slow  # every test here starts a server or a process
 
 
 @contextlib.contextmanager
@@ -141,26 +144,6 @@ def test_serving_and_training_need_none_of_the_development_packages(tmp_path: Pa
     assert {"pulumi", "pulumi_gcp", "mypy", "pytest", "schemathesis"} <= set(modules)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip()  # the version it loaded
-
-
-# Import names that differ from the distribution's name.
-IMPORT_NAMES = {
-    "PyYAML": "yaml",
-    "python-rapidjson": "rapidjson",
-    "pyrate-limiter": "pyrate_limiter",
-}
-
-
-def requirement_names(path: Path) -> set[str]:
-    """Distribution names pinned in a requirements file and the files it includes."""
-    names = set()
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line.startswith("-r "):
-            names |= requirement_names(path.parent / line[3:].strip())
-        elif line:
-            names.add(line.split("==")[0].strip())
-    return names
 
 
 def test_make_serve_serves_the_users_own_model_with_a_curl_line_that_works(

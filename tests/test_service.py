@@ -37,6 +37,8 @@ from tests.conftest import (
     wait_until,
 )
 
+pytestmark = pytest.mark.slow  # every test here starts a server or a process
+
 ROW = [5.1, 3.5, 1.4, 0.2]
 AUTH = {"X-API-Key": KEY}
 

@@ -24,7 +24,7 @@ from function.model import load_model
 from function.signing import SIGNATURE_FILE, Trust
 from function.store import ModelStore
 from tests.conftest import grpc_stand_in, wait_until
-from tests.test_loader import KEY, errors_counted, loader_for
+from tests.support.loader import KEY, errors_counted, loader_for
 from training.errors import TrainingError
 from training.signers import KmsSigner, LocalSigner, dev_signer, open_signer
 

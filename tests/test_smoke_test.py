@@ -3,7 +3,6 @@ not Iris (a regressor on scikit-learn's diabetes data, ten features by name)."""
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 
@@ -11,24 +10,12 @@ import pytest
 
 from function.store import ModelStore
 from tests.conftest import ROOT, run_service, train_artifact
+from tests.support.diabetes import diabetes_csv
 
 sys.path.insert(0, str(ROOT / "infra"))
 from smoke_test import SmokeTestFailed, example_row, smoke_test
 
 KEY = "smoke-test-key-0123456789"
-
-
-def diabetes_csv(folder: Path) -> Path:
-    """scikit-learn's diabetes data (ten named features, a numeric target) as a user's CSV."""
-    from sklearn.datasets import load_diabetes
-
-    data = load_diabetes(as_frame=True).frame
-    path = folder / "diabetes.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(data.columns)
-        writer.writerows(data.itertuples(index=False))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +27,7 @@ def diabetes_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_a_deploy_of_any_model_passes_with_a_row_from_its_metadata(
     tmp_path: Path, diabetes_artifact: Path
 ) -> None:
@@ -53,6 +41,7 @@ def test_a_deploy_of_any_model_passes_with_a_row_from_its_metadata(
     assert '"bmi": ' in summary  # the row is the model's own, by feature name
 
 
+@pytest.mark.slow
 def test_a_wrong_key_fails_the_smoke_test_naming_the_step(
     tmp_path: Path, diabetes_artifact: Path
 ) -> None:

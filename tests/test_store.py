@@ -14,7 +14,7 @@ from function.errors import ConfigError, Conflict, IntegrityError, NotFound, Sto
 from function.store import ModelStore, open_backend
 
 
-@pytest.fixture(params=["file", "gcs"])
+@pytest.fixture(params=["file", pytest.param("gcs", marks=pytest.mark.slow)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ModelStore:
     if request.param == "file":
         return ModelStore((tmp_path / "store" / "iris").as_uri(), timeout=5)

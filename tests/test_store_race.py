@@ -19,7 +19,7 @@ from function.errors import Conflict
 from function.store import ModelStore
 
 
-@pytest.fixture(params=["file", "gcs"])
+@pytest.fixture(params=["file", pytest.param("gcs", marks=pytest.mark.slow)])
 def make_store(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[[], ModelStore]:

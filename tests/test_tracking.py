@@ -35,12 +35,14 @@ from tests.conftest import (
     wait_until,
 )
 from tests.inprocess import in_process
-from tests.test_own_model import TARGET, notebook_pipeline
+from tests.support.churn import TARGET, notebook_pipeline
 from training.__main__ import _parser as training_parser
 from training.__main__ import main
 from training.churn import churn
 from training.errors import EXIT_GATE
 from training.tracking import shown
+
+pytestmark = pytest.mark.slow  # every test here starts a server or a process
 
 
 @pytest.fixture(scope="module")

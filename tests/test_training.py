@@ -432,6 +432,7 @@ def test_promote_of_the_current_version_says_so_and_rollback_then_refuses(
     assert "no earlier version to roll back to" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_store_verbs_need_only_the_service_packages(tmp_path: Path, iris_artifact: Path) -> None:
     """publish, promote, rollback and list run in the service image (Compose's `publish`
     service does): with the training-only libraries made unimportable, they still work."""
@@ -500,6 +501,7 @@ def test_versions_published_in_the_same_second_list_in_publication_order(
     assert [v.version for v in store.versions()] == ["zz-first", "aa-second", "mm-third"]
 
 
+@pytest.mark.slow
 def test_module_entry_point_runs_as_a_process(tmp_path: Path) -> None:
     result = run_training("train", "--data", str(tmp_path / "nope.csv"), "--target", "y")
 
@@ -530,6 +532,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(usable_cpus() < 2, reason="one CPU: OpenMP's default is one thread too")
 @pytest.mark.parametrize(("told", "threads"), [(None, 1), ("2", 2)])
 def test_training_runs_one_native_thread_unless_told(
@@ -539,6 +542,9 @@ def test_training_runs_one_native_thread_unless_told(
     env["THREAD_PROBE"] = str(probe := tmp_path / "threads.jsonl")
     if told:
         env["OMP_NUM_THREADS"] = told  # the user's own setting wins
+        # Idle threads sleep instead of spinning: the count is the same, without the spin's CPU
+        # taken from the tests beside this one on two shared cores.
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     args = ["train", "--estimator", "hist_gradient_boosting", "--cv", "2", "--no-report",
             "--no-onnx", "--out", str(tmp_path / "out")]  # fmt: skip
     done = subprocess.run(

@@ -128,6 +128,7 @@ def worker_pids(master: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
 
 
+@pytest.mark.slow
 def test_the_container_starts_a_worker_per_usable_cpu(iris_artifact: Path, tmp_path: Path) -> None:
     store = ModelStore((tmp_path / "iris").as_uri())
     store.promote(store.publish(iris_artifact, "v1"))
@@ -137,6 +138,7 @@ def test_the_container_starts_a_worker_per_usable_cpu(iris_artifact: Path, tmp_p
         assert len(worker_pids(service.process.pid)) == usable_cpus()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(usable_cpus() < 2, reason="two workers need two CPUs to both serve")
 def test_two_workers_answer_scrapes_with_the_whole_instance(
     iris_artifact: Path, tmp_path: Path
@@ -179,6 +181,7 @@ def _shares(folder: Path, workers: list[int]) -> list[float]:
     return [predictions(page.read_text()) if page.exists() else 0.0 for page in pages]
 
 
+@pytest.mark.slow
 def test_the_instance_is_ready_once_every_live_worker_is(tmp_path: Path) -> None:
     own_ready = [False]
     workers = Workers(2, lambda: b"", lambda: own_ready[0])

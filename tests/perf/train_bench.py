@@ -27,7 +27,7 @@ from pathlib import Path
 import joblib
 
 from local.mirror import ROOT
-from tests.test_own_model import notebook_pipeline
+from tests.support.churn import notebook_pipeline
 from training.churn import churn
 
 GOAL_PACKAGE_SECONDS = 15.0
