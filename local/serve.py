@@ -79,7 +79,7 @@ def trusted_key(environ: Mapping[str, str]) -> dict[str, str]:
 
 def warn_unverified(model_uri: str, public_key: str) -> None:
     """Say at once why the service will not get ready when the current version does not verify
-    (one published before signing, or with another key), and how to serve it anyway."""
+    (one published before signing, or with another key), and what to do about it."""
     from function.signing import Trust, load_public_keys
 
     if os.environ.get("ALLOW_UNSIGNED_MODELS", "").strip().lower() == "true":
@@ -90,9 +90,8 @@ def warn_unverified(model_uri: str, public_key: str) -> None:
         return  # the service says what is wrong with MODEL_PUBLIC_KEY, naming it
     try:
         ModelStore(model_uri, trust=trust).resolve()
-    except IntegrityError as e:
-        print(f"warning: {e}\n  (`ALLOW_UNSIGNED_MODELS=true make serve` serves it as it is)",
-              flush=True)  # fmt: skip
+    except IntegrityError as e:  # the store's reason says what to do, the same as /ready's
+        print(f"warning: {e}", flush=True)
 
 
 def dev_key() -> str:
