@@ -38,7 +38,7 @@ UNSIGNED = (
     "ALLOW_UNSIGNED_MODELS=true serves unsigned versions, for a store only you can write: it also "
     "lets anyone who can write the store run code in the service"
 )
-PUBLIC_KEY_HINT = "`modelrun public-key` prints the signing key's"
+PUBLIC_KEY_HINT = "the publisher's public key (`modelrun public-key` prints the signing key's)"
 
 
 class Signer(Protocol):
@@ -158,7 +158,7 @@ class Trust:
                 return said  # nothing to verify with, and unsigned versions are allowed anyway
             raise IntegrityError(
                 f"{where} is signed by {parsed.key!r:.200}, but no MODEL_PUBLIC_KEY is set to "
-                f"verify it with: {PUBLIC_KEY_HINT}"
+                f"verify it with: set it to {PUBLIC_KEY_HINT}"
             )
         if not any(_verifies(key, parsed.signature, metadata) for key in self.public_keys):
             # No word of ALLOW_UNSIGNED_MODELS here: it never serves a version whose signature
@@ -166,8 +166,8 @@ class Trust:
             raise IntegrityError(
                 f"{where} {SIGNATURE_FILE} does not verify with MODEL_PUBLIC_KEY (it names the "
                 f"key {parsed.key!r:.200}): metadata.json was changed after signing, or another "
-                "key signed it. Check that MODEL_PUBLIC_KEY is the publisher's "
-                f"({PUBLIC_KEY_HINT}), or publish the model again with `modelrun publish`"
+                f"key signed it. Check that MODEL_PUBLIC_KEY is {PUBLIC_KEY_HINT}, or publish "
+                "the model again with `modelrun publish`"
             )
         return said
 

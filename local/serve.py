@@ -70,11 +70,13 @@ def example_body(model_uri: str) -> str:
 
 
 def trusted_key(environ: Mapping[str, str]) -> dict[str, str]:
-    """MODEL_PUBLIC_KEY for a local service: the user's own, else the development signing key's
-    (training/signers.py), which `modelrun publish` signs with by default."""
-    from training.signers import dev_signer
+    """MODEL_PUBLIC_KEY for a local service: the user's own, else the public half of the key
+    `modelrun publish` signs with (MODELRUN_SIGNING_KEY's, else the development key's), as the
+    CLI verifies (training/signers.py)."""
+    from training.signers import trusted_public_key
 
-    return {"MODEL_PUBLIC_KEY": environ.get("MODEL_PUBLIC_KEY") or dev_signer().public_pem()}
+    signing_key = environ.get("MODELRUN_SIGNING_KEY") or None
+    return {"MODEL_PUBLIC_KEY": trusted_public_key(environ, signing_key)}
 
 
 def warn_unverified(model_uri: str, public_key: str) -> None:

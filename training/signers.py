@@ -128,14 +128,19 @@ def open_signer(spec: str | None) -> LocalSigner | KmsSigner:
     return load_private_key(Path(spec)) if spec else dev_signer()
 
 
+def trusted_public_key(environ: Mapping[str, str], spec: str | None) -> str:
+    """The public key a command of this machine verifies versions with: MODEL_PUBLIC_KEY when
+    set, else the public half of the signing key `spec` names (MODELRUN_SIGNING_KEY's, else the
+    development key's), the key `publish` signs with; never none."""
+    return environ.get("MODEL_PUBLIC_KEY", "").strip() or open_signer(spec).public_pem()
+
+
 def verifying_trust(environ: Mapping[str, str], spec: str | None) -> Trust:
     """What the CLI verifies a version with before it points anything at it: the service's rule
-    (MODEL_PUBLIC_KEY, ALLOW_UNSIGNED_MODELS), the public key defaulting to the signing key's
-    that `spec` names (the development key's when none), never to no check at all."""
+    (MODEL_PUBLIC_KEY, ALLOW_UNSIGNED_MODELS), with trusted_public_key's key."""
     from function.config import load_trust
 
-    public_key = environ.get("MODEL_PUBLIC_KEY", "").strip() or open_signer(spec).public_pem()
-    return load_trust({**environ, "MODEL_PUBLIC_KEY": public_key})
+    return load_trust({**environ, "MODEL_PUBLIC_KEY": trusted_public_key(environ, spec)})
 
 
 def load_private_key(path: Path) -> LocalSigner:
