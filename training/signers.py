@@ -98,7 +98,9 @@ class KmsSigner:
             response = self._kms().get_public_key(request={"name": self.key}, timeout=self.timeout)
         except gexc.GoogleAPICallError as e:
             raise TrainingError(
-                f"Cloud KMS refused the public key of {self.key}: {e.message}"
+                f"Cloud KMS refused the public key of {self.key}: {e.message}; set "
+                "MODEL_PUBLIC_KEY to it (pulumi stack output signingPublicKey): an account that "
+                "may only sign cannot read it"
             ) from e
         if response.name != self.key or (
             google_crc32c.value(response.pem.encode()) != response.pem_crc32c
