@@ -13,7 +13,13 @@ answered no one. Here:
 - a request whose body the application did not read to its end closes its connection
   (`Connection: close`): gunicorn would otherwise read on (64 KiB, or 5 s, at most) to keep the
   connection, and the application refuses bodies it will not read (function/app.py);
-- a connection is closed from the selector, never waited on in the worker's loop.
+- a connection is closed from the selector, never waited on in the worker's loop;
+- what the HTTP layer refuses (414, 431, a malformed request's 400) is answered in a few bytes of
+  text/plain with the service's security headers (function/app.py's), never gunicorn's HTML page,
+  and never echoing the request;
+- `Expect: 100-continue` is answered `100 Continue` when the application first reads the body,
+  not before it runs (gunicorn's way): a request refused without reading its body (401, 413) is
+  never invited to send it.
 
 HTTP/1 in the clear only (what Cloud Run and Vertex AI send a container): no TLS, no HTTP/2.
 Written against gthread as gunicorn 27.0.1 has it (function/requirements.txt pins it).
@@ -29,7 +35,7 @@ from functools import partial
 from typing import Any
 
 from gunicorn import util
-from gunicorn.http.body import ChunkedReader, LengthReader
+from gunicorn.http.body import Body, ChunkedReader, LengthReader
 from gunicorn.http.message import Request as GunicornRequest
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
@@ -42,9 +48,33 @@ END_OF_HEAD = b"\r\n\r\n"
 
 
 class Request(GunicornRequest):
+    body: Any  # gunicorn's, untyped
+    _expected_100_continue: bool
+
     def should_close(self) -> bool:
         """Close the connection too when the application answered without reading the body."""
         return bool(super().should_close()) or not body_read(self.body)
+
+    def set_body_reader(self) -> None:
+        super().set_body_reader()
+        if self._expected_100_continue:  # gunicorn would send it before the application runs
+            self._expected_100_continue = False
+            self.body = ContinueBody(self.body.reader, self.unreader.sock)
+
+
+class ContinueBody(Body):
+    """The body of a request whose client waits for `100 Continue` before sending it: sent at
+    the first read, which the application makes only once it has accepted the request."""
+
+    def __init__(self, reader: Any, sock: socket.socket) -> None:
+        super().__init__(reader)
+        self.sock, self.continued = sock, False
+
+    def _read_reader(self, size: int) -> bytes:
+        if not self.continued:
+            self.continued = True
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return bytes(super()._read_reader(size))
 
 
 class Parser(RequestParser):
@@ -110,7 +140,7 @@ class Worker(ThreadWorker):
         if refusal is None:
             return False
         del self.heads[conn]  # it can never be whole within the limits
-        util.write_error(conn.sock, *refusal)  # a few hundred bytes: never blocks
+        write_refusal(conn.sock, *refusal)  # a few hundred bytes: never blocks
         _discard_received(conn.sock)
         self._close(conn)
         return True
@@ -146,6 +176,16 @@ class Worker(ThreadWorker):
             self.poller.unregister(sock)
             self._close(conn)
 
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """gunicorn's logging and status for a request it could not handle; our answer."""
+        captured = _Captured()
+        super().handle_error(req, captured, addr, exc)
+        _, status, reason = captured.data.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+        try:
+            write_refusal(client, int(status), reason)
+        except OSError:
+            self.log.debug("Failed to send error message.")
+
     def murder_pending(self) -> None:
         """Drop the connections whose head or close is overdue (a head after 2 s once the worker
         stops, as gunicorn does with idle kept-alive connections)."""
@@ -176,6 +216,36 @@ def _refusal(head: bytearray, line_limit: int) -> tuple[int, str, str] | None:
             f"the request head is over {HEAD_BYTES} bytes",
         )
     return None
+
+
+def write_refusal(sock: socket.socket, status: int, reason: str, detail: str = "") -> None:
+    """An HTTP-layer refusal: a line of text/plain (detail: ours, never the request's) with the
+    service's security headers, and `Connection: close`."""
+    from function.app import SECURITY_HEADERS  # loaded already: the worker serves its app
+
+    body = f"{reason}: {detail}\n" if detail else f"{reason}\n"
+    headers = {
+        "Connection": "close",
+        "Content-Type": "text/plain; charset=utf-8",
+        "Content-Length": str(len(body)),
+        **SECURITY_HEADERS,
+    }
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    util.write_nonblock(sock, f"HTTP/1.1 {status} {reason}\r\n{head}\r\n{body}".encode("latin-1"))
+
+
+class _Captured:
+    """Stands in for the client's socket while gunicorn's handle_error writes its HTML answer,
+    which may quote the request: only its status line is kept."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
 
 
 def _time_out_blocked_calls(sock: socket.socket) -> None:

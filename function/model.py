@@ -15,7 +15,6 @@ from function.artifact import (
     label_type,
     model_file,
     model_size,
-    verify_digest,
 )
 from function.drift import BASELINE_FILE, parse_baseline
 from function.errors import IntegrityError
@@ -93,8 +92,8 @@ def load_model(
         if not onnx:
             raise IntegrityError(f"{where} has no verified {ONNX_FILE} (MODEL_RUNTIME=onnx)")
         # The canonical model must be intact too, though it is not deserialised here.
-        verified_file(store, metadata, model_file(metadata), where)
-        data = verified_file(store, metadata, ONNX_FILE, where)
+        store.listed_file(metadata, model_file(metadata), where)
+        data = store.listed_file(metadata, ONNX_FILE, where)
         try:
             estimator: Any = onnx_model(data, metadata)
         except Exception as e:
@@ -107,7 +106,7 @@ def load_model(
         raise IntegrityError(
             f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"
         )
-    data = verified_file(store, metadata, model_file(metadata), where)
+    data = store.listed_file(metadata, model_file(metadata), where)
     estimator = _deserialise(data, metadata, where)
     del data  # the download is not kept beside the model (Cloud Run counts both against memory)
     _check(estimator, metadata, schema, where)
@@ -115,18 +114,11 @@ def load_model(
     return LoadedModel(estimator, metadata, seconds, "sklearn", schema, promotion, baseline)
 
 
-def verified_file(store: ModelStore, metadata: dict[str, Any], name: str, where: str) -> bytes:
-    """Fetch one file of the version and refuse it unless it has the digest metadata records."""
-    data = store.read_file(metadata["version"], name)
-    verify_digest(data, metadata["files"][name]["sha256"], f"{where} {name}")
-    return data
-
-
 def _baseline(store: ModelStore, metadata: dict[str, Any], where: str) -> dict[str, Any] | None:
     """The version's drift baseline, verified (None for a version trained before baselines)."""
     if BASELINE_FILE not in metadata["files"]:
         return None
-    return parse_baseline(verified_file(store, metadata, BASELINE_FILE, where), where)
+    return parse_baseline(store.listed_file(metadata, BASELINE_FILE, where), where)
 
 
 def canonical_estimator(

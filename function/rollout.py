@@ -29,9 +29,14 @@ from typing import Any
 
 from function.artifact import SHA256_PATTERN, encode_metadata, model_size
 from function.errors import Conflict, ModelrunError, NotFound, StoreUnavailable
-from function.store import ModelStore, check_version_id, utc_now
+from function.store import (
+    DOCUMENT_LIMITS,
+    ROLLOUT_FILE,
+    ModelStore,
+    check_version_id,
+    utc_now,
+)
 
-ROLLOUT_FILE = "rollout.json"
 MODES = ("shadow", "canary")
 CLIENT_HEADER = "X-Client-Id"  # a canary client's identity when sent; else its API key
 MAX_CLIENT_ID = 256
@@ -107,7 +112,7 @@ def check_fits(current_bytes: int, candidate_bytes: int, limit_mb: float, where:
 def read_state(store: ModelStore) -> tuple[dict[str, Any], str | None]:
     """Return rollout.json (an empty state if absent) and its token."""
     try:
-        data, token = store.backend.read(ROLLOUT_FILE)
+        data, token = store.backend.read(ROLLOUT_FILE, DOCUMENT_LIMITS[ROLLOUT_FILE])
     except NotFound:
         return {"active": None, "history": []}, None
     try:

@@ -28,7 +28,7 @@ from function.errors import BadRequest, NotFound, NotReady, Unauthorized
 from function.explain import Explainers
 from function.loader import ModelLoader
 from function.metrics_port import serve_metrics
-from function.model import LoadedModel, verified_file
+from function.model import LoadedModel
 from function.oip import select
 from function.predict import run_model
 from function.ratelimit import FAILED_KEYS_BURST, FAILED_KEYS_PER_SECOND, TokenBuckets
@@ -149,7 +149,7 @@ class Service:
         if data is None:
             store = self.loader.store
             where = f"{store.uri} version {model.version}"
-            data = verified_file(store, model.metadata, name, where)
+            data = store.listed_file(model.metadata, name, where)
             if len(self._report_files) >= REPORT_FILES_KEPT:
                 self._report_files.clear()
             self._report_files[key] = data

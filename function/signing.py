@@ -33,6 +33,12 @@ SIGNATURE_FILE = "metadata.sig"
 ALGORITHM = "EC_SIGN_P256_SHA256"
 SCHEMA_VERSION = 1
 PEM_PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----"
+# What a refusal may say of the bypass, and only of an unsigned version: what it costs, first.
+UNSIGNED = (
+    "ALLOW_UNSIGNED_MODELS=true serves unsigned versions, for a store only you can write: it also "
+    "lets anyone who can write the store run code in the service"
+)
+PUBLIC_KEY_HINT = "the publisher's public key (`modelrun public-key` prints the signing key's)"
 
 
 class Signer(Protocol):
@@ -132,34 +138,38 @@ class Trust:
     public_keys: tuple[Any, ...] = ()
     allow_unsigned: bool = False
 
-    def check(self, metadata: bytes, signature: bytes | None, where: str) -> None:
-        """Refuse metadata.json bytes unless this trust accepts their signature."""
+    def check(self, metadata: bytes, signature: bytes | None, where: str) -> dict[str, Any] | None:
+        """Refuse metadata.json bytes unless this trust accepts their signature; return what
+        /model says of it: the key metadata.sig names and whether it was verified (None when
+        the version is unsigned)."""
         if signature is None:
             if self.allow_unsigned:
-                return
+                return None
             how = (
-                "publish it again (`modelrun publish` signs)"
+                "publish it again with `modelrun publish` (which signs)"
                 if self.public_keys
-                else "set MODEL_PUBLIC_KEY and publish it signed"
+                else "set MODEL_PUBLIC_KEY and publish it again with `modelrun publish`"
             )
-            raise IntegrityError(
-                f"{where} is unsigned (no {SIGNATURE_FILE}): {how}, or set "
-                "ALLOW_UNSIGNED_MODELS=true to serve unsigned versions"
-            )
+            raise IntegrityError(f"{where} is unsigned (no {SIGNATURE_FILE}): {how}. {UNSIGNED}")
         parsed = parse_signature(signature, f"{where} {SIGNATURE_FILE}")
+        said = {"key": parsed.key, "algorithm": ALGORITHM, "verified": bool(self.public_keys)}
         if not self.public_keys:
             if self.allow_unsigned:
-                return  # nothing to verify with, and unsigned versions are allowed anyway
+                return said  # nothing to verify with, and unsigned versions are allowed anyway
             raise IntegrityError(
                 f"{where} is signed by {parsed.key!r:.200}, but no MODEL_PUBLIC_KEY is set to "
-                "verify it with"
+                f"verify it with: set it to {PUBLIC_KEY_HINT}"
             )
         if not any(_verifies(key, parsed.signature, metadata) for key in self.public_keys):
+            # No word of ALLOW_UNSIGNED_MODELS here: it never serves a version whose signature
+            # fails, and a tampered version is exactly what it must not be suggested for.
             raise IntegrityError(
                 f"{where} {SIGNATURE_FILE} does not verify with MODEL_PUBLIC_KEY (it names the "
                 f"key {parsed.key!r:.200}): metadata.json was changed after signing, or another "
-                "key signed it"
+                f"key signed it. Check that MODEL_PUBLIC_KEY is {PUBLIC_KEY_HINT}, or publish "
+                "the model again with `modelrun publish`"
             )
+        return said
 
 
 def _verifies(public_key: Any, signature: bytes, data: bytes) -> bool:

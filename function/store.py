@@ -55,7 +55,18 @@ from function.errors import (
 from function.signing import SIGNATURE_FILE, Signer, Trust, sign_metadata
 
 CURRENT_FILE = "current.json"
+ROLLOUT_FILE = "rollout.json"  # its state: function/rollout.py
 HISTORY_LIMIT = 50
+# The most a small store document may hold; one larger is refused before a byte of it is read
+# (a 50 MB metadata.sig would otherwise be downloaded whole, at every refresh). Far above what
+# publish and promote write: a signature is ~0.3 KiB, current.json ~3 KiB with HISTORY_LIMIT
+# entries, metadata.json ~10 KiB (a model of 1,000 features with their categories ~0.5 MiB).
+DOCUMENT_LIMITS = {
+    SIGNATURE_FILE: 16 * 1024,
+    METADATA_FILE: 4 * 1024 * 1024,
+    CURRENT_FILE: 256 * 1024,
+    ROLLOUT_FILE: 1024 * 1024,
+}
 # \A and \Z, not ^ and $: "$" also matches before a final newline, so "abc\n" would pass.
 VERSION_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
@@ -65,7 +76,7 @@ class Backend(Protocol):
 
     uri: str
 
-    def read(self, key: str) -> tuple[bytes, str]: ...
+    def read(self, key: str, limit: int | None = None) -> tuple[bytes, str]: ...
 
     def write(self, key: str, data: bytes, if_token: str | None) -> None: ...
 
@@ -79,13 +90,17 @@ class FileBackend:
         self.root = root
         self.uri = root.as_uri()
 
-    def read(self, key: str) -> tuple[bytes, str]:
+    def read(self, key: str, limit: int | None = None) -> tuple[bytes, str]:
         try:
-            data = (self.root / key).read_bytes()
+            with open(self.root / key, "rb") as f:
+                check_size(os.fstat(f.fileno()).st_size, limit, f"{self.uri}/{key}")
+                # At most limit + 1 bytes: a file that grew since fstat is refused all the same.
+                data = f.read() if limit is None else f.read(limit + 1)
         except FileNotFoundError as e:
             raise NotFound(f"{self.uri}/{key} does not exist") from e
         except OSError as e:
             raise StoreUnavailable(f"cannot read {self.uri}/{key}: {e.strerror}") from e
+        check_size(len(data), limit, f"{self.uri}/{key}")
         return data, sha256_hex(data)
 
     def write(self, key: str, data: bytes, if_token: str | None) -> None:
@@ -155,13 +170,15 @@ class GcsBackend:
         self.timeout = timeout
         self._bucket: Any = None
 
-    def read(self, key: str) -> tuple[bytes, str]:
+    def read(self, key: str, limit: int | None = None) -> tuple[bytes, str]:
         with self._errors(key):
             blob = self._client_bucket().get_blob(
                 self._name(key), timeout=self.timeout, retry=self._retry()
             )
             if blob is None:
                 raise NotFound(f"{self.uri}/{key} does not exist")
+            # The object's size comes with its generation, which the download must match.
+            check_size(blob.size or 0, limit, f"{self.uri}/{key}")
             generation = blob.generation  # taken first: a download may reset blob properties
             data = blob.download_as_bytes(
                 if_generation_match=generation, timeout=self.timeout, retry=self._retry()
@@ -236,14 +253,24 @@ def gcs_errors(where: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """One version as listed: complete versions carry their metadata."""
+    """One version as listed: complete versions carry their metadata; one the store's trust
+    refuses (a signature that does not verify, another model's) carries the reason instead."""
 
     version: str
     metadata: dict[str, Any] | None
+    refused: str | None = None
 
     @property
     def complete(self) -> bool:
         return self.metadata is not None
+
+
+def check_size(size: int, limit: int | None, where: str) -> None:
+    """Refuse a store object larger than its limit (before it is read, where the size is known)."""
+    if limit is not None and size > limit:
+        raise IntegrityError(
+            f"{where} is {size:,} bytes or more, over its limit of {limit:,}: refused unread"
+        )
 
 
 def open_backend(uri: str, timeout: float = 30.0) -> Backend:
@@ -268,6 +295,7 @@ class ModelStore:
     def __init__(self, uri: str, *, timeout: float = 30.0, trust: Trust | None = None) -> None:
         self.backend = open_backend(uri.rstrip("/"), timeout)
         self.uri = self.backend.uri
+        self.name = self.uri.rsplit("/", 1)[-1]  # the model's name: its root's last segment
         # A loader's (the service's, the batch job's): every version's metadata.json must pass it
         # before anything in it is used. None: the publisher's own commands, which check digests.
         self.trust = trust
@@ -300,7 +328,7 @@ class ModelStore:
     def current(self) -> tuple[dict[str, Any] | None, str | None]:
         """Return current.json (None if nothing was promoted) and its token."""
         try:
-            data, token = self.backend.read(CURRENT_FILE)
+            data, token = self.backend.read(CURRENT_FILE, DOCUMENT_LIMITS[CURRENT_FILE])
         except NotFound:
             return None, None
         try:
@@ -317,12 +345,14 @@ class ModelStore:
         check_version_id(version)
         key = f"versions/{version}/{METADATA_FILE}"
         try:
-            data, _ = self.backend.read(key)
+            data, _ = self.backend.read(key, DOCUMENT_LIMITS[METADATA_FILE])
         except NotFound as e:
             state = "incomplete" if self.backend.keys(f"versions/{version}/") else "missing"
             raise NotFound(f"version {version} is {state} in {self.uri}") from e
+        signature = None
         if self.trust is not None:  # before a field of it is read
-            self.trust.check(data, self._signature(version), f"{self.uri} version {version}")
+            where = f"{self.uri} version {version}"
+            signature = self.trust.check(data, self._signature(version), where)
         metadata = parse_metadata(data, f"{self.uri}/{key}")
         # The version a model is served, logged and answered as is its folder's: a metadata.json
         # naming another (a path, a header-breaking line) never loads.
@@ -330,18 +360,37 @@ class ModelStore:
             raise IntegrityError(
                 f"{self.uri}/{key} names version {metadata.get('version')!r:.80}, not its folder's"
             )
+        # And the model it is served as is its root's: one model's signed version copied into
+        # another's folder (and pointed at) is refused, as a version naming another folder is.
+        if metadata["name"] != self.name:
+            raise IntegrityError(
+                f"{self.uri}/{key}: metadata names model {metadata['name']!r:.80}, not its "
+                f"folder's {self.name!r}"
+            )
+        if self.trust is not None:  # what a loader verified, as /model and `list --json` say it
+            metadata["signature"] = signature
         return metadata
 
     def _signature(self, version: str) -> bytes | None:
         """A version's metadata.sig, or None when it has none (published unsigned)."""
         try:
-            return self.read_file(version, SIGNATURE_FILE)
+            return self.read_file(version, SIGNATURE_FILE, DOCUMENT_LIMITS[SIGNATURE_FILE])
         except NotFound:
             return None
 
-    def read_file(self, version: str, name: str) -> bytes:
-        """Return the bytes of one file of a version."""
-        data, _ = self.backend.read(f"versions/{version}/{name}")
+    def read_file(self, version: str, name: str, limit: int | None = None) -> bytes:
+        """Return the bytes of one file of a version (refused unread when over `limit`)."""
+        data, _ = self.backend.read(f"versions/{version}/{name}", limit)
+        return data
+
+    def listed_file(self, metadata: dict[str, Any], name: str, where: str) -> bytes:
+        """One file a version's metadata lists, refused unless it has the size (when recorded:
+        checked before it is read) and the digest recorded there."""
+        listed = metadata["files"][name]
+        size = listed.get("size")
+        limit = size if isinstance(size, int) and not isinstance(size, bool) else None
+        data = self.read_file(metadata["version"], name, limit)
+        verify_digest(data, listed["sha256"], f"{where} {name}")
         return data
 
     def resolve(self, version: str = "current") -> dict[str, Any]:
@@ -386,12 +435,11 @@ class ModelStore:
         # The model first (its digest is the version's), then its export and its report.
         for name in sorted(metadata["files"], key=lambda n: n != model):
             try:
-                data = self.read_file(version, name)
+                self.listed_file(metadata, name, f"{self.uri} {version}")
             except NotFound as e:
                 raise IntegrityError(
                     f"{self.uri} {version} lacks {name}, which its metadata lists"
                 ) from e
-            verify_digest(data, metadata["files"][name]["sha256"], f"{self.uri} {version} {name}")
         return metadata
 
     def rollback(self) -> dict[str, Any]:
@@ -405,7 +453,7 @@ class ModelStore:
         if not earlier:
             raise NotFound(f"{self.uri} has no earlier version to roll back to")
         version, *history = earlier
-        metadata = self.metadata(version)
+        metadata = self.verify(version)  # as promote does: never back to a changed version
         return self._point(version, metadata["sha256"], history, token)
 
     def versions(self) -> list[VersionInfo]:
@@ -417,6 +465,8 @@ class ModelStore:
                 infos.append(VersionInfo(version, self.metadata(version)))
             except NotFound:
                 infos.append(VersionInfo(version, None))
+            except IntegrityError as e:
+                infos.append(VersionInfo(version, None, str(e)))
         return sorted(infos, key=lambda v: ((v.metadata or {}).get("published_at", ""), v.version))
 
     def _point(

@@ -177,11 +177,13 @@ def check(artifact: Path, rows: int, tasks: int) -> None:
 
     from function.store import ModelStore
     from local.serve import trusted_key
-    from training.signers import dev_signer
+    from training.signers import open_signer
 
     model_uri = "gs://batch/models/iris"
     target = ModelStore(model_uri)
-    target.promote(target.publish(artifact, "v1", dev_signer()))
+    # Signed as `modelrun publish` signs, with the key trusted_key trusts.
+    signer = open_signer(os.environ.get("MODELRUN_SIGNING_KEY") or None)
+    target.promote(target.publish(artifact, "v1", signer))
     data = generated_csv(rows)
     storage.Client().bucket("batch").blob("input/rows.csv").upload_from_string(data)
     env = {**os.environ, **trusted_key(os.environ), "MODEL_URI": model_uri, "PYTHONPATH": str(ROOT)}

@@ -70,16 +70,18 @@ def example_body(model_uri: str) -> str:
 
 
 def trusted_key(environ: Mapping[str, str]) -> dict[str, str]:
-    """MODEL_PUBLIC_KEY for a local service: the user's own, else the development signing key's
-    (training/signers.py), which `modelrun publish` signs with by default."""
-    from training.signers import dev_signer
+    """MODEL_PUBLIC_KEY for a local service: the user's own, else the public half of the key
+    `modelrun publish` signs with (MODELRUN_SIGNING_KEY's, else the development key's), as the
+    CLI verifies (training/signers.py)."""
+    from training.signers import trusted_public_key
 
-    return {"MODEL_PUBLIC_KEY": environ.get("MODEL_PUBLIC_KEY") or dev_signer().public_pem()}
+    signing_key = environ.get("MODELRUN_SIGNING_KEY") or None
+    return {"MODEL_PUBLIC_KEY": trusted_public_key(environ, signing_key)}
 
 
 def warn_unverified(model_uri: str, public_key: str) -> None:
     """Say at once why the service will not get ready when the current version does not verify
-    (one published before signing, or with another key), and how to serve it anyway."""
+    (one published before signing, or with another key), and what to do about it."""
     from function.signing import Trust, load_public_keys
 
     if os.environ.get("ALLOW_UNSIGNED_MODELS", "").strip().lower() == "true":
@@ -90,9 +92,8 @@ def warn_unverified(model_uri: str, public_key: str) -> None:
         return  # the service says what is wrong with MODEL_PUBLIC_KEY, naming it
     try:
         ModelStore(model_uri, trust=trust).resolve()
-    except IntegrityError as e:
-        print(f"warning: {e}\n  (`ALLOW_UNSIGNED_MODELS=true make serve` serves it as it is)",
-              flush=True)  # fmt: skip
+    except IntegrityError as e:  # the store's reason says what to do, the same as /ready's
+        print(f"warning: {e}", flush=True)
 
 
 def dev_key() -> str:

@@ -11,6 +11,18 @@ from function.store import ModelStore
 from training.train import write_artifact
 
 
+def renamed(artifact: Path, name: str, out: Path) -> Path:
+    """A copy of an artifact trained under another model name (the store serves a version only
+    from the folder its metadata names)."""
+    out.mkdir(parents=True)
+    for path in artifact.iterdir():
+        if path.is_file():
+            (out / path.name).write_bytes(path.read_bytes())
+    metadata = json.loads((artifact / "metadata.json").read_text())
+    (out / "metadata.json").write_text(json.dumps({**metadata, "name": name}))
+    return out
+
+
 def without_baseline(artifact: Path, out: Path) -> Path:
     """A copy of an artifact as written before versions carried a drift baseline."""
     out.mkdir(parents=True)

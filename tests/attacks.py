@@ -93,6 +93,16 @@ ATTACKS = [
         b"", 431, app=False,
     ),
     Attack(
+        "a malformed request line, which gunicorn's own page would quote",
+        b"GET /aaaaaaaa\r\nHost: attack\r\n\r\n",
+        b"", 400, app=False,
+    ),
+    Attack(
+        "a malformed header line",
+        b"GET /health HTTP/1.1\r\nHost: attack\r\nX-aaaaaaaa aaaaaaaa\r\n\r\n",
+        b"", 400, app=False,
+    ),
+    Attack(
         "a head that grows past 32 KiB and never ends",
         b"GET /health HTTP/1.1\r\nHost: attack\r\n",
         b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(40)), 431, app=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import multiprocessing.process
 import os
 import shutil
@@ -268,10 +269,12 @@ def _answers(url: str) -> bool:
 
 
 def publish_to_gcs(emulator: Emulator, artifact: Path, name: str, version: str = "v1") -> str:
-    """Publish and promote an artifact in an emulator; return the model URI."""
+    """Publish and promote an artifact in an emulator, under a fresh folder `name`; return the
+    model URI (a root named as its model, which the store checks)."""
     from function.store import ModelStore
 
-    uri = f"gs://{emulator.bucket}/models/{name}"
+    model = json.loads((artifact / "metadata.json").read_text())["name"]
+    uri = f"gs://{emulator.bucket}/{name}/{model}"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("STORAGE_EMULATOR_HOST", emulator.host)
         store = ModelStore(uri, timeout=5)
@@ -283,7 +286,7 @@ def publish_to_gcs(emulator: Emulator, artifact: Path, name: str, version: str =
 def gcs_uri(gcs_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh gs:// model root in the emulator, the client pointed at it."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator.host)
-    return f"gs://{gcs_emulator.bucket}/models/t{time.monotonic_ns()}"
+    return f"gs://{gcs_emulator.bucket}/t{time.monotonic_ns()}/iris"  # a root named as its model
 
 
 def service_env(store: ModelStore, emulator: Emulator, **extra: str) -> dict[str, str]:

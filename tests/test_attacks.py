@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from function.app import SECURITY_HEADERS
 from function.store import ModelStore
 from tests.attacks import ATTACKS, JSON, KEYED, LIMIT, Attack, half_sent_heads, post, send
 from tests.conftest import KEY, Running, descendants, run_service
@@ -51,8 +52,25 @@ def test_an_attack_is_refused_before_its_rest_is_read(attacked: Running, attack:
         v2 = attack.head.split()[1].startswith(b"/v2")
         assert answer.headers["content-type"] == f"application/{'json' if v2 else 'problem+json'}"
         assert answer.headers["x-content-type-options"] == "nosniff"
-    else:  # gunicorn's (or the worker's) plain answer, which never echoes the request
-        assert b"aaaaaaaa" not in answer.body
+    else:  # the HTTP layer's short plain answer, which never echoes the request
+        assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+        assert b"aaaaaaaa" not in answer.body and len(answer.body) < 200
+    for name, value in SECURITY_HEADERS.items():  # every answer, whoever gives it
+        assert answer.headers[name.lower()] == value
+
+
+def test_a_refused_request_is_never_told_100_continue(attacked: Running) -> None:
+    expects = b"Expect: 100-continue\r\nContent-Length: 34\r\n\r\n"
+    refused = send(port(attacked), post("/predict", JSON, expects))  # no key: 401, body unsent
+
+    assert refused.status == 401 and refused.closed
+    row = b'{"features": [5.1, 3.5, 1.4, 0.2]}'
+    with socket.create_connection(("127.0.0.1", port(attacked)), timeout=10) as sock:
+        sock.sendall(post("/predict", JSON, KEYED, expects))
+        assert sock.recv(65_536) == b"HTTP/1.1 100 Continue\r\n\r\n"  # once the app reads
+        sock.sendall(row)
+        answered = sock.recv(65_536)
+    assert answered.startswith(b"HTTP/1.1 200 OK")
 
 
 def test_no_request_line_is_echoed_in_a_log_line(attacked: Running) -> None:

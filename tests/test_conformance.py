@@ -48,7 +48,8 @@ def zoo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @contextlib.contextmanager
 def served(made: Made, tmp: Path, **settings: str) -> Iterator[tuple[InProcess, ModelStore]]:
     """The artifact published as v1 and current in a folder store, served in process."""
-    store = ModelStore((tmp / "store" / "zoo").as_uri(), timeout=5)
+    name = json.loads((made.artifact / "metadata.json").read_text())["name"]
+    store = ModelStore((tmp / "store" / name).as_uri(), timeout=5)
     store.promote(store.publish(made.artifact, "v1"))
     # scikit-learn answers unless asked: "auto" would serve a verified ONNX export, which
     # answers within its tolerance, and has a cell of its own.

@@ -97,11 +97,11 @@ def test_an_instance_is_ready_only_once_it_has_joined_the_rollout(
     real_read = store.backend.read
     candidate_reads = threading.Event()
 
-    def slow_candidate(key: str):  # type: ignore[no-untyped-def]
+    def slow_candidate(key: str, limit: int | None = None):  # type: ignore[no-untyped-def]
         if key.startswith("versions/v2/"):
             candidate_reads.set()
             time.sleep(0.5)
-        return real_read(key)
+        return real_read(key, limit)
 
     store.backend.read = slow_candidate  # type: ignore[method-assign]
     loader, thread, first_loads = loader_for(store)

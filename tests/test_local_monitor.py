@@ -21,6 +21,7 @@ import requests
 from function import rollout
 from function.store import ModelStore, model_root
 from local.alert_sink import AlertSink
+from tests.artifacts import renamed
 from tests.conftest import (
     ROOT,
     descendants,
@@ -125,8 +126,8 @@ def test_monitor_serves_your_model_and_rollout_status_reads_its_prometheus(
     require_binary("prometheus-alertmanager")
     store = (tmp_path / "store").as_uri()
     mine = ModelStore(model_root(store, "flowers"))  # a model of your own, as `make serve` takes
-    mine.promote(mine.publish(iris_artifact, "v1"))
-    mine.publish(forest_artifact, "v2")
+    mine.promote(mine.publish(renamed(iris_artifact, "flowers", tmp_path / "a1"), "v1"))
+    mine.publish(renamed(forest_artifact, "flowers", tmp_path / "a2"), "v2")
     ports = {name: free_port() for name in MONITOR_PORTS}
     env = {**os.environ, **{k: str(v) for k, v in ports.items()}, "TMPDIR": str(tmp_path),
            "WORKERS": "1", "MODEL": "flowers", "STORE": store}  # fmt: skip

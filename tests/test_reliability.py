@@ -45,7 +45,7 @@ AUTH = {"X-API-Key": KEY}
 def gcs_store(emulator: Emulator, name: str, monkeypatch: pytest.MonkeyPatch) -> ModelStore:
     """A fresh model root in an emulator; the client points there for this test only."""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.host)
-    return ModelStore(f"gs://{emulator.bucket}/models/{name}-{time.monotonic_ns()}", timeout=5)
+    return ModelStore(f"gs://{emulator.bucket}/{name}-{time.monotonic_ns()}/iris", timeout=5)
 
 
 class DiskEmulator:
@@ -538,7 +538,7 @@ def test_security_headers_on_functions_frameworks_own_paths(folder_service: Any)
 def test_a_request_past_the_time_limit_is_stopped_with_503(
     iris_artifact: Path, tmp_path: Path
 ) -> None:
-    store = ModelStore((tmp_path / "slow").as_uri())
+    store = ModelStore((tmp_path / "slow" / "iris").as_uri())
     publish_object(store, "slow", SlowModel(), iris_artifact, tmp_path, class_names=["slow"])
     store.promote("slow")
     env = {

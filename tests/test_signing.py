@@ -121,7 +121,7 @@ def test_a_signature_by_another_key_is_refused_and_a_rotation_trusts_both(publis
     ("env", "refusal"),
     [
         ({"MODEL_PUBLIC_KEY": OUR_KEY}, r"v-old is unsigned \(no metadata.sig\)"),
-        ({}, "set MODEL_PUBLIC_KEY and publish it signed, or set ALLOW_UNSIGNED_MODELS=true"),
+        ({}, "set MODEL_PUBLIC_KEY and publish it again with `modelrun publish`"),
     ],
 )
 def test_an_unsigned_version_is_refused_unless_allowed(

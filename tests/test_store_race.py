@@ -29,7 +29,7 @@ def make_store(
     else:
         emulator = request.getfixturevalue("fake_gcs")
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.host)
-        uri = f"gs://{emulator.bucket}/models/race-{time.monotonic_ns()}"
+        uri = f"gs://{emulator.bucket}/race-{time.monotonic_ns()}/iris"
     return lambda: ModelStore(uri, timeout=5)
 
 
@@ -125,9 +125,9 @@ def both_read_rollout(store: ModelStore, barrier: threading.Barrier) -> ModelSto
     real_read = store.backend.read
     waited = []
 
-    def read_then_wait(key: str):  # type: ignore[no-untyped-def]
+    def read_then_wait(key: str, limit: int | None = None):  # type: ignore[no-untyped-def]
         try:
-            return real_read(key)  # NotFound while no rollout was ever written
+            return real_read(key, limit)  # NotFound while no rollout was ever written
         finally:
             if key == rollout.ROLLOUT_FILE and not waited:  # its first read (write reads too)
                 waited.append(key)

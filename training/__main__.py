@@ -191,7 +191,7 @@ def _publish(args: argparse.Namespace) -> None:
     from function.store import read_artifact_dir
 
     metadata, _ = read_artifact_dir(Path(args.dir))
-    store = _store(args, metadata["name"])
+    store = _store(args, metadata["name"], verified=True)
     same = [
         v.version
         for v in store.versions()
@@ -222,7 +222,7 @@ def _publish(args: argparse.Namespace) -> None:
 
 
 def _promote(args: argparse.Namespace) -> None:
-    store = _store(args, args.name)
+    store = _store(args, args.name, verified=True)
     before, _ = store.current()
     pointer = store.promote(args.version)
     if pointer == before:
@@ -232,7 +232,7 @@ def _promote(args: argparse.Namespace) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> None:
-    pointer = _store(args, args.name).rollback()
+    pointer = _store(args, args.name, verified=True).rollback()
     print(f"rolled back: {pointer['version']} is current again")
 
 
@@ -242,7 +242,7 @@ def _list(args: argparse.Namespace) -> None:
     if args.name is None:
         _list_models(args)
         return
-    store = _store(args, args.name)
+    store = _store(args, args.name, verified=True)
     versions = store.versions()
     if not versions:  # a misspelt name, most likely: a script must be able to tell
         models = store_models(args.store, args.timeout)
@@ -261,6 +261,7 @@ def _list(args: argparse.Namespace) -> None:
                         "current": v.version == current,
                         "rollout": candidate.get(v.version),
                         "complete": v.complete,
+                        "refused": v.refused,
                         "metadata": v.metadata,
                     }
                     for v in versions
@@ -271,6 +272,9 @@ def _list(args: argparse.Namespace) -> None:
         return
     for v in versions:
         mark = "*" if v.version == current else "~" if v.version in candidate else " "
+        if v.refused is not None:  # as the service would: never promotable, never served
+            print(f"{mark} {v.version}  REFUSED: {v.refused}")
+            continue
         if v.metadata is None:
             print(f"{mark} {v.version}  INCOMPLETE (interrupted publish; never promotable)")
             continue
@@ -331,7 +335,7 @@ PASSED_ON = {"serve": _serve, "batch": _batch}
 def _rollout_start(args: argparse.Namespace) -> None:
     from function import rollout
 
-    store = _store(args, args.name)
+    store = _store(args, args.name, verified=True)
     mode, percent = ("canary", args.canary) if args.canary is not None else ("shadow", args.shadow)
     started = rollout.start(store, args.version, mode, percent, args.model_memory_mb)
     print(
@@ -402,7 +406,7 @@ def _judge(args: argparse.Namespace, active: Any, current: str) -> tuple[Any, li
 def _rollout_promote(args: argparse.Namespace) -> int:
     from function import rollout
 
-    store = _store(args, args.name)
+    store = _store(args, args.name, verified=True)
     if args.auto:
         return _promote_on_metrics(args, store)
     ended = rollout.promote(store)
@@ -447,9 +451,22 @@ def _rollout_abort(args: argparse.Namespace) -> None:
     print(f"aborted the rollout of {ended.version}: {ended.current} stays current")
 
 
-def _store(args: argparse.Namespace, name: str) -> ModelStore:
-    """The versions of one model: its root in the store --store names."""
-    return ModelStore(model_root(args.store, name), timeout=args.timeout)
+def _store(args: argparse.Namespace, name: str, verified: bool = False) -> ModelStore:
+    """The versions of one model: its root in the store --store names. `verified`: for a verb
+    that points at a version or shows one, which verifies every version it reads as the service
+    would (training/signers.py's verifying_trust), and refuses it with the service's reason."""
+    trust = None
+    if verified:
+        from training.signers import verifying_trust
+
+        trust = verifying_trust(os.environ, args.signing_key)
+    return ModelStore(model_root(args.store, name), timeout=args.timeout, trust=trust)
+
+
+def _public_key(args: argparse.Namespace) -> None:
+    from training.signers import open_signer
+
+    print(open_signer(args.signing_key).public_pem(), end="")
 
 
 def _read_params(path: str, key: str | None = None) -> dict[str, Any]:
@@ -583,6 +600,20 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--name", required=name_required, help="model name")
         p.add_argument("--timeout", type=float, default=30.0, help="store timeout in seconds")
 
+    def signing_key_arg(p: argparse.ArgumentParser, verifies: bool = True) -> None:
+        p.add_argument(
+            "--signing-key",
+            default=os.environ.get("MODELRUN_SIGNING_KEY") or None,
+            help="a Cloud KMS key version (projects/.../cryptoKeyVersions/N) or a PEM private key "
+            "file (default: MODELRUN_SIGNING_KEY, else the development key "
+            ".modelrun/dev-signing-key.pem, made on first use)"
+            + (
+                "; versions are verified with MODEL_PUBLIC_KEY, else with this key's public half"
+                if verifies
+                else ""
+            ),
+        )
+
     publish = verbs.add_parser("publish", help="upload an artifact folder as a new version")
     store_args(publish, name_required=False)
     publish.add_argument("dir", help="a folder written by `train`")
@@ -591,22 +622,18 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument(
         "--force", action="store_true", help="publish even if the same model is already a version"
     )
-    publish.add_argument(
-        "--signing-key",
-        default=os.environ.get("MODELRUN_SIGNING_KEY") or None,
-        help="a Cloud KMS key version (projects/.../cryptoKeyVersions/N) or a PEM private key "
-        "file to sign the version with (default: MODELRUN_SIGNING_KEY, else the development key "
-        ".modelrun/dev-signing-key.pem, made on first use)",
-    )
+    signing_key_arg(publish)  # signs the version (and verifies the others it reads)
     publish.set_defaults(run=_publish)
 
     promote = verbs.add_parser("promote", help="make a version current")
     store_args(promote)
     promote.add_argument("version")
+    signing_key_arg(promote)
     promote.set_defaults(run=_promote)
 
     rollback = verbs.add_parser("rollback", help="go back to the previously current version")
     store_args(rollback)
+    signing_key_arg(rollback)
     rollback.set_defaults(run=_rollback)
 
     listing = verbs.add_parser(
@@ -616,7 +643,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     store_args(listing, name_required=False)
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    signing_key_arg(listing)
     listing.set_defaults(run=_list)
+
+    public_key = verbs.add_parser(
+        "public-key",
+        help="print the public half of the signing key in use (PEM), as MODEL_PUBLIC_KEY takes it",
+    )
+    signing_key_arg(public_key, verifies=False)
+    public_key.set_defaults(run=_public_key)
 
     rollout = verbs.add_parser(
         "rollout", help="shadow or canary a version beside the current one; promote or abort it"
@@ -644,6 +679,7 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse a candidate that, beside the current model, would exceed this in each "
         "worker (the service's MODEL_MEMORY_MB; default: that variable, else no limit)",
     )
+    signing_key_arg(start)
     start.set_defaults(run=_rollout_start)
 
     def metric_args(p: argparse.ArgumentParser) -> None:
@@ -680,6 +716,7 @@ def _parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=0.0, help="with --auto: keep asking this many seconds"
     )
     finish.add_argument("--every", type=float, default=15.0, help="with --wait: seconds between")
+    signing_key_arg(finish)
     finish.set_defaults(run=_rollout_promote)
 
     abort = actions.add_parser("abort", help="drop the candidate; end the rollout")

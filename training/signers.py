@@ -16,10 +16,11 @@ import contextlib
 import os
 import re
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from function.signing import key_id
+from function.signing import Trust, key_id
 from training.errors import TrainingError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,12 +68,8 @@ class KmsSigner:
         import google_crc32c
         from google.api_core import exceptions as gexc
 
-        if self._client is None:
-            from google.cloud import kms
-
-            self._client = kms.KeyManagementServiceClient()
         try:
-            response = self._client.asymmetric_sign(
+            response = self._kms().asymmetric_sign(
                 request={
                     "name": self.key,
                     "digest": {"sha256": digest},
@@ -91,6 +88,35 @@ class KmsSigner:
             )
         return bytes(response.signature)
 
+    def public_pem(self) -> str:
+        """The key version's public key, from Cloud KMS (getPublicKey), as MODEL_PUBLIC_KEY
+        takes it."""
+        import google_crc32c
+        from google.api_core import exceptions as gexc
+
+        try:
+            response = self._kms().get_public_key(request={"name": self.key}, timeout=self.timeout)
+        except gexc.GoogleAPICallError as e:
+            raise TrainingError(
+                f"Cloud KMS refused the public key of {self.key}: {e.message}; set "
+                "MODEL_PUBLIC_KEY to it (pulumi stack output signingPublicKey): an account that "
+                "may only sign cannot read it"
+            ) from e
+        if response.name != self.key or (
+            google_crc32c.value(response.pem.encode()) != response.pem_crc32c
+        ):
+            raise TrainingError(
+                f"the public key from Cloud KMS was corrupted in transit ({self.key})"
+            )
+        return str(response.pem)
+
+    def _kms(self) -> Any:
+        if self._client is None:
+            from google.cloud import kms
+
+            self._client = kms.KeyManagementServiceClient()
+        return self._client
+
 
 def open_signer(spec: str | None) -> LocalSigner | KmsSigner:
     """The signer a --signing-key names (the development key when none)."""
@@ -102,6 +128,21 @@ def open_signer(spec: str | None) -> LocalSigner | KmsSigner:
             "locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/N"
         )
     return load_private_key(Path(spec)) if spec else dev_signer()
+
+
+def trusted_public_key(environ: Mapping[str, str], spec: str | None) -> str:
+    """The public key a command of this machine verifies versions with: MODEL_PUBLIC_KEY when
+    set, else the public half of the signing key `spec` names (MODELRUN_SIGNING_KEY's, else the
+    development key's), the key `publish` signs with; never none."""
+    return environ.get("MODEL_PUBLIC_KEY", "").strip() or open_signer(spec).public_pem()
+
+
+def verifying_trust(environ: Mapping[str, str], spec: str | None) -> Trust:
+    """What the CLI verifies a version with before it points anything at it: the service's rule
+    (MODEL_PUBLIC_KEY, ALLOW_UNSIGNED_MODELS), with trusted_public_key's key."""
+    from function.config import load_trust
+
+    return load_trust({**environ, "MODEL_PUBLIC_KEY": trusted_public_key(environ, spec)})
 
 
 def load_private_key(path: Path) -> LocalSigner:

@@ -345,15 +345,15 @@ def main() -> None:
             os.environ["STORAGE_EMULATOR_HOST"] = gcs
             uris = {}
             for model, artifact in artifacts.items():
-                store = ModelStore(f"gs://bench/models/{model}")
+                store = ModelStore(f"gs://bench/{model}/{MODEL_NAMES[model]}")
                 store.promote(store.publish(artifact, "v1"))
                 uris[model] = store.uri
-            off = ModelStore("gs://bench/models/lr-unwatched")
+            off = ModelStore("gs://bench/lr-unwatched/iris")
             off.promote(off.publish(without_baseline(artifacts["lr"], tmp / "lr-unwatched"), "v1"))
             pairs = 4 if args.quick else 6
             watching = drift_overhead(uris["lr"], off.uri, gcs, tmp, seconds, pairs)
             watching.update(counting_cost(artifacts["lr"]))
-            shadowed = ModelStore("gs://bench/models/lr-shadowed")
+            shadowed = ModelStore("gs://bench/lr-shadowed/iris")
             shadowed.promote(shadowed.publish(artifacts["lr"], "v1"))
             rollout.start(shadowed, shadowed.publish(artifacts["rf"], "rf"), "shadow")
             shadow = shadow_overhead(uris["lr"], shadowed.uri, gcs, tmp, seconds, pairs)
