@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from function.errors import IntegrityError, InvalidInput, ModelrunError
-from function.model import LoadedModel, canonical_estimator, verified_file, warm_up_row
+from function.model import LoadedModel, canonical_estimator, warm_up_row
 from function.predict import Instances, rows_to_input
 from function.schema import kind
 from function.store import ModelStore
@@ -525,7 +525,7 @@ def _build_for(model: LoadedModel, store: ModelStore, allow_pickle: bool) -> Exp
                 "explaining a linear model needs: it was published before explanations. Train or "
                 "package it again with this modelrun and publish the new version"
             )
-        rows = parse_background(verified_file(store, model.metadata, BACKGROUND_FILE, where), where)
+        rows = parse_background(store.listed_file(model.metadata, BACKGROUND_FILE, where), where)
         return rows_to_input(rows, "background[{}]", model.schema)
 
     def check_rows() -> Any:

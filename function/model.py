@@ -102,13 +102,8 @@ def load_model(
         _check(estimator, metadata, schema, where)
         seconds = time.perf_counter() - started
         return LoadedModel(estimator, metadata, seconds, "onnx", schema, promotion, baseline)
-    if metadata["format"] == "joblib" and not allow_pickle:
-        raise IntegrityError(
-            f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"
-        )
-    data = store.listed_file(metadata, model_file(metadata), where)
-    estimator = _deserialise(data, metadata, where)
-    del data  # the download is not kept beside the model (Cloud Run counts both against memory)
+    # The download is not kept beside the model (Cloud Run counts both against memory).
+    estimator = canonical_estimator(store, metadata, where, allow_pickle)
     _check(estimator, metadata, schema, where)
     seconds = time.perf_counter() - started
     return LoadedModel(estimator, metadata, seconds, "sklearn", schema, promotion, baseline)
@@ -127,9 +122,10 @@ def canonical_estimator(
     """The version's scikit-learn model, verified and deserialised: what explanations read when
     onnxruntime serves the answers (function/explain.py)."""
     if metadata["format"] == "joblib" and not allow_pickle:
-        raise IntegrityError(f"{where} is a pickle (joblib) and ALLOW_PICKLE=false")
-    data = verified_file(store, metadata, model_file(metadata), where)
-    return _deserialise(data, metadata, where)
+        raise IntegrityError(
+            f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"
+        )
+    return _deserialise(store.listed_file(metadata, model_file(metadata), where), metadata, where)
 
 
 def _deserialise(data: bytes, metadata: dict[str, Any], where: str) -> Any:
