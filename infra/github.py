@@ -14,7 +14,7 @@ from limits import (
     check_display_name,
 )
 from names import Names
-from signing import SigningKey
+from signing import PUBLIC_KEY_VIEWER, SIGNER, SigningKey
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 # Each account is bound to the one workflow that needs it, by the token's `workflow_ref` claim
@@ -189,7 +189,9 @@ class GithubDeployer(pulumi.ComponentResource):
             opts=child,
         )
         if args.signing_key is not None:
-            args.signing_key.grant_signer(f"{name}-trainer-signs", trainer)
+            args.signing_key.grant(f"{name}-trainer-signs", SIGNER, trainer)
+            # CI's `up` reads the key's public key again, for the service's MODEL_PUBLIC_KEY.
+            args.signing_key.grant(f"{name}-reads-signing-public-key", PUBLIC_KEY_VIEWER, deployer)
         self.provider_name = self.provider.name
         self.register_outputs(
             {

@@ -25,6 +25,8 @@ from pulumi_gcp.kms.outputs import GetKMSCryptoKeyVersionPublicKeyResult
 from function.signing import ALGORITHM
 
 FIRST_VERSION = 1
+SIGNER = "roles/cloudkms.signer"
+PUBLIC_KEY_VIEWER = "roles/cloudkms.publicKeyViewer"
 
 
 @dataclass
@@ -70,13 +72,14 @@ class SigningKey(pulumi.ComponentResource):
         self.public_key_pem: pulumi.Output[str] = public.apply(lambda r: _pem(r.public_keys))
         self.register_outputs({"version": self.version, "public_key_pem": self.public_key_pem})
 
-    def grant_signer(self, name: str, member: pulumi.Input[str]) -> gcp.kms.CryptoKeyIAMMember:
-        """Let one account sign with this key, and nothing else (not even read its versions'
-        public keys, which the signature names)."""
+    def grant(self, name: str, role: str, member: pulumi.Input[str]) -> gcp.kms.CryptoKeyIAMMember:
+        """Grant one role on this key alone: SIGNER (sign, and nothing else: not even read its
+        versions' public keys) or PUBLIC_KEY_VIEWER (read the public key; every `up` does, as
+        whoever runs it: the program's data source above)."""
         return gcp.kms.CryptoKeyIAMMember(
             name,
             crypto_key_id=self.key.id,
-            role="roles/cloudkms.signer",
+            role=role,
             member=member,
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -154,6 +154,7 @@ def test_deployer_has_the_least_roles_to_push_and_deploy(stack: Stack) -> None:
 
     assert grants == [
         ("BucketIAMMember", "roles/storage.objectUser"),  # the Pulumi state bucket
+        ("CryptoKeyIAMMember", "roles/cloudkms.publicKeyViewer"),  # the signing key's, alone
         ("IAMMember", "roles/iam.serviceAccountUser"),
         ("RepositoryIamMember", "roles/artifactregistry.writer"),
         ("SecretIamMember", "roles/secretmanager.secretAccessor"),

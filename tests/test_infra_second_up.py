@@ -197,13 +197,23 @@ def test_every_managed_type_is_in_the_permission_table() -> None:
 
 
 @pytest.mark.parametrize("access", ["public", "iam"])
-def test_ci_up_reads_no_data_source(access: str) -> None:
+def test_ci_up_reads_only_what_the_deployer_may(access: str) -> None:
     # Every `up` reads the program's data sources again, as the runner: the deployer holds no
     # project-wide role to read the project with (its one exception, the storage agent of
-    # modelrun:bucketKmsKey, is an administrator's setting).
+    # modelrun:bucketKmsKey, is an administrator's setting). It reads one: the model-signing
+    # key's public key, which it may read on that key alone.
     ci = run_program(stack_config(**{"modelrun:invokerAccess": access, "modelrun:image": IMAGE}))
+    deployer = f"serviceAccount:{account_email(ci, 'deployer')}"
+    key = ci.one("gcp:kms/cryptoKey:CryptoKey")
+    may_read = {
+        (r.inputs["cryptoKeyId"], r.inputs["role"])
+        for r in iam_members(ci)
+        if r.inputs["member"] == deployer and r.type.endswith("CryptoKeyIAMMember")
+    }
 
-    assert ci.invokes == []
+    assert ci.invokes == ["gcp:kms/getKMSCryptoKeyVersion:getKMSCryptoKeyVersion"]
+    # cloudkms.cryptoKeyVersions.viewPublicKey, on the key the invoke names
+    assert may_read == {(f"{key.name}-id", "roles/cloudkms.publicKeyViewer")}
 
 
 @pytest.mark.parametrize("batch", [False, True])

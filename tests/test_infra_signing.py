@@ -45,13 +45,15 @@ def test_the_key_signs_with_the_algorithm_the_service_verifies_and_is_protected(
 
 def test_only_the_trainer_may_sign_and_only_on_this_key(stack: Stack) -> None:
     kms_grants = [r for r in iam_members(stack) if "cloudkms" in r.inputs.get("role", "")]
-    signer = [r for r in kms_grants if r.type == "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"]
+    on_key = [r for r in kms_grants if r.type == "gcp:kms/cryptoKeyIAMMember:CryptoKeyIAMMember"]
 
-    assert [(r.inputs["role"], r.inputs["member"]) for r in signer] == [
-        ("roles/cloudkms.signer", f"serviceAccount:{account_email(stack, 'trainer')}")
+    assert sorted((r.inputs["role"], r.inputs["member"]) for r in on_key) == [
+        # the deployer reads the public key at every `up` (test_infra_second_up.py), no more
+        ("roles/cloudkms.publicKeyViewer", f"serviceAccount:{account_email(stack, 'deployer')}"),
+        ("roles/cloudkms.signer", f"serviceAccount:{account_email(stack, 'trainer')}"),
     ]
-    assert signer[0].inputs["cryptoKeyId"] == f"{stack.one(KEY).name}-id"
-    assert kms_grants == signer  # no project-level Cloud KMS role for anyone
+    assert {r.inputs["cryptoKeyId"] for r in on_key} == {f"{stack.one(KEY).name}-id"}
+    assert kms_grants == on_key  # no project-level Cloud KMS role for anyone
     runtime = f"serviceAccount:{account_email(stack, 'runtime')}"
     assert not [r for r in kms_grants if r.inputs["member"] == runtime]  # it gets the key as text
 
