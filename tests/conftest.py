@@ -91,7 +91,10 @@ def _fast_tests_start_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
             return popen(self, args, *more, **kwargs)
         refuse()
 
+    import grpc  # its servers listen from C, past socket.listen: refused by their constructor
+
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(grpc, "server", refuse)
         patch.setattr(subprocess.Popen, "__init__", git_only)
         patch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
         patch.setattr(os, "fork", refuse)

@@ -23,6 +23,8 @@ from tests.attacks import ATTACKS, JSON, KEYED, LIMIT, Attack, half_sent_heads, 
 from tests.conftest import KEY, Running, descendants, run_service
 from tests.perf.soak import rss_mb
 
+pytestmark = pytest.mark.slow  # one real server for the module
+
 THREADS = 4  # run_service's: the slowloris below holds more connections than that
 MiB = 1024 * 1024
 

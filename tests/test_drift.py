@@ -350,9 +350,11 @@ def test_a_tampered_baseline_is_refused_like_a_tampered_model(
     store = tmp_path / "store"
     assert main(["publish", "--store", store.as_uri(), str(artifact), "--promote"]) == 0
     (published,) = store.glob(f"churn/versions/*/{BASELINE_FILE}")
-    tampered = json.loads(published.read_text())
-    tampered["features"][0]["shares"][0] += 0.5
-    published.write_text(json.dumps(tampered))
+    # Another share, in as many bytes: past the size check, refused by its digest
+    data = bytearray(published.read_bytes())
+    digit = data.index(b"0.") + 2
+    data[digit] = ord("1") if data[digit] != ord("1") else ord("2")
+    published.write_bytes(bytes(data))
 
     env = {"MODEL_URI": f"{store.as_uri()}/churn", "API_KEYS": KEY}
     with in_process(env, wait_ready=False) as running:

@@ -241,7 +241,8 @@ def test_other_models_and_old_versions_get_a_422_saying_why(
     models = [("knn", KNeighborsClassifier()), ("lr", LogisticRegression(max_iter=1000))]
     for version, estimator in models:
         publish_object(old, version, estimator.fit(X, y), iris_artifact, tmp_path,
-                       estimator=type(estimator).__name__, feature_names=names)  # fmt: skip
+                       estimator=type(estimator).__name__, feature_names=names,
+                       name="old")  # fmt: skip
     for version, words in [("knn", "a KNeighborsClassifier cannot be explained exactly"),
                            ("lr", "has no background sample")]:  # fmt: skip
         with serving(old, "old", MODEL_VERSION=version) as service:
@@ -349,6 +350,7 @@ def test_trees_that_shap_reads_otherwise_than_scikit_learn_are_refused() -> None
         check_trees(explainer, X[:100])
 
 
+@pytest.mark.slow  # a fresh interpreter, to see what an import pulls in
 def test_shap_is_imported_only_when_a_model_is_explained(store: ModelStore) -> None:
     """Cold start and the answer path never import shap (seconds, and numba's LLVM): the
     service's entry, a prediction in process, then an explanation."""
@@ -391,7 +393,7 @@ def test_a_regressor_answers_predict_to_the_bit_and_its_value_is_explained(
     root = ModelStore(store.uri.rsplit("/", 1)[0] + "/width")
     models = {"forest": RandomForestRegressor(30, random_state=0), "ridge": Ridge()}
     for version, model in models.items():
-        changes = {"task": "regression", "class_names": [], "feature_names": names}
+        changes = {"task": "regression", "class_names": [], "feature_names": names, "name": "width"}
         publish_object(root, version, model.fit(X, y), iris_artifact, tmp_path,
                        estimator=type(model).__name__, **changes)  # fmt: skip
     rows = [[5.1, 3.5, 1.4], [6.3, 3.3, 6.0]]

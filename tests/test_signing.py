@@ -310,6 +310,7 @@ def kms_signer(server: FakeKms, name: str = KMS_NAME) -> KmsSigner:
     return KmsSigner(name, client, timeout=5)
 
 
+@pytest.mark.slow  # a gRPC server
 def test_a_version_signed_in_cloud_kms_loads_with_its_public_key(
     kms_server: FakeKms, iris_artifact: Path, tmp_path: Path
 ) -> None:
@@ -322,6 +323,7 @@ def test_a_version_signed_in_cloud_kms_loads_with_its_public_key(
     assert kms_server.requests[-1].digest_crc32c  # the digest's checksum went with it
 
 
+@pytest.mark.slow  # a gRPC server
 def test_a_kms_refusal_or_a_corrupted_signature_stops_the_publish(
     kms_server: FakeKms, iris_artifact: Path, tmp_path: Path
 ) -> None:
