@@ -13,7 +13,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 
 import training
 from function.model import load_model
-from function.numpy_model import _compiled_walk, numpy_model
+from function.numpy_model import BitVectors, numpy_model
 from function.predict import answer, infer, parse_instances
 from function.store import ModelStore
 from function.threads import native_threads_limited
@@ -194,13 +194,18 @@ def test_what_it_cannot_compile_stays_with_scikit_learn_and_says_why(
     assert "model.numpy.json" not in metadata["files"]
 
 
-def test_the_compiled_walk_is_refused_on_another_scikit_learn_version(
-    frame: Any, fitted: Any
+def test_an_ensemble_too_large_for_bit_vectors_walks_its_trees_to_the_same_answers(
+    frame: Any, fitted: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = compile_pipeline(fitted, _metadata(frame, fitted, "classification"))
+    metadata = _metadata(frame, fitted, "classification")
+    data = _compiled(fitted, metadata)
+    monkeypatch.setattr(BitVectors, "MAX_TABLE_BYTES", 0)
+    X = frame.drop(columns=TARGET)
 
-    assert _compiled_walk(spec["trees"]["nodes"], "0.0.1") is None  # its private API may differ
-    assert _compiled_walk(spec["trees"]["nodes"], spec["sklearn"]) is not None
+    record = verify(data, fitted, X, X, metadata, seed=0)
+
+    assert numpy_model(data, metadata).trees.bits is None  # the level walk
+    assert record["verified"] is True, record
 
 
 def _metadata(frame: Any, pipeline: Any, task: str) -> dict[str, Any]:

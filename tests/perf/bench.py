@@ -243,11 +243,19 @@ def wrk(
     if "Non-2xx" in out or "Latency Distribution" not in out:
         raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
     return {
-        "p50_ms": _ms(re.search(r"^\s+50%\s+(\S+)$", out, re.MULTILINE)[1]),  # type: ignore[index]
-        "p99_ms": _ms(re.search(r"^\s+99%\s+(\S+)$", out, re.MULTILINE)[1]),  # type: ignore[index]
-        "rps": float(re.search(r"Requests/sec:\s+(\S+)", out)[1]),  # type: ignore[index]
-        "requests": float(re.search(r"(\d+) requests in", out)[1]),  # type: ignore[index]
+        "p50_ms": _ms(_found(r"^\s+50%\s+(\S+)\s*$", out)),
+        "p99_ms": _ms(_found(r"^\s+99%\s+(\S+)\s*$", out)),
+        "rps": float(_found(r"Requests/sec:\s+(\S+)", out)),
+        "requests": float(_found(r"(\d+) requests in", out)),
     }
+
+
+def _found(pattern: str, out: str) -> str:
+    """The first group of pattern in wrk's output; an error showing the output if absent."""
+    match = re.search(pattern, out, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk's output lacks {pattern!r}:\n{out}")
+    return match[1]
 
 
 def _ms(text: str) -> float:

@@ -46,7 +46,7 @@ class Prices:
     vcpu_second: float = 0.000024
     gib_second: float = 0.0000025
     per_million_requests: float = 0.40
-    vertex_node_hour: float = 0.1095  # n1-standard-2
+    vertex_node_hour: float = 0.1095  # n1-standard-2: not in the page's stored copy (README)
     # Where they were read, and when (README, "What a million predictions cost").
     source: str = (
         "cloud.google.com/run/pricing (tier 1, CPU allocated during request processing) and "
