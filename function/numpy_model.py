@@ -63,8 +63,8 @@ class NumpyModel:
         return LINKS[self.link](self.raw(X))
 
     def predict_both(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and probabilities from one walk of the trees (scikit-learn walks twice, and
-        derives both from the same raw scores)."""
+        """Labels and probabilities from one pass over the trees (scikit-learn's predict and
+        predict_proba each make one, and derive their answers from the same raw scores)."""
         raw = self.raw(X)
         return self._labels(raw), LINKS[self.link](raw)
 
@@ -463,37 +463,36 @@ def _impute(spec: dict[str, Any]) -> Step:
     return apply
 
 
+def _each_column(one: Callable[[int, Column], Column]) -> Step:
+    """A step that maps each of its columns alone: one(its position, its values)."""
+    return lambda columns: [one(j, column) for j, column in enumerate(columns)]
+
+
 def _scale(spec: dict[str, Any]) -> Step:
     """StandardScaler: subtract the mean, then divide by the scale, each if fitted so."""
     mean, scale = spec["mean"], spec["scale"]
 
-    def apply(columns: list[Column]) -> list[Column]:
-        out = []
-        for j, column in enumerate(columns):
-            x = _as_float(column).copy()
-            if mean is not None:
-                x -= mean[j]
-            if scale is not None:
-                x /= scale[j]
-            out.append(x)
-        return out
+    def one(j: int, column: Column) -> Column:
+        x = _as_float(column).copy()
+        if mean is not None:
+            x -= mean[j]
+        if scale is not None:
+            x /= scale[j]
+        return x
 
-    return apply
+    return _each_column(one)
 
 
 def _min_max(spec: dict[str, Any]) -> Step:
     """MinMaxScaler: times scale_, plus min_ (clip refused at export)."""
     scale, low = spec["scale"], spec["min"]
 
-    def apply(columns: list[Column]) -> list[Column]:
-        out = []
-        for j, column in enumerate(columns):
-            x = _as_float(column) * scale[j]
-            x += low[j]
-            out.append(x)
-        return out
+    def one(j: int, column: Column) -> Column:
+        x = _as_float(column) * scale[j]
+        x += low[j]
+        return x
 
-    return apply
+    return _each_column(one)
 
 
 STEPS: dict[str, Callable[[dict[str, Any]], Step]] = {

@@ -35,9 +35,9 @@ ODD_ROWS = [
 ]  # fmt: skip
 
 
-def mixed_pipeline(frame: Any, final: Any = None) -> Any:
-    """One-hot (unknowns ignored) and ordinal encoders, an imputer and a scaler in a
-    ColumnTransformer, then a small HistGradientBoosting (or `final`)."""
+def mixed_pipeline(frame: Any, final: Any = None, scaler: Any = None) -> Any:
+    """One-hot (unknowns ignored) and ordinal encoders, an imputer and a scaler (standard, or
+    `scaler`) in a ColumnTransformer, then a small HistGradientBoosting (or `final`)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline, make_pipeline
@@ -47,7 +47,7 @@ def mixed_pipeline(frame: Any, final: Any = None) -> Any:
         [
             ("country", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["country"]),
             ("plan", OrdinalEncoder(), ["plan"]),
-            ("spend", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
+            ("spend", make_pipeline(SimpleImputer(strategy="median"), scaler or StandardScaler()),
              ["monthly_spend"]),
         ],
         remainder="passthrough",
@@ -135,7 +135,9 @@ def test_regressors_and_multiclass_models_are_identical_too(frame: Any, classes:
         data[TARGET] = data["monthly_spend"].fillna(0) * 2 + data["seats"]
         final = HistGradientBoostingRegressor(max_iter=10, random_state=0)
         task = "regression"
-    pipeline = mixed_pipeline(data, final)
+    from sklearn.preprocessing import MinMaxScaler
+
+    pipeline = mixed_pipeline(data, final, MinMaxScaler() if classes == 3 else None)
     metadata = _metadata(data, pipeline, task)
     X = data.drop(columns=TARGET)
 
