@@ -16,6 +16,8 @@ METADATA_FILE = "metadata.json"
 MODEL_FILES = {"joblib": MODEL_FILE, "skops": "model.skops"}
 # A verified ONNX export of the same model, served by onnxruntime when present (MODEL_RUNTIME).
 ONNX_FILE = "model.onnx"
+# A verified compilation of the same pipeline, served with numpy alone (function/numpy_model.py).
+NUMPY_FILE = "model.numpy.json"
 
 # scikit-learn classifiers whose predict() is, by definition, classes_.take(argmax(predict_proba)):
 # the service gets both answers from one predict_proba call (a forest otherwise computes it

@@ -20,7 +20,7 @@ MAX_WORKERS = 64
 VERTEX_MAX_REQUEST_BYTES = 1_500_000  # Vertex AI online prediction's request size limit
 ENVIRONMENTS = ("production", "development")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-RUNTIMES = ("auto", "onnx", "sklearn")
+RUNTIMES = ("auto", "onnx", "numpy", "sklearn")
 HEADER_TEXT = re.compile(r"\A[\x20-\x7e\xa0-\xff]*\Z")  # visible Latin-1 and spaces
 SECRET_PATTERN = re.compile(r"^projects/[^/]+/secrets/[^/]+/versions/[^/]+$")
 T = TypeVar("T")
@@ -283,11 +283,11 @@ def _secret_name(raw: str) -> str:
 
 
 def refuse_onnx_pin(runtime: str, sha256: str | None) -> None:
-    """A pin names the joblib model's digest: the ONNX runtime cannot honour it (the service's
-    rule, and the batch's)."""
-    if runtime == "onnx" and sha256:
+    """A pin names the joblib model's digest: the ONNX and numpy runtimes, which serve other
+    files, cannot honour it (the service's rule, and the batch's)."""
+    if runtime in ("onnx", "numpy") and sha256:
         raise ConfigError(
-            "MODEL_SHA256 pins the joblib model's digest; MODEL_RUNTIME=onnx cannot honour it"
+            f"MODEL_SHA256 pins the joblib model's digest; MODEL_RUNTIME={runtime} cannot honour it"
         )
 
 

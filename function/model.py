@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from function.artifact import (
+    NUMPY_FILE,
     ONNX_FILE,
     TRUSTED_PREFIXES,
     label_type,
@@ -18,9 +21,14 @@ from function.artifact import (
 )
 from function.drift import BASELINE_FILE, parse_baseline
 from function.errors import IntegrityError
+from function.numpy_model import numpy_model
 from function.onnx_model import onnx_model
 from function.schema import Schema, from_metadata
 from function.store import ModelStore
+
+# Files that serve a version without scikit-learn, each written only where verified against it
+# (metadata records why not otherwise), in the order MODEL_RUNTIME=auto prefers them.
+FASTER_RUNTIMES = (("onnx", ONNX_FILE, onnx_model), ("numpy", NUMPY_FILE, numpy_model))
 
 
 @dataclass(frozen=True)
@@ -30,7 +38,7 @@ class LoadedModel:
     estimator: Any
     metadata: dict[str, Any]
     load_seconds: float
-    runtime: str = "sklearn"  # or "onnx": a verified model.onnx through onnxruntime
+    runtime: str = "sklearn"  # or "onnx" (model.onnx, onnxruntime), "numpy" (model.numpy.json)
     schema: Schema = field(default_factory=lambda: Schema(()))
     promotion: dict[str, Any] | None = None  # current.json when served as current (its history)
     baseline: dict[str, Any] | None = None  # the drift baseline (function/drift.py), if recorded
@@ -86,27 +94,42 @@ def load_model(
             f"{where} has sha256 {metadata['sha256']}, but MODEL_SHA256 pins {pinned_sha256}"
         )
     baseline = _baseline(store, metadata, where)
-    onnx = metadata.get("onnx", {}).get("verified") and ONNX_FILE in metadata["files"]
-    # A pin names the canonical model's digest; the ONNX file is trusted only without a pin.
-    if runtime == "onnx" or (runtime == "auto" and onnx and not pinned_sha256):
-        if not onnx:
-            raise IntegrityError(f"{where} has no verified {ONNX_FILE} (MODEL_RUNTIME=onnx)")
+    chosen = _faster_runtime(metadata, runtime, pinned_sha256, where)
+    if chosen is not None:
+        name, file, build = chosen
         # The canonical model must be intact too, though it is not deserialised here.
         store.listed_file(metadata, model_file(metadata), where)
-        data = store.listed_file(metadata, ONNX_FILE, where)
+        data = store.listed_file(metadata, file, where)
         try:
-            estimator: Any = onnx_model(data, metadata)
+            estimator: Any = build(data, metadata)
         except Exception as e:
-            raise IntegrityError(f"{where} {ONNX_FILE} cannot be loaded: {e}") from e
+            raise IntegrityError(f"{where} {file} cannot be loaded: {e}") from e
         del data
+        if name == "numpy":  # it takes the checked columns as a matrix, not a DataFrame
+            schema = dataclasses.replace(schema, frame=False)
         _check(estimator, metadata, schema, where)
         seconds = time.perf_counter() - started
-        return LoadedModel(estimator, metadata, seconds, "onnx", schema, promotion, baseline)
+        return LoadedModel(estimator, metadata, seconds, name, schema, promotion, baseline)
     # The download is not kept beside the model (Cloud Run counts both against memory).
     estimator = canonical_estimator(store, metadata, where, allow_pickle)
     _check(estimator, metadata, schema, where)
     seconds = time.perf_counter() - started
     return LoadedModel(estimator, metadata, seconds, "sklearn", schema, promotion, baseline)
+
+
+def _faster_runtime(
+    metadata: dict[str, Any], runtime: str, pinned_sha256: str | None, where: str
+) -> tuple[str, str, Callable[[bytes, dict[str, Any]], Any]] | None:
+    """The runtime that serves the version other than scikit-learn (its name, file and loader),
+    if asked for or, with MODEL_RUNTIME=auto, verified at packaging; None for scikit-learn.
+    A pin names the canonical model's digest: the other files are trusted only without one."""
+    for name, file, build in FASTER_RUNTIMES:
+        verified = metadata.get(name, {}).get("verified") and file in metadata["files"]
+        if runtime == name and not verified:
+            raise IntegrityError(f"{where} has no verified {file} (MODEL_RUNTIME={name})")
+        if runtime == name or (runtime == "auto" and verified and not pinned_sha256):
+            return name, file, build
+    return None
 
 
 def _baseline(store: ModelStore, metadata: dict[str, Any], where: str) -> dict[str, Any] | None:

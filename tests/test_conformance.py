@@ -4,9 +4,10 @@ Every model of the zoo (tests/zoo.py: packaged on a hold-out, or trained by `tra
 public tables) is published and served in process, and the same hold-out rows go through every
 path a prediction can take. Each cell's labels, probabilities and values must equal the
 artifact's own `predict`/`predict_proba` on those rows as the user holds them: to the bit on the
-scikit-learn paths, within the tolerance the metadata states on ONNX. A cell that cannot work is
-declared in the zoo with its reason, and checked to be refused with it. The README's support table
-is rendered from the same declarations (`test_the_readme_shows_the_support_table`).
+scikit-learn and numpy paths, within the tolerance the metadata states on ONNX. A cell that
+cannot work is declared in the zoo with its reason, and checked to be refused with it. The
+README's support table is rendered from the same declarations
+(`test_the_readme_shows_the_support_table`).
 
 In process wherever a server adds nothing: the real handler behind Flask's test client
 (tests/inprocess.py), the batch task as a function on files. The page's Batch tab runs in
@@ -170,7 +171,9 @@ def subset(made: Made, keep: list[int]) -> Made:
     )  # fmt: skip
 
 
-def run_batch(app_store: ModelStore, made: Made, tmp: Path, form: str) -> list[dict[str, str]]:
+def run_batch(
+    app_store: ModelStore, made: Made, tmp: Path, form: str, runtime: str = "sklearn"
+) -> list[dict[str, str]]:
     """The batch command's task on a file holding an id, the features and the target."""
     frame = made.rows.copy()
     frame.insert(0, "rid", [f"r{i}" for i in range(len(frame))])
@@ -186,7 +189,7 @@ def run_batch(app_store: ModelStore, made: Made, tmp: Path, form: str) -> list[d
         ]
         source.write_text("\n".join(lines) + "\n")
     out = tmp / f"out-{form}"
-    run_task(Job(source.as_uri(), out.as_uri(), app_store.uri, id_column="rid", runtime="sklearn",
+    run_task(Job(source.as_uri(), out.as_uri(), app_store.uri, id_column="rid", runtime=runtime,
                  trust=Trust(allow_unsigned=True)))  # fmt: skip
     return list(csv.DictReader(io.StringIO((out / "part-00000-of-00001.csv").read_text())))
 
@@ -270,6 +273,7 @@ def test_every_path_gives_the_pipelines_own_answer(
         check_native(made, response.get_json())
 
     check_onnx(item, made, metadata, tmp_path)
+    check_numpy(item, made, metadata, tmp_path)
 
 
 def shadow_rows(app: InProcess) -> float:
@@ -309,6 +313,21 @@ def check_onnx(item: Entry, made: Made, metadata: dict[str, Any], tmp: Path) -> 
         assert np.abs(got - made.probabilities).max() <= onnx["tolerance"]
 
 
+def check_numpy(item: Entry, made: Made, metadata: dict[str, Any], tmp: Path) -> None:
+    """The numpy runtime where it is compiled, to the last bit (served, and as the batch job);
+    else the stated reason."""
+    compiled = metadata["numpy"]
+    expected = item.expected("numpy")
+    if isinstance(expected, Refused):
+        assert not compiled["verified"] and expected.because in compiled["reason"], compiled
+        return
+    assert compiled["verified"] and compiled["tolerance"] == 0.0, compiled
+    with served(made, tmp / "numpy", MODEL_RUNTIME="numpy") as (app, store):
+        assert app.client.get("/model", headers=AUTH).get_json()["runtime"] == "numpy"
+        check_native(made, post(app, "/predict", {"instances": json_rows(made)}))
+        check_batch(made, run_batch(store, made, tmp / "numpy", "csv", runtime="numpy"))
+
+
 def test_the_readme_shows_the_support_table() -> None:
     readme = (ROOT / "README.md").read_text()
     start = readme.index("<!-- support-table -->\n") + len("<!-- support-table -->\n")
@@ -322,7 +341,7 @@ def test_the_readme_shows_the_support_table() -> None:
 def test_every_path_is_in_the_table() -> None:
     assert list(PATHS) == [
         "rows", "objects", "vertex", "v2_json", "v2_binary", "batch_csv", "batch_jsonl",
-        "batch_tab", "shadow", "canary", "onnx",
+        "batch_tab", "shadow", "canary", "onnx", "numpy",
     ]  # fmt: skip
     for item in ZOO:
         assert set(item.expect) <= set(PATHS), item.name

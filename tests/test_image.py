@@ -134,7 +134,7 @@ def test_the_image_runs_as_its_own_user_not_root(image: Image) -> None:
     assert image.user not in ("", "0", "root")
 
 
-@pytest.mark.parametrize("name, runtime", [("iris", "onnx"), ("churn", "sklearn")])
+@pytest.mark.parametrize("name, runtime", [("iris", "onnx"), ("churn", "numpy")])
 def test_answers_equal_the_venvs_on_the_same_rows(
     image: Image, store: Path, churn_frame: Any, tmp_path: Path, name: str, runtime: str
 ) -> None:

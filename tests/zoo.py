@@ -40,6 +40,7 @@ PATHS = {
     "shadow": "shadow",
     "canary": "canary",
     "onnx": "ONNX",
+    "numpy": "numpy",
 }
 HOLDOUT_ROWS = 60  # rows each path scores: every gap and category of the hold-out
 
@@ -61,6 +62,21 @@ NAMED_COLUMNS = Refused(
 NO_IMPUTER = Refused(
     "ONNX: not exported, onnxruntime has no float64 imputer; scikit-learn serves it",
     "no implementation of the Imputer operator",
+)
+
+
+# Why the numpy runtime does not serve a model: training/numpy_export.py's reasons, in "numpy".
+NOT_HGB = Refused(
+    "numpy: not compiled, it compiles HistGradientBoosting only; scikit-learn serves it",
+    "compiles HistGradientBoosting models",
+)
+NATIVE_SPLITS = Refused(
+    "numpy: not compiled, native categorical splits; scikit-learn serves it",
+    "splits on categories natively",
+)
+ONNX_SERVES = Refused(
+    "numpy: not compiled, the verified ONNX export serves it",
+    "the verified ONNX export serves it",
 )
 
 
@@ -241,7 +257,7 @@ ZOO = [
         "package",
         logistic_onehot,
         ("island", "sex", *PENGUIN_NUMBERS),
-        expect={"onnx": NAMED_COLUMNS},
+        expect={"onnx": NAMED_COLUMNS, "numpy": NOT_HGB},
     ),
     Entry(
         "forest_ordinal",
@@ -251,7 +267,7 @@ ZOO = [
         forest_ordinal,
         ("cylinders", *CAR_NUMBERS),
         holdout_lacks=("cylinders", "5 cylinders"),
-        expect={"onnx": NAMED_COLUMNS},
+        expect={"onnx": NAMED_COLUMNS, "numpy": NOT_HGB},
     ),
     Entry(
         "hgb_binary",
@@ -280,7 +296,7 @@ ZOO = [
         hgb_native,
         ("island", "sex", *PENGUIN_NUMBERS),
         native_categories=("island", "sex"),
-        expect={"onnx": NAMED_COLUMNS},
+        expect={"onnx": NAMED_COLUMNS, "numpy": NATIVE_SPLITS},
     ),
     Entry(
         "hgb_regressor",
@@ -301,7 +317,7 @@ ZOO = [
         tuple(CAR_NUMBERS),
         matrix=True,
         complete_rows=True,
-        expect={"onnx": "tolerance"},
+        expect={"onnx": "tolerance", "numpy": ONNX_SERVES},
     ),
     Entry(
         "svc",
@@ -312,7 +328,7 @@ ZOO = [
         tuple(PENGUIN_NUMBERS),
         matrix=True,
         complete_rows=True,
-        expect={"onnx": "tolerance"},
+        expect={"onnx": "tolerance", "numpy": ONNX_SERVES},
     ),
     Entry(
         "knn",
@@ -321,7 +337,7 @@ ZOO = [
         "package",
         lambda: numbers_only(_knn()),
         tuple(PENGUIN_NUMBERS),
-        expect={"onnx": NAMED_COLUMNS},
+        expect={"onnx": NAMED_COLUMNS, "numpy": NOT_HGB},
     ),
     Entry(
         "naive_bayes",
@@ -331,7 +347,7 @@ ZOO = [
         lambda: numbers_only(_naive_bayes(), scale=False),
         tuple(CAR_NUMBERS),
         matrix=True,
-        expect={"onnx": NO_IMPUTER},
+        expect={"onnx": NO_IMPUTER, "numpy": NOT_HGB},
     ),
     Entry(
         "typed_frame",
@@ -341,7 +357,7 @@ ZOO = [
         typed_pipeline,
         ("country", "plan", *CHURN_NUMBERS),
         holdout_lacks=("country", "LU"),
-        expect={"onnx": NAMED_COLUMNS},
+        expect={"onnx": NAMED_COLUMNS, "numpy": NOT_HGB},
     ),
     Entry(
         "train_logistic",
@@ -349,7 +365,7 @@ ZOO = [
         "penguins",
         "train",
         train_args=("--estimator", "logistic_regression", "--impute", "median"),
-        expect={"onnx": NAMED_COLUMNS},
+        expect={"onnx": NAMED_COLUMNS, "numpy": NOT_HGB},
     ),
     Entry(
         "train_forest",
@@ -364,7 +380,7 @@ ZOO = [
             "--param",
             "n_estimators=40",
         ),
-        expect={"onnx": NAMED_COLUMNS},
+        expect={"onnx": NAMED_COLUMNS, "numpy": NOT_HGB},
     ),
     Entry(
         "train_hgb",
@@ -372,7 +388,7 @@ ZOO = [
         "penguins",
         "train",
         train_args=("--estimator", "hist_gradient_boosting", "--param", "max_iter=40"),
-        expect={"onnx": NAMED_COLUMNS},
+        expect={"onnx": NAMED_COLUMNS, "numpy": NATIVE_SPLITS},
     ),
     Entry(
         "train_hgb_binary",
@@ -380,7 +396,7 @@ ZOO = [
         "churn",
         "train",
         train_args=("--estimator", "hist_gradient_boosting", "--param", "max_iter=40"),
-        expect={"onnx": NAMED_COLUMNS},
+        expect={"onnx": NAMED_COLUMNS, "numpy": NATIVE_SPLITS},
     ),
     Entry(
         "train_hgb_regressor",
@@ -388,7 +404,7 @@ ZOO = [
         "cars_mpg",
         "train",
         train_args=("--estimator", "hist_gradient_boosting_regressor", "--param", "max_iter=40"),
-        expect={"onnx": NAMED_COLUMNS},
+        expect={"onnx": NAMED_COLUMNS, "numpy": NATIVE_SPLITS},
     ),
     Entry(
         "train_svc",
@@ -396,7 +412,7 @@ ZOO = [
         "penguins",
         "train",
         train_args=("--estimator", "sklearn.svm.SVC", "--impute", "median"),
-        expect={"onnx": NAMED_COLUMNS},
+        expect={"onnx": NAMED_COLUMNS, "numpy": NOT_HGB},
     ),
     Entry(
         "train_ridge",
@@ -406,7 +422,7 @@ ZOO = [
         columns=tuple(CAR_NUMBERS),
         complete_rows=True,
         train_args=("--estimator", "ridge"),
-        expect={"onnx": "tolerance"},
+        expect={"onnx": "tolerance", "numpy": ONNX_SERVES},
     ),
     Entry(
         "train_knn",
@@ -415,7 +431,7 @@ ZOO = [
         "train",
         columns=tuple(PENGUIN_NUMBERS),
         train_args=("--estimator", "sklearn.neighbors.KNeighborsClassifier", "--impute", "median"),
-        expect={"onnx": NO_IMPUTER},
+        expect={"onnx": NO_IMPUTER, "numpy": NOT_HGB},
     ),
 ]
 

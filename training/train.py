@@ -21,6 +21,7 @@ import numpy as np
 from function.artifact import (
     METADATA_FILE,
     MODEL_FILES,
+    NUMPY_FILE,
     ONNX_FILE,
     encode_metadata,
     label_type,
@@ -262,6 +263,10 @@ def extra_files(
             )
         if exported is not None:
             extra[ONNX_FILE] = exported
+        with step("numpy: compile, then verification against scikit-learn"):
+            compiled, metadata["numpy"] = _compile_numpy(pipeline, X_fit, X_eval, metadata, seed)
+        if compiled is not None:
+            extra[NUMPY_FILE] = compiled
     return extra
 
 
@@ -324,6 +329,19 @@ def _export_onnx(
     return export(pipeline, X_train, X_test, seed, task, nullable)
 
 
+def _compile_numpy(
+    pipeline: Any, X_fit: Any, X_eval: Any, metadata: dict[str, Any], seed: int
+) -> tuple[bytes | None, dict[str, Any]]:
+    """The verified numpy compilation (function/numpy_model.py), skipped where the ONNX export
+    serves the model already."""
+    if metadata["onnx"]["verified"]:
+        reason = "not compiled because the verified ONNX export serves it"
+        return None, {"exported": False, "verified": False, "reason": reason}
+    from training.numpy_export import export
+
+    return export(pipeline, X_fit, X_eval, metadata, seed)
+
+
 def _fit_input(frame: Any, numeric: bool) -> Any:
     """What the pipeline is fitted on: a float64 matrix for all-numeric data, else the frame."""
     return frame.to_numpy(dtype=np.float64) if numeric else frame
@@ -376,7 +394,7 @@ def write_artifact(
         metadata = stamp(metadata)
     out.mkdir(parents=True, exist_ok=True)
     # A folder written before holds files this model does not have (a report's other plots).
-    for stale in ({*MODEL_FILES.values(), ONNX_FILE} | _listed(out)) - set(files):
+    for stale in ({*MODEL_FILES.values(), ONNX_FILE, NUMPY_FILE} | _listed(out)) - set(files):
         (out / stale).unlink(missing_ok=True)
     for filename, data in (*files.items(), (METADATA_FILE, encode_metadata(metadata))):
         staged = out / f".{filename}.partial"
