@@ -169,7 +169,10 @@ class Trees:
 
     def predict(self, Z: np.ndarray) -> np.ndarray:
         """The raw output the trees give, (rows, outputs): the baseline and each row's leaves."""
-        X = self._encoded(Z)
+        return self.predict_encoded(self._encoded(Z))
+
+    def predict_encoded(self, X: np.ndarray) -> np.ndarray:
+        """predict, for rows already through the estimator's encoder (float64, C order)."""
         out = np.tile(self.baseline, (len(X), 1))
         _kernels().predict(X, *self._arrays(), self.roots, self.outputs, out)
         return out

@@ -43,7 +43,7 @@ def hgb(kind: str, categorical: list[int] | None, n: int = 500, seed: int = 0) -
     X[rng.random(n) < 0.08, 1] = np.nan
     X[rng.random(n) < 0.08, 2] = np.nan
     score = np.isin(X[:, 1], [1, 3, 4]) + (X[:, 3] % 3 == 0) + X[:, 0] + np.nan_to_num(X[:, 2])
-    params = {"max_iter": 12, "categorical_features": categorical, "random_state": 0}
+    params = {"max_iter": 8, "categorical_features": categorical, "random_state": 0}
     if kind == "regressor":
         return HistGradientBoostingRegressor(**params).fit(X, score), X
     y = score > 1 if kind == "binary" else np.digitize(score, [0.5, 1.5])
@@ -73,6 +73,26 @@ def goes_left(node: Any, code: float, tree: Any, known: np.ndarray, row: int) ->
     return bool(node["missing_go_to_left"])
 
 
+def expected(tree: Any, x: np.ndarray, subset: set[int], columns: np.ndarray, known: Any) -> float:
+    """One tree's E[f(x) | x_subset], path-dependent: the row's way at a split on a column of
+    the subset, elsewhere both ways averaged by the children's training counts."""
+    bitsets, rows = known
+    nodes = tree.nodes
+
+    def walk(i: int) -> float:
+        node = nodes[i]
+        if node["is_leaf"]:
+            return float(node["value"])
+        f = int(node["feature_idx"])
+        if columns[f] in subset:
+            left = goes_left(node, x[f], tree, bitsets, int(rows[f]))
+            return walk(int(node["left"] if left else node["right"]))
+        a, b = int(node["left"]), int(node["right"])
+        return float(nodes[a]["count"] * walk(a) + nodes[b]["count"] * walk(b)) / node["count"]
+
+    return walk(0)
+
+
 def brute_force(model: Any, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shapley values by enumerating every subset of the model's input columns, and the base
     v(∅), with the path-dependent value function over scikit-learn's own nodes."""
@@ -82,37 +102,29 @@ def brute_force(model: Any, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if pre is not None:  # the encoded columns, in the order its parts selected them
         columns = np.concatenate([np.flatnonzero(np.asarray(selected, dtype=bool))
                                   for _, _, selected in pre.transformers_[:2]])  # fmt: skip
-    known, rows = model._bin_mapper.make_known_categories_bitsets()
+    known = model._bin_mapper.make_known_categories_bitsets()
     trees = [(k, tree) for iteration in model._predictors for k, tree in enumerate(iteration)]
 
     def value(subset: set[int]) -> np.ndarray:
         total = np.asarray(model._baseline_prediction, dtype=float).ravel().copy()
         for k, tree in trees:
-            nodes = tree.nodes
-
-            def walk(i: int) -> float:
-                node = nodes[i]
-                if node["is_leaf"]:
-                    return float(node["value"])
-                f = int(node["feature_idx"])
-                if columns[f] in subset:
-                    left = goes_left(node, x[f], tree, known, int(rows[f]))
-                    return walk(int(node["left"] if left else node["right"]))
-                a, b = int(node["left"]), int(node["right"])
-                return (nodes[a]["count"] * walk(a) + nodes[b]["count"] * walk(b)) / node["count"]
-
-            total[k] += walk(0)
+            total[k] += expected(tree, x, subset, columns, known)
         return total
 
     m = len(row)
+    values = {
+        subset: value(set(subset))
+        for size in range(m + 1)
+        for subset in itertools.combinations(range(m), size)
+    }
     phi = np.zeros((m, len(np.ravel(model._baseline_prediction))))
     for i in range(m):
         others = [j for j in range(m) if j != i]
         for size in range(m):
             weight = math.factorial(size) * math.factorial(m - size - 1) / math.factorial(m)
             for chosen in itertools.combinations(others, size):
-                phi[i] += weight * (value({*chosen, i}) - value(set(chosen)))
-    return phi, value(set())
+                phi[i] += weight * (values[tuple(sorted((*chosen, i)))] - values[chosen])
+    return phi, values[()]
 
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "regressor"])
@@ -137,11 +149,32 @@ def test_with_categories_it_equals_the_brute_forced_shapley_values(kind: str) ->
     values = trees.shap_values(rows)
     raw = model._raw_predict(rows)
     np.testing.assert_array_equal(trees.predict(rows), raw)  # sklearn's decisions, to the bit
-    for i in (0, 4, 5, 6, 7):  # a training row, and each odd one
+    for i in (0, 4, 5, 6):  # a training row; unseen codes; a negative one and a fraction; gaps
         phi, base = brute_force(model, rows[i])
         np.testing.assert_allclose(values[i], phi, rtol=0, atol=1e-9)
         np.testing.assert_allclose(trees.expected_value, base, rtol=0, atol=1e-9)
     np.testing.assert_allclose(trees.expected_value + values.sum(axis=1), raw, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "regressor"])
+def test_codes_its_encoder_never_gives_are_decided_as_scikit_learn_decides_them(
+    kind: str,
+) -> None:
+    """Past the estimator's encoder a category is a known code or a gap; the walk still decides
+    any other code as scikit-learn's own predictor does (unknown: as a gap; negative: a gap;
+    a fraction: its integer part), compared here with TreePredictor.predict itself."""
+    model, X = hgb(kind, [1, 3])
+    trees = Trees.of(model)
+    encoded = trees._encoded(X[:300])
+    rng = np.random.default_rng(0)
+    odd = [6, 7, 200, 255, 0.5, 3.7, -2, np.nan, 0, 1, 2, 3, 4, 5]
+    encoded[:, :2] = rng.choice(odd, (300, 2))  # the codes of categories 1 and 3, first
+    known, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
+    theirs = np.tile(np.ravel(model._baseline_prediction), (len(encoded), 1))
+    for iteration in model._predictors:
+        for k, tree in enumerate(iteration):
+            theirs[:, k] += tree.predict(encoded, known, f_idx_map, 1)
+    np.testing.assert_array_equal(trees.predict_encoded(encoded), theirs)
 
 
 def test_the_brute_force_catches_what_shap_reads_wrong() -> None:
