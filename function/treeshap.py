@@ -226,10 +226,18 @@ _compiled: Any = None
 
 
 def _kernels() -> Any:
-    """The numba kernels, compiled once (on the first explanation: numba costs seconds)."""
+    """The numba kernels, compiled once, when the first explainer is built (seconds: outside
+    any request's time limit, as shap's import is)."""
     global _compiled
     if _compiled is None:
         from function import treeshap_kernels
 
+        # Both kernels compiled now, for the types Trees always holds: a one-leaf tree, one row.
+        i, f, b = np.zeros(1, np.int64), np.zeros(1), np.ones(1, bool)
+        nodes = (i, i, i, f, b, b, b, i, f, f)
+        categories = (np.zeros((1, 8), np.uint32), np.zeros((1, 8), np.uint32), i)
+        X = np.zeros((1, 1))
+        treeshap_kernels.shap_values(X, nodes, categories, i, i, 0, np.zeros((1, 1, 1)))
+        treeshap_kernels.predict(X, nodes, categories, i, i, np.zeros((1, 1)))
         _compiled = treeshap_kernels
     return _compiled

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(inline="always")
+@njit
 def _goes_left(x, node, nodes, categories):
     """scikit-learn's _predict_one_from_raw_data at one node (its Cython, read for 1.9)."""
     _, _, feature, threshold, missing_left, _, categorical, bitset, _, _ = nodes
