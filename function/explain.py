@@ -52,7 +52,7 @@ from function.model import LoadedModel, canonical_estimator, verified_file, warm
 from function.predict import Instances, rows_to_input
 from function.schema import kind
 from function.store import ModelStore
-from function.treeshap import Trees, Unsupported, as_given
+from function.treeshap import Trees, Unsupported
 
 BACKGROUND_FILE = "background.json"
 BACKGROUND_ROWS = 100  # shap's own advice for a background; a linear explainer's cost grows with it
@@ -184,7 +184,8 @@ class Explainer:
             top = np.sort(own, axis=1)[:, -2:]
             close = np.flatnonzero(top[:, 1] - top[:, 0] <= ADDITIVITY)
             if len(close):
-                mine = scikit_output(self.estimator, Z[close], self.units, len(self.classes))
+                rows = Z.iloc[close] if hasattr(Z, "iloc") else Z[close]
+                mine = scikit_output(self.estimator, rows, self.units, len(self.classes))
                 picked[close] = np.argmax(mine, axis=1)
         return picked
 
@@ -204,9 +205,11 @@ class Explainer:
             ),
         }
 
-    def _columns(self, X: Any) -> np.ndarray:
+    def _columns(self, X: Any) -> Any:
         Z = X if self.preprocess is None else self.preprocess.transform(X)
         Z = Z.toarray() if hasattr(Z, "toarray") else Z
+        if isinstance(self.engine, Trees):  # as the estimator takes them: its own encoder reads
+            return Z  # them (objects beside codes, a DataFrame's text categories)
         return np.asarray(Z, dtype=np.float64)
 
     def _options(self) -> dict[str, Any]:
@@ -237,7 +240,6 @@ class Explainer:
 
 def scikit_output(estimator: Any, Z: np.ndarray, units: str, classes: int) -> np.ndarray:
     """A final estimator's own output in the units explained, (rows, outputs)."""
-    Z = as_given(estimator, Z) if native_categories(estimator) else Z
     if not classes:
         return np.asarray(estimator.predict(Z), dtype=np.float64).reshape(len(Z), 1)
     if units == "probability":

@@ -144,10 +144,11 @@ class Trees:
             columns=columns,
         )
 
-    def _encoded(self, Z: np.ndarray) -> np.ndarray:
-        """The rows as the trees read them: through the estimator's own encoder, if it has one."""
+    def _encoded(self, Z: Any) -> np.ndarray:
+        """The rows as the trees read them: through the estimator's own encoder, if it has one
+        (given the rows as the estimator is: objects, a DataFrame, as it was fitted on)."""
         pre = self.estimator._preprocessor
-        encoded = Z if pre is None else pre.transform(as_given(self.estimator, Z))
+        encoded = Z if pre is None else pre.transform(Z)
         return np.ascontiguousarray(encoded, dtype=np.float64)
 
     def _arrays(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
@@ -158,7 +159,7 @@ class Trees:
         )  # fmt: skip
         return nodes, (self.left_categories, self.known_categories, self.known_row)
 
-    def shap_values(self, Z: np.ndarray, **_: Any) -> np.ndarray:
+    def shap_values(self, Z: Any, **_: Any) -> np.ndarray:
         """Each row's Shapley values, (rows, the estimator's input columns, outputs)."""
         X = self._encoded(Z)
         phi = np.zeros((len(X), X.shape[1], len(self.baseline)))
@@ -167,7 +168,7 @@ class Trees:
         out[:, self.columns] = phi  # back to the columns the estimator was given
         return out
 
-    def predict(self, Z: np.ndarray) -> np.ndarray:
+    def predict(self, Z: Any) -> np.ndarray:
         """The raw output the trees give, (rows, outputs): the baseline and each row's leaves."""
         return self.predict_encoded(self._encoded(Z))
 
@@ -176,17 +177,6 @@ class Trees:
         out = np.tile(self.baseline, (len(X), 1))
         _kernels().predict(X, *self._arrays(), self.roots, self.outputs, out)
         return out
-
-
-def as_given(estimator: Any, Z: np.ndarray) -> np.ndarray:
-    """Numeric rows as a HistGradientBoosting's own encoder takes them: as objects when it was
-    fitted on objects (a ColumnTransformer's output mixing codes and booleans), whose categories
-    then are objects and which refuses floats; the same numbers either way."""
-    pre = getattr(estimator, "_preprocessor", None)
-    if pre is None:
-        return Z
-    categories = pre.named_transformers_["encoder"].categories_
-    return Z.astype(object) if any(c.dtype == object for c in categories) else Z
 
 
 def _encoded_columns(estimator: Any) -> np.ndarray:

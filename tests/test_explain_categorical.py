@@ -97,8 +97,10 @@ def brute_force(model: Any, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Shapley values by enumerating every subset of the model's input columns, and the base
     v(∅), with the path-dependent value function over scikit-learn's own nodes."""
     pre = model._preprocessor
-    x = row if pre is None else pre.transform(row[None, :])[0]
-    columns = np.arange(len(row))
+    one = row if hasattr(row, "iloc") else row[None, :]  # a one-row DataFrame, or a row
+    x = row if pre is None else np.asarray(pre.transform(one), dtype=float)[0]
+    m = one.shape[1]
+    columns = np.arange(m)
     if pre is not None:  # the encoded columns, in the order its parts selected them
         columns = np.concatenate([np.flatnonzero(np.asarray(selected, dtype=bool))
                                   for _, _, selected in pre.transformers_[:2]])  # fmt: skip
@@ -111,7 +113,6 @@ def brute_force(model: Any, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             total[k] += expected(tree, x, subset, columns, known)
         return total
 
-    m = len(row)
     values = {
         subset: value(set(subset))
         for size in range(m + 1)
@@ -208,6 +209,30 @@ def test_the_explainer_answers_the_predicted_class_or_the_value(kind: str) -> No
     np.testing.assert_allclose(explanation.output, own, rtol=0, atol=1e-12)
     total = explanation.base + explanation.attributions.sum(axis=1)
     np.testing.assert_allclose(total, own, rtol=0, atol=1e-6)
+
+
+def test_a_bare_estimator_on_text_categories_is_explained_from_its_dataframe() -> None:
+    """categorical_features="from_dtype": the estimator's own encoder reads the text."""
+    import pandas as pd
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"plan": pd.Categorical(rng.choice(["free", "pro", "team"], 300)),
+                          "spend": rng.normal(size=300)})  # fmt: skip
+    y = (frame["plan"] == "pro") ^ (frame["spend"] > 0)
+    model = HistGradientBoostingClassifier(max_iter=5, categorical_features="from_dtype")
+    model.fit(frame, y)
+    rows = pd.DataFrame({"plan": pd.Categorical(["pro", "gold", None], categories=["free", "gold",
+                         "pro", "team"]), "spend": [0.5, -1.0, np.nan]})  # fmt: skip
+    explainer = build(model, 2, lambda: frame.iloc[:50])
+    explanation = explainer.explain(Instances(rows), None)
+    margin = model.decision_function(rows)
+    own = np.where(np.array(explanation.outputs) == 1, margin, -margin)
+    np.testing.assert_allclose(explanation.output, own, rtol=0, atol=1e-12)
+    for i in range(len(rows)):
+        phi, _ = brute_force(model, rows.iloc[i : i + 1])
+        sign = 1 if explanation.outputs[i] == 1 else -1
+        np.testing.assert_allclose(explanation.attributions[i], sign * phi[:, 0], atol=1e-9)
 
 
 def test_what_it_does_not_read_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
