@@ -8,7 +8,10 @@ a model is first explained (it costs seconds to import, which no cold start shou
   a classifier's margin (log-odds; a class's logit when multiclass), or a regressor's value;
 - random forest, extra trees, decision tree: `TreeExplainer`; a class's probability, or the value;
 - gradient boosting, HistGradientBoosting: `TreeExplainer`; a classifier's margin (log-odds; a
-  class's raw score when multiclass), or a regressor's value.
+  class's raw score when multiclass), or a regressor's value;
+- HistGradientBoosting with native categorical features: modelrun's own TreeSHAP
+  (function/treeshap.py), the same algorithm over the estimator's own nodes, since shap reads
+  their categorical splits as numeric thresholds; in the same units.
 
 Linear models are explained interventionally against the version's background: a sample of its
 training rows (`background.json`, written at training or packaging, listed with its digest in
@@ -49,6 +52,7 @@ from function.model import LoadedModel, canonical_estimator, warm_up_row
 from function.predict import Instances, rows_to_input
 from function.schema import kind
 from function.store import ModelStore
+from function.treeshap import Trees, Unsupported
 
 BACKGROUND_FILE = "background.json"
 BACKGROUND_ROWS = 100  # shap's own advice for a background; a linear explainer's cost grows with it
@@ -59,6 +63,7 @@ ADDITIVITY = 1e-6
 EXPLAIN_COST = 10
 PARAMETERS = ("class",)
 
+OWN_TREESHAP = "TreeSHAP (modelrun's own: categorical splits)"
 LINEAR = "linear"
 TREES = "trees"
 # By the final estimator's class name: which explainer, and whether a classifier's output is a
@@ -106,14 +111,15 @@ class Explanation:
 
 @dataclass(frozen=True)
 class Explainer:
-    """A version's explainer, built once: shap's explainer over the estimator's columns, and the
-    input feature each column is summed into."""
+    """A version's explainer, built once: shap's explainer over the estimator's columns (or, for
+    categorical splits, modelrun's own `Trees`, which answers shap_values and expected_value as
+    shap's does), and the input feature each column is summed into."""
 
     method: str
     units: str
     estimator: Any  # the final estimator
     preprocess: Any  # the pipeline's steps before it (None for a bare estimator)
-    shap_explainer: Any
+    engine: Any  # shap's explainer, or treeshap.Trees
     groups: np.ndarray  # column -> input feature index
     n_features: int
     classes: list[str]
@@ -127,8 +133,8 @@ class Explainer:
 
     def _explain(self, instances: Instances, wanted: str | None) -> Explanation:
         Z = self._columns(instances.X)
-        values = self.shap_explainer.shap_values(Z, **self._options())
-        values, base = self._per_output(np.asarray(values), self.shap_explainer.expected_value)
+        values = self.engine.shap_values(Z, **self._options())
+        values, base = self._per_output(np.asarray(values), self.engine.expected_value)
         own = self._own_output(Z)
         if self.classes:
             picked = self._predicted(Z, own)
@@ -178,16 +184,18 @@ class Explainer:
             top = np.sort(own, axis=1)[:, -2:]
             close = np.flatnonzero(top[:, 1] - top[:, 0] <= ADDITIVITY)
             if len(close):
-                mine = scikit_output(self.estimator, Z[close], self.units, len(self.classes))
+                rows = Z.iloc[close] if hasattr(Z, "iloc") else Z[close]
+                mine = scikit_output(self.estimator, rows, self.units, len(self.classes))
                 picked[close] = np.argmax(mine, axis=1)
         return picked
 
     def describe(self) -> dict[str, Any]:
         """How the answer was computed, for the answer itself."""
         linear = self.method == LINEAR
+        own = isinstance(self.engine, Trees)
         return {
-            "library": f"shap {_shap_version()}",
-            "explainer": "LinearExplainer" if linear else "TreeExplainer",
+            "library": "modelrun" if own else f"shap {_shap_version()}",
+            "explainer": OWN_TREESHAP if own else "LinearExplainer" if linear else "TreeExplainer",
             "variant": "interventional" if linear else "tree_path_dependent",
             "units": self.units,
             "background": (
@@ -197,9 +205,11 @@ class Explainer:
             ),
         }
 
-    def _columns(self, X: Any) -> np.ndarray:
+    def _columns(self, X: Any) -> Any:
         Z = X if self.preprocess is None else self.preprocess.transform(X)
         Z = Z.toarray() if hasattr(Z, "toarray") else Z
+        if isinstance(self.engine, Trees):  # as the estimator takes them: its own encoder reads
+            return Z  # them (objects beside codes, a DataFrame's text categories)
         return np.asarray(Z, dtype=np.float64)
 
     def _options(self) -> dict[str, Any]:
@@ -219,11 +229,12 @@ class Explainer:
 
     def _own_output(self, Z: np.ndarray) -> np.ndarray:
         """The model's output in the units explained, (rows, outputs): a linear model's own; for
-        trees, the trees as shap read them (checked equal to scikit-learn's when the explainer
-        was built, `check_trees`), since a forest's predict_proba costs milliseconds a row in
-        scikit-learn's thread pool and microseconds here."""
+        trees, the trees as shap (or treeshap) read them (checked equal to scikit-learn's when the
+        explainer was built, `check_trees`), since a forest's predict_proba costs milliseconds a
+        row in scikit-learn's thread pool and microseconds here."""
         if self.method == TREES:
-            return _as_outputs(self.shap_explainer.model.predict(Z), len(self.classes))
+            trees = self.engine if isinstance(self.engine, Trees) else self.engine.model
+            return _as_outputs(trees.predict(Z), len(self.classes))
         return scikit_output(self.estimator, Z, self.units, len(self.classes))
 
 
@@ -255,8 +266,9 @@ def check_trees(explainer: Explainer, rows: Any) -> None:
         ours = explainer._own_output(Z)
     gap = float(np.max(np.abs(theirs - ours), initial=0.0))
     if not gap <= ADDITIVITY * max(1.0, float(np.max(np.abs(theirs), initial=0.0))):
+        reader = "modelrun's TreeSHAP" if isinstance(explainer.engine, Trees) else "shap"
         raise NotExplainable(
-            f"shap reads this {type(explainer.estimator).__name__}'s trees otherwise than "
+            f"{reader} reads this {type(explainer.estimator).__name__}'s trees otherwise than "
             f"scikit-learn decides them (off by {gap:.3g} on its background rows), so its "
             "explanations would not be exact"
         )
@@ -340,12 +352,6 @@ def method_of(estimator: Any) -> tuple[str, str]:
             f"a {name} cannot be explained exactly: explanations are exact for linear models "
             f"and tree ensembles ({known})"
         )
-    if name.startswith("HistGradientBoosting") and np.any(getattr(final, "is_categorical_", None)):
-        raise NotExplainable(
-            f"a {name} with native categorical features cannot be explained exactly: shap "
-            "0.49.1's TreeExplainer reads its categorical splits as numeric thresholds. Encode "
-            "the categories before it (OneHotEncoder), or leave categorical_features unset"
-        )
     method, units = found
     task_units = units if hasattr(final, "classes_") else "value"
     return method, task_units
@@ -377,6 +383,22 @@ def build(
                 "feature (scaling, imputing, one-hot or ordinal encoding)"
             )
         groups = np.array([next(iter(s)) for s in sources])
+    if native_categories(final):  # shap reads these splits as numeric thresholds: our own
+        try:
+            engine = Trees.of(final)
+        except Unsupported as e:
+            raise NotExplainable(f"this {type(final).__name__} cannot be explained: {e}") from e
+    else:
+        engine = _shap_explainer(method, final, preprocess, background)
+    classes = [str(c) for c in final.classes_] if hasattr(final, "classes_") else []
+    explainer = Explainer(method, units, final, preprocess, engine, groups, n_features, classes)
+    if method == TREES:
+        check_trees(explainer, (check_rows or background)())
+    return explainer
+
+
+def _shap_explainer(method: str, final: Any, preprocess: Any, background: Callable[[], Any]) -> Any:
+    """shap's explainer of the final estimator: linear against the background, or its trees."""
     import shap  # here and only here: seconds to import, paid by the first explanation
 
     try:
@@ -384,18 +406,18 @@ def build(
             Z = background()
             Z = Z if preprocess is None else preprocess.transform(Z)
             Z = np.asarray(Z.toarray() if hasattr(Z, "toarray") else Z, dtype=np.float64)
-            shap_explainer = shap.LinearExplainer(final, Z)
-        else:
-            shap_explainer = shap.TreeExplainer(final, feature_perturbation="tree_path_dependent")
+            return shap.LinearExplainer(final, Z)
+        return shap.TreeExplainer(final, feature_perturbation="tree_path_dependent")
     except (NotImplementedError, ValueError) as e:  # shap's InvalidModelError is a ValueError
         raise NotExplainable(f"shap cannot explain this {type(final).__name__}: {e}") from e
-    classes = [str(c) for c in final.classes_] if hasattr(final, "classes_") else []
-    explainer = Explainer(
-        method, units, final, preprocess, shap_explainer, groups, n_features, classes
+
+
+def native_categories(final: Any) -> bool:
+    """A HistGradientBoosting that splits on categories itself (`categorical_features`)."""
+    name = type(final).__name__
+    return name.startswith("HistGradientBoosting") and bool(
+        np.any(getattr(final, "is_categorical_", None))
     )
-    if method == TREES:
-        check_trees(explainer, (check_rows or background)())
-    return explainer
 
 
 def _final(estimator: Any) -> Any:

@@ -27,7 +27,6 @@ from function.explain import (
     METHODS,
     NotExplainable,
     column_sources,
-    method_of,
 )
 from function.ratelimit import TokenBuckets
 from function.store import ModelStore
@@ -252,15 +251,6 @@ def test_other_models_and_old_versions_get_a_422_saying_why(
     assert "RandomForestClassifier" in str(METHODS) and "LogisticRegression" in str(METHODS)
 
 
-def test_native_categorical_histgradientboosting_is_refused() -> None:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    X = np.array([[0, 1.0], [1, 2.0], [2, 3.0], [0, 4.0]] * 10)
-    model = HistGradientBoostingClassifier(categorical_features=[0], max_iter=3)
-    with pytest.raises(NotExplainable, match="native categorical features"):
-        method_of(model.fit(X, [0, 1, 1, 0] * 10))
-
-
 def test_columns_that_mix_features_cannot_be_traced() -> None:
     from sklearn.preprocessing import PolynomialFeatures, StandardScaler
 
@@ -333,8 +323,9 @@ def test_the_model_cards_global_importance_is_the_mean_absolute_attribution(
 
 
 def test_trees_that_shap_reads_otherwise_than_scikit_learn_are_refused() -> None:
-    """What the named refusal above guards against, caught by the general check too: shap
-    reads a categorical split's threshold as a number (its bitset unread)."""
+    """Why native categories are modelrun's own TreeSHAP's (tests/test_explain_categorical.py),
+    and the check that would catch it: shap reads a categorical split's threshold as a number
+    (its bitset unread)."""
     import shap
     from sklearn.ensemble import HistGradientBoostingClassifier
 
