@@ -70,7 +70,7 @@ def _explain(service: Service, request: Request, args: dict[str, str]) -> Any:
     body, wanted = explain.parse_parameters(read_json(request, service.config.max_request_bytes))
     limit = service.config.max_instances_per_request
     with service.deadlines.interruptible():
-        instances = parse_instances(body, model.schema, limit)
+        instances = parse_instances(body, model.pipeline_schema, limit)
     # Built outside the time limit's reach: an import stopped half-way would stay broken.
     explainer = service.explainers.get(model, service.loader.store, service.config.allow_pickle)
     with service.deadlines.interruptible():

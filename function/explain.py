@@ -537,7 +537,7 @@ class Explainers:
 def _build_for(model: LoadedModel, store: ModelStore, allow_pickle: bool) -> Explainer:
     where = f"{store.uri} version {model.version}"
     estimator = model.estimator
-    if model.runtime != "sklearn":  # onnxruntime answers; the explanation reads the model itself
+    if model.runtime != "sklearn":  # onnxruntime or numpy answers; explanations read the model
         estimator = canonical_estimator(store, model.metadata, where, allow_pickle)
 
     def background() -> Any:
@@ -548,11 +548,11 @@ def _build_for(model: LoadedModel, store: ModelStore, allow_pickle: bool) -> Exp
                 "package it again with this modelrun and publish the new version"
             )
         rows = parse_background(store.listed_file(model.metadata, BACKGROUND_FILE, where), where)
-        return rows_to_input(rows, "background[{}]", model.schema)
+        return rows_to_input(rows, "background[{}]", model.pipeline_schema)
 
     def check_rows() -> Any:
         if BACKGROUND_FILE in model.metadata["files"]:
             return background()
-        return warm_up_row(model.metadata, model.schema)  # a version from before backgrounds
+        return warm_up_row(model.metadata, model.pipeline_schema)  # from before backgrounds
 
     return build(estimator, len(model.schema.names), background, check_rows)

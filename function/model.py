@@ -48,6 +48,15 @@ class LoadedModel:
         return str(self.metadata["name"])
 
     @property
+    def pipeline_schema(self) -> Schema:
+        """The schema the fitted scikit-learn pipeline takes (what explanations run): the served
+        one, but a DataFrame where training gave one; the numpy runtime takes a matrix."""
+        frame = self.metadata.get("input", "array") == "frame"
+        if self.schema.frame == frame:
+            return self.schema
+        return dataclasses.replace(self.schema, frame=frame)
+
+    @property
     def version(self) -> str:
         return str(self.metadata["version"])
 

@@ -60,7 +60,7 @@ def smoke_test(base: str, api_key: str, id_token: str | None = None) -> str:
         headers["Authorization"] = f"Bearer {id_token}"
     deadline = time.monotonic() + READY_WAIT_SECONDS
     status, answer = call(f"{base}/ready", headers)
-    while status != 200 and time.monotonic() < deadline:
+    while status not in (200, 401, 403) and time.monotonic() < deadline:  # a refusal is final
         time.sleep(5)
         status, answer = call(f"{base}/ready", headers)
     if status != 200:

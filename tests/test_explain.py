@@ -28,6 +28,7 @@ from function.explain import (
     NotExplainable,
     column_sources,
 )
+from function.model import canonical_estimator
 from function.ratelimit import TokenBuckets
 from function.store import ModelStore
 from tests.artifacts import publish_object
@@ -83,8 +84,9 @@ def churn_service(store: ModelStore) -> Iterator[InProcess]:
 
 
 def pipeline_of(service: InProcess) -> Any:
+    """The served version's scikit-learn pipeline (the numpy or ONNX runtime may answer)."""
     model = service.service.require_model()
-    return model.estimator
+    return canonical_estimator(service.service.loader.store, model.metadata, "test", True)
 
 
 def explain(service: InProcess, body: Any, headers: dict[str, str] | None = None) -> Any:
@@ -310,7 +312,7 @@ def test_the_model_cards_global_importance_is_the_mean_absolute_attribution(
     frame, _ = churn_frame
     X = frame.drop(columns=TARGET).iloc[:ROWS]
     model = churn_service.service.require_model()
-    summary = attribution_importance(model.estimator, X, model.metadata, 0, None)
+    summary = attribution_importance(pipeline_of(churn_service), X, model.metadata, 0, None)
     body = explain(churn_service, {"instances": rows_of(X)}).get_json()
     shown = [e["attributions"][0]["featureAttributions"] for e in body["explanations"]]
     assert summary["explained"] and summary["units"] == "margin" and summary["rows"] == ROWS

@@ -50,7 +50,7 @@ def test_a_wrong_key_fails_the_smoke_test_naming_the_step(
 
     with (
         run_service({"MODEL_URI": store.uri, "API_KEYS": KEY}, tmp_path) as running,
-        pytest.raises(SmokeTestFailed, match="GET /model answered 401"),
+        pytest.raises(SmokeTestFailed, match="GET /ready answered 401"),
     ):
         smoke_test(running.url, "not-the-key-0123456789")
 
