@@ -28,7 +28,8 @@ input feature it was made from (`column_sources`: ColumnTransformer's `output_in
 step's `get_feature_names_out`), so a one-hot feature gets one attribution. For a linear model
 through per-feature preprocessing this is that feature's exact Shapley value; for trees it is the
 sum of the columns' Shapley values, as shap's documentation sums one-hot columns. A step whose
-columns mix features (PolynomialFeatures, PCA) cannot be summed back, and is refused.
+columns mix features (PolynomialFeatures, PCA) cannot be summed back, and is refused by name;
+every refusal names the model's kind and the kinds that can be explained (`EXPLAINABLE`).
 
 Every explanation is checked to add up to the model's output before it is answered: a linear
 model's own, or for trees the trees as shap read them, checked equal to scikit-learn's on the
@@ -91,10 +92,23 @@ METHODS: dict[str, tuple[str, str]] = {
         )
     },
 }  # fmt: skip
+# What a kind above cannot do, named in every refusal beside it.
+LIMITS = {
+    "GradientBoostingClassifier": "binary only",
+    "HistGradientBoostingRegressor": "not with a log link: poisson, gamma",
+}
+EXPLAINABLE = ", ".join(f"{n} ({LIMITS[n]})" if n in LIMITS else n for n in METHODS)
 
 
 class NotExplainable(InvalidInput):
-    """This model cannot be explained exactly (422), and the answer says why."""
+    """This model cannot be explained exactly (422): the answer names its kind, says why, and
+    lists the kinds that can be."""
+
+    def __init__(self, model_kind: str, why: str) -> None:
+        super().__init__(
+            f"a model of kind {model_kind} cannot be explained exactly: {why}. Explanations are "
+            f"exact for {EXPLAINABLE}, after preprocessing that makes each column from one feature"
+        )
 
 
 @dataclass(frozen=True)
@@ -124,14 +138,14 @@ class Explainer:
     n_features: int
     classes: list[str]
 
-    def explain(self, instances: Instances, wanted: str | None) -> Explanation:
+    def explain(self, instances: Instances, wanted: Any) -> Explanation:
         """Explain a request's rows: the class named, else each row's predicted class; refuse a
         row without a finite explanation (422), and an explanation that does not add up to the
         model's output (500: never answered)."""
         with np.errstate(all="ignore"):  # overflow shows up as non-finite values, refused below
             return self._explain(instances, wanted)
 
-    def _explain(self, instances: Instances, wanted: str | None) -> Explanation:
+    def _explain(self, instances: Instances, wanted: Any) -> Explanation:
         Z = self._columns(instances.X)
         values = self.engine.shap_values(Z, **self._options())
         values, base = self._per_output(np.asarray(values), self.engine.expected_value)
@@ -139,7 +153,7 @@ class Explainer:
         if self.classes:
             picked = self._predicted(Z, own)
             labels = self.estimator.classes_.take(picked).tolist()
-            chosen = _class_index(self.classes, wanted) if wanted is not None else None
+            chosen = None if wanted is None else self._class_index(wanted)
             outputs = picked.tolist() if chosen is None else [chosen] * len(Z)
         else:
             if wanted is not None:
@@ -174,6 +188,21 @@ class Explainer:
             )
         explained: list[int | None] = outputs if self.classes else [None] * len(Z)
         return Explanation(labels, explained, base_values, attributions, output)
+
+    def _class_index(self, wanted: Any) -> int:
+        """The class asked for: as /predict answers it (a number for integer labels, a boolean
+        for boolean labels), or as text (outputDisplayName)."""
+        for k, label in enumerate(self.estimator.classes_.tolist()):
+            if isinstance(wanted, str):
+                if wanted == self.classes[k]:
+                    return k
+            elif isinstance(wanted, bool) == isinstance(label, bool) and wanted == label:
+                return k  # True is not the class 1, nor 1 the class True
+        raise InvalidInput(
+            f"unknown class {json.dumps(wanted)}; the model's classes are "
+            f"{', '.join(self.classes)}",
+            field="parameters.class",
+        )
 
     def _predicted(self, Z: np.ndarray, own: np.ndarray) -> np.ndarray:
         """Each row's predicted class: predict's rule, the argmax of the probabilities (which
@@ -268,9 +297,9 @@ def check_trees(explainer: Explainer, rows: Any) -> None:
     if not gap <= ADDITIVITY * max(1.0, float(np.max(np.abs(theirs), initial=0.0))):
         reader = "modelrun's TreeSHAP" if isinstance(explainer.engine, Trees) else "shap"
         raise NotExplainable(
-            f"{reader} reads this {type(explainer.estimator).__name__}'s trees otherwise than "
-            f"scikit-learn decides them (off by {gap:.3g} on its background rows), so its "
-            "explanations would not be exact"
+            type(explainer.estimator).__name__,
+            f"{reader} reads its trees otherwise than scikit-learn decides them (off by "
+            f"{gap:.3g} on its background rows)",
         )
 
 
@@ -311,16 +340,7 @@ def answer(model: LoadedModel, explainer: Explainer, explanation: Explanation) -
     }
 
 
-def _class_index(classes: list[str], wanted: str) -> int:
-    if wanted not in classes:
-        raise InvalidInput(
-            f"unknown class {wanted!r}; the model's classes are {', '.join(classes)}",
-            field="parameters.class",
-        )
-    return classes.index(wanted)
-
-
-def parse_parameters(body: Any) -> tuple[Any, str | None]:
+def parse_parameters(body: Any) -> tuple[Any, Any]:
     """The request without its explanation parameters (for predict.parse_instances), and the
     class asked for. Parameters come beside `instances` or `features`, as for /predict."""
     if not (isinstance(body, dict) and ("instances" in body or "features" in body)):
@@ -334,24 +354,25 @@ def parse_parameters(body: Any) -> tuple[Any, str | None]:
                 f"unknown parameter; expected {', '.join(PARAMETERS)}", field=f"parameters.{key}"
             )
     wanted = parameters.get("class")
-    if "class" in parameters and not isinstance(wanted, str):
+    if "class" in parameters and not isinstance(wanted, str | int | float):  # bool is an int
         raise InvalidInput(
-            f"expected a class name as text, got {kind(wanted)}", field="parameters.class"
+            f"expected a class as /predict answers it (a number, a boolean) or as text, got "
+            f"{kind(wanted)}",
+            field="parameters.class",
         )
     return {k: v for k, v in body.items() if k != "parameters"}, wanted
 
 
 def method_of(estimator: Any) -> tuple[str, str]:
     """(method, units) for a pipeline or estimator; 422 naming the kind when none is exact."""
-    final = _final(estimator)
+    final = final_estimator(estimator)
     name = type(final).__name__
     found = METHODS.get(name)
     if found is None:
-        known = ", ".join(sorted(METHODS))
-        raise NotExplainable(
-            f"a {name} cannot be explained exactly: explanations are exact for linear models "
-            f"and tree ensembles ({known})"
-        )
+        raise NotExplainable(name, "no exact method is known for it")
+    classes = len(getattr(final, "classes_", ()))
+    if name == "GradientBoostingClassifier" and classes > 2:  # shap 0.49.1 refuses it itself
+        raise NotExplainable(name, f"it has {classes} classes, and shap explains it binary only")
     method, units = found
     task_units = units if hasattr(final, "classes_") else "value"
     return method, task_units
@@ -369,25 +390,21 @@ def build(
     method, units = method_of(estimator)
     steps = getattr(estimator, "steps", None)
     preprocess = estimator[:-1] if steps and len(steps) > 1 else None
-    final = _final(estimator)
+    final = final_estimator(estimator)
+    name = type(final).__name__
     if preprocess is None:
         groups = np.arange(n_features)
     else:
-        sources = column_sources(preprocess, n_features)
-        mixed = [j for j, s in enumerate(sources) if len(s) != 1]
-        if mixed:
-            raise NotExplainable(
-                f"column {mixed[0]} of what the {type(final).__name__} receives is made from "
-                f"{len(sources[mixed[0]])} input features, so its attribution cannot be given "
-                "to one of them: explanations need preprocessing that makes each column from one "
-                "feature (scaling, imputing, one-hot or ordinal encoding)"
-            )
+        try:
+            sources = column_sources(preprocess, n_features)
+        except Untraceable as e:
+            raise NotExplainable(name, str(e)) from None
         groups = np.array([next(iter(s)) for s in sources])
     if native_categories(final):  # shap reads these splits as numeric thresholds: our own
         try:
             engine = Trees.of(final)
         except Unsupported as e:
-            raise NotExplainable(f"this {type(final).__name__} cannot be explained: {e}") from e
+            raise NotExplainable(name, str(e)) from e
     else:
         engine = _shap_explainer(method, final, preprocess, background)
     classes = [str(c) for c in final.classes_] if hasattr(final, "classes_") else []
@@ -409,7 +426,7 @@ def _shap_explainer(method: str, final: Any, preprocess: Any, background: Callab
             return shap.LinearExplainer(final, Z)
         return shap.TreeExplainer(final, feature_perturbation="tree_path_dependent")
     except (NotImplementedError, ValueError) as e:  # shap's InvalidModelError is a ValueError
-        raise NotExplainable(f"shap cannot explain this {type(final).__name__}: {e}") from e
+        raise NotExplainable(type(final).__name__, f"shap cannot explain it: {e}") from e
 
 
 def native_categories(final: Any) -> bool:
@@ -420,13 +437,19 @@ def native_categories(final: Any) -> bool:
     )
 
 
-def _final(estimator: Any) -> Any:
+def final_estimator(estimator: Any) -> Any:
+    """A pipeline's last step, or the estimator itself."""
     steps = getattr(estimator, "steps", None)
     return steps[-1][1] if steps else estimator
 
 
+class Untraceable(ValueError):
+    """A preprocessing step whose output columns cannot each be traced to one input feature."""
+
+
 def column_sources(step: Any, n_inputs: int) -> list[frozenset[int]]:
-    """For each column a fitted preprocessing step outputs, the input columns it is made from."""
+    """For each column a fitted preprocessing step outputs, the one input column it is made
+    from; Untraceable, naming the step, where a column is not made from one."""
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
@@ -460,10 +483,9 @@ def _leaf_sources(step: Any, n_inputs: int) -> list[frozenset[int]]:
     try:
         made = [str(n) for n in step.get_feature_names_out()]
     except Exception:  # a step that cannot name its columns: none can be traced
-        what = type(step).__name__
-        raise NotExplainable(
-            f"{what} does not name its output columns, so they cannot be traced to input "
-            "features (give it get_feature_names_out)"
+        raise Untraceable(
+            f"its {type(step).__name__} step does not name its output columns, so they cannot "
+            "be traced to input features (give it get_feature_names_out)"
         ) from None
     sources = []
     for column in made:
@@ -474,7 +496,12 @@ def _leaf_sources(step: Any, n_inputs: int) -> list[frozenset[int]]:
         ]
         # The longest name wins: "plan_type_a" is plan_type's, not plan's.
         best = max(matches, key=lambda j: len(names[j]), default=None)
-        sources.append(frozenset() if best is None else frozenset([best]))
+        if best is None:  # PCA's "pca0", PolynomialFeatures' "x0 x1": each made from several
+            raise Untraceable(
+                f"its {type(step).__name__} step mixes input features into each column it makes "
+                f"({column!r}), so the columns' attributions cannot be summed back into features"
+            )
+        sources.append(frozenset([best]))
     return sources
 
 
@@ -543,9 +570,10 @@ def _build_for(model: LoadedModel, store: ModelStore, allow_pickle: bool) -> Exp
     def background() -> Any:
         if BACKGROUND_FILE not in model.metadata["files"]:
             raise NotExplainable(
+                type(final_estimator(estimator)).__name__,
                 f"version {model.version} has no background sample ({BACKGROUND_FILE}), which "
                 "explaining a linear model needs: it was published before explanations. Train or "
-                "package it again with this modelrun and publish the new version"
+                "package it again with this modelrun and publish the new version",
             )
         rows = parse_background(store.listed_file(model.metadata, BACKGROUND_FILE, where), where)
         return rows_to_input(rows, "background[{}]", model.pipeline_schema)

@@ -171,7 +171,7 @@ def attribution_importance(
     """Each feature's mean |attribution| over (a sample of) these rows, each row's predicted
     class explained as POST /explain explains it, in its units; or why the model has none. A
     report never fails training for it: any failure is recorded as the reason."""
-    from function.explain import NotExplainable, build
+    from function.explain import NotExplainable, build, final_estimator
     from function.predict import Instances
 
     names = metadata["feature_names"]
@@ -182,7 +182,8 @@ def attribution_importance(
     if background is None:
 
         def background() -> Any:
-            raise NotExplainable("no background rows were given to explain a linear model")
+            kind = type(final_estimator(pipeline)).__name__
+            raise NotExplainable(kind, "no background rows were given to explain a linear model")
 
     try:
         explainer = build(pipeline, len(names), background, lambda: X)
