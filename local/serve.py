@@ -156,6 +156,13 @@ def check_port(host: str, port: str) -> None:
     )
 
 
+def rate_limit_line(rate: str) -> str:
+    """The banner's rate-limit line: off unless RATE_LIMIT_PER_SECOND sets one."""
+    if rate.strip() in ("", "0", "0.0"):
+        return "rate limit: off in development (set RATE_LIMIT_PER_SECOND to test one)"
+    return f"rate limit: {rate} requests/s per key (RATE_LIMIT_PER_SECOND)"
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m local.serve") -> None:
     argparse.ArgumentParser(
         prog=prog,
@@ -178,12 +185,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m local.serve") -> 
     warn_unverified(model_uri, trusted["MODEL_PUBLIC_KEY"])
     rate = os.environ.get("RATE_LIMIT_PER_SECOND", "0")
     url = f"http://localhost:{port}"
-    limit = "off" if rate.strip() in ("", "0", "0.0") else f"{rate} requests/s per key"
     print(
         f"""
 modelrun is starting on {url} (listening on {host}) with the model {model_uri}
 development API key: {key}
-rate limit: {limit} in development (set RATE_LIMIT_PER_SECOND to test one)
+{rate_limit_line(rate)}
 
   open {url}/ in a browser: the prediction page and model card ({url}/docs: the API)
 
