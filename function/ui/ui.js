@@ -7,7 +7,7 @@ const KEY_STORAGE = "modelrun.apiKey";
 const SHOWN_ROWS = 200; // the batch table shows this many rows; the download has them all
 const MAX_REFUSED = 100; // a batch stops after this many refused rows
 
-const state = { model: null, batchRows: [] };
+const state = { model: null, batchRows: [], whyNot: null };
 
 // --- small helpers -----------------------------------------------------------------------
 
@@ -93,6 +93,7 @@ async function loadModel() {
   }
   $("api-key").removeAttribute("aria-invalid");
   state.model = result.body;
+  state.whyNot = cannotExplain(state.model);
   showModelIdentity(state.model);
   buildForm(state.model);
   $("batch-button").disabled = false;
@@ -219,12 +220,33 @@ async function predictOne(event) {
   }
   showModelIdentity(result.body.model);
   $("answer").replaceChildren(...answerNodes(result.body));
-  const why = await call("/explain", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ instances: [row] }),
-  });
-  $("answer").append(...(why.ok ? whyNodes(why.body) : [el("p", { id: "why-not", class: "note", text: `No explanation: ${problemText(why)}` })]));
+  const version = result.body.model.version;
+  if (!(state.whyNot && state.whyNot.version === version)) {
+    const why = await call("/explain", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ instances: [row] }),
+    });
+    if (why.ok) {
+      $("answer").append(...whyNodes(why.body));
+      return;
+    }
+    // A 422 naming no field is the version's own (it cannot be explained): not asked again;
+    // one naming a field is this row's (no finite explanation).
+    const reason = problemText(why);
+    if (why.status === 422 && !(why.body && why.body.field)) state.whyNot = { version, reason };
+    $("answer").append(el("p", { id: "why-not", class: "note", text: `No explanation: ${reason}` }));
+    return;
+  }
+  $("answer").append(el("p", { id: "why-not", class: "note", text: `No explanation for this model: ${state.whyNot.reason}` }));
+}
+
+// A version the model card records as not explainable (its attribution record's reason, from
+// training's report): Predict does not ask /explain for it, which would answer 422 and spend
+// explain.EXPLAIN_COST tokens of the rate limit each time.
+function cannotExplain(model) {
+  const record = (model.report || {}).attribution_importance;
+  return record && record.explained === false && record.reason ? { version: model.version, reason: record.reason } : null;
 }
 
 // Why this answer: each feature's signed attribution as a bar, largest first; they add up,
