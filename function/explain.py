@@ -59,8 +59,9 @@ BACKGROUND_FILE = "background.json"
 BACKGROUND_ROWS = 100  # shap's own advice for a background; a linear explainer's cost grows with it
 ADDITIVITY = 1e-6
 # An explanation's share of the rate limit, in predictions: a request of 1,000 rows costs 6 (a
-# forest) to 24 (the mixed-type pipeline) times its predictions' time, one row less than one
-# prediction; 10, fixed per request as a prediction's 1 is (docs/PERFORMANCE.md, "Explanations").
+# forest) to 24 (the mixed-type pipeline) times its predictions' time, a deep forest's 280
+# (tests/perf/explain_rows_bench.py), one row less than one prediction; 10, fixed per request as
+# a prediction's 1 is: the request's time limit bounds the rest (docs/PERFORMANCE.md).
 EXPLAIN_COST = 10
 PARAMETERS = ("class",)
 
