@@ -6,7 +6,7 @@ rows, one thread (OMP_NUM_THREADS=1, n_jobs=1), best of 5.
 
 Prints per model: scikit-learn's predict of all the rows, shap's own TreeExplainer.shap_values
 (path-dependent, as the service runs it) and Explainer.explain whole, and their ratios to predict.
-Path-dependent TreeSHAP costs about leaves × depth² a tree, so deep forests cost the most
+Path-dependent TreeSHAP costs about leaves times depth squared a tree, so deep forests cost the most
 (README, "Why this answer", Cost).
 """
 
