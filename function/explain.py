@@ -499,8 +499,8 @@ def _leaf_sources(step: Any, n_inputs: int) -> list[frozenset[int]]:
         best = max(matches, key=lambda j: len(names[j]), default=None)
         if best is None:  # PCA's "pca0", PolynomialFeatures' "x0 x1": each made from several
             raise Untraceable(
-                f"its {type(step).__name__} step mixes input features into each column it makes "
-                f"({column!r}), so the columns' attributions cannot be summed back into features"
+                f"its {type(step).__name__} step mixes input features into the columns it makes "
+                f"(such as {column!r}), so their attributions cannot be summed back into features"
             )
         sources.append(frozenset([best]))
     return sources
