@@ -91,3 +91,15 @@ def open_with_key(driver: Any, url: str, key: str = KEY) -> None:
     driver.execute_script("sessionStorage.setItem('modelrun.apiKey', arguments[0])", key)
     driver.get(url)
     wait(driver, lambda d: d.find_element(By.ID, "predict-button").is_enabled(), "the form")
+
+
+def errors_in_console(driver: Any) -> list[dict[str, Any]]:
+    """The console's errors. Chromium asks for /favicon.ico when a document links no icon (the
+    fixture's blank tab, a stylesheet), sometimes after the fixture read the log;
+    functions-framework answers that path 404 itself (test_reliability.py). The pages link
+    /ui/favicon.png, so that request is not theirs."""
+    return [
+        entry
+        for entry in driver.get_log("browser")
+        if entry["level"] == "SEVERE" and "/favicon.ico " not in entry["message"]
+    ]

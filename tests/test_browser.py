@@ -23,7 +23,7 @@ from selenium.webdriver.support.ui import Select
 
 from function import rollout
 from function.store import ModelStore
-from tests.browser import axe_source, axe_violations, open_with_key, wait
+from tests.browser import axe_source, axe_violations, errors_in_console, open_with_key, wait
 from tests.conftest import KEY, Running, free_port, run_service
 from training.__main__ import main
 from training.churn import churn
@@ -110,18 +110,6 @@ def page(browser: Any, running: Running, screenshots: Path, request: Any) -> Ite
     shot = screenshots / f"{name}.png"
     browser.save_screenshot(str(shot))
     assert shot.read_bytes().startswith(b"\x89PNG")
-
-
-def errors_in_console(driver: Any) -> list[dict[str, Any]]:
-    """The console's errors. Chromium asks for /favicon.ico when a document links no icon (the
-    fixture's blank tab, a stylesheet), sometimes after the fixture read the log;
-    functions-framework answers that path 404 itself (test_reliability.py). The pages link
-    /ui/favicon.png, so that request is not theirs."""
-    return [
-        entry
-        for entry in driver.get_log("browser")
-        if entry["level"] == "SEVERE" and "/favicon.ico " not in entry["message"]
-    ]
 
 
 def csp_refusals(driver: Any) -> list[dict[str, Any]]:

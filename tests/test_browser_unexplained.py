@@ -12,9 +12,8 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from function.store import ModelStore
-from tests.browser import open_with_key, wait
+from tests.browser import errors_in_console, open_with_key, wait
 from tests.conftest import KEY, Running, run_service
-from tests.test_browser import errors_in_console
 from training.__main__ import main
 
 

@@ -25,7 +25,7 @@ from function.predict import Instances
 from function.treeshap import Trees
 from tests.conftest import KEY
 from tests.inprocess import in_process
-from tests.test_own_model import TARGET, rows_of
+from tests.support.churn import TARGET, rows_of
 from training.__main__ import main
 from training.churn import churn
 
