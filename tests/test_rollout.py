@@ -573,10 +573,11 @@ def test_auto_aborts_a_failing_candidate_and_promotes_a_good_one(
             # The latency gate is judged on figures in test_the_verdict_promotes_waits_or_aborts.
             # Here a shadow's p95 against the answering model's, measured while the other test
             # workers share these two cores, is noise (6.8 ms against 3.5 ms for the same model
-            # once in CI), so the gate is opened wide: this test is about errors and promotion.
+            # once in CI; 10.75 ms against ONNX's 0.50 ms on a loaded machine), so the gate is
+            # opened wide: this test is about errors and promotion.
             args = [*cli(gcs_versions, "promote", "--auto", "--prometheus", prometheus),
                     "--min-requests", "40", "--wait", "60", "--every", "2",
-                    "--max-latency-ratio", "20"]  # fmt: skip
+                    "--max-latency-ratio", "1000"]  # fmt: skip
             return run_training(
                 *args, env={"STORAGE_EMULATOR_HOST": gcs_emulator.host}, timeout=120
             )
