@@ -135,7 +135,8 @@ def _faster_runtime(
     for name, file, build in FASTER_RUNTIMES:
         verified = metadata.get(name, {}).get("verified") and file in metadata["files"]
         if runtime == name and not verified:
-            raise IntegrityError(f"{where} has no verified {file} (MODEL_RUNTIME={name})")
+            why = metadata.get(name, {}).get("reason") or "packaged before this runtime"
+            raise IntegrityError(f"{where} has no verified {file} (MODEL_RUNTIME={name}): {why}")
         if runtime == name or (runtime == "auto" and verified and not pinned_sha256):
             return name, file, build
     return None

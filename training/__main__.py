@@ -110,7 +110,7 @@ def _train(args: argparse.Namespace) -> None:
     files = ", ".join(metadata["files"])
     print(f"wrote {files} and metadata.json to {args.out} (sha256 {metadata['sha256'][:12]}…)")
     _say_tracked(metadata)
-    _say_onnx(metadata)
+    _say_runtime(metadata)
     _write_metrics(args, metadata)
 
 
@@ -139,7 +139,7 @@ def _package(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(metadata['files'])} and metadata.json to {args.out} "
           f"(sha256 {metadata['sha256'][:12]}…)")  # fmt: skip
     _say_tracked(metadata)
-    _say_onnx(metadata)
+    _say_runtime(metadata)
     _write_metrics(args, metadata)
 
 
@@ -181,10 +181,18 @@ def _say_tracked(metadata: dict[str, Any]) -> None:
               f"{tracked['version']}: {where}")  # fmt: skip
 
 
-def _say_onnx(metadata: dict[str, Any]) -> None:
-    onnx = metadata.get("onnx", {})
-    if onnx and not onnx.get("verified"):
-        print(f"no ONNX file: {onnx.get('reason') or 'it did not match the model closely enough'}")
+def _say_runtime(metadata: dict[str, Any]) -> None:
+    """Which runtime serves the version with MODEL_RUNTIME=auto (ONNX, then numpy, where
+    verified at packaging), and why not each faster one before it."""
+    for name, file in (("onnx", "ONNX file"), ("numpy", "numpy file")):
+        record = metadata.get(name, {})
+        if record.get("verified"):
+            print(f"served by the {name} runtime: its {file} was verified against scikit-learn")
+            return
+        if record:
+            reason = record.get("reason") or "it did not match the model closely enough"
+            print(f"no {file}: {reason}")
+    print("served by scikit-learn")
 
 
 def _publish(args: argparse.Namespace) -> None:

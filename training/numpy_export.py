@@ -43,7 +43,7 @@ def export(
     try:
         spec = compile_pipeline(pipeline, metadata)
     except Unsupported as e:
-        reason = f"not compiled because {e}; scikit-learn serves it"
+        reason = f"not compiled: {e}; scikit-learn serves it"
         return None, {"exported": False, "verified": False, "reason": reason}
     except Exception as e:  # it reads fitted internals (_predictors): another version may differ
         reason = f"not compiled because {type(e).__name__}: {e}; scikit-learn serves it"[:300]

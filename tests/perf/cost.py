@@ -13,7 +13,9 @@ The model of the bill (each assumption is a line below):
 - Cloud Run bills an instance's time while it has a request in flight, each such stretch rounded
   up to 100 ms, at the instance's whole size (1 vCPU, 1 GiB: the sidecar's share included), plus a
   fee per request. With requests arriving at random (Poisson) at r per second, each lasting d
-  (the measured c=1 p50), the billed share of an instance's time is 1 - exp(-r (0.1 + d)).
+  (the measured c=1 p50), billed as s = d rounded up to 100 ms, the billed share of an
+  instance's time is 1 - exp(-r s): at one request a minute every request bills one 100 ms slot,
+  whichever server answers in under 100 ms.
 - Instances: enough that the app's measured CPU per request keeps each below 60 % of its
   0.75 vCPU (Cloud Run's autoscaler targets 60 % CPU), at least one; the measured memory (PSS)
   must fit the app's 768 MiB.
@@ -82,7 +84,8 @@ def cloud_run(figures: dict[str, float], rate: float, hours_on: float, prices: P
     duration = figures["p50_ms"] / 1000
     instances = max(1, math.ceil(rate * cpu_seconds / (size.app_vcpu * size.target_utilisation)))
     per_instance = rate / instances
-    billed_share = 1 - math.exp(-per_instance * (ROUNDING_SECONDS + duration))
+    billed_stretch = ROUNDING_SECONDS * max(1, math.ceil(duration / ROUNDING_SECONDS))
+    billed_share = 1 - math.exp(-per_instance * billed_stretch)
     instance_second = size.vcpu * prices.vcpu_second + size.gib * prices.gib_second
     seconds_on = hours_on * 3600
     requests = rate * seconds_on
@@ -163,15 +166,29 @@ def main() -> None:
     )
     parser.add_argument("--results", type=Path, default=LATEST, help="a `make bench` latest.json")
     defaults = Prices()
-    for name in ("vcpu_second", "gib_second", "per_million_requests", "vertex_node_hour"):
+    names = ("vcpu_second", "gib_second", "per_million_requests", "vertex_node_hour")
+    for name in names:
         parser.add_argument(
-            f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name)
+            f"--{name.replace('_', '-')}", type=price, default=getattr(defaults, name)
         )
     args = parser.parse_args()
+    try:
+        results = json.loads(args.results.read_text())
+    except (OSError, ValueError) as e:
+        parser.error(f"cannot read {args.results} (run `make bench` first): {e}")
     given = "the command line (list prices where not given)"
-    prices = Prices(args.vcpu_second, args.gib_second, args.per_million_requests,
-                    args.vertex_node_hour, given)  # fmt: skip
-    print(show(table(json.loads(args.results.read_text()), prices)))
+    prices = Prices(*(getattr(args, name) for name in names), given)
+    print(f"USD per million predictions, from the figures in {args.results}, at")
+    print(", ".join(f"{name.replace('_', ' ')} ${getattr(prices, name):g}" for name in names))
+    print(show(table(results, prices)))
+
+
+def price(text: str) -> float:
+    """A price on the command line: a finite number of dollars, not below zero."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"a price is a finite number of dollars, not {text}")
+    return value
 
 
 if __name__ == "__main__":
