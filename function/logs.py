@@ -38,9 +38,18 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(entry, default=str)
 
 
+class StdoutHandler(logging.StreamHandler):
+    """Writes each line to sys.stdout as it is then: a process that set up logging once and
+    replaced sys.stdout since (a test's capture, closed after it) still logs, to the new one."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stdout  # under the handler's lock, as the write is
+        super().emit(record)
+
+
 def setup_logging(level: str) -> None:
     """Send every modelrun log line to stdout as JSON."""
-    handler = logging.StreamHandler(sys.stdout)
+    handler = StdoutHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("modelrun")
     root.handlers[:] = [handler]
