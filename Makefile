@@ -51,7 +51,6 @@ $(MLFLOW_SERVER): local/mlflow/requirements.txt | $(PY)
 serve: $(SERVE_INSTALLED)  ## serve MODEL (default iris, trained if needed) or MODEL_URI on :$(PORT)
 	PORT=$(PORT) STORE=$(STORE) $(PY) -m local.serve
 
-# Four test processes on two cores: most tests wait on servers they started, not on the CPU.
 # Six test processes on two cores: the suite waits on servers, emulators and Prometheus about as
 # much as it computes (4:09 here against 5:08 with four).
 JOBS ?= 6
