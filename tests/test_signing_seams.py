@@ -226,6 +226,7 @@ class FakeKmsPublicKey:
         )
 
 
+@pytest.mark.slow  # a gRPC server
 def test_a_kms_signing_keys_public_half_comes_from_get_public_key(keys: dict[str, Path]) -> None:
     import grpc
     from google.cloud import kms
