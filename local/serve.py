@@ -82,14 +82,14 @@ def trusted_key(environ: Mapping[str, str]) -> dict[str, str]:
 def warn_unverified(model_uri: str, public_key: str) -> None:
     """Say at once why the service will not get ready when the current version does not verify
     (one published before signing, or with another key), and what to do about it."""
-    from function.signing import Trust, load_public_keys
+    from function.config import load_trust
 
-    if os.environ.get("ALLOW_UNSIGNED_MODELS", "").strip().lower() == "true":
+    try:  # the service's own rule for MODEL_PUBLIC_KEY and ALLOW_UNSIGNED_MODELS
+        trust = load_trust({**os.environ, "MODEL_PUBLIC_KEY": public_key})
+    except ModelrunError:
+        return  # the service says what is wrong with the setting, naming it
+    if trust.allow_unsigned:
         return
-    try:
-        trust = Trust(load_public_keys(public_key))
-    except ValueError:
-        return  # the service says what is wrong with MODEL_PUBLIC_KEY, naming it
     try:
         ModelStore(model_uri, trust=trust).resolve()
     except IntegrityError as e:  # the store's reason says what to do, the same as /ready's
