@@ -13,7 +13,7 @@ from bucket import ModelBucket, ModelBucketArgs
 from cloud_run import PredictionService, PredictionServiceArgs
 from dashboard import Dashboard
 from edge import Edge, EdgeArgs
-from function.store import bucket_store, model_root
+from function.core.store import bucket_store, model_root
 from github import GithubDeployer, GithubDeployerArgs
 from registry import ImageRegistry, ImageRegistryArgs
 from signing import SigningKey, SigningKeyArgs

@@ -30,7 +30,7 @@ from pulumi_gcp.storage import (
 
 from config import BatchSettings, StackConfig
 from function.batch.objects import TMP_SUFFIX
-from function.store import bucket_store, model_root
+from function.core.store import bucket_store, model_root
 
 INPUT, OUTPUT = "input/", "output/"
 # Each execution writes to its own prefix: Cloud Run sets CLOUD_RUN_EXECUTION for every task of

@@ -29,7 +29,7 @@ from pulumi_gcp.cloudrunv2 import (
 
 import metrics_sidecar
 from config import PLACEHOLDER_IMAGE, TRAFFIC_TAGS, StackConfig, service_environment
-from function.store import bucket_store, model_root
+from function.core.store import bucket_store, model_root
 
 PORT = 8080
 INGRESS_EDGE_ONLY = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"  # internal-and-cloud-load-balancing

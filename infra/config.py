@@ -27,11 +27,11 @@ from limits import (
 )
 from names import Names, names
 
-# The service's own configuration rules (function/config.py) check the settings passed through.
+# The service's own configuration rules (function/core/config.py) check the settings passed through.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from function.config import load_config
-from function.errors import ConfigError
-from function.store import bucket_store, model_root
+from function.core.config import load_config
+from function.core.errors import ConfigError
+from function.core.store import bucket_store, model_root
 
 PLACEHOLDER_IMAGE = "us-docker.pkg.dev/cloudrun/container/hello"
 REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")

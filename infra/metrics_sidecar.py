@@ -1,7 +1,7 @@
 """Google Cloud Managed Service for Prometheus's sidecar for Cloud Run: its container and its
 RunMonitoring configuration.
 
-The sidecar scrapes the app's keyless metrics port (METRICS_PORT, function/metrics_port.py),
+The sidecar scrapes the app's keyless metrics port (METRICS_PORT, function/service/metrics_port.py),
 which only the instance's own containers reach: Cloud Run routes outside traffic to the ingress
 container's port alone ("Container runtime contract"), so neither the metrics nor an API key are
 exposed. The local mirror's Prometheus scrapes the same port and path.

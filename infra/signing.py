@@ -1,4 +1,4 @@
-"""The key that signs published models (function/signing.py): a Cloud KMS EC P-256 key.
+"""The key that signs published models (function/core/signing.py): a Cloud KMS EC P-256 key.
 
 The trainer's account may only sign with it (roles/cloudkms.signer on this one key); the
 service and the batch job are given its public key as MODEL_PUBLIC_KEY, read here at `up` with
@@ -22,7 +22,7 @@ import pulumi_gcp as gcp
 from pulumi_gcp.kms import CryptoKeyVersionTemplateArgs
 from pulumi_gcp.kms.outputs import GetKMSCryptoKeyVersionPublicKeyResult
 
-from function.signing import ALGORITHM
+from function.core.signing import ALGORITHM
 
 FIRST_VERSION = 1
 SIGNER = "roles/cloudkms.signer"
@@ -57,7 +57,7 @@ class SigningKey(pulumi.ComponentResource):
             key_ring=ring.id,
             name=args.key_id,
             purpose="ASYMMETRIC_SIGN",
-            # The one algorithm both Cloud KMS and the offline key make (function/signing.py).
+            # The one algorithm both Cloud KMS and the offline key make (function/core/signing.py).
             version_template=CryptoKeyVersionTemplateArgs(algorithm=ALGORITHM),
             labels=args.labels,
             opts=pulumi.ResourceOptions(parent=self, protect=args.protect),

@@ -175,7 +175,7 @@ def main() -> None:
 def check(artifact: Path, rows: int, tasks: int) -> None:
     from google.cloud import storage
 
-    from function.store import ModelStore
+    from function.core.store import ModelStore
     from local.serve import trusted_key
     from training.signers import open_signer
 

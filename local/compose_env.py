@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from function.store import bucket_store, model_root
+from function.core.store import bucket_store, model_root
 from local.mirror import LOCAL, ROOT
 from local.serve import NAME, dev_key
 
 
 def environment(example: str, key: str) -> str:
     """local/.env from the example: the key filled in, the store and the model's root derived
-    from MODEL_BUCKET the one way function/store.py defines."""
+    from MODEL_BUCKET the one way function/core/store.py defines."""
     store = bucket_store(values(example)["MODEL_BUCKET"])
     derived = {"MODELRUN_API_KEY": key, "MODEL_STORE": store, "MODEL_URI": model_root(store, NAME)}
     lines = []

@@ -33,9 +33,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from function.drift import BASELINE_FILE, parse_baseline
-from function.errors import IntegrityError
-from function.store import bucket_store, model_root
+from function.core.drift import BASELINE_FILE, parse_baseline
+from function.core.errors import IntegrityError
+from function.core.store import bucket_store, model_root
 from local import container, drift_traffic
 from local.alert_sink import AlertSink
 from local.mirror import (

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from function.errors import IntegrityError, ModelrunError
-from function.store import ModelStore, model_root, store_models
+from function.core.errors import IntegrityError, ModelrunError
+from function.core.store import ModelStore, model_root, store_models
 from local import container
 from training.__main__ import main as training
 
@@ -82,7 +82,7 @@ def trusted_key(environ: Mapping[str, str]) -> dict[str, str]:
 def warn_unverified(model_uri: str, public_key: str) -> None:
     """Say at once why the service will not get ready when the current version does not verify
     (one published before signing, or with another key), and what to do about it."""
-    from function.config import load_trust
+    from function.core.config import load_trust
 
     try:  # the service's own rule for MODEL_PUBLIC_KEY and ALLOW_UNSIGNED_MODELS
         trust = load_trust({**os.environ, "MODEL_PUBLIC_KEY": public_key})

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from function.drift import BASELINE_FILE
-from function.store import ModelStore
+from function.core.drift import BASELINE_FILE
+from function.core.store import ModelStore
 from training.train import write_artifact
 
 

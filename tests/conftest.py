@@ -26,7 +26,7 @@ from local import container
 from local.mirror import fake_gcs_command, stop
 
 if TYPE_CHECKING:
-    from function.store import ModelStore
+    from function.core.store import ModelStore
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -274,7 +274,7 @@ def _answers(url: str) -> bool:
 def publish_to_gcs(emulator: Emulator, artifact: Path, name: str, version: str = "v1") -> str:
     """Publish and promote an artifact in an emulator, under a fresh folder `name`; return the
     model URI (a root named as its model, which the store checks)."""
-    from function.store import ModelStore
+    from function.core.store import ModelStore
 
     model = json.loads((artifact / "metadata.json").read_text())["name"]
     uri = f"gs://{emulator.bucket}/{name}/{model}"

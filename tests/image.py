@@ -106,7 +106,7 @@ def children() -> dict[int, list[int]]:
     return tree
 
 
-def server_pid(process: subprocess.Popen[bytes], marker: str = "function.server") -> int:
+def server_pid(process: subprocess.Popen[bytes], marker: str = "function.service.server") -> int:
     """The outermost process under `buildah run` whose command line holds `marker`: the server
     the image's CMD execs (its workers are its children). buildah's own processes in between
     (buildah-chroot-runtime, buildah-chroot-exec, whose arguments hold the command) are passed

@@ -1,4 +1,5 @@
-"""The service in this process: the real handler (function.app.handler) behind a Flask app and
+"""The service in this process: the real handler (function.service.app.handler) behind a Flask app
+and
 Flask's test client, for behaviour the process itself plays no part in (routing, headers, CORS,
 rate limits, errors). Process-level behaviour (the container's CMD, signals, workers, the time
 limit, functions-framework's own paths) stays with tests/conftest.py's run_service."""
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 import flask
 from flask.testing import FlaskClient
 
-from function.app import handler
-from function.config import load_config
-from function.service import Service
+from function.core.config import load_config
+from function.service.app import handler
+from function.service.service import Service
 from tests.conftest import UNSIGNED
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]

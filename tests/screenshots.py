@@ -17,8 +17,8 @@ from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from function import rollout
-from function.store import ModelStore
+from function.core import rollout
+from function.core.store import ModelStore
 from local import tracking
 from tests.browser import chrome, open_with_key, wait
 from tests.conftest import KEY, ROOT, free_port, run_service

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from function.app import SECURITY_HEADERS
-from function.store import ModelStore
+from function.core.store import ModelStore
+from function.service.app import SECURITY_HEADERS
 from tests.attacks import ATTACKS, JSON, KEYED, LIMIT, Attack, half_sent_heads, post, send
 from tests.conftest import KEY, Running, descendants, run_service
 from tests.perf.soak import rss_mb

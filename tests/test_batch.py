@@ -23,9 +23,9 @@ from function.batch.__main__ import parse_job
 from function.batch.objects import Item, contains, open_place
 from function.batch.shards import LineReader, task_ranges
 from function.batch.task import MANIFEST, Job, TooManyErrors, run_task
-from function.errors import Conflict, InvalidInput
-from function.signing import Trust
-from function.store import ModelStore
+from function.core.errors import Conflict, InvalidInput
+from function.core.signing import Trust
+from function.core.store import ModelStore
 from local import batch as local_batch
 from tests.artifacts import publish_object
 from tests.conftest import ROOT, Emulator, free_port, publish_to_gcs, run_service
@@ -742,8 +742,8 @@ class Picky:
 
 def test_rows_the_model_refuses_are_found_alone_and_the_rest_scored() -> None:
     from function.batch.rows import Rows, score
-    from function.model import LoadedModel
-    from function.schema import Schema
+    from function.core.model import LoadedModel
+    from function.core.schema import Schema
 
     names = ["a", "b"]
     model = LoadedModel(Picky(), {"task": "classification", "feature_names": names}, 0.0,

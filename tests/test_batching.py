@@ -12,9 +12,9 @@ import joblib
 import numpy as np
 import pytest
 
-from function.batching import MicroBatcher
-from function.predict import run_model
-from function.store import ModelStore
+from function.core.predict import run_model
+from function.core.store import ModelStore
+from function.service.batching import MicroBatcher
 from tests.conftest import KEY, run_service
 
 

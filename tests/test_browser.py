@@ -21,8 +21,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from function import rollout
-from function.store import ModelStore
+from function.core import rollout
+from function.core.store import ModelStore
 from tests.browser import axe_source, axe_violations, errors_in_console, open_with_key, wait
 from tests.conftest import KEY, Running, free_port, run_service
 from training.__main__ import main

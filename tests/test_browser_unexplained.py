@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.by import By
 
-from function.store import ModelStore
+from function.core.store import ModelStore
 from tests.browser import errors_in_console, open_with_key, wait
 from tests.conftest import KEY, Running, run_service
 from training.__main__ import main

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from function.config import load_config
-from function.errors import ConfigError
+from function.core.config import load_config
+from function.core.errors import ConfigError
 
 KEY = "k" * 20
 BASE = {"MODEL_URI": "gs://bucket/models/iris", "API_KEYS": KEY}
@@ -203,7 +203,7 @@ def test_a_latin_1_key_is_kept_and_authenticates_on_a_real_server(
 ) -> None:
     import requests
 
-    from function.store import ModelStore
+    from function.core.store import ModelStore
     from tests.conftest import run_service
 
     latin = "cl\u00e9-d'acc\u00e8s-\u00fc-0123456789"

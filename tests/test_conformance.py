@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from function import rollout
 from function.batch.task import Job, run_task
-from function.oip import INPUT
-from function.signing import Trust
-from function.store import ModelStore
+from function.core import rollout
+from function.core.signing import Trust
+from function.core.store import ModelStore
+from function.service.oip import INPUT
 from tests.conftest import KEY, wait_until
 from tests.inprocess import InProcess, in_process
 from tests.zoo import PATHS, ZOO, Entry, Made, Refused, make, support_table

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from function.batching import MicroBatcher
-from function.deadline import TICK_SECONDS, DeadlineExceeded, Deadlines
+from function.service.batching import MicroBatcher
+from function.service.deadline import TICK_SECONDS, DeadlineExceeded, Deadlines
 
 RNG = random.Random(20261130)  # this file's own: the global one belongs to hypothesis's tests
 

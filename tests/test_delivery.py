@@ -295,14 +295,16 @@ def test_dockerfile_command_is_what_the_service_tests_run() -> None:
 
     assert container.command() == SERVE_COMMAND
     assert container.command()[:2] == ["sh", "-c"]
-    assert container.command()[2].startswith("exec python -m function.server ")
+    assert container.command()[2].startswith("exec python -m function.service.server ")
 
 
 @pytest.mark.slow
 def test_a_typo_in_the_dockerfile_command_fails_here(tmp_path: Path) -> None:
     broken = tmp_path / "Dockerfile"
     broken.write_text(
-        container.DOCKERFILE.read_text().replace("-m function.server ", "-m function.sever ")
+        container.DOCKERFILE.read_text().replace(
+            "-m function.service.server ", "-m function.sever "
+        )
     )
 
     with (

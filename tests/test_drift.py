@@ -1,7 +1,8 @@
 """Drift: the baseline a version carries, the rows the service counts into it, and the PSI the
 rules compute from them.
 
-Each expectation is computed here, independently of function/drift.py: bins with pandas and numpy
+Each expectation is computed here, independently of function/core/drift.py: bins with pandas and
+numpy
 from the data, PSI with numpy. The service runs in process on a folder store (tests/inprocess.py)
 except in the end-to-end test, where the function, Prometheus and Alertmanager are the real
 processes of the local mirror.
@@ -27,9 +28,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from function.drift import BASELINE_FILE, MAX_CATEGORIES, Watch, number_labels
-from function.schema import from_metadata
-from function.workers import merge
+from function.core.drift import BASELINE_FILE, MAX_CATEGORIES, Watch, number_labels
+from function.core.schema import from_metadata
+from function.service.workers import merge
 from local.mirror import ALERT_RULES, LOCAL, shortened_drift_rules
 from tests.artifacts import without_baseline
 from tests.conftest import KEY, require_binary, wait_until
@@ -333,8 +334,8 @@ def test_drift_features_none_still_counts_the_predictions(artifact: Path, tmp_pa
 def test_a_malformed_baseline_is_refused_naming_what_is_wrong(
     iris_artifact: Path, change: Any, reason: str
 ) -> None:
-    from function.drift import parse_baseline
-    from function.errors import IntegrityError
+    from function.core.drift import parse_baseline
+    from function.core.errors import IntegrityError
 
     baseline = json.loads((iris_artifact / BASELINE_FILE).read_bytes())
     parse_baseline(json.dumps(baseline).encode(), "v1")  # as written: accepted
@@ -412,8 +413,8 @@ def test_worker_pages_add_counts_and_keep_the_training_shares(service: InProcess
 
 @pytest.mark.parametrize("value", [",", " , "])
 def test_drift_features_without_a_name_is_refused(value: str) -> None:
-    from function.config import load_config
-    from function.errors import ConfigError
+    from function.core.config import load_config
+    from function.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="DRIFT_FEATURES=.* is invalid"):
         load_config({"MODEL_URI": "file:///m", "API_KEYS": KEY, "DRIFT_FEATURES": value})

@@ -1,4 +1,4 @@
-"""Why this answer: `POST /explain` (function/explain.py) against shap itself, in process.
+"""Why this answer: `POST /explain` (function/service/explain.py) against shap itself, in process.
 
 The service runs in process (tests/inprocess.py) on a folder store with real artifacts: the churn
 notebook pipeline (one-hot, imputer, HistGradientBoosting; packaged), and Iris trained as a
@@ -20,8 +20,10 @@ import joblib
 import numpy as np
 import pytest
 
-from function.errors import TooManyRequests
-from function.explain import (
+from function.core.errors import TooManyRequests
+from function.core.model import canonical_estimator
+from function.core.store import ModelStore
+from function.service.explain import (
     BACKGROUND_FILE,
     EXPLAIN_COST,
     METHODS,
@@ -29,9 +31,7 @@ from function.explain import (
     Untraceable,
     column_sources,
 )
-from function.model import canonical_estimator
-from function.ratelimit import TokenBuckets
-from function.store import ModelStore
+from function.service.ratelimit import TokenBuckets
 from tests.artifacts import publish_object
 from tests.conftest import KEY
 from tests.inprocess import InProcess, in_process
@@ -186,7 +186,7 @@ def test_a_linear_model_served_by_onnx_equals_shap_on_the_stored_background(
 ) -> None:
     import shap
 
-    from function.explain import parse_background
+    from function.service.explain import parse_background
 
     with serving(store, "iris", MODEL_VERSION="lr") as service:
         model = service.service.require_model()
@@ -332,7 +332,7 @@ def test_trees_that_shap_reads_otherwise_than_scikit_learn_are_refused() -> None
     import shap
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from function.explain import TREES, Explainer, check_trees
+    from function.service.explain import TREES, Explainer, check_trees
 
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.integers(0, 6, 400), rng.normal(size=400)]).astype(float)
@@ -355,7 +355,7 @@ def test_shap_is_imported_only_when_a_model_is_explained(store: ModelStore) -> N
     uri = store.uri.rsplit("/", 1)[0] + "/iris"
     script = f"""
 import sys
-import function.main
+import function.service.main
 from tests.inprocess import in_process
 loaded = lambda: sorted(m for m in ("shap", "numba", "llvmlite") if m in sys.modules)
 with in_process({{"MODEL_URI": {uri!r}, "API_KEYS": {KEY!r}, "MODEL_VERSION": "lr"}}) as s:
@@ -366,7 +366,7 @@ with in_process({{"MODEL_URI": {uri!r}, "API_KEYS": {KEY!r}, "MODEL_VERSION": "l
     assert s.client.post("/explain", json=body, headers=headers).status_code == 200
     print("loaded:", loaded())
 """
-    env = {**os.environ, "MODEL_URI": uri, "API_KEYS": KEY}  # function.main reads them
+    env = {**os.environ, "MODEL_URI": uri, "API_KEYS": KEY}  # function.service.main reads them
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=Path(__file__).parent.parent, env=env, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -28,7 +28,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from function.store import ModelStore
+from function.core.store import ModelStore
 from tests.conftest import KEY, ROOT, free_port, wait_until
 from tests.image import MLFLOW_IMAGE, Image, end, open_image, server_pid
 from tests.inprocess import in_process

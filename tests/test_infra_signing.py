@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from function.signing import ALGORITHM, load_public_keys
+from function.core.signing import ALGORITHM, load_public_keys
 from tests.support.infra import (
     BATCH,
     PUBLIC_KEY_PEM,

@@ -1,4 +1,4 @@
-"""function/loader.py on its own: cold start with retries, readiness reason, following
+"""function/service/loader.py on its own: cold start with retries, readiness reason, following
 current.json, refusing a bad candidate once, stopping. A real folder store and real artifacts;
 the telemetry is the service's own, read back from its page."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from function.store import ModelStore
+from function.core.store import ModelStore
 from tests.conftest import wait_until
 from tests.support.loader import errors_counted, loader_for
 
@@ -89,7 +89,7 @@ def test_an_instance_is_ready_only_once_it_has_joined_the_rollout(
 ) -> None:
     """A canary's clients must meet their version on a new instance too: the candidate is loaded
     before the instance says it is ready, however slowly the store answers."""
-    from function import rollout
+    from function.core import rollout
 
     store.promote(store.publish(iris_artifact, "v1"))
     store.publish(forest_artifact, "v2")

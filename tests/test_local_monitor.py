@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import requests
 
-from function import rollout
-from function.store import ModelStore, model_root
+from function.core import rollout
+from function.core.store import ModelStore, model_root
 from local.alert_sink import AlertSink
 from tests.artifacts import renamed
 from tests.conftest import (

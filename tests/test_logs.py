@@ -1,4 +1,4 @@
-"""function/logs.py: where the JSON log lines go."""
+"""function/core/logs.py: where the JSON log lines go."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from function.logs import setup_logging
+from function.core.logs import setup_logging
 
 
 def test_lines_go_to_stdout_as_it_is_when_they_are_written(

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from function.config import load_config
-from function.errors import ConfigError
-from function.store import ModelStore
+from function.core.config import load_config
+from function.core.errors import ConfigError
+from function.core.store import ModelStore
 from tests.conftest import KEY, free_port, run_service, wait_until
 
 ROW = [5.1, 3.5, 1.4, 0.2]

@@ -17,8 +17,8 @@ import pytest
 import requests
 import yaml
 
-from function import rollout
-from function.store import ModelStore
+from function.core import rollout
+from function.core.store import ModelStore
 from local.alert_sink import AlertSink
 from local.mirror import (
     ALERT_RULES,
@@ -287,9 +287,9 @@ def test_a_dead_function_fires_an_alert_that_reaches_the_webhook(
 
 
 def test_the_compose_environment_derives_the_store_the_one_way() -> None:
-    """MODEL_STORE and MODEL_URI in .env come from MODEL_BUCKET through function/store.py; the
+    """MODEL_STORE and MODEL_URI in .env come from MODEL_BUCKET through function/core/store.py; the
     example file (what `make lint` validates Compose with) holds the same values."""
-    from function.store import bucket_store, model_root
+    from function.core.store import bucket_store, model_root
     from local.compose_env import environment, values
 
     example = (LOCAL / ".env.example").read_text()

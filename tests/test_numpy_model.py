@@ -1,5 +1,5 @@
 """The numpy fast path: a pipeline compiled at packaging, verified identical to scikit-learn,
-served without it (function/numpy_model.py, training/numpy_export.py)."""
+served without it (function/core/numpy_model.py, training/numpy_export.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
 import training
-from function.model import load_model
-from function.numpy_model import BitVectors, numpy_model
-from function.predict import answer, infer, parse_instances
-from function.store import ModelStore
-from function.threads import native_threads_limited
+from function.core.model import load_model
+from function.core.numpy_model import BitVectors, numpy_model
+from function.core.predict import answer, infer, parse_instances
+from function.core.store import ModelStore
+from function.core.threads import native_threads_limited
 from training.churn import churn
 from training.numpy_export import compile_pipeline, verify
 
@@ -60,7 +60,7 @@ def mixed_pipeline(frame: Any, final: Any = None, scaler: Any = None) -> Any:
 
 @pytest.fixture(scope="module", autouse=True)
 def one_native_thread() -> Iterator[None]:
-    """Fit as training does (function/threads.py): an OpenMP team on busy cores is slow. (The
+    """Fit as training does (function/core/threads.py): an OpenMP team on busy cores is slow. (The
     OpenMP runtime is loaded by the import above, so the limit reaches it.)"""
     with native_threads_limited():
         yield

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from sklearn.tree._tree import TREE_UNDEFINED
 
-from function.errors import IntegrityError
-from function.model import load_model
-from function.onnx_model import onnx_model
-from function.store import ModelStore
+from function.core.errors import IntegrityError
+from function.core.model import load_model
+from function.core.onnx_model import onnx_model
+from function.core.store import ModelStore
 from tests.conftest import PYTHON, ROOT
 from training import onnx_export
 from training.__main__ import main as training
@@ -146,7 +146,8 @@ def test_the_onnx_runtime_never_imports_sklearn(
     store = ModelStore((tmp_path / "iris").as_uri())
     store.promote(store.publish(iris_artifact, "v1"))
     script = (
-        "import sys; from function.store import ModelStore; from function.model import load_model;"
+        "import sys; from function.core.store import ModelStore; "
+        "from function.core.model import load_model;"
         f"m = load_model(ModelStore({store.uri!r}), 'current', None, True, {runtime!r});"
         "print(m.runtime, 'sklearn' in sys.modules)"
     )

@@ -532,7 +532,7 @@ def test_schemathesis_finds_no_server_error_on_a_mixed_type_model(
 ) -> None:
     """The fuzzer against the served churn model's own document: categories, integers,
     booleans and nulls, positional and named, native and v2 (0 x 5xx, schema-true answers)."""
-    from function.store import ModelStore
+    from function.core.store import ModelStore
     from tests.conftest import run_service, schemathesis
 
     store = ModelStore((tmp_path / "churn").as_uri())

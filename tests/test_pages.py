@@ -1,4 +1,5 @@
-"""The pages (function/pages.py) as HTTP sees them: what is served, under which CSP, and what
+"""The pages (function/service/pages.py) as HTTP sees them: what is served, under which CSP, and
+what
 needs a key; and the report files and promotion history the model card reads. The pages' own
 behaviour in a browser is tests/test_browser.py's."""
 
@@ -13,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from function.app import SECURITY_HEADERS
-from function.config import load_config
-from function.pages import PAGE_CSP, PAGES
-from function.store import ModelStore
-from tests.conftest import KEY
+from function.core.config import load_config
+from function.core.store import ModelStore
+from function.service.app import SECURITY_HEADERS
+from function.service.pages import PAGE_CSP, PAGES
+from tests.conftest import KEY, ROOT
 from tests.inprocess import InProcess, in_process
 from training.__main__ import main
 
@@ -231,7 +232,7 @@ def test_swagger_ui_is_the_pinned_bundle(service: InProcess) -> None:
         for line in (Path(__file__).parent.parent / "function/requirements.txt").read_text().split()
         if line.startswith("flask-swagger-ui==")
     )
-    from function.pages import asset_files
+    from function.service.pages import asset_files
 
     dist = asset_files()["swagger-ui-bundle.js"].parent
     assert (dist / "VERSION").read_text().strip() == f"v{pinned}"
@@ -246,9 +247,9 @@ def test_swagger_ui_is_the_pinned_bundle(service: InProcess) -> None:
 def test_the_image_ships_the_pages() -> None:
     """The image's context is function/ less .dockerignore: every page and asset of ours is in
     it (Swagger UI's come from function/requirements.txt, checked above)."""
-    from function.pages import UI_DIR, asset_files
+    from function.service.pages import UI_DIR, asset_files
 
-    context = UI_DIR.parent
+    context = ROOT / "function"
     ignored = [
         line for line in (context / ".dockerignore").read_text().splitlines()
         if line and not line.startswith("#")

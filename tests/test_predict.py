@@ -13,11 +13,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from function.body import _parse_exactly, parse_json
-from function.errors import BadRequest, InvalidInput
-from function.model import LoadedModel
-from function.predict import Instances, answer, infer, parse_instances
-from function.schema import Schema
+from function.core.errors import BadRequest, InvalidInput
+from function.core.model import LoadedModel
+from function.core.predict import Instances, answer, infer, parse_instances
+from function.core.schema import Schema
+from function.service.body import _parse_exactly, parse_json
 
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROW = [5.1, 3.5, 1.4, 0.2]

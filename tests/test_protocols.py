@@ -232,9 +232,9 @@ def test_the_specialised_document_states_the_tensor_the_server_takes() -> None:
     document allowing shape [0, 0] and "outputs": [], which the server refuses)."""
     from jsonschema import Draft202012Validator
 
-    from function.model import LoadedModel
-    from function.openapi import document
-    from function.schema import Schema
+    from function.core.model import LoadedModel
+    from function.core.schema import Schema
+    from function.service.openapi import document
 
     names = ["a", "b", "c", "d"]
     model = LoadedModel(None, {"feature_names": names}, 0.0, schema=Schema.of_numbers(names))

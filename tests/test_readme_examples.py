@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from function.store import ModelStore
+from function.core.store import ModelStore
 from tests.conftest import ROOT, run_service
 from training.__main__ import main as training
 

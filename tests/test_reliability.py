@@ -21,8 +21,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from function.artifact import encode_metadata
-from function.store import ModelStore
+from function.core.artifact import encode_metadata
+from function.core.store import ModelStore
 from tests.artifacts import publish_object
 from tests.conftest import (
     KEY,
@@ -430,7 +430,7 @@ def test_a_lone_surrogate_is_a_counted_4xx_in_its_protocol(
 
 
 def test_wrong_keys_are_throttled_per_address_and_a_valid_key_never_is(folder_app: Any) -> None:
-    from function.ratelimit import FAILED_KEYS_BURST
+    from function.service.ratelimit import FAILED_KEYS_BURST
 
     now = [1000.0]
     with folder_app(RATE_LIMIT_PER_SECOND="100", RATE_LIMIT_BURST="100", WORKERS="1") as app:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from function.store import ModelStore
+from function.core.store import ModelStore
 from training.__main__ import main
 from training.churn import churn
 

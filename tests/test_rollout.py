@@ -21,10 +21,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from function import rollout
-from function.rollout import Rollout
-from function.shadow import QUEUE_REQUESTS, SHADOW_BATCH, compare
-from function.store import ModelStore
+from function.core import rollout
+from function.core.rollout import Rollout
+from function.core.store import ModelStore
+from function.service.shadow import QUEUE_REQUESTS, SHADOW_BATCH, compare
 from local.mirror import Mirror
 from tests.artifacts import publish_object
 from tests.conftest import (
@@ -528,7 +528,7 @@ def canary_of(store: ModelStore) -> Rollout:
 
 
 def key_identity(key: str) -> str:
-    from function.auth import KeyRing
+    from function.service.auth import KeyRing
 
     return KeyRing([key]).check(key)
 

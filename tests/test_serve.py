@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from function.store import ModelStore, model_root
+from function.core.store import ModelStore, model_root
 from local import container
 from local.mirror import stop
 from tests.conftest import ROOT, descendants, free_port, wait_until
@@ -132,8 +132,8 @@ def test_serving_and_training_need_none_of_the_development_packages(tmp_path: Pa
     modules = sorted({IMPORT_NAMES.get(n, n.replace("-", "_")) for n in development})
     script = (
         f"import sys; sys.modules.update(dict.fromkeys({modules!r}));"
-        "from local.serve import ensure_model; from function.model import load_model;"
-        "from function.store import ModelStore;"
+        "from local.serve import ensure_model; from function.core.model import load_model;"
+        "from function.core.store import ModelStore;"
         f"uri = ensure_model({(tmp_path / 'store').as_uri()!r});"
         "print(load_model(ModelStore(uri), 'current', None, True, 'auto').version)"
     )

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import requests
 
-from function.app import build
-from function.artifact import MODEL_FILE
-from function.errors import ConfigError
-from function.model import load_model
-from function.store import ModelStore
+from function.core.artifact import MODEL_FILE
+from function.core.errors import ConfigError
+from function.core.model import load_model
+from function.core.store import ModelStore
+from function.service.app import build
 from tests.conftest import (
     KEY,
     OTHER_KEY,
@@ -157,7 +157,7 @@ def test_probes_need_no_key(service: Running) -> None:
 def test_openapi_document_is_valid_and_lists_every_route(service: Running) -> None:
     from openapi_spec_validator import validate
 
-    from function.app import ROUTES
+    from function.service.app import ROUTES
 
     document = service.get("/openapi.json").json()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from function.store import ModelStore
+from function.core.store import ModelStore
 from tests.conftest import KEY, Running, run_service, train_artifact, wait_until
 from tests.support.shutdown import GRACE_SECONDS, HeldRequest, Load, deaths, exit_within_grace
 

@@ -1,4 +1,4 @@
-"""Signed versions (function/signing.py, training/signers.py): a bucket writer who is not the
+"""Signed versions (function/core/signing.py, training/signers.py): a bucket writer who is not the
 publisher cannot have a model loaded, even after fixing its digests; unsigned versions load only
 with ALLOW_UNSIGNED_MODELS. Real folder stores, a real artifact, real keys; Cloud KMS, which
 cannot be reached here, is a small gRPC server the real google-cloud-kms client talks to."""
@@ -15,14 +15,14 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from function.artifact import METADATA_FILE, encode_metadata, sha256_hex
 from function.batch.__main__ import parse_job
 from function.batch.task import run_task
-from function.config import load_config, load_trust
-from function.errors import ConfigError, IntegrityError
-from function.model import load_model
-from function.signing import SIGNATURE_FILE, Trust
-from function.store import ModelStore
+from function.core.artifact import METADATA_FILE, encode_metadata, sha256_hex
+from function.core.config import load_config, load_trust
+from function.core.errors import ConfigError, IntegrityError
+from function.core.model import load_model
+from function.core.signing import SIGNATURE_FILE, Trust
+from function.core.store import ModelStore
 from tests.conftest import grpc_stand_in, wait_until
 from tests.support.loader import KEY, errors_counted, loader_for
 from training.errors import TrainingError

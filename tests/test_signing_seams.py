@@ -15,12 +15,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from function.artifact import METADATA_FILE
 from function.batch.__main__ import main as batch
-from function.errors import IntegrityError
-from function.model import load_model
-from function.signing import ALGORITHM, SIGNATURE_FILE, Trust, load_public_keys
-from function.store import CURRENT_FILE, DOCUMENT_LIMITS, ModelStore
+from function.core.artifact import METADATA_FILE
+from function.core.errors import IntegrityError
+from function.core.model import load_model
+from function.core.signing import ALGORITHM, SIGNATURE_FILE, Trust, load_public_keys
+from function.core.store import CURRENT_FILE, DOCUMENT_LIMITS, ModelStore
 from local.serve import warn_unverified
 from tests.conftest import KEY, grpc_stand_in
 from tests.inprocess import in_process

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from function.store import ModelStore
+from function.core.store import ModelStore
 from tests.conftest import ROOT, run_service, train_artifact
 from tests.support.diabetes import diabetes_csv
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from function.artifact import METADATA_FILE, MODEL_FILE
-from function.errors import ConfigError, Conflict, IntegrityError, NotFound, StoreUnavailable
-from function.store import ModelStore, open_backend
+from function.core.artifact import METADATA_FILE, MODEL_FILE
+from function.core.errors import ConfigError, Conflict, IntegrityError, NotFound, StoreUnavailable
+from function.core.store import ModelStore, open_backend
 
 
 @pytest.fixture(params=["file", pytest.param("gcs", marks=pytest.mark.slow)])

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from function import rollout
-from function.errors import Conflict
-from function.store import ModelStore
+from function.core import rollout
+from function.core.errors import Conflict
+from function.core.store import ModelStore
 
 
 @pytest.fixture(params=["file", pytest.param("gcs", marks=pytest.mark.slow)])

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from function.telemetry import Telemetry
+from function.service.telemetry import Telemetry
 
 
 class State:
@@ -120,7 +120,7 @@ def test_model_info_and_readiness_follow_the_service_state(
 
 
 def test_error_kinds_are_snake_case() -> None:
-    from function.errors import InvalidInput, ModelrunError, PayloadTooLarge, Unauthorized
+    from function.core.errors import InvalidInput, ModelrunError, PayloadTooLarge, Unauthorized
 
     assert InvalidInput("x").kind == "invalid_input"
     assert PayloadTooLarge("x").kind == "payload_too_large"
@@ -129,11 +129,11 @@ def test_error_kinds_are_snake_case() -> None:
 
 
 def test_model_calls_count_by_version_and_time_only_the_timed_ones() -> None:
-    """function/model_calls.py: the families a scrape reads, against counts made here."""
+    """function/service/model_calls.py: the families a scrape reads, against counts made here."""
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from function.model_calls import BUCKETS, ModelCalls
+    from function.service.model_calls import BUCKETS, ModelCalls
 
     calls = ModelCalls()
     registry = CollectorRegistry()

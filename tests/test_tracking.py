@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 import requests
 
-from function.store import ModelStore
+from function.core.store import ModelStore
 from local import tracking as tracking_server
 from tests.conftest import (
     KEY,

@@ -11,7 +11,7 @@ import joblib
 import numpy as np
 import pytest
 
-from function.config import usable_cpus
+from function.core.config import usable_cpus
 from tests.conftest import PYTHON, ROOT, free_port, run_training
 from training.__main__ import main
 from training.errors import EXIT_GATE
@@ -492,7 +492,7 @@ def test_publishing_a_model_already_in_the_store_names_its_version(
 def test_versions_published_in_the_same_second_list_in_publication_order(
     tmp_path: Path, iris_artifact: Path
 ) -> None:
-    from function.store import ModelStore
+    from function.core.store import ModelStore
 
     store = ModelStore((tmp_path / "iris").as_uri())
     for version in ("zz-first", "aa-second", "mm-third"):  # ids sort the other way round

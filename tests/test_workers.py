@@ -11,13 +11,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from function.config import load_config, usable_cpus
-from function.errors import ConfigError, TooManyRequests
-from function.ratelimit import TokenBuckets
-from function.store import ModelStore
-from function.telemetry import prometheus_telemetry
-from function.threads import NATIVE_THREADS, native_threads
-from function.workers import Workers, merge
+from function.core.config import load_config, usable_cpus
+from function.core.errors import ConfigError, TooManyRequests
+from function.core.store import ModelStore
+from function.core.threads import NATIVE_THREADS, native_threads
+from function.service.ratelimit import TokenBuckets
+from function.service.telemetry import prometheus_telemetry
+from function.service.workers import Workers, merge
 from local import container
 from tests.conftest import run_service, wait_until
 

@@ -491,7 +491,7 @@ def make(item: Entry, tmp: Path) -> Made:
     out = tmp / item.name
     if item.made_by == "package":
         X_fit, X_hold, y_fit, y_hold = _split(item, frame, target)
-        from function.threads import native_threads_limited
+        from function.core.threads import native_threads_limited
         from training.packager import package
 
         estimator = item.fit()  # type: ignore[misc]

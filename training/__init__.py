@@ -11,7 +11,7 @@ from typing import Any
 
 def package(estimator: Any, X: Any, y: Any, out: Any, name: str = "model", **options: Any) -> Any:
     """Package a fitted scikit-learn estimator or pipeline; see training.packager.package."""
-    from function.threads import native_threads_limited
+    from function.core.threads import native_threads_limited
     from training.packager import package as run  # pandas and scikit-learn load on use only
 
     with native_threads_limited():  # as `python -m training` sizes them, for this call only

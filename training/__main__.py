@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from function.errors import ModelrunError
-from function.store import ModelStore, check_version_id, model_root, store_models
-from function.threads import limit_native_threads
+from function.core.errors import ModelrunError
+from function.core.store import ModelStore, check_version_id, model_root, store_models
+from function.core.threads import limit_native_threads
 from training.errors import (
     EXIT_INTERRUPTED,
     EXIT_PIPE_CLOSED,
@@ -72,7 +72,7 @@ def _reader_gone() -> int:
 
 
 def _train(args: argparse.Namespace) -> None:
-    limit_native_threads()  # before scikit-learn loads its OpenMP runtime: function/threads.py
+    limit_native_threads()  # before scikit-learn loads its OpenMP runtime: function/core/threads.py
     from training.data import load_csv, load_iris
     from training.tracking import write_tracked
     from training.train import Options, parse_gate, train
@@ -196,7 +196,7 @@ def _say_runtime(metadata: dict[str, Any]) -> None:
 
 
 def _publish(args: argparse.Namespace) -> None:
-    from function.store import read_artifact_dir
+    from function.core.store import read_artifact_dir
 
     metadata, _ = read_artifact_dir(Path(args.dir))
     store = _store(args, metadata["name"], verified=True)
@@ -245,7 +245,7 @@ def _rollback(args: argparse.Namespace) -> None:
 
 
 def _list(args: argparse.Namespace) -> None:
-    from function import rollout
+    from function.core import rollout
 
     if args.name is None:
         _list_models(args)
@@ -341,7 +341,7 @@ PASSED_ON = {"serve": _serve, "batch": _batch}
 
 
 def _rollout_start(args: argparse.Namespace) -> None:
-    from function import rollout
+    from function.core import rollout
 
     store = _store(args, args.name, verified=True)
     mode, percent = ("canary", args.canary) if args.canary is not None else ("shadow", args.shadow)
@@ -353,7 +353,7 @@ def _rollout_start(args: argparse.Namespace) -> None:
 
 
 def _rollout_status(args: argparse.Namespace) -> int:
-    from function import rollout
+    from function.core import rollout
 
     store = _store(args, args.name)
     state, _ = rollout.read_state(store)
@@ -412,7 +412,7 @@ def _judge(args: argparse.Namespace, active: Any, current: str) -> tuple[Any, li
 
 
 def _rollout_promote(args: argparse.Namespace) -> int:
-    from function import rollout
+    from function.core import rollout
 
     store = _store(args, args.name, verified=True)
     if args.auto:
@@ -425,7 +425,7 @@ def _rollout_promote(args: argparse.Namespace) -> int:
 def _promote_on_metrics(args: argparse.Namespace, store: ModelStore) -> int:
     """Promote when every criterion passes, abort when one fails clearly, else wait (up to
     --wait seconds, asking again every --every seconds)."""
-    from function import rollout
+    from function.core import rollout
 
     if not args.prometheus:
         raise TrainingError("--auto decides on metrics: give --prometheus URL (or PROMETHEUS_URL)")
@@ -453,7 +453,7 @@ def _promote_on_metrics(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def _rollout_abort(args: argparse.Namespace) -> None:
-    from function import rollout
+    from function.core import rollout
 
     ended = rollout.abort(_store(args, args.name))
     print(f"aborted the rollout of {ended.version}: {ended.current} stays current")
@@ -740,7 +740,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _percent(text: str) -> float:
-    from function.rollout import parse_percent
+    from function.core.rollout import parse_percent
 
     try:
         return parse_percent(text)

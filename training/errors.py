@@ -1,7 +1,7 @@
 """What a training command can fail with, and the exit code each gives.
 
 Training is a command line, not the HTTP server: its errors carry an exit code, not a status.
-The store's own errors (function.errors, shared with the service) also end a command with
+The store's own errors (function.core.errors, shared with the service) also end a command with
 EXIT_ERROR and their message.
 """
 

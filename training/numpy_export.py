@@ -1,4 +1,4 @@
-"""Compile a fitted pipeline for the numpy runtime (function/numpy_model.py) and verify it
+"""Compile a fitted pipeline for the numpy runtime (function/core/numpy_model.py) and verify it
 before it may be served.
 
 A pipeline compiles when its steps are column steps this module knows (a ColumnTransformer of
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from function.numpy_model import FORMAT, numpy_model
-from function.schema import MAX_ABS_VALUE, from_metadata
+from function.core.numpy_model import FORMAT, numpy_model
+from function.core.schema import MAX_ABS_VALUE, from_metadata
 
 GENERATED_ROWS = 3000
 CHUNK = 97

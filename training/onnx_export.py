@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from function.artifact import ARGMAX_CLASSIFIERS
+from function.core.artifact import ARGMAX_CLASSIFIERS
 
 # Linear models agree to rounding; trees' leaf values are summed in float32 by onnxruntime.
 PROBABILITY_TOLERANCE = {"linear": 1e-9, "tree": 1e-5}

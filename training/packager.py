@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from function.artifact import TRUSTED_LIBRARIES, TRUSTED_PREFIXES
-from function.store import check_version_id, utc_now
+from function.core.artifact import TRUSTED_LIBRARIES, TRUSTED_PREFIXES
+from function.core.store import check_version_id, utc_now
 from training.data import Dataset
 from training.errors import TrainingError
 from training.progress import step

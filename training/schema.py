@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from function.schema import Feature, Schema
+from function.core.schema import Feature, Schema
 from training.errors import TrainingError
 
 UNSEEN = "\x00modelrun-probe-unseen"  # a category value no training data holds
@@ -181,7 +181,7 @@ def _example(frame: Any, features: tuple[Feature, ...]) -> dict[str, Any]:
 
 def _as_input(schema: Schema, row: list[Any]) -> Any:
     """One row built as the service builds a request's rows for this schema."""
-    from function.predict import rows_to_input
+    from function.core.predict import rows_to_input
 
     return rows_to_input([row], "probe", schema)
 

@@ -1,4 +1,5 @@
-"""The publisher's signing keys (function/signing.py says what is signed, and how it is checked).
+"""The publisher's signing keys (function/core/signing.py says what is signed, and how it is
+checked).
 
 `--signing-key` (or MODELRUN_SIGNING_KEY) names one:
 - a Cloud KMS key version, projects/P/locations/L/keyRings/R/cryptoKeys/K/cryptoKeyVersions/N:
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from function.signing import Trust, key_id
+from function.core.signing import Trust, key_id
 from training.errors import TrainingError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +141,7 @@ def trusted_public_key(environ: Mapping[str, str], spec: str | None) -> str:
 def verifying_trust(environ: Mapping[str, str], spec: str | None) -> Trust:
     """What the CLI verifies a version with before it points anything at it: the service's rule
     (MODEL_PUBLIC_KEY, ALLOW_UNSIGNED_MODELS), with trusted_public_key's key."""
-    from function.config import load_trust
+    from function.core.config import load_trust
 
     return load_trust({**environ, "MODEL_PUBLIC_KEY": trusted_public_key(environ, spec)})
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from function.artifact import METADATA_FILE
-from function.store import default_version
+from function.core.artifact import METADATA_FILE
+from function.core.store import default_version
 from training.errors import GateFailed, TrainingError, reason
 from training.train import flat_metrics
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from function.artifact import (
+from function.core.artifact import (
     METADATA_FILE,
     MODEL_FILES,
     NUMPY_FILE,
@@ -27,11 +27,16 @@ from function.artifact import (
     label_type,
     sha256_hex,
 )
-from function.drift import BASELINE_FILE, build_baseline
-from function.explain import BACKGROUND_FILE, BACKGROUND_ROWS, background_file, parse_background
-from function.predict import rows_to_input
-from function.schema import from_metadata
-from function.store import utc_now
+from function.core.drift import BASELINE_FILE, build_baseline
+from function.core.predict import rows_to_input
+from function.core.schema import from_metadata
+from function.core.store import utc_now
+from function.service.explain import (
+    BACKGROUND_FILE,
+    BACKGROUND_ROWS,
+    background_file,
+    parse_background,
+)
 from training.data import Dataset
 from training.errors import GateFailed, TrainingError
 from training.estimators import REGRESSORS, build_pipeline, spec
@@ -271,7 +276,7 @@ def extra_files(
 
 
 def _baseline(pipeline: Any, metadata: dict[str, Any], X_fit: Any, X_eval: Any) -> bytes:
-    """The drift baseline (function/drift.py) of the rows fitted on and of the predictions on
+    """The drift baseline (function/core/drift.py) of the rows fitted on and of the predictions on
     the evaluation rows; its summary goes into metadata ("baseline")."""
     import pandas as pd
 
@@ -291,7 +296,8 @@ def _baseline(pipeline: Any, metadata: dict[str, Any], X_fit: Any, X_eval: Any) 
 
 
 def _background(metadata: dict[str, Any], X_fit: Any, seed: int) -> bytes:
-    """The explanations' background (function/explain.py): a seeded sample of the rows fitted on;
+    """The explanations' background (function/service/explain.py): a seeded sample of the rows
+    fitted on;
     its summary goes into metadata ("background")."""
     import pandas as pd
 
@@ -332,7 +338,7 @@ def _export_onnx(
 def _compile_numpy(
     pipeline: Any, X_fit: Any, X_eval: Any, metadata: dict[str, Any], seed: int
 ) -> tuple[bytes | None, dict[str, Any]]:
-    """The verified numpy compilation (function/numpy_model.py), skipped where the ONNX export
+    """The verified numpy compilation (function/core/numpy_model.py), skipped where the ONNX export
     serves the model already."""
     if metadata["onnx"]["verified"]:
         reason = "not compiled because the verified ONNX export serves it"

@@ -1,7 +1,8 @@
 """Whether a rollout's candidate may go on: its figures beside the current version's, read from
 Prometheus, and the criteria they must meet.
 
-The figures come from the series every instance exports by version (function/telemetry.py), over
+The figures come from the series every instance exports by version (function/service/telemetry.py),
+over
 the rollout so far (`--window` shortens it, never reaching before the rollout's start):
 - requests: model calls, `modelrun_model_calls_total` (role "answer", or "shadow");
 - error ratio: those whose outcome is "error";
@@ -47,7 +48,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from function.rollout import Rollout
+from function.core.rollout import Rollout
 from training.errors import TrainingError, reason
 
 MANAGED_PROMETHEUS_HOST = "monitoring.googleapis.com"

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from function.batch.task import Job, TooManyErrors, run_task
-from function.config import (
+from function.core.config import (
     LOG_LEVELS,
     RUNTIMES,
     load_trust,
@@ -22,8 +22,8 @@ from function.config import (
     parse_version,
     refuse_onnx_pin,
 )
-from function.errors import ModelrunError
-from function.logs import setup_logging
+from function.core.errors import ModelrunError
+from function.core.logs import setup_logging
 
 log = logging.getLogger("modelrun.batch")
 

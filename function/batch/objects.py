@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlparse
 
-from function.errors import ConfigError, Conflict, NotFound
-from function.store import client_bucket, gcs_errors
+from function.core.errors import ConfigError, Conflict, NotFound
+from function.core.store import client_bucket, gcs_errors
 
 READ_CHUNK = 8 << 20  # bytes per ranged GCS read, and per upload request
 TMP = "_tmp/"

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from function.errors import InvalidInput
-from function.predict import Prediction
+from function.core.errors import InvalidInput
+from function.core.predict import Prediction
 
 # A text cell a spreadsheet would run as a formula (OWASP, "CSV Injection"): written after a
 # single quote, which the spreadsheet shows as text. A number ("-5", "+1.5e3") stays a number.

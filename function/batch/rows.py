@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from function.errors import InvalidInput
-from function.model import LoadedModel
-from function.predict import Instances, Prediction, check_length, infer, not_a_row
-from function.schema import Feature, Schema
+from function.core.errors import InvalidInput
+from function.core.model import LoadedModel
+from function.core.predict import Instances, Prediction, check_length, infer, not_a_row
+from function.core.schema import Feature, Schema
 
 END = "\x1fend"  # a column after the last: a CSV line with too few fields leaves it empty
 BOOLEANS = {"true": True, "false": False}

@@ -41,10 +41,10 @@ from function.batch.objects import (
 from function.batch.output import error_lines, result_header, result_lines
 from function.batch.rows import CsvFormat, JsonLinesFormat, Scored, score
 from function.batch.shards import LineReader, Range, lines_before, read_header, task_ranges
-from function.errors import Conflict, InvalidInput, ModelrunError
-from function.model import LoadedModel, load_model
-from function.signing import Trust
-from function.store import ModelStore
+from function.core.errors import Conflict, InvalidInput, ModelrunError
+from function.core.model import LoadedModel, load_model
+from function.core.signing import Trust
+from function.core.store import ModelStore
 
 log = logging.getLogger("modelrun.batch")
 

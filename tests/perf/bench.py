@@ -13,7 +13,7 @@ MLServer's pandas-codec parameters). Servers alternate (A B A B) and medians are
 ratios (modelrun / MLServer): the load generator shares this machine's cores, so absolute
 figures mean little.
 
-It also measures what drift counting costs (function/drift.py): modelrun on the Iris model with
+It also measures what drift counting costs (function/core/drift.py): modelrun on the Iris model with
 its baseline against the same model without one, alternated, CPU per one-row request and
 requests/s at c=32 (goals: at most 5 % more CPU, c=32 within 5 %).
 Writes tests/perf/results/latest.json.
@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from function import rollout
-from function.store import ModelStore
+from function.core import rollout
+from function.core.store import ModelStore
 from local import container
 from local.mirror import ROOT, fake_gcs_command, free_port, process, stop, wait_for
 from tests.artifacts import without_baseline
@@ -489,8 +489,8 @@ def counting_cost(artifact: Path) -> dict[str, float]:
     """The drift counting itself, timed in this process on the Iris model's baseline: CPU per
     one-row request (kept, then counted 256 requests at a time as the service does) and per
     10,000-row request. Steadier than the servers' paired figures, whose noise is larger."""
-    from function.drift import BASELINE_FILE, Watch, parse_baseline
-    from function.schema import from_metadata
+    from function.core.drift import BASELINE_FILE, Watch, parse_baseline
+    from function.core.schema import from_metadata
 
     metadata = json.loads((artifact / "metadata.json").read_text())
     baseline = parse_baseline((artifact / BASELINE_FILE).read_bytes(), str(artifact))

@@ -35,7 +35,7 @@ import joblib
 import numpy as np
 import requests
 
-from function.store import ModelStore
+from function.core.store import ModelStore
 from local import container
 from local.mirror import ROOT, free_port
 from tests.perf.bench import package_mixed
@@ -129,10 +129,10 @@ def shap_in_process(artifact: Path, row: Any, count: int) -> list[float]:
 def modelrun_in_process(artifact: Path, row: Any, count: int) -> list[float]:
     """The service's explanation of the row without HTTP: its rows built from the JSON as a
     request's are (predict.parse_instances), then Explainer.explain."""
-    from function.explain import build
-    from function.model import warm_up_row
-    from function.predict import parse_instances
-    from function.schema import from_metadata
+    from function.core.model import warm_up_row
+    from function.core.predict import parse_instances
+    from function.core.schema import from_metadata
+    from function.service.explain import build
 
     pipeline = joblib.load(artifact / "model.joblib")
     metadata = json.loads((artifact / "metadata.json").read_text())
@@ -150,10 +150,10 @@ def modelrun_in_process(artifact: Path, row: Any, count: int) -> list[float]:
 def full_request_ratio(artifact: Path, name: str) -> dict[str, float]:
     """A full request (1,000 rows) explained against the same rows predicted, in process: what
     an explanation costs next to a prediction (EXPLAIN_COST)."""
-    from function.explain import build
-    from function.model import warm_up_row
-    from function.predict import Instances, run_model
-    from function.schema import from_metadata
+    from function.core.model import warm_up_row
+    from function.core.predict import Instances, run_model
+    from function.core.schema import from_metadata
+    from function.service.explain import build
     from training.churn import churn
 
     pipeline = joblib.load(artifact / "model.joblib")

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from function.explain import build
-from function.predict import Instances
+from function.core.predict import Instances
+from function.service.explain import build
 
 
 def best(run: Callable[[], Any], times: int = 5) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from function.store import ModelStore
+from function.core.store import ModelStore
 from local.mirror import free_port
 from tests.image import IMAGE, added_layers, end, open_image
 from training.__main__ import main as training

@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from function.model import load_model
-from function.predict import parse_instances, run_model
-from function.store import ModelStore
-from function.threads import limit_native_threads
+from function.core.model import load_model
+from function.core.predict import parse_instances, run_model
+from function.core.store import ModelStore
+from function.core.threads import limit_native_threads
 from tests.perf.bench import CHURN_ROW, package_mixed
 
 

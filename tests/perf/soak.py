@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from function.store import ModelStore
+from function.core.store import ModelStore
 from local import container
 from local.mirror import ROOT, free_port, process, wait_for
 from training.__main__ import main as training

@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import requests
 
-from function import rollout
-from function.batching import MicroBatcher
-from function.deadline import DeadlineExceeded, Deadlines
-from function.predict import run_model
-from function.store import ModelStore
+from function.core import rollout
+from function.core.predict import run_model
+from function.core.store import ModelStore
+from function.service.batching import MicroBatcher
+from function.service.deadline import DeadlineExceeded, Deadlines
 from local.mirror import ROOT
 from tests.artifacts import publish_object
 from tests.conftest import KEY, OTHER_KEY, run_service, train_artifact

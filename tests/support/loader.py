@@ -1,4 +1,5 @@
-"""function/loader.py's loader on its own thread, with the service's telemetry read back from its
+"""function/service/loader.py's loader on its own thread, with the service's telemetry read back
+from its
 page: the harness of tests/test_loader.py and tests/test_signing.py."""
 
 from __future__ import annotations
@@ -8,10 +9,10 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from function.config import load_config
-from function.loader import ModelLoader
-from function.store import ModelStore
-from function.telemetry import prometheus_telemetry
+from function.core.config import load_config
+from function.core.store import ModelStore
+from function.service.loader import ModelLoader
+from function.service.telemetry import prometheus_telemetry
 
 KEY = "loader-test-key-0123456789"
 

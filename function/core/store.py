@@ -1,0 +1,548 @@
+"""The versioned model store, shared by training/ and function/.
+
+Two ideas, two names, one definition each (below):
+- the *store* is where models are published, the parent of them all: `gs://BUCKET/models` in the
+  cloud (`bucket_store`), a folder offline (`file:///abs/.modelrun/store`); `--store` and `STORE`;
+- a *model root* is one model's folder in it, `STORE/NAME` (`model_root`); what the service
+  serves, `MODEL_URI`, and what a `ModelStore` object holds the versions of.
+
+Layout under a model root (gs://BUCKET/models/NAME or file:///abs/path/NAME):
+
+    versions/<version>/model.joblib     immutable, written first (each file metadata.json lists)
+    versions/<version>/metadata.sig     immutable, the publisher's signature of metadata.json
+    versions/<version>/metadata.json    immutable, written last: marks the version complete
+    current.json                        {"version", "sha256", "promoted_at", "previous", "history"}
+    rollout.json                        a candidate in shadow or canary (function/core/rollout.py)
+
+Two backends offer the same three calls: read(key) -> (bytes, token), write(key, data, if_token)
+and keys(prefix). A token identifies what was read (a GCS generation, or the content's sha256 on
+disk); write with if_token=None creates only if absent, so versions are never overwritten, and
+current.json is replaced only if it still holds what was read, so concurrent promotions cannot
+silently overwrite each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from function.core.artifact import (
+    METADATA_FILE,
+    encode_metadata,
+    model_file,
+    parse_metadata,
+    sha256_hex,
+    verify_digest,
+)
+from function.core.errors import (
+    ConfigError,
+    Conflict,
+    IntegrityError,
+    ModelrunError,
+    NotFound,
+    StoreUnavailable,
+)
+from function.core.signing import SIGNATURE_FILE, Signer, Trust, sign_metadata
+
+CURRENT_FILE = "current.json"
+ROLLOUT_FILE = "rollout.json"  # its state: function/core/rollout.py
+HISTORY_LIMIT = 50
+# The most a small store document may hold; one larger is refused before a byte of it is read
+# (a 50 MB metadata.sig would otherwise be downloaded whole, at every refresh). Far above what
+# publish and promote write: a signature is ~0.3 KiB, current.json ~3 KiB with HISTORY_LIMIT
+# entries, metadata.json ~10 KiB (a model of 1,000 features with their categories ~0.5 MiB).
+DOCUMENT_LIMITS = {
+    SIGNATURE_FILE: 16 * 1024,
+    METADATA_FILE: 4 * 1024 * 1024,
+    CURRENT_FILE: 256 * 1024,
+    ROLLOUT_FILE: 1024 * 1024,
+}
+# \A and \Z, not ^ and $: "$" also matches before a final newline, so "abc\n" would pass.
+VERSION_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+class Backend(Protocol):
+    """Where the bytes live."""
+
+    uri: str
+
+    def read(self, key: str, limit: int | None = None) -> tuple[bytes, str]: ...
+
+    def write(self, key: str, data: bytes, if_token: str | None) -> None: ...
+
+    def keys(self, prefix: str) -> list[str]: ...
+
+
+class FileBackend:
+    """A folder on local disk; atomic renames and a lock file stand in for GCS preconditions."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = root.as_uri()
+
+    def read(self, key: str, limit: int | None = None) -> tuple[bytes, str]:
+        try:
+            with open(self.root / key, "rb") as f:
+                check_size(os.fstat(f.fileno()).st_size, limit, f"{self.uri}/{key}")
+                # At most limit + 1 bytes: a file that grew since fstat is refused all the same.
+                data = f.read() if limit is None else f.read(limit + 1)
+        except FileNotFoundError as e:
+            raise NotFound(f"{self.uri}/{key} does not exist") from e
+        except OSError as e:
+            raise StoreUnavailable(f"cannot read {self.uri}/{key}: {e.strerror}") from e
+        check_size(len(data), limit, f"{self.uri}/{key}")
+        return data, sha256_hex(data)
+
+    def write(self, key: str, data: bytes, if_token: str | None) -> None:
+        path = self.root / key
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with self._locked(), self._staged(path, data) as staged:
+                if if_token is None:
+                    # link() fails if the name exists: create-only, and never a partial file.
+                    os.link(staged, path)
+                else:
+                    _, token = self.read(key)
+                    if token != if_token:
+                        raise Conflict(f"{self.uri}/{key} changed since it was read")
+                    os.replace(staged, path)
+        except FileExistsError as e:
+            raise Conflict(f"{self.uri}/{key} already exists") from e
+        except NotFound as e:
+            raise Conflict(f"{self.uri}/{key} was removed since it was read") from e
+        except OSError as e:
+            raise StoreUnavailable(f"cannot write {self.uri}/{key}: {e.strerror}") from e
+
+    def keys(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        if not base.is_dir():
+            return []
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    @contextlib.contextmanager
+    def _staged(self, path: Path, data: bytes) -> Iterator[str]:
+        # Created as open() creates a file (0666 less the umask), not mkstemp's 0600: a service
+        # running as another user (the image's) reads a store its publisher mounts for it.
+        staged = str(path.parent / f".staged-{uuid.uuid4().hex}")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            yield staged
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+
+
+class GcsBackend:
+    """A prefix in a GCS bucket, through google-cloud-storage (the client is made on first use)."""
+
+    def __init__(self, bucket: str, prefix: str, timeout: float) -> None:
+        # The library now, the client (its connections) on first use: the service makes its
+        # store in gunicorn's master, so the workers it forks share the imported modules' memory.
+        import google.cloud.storage  # noqa: F401
+
+        self.bucket_name = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
+        self.timeout = timeout
+        self._bucket: Any = None
+
+    def read(self, key: str, limit: int | None = None) -> tuple[bytes, str]:
+        with self._errors(key):
+            blob = self._client_bucket().get_blob(
+                self._name(key), timeout=self.timeout, retry=self._retry()
+            )
+            if blob is None:
+                raise NotFound(f"{self.uri}/{key} does not exist")
+            # The object's size comes with its generation, which the download must match.
+            check_size(blob.size or 0, limit, f"{self.uri}/{key}")
+            generation = blob.generation  # taken first: a download may reset blob properties
+            data = blob.download_as_bytes(
+                if_generation_match=generation, timeout=self.timeout, retry=self._retry()
+            )
+            return data, str(generation)
+
+    def write(self, key: str, data: bytes, if_token: str | None) -> None:
+        content_type = "application/json" if key.endswith(".json") else "application/octet-stream"
+        with self._errors(key):
+            self._client_bucket().blob(self._name(key)).upload_from_string(
+                data,
+                content_type=content_type,
+                if_generation_match=int(if_token) if if_token else 0,
+                timeout=self.timeout,
+                retry=self._retry(),
+            )
+
+    def keys(self, prefix: str) -> list[str]:
+        with self._errors(prefix):
+            bucket = self._client_bucket()
+            blobs = bucket.client.list_blobs(
+                bucket, prefix=self._name(prefix), timeout=self.timeout, retry=self._retry()
+            )
+            start = len(self._name(""))
+            return sorted(b.name[start:] for b in blobs)
+
+    def _name(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _client_bucket(self) -> Any:
+        if self._bucket is None:
+            self._bucket = client_bucket(self.bucket_name)
+        return self._bucket
+
+    def _retry(self) -> Any:
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        return DEFAULT_RETRY.with_timeout(self.timeout)
+
+    def _errors(self, key: str) -> contextlib.AbstractContextManager[None]:
+        return gcs_errors(f"{self.uri}/{key}")
+
+
+def client_bucket(name: str) -> Any:
+    """A bucket through a new google-cloud-storage client (made on first use by its callers:
+    the service builds its store in gunicorn's master, before the workers fork)."""
+    from google.cloud import storage
+
+    return storage.Client().bucket(name)
+
+
+@contextlib.contextmanager
+def gcs_errors(where: str) -> Iterator[None]:
+    """Turn the GCS client's errors about `where` into modelrun's (each with its status)."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+    from requests import exceptions as req_exc
+
+    try:
+        yield
+    except ModelrunError:
+        raise
+    except gexc.PreconditionFailed as e:
+        raise Conflict(f"{where} changed since it was read, or already exists") from e
+    except gexc.NotFound as e:
+        raise NotFound(f"{where} does not exist (or the bucket does not)") from e
+    except gexc.Forbidden as e:
+        raise StoreUnavailable(f"access to {where} was denied: {e.message}") from e
+    except (gexc.GoogleAPIError, auth_exc.GoogleAuthError, req_exc.RequestException) as e:
+        raise StoreUnavailable(f"cannot reach {where}: {type(e).__name__}: {e}") from e
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version as listed: complete versions carry their metadata; one the store's trust
+    refuses (a signature that does not verify, another model's) carries the reason instead."""
+
+    version: str
+    metadata: dict[str, Any] | None
+    refused: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.metadata is not None
+
+
+def check_size(size: int, limit: int | None, where: str) -> None:
+    """Refuse a store object larger than its limit (before it is read, where the size is known)."""
+    if limit is not None and size > limit:
+        raise IntegrityError(
+            f"{where} is {size:,} bytes or more, over its limit of {limit:,}: refused unread"
+        )
+
+
+def open_backend(uri: str, timeout: float = 30.0) -> Backend:
+    """Return the backend for gs://BUCKET/PREFIX, file:///ABS/PATH or a plain path."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "gs":
+        if not parsed.netloc:
+            raise ConfigError(f"store URI {uri!r} has no bucket (expected gs://BUCKET/PREFIX)")
+        return GcsBackend(parsed.netloc, parsed.path, timeout)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise ConfigError(f"store URI {uri!r} must be file:///ABSOLUTE/PATH")
+        return FileBackend(Path(parsed.path))
+    if parsed.scheme == "" and uri:
+        return FileBackend(Path(uri).resolve())
+    raise ConfigError(f"store URI {uri!r} must start with gs:// or file://")
+
+
+class ModelStore:
+    """The versions of one model and the pointer to the current one."""
+
+    def __init__(self, uri: str, *, timeout: float = 30.0, trust: Trust | None = None) -> None:
+        self.backend = open_backend(uri.rstrip("/"), timeout)
+        self.uri = self.backend.uri
+        self.name = self.uri.rsplit("/", 1)[-1]  # the model's name: its root's last segment
+        # A loader's (the service's, the batch job's): every version's metadata.json must pass it
+        # before anything in it is used. None: the publisher's own commands, which check digests.
+        self.trust = trust
+
+    def publish(
+        self, artifact_dir: Path, version: str | None = None, signer: Signer | None = None
+    ) -> str:
+        """Upload an artifact folder as a new immutable version, signed by `signer` (unsigned
+        without one), and return its id."""
+        metadata, files = read_artifact_dir(artifact_dir)
+        version = default_version(metadata["sha256"]) if version is None else version
+        check_version_id(version)
+        prefix = f"versions/{version}/"
+        if self.backend.keys(prefix):
+            raise Conflict(
+                f"version {version} already exists in {self.uri}; versions are immutable"
+            )
+        # To the microsecond: `list` orders versions by it, and two can be published in a second.
+        metadata = {**metadata, "version": version, "published_at": utc_now("microseconds")}
+        encoded = encode_metadata(metadata)
+        # Signed before anything is written: a signer that refuses leaves no trace in the store.
+        signature = {SIGNATURE_FILE: sign_metadata(encoded, signer)} if signer else {}
+        # The signature before metadata.json: a complete version is a signed one.
+        for name, data in {**files, **signature}.items():
+            self.backend.write(prefix + name, data, if_token=None)
+        # Written last: until it exists the version is incomplete and cannot be promoted.
+        self.backend.write(prefix + METADATA_FILE, encoded, if_token=None)
+        return version
+
+    def current(self) -> tuple[dict[str, Any] | None, str | None]:
+        """Return current.json (None if nothing was promoted) and its token."""
+        try:
+            data, token = self.backend.read(CURRENT_FILE, DOCUMENT_LIMITS[CURRENT_FILE])
+        except NotFound:
+            return None, None
+        try:
+            pointer = json.loads(data)
+            if not isinstance(pointer, dict):
+                raise TypeError("not an object")
+            check_version_id(pointer["version"])
+        except (ValueError, TypeError, KeyError, ModelrunError) as e:
+            raise StoreUnavailable(f"{self.uri}/{CURRENT_FILE} is corrupt: {e}") from e
+        return pointer, token
+
+    def metadata(self, version: str) -> dict[str, Any]:
+        """Return a complete version's metadata, or raise NotFound naming what is missing."""
+        check_version_id(version)
+        key = f"versions/{version}/{METADATA_FILE}"
+        try:
+            data, _ = self.backend.read(key, DOCUMENT_LIMITS[METADATA_FILE])
+        except NotFound as e:
+            state = "incomplete" if self.backend.keys(f"versions/{version}/") else "missing"
+            raise NotFound(f"version {version} is {state} in {self.uri}") from e
+        signature = None
+        if self.trust is not None:  # before a field of it is read
+            where = f"{self.uri} version {version}"
+            signature = self.trust.check(data, self._signature(version), where)
+        metadata = parse_metadata(data, f"{self.uri}/{key}")
+        # The version a model is served, logged and answered as is its folder's: a metadata.json
+        # naming another (a path, a header-breaking line) never loads.
+        if metadata.get("version") != version:
+            raise IntegrityError(
+                f"{self.uri}/{key} names version {metadata.get('version')!r:.80}, not its folder's"
+            )
+        # And the model it is served as is its root's: one model's signed version copied into
+        # another's folder (and pointed at) is refused, as a version naming another folder is.
+        if metadata["name"] != self.name:
+            raise IntegrityError(
+                f"{self.uri}/{key}: metadata names model {metadata['name']!r:.80}, not its "
+                f"folder's {self.name!r}"
+            )
+        if self.trust is not None:  # what a loader verified, as /model and `list --json` say it
+            metadata["signature"] = signature
+        return metadata
+
+    def _signature(self, version: str) -> bytes | None:
+        """A version's metadata.sig, or None when it has none (published unsigned)."""
+        try:
+            return self.read_file(version, SIGNATURE_FILE, DOCUMENT_LIMITS[SIGNATURE_FILE])
+        except NotFound:
+            return None
+
+    def read_file(self, version: str, name: str, limit: int | None = None) -> bytes:
+        """Return the bytes of one file of a version (refused unread when over `limit`)."""
+        data, _ = self.backend.read(f"versions/{version}/{name}", limit)
+        return data
+
+    def listed_file(self, metadata: dict[str, Any], name: str, where: str) -> bytes:
+        """One file a version's metadata lists, refused unless it has the size (when recorded:
+        checked before it is read) and the digest recorded there."""
+        listed = metadata["files"][name]
+        size = listed.get("size")
+        limit = size if isinstance(size, int) and not isinstance(size, bool) else None
+        data = self.read_file(metadata["version"], name, limit)
+        verify_digest(data, listed["sha256"], f"{where} {name}")
+        return data
+
+    def resolve(self, version: str = "current") -> dict[str, Any]:
+        """Return the metadata of a version id, or of the current one."""
+        return self.resolve_with_pointer(version)[0]
+
+    def resolve_with_pointer(
+        self, version: str = "current"
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Return the metadata of a version id, or of the current one with current.json (its
+        promotion: when, and the versions before it); a version asked for by id has none."""
+        if version != "current":
+            return self.metadata(version), None
+        pointer, _ = self.current()
+        if pointer is None:
+            raise NotFound(f"no version of {self.uri} has been promoted yet")
+        metadata = self.metadata(pointer["version"])
+        if pointer.get("sha256") != metadata["sha256"]:
+            raise IntegrityError(
+                f"{self.uri}/{CURRENT_FILE} names sha256 {pointer.get('sha256')} for version "
+                f"{pointer['version']}, whose metadata says {metadata['sha256']}"
+            )
+        return metadata, pointer
+
+    def promote(self, version: str) -> dict[str, Any]:
+        """Point current.json at a complete, verified version; history remembers the old one.
+
+        Promoting the version already current changes nothing (and returns the pointer as it
+        is): recording it again would make the next rollback "succeed" without a change.
+        """
+        metadata = self.verify(version)
+        pointer, token = self.current()
+        if pointer and (pointer["version"], pointer["sha256"]) == (version, metadata["sha256"]):
+            return pointer
+        history = [pointer["version"], *pointer.get("history", [])] if pointer else []
+        return self._point(version, metadata["sha256"], history, token)
+
+    def verify(self, version: str) -> dict[str, Any]:
+        """Return a complete version's metadata once every file it lists has its digest."""
+        metadata = self.metadata(version)
+        model = model_file(metadata)
+        # The model first (its digest is the version's), then its export and its report.
+        for name in sorted(metadata["files"], key=lambda n: n != model):
+            try:
+                self.listed_file(metadata, name, f"{self.uri} {version}")
+            except NotFound as e:
+                raise IntegrityError(
+                    f"{self.uri} {version} lacks {name}, which its metadata lists"
+                ) from e
+        return metadata
+
+    def rollback(self) -> dict[str, Any]:
+        """Point current.json back at the version promoted before the current one."""
+        pointer, token = self.current()
+        if not pointer:
+            raise NotFound(f"{self.uri} has no earlier version to roll back to")
+        # Entries equal to the current version (written before promote skipped them) are no
+        # earlier version: rolling back to them would change nothing.
+        earlier = [v for v in pointer.get("history", []) if v != pointer["version"]]
+        if not earlier:
+            raise NotFound(f"{self.uri} has no earlier version to roll back to")
+        version, *history = earlier
+        metadata = self.verify(version)  # as promote does: never back to a changed version
+        return self._point(version, metadata["sha256"], history, token)
+
+    def versions(self) -> list[VersionInfo]:
+        """List every version, oldest first; incomplete ones have no metadata."""
+        ids = sorted({key.split("/")[1] for key in self.backend.keys("versions/")})
+        infos = []
+        for version in ids:
+            try:
+                infos.append(VersionInfo(version, self.metadata(version)))
+            except NotFound:
+                infos.append(VersionInfo(version, None))
+            except IntegrityError as e:
+                infos.append(VersionInfo(version, None, str(e)))
+        return sorted(infos, key=lambda v: ((v.metadata or {}).get("published_at", ""), v.version))
+
+    def _point(
+        self, version: str, sha256: str, history: list[str], token: str | None
+    ) -> dict[str, Any]:
+        history = history[:HISTORY_LIMIT]
+        pointer = {
+            "version": version,
+            "sha256": sha256,
+            "promoted_at": utc_now(),
+            "previous": history[0] if history else None,
+            "history": history,
+        }
+        try:
+            self.backend.write(CURRENT_FILE, encode_metadata(pointer), if_token=token)
+        except Conflict as e:
+            raise Conflict(
+                f"{self.uri}/{CURRENT_FILE} was changed by someone else while promoting "
+                f"{version}; nothing was overwritten - check `list` and retry"
+            ) from e
+        return pointer
+
+
+def read_artifact_dir(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Read a training output folder; check its model against its metadata before upload."""
+    where = path / METADATA_FILE
+    try:
+        metadata = parse_metadata(where.read_bytes(), str(where))
+        files = {name: (path / name).read_bytes() for name in metadata["files"]}
+    except FileNotFoundError as e:
+        raise NotFound(f"{path} is not a training output folder: {e.filename} is missing") from e
+    except OSError as e:
+        raise NotFound(f"cannot read artifact folder {path}: {e}") from e
+    for name, data in files.items():
+        verify_digest(data, metadata["files"][name]["sha256"], str(path / name))
+    return metadata, files
+
+
+MODELS_FOLDER = "models"  # in a bucket, every model sits under gs://BUCKET/models/
+
+
+def bucket_store(bucket: str) -> str:
+    """The store in a bucket: gs://BUCKET/models."""
+    return f"gs://{bucket}/{MODELS_FOLDER}"
+
+
+def model_root(store: str, name: str) -> str:
+    """One model's root in a store: STORE/NAME (MODEL_URI); the name must be a safe id."""
+    check_version_id(name)
+    return f"{store.rstrip('/')}/{name}"
+
+
+def store_models(store: str, timeout: float = 30.0) -> list[str]:
+    """The names of the models in a store: each folder holding versions or a current.json."""
+    names = set()
+    for key in open_backend(store, timeout).keys(""):
+        name, _, rest = key.partition("/")
+        if (rest == CURRENT_FILE or rest.startswith("versions/")) and VERSION_PATTERN.match(name):
+            names.add(name)
+    return sorted(names)
+
+
+def check_version_id(version: str) -> None:
+    """Refuse version ids that could escape the layout or shadow current.json."""
+    if not isinstance(version, str) or not VERSION_PATTERN.match(version) or version == "current":
+        raise ConfigError(
+            f"version id {version!r} is invalid: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, and not 'current'"
+        )
+
+
+def default_version(sha256: str) -> str:
+    """Return a sortable, unique-enough version id: UTC time plus the digest's head."""
+    return f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}Z-{sha256[:8]}"
+
+
+def utc_now(timespec: str = "seconds") -> str:
+    """Return the current UTC time as RFC 3339."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")

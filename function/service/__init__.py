@@ -1,0 +1,1 @@
+"""The HTTP service: the functions-framework entry, routing, protocols, auth, telemetry."""
