@@ -32,7 +32,7 @@ from function.batch.task import Job, run_task
 from function.core import rollout
 from function.core.signing import Trust
 from function.core.store import ModelStore
-from function.service.oip import INPUT
+from function.service.protocols.v2_tensors import INPUT
 from tests.conftest import KEY, wait_until
 from tests.inprocess import InProcess, in_process
 from tests.zoo import PATHS, ZOO, Entry, Made, Refused, make, support_table

@@ -32,11 +32,12 @@ from function.core.logs import request_fields, setup_logging
 from function.core.model import LoadedModel
 from function.core.predict import Instances, Prediction, answer, infer, parse_instances
 from function.core.rollout import CLIENT_HEADER
-from function.service import explain, metrics_port, oip, pages
+from function.service import explain, metrics_port, pages
 from function.service.auth import presented_key
 from function.service.body import read_bytes, read_json
 from function.service.deadline import DeadlineExceeded
 from function.service.openapi import document
+from function.service.protocols import v2_binary, v2_metadata, v2_request, v2_response
 from function.service.service import Service
 from function.service.shadow import ShadowScorer
 
@@ -151,12 +152,12 @@ def _v2_ready(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 def _v2_server(service: Service, request: Request, args: dict[str, str]) -> Any:
     service.authorize(request.headers, request.remote_addr)
-    return oip.SERVER
+    return v2_metadata.SERVER
 
 
 def _v2_model(service: Service, request: Request, args: dict[str, str]) -> Any:
     service.authorize(request.headers, request.remote_addr)
-    return oip.model_metadata(service.named(args["name"], args.get("version")))
+    return v2_metadata.model_metadata(service.named(args["name"], args.get("version")))
 
 
 def _v2_model_ready(service: Service, request: Request, args: dict[str, str]) -> Any:
@@ -169,20 +170,20 @@ def _v2_model_ready(service: Service, request: Request, args: dict[str, str]) ->
 def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
     identity = service.authorize(request.headers, request.remote_addr)
     served, shadow = service.serving(identity, request.headers, args.get("version"))
-    model = oip.select(served, args["name"], args.get("version"))
+    model = v2_metadata.select(served, args["name"], args.get("version"))
     limit = service.config.max_instances_per_request
-    header_length = request.headers.get(oip.BINARY_HEADER)
+    header_length = request.headers.get(v2_binary.BINARY_HEADER)
     if header_length is None:
         body = read_json(request, service.config.max_request_bytes, type_required=False)
     else:  # tensors as raw bytes after a JSON part (tritonclient's default)
-        body = oip.binary_request(
+        body = v2_binary.binary_request(
             read_bytes(request, service.config.max_request_bytes), header_length, model.schema,
             limit,
         )  # fmt: skip
     with service.deadlines.interruptible():
-        instances, outputs, request_id = oip.parse_request(body, model, limit)
+        instances, outputs, request_id = v2_request.parse_request(body, model, limit)
     prediction = _score(service, model, shadow, instances)
-    return _answered(oip.response(model, prediction, outputs, request_id), model)
+    return _answered(v2_response.response(model, prediction, outputs, request_id), model)
 
 
 # --- Vertex AI custom-container contract -------------------------------------------------
@@ -453,7 +454,7 @@ def _json(body: Any, status: int) -> Response:
 
 
 def _v2_error(error: ModelrunError, instance: str) -> Response:
-    body, status = oip.error_body(error)
+    body, status = v2_response.error_body(error)
     response = _json(body, status)
     response.headers.update(error.headers)
     return response

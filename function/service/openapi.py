@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from function.service.oip import column_datatypes
+from function.service.protocols.v2_tensors import column_datatypes
 
 if TYPE_CHECKING:
     from function.core.model import LoadedModel
@@ -85,7 +85,7 @@ def _examples(doc: dict[str, Any], model: LoadedModel) -> None:
     example = model.metadata.get("input_example")
     if not isinstance(example, dict) or set(example) != set(model.feature_names):
         return  # an older artifact without one: the generic examples stay
-    from function.service.oip import example_inputs
+    from function.service.protocols.v2_metadata import example_inputs
 
     row = [example[n] for n in model.feature_names]
     content = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]

@@ -32,7 +32,7 @@ from function.service.deadline import Deadlines
 from function.service.explain import Explainers
 from function.service.loader import ModelLoader
 from function.service.metrics_port import serve_metrics
-from function.service.oip import select
+from function.service.protocols.v2_metadata import select
 from function.service.ratelimit import FAILED_KEYS_BURST, FAILED_KEYS_PER_SECOND, TokenBuckets
 from function.service.shadow import ShadowScorer
 from function.service.telemetry import prometheus_telemetry
