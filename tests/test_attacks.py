@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from function.core.store import ModelStore
-from function.service.app import SECURITY_HEADERS
+from function.service.responses import SECURITY_HEADERS
 from tests.attacks import ATTACKS, JSON, KEYED, LIMIT, Attack, half_sent_heads, post, send
 from tests.conftest import KEY, Running, descendants, run_service
 from tests.perf.soak import rss_mb

@@ -16,8 +16,8 @@ import pytest
 
 from function.core.config import load_config
 from function.core.store import ModelStore
-from function.service.app import SECURITY_HEADERS
 from function.service.pages import PAGE_CSP, PAGES
+from function.service.responses import SECURITY_HEADERS
 from tests.conftest import KEY, ROOT
 from tests.inprocess import InProcess, in_process
 from training.__main__ import main

@@ -157,7 +157,7 @@ def test_probes_need_no_key(service: Running) -> None:
 def test_openapi_document_is_valid_and_lists_every_route(service: Running) -> None:
     from openapi_spec_validator import validate
 
-    from function.service.app import ROUTES
+    from function.service.router import ROUTES
 
     document = service.get("/openapi.json").json()
 

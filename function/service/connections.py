@@ -222,7 +222,7 @@ def _refusal(head: bytearray, line_limit: int) -> tuple[int, str, str] | None:
 def write_refusal(sock: socket.socket, status: int, reason: str, detail: str = "") -> None:
     """An HTTP-layer refusal: a line of text/plain (detail: ours, never the request's) with the
     service's security headers, and `Connection: close`."""
-    from function.service.app import SECURITY_HEADERS  # loaded already: the worker serves its app
+    from function.service.responses import SECURITY_HEADERS  # loaded: the worker serves its app
 
     body = f"{reason}: {detail}\n" if detail else f"{reason}\n"
     headers = {
