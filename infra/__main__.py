@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pulumi
 
-import config as stack_config
+import stack_config
 from alerts import Alerts, AlertsArgs
 from api_keys import ApiKeys, ApiKeysArgs
 from apis import EDGE_APIS, SCHEDULER, Apis
@@ -14,7 +14,7 @@ from cloud_run import PredictionService, PredictionServiceArgs
 from dashboard import Dashboard
 from edge import Edge, EdgeArgs
 from function.core.store import bucket_store, model_root
-from github import GithubDeployer, GithubDeployerArgs
+from github_deployer import GithubDeployer, GithubDeployerArgs
 from registry import ImageRegistry, ImageRegistryArgs
 from signing import SigningKey, SigningKeyArgs
 

@@ -21,7 +21,7 @@ import pulumi
 import pulumi_gcp as gcp
 import yaml
 
-from limits import check_uptime
+from gcp_limits import check_uptime
 from promql import Unsupported, check_alert, documentation_text, inline_recorded, scoped, seconds
 
 ROOT = Path(__file__).resolve().parent.parent

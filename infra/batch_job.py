@@ -28,9 +28,9 @@ from pulumi_gcp.storage import (
     BucketLifecycleRuleConditionArgs,
 )
 
-from config import BatchSettings, StackConfig
 from function.batch.objects import TMP_SUFFIX
 from function.core.store import bucket_store, model_root
+from stack_config import BatchSettings, StackConfig
 
 INPUT, OUTPUT = "input/", "output/"
 # Each execution writes to its own prefix: Cloud Run sets CLOUD_RUN_EXECUTION for every task of

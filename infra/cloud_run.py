@@ -28,8 +28,8 @@ from pulumi_gcp.cloudrunv2 import (
 )
 
 import metrics_sidecar
-from config import PLACEHOLDER_IMAGE, TRAFFIC_TAGS, StackConfig, service_environment
 from function.core.store import bucket_store, model_root
+from stack_config import PLACEHOLDER_IMAGE, TRAFFIC_TAGS, StackConfig, service_environment
 
 PORT = 8080
 INGRESS_EDGE_ONLY = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"  # internal-and-cloud-load-balancing
@@ -131,7 +131,7 @@ class PredictionService(pulumi.ComponentResource):
             scaling=ServiceScalingArgs(min_instance_count=config.min_instances),
             template=ServiceTemplateArgs(
                 service_account=self.account.email,
-                # Below 1 vCPU Cloud Run requires the first generation (infra/limits.py).
+                # Below 1 vCPU Cloud Run requires the first generation (infra/gcp_limits.py).
                 execution_environment="EXECUTION_ENVIRONMENT_GEN1"
                 if config.size.first_generation
                 else "EXECUTION_ENVIRONMENT_GEN2",

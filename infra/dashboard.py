@@ -26,7 +26,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from alerts import recorded_expressions
-from limits import check_mosaic
+from gcp_limits import check_mosaic
 from promql import Unsupported, check_expression, inline_recorded, scoped
 
 ROOT = Path(__file__).resolve().parent.parent

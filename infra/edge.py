@@ -27,7 +27,7 @@ from pulumi_gcp.compute import (
 from pulumi_gcp.logging import MetricMetricDescriptorArgs, MetricMetricDescriptorLabelArgs
 
 import armor
-from config import EdgeSettings, StackConfig
+from stack_config import EdgeSettings, StackConfig
 
 SCHEME = "EXTERNAL_MANAGED"  # the global external Application Load Balancer
 # Requests Cloud Armor denied, from the load balancer's request logs (their

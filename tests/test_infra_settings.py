@@ -79,7 +79,7 @@ def test_every_configuration_variable_is_set_in_the_cloud_or_explained() -> None
     # the two ways to pass keys, and a pinned model
     for changes in ({"modelrun:modelSha256": "0" * 64}, {"modelrun:keyRefreshSeconds": "60"}):
         envs.update({e["name"]: e for e in container(run_program(stack_config(**changes)))["envs"]})
-    passed_through = set(infra_module("config").SERVICE_SETTINGS)
+    passed_through = set(infra_module("stack_config").SERVICE_SETTINGS)
 
     assert len(rows) > 25
     for variable, cell in rows.items():
@@ -90,7 +90,7 @@ def test_every_configuration_variable_is_set_in_the_cloud_or_explained() -> None
         for key in re.findall(r"`((?:modelrun|gcp):\w+)`", cell):
             assert key in declared | {"gcp:project"}, f"{variable}'s cell names unknown {key}"
     for variable in passed_through:
-        assert f"`modelrun:{infra_module('config').setting_key(variable)}`" == rows[variable]
+        assert f"`modelrun:{infra_module('stack_config').setting_key(variable)}`" == rows[variable]
 
 
 # --- a new image rolled out gradually: traffic between revisions ------------------------

@@ -1,5 +1,5 @@
 """The Pulumi program under Pulumi's mocks (tests/support/infra.py): the instance sizes Cloud
-Run admits and refuses (infra/limits.py cites the documentation)."""
+Run admits and refuses (infra/gcp_limits.py cites the documentation)."""
 
 from __future__ import annotations
 

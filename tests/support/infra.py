@@ -168,7 +168,7 @@ def run_program(config: MergedConfig, stack: str = "dev") -> Stack:
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="modelrun", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(config.values, config.secret_keys)
-    infra_module("config")  # Pulumi runs the program with its folder on the path
+    infra_module("stack_config")  # Pulumi runs the program with its folder on the path
     namespace: dict[str, Any] = {}
     secret: set[str] = set()
 

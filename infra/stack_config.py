@@ -15,7 +15,7 @@ from pathlib import Path
 import pulumi
 
 import metrics_sidecar
-from limits import (
+from gcp_limits import (
     ContainerShares,
     InstanceSize,
     check_edge,
@@ -25,7 +25,7 @@ from limits import (
     instance_size,
     label_value,
 )
-from names import Names, names
+from resource_names import Names, names
 
 # The service's own configuration rules (function/core/config.py) check the settings passed through.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -240,7 +240,7 @@ def _api_key(cfg: pulumi.Config) -> pulumi.Output[str] | None:
 
 
 def _batch(cfg: pulumi.Config) -> BatchSettings:
-    """The batch job's settings, refused as Cloud Run would refuse them (infra/limits.py)."""
+    """The batch job's settings, refused as Cloud Run would refuse them (infra/gcp_limits.py)."""
     cpu, memory = cfg.require("batchJobCpu"), cfg.require("batchJobMemory")
     settings = BatchSettings(
         task_count=cfg.require_int("batchJobTaskCount"),
@@ -264,7 +264,7 @@ def _batch(cfg: pulumi.Config) -> BatchSettings:
 
 
 def _edge(cfg: pulumi.Config, domain: str) -> EdgeSettings:
-    """The edge's settings, refused as Google Cloud would refuse them (infra/limits.py)."""
+    """The edge's settings, refused as Google Cloud would refuse them (infra/gcp_limits.py)."""
 
     rate = cfg.require("edgeLogSampleRate")
     try:
