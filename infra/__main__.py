@@ -71,7 +71,7 @@ signing = SigningKey(
     ),
     after_apis,
 )
-shares = config.shares
+shares = config.shares  # the app's and the collector's parts of the instance
 service = PredictionService(
     "modelrun",
     PredictionServiceArgs(
