@@ -6,7 +6,7 @@ Under the output prefix, for task i of n (five digits each):
     errors-0000i-of-0000n.jsonl   its refused rows, with the API's messages
     _tasks/0000i-of-0000n.json    its summary, written last: the task is done when it exists
     _manifest.json                the job's, written by the task that finds every summary
-    _tmp/                         objects being written (objects.py); removed when published,
+    _tmp/                         objects being written (core/storage.py); removed when published,
                                   and the folder too when a task ends and it is empty
 
 Every object is created, never overwritten, and holds the same bytes whenever the same task
