@@ -120,8 +120,8 @@ def test_an_answer_and_a_refusal_become_records_with_what_was_asked_and_answered
         "/predict", json={"instances": [[1, 2]]}, headers={**AUTH, "X-Request-Id": "bad-1"}
     )
     app.client.post("/predict", json={"instances": [ROW]}, headers={"X-Request-Id": "nokey-1"})
-    app.client.post("/predict", data=b"{", headers={**AUTH, "X-Request-Id": "json-1",
-                                                    "Content-Type": "application/json"})  # fmt: skip
+    broken = {**AUTH, "X-Request-Id": "json-1", "Content-Type": "application/json"}
+    app.client.post("/predict", data=b"{", headers=broken)
 
     by_id = {r.request_id: r for r in records(app, folder)}
     ok = by_id["ok-1"]

@@ -263,8 +263,16 @@ def answers_of(prediction: Prediction, model: LoadedModel) -> list[dict[str, Any
 
 def timestamp(epoch: float) -> str:
     """RFC 3339 in UTC, to the millisecond."""
-    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
-    return f"{whole}.{int(epoch % 1 * 1000):03d}Z"
+    second = int(epoch)
+    whole = _seconds.get(second)
+    if whole is None:  # one strftime a second, not one a record
+        whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _seconds.clear()
+        _seconds[second] = whole
+    return f"{whole}.{int((epoch - second) * 1000):03d}Z"
+
+
+_seconds: dict[int, str] = {}
 
 
 def files(folder: Path) -> list[Path]:
