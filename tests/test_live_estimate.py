@@ -108,3 +108,19 @@ def test_the_estimate_follows_a_shifted_streams_true_accuracy(
     else:  # uncalibrated: the estimate is off, and said not to be trusted
         assert estimate - true_accuracy > 0.05, (estimate, true_accuracy)
         assert series(page, "modelrun_estimate_trusted", model_version="v1") == 0
+
+
+def test_two_workers_pages_show_one_hold_out_accuracy_not_their_sum() -> None:
+    from function.service.workers import merge
+
+    page = (
+        "# HELP modelrun_holdout_accuracy h\n# TYPE modelrun_holdout_accuracy gauge\n"
+        'modelrun_holdout_accuracy{model_version="v1"} 0.9\n'
+        "# HELP modelrun_estimate_trusted t\n# TYPE modelrun_estimate_trusted gauge\n"
+        'modelrun_estimate_trusted{model_version="v1"} 1.0\n'
+    )
+
+    merged = merge([(page, True), (page.replace("} 1.0", "} 0.0"), True)]).decode()
+
+    assert series(merged, "modelrun_holdout_accuracy", model_version="v1") == 0.9
+    assert series(merged, "modelrun_estimate_trusted", model_version="v1") == 0
