@@ -66,6 +66,12 @@ class Config:
     vertex: bool = False  # started by Vertex AI (AIP_HTTP_PORT set): it authenticates callers
     vertex_health_route: str | None = None
     vertex_predict_route: str | None = None
+    # Payload records (function/service/payloads.py): the share of requests recorded (0: off),
+    # features recorded as a keyed digest or dropped, and a local folder of JSONL files.
+    payload_sample_rate: float = 0.0
+    payload_redact: tuple[tuple[str, str], ...] = ()  # (feature, "digest" or "drop")
+    payload_digest_key: str | None = field(default=None, repr=False)
+    payload_dir: Path | None = None
 
     @property
     def auth_enabled(self) -> bool:
@@ -152,7 +158,18 @@ def load_config(environ: Mapping[str, str]) -> Config:
         vertex=vertex,
         vertex_health_route=parsed("AIP_HEALTH_ROUTE", _route, None),
         vertex_predict_route=parsed("AIP_PREDICT_ROUTE", _route, None),
+        payload_sample_rate=parsed("PAYLOAD_SAMPLE_RATE", _rate, 0.0),
+        payload_redact=parsed("PAYLOAD_REDACT", parse_redaction, ()),
+        payload_digest_key=parsed("PAYLOAD_DIGEST_KEY", _digest_key, None, secret=True),
+        payload_dir=parsed("PAYLOAD_DIR", _folder, None),
     )
+    digested = [name for name, mode in config.payload_redact if mode == "digest"]
+    if digested and config.payload_sample_rate > 0 and not config.payload_digest_key:
+        raise ConfigError(
+            f"PAYLOAD_REDACT records {', '.join(digested)} as a digest: set PAYLOAD_DIGEST_KEY "
+            "(16 characters or more), the key that keeps a digest from being reversed by trying "
+            "every likely value"
+        )
     if config.model_refresh_seconds and config.model_version != "current":
         raise ConfigError(
             f"MODEL_REFRESH_SECONDS follows current.json, but MODEL_VERSION pins "
@@ -228,6 +245,49 @@ def parse_keys(raw: str) -> frozenset[str]:
             "Latin-1, or a control character)"
         )
     return keys
+
+
+REDACTIONS = ("digest", "drop")
+
+
+def parse_redaction(raw: str) -> tuple[tuple[str, str], ...]:
+    """PAYLOAD_REDACT: `feature` (a digest), `feature:digest` or `feature:drop`, by commas."""
+    rules: dict[str, str] = {}
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        name, _, mode = item.partition(":")
+        name, mode = name.strip(), (mode.strip().lower() or "digest")
+        if not name:
+            raise ValueError(f"{item!r} names no feature")
+        if mode not in REDACTIONS:
+            raise ValueError(f"{item!r}: expected {name}:digest or {name}:drop")
+        if name in rules:
+            raise ValueError(f"{name} is named twice")
+        rules[name] = mode
+    if not rules:
+        raise ValueError("expected feature names, each optionally :digest or :drop")
+    return tuple(rules.items())
+
+
+def _rate(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise ValueError("expected a share of requests from 0 (off) to 1 (every request)")
+    return value
+
+
+def _digest_key(raw: str) -> str:
+    if len(raw) < MIN_KEY_LENGTH:
+        raise ValueError(f"is shorter than {MIN_KEY_LENGTH} characters")
+    return raw
+
+
+def _folder(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError("is a file, not a folder")
+    return path
 
 
 def _feature_names(raw: str) -> frozenset[str] | None:
