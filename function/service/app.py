@@ -17,7 +17,7 @@ from function.core.logs import setup_logging
 from function.service import handlers as h
 from function.service import metrics_port
 from function.service.responses import after_response, as_error, error_response
-from function.service.router import Exchange, Router, dispatch, routes
+from function.service.router import Exchange, Handler, Router, dispatch, routes
 from function.service.service import Service
 
 
@@ -30,17 +30,18 @@ def build(environ: Mapping[str, str]) -> Callable[[Request], Response]:
     return handler(service)
 
 
-def handlers(service: Service) -> dict[str, h.Handler]:
+def handlers(service: Service) -> dict[str, Handler]:
     """Every route's handler, each group built with the parts of the service it uses."""
     config = service.config
     limits = h.Limits(config.max_request_bytes, config.max_instances_per_request)
     authorize = service.authorize
-    scorer = h.Scorer(service.run_model, service.telemetry, service.drift)
+    scorer = h.Scorer(service.run_model, service.telemetry, service.drift, service.payloads)
     predictions = h.Predictions(authorize, service.serving, scorer, service.deadlines, limits)
     explanations = h.Explanations(
         authorize, service.serving, service.deadlines, limits, service.explainers,
         service.loader.store, config.allow_pickle,
     )  # fmt: skip
+    feedback = h.Feedback(authorize, service.require_model, service.payloads, limits)
     readiness = h.Readiness(
         config.auth_enabled, authorize, service.readiness, service.require_model
     )
@@ -53,6 +54,7 @@ def handlers(service: Service) -> dict[str, h.Handler]:
     )
     return {
         "predict": predictions.predict,
+        "feedback": feedback.feedback,
         "explain": explanations.explain,
         "model": described.model,
         "model_file": described.model_file,
@@ -76,6 +78,7 @@ def handlers(service: Service) -> dict[str, h.Handler]:
 def handler(service: Service) -> Callable[[Request], Response]:
     """Return the request handler of a service (tests/inprocess.py serves one in process)."""
     config, telemetry, deadlines = service.config, service.telemetry, service.deadlines
+    payloads = service.payloads
     router = Router(routes(config), handlers(service))
     origins, timeout = config.cors_origins, config.request_timeout_seconds
 
@@ -86,7 +89,8 @@ def handler(service: Service) -> Callable[[Request], Response]:
             with deadlines.guard():
                 response = dispatch(router, exchange, origins)
         except Exception as e:  # every failure becomes its protocol's error body
-            response = error_response(exchange, as_error(request, e, timeout), telemetry)
-        return after_response(exchange, response, telemetry, origins)
+            exchange.error = as_error(request, e, timeout)
+            response = error_response(exchange, exchange.error, telemetry)
+        return after_response(exchange, response, telemetry, payloads, origins)
 
     return handle

@@ -1,8 +1,10 @@
 """The route handlers, thin over the prediction core: each group is built with what it uses.
 
-A handler takes the request and the path's arguments, and returns a body (JSON) or a Response;
-it raises a typed error (function/core/errors.py) for anything else. app.py wires the groups to
-the service's parts, and router.py names the paths.
+A handler takes the request's exchange (router.Exchange) and the path's arguments, and returns a
+body (JSON) or a Response; it raises a typed error (function/core/errors.py) for anything else.
+The prediction handlers note on the exchange what the request's payload record is made of (who
+asked, the version, the parsed rows, the answer); responses.after_response queues it. app.py
+wires the groups to the service's parts, and router.py names the paths.
 """
 
 from __future__ import annotations
@@ -12,32 +14,35 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from flask import Request, Response
 from werkzeug.datastructures import Headers
 
 from function.core.drift import Drift
-from function.core.errors import InvalidInput, NotReady
+from function.core.errors import Conflict, InvalidInput, NotReady
 from function.core.model import LoadedModel
 from function.core.predict import Instances, Prediction, Run, answer, infer, parse_instances
 from function.core.store import ModelStore
-from function.service import explain, pages
+from function.service import explain, feedback, pages, request_ids
 from function.service.auth import presented_key
 from function.service.body import read_bytes, read_json
 from function.service.deadline import Deadlines
 from function.service.explain import Explainers
 from function.service.openapi import document
+from function.service.payloads import Answered, Payloads, client_of
 from function.service.protocols import native, v2_binary, v2_metadata, v2_request, v2_response
-from function.service.shadow import ShadowScorer
+from function.service.shadow import Recorder, ShadowScorer
 from function.service.telemetry import Telemetry
+
+if TYPE_CHECKING:  # router.py imports this module; the exchange is only named here
+    from function.service.router import Exchange
 
 log = logging.getLogger("modelrun.http")
 NOT_READY = "not ready to serve; a caller with an API key is told why"
 VERSION_HEADER = "X-Model-Version"  # on every prediction: the version that answered
 
-Handler = Callable[[Request, dict[str, str]], Any]
 # The caller's identity from its key, counted against the rate limit (a request costs `cost`).
 Authorize = Callable[[Headers, str | None, int], str]
 # The model that answers this caller (a canary's candidate, a version the path names), and a
@@ -57,6 +62,14 @@ def json_response(body: Any, status: int) -> Response:
     return Response(orjson.dumps(body), status, mimetype="application/json")
 
 
+def authorized(authorize: Authorize, exchange: Exchange, cost: int = 1) -> str:
+    """The caller's identity (as Authorize), noted as the client of the request's payload record."""
+    request = exchange.request
+    identity = authorize(request.headers, request.remote_addr, cost)
+    exchange.client = client_of(identity)
+    return identity
+
+
 def answered(body: Any, model: LoadedModel) -> Response:
     """A prediction's answer, saying which version gave it (a canary has two)."""
     response = json_response(body, 200)
@@ -67,14 +80,20 @@ def answered(body: Any, model: LoadedModel) -> Response:
 @dataclass(frozen=True)
 class Scorer:
     """Runs the answering model, timed and counted by version; hands the rows and the answer to
-    a shadow candidate (it cannot change the answer), and counts the drift bins."""
+    a shadow candidate (it cannot change the answer), and counts the drift bins and the
+    answers' confidence (the live accuracy estimate: function/service/confidence.py)."""
 
     run_model: Run
     telemetry: Telemetry
     drift: Drift
+    payloads: Payloads  # a sampled request's shadow answer is recorded too
 
     def score(
-        self, model: LoadedModel, shadow: ShadowScorer | None, instances: Instances
+        self,
+        exchange: Exchange,
+        model: LoadedModel,
+        shadow: ShadowScorer | None,
+        instances: Instances,
     ) -> Prediction:
         started = time.perf_counter()
         try:
@@ -85,10 +104,43 @@ class Scorer:
             self.telemetry.scored(model.version, "answer", 0.0, ok=False)
             raise
         self.telemetry.scored(model.version, "answer", time.perf_counter() - started, ok=True)
+        exchange.prediction = prediction
+        if prediction.probabilities is not None:
+            self.telemetry.confident(model.version, "answer", prediction.probabilities)
         if shadow is not None:
-            shadow.submit(instances.X, prediction)
+            sampled = self.payloads.sampled(exchange.request_id)
+            record = self._shadow_record(exchange) if sampled else None
+            shadow.submit(instances.X, prediction, record)
         self._count(model, instances, prediction.labels)
         return prediction
+
+    def _shadow_record(self, exchange: Exchange) -> Recorder:
+        """The payload record of a shadow candidate's answer to this request (its own thread's)."""
+        submit, arrived = self.payloads.submit, exchange.arrived
+        request_id, client, X = exchange.request_id or "", exchange.client, exchange.X
+        path = exchange.request.path  # read now: the request is gone when the shadow answers
+        match = exchange.match
+        protocol = (match.route.records if match else None) or "native"
+
+        def record(candidate: LoadedModel, prediction: Prediction | None, seconds: float) -> None:
+            submit(
+                Answered(
+                    request_id=request_id,
+                    time=arrived,
+                    model=candidate,
+                    role="shadow",
+                    protocol=protocol,
+                    route=path,
+                    status=200 if prediction else 500,
+                    outcome="ok" if prediction else "model-error",
+                    latency_ms=seconds * 1000,
+                    client=client,
+                    X=X,
+                    prediction=prediction,
+                )
+            )
+
+        return record
 
     def _count(self, model: LoadedModel, instances: Instances, labels: list[Any]) -> None:
         """Count the answered rows: predictions by class, and the drift bins of rows and
@@ -111,20 +163,21 @@ class Predictions:
     deadlines: Deadlines
     limits: Limits
 
-    def predict(self, request: Request, args: dict[str, str]) -> Response:
-        model, shadow, instances = self._instances(request)
-        prediction = self.scorer.score(model, shadow, instances)
+    def predict(self, exchange: Exchange, args: dict[str, str]) -> Response:
+        model, shadow, instances = self._instances(exchange)
+        prediction = self.scorer.score(exchange, model, shadow, instances)
         return answered(answer(model, prediction), model)
 
-    def vertex_predict(self, request: Request, args: dict[str, str]) -> Response:
-        model, shadow, instances = self._instances(request)
-        prediction = self.scorer.score(model, shadow, instances)
+    def vertex_predict(self, exchange: Exchange, args: dict[str, str]) -> Response:
+        model, shadow, instances = self._instances(exchange)
+        prediction = self.scorer.score(exchange, model, shadow, instances)
         return answered(native.vertex_answer(prediction), model)
 
-    def v2_infer(self, request: Request, args: dict[str, str]) -> Response:
-        identity = self.authorize(request.headers, request.remote_addr, 1)
+    def v2_infer(self, exchange: Exchange, args: dict[str, str]) -> Response:
+        request = exchange.request
+        identity = authorized(self.authorize, exchange)
         served, shadow = self.serving(identity, request.headers, args.get("version"))
-        model = v2_metadata.select(served, args["name"], args.get("version"))
+        model = exchange.model = v2_metadata.select(served, args["name"], args.get("version"))
         limit, most = self.limits.max_instances, self.limits.max_request_bytes
         header_length = request.headers.get(v2_binary.BINARY_HEADER)
         if header_length is None:
@@ -134,15 +187,24 @@ class Predictions:
             body = v2_binary.binary_request(data, header_length, model.schema, limit)
         with self.deadlines.interruptible():
             instances, outputs, request_id = v2_request.parse_request(body, model, limit)
-        prediction = self.scorer.score(model, shadow, instances)
+        exchange.X = instances.X
+        # v2's own id names the request when the client sent no X-Request-Id and it can be one;
+        # the body echoes it as sent either way.
+        own = isinstance(request_id, str) and request_ids.valid(request_id)
+        if own and request_ids.HEADER not in request.headers:
+            exchange.request_id = request_id
+        prediction = self.scorer.score(exchange, model, shadow, instances)
         return answered(v2_response.response(model, prediction, outputs, request_id), model)
 
-    def _instances(self, request: Request) -> tuple[LoadedModel, ShadowScorer | None, Instances]:
-        identity = self.authorize(request.headers, request.remote_addr, 1)
+    def _instances(self, exchange: Exchange) -> tuple[LoadedModel, ShadowScorer | None, Instances]:
+        request = exchange.request
+        identity = authorized(self.authorize, exchange)
         model, shadow = self.serving(identity, request.headers, None)
+        exchange.model = model
         body = read_json(request, self.limits.max_request_bytes)
         with self.deadlines.interruptible():
             instances = parse_instances(body, model.schema, self.limits.max_instances)
+        exchange.X = instances.X
         return model, shadow, instances
 
 
@@ -160,17 +222,46 @@ class Explanations:
     store: ModelStore
     allow_pickle: bool
 
-    def explain(self, request: Request, args: dict[str, str]) -> Response:
-        identity = self.authorize(request.headers, request.remote_addr, explain.EXPLAIN_COST)
+    def explain(self, exchange: Exchange, args: dict[str, str]) -> Response:
+        request = exchange.request
+        identity = authorized(self.authorize, exchange, explain.EXPLAIN_COST)
         model, _ = self.serving(identity, request.headers, None)
+        exchange.model = model
         body, wanted = explain.parse_parameters(read_json(request, self.limits.max_request_bytes))
         with self.deadlines.interruptible():
             instances = parse_instances(body, model.pipeline_schema, self.limits.max_instances)
+        exchange.X = instances.X
         # Built outside the time limit's reach: an import stopped half-way would stay broken.
         explainer = self.explainers.get(model, self.store, self.allow_pickle)
         with self.deadlines.interruptible():
             explanation = explainer.explain(instances, wanted)
         return answered(explain.answer(model, explainer, explanation), model)
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """POST /feedback: labels for earlier answers (function/service/feedback.py), each one
+    recorded, whatever the sample rate, while records are on. Feedback is rare and each label is
+    worth more than any one answer; sampling it again would lose labels whose answers were
+    recorded."""
+
+    authorize: Authorize
+    require_model: Callable[[], LoadedModel]
+    payloads: Payloads
+    limits: Limits
+
+    def feedback(self, exchange: Exchange, args: dict[str, str]) -> Response:
+        authorized(self.authorize, exchange)
+        model = self.require_model()
+        if not self.payloads.on:
+            raise Conflict(
+                "payload records are off (PAYLOAD_SAMPLE_RATE=0): feedback would not be kept"
+            )
+        body = read_json(exchange.request, self.limits.max_request_bytes)
+        records = feedback.parse(body, model, exchange.client, self.limits.max_instances)
+        for record in records:
+            self.payloads.submit(record)
+        return json_response({"accepted": len(records)}, 202)
 
 
 @dataclass(frozen=True)
@@ -195,23 +286,23 @@ class Readiness:
         model = self.require_model()
         return model if keyed else None
 
-    def health(self, request: Request, args: dict[str, str]) -> Any:
+    def health(self, exchange: Exchange, args: dict[str, str]) -> Any:
         return {"status": "ok"}
 
-    def ready(self, request: Request, args: dict[str, str]) -> Any:
-        model = self.check(request)
+    def ready(self, exchange: Exchange, args: dict[str, str]) -> Any:
+        model = self.check(exchange.request)
         named = {"model": {"name": model.name, "version": model.version}} if model else {}
         return {"status": "ready", **named}
 
-    def vertex_health(self, request: Request, args: dict[str, str]) -> Any:
-        self.check(request)  # Vertex sends traffic only once this answers 200
+    def vertex_health(self, exchange: Exchange, args: dict[str, str]) -> Any:
+        self.check(exchange.request)  # Vertex sends traffic only once this answers 200
         return {"status": "ready"}
 
-    def v2_live(self, request: Request, args: dict[str, str]) -> Any:
+    def v2_live(self, exchange: Exchange, args: dict[str, str]) -> Any:
         return {"live": True}
 
-    def v2_ready(self, request: Request, args: dict[str, str]) -> Any:
-        self.check(request)
+    def v2_ready(self, exchange: Exchange, args: dict[str, str]) -> Any:
+        self.check(exchange.request)
         return {"ready": True}
 
 
@@ -229,8 +320,8 @@ class Descriptions:
     readiness: Readiness
     limits: Limits
 
-    def model(self, request: Request, args: dict[str, str]) -> Any:
-        self.authorize(request.headers, request.remote_addr, 1)
+    def model(self, exchange: Exchange, args: dict[str, str]) -> Any:
+        authorized(self.authorize, exchange)
         model = self.require_model()
         features = [f.describe() for f in model.schema.features]
         limits = {
@@ -245,8 +336,8 @@ class Descriptions:
         }
         return {**model.metadata, "features": features, **served}
 
-    def model_file(self, request: Request, args: dict[str, str]) -> Response:
-        self.authorize(request.headers, request.remote_addr, 1)
+    def model_file(self, exchange: Exchange, args: dict[str, str]) -> Response:
+        authorized(self.authorize, exchange)
         model = self.require_model()
         name = args["name"]
         data = self.report_file(model, name)
@@ -256,20 +347,20 @@ class Descriptions:
             response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
         return response
 
-    def openapi(self, request: Request, args: dict[str, str]) -> Any:
+    def openapi(self, exchange: Exchange, args: dict[str, str]) -> Any:
         return document(self.current(), self.limits.max_instances)
 
-    def v2_server(self, request: Request, args: dict[str, str]) -> Any:
-        self.authorize(request.headers, request.remote_addr, 1)
+    def v2_server(self, exchange: Exchange, args: dict[str, str]) -> Any:
+        authorized(self.authorize, exchange)
         return v2_metadata.SERVER
 
-    def v2_model(self, request: Request, args: dict[str, str]) -> Any:
-        self.authorize(request.headers, request.remote_addr, 1)
+    def v2_model(self, exchange: Exchange, args: dict[str, str]) -> Any:
+        authorized(self.authorize, exchange)
         return v2_metadata.model_metadata(self.named(args["name"], args.get("version")))
 
-    def v2_model_ready(self, request: Request, args: dict[str, str]) -> Any:
-        self.authorize(request.headers, request.remote_addr, 1)  # it confirms names, versions
-        self.readiness.check(request)
+    def v2_model_ready(self, exchange: Exchange, args: dict[str, str]) -> Any:
+        authorized(self.authorize, exchange)  # it confirms names, versions
+        self.readiness.check(exchange.request)
         model = self.named(args["name"], args.get("version"))
         return {"name": model.name, "ready": True}
 
@@ -283,15 +374,15 @@ class Metrics:
     page: Callable[[], bytes]
     content_type: str
 
-    def metrics(self, request: Request, args: dict[str, str]) -> Response:
+    def metrics(self, exchange: Exchange, args: dict[str, str]) -> Response:
         if not self.public:
-            self.authorize(request.headers, request.remote_addr, 1)
+            authorized(self.authorize, exchange)
         return Response(self.page(), content_type=self.content_type)
 
 
-def page(request: Request, args: dict[str, str]) -> Any:
-    return pages.page(request)
+def page(exchange: Exchange, args: dict[str, str]) -> Any:
+    return pages.page(exchange.request)
 
 
-def asset(request: Request, args: dict[str, str]) -> Any:
-    return pages.asset(request, args["name"])
+def asset(exchange: Exchange, args: dict[str, str]) -> Any:
+    return pages.asset(exchange.request, args["name"])

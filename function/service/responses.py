@@ -1,5 +1,5 @@
 """What every answer gets on its way out: errors written in their protocol's body, security
-headers, CORS, its metrics and its log line."""
+headers, CORS, X-Request-Id, its payload record (queued), its metrics and its log line."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from flask import Request, Response
 
 from function.core.errors import ModelrunError, RequestTimeout, Unauthorized
 from function.core.logs import request_fields
+from function.service import request_ids
 from function.service.deadline import DeadlineExceeded
 from function.service.handlers import VERSION_HEADER
+from function.service.payloads import Answered, Payloads
 from function.service.protocols import native, v2_response
 from function.service.router import V2, Exchange, origin_allowed
 from function.service.telemetry import Telemetry
@@ -48,13 +50,23 @@ def error_response(exchange: Exchange, error: ModelrunError, telemetry: Telemetr
 
 
 def after_response(
-    exchange: Exchange, response: Response, telemetry: Telemetry, cors_origins: tuple[str, ...]
+    exchange: Exchange,
+    response: Response,
+    telemetry: Telemetry,
+    payloads: Payloads,
+    cors_origins: tuple[str, ...],
 ) -> Response:
-    """What every answer gets: security headers, CORS, its metrics and its log line."""
+    """What every answer gets: security headers, CORS, X-Request-Id and the payload record on a
+    prediction route, its metrics and its log line."""
     request, match = exchange.request, exchange.match
     secured(response)
     _cors(cors_origins, request, response)
     seconds = time.perf_counter() - exchange.started
+    if exchange.request_id is not None:
+        response.headers[request_ids.HEADER] = exchange.request_id
+        records = match.route.records if match else None
+        if records is not None and payloads.sampled(exchange.request_id):
+            payloads.submit(_answered(exchange, records, response.status_code, seconds))
     rule = match.rule if match else None
     telemetry.request(request.method, rule, response.status_code, seconds)
     level = logging.DEBUG if match and match.route.quiet else logging.INFO
@@ -67,6 +79,25 @@ def after_response(
         extra={"fields": request_fields(request, response.status_code, seconds)},
     )
     return response
+
+
+def _answered(exchange: Exchange, protocol: str, status: int, seconds: float) -> Answered:
+    """What the request leaves for its payload record (function/service/payloads.py)."""
+    error = exchange.error
+    return Answered(
+        request_id=exchange.request_id or "",
+        time=exchange.arrived,
+        model=exchange.model,
+        role="answer",
+        protocol=protocol,
+        route=exchange.request.path,
+        status=status,
+        outcome="ok" if error is None else error.kind.replace("_", "-"),
+        latency_ms=seconds * 1000,
+        client=exchange.client,
+        X=exchange.X,
+        prediction=exchange.prediction,
+    )
 
 
 def secured(response: Response) -> Response:
@@ -82,5 +113,6 @@ def _cors(origins: tuple[str, ...], request: Request, response: Response) -> Non
     origin = request.headers.get("Origin")
     if origin and origin_allowed(origins, origin):
         response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
-        response.headers["Access-Control-Expose-Headers"] = VERSION_HEADER
+        exposed = f"{VERSION_HEADER}, {request_ids.HEADER}"
+        response.headers["Access-Control-Expose-Headers"] = exposed
         response.headers.add("Vary", "Origin")

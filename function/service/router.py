@@ -7,22 +7,31 @@ a typed error (function/core/errors.py); responses.py writes the error in the ro
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from flask import Request, Response
 from werkzeug import exceptions as wz
 from werkzeug.routing import Map, Rule
 
 from function.core.config import Config
-from function.core.errors import Forbidden, MethodNotAllowed, NotFound, PayloadTooLarge
+from function.core.errors import (
+    Forbidden,
+    MethodNotAllowed,
+    ModelrunError,
+    NotFound,
+    PayloadTooLarge,
+)
+from function.core.model import LoadedModel
+from function.core.predict import Prediction
 from function.core.rollout import CLIENT_HEADER
-from function.service import pages
-from function.service.handlers import Handler, json_response
+from function.service import pages, request_ids
+from function.service.handlers import json_response
 
-CORS_HEADERS = f"Authorization, Content-Type, X-API-Key, {CLIENT_HEADER}"
+CORS_HEADERS = f"Authorization, Content-Type, X-API-Key, {CLIENT_HEADER}, {request_ids.HEADER}"
 NATIVE, V2 = "native", "v2"  # how errors are written: problem+json, or v2's {"error": ...}
 
 
@@ -32,12 +41,23 @@ class Route:
     paths: tuple[str, ...]
     protocol: str = NATIVE
     quiet: bool = False  # probes and scrapes: logged at DEBUG, not INFO
+    # A prediction route's answers (refusals too) leave payload records naming this protocol
+    # (native, vertex, v2: function/core/records.py); None: no record.
+    records: str | None = None
+    request_id: bool = False  # its answers carry X-Request-Id (every recorded route's do)
+
+    @property
+    def identified(self) -> bool:
+        """Whether its answers carry X-Request-Id."""
+        return self.request_id or self.records is not None
 
 
 V2_MODEL = ("/v2/models/<name>", "/v2/models/<name>/versions/<version>")
 ROUTES: dict[str, Route] = {
-    "predict": Route("POST", ("/predict",)),
-    "explain": Route("POST", ("/explain",)),
+    "predict": Route("POST", ("/predict",), records="native"),
+    # Labels for earlier answers: its answer carries an id, and it records feedback, not itself.
+    "feedback": Route("POST", ("/feedback",), request_id=True),
+    "explain": Route("POST", ("/explain",), records="native"),
     "model": Route("GET", ("/model",)),
     "model_file": Route("GET", ("/model/files/<name>",)),
     "health": Route("GET", ("/health",), quiet=True),
@@ -49,7 +69,7 @@ ROUTES: dict[str, Route] = {
     "v2_server": Route("GET", ("/v2",), V2),
     "v2_model": Route("GET", V2_MODEL, V2),
     "v2_model_ready": Route("GET", tuple(f"{p}/ready" for p in V2_MODEL), V2),
-    "v2_infer": Route("POST", tuple(f"{p}/infer" for p in V2_MODEL), V2),
+    "v2_infer": Route("POST", tuple(f"{p}/infer" for p in V2_MODEL), V2, records="v2"),
 }
 # The pages (function/service/pages.py), unless UI=false.
 PAGE_ROUTES: dict[str, Route] = {
@@ -63,7 +83,7 @@ def routes(config: Config) -> dict[str, Route]:
     table = {**ROUTES, **(PAGE_ROUTES if config.ui else {})}
     vertex = {
         "vertex_health": (config.vertex_health_route, Route("GET", (), quiet=True)),
-        "vertex_predict": (config.vertex_predict_route, Route("POST", ())),
+        "vertex_predict": (config.vertex_predict_route, Route("POST", (), records="vertex")),
     }
     for name, (path, route) in vertex.items():
         if path:
@@ -71,8 +91,8 @@ def routes(config: Config) -> dict[str, Route]:
             for other, existing in list(table.items()):
                 if path in existing.paths:
                     kept = tuple(p for p in existing.paths if p != path)
-                    table[other] = Route(existing.method, kept, existing.protocol, existing.quiet)
-            table[name] = Route(route.method, (path,), quiet=route.quiet)
+                    table[other] = dataclasses.replace(existing, paths=kept)
+            table[name] = dataclasses.replace(route, paths=(path,))
     return table
 
 
@@ -89,6 +109,11 @@ class Match(NamedTuple):
     rule: str
     route: Route
     args: dict[str, str]
+
+
+# A handler takes the request's exchange (its request, and its payload record's notes) and the
+# path's arguments; it returns a body (JSON) or a Response, and raises a typed error for the rest.
+Handler = Callable[["Exchange", dict[str, str]], Any]
 
 
 class Router:
@@ -131,11 +156,19 @@ class Router:
 
 @dataclass
 class Exchange:
-    """One request on its way through: when it began, and where it was routed."""
+    """One request on its way through: when it began, where it was routed, and what its payload
+    record is made of, noted as it goes (handlers.py notes, responses.after_response records)."""
 
     request: Request
     started: float = field(default_factory=time.perf_counter)
+    arrived: float = field(default_factory=time.time)  # the payload record's time
     match: Match | None = None  # once routed
+    request_id: str | None = None  # X-Request-Id, on an identified route
+    client: str = "unauthenticated"  # who asked, as a record shows it (payloads.client_of)
+    model: LoadedModel | None = None  # the version that answers
+    X: Any = None  # the parsed rows
+    prediction: Prediction | None = None
+    error: ModelrunError | None = None  # the typed error it was answered with
 
     @property
     def protocol(self) -> str:
@@ -149,11 +182,14 @@ def dispatch(router: Router, exchange: Exchange, cors_origins: tuple[str, ...]) 
     if is_preflight(request):
         return preflight(request, router.allowed_methods(request.path), cors_origins)
     match = exchange.match = router.match(request)
+    if match.route.identified:
+        exchange.request_id = request_ids.generated()  # a refusal of the client's id carries one
+        exchange.request_id = request_ids.from_headers(request.headers) or exchange.request_id
     if match.route.method != "POST" and has_body(request):
         raise PayloadTooLarge(  # refused unread (function/service/connections.py)
             f"{request.method} {request.path} takes no request body"
         )
-    result = router.handlers[match.name](request, match.args)
+    result = router.handlers[match.name](exchange, match.args)
     return result if isinstance(result, Response) else json_response(result, 200)
 
 
