@@ -107,6 +107,49 @@ def test_other_routes_carry_no_request_id(recorded: tuple[InProcess, Path]) -> N
     assert "X-Request-Id" not in app.client.get("/health").headers
 
 
+def test_vertex_answers_are_recorded_as_vertex_and_feedback_answers_not_at_all(
+    iris_uri: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "payloads"
+    env = {"MODEL_URI": iris_uri, "API_KEYS": KEY, "PAYLOAD_SAMPLE_RATE": "1",
+           "PAYLOAD_DIR": str(folder), "AIP_PREDICT_ROUTE": "/vertex/predict",
+           "AIP_HEALTH_ROUTE": "/vertex/health"}  # fmt: skip
+    labels = {"feedback": [{"request_id": "vx-1", "row": 0, "label": "setosa"}]}
+    with in_process(env) as app:
+        vertex = app.client.post("/vertex/predict", json={"instances": [ROW]},
+                                 headers={**AUTH, "X-Request-Id": "vx-1"})  # fmt: skip
+        fed = app.client.post("/feedback", json=labels, headers={**AUTH, "X-Request-Id": "fb-1"})
+        found = records(app, folder)
+
+    assert (vertex.status_code, vertex.headers["X-Request-Id"]) == (200, "vx-1")
+    assert (fed.status_code, fed.headers["X-Request-Id"]) == (202, "fb-1")
+    (answer,) = [r for r in found if isinstance(r, PredictionRecord)]
+    assert (answer.request_id, answer.protocol, answer.route) == (
+        "vx-1",
+        "vertex",
+        "/vertex/predict",
+    )
+    (label,) = [r for r in found if isinstance(r, FeedbackRecord)]
+    assert label.request_id == "vx-1"  # the answer it labels; nothing is recorded as fb-1
+
+
+def test_a_browser_may_send_a_request_id_and_read_it(iris_uri: str) -> None:
+    origin = "https://app.example.com"
+    with in_process({"MODEL_URI": iris_uri, "API_KEYS": KEY, "CORS_ORIGINS": origin}) as app:
+        preflight = app.client.options("/predict", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-key, x-request-id",
+        })  # fmt: skip
+        headers = {**AUTH, "Origin": origin, "X-Request-Id": "web-1"}
+        answer = app.client.post("/predict", json={"instances": [ROW]}, headers=headers)
+
+    allowed = preflight.headers["Access-Control-Allow-Headers"].split(", ")
+    exposed = answer.headers["Access-Control-Expose-Headers"].split(", ")
+    assert preflight.status_code == 204 and "X-Request-Id" in allowed
+    assert answer.headers["X-Request-Id"] == "web-1"
+    assert {"X-Request-Id", "X-Model-Version"} <= set(exposed)
+
+
 # --- payload records ---------------------------------------------------------------------
 
 

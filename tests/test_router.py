@@ -7,7 +7,13 @@ import flask
 import pytest
 
 from function.core.config import load_config
-from function.core.errors import MethodNotAllowed, ModelrunError, NotFound, PayloadTooLarge
+from function.core.errors import (
+    BadRequest,
+    MethodNotAllowed,
+    ModelrunError,
+    NotFound,
+    PayloadTooLarge,
+)
 from function.service.app import handlers
 from function.service.router import ROUTES, V2, Exchange, Router, dispatch, routes
 from function.service.service import Service
@@ -54,6 +60,7 @@ def test_a_route_without_a_handler_stops_the_start() -> None:
         ("/health", "POST", {}, MethodNotAllowed, "native"),
         ("/v2//health/live", "GET", {}, NotFound, V2),  # routed as sent, never redirected
         ("/health", "GET", {"data": b"x"}, PayloadTooLarge, "native"),
+        ("/feedback", "POST", {"headers": {"X-Request-Id": "has space"}}, BadRequest, "native"),
     ],
 )  # fmt: skip
 def test_dispatch_refuses_what_it_cannot_route(
@@ -75,3 +82,39 @@ def test_a_method_not_allowed_names_the_allowed_ones() -> None:
 
     assert refusal.headers == {"Allow": "POST"}
     assert "GET is not allowed on /predict; use POST" in str(refusal)
+
+
+def test_the_table_says_which_answers_carry_a_request_id_and_leave_a_record() -> None:
+    table = routes(load_config(CONFIG))  # Vertex's predict route takes /predict over
+
+    recorded = {name: route.records for name, route in table.items() if route.records}
+    identified = {name for name, route in table.items() if route.identified}
+
+    assert recorded == {"explain": "native", "predict": "native", "v2_infer": "v2",
+                        "vertex_predict": "vertex"}  # fmt: skip
+    assert identified == {*recorded, "feedback"}
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "expected"),
+    [
+        ("/feedback", {"X-Request-Id": "order-42.a"}, "order-42.a"),  # the client's, kept
+        ("/feedback", {}, None),  # a new one
+        ("/health", {"X-Request-Id": "order-42.a"}, ""),  # not an identified route: none
+    ],
+)  # fmt: skip
+def test_dispatch_names_the_request_of_an_identified_route(
+    path: str, headers: dict[str, str], expected: str | None
+) -> None:
+    method = ROUTES["feedback"].method if path == "/feedback" else "GET"
+    seen: list[str | None] = []
+    router = Router(ROUTES, {name: lambda e, a: seen.append(e.request_id) for name in ROUTES})
+
+    with APP.test_request_context(path, method=method, headers=headers):
+        dispatch(router, Exchange(flask.request), ())
+
+    (request_id,) = seen
+    if expected is None:
+        assert request_id is not None and len(request_id) == 32  # a uuid4's hex digits
+    else:
+        assert request_id == (expected or None)
