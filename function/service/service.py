@@ -20,7 +20,7 @@ from typing import Any
 from werkzeug.datastructures import Headers
 
 from function.core.config import Config
-from function.core.drift import BASELINE_FILE, Drift, DriftCollector
+from function.core.drift import BASELINE_FILE, Drift
 from function.core.errors import BadRequest, NotFound, NotReady, Unauthorized
 from function.core.model import LoadedModel
 from function.core.predict import Run, run_model
@@ -67,9 +67,7 @@ class Service:
         )
         self.drift = Drift(config.drift_features)
         self.telemetry, page = prometheus_telemetry(
-            self.model_state,
-            [DriftCollector(self.drift)],
-            candidate_state=lambda: self.loader.candidate_state(),
+            self.model_state, self.drift, candidate_state=lambda: self.loader.candidate_state()
         )
         # Several workers answer as one instance: one merged page, one readiness.
         self.workers = (
