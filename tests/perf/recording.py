@@ -49,13 +49,24 @@ def cpu_us(call: Callable[[], object], times: int) -> float:
     return statistics.median(rounds)
 
 
+def tree_telemetry(state: Callable[[], Any], drift: Any) -> tuple[Any, Callable[[], bytes]]:
+    """This tree's telemetry and page, its drift counts exported as the tree does."""
+    from function.core import drift as core
+    from function.service import telemetry as module
+
+    make: Any = module.prometheus_telemetry
+    if "collectors" in inspect.signature(make).parameters:  # before issue 32: a collector
+        collector: Any = core.DriftCollector  # type: ignore[attr-defined]
+        return make(state, [collector(drift)] if drift else [])
+    return make(state, drift)
+
+
 def service_telemetry(artifact: Path) -> tuple[Any, Callable[[], bytes], Callable[[], None], Any]:
     """This tree's telemetry and page, with drift counted for the artifact; one request; the
     drift counts."""
     from function.core.drift import BASELINE_FILE, Drift, parse_baseline
     from function.core.model import LoadedModel
     from function.core.schema import from_metadata
-    from function.service import telemetry as module
 
     metadata = json.loads((artifact / "metadata.json").read_text())
     baseline = parse_baseline((artifact / BASELINE_FILE).read_bytes(), str(artifact))
@@ -63,12 +74,7 @@ def service_telemetry(artifact: Path) -> tuple[Any, Callable[[], bytes], Callabl
     drift = Drift(None)
     identity = {"model.name": "iris", "model.version": "v1", "model.sha256": "0" * 12}
     state: Callable[[], tuple[dict[str, str] | None, bool]] = lambda: (identity, True)  # noqa: E731
-    if "collectors" in inspect.signature(module.prometheus_telemetry).parameters:  # before #32
-        from function.core.drift import DriftCollector  # type: ignore[attr-defined]
-
-        telemetry, page = module.prometheus_telemetry(state, [DriftCollector(drift)])
-    else:
-        telemetry, page = module.prometheus_telemetry(state, drift)
+    telemetry, page = tree_telemetry(state, drift)
     models = [
         LoadedModel(None, {**metadata, "version": v}, 0.0, schema=schema, baseline=baseline)
         for v in ("v1", "v2")
@@ -137,8 +143,11 @@ def options(artifact: Path) -> dict[str, float]:
     out["drift_page_ms_observable_instruments"] = (
         cpu_us(lambda: generate_latest(registry), PAGES) / 1000
     )
-    series = sum(len(w.slots) for w in drift.watches())
-    out["drift_series"] = series
+    # The drift families as this tree exports them: its page with them, less its page without.
+    bare = tree_telemetry(lambda: (None, False), None)[1]
+    full = tree_telemetry(lambda: (None, False), drift)[1]
+    out["drift_page_ms_as_exported"] = (cpu_us(full, PAGES) - cpu_us(bare, PAGES)) / 1000
+    out["drift_series"] = sum(len(w.slots) for w in drift.watches())
     return out
 
 
