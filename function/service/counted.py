@@ -53,7 +53,7 @@ def model_calls(calls: ModelCalls, start: int) -> list[Metric]:
         counted.append(({**version, "outcome": "ok"}, cell.ok))
         if cell.errors:
             counted.append(({**version, "outcome": "error"}, cell.errors))
-        if any(cell.buckets):
+        if any(cell.buckets):  # min and max are not kept: Prometheus' histograms have none
             durations.append(
                 HistogramDataPoint(
                     version, start, now, sum(cell.buckets), cell.sum, list(cell.buckets),
