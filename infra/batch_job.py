@@ -29,7 +29,7 @@ from pulumi_gcp.storage import (
 )
 
 from config import BatchSettings, StackConfig
-from function.batch.objects import TMP_SUFFIX
+from function.core.storage import TMP_SUFFIX
 from function.core.store import bucket_store, model_root
 
 INPUT, OUTPUT = "input/", "output/"
@@ -76,7 +76,7 @@ class BatchJob(pulumi.ComponentResource):
             uniform_bucket_level_access=True,
             public_access_prevention="enforced",
             # A task killed between its upload and its copy leaves a temporary object that only
-            # its own retry removes: a day later, the bucket does (function/batch/objects.py).
+            # its own retry removes: a day later, the bucket does (function/core/storage.py).
             lifecycle_rules=[
                 BucketLifecycleRuleArgs(
                     action=BucketLifecycleRuleActionArgs(type="Delete"),

@@ -13,7 +13,8 @@ from typing import TypeVar
 from function.core.artifact import SHA256_PATTERN
 from function.core.errors import ConfigError, ModelrunError
 from function.core.signing import Trust, load_public_keys
-from function.core.store import check_version_id, open_backend
+from function.core.storage import STORE, parse_uri
+from function.core.store import check_version_id
 
 MIN_KEY_LENGTH = 16
 MAX_WORKERS = 64
@@ -109,7 +110,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
     model_uri = get("MODEL_URI") or get("AIP_STORAGE_URI")
     if model_uri is None:
         raise ConfigError("MODEL_URI is required, e.g. gs://BUCKET/models/iris or file:///abs/iris")
-    parsed("MODEL_URI", open_backend, None)
+    parsed("MODEL_URI", lambda uri: parse_uri(uri, STORE), None)
     api_keys: frozenset[str] = parsed("API_KEYS", parse_keys, frozenset(), secret=True)
     config = Config(
         model_uri=model_uri,
