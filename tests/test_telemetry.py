@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from function.service.telemetry import Telemetry
+from function.service.telemetry import Telemetry, prometheus_telemetry
 
 
 class State:
@@ -128,25 +128,24 @@ def test_error_kinds_are_snake_case() -> None:
     assert ModelrunError("x").kind == "internal"
 
 
-def test_model_calls_count_by_version_and_time_only_the_timed_ones() -> None:
-    """function/service/model_calls.py: the families a scrape reads, against counts made here."""
-    from prometheus_client import CollectorRegistry, generate_latest
+def page_families(page: bytes) -> dict[str, Any]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    from function.service.model_calls import BUCKETS, ModelCalls
+    return {f.name: f for f in text_string_to_metric_families(page.decode())}
 
-    calls = ModelCalls()
-    registry = CollectorRegistry()
-    registry.register(calls)
+
+def test_model_calls_count_by_version_and_time_only_the_timed_ones() -> None:
+    """function/service/model_calls.py's counts, as the one /metrics page shows them."""
+    from function.service.model_calls import BUCKETS
+
+    telemetry, page = prometheus_telemetry(lambda: (None, False))
     times = [0.0004, 0.001, 0.001, 0.003, 0.2, 12.0]  # 0.001 sits on a bound: le="0.001" holds it
     for seconds in times:
-        calls.record("v1", "answer", seconds, ok=True, requests=1, timed=True)
-    calls.record("v1", "answer", 0.0, ok=False, requests=1, timed=True)
-    calls.record("v2", "shadow", 0.002, ok=True, requests=7, timed=False)  # a shared call
+        telemetry.scored("v1", "answer", seconds, ok=True)
+    telemetry.scored("v1", "answer", 0.0, ok=False)
+    telemetry.scored("v2", "shadow", 0.002, ok=True, requests=7, timed=False)  # a shared call
 
-    families = {
-        f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())
-    }
+    families = page_families(page())
     counted = {
         (s.labels["model_version"], s.labels["role"], s.labels["outcome"]): s.value
         for s in families["modelrun_model_calls"].samples
@@ -156,13 +155,66 @@ def test_model_calls_count_by_version_and_time_only_the_timed_ones() -> None:
         ("v1", "answer", "error"): 1,
         ("v2", "shadow", "ok"): 7,
     }
-    buckets = {
-        s.labels["le"]: s.value
-        for s in families["modelrun_model_duration_seconds"].samples
-        if s.name.endswith("_bucket")
-    }
+    assert families["modelrun_model_calls"].type == "counter"
+    duration = families["modelrun_model_duration_seconds"]
+    assert duration.type == "histogram"
+    buckets = {s.labels["le"]: s.value for s in duration.samples if s.name.endswith("_bucket")}
     for bound in BUCKETS:
         assert buckets[str(bound)] == sum(t <= bound for t in times), bound
     assert buckets["+Inf"] == len(times)
-    assert not any(s.labels.get("model_version") == "v2"
-                   for s in families["modelrun_model_duration_seconds"].samples)  # fmt: skip
+    assert not any(s.labels.get("model_version") == "v2" for s in duration.samples)
+
+
+def test_no_call_counted_shows_no_model_call_family() -> None:
+    _, page = prometheus_telemetry(lambda: (None, False))
+
+    families = page_families(page())
+
+    assert "modelrun_model_calls" not in families
+    assert "modelrun_model_duration_seconds" not in families
+
+
+def test_every_declared_series_is_on_the_page_under_its_prometheus_name(iris_artifact: Any) -> None:
+    """metrics.py is the one place: each series it declares reaches /metrics, named as declared,
+    of its kind, with its help text; and nothing but the process collector's is undeclared."""
+    import json
+
+    import numpy as np
+
+    from function.core.drift import BASELINE_FILE, Drift, parse_baseline
+    from function.core.model import LoadedModel
+    from function.core.schema import from_metadata
+    from function.service import metrics
+
+    metadata = json.loads((iris_artifact / "metadata.json").read_text())
+    baseline = parse_baseline((iris_artifact / BASELINE_FILE).read_bytes(), "iris")
+    schema = from_metadata(metadata, "iris")
+    model = LoadedModel(None, {**metadata, "version": "v1"}, 0.0, schema=schema, baseline=baseline)
+    drift = Drift(None)
+    identity = {"model.name": "iris", "model.version": "v1"}
+    telemetry, page = prometheus_telemetry(
+        lambda: (identity, True), drift, candidate_state=lambda: {"model.version": "v2"}
+    )
+    for series in metrics.SERIES:
+        if series.kind == "counter" and not series.counted:
+            telemetry.add(series, 1, {"model.version": "v1"})
+        elif series.kind == "histogram" and not series.counted:
+            telemetry.record(series, 0.5)
+    telemetry.scored("v1", "answer", 0.001, ok=True)
+    drift.observe(model, np.array([[5.1, 3.5, 1.4, 0.2]]), ["setosa"])
+
+    families = page_families(page())
+
+    for series in metrics.SERIES:
+        family = families[series.prometheus]
+        assert (family.type, family.documentation) == (series.kind, series.description)
+    declared = {s.prometheus for s in metrics.SERIES} | {"target_info"}
+    assert {n for n in families if not n.startswith("process_")} == declared
+    assert set(metrics.PROCESS_GAUGES) <= set(families)
+
+
+def test_a_series_is_declared_once() -> None:
+    from function.service import metrics
+
+    with pytest.raises(ValueError, match="modelrun.errors is declared twice"):
+        metrics.counter("modelrun.errors", "{error}", "again")

@@ -13,10 +13,11 @@ Each bin carries its share of the training rows. The shares are counted by the s
 service counts live rows with, so a bin means the same thing on both sides.
 
 The service counts every scored row of each watched feature into its bin, numbers outside the
-training range by side, and the predictions into theirs. `DriftCollector` exports the counts and
-the reference shares on /metrics; PromQL computes the Population Stability Index from them
-(local/prometheus/alerts.yml). Series per watched feature: its bins plus "(missing)" (a category
-also "(other)" and "(unknown)"), twice (rows and reference), plus two out-of-range sides.
+training range by side, and the predictions into theirs. Counting is core's; the service exports
+the counts and the reference shares on /metrics (function/service/counted.py), and PromQL
+computes the Population Stability Index from them (local/prometheus/alerts.yml). Series per
+watched feature: its bins plus "(missing)" (a category also "(other)" and "(unknown)"), twice
+(rows and reference), plus two out-of-range sides.
 """
 
 from __future__ import annotations
@@ -31,8 +32,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from function.core.errors import IntegrityError
 from function.core.schema import Feature, Schema
@@ -411,52 +410,3 @@ class Drift:
 
     def watches(self) -> list[Watch]:
         return list(self._watches.values())
-
-
-class DriftCollector(Collector):
-    """The counts and reference shares as Prometheus families, read when scraped."""
-
-    def __init__(self, drift: Drift) -> None:
-        self.drift = drift
-
-    def collect(self) -> Iterator[Any]:
-        rows = CounterMetricFamily(
-            "modelrun_drift_rows", "Rows scored, by watched feature and bin of its baseline.",
-            labels=["model_version", "feature", "bin"],
-        )  # fmt: skip
-        reference = GaugeMetricFamily(
-            "modelrun_drift_reference_ratio",
-            "Share of the training rows in each feature's bin.",
-            labels=["model_version", "feature", "bin"],
-        )
-        outside = CounterMetricFamily(
-            "modelrun_drift_out_of_range", "Numbers below or above the training range.",
-            labels=["model_version", "feature", "side"],
-        )  # fmt: skip
-        predicted = CounterMetricFamily(
-            "modelrun_drift_prediction_rows", "Predictions, by class or by bin of the baseline.",
-            labels=["model_version", "bin"],
-        )  # fmt: skip
-        predicted_reference = GaugeMetricFamily(
-            "modelrun_drift_prediction_reference_ratio",
-            "Share of the hold-out predictions in each class or bin.",
-            labels=["model_version", "bin"],
-        )
-        for watch in self.drift.watches():
-            try:
-                watch.flush()
-            except Exception:  # what was counted before is still shown
-                log.exception("counting drift rows for version %s failed", watch.version)
-            counts = watch.counts.copy()
-            for slot, count in zip(watch.slots, counts.tolist(), strict=True):
-                labels = [watch.version, *(v for _, v in slot.labels)]
-                if slot.family == "rows":
-                    rows.add_metric(labels, count)
-                    reference.add_metric(labels, slot.reference or 0.0)
-                elif slot.family == "out_of_range":
-                    outside.add_metric(labels, count)
-                elif slot.family == "prediction":
-                    predicted.add_metric(labels, count)
-                    predicted_reference.add_metric(labels, slot.reference or 0.0)
-        families = (rows, reference, outside, predicted, predicted_reference)
-        yield from (family for family in families if family.samples)

@@ -14,21 +14,17 @@ many rows the mean top-class probability estimates the accuracy. Exported per ve
 estimate holds only for calibrated probabilities: training records the calibration error as
 `metadata["calibration"] = {"ece", "bins", "trusted"}`; a version without it, with `trusted`
 false or an ECE above MAX_TRUSTED_ECE is shown as "estimate not trusted", and not alerted on.
-Counted on the request path, so kept in plain sums under one lock, as model_calls.py does.
+Counted on the request path, so kept in plain sums under one lock, as model_calls.py does; the
+series are declared in function/service/metrics.py and exported by function/service/counted.py.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
-
-from function.core.model import LoadedModel
 
 MAX_TRUSTED_ECE = 0.05  # an expected calibration error above this: the estimate is off by more
 
@@ -49,11 +45,10 @@ def holdout_accuracy(metadata: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
 
 
-class Confidence(Collector):
-    """The sums, and the served versions' hold-out figures, read at each scrape."""
+class Confidence:
+    """Each (version, role)'s summed top-class probability and rows."""
 
-    def __init__(self, models: Callable[[], list[LoadedModel]] = list) -> None:
-        self._models = models
+    def __init__(self) -> None:
         self._sums: dict[tuple[str, str], list[float]] = {}  # (version, role) -> [sum, rows]
         self._lock = threading.Lock()
 
@@ -67,55 +62,7 @@ class Confidence(Collector):
             cell[0] += total
             cell[1] += len(probabilities)
 
-    def describe(self) -> Iterator[Any]:
-        """The families' names, without reading the models (registered before they exist)."""
-        yield from _families()
-
-    def collect(self) -> Iterator[Any]:
-        sums, rows, accuracy, trust = _families()
+    def cells(self) -> list[tuple[str, str, float, float]]:
+        """(version, role, summed probability, rows), copied under the lock."""
         with self._lock:
-            cells = [(key, list(cell)) for key, cell in self._sums.items()]
-        for (version, role), (total, count) in cells:
-            sums.add_metric([version, role], total)
-            rows.add_metric([version, role], count)
-        if cells:
-            yield sums
-            yield rows
-        shown = False
-        for model in self._models():
-            if not model.has_probabilities:
-                continue
-            held = holdout_accuracy(model.metadata)
-            if held is not None:
-                accuracy.add_metric([model.version], held)
-            trust.add_metric([model.version], 1.0 if trusted(model.metadata) else 0.0)
-            shown = True
-        if shown:
-            yield accuracy
-            yield trust
-
-
-def _families() -> tuple[Any, Any, Any, Any]:
-    """Fresh, empty families: sums, rows, hold-out accuracy, trust."""
-    sums = CounterMetricFamily(
-        "modelrun_confidence_sum",
-        "Summed top-class probability of the rows scored, by version and role.",
-        labels=["model_version", "role"],
-    )
-    rows = CounterMetricFamily(
-        "modelrun_confidence_rows",
-        "Rows scored with probabilities, by version and role.",
-        labels=["model_version", "role"],
-    )
-    accuracy = GaugeMetricFamily(
-        "modelrun_holdout_accuracy",
-        "The version's accuracy on its hold-out rows at training (its metadata).",
-        labels=["model_version"],
-    )
-    trust = GaugeMetricFamily(
-        "modelrun_estimate_trusted",
-        "1 where training found the version's probabilities calibrated (the live estimate "
-        "holds), 0 where not or not recorded.",
-        labels=["model_version"],
-    )
-    return sums, rows, accuracy, trust
+            return [(v, r, total, rows) for (v, r), (total, rows) in self._sums.items()]

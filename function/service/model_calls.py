@@ -1,26 +1,22 @@
 """Each version's model calls and their time, counted on every prediction request.
 
 `modelrun_model_calls_total{model_version, role, outcome}` and the histogram
-`modelrun_model_duration_seconds{model_version, role}` compare the versions of a rollout
-(function/core/rollout.py; training/verdict.py reads them back). They are counted on the request
-path,
-so they are kept in plain counters under one lock and exported by a `prometheus_client`
-collector on the service's registry, as the drift counts are: an OpenTelemetry counter and
-histogram cost 41 µs per request here (measured), this under 2 µs. The names and labels are the
-ones OpenTelemetry's exporter would give.
+`modelrun_model_duration_seconds{model_version, role}` (function/service/metrics.py names them)
+compare the versions of a rollout (function/core/rollout.py; training/verdict.py reads them
+back). They are counted on the request path, so they are kept in plain counters under one lock,
+and handed to the exporter as data points when it reads (function/service/counted.py): an
+OpenTelemetry counter and histogram cost 41 µs per request here (measured), this under 2 µs.
 """
 
 from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
-from prometheus_client.registry import Collector
+from function.service.metrics import MODEL_DURATION
 
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BUCKETS = MODEL_DURATION.buckets or ()
 
 
 class _Cell:
@@ -35,8 +31,8 @@ class _Cell:
         self.sum = 0.0
 
 
-class ModelCalls(Collector):
-    """The counts, and the families a scrape reads from them."""
+class ModelCalls:
+    """The counts, under one lock."""
 
     def __init__(self) -> None:
         self._cells: dict[tuple[str, str], _Cell] = {}
@@ -58,31 +54,23 @@ class ModelCalls(Collector):
                 cell.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
                 cell.sum += seconds
 
-    def collect(self) -> Iterator[Any]:
-        calls = CounterMetricFamily(
-            "modelrun_model_calls",
-            "Model calls by version, role (answer or shadow) and outcome (ok, error).",
-            labels=["model_version", "role", "outcome"],
-        )
-        duration = HistogramMetricFamily(
-            "modelrun_model_duration_seconds",
-            "Time a version's model took for a request's rows, by role.",
-            labels=["model_version", "role"],
-        )
+    def cells(self) -> list[Cell]:
+        """What was counted, per (version, role): a copy, read under the lock."""
         with self._lock:
-            cells = [(key, cell.ok, cell.errors, list(cell.buckets), cell.sum)
-                     for key, cell in self._cells.items()]  # fmt: skip
-        for (version, role), ok, errors, buckets, total in cells:
-            calls.add_metric([version, role, "ok"], ok)
-            if errors:
-                calls.add_metric([version, role, "error"], errors)
-            if sum(buckets):
-                cumulative, running = [], 0
-                for bound, count in zip([*map(str, BUCKETS), "+Inf"], buckets, strict=True):
-                    running += count
-                    cumulative.append((bound, running))
-                duration.add_metric([version, role], cumulative, total)
-        if cells:
-            yield calls
-        if any(sum(c[3]) for c in cells):
-            yield duration
+            return [
+                Cell(version, role, cell.ok, cell.errors, tuple(cell.buckets), cell.sum)
+                for (version, role), cell in self._cells.items()
+            ]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (version, role)'s counts: calls by outcome, and the timed calls by bucket (the last
+    above every bound) with their sum."""
+
+    version: str
+    role: str
+    ok: int
+    errors: int
+    buckets: tuple[int, ...]
+    sum: float

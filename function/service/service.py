@@ -20,7 +20,7 @@ from typing import Any
 from werkzeug.datastructures import Headers
 
 from function.core.config import Config
-from function.core.drift import BASELINE_FILE, Drift, DriftCollector
+from function.core.drift import BASELINE_FILE, Drift
 from function.core.errors import BadRequest, NotFound, NotReady, Unauthorized
 from function.core.model import LoadedModel
 from function.core.predict import Run, run_model
@@ -69,7 +69,7 @@ class Service:
         self.drift = Drift(config.drift_features)
         self.telemetry, page = prometheus_telemetry(
             self.model_state,
-            [DriftCollector(self.drift)],
+            self.drift,
             candidate_state=lambda: self.loader.candidate_state(),
             models=self.loaded_models,
         )

@@ -4,10 +4,10 @@ Each worker keeps its own OpenTelemetry registry and loads its own model. A requ
 one worker at random, so the workers share a folder: each writes its metrics page there
 (every second, and at each scrape) and a mark once it is ready. A scrape is answered with all
 pages merged: counters and histograms add up, and a finished worker's stay counted, so totals
-never go backwards; gauges describe live processes: memory and open files add up, readiness is
-the least ready worker's, and a model version is shown while any worker serves it. /ready
-answers 200 only once every worker has marked itself ready, so that no request meets a worker
-still loading.
+never go backwards; gauges describe live processes, each combined as function/service/metrics.py
+declares it (readiness is the least ready worker's, a model version is shown while any worker
+serves it), any other (memory, open files) adding up. /ready answers 200 only once every worker
+has marked itself ready, so that no request meets a worker still loading.
 """
 
 from __future__ import annotations
@@ -15,26 +15,17 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from function.service.metrics import ACROSS_WORKERS
+
 SNAPSHOT_SECONDS = 1.0
 ADDED = {"counter", "histogram", "summary"}
-GAUGES: dict[str, Callable[[Iterable[float]], float]] = {
-    "modelrun_model_ready": min,
-    "modelrun_model_info": max,
-    "process_start_time_seconds": min,
-    "process_max_fds": max,
-    "modelrun_drift_reference_ratio": max,  # the same training shares in every worker
-    "modelrun_drift_prediction_reference_ratio": max,
-    "modelrun_rollout_candidate": max,  # a rollout's candidate, loaded (or refused) by any worker
-    "modelrun_holdout_accuracy": max,  # the version's metadata, the same in every worker
-    "modelrun_estimate_trusted": min,
-}  # any other gauge (resident memory, open file descriptors) adds up
 
 
 class Workers:
@@ -106,7 +97,7 @@ def merge(pages: list[tuple[str, bool]]) -> bytes:
                 samples.setdefault(key, []).append(sample.value)
     merged = []
     for name, family in families.items():
-        combine = sum if family.type in ADDED else GAUGES.get(name, sum)
+        combine = sum if family.type in ADDED else ACROSS_WORKERS.get(name, sum)
         result = Metric(family.name, family.documentation, family.type, family.unit)
         for (sample_name, labels), numbers in values[name].items():
             if sample_name.endswith("_created"):
