@@ -26,17 +26,17 @@ def test_cold_start_retries_until_a_version_is_promoted(
 ) -> None:
     loader, thread, first_loads = loader_for(store)
     try:
-        wait_until(lambda: "promoted" in loader.reason, 5, "a first failed attempt")
-        assert loader.model is None
-        assert "no version of" in loader.reason
+        wait_until(lambda: "promoted" in loader.state.reason, 5, "a first failed attempt")
+        assert loader.state.model is None
+        assert "no version of" in loader.state.reason
 
         store.promote(store.publish(iris_artifact, "v1"))
-        wait_until(lambda: loader.model is not None, 10, "the retry")
+        wait_until(lambda: loader.state.model is not None, 10, "the retry")
     finally:
         loader.stop()
         thread.join(5)
 
-    assert loader.model is not None and loader.model.version == "v1"
+    assert loader.state.model is not None and loader.state.model.version == "v1"
     assert first_loads == ["loaded"]
     assert not thread.is_alive()  # without refresh, the thread ends once loaded
 
@@ -47,9 +47,9 @@ def test_it_follows_current_json_and_refuses_a_bad_candidate_once(
     store.promote(store.publish(iris_artifact, "v1"))
     loader, thread, _ = loader_for(store, MODEL_REFRESH_SECONDS="0.05")
     try:
-        wait_until(lambda: loader.model is not None, 10, "the cold start")
+        wait_until(lambda: loader.state.model is not None, 10, "the cold start")
         store.promote(store.publish(forest_artifact, "v2"))
-        wait_until(lambda: loader.model.version == "v2", 10, "the swap")  # type: ignore[union-attr]
+        wait_until(lambda: loader.state.model.version == "v2", 10, "the swap")  # type: ignore[union-attr]
 
         store.publish(iris_artifact, "v3")
         for file in (Path(store.uri.removeprefix("file://")) / "versions" / "v3").glob("model.*"):
@@ -58,13 +58,14 @@ def test_it_follows_current_json_and_refuses_a_bad_candidate_once(
         # tampering after raced the 50 ms poll, which could load v3 in between.)
         pointer, token = store.current()
         assert pointer is not None
-        store._point("v3", store.metadata("v3")["sha256"], [pointer["version"]], token)
+        store._point("v3", store.metadata("v3")["sha256"], [pointer.version], token)
         time.sleep(0.5)  # ten polls: refused once, not retried while current.json is unchanged
     finally:
         loader.stop()
         thread.join(5)
 
-    assert loader.model is not None and loader.model.version == "v2"  # never the tampered one
+    served = loader.state.model
+    assert served is not None and served.version == "v2"  # never the tampered one
     assert errors_counted(loader, "model_refresh") == 1  # refused once, not at every poll
     assert not thread.is_alive()  # stop() ends the refresh loop
 
@@ -74,12 +75,12 @@ def test_a_failed_load_says_why_and_a_stop_ends_the_retries(store: ModelStore) -
     (Path(store.uri.removeprefix("file://")) / "current.json").write_text(json.dumps({"x": 1}))
     loader, thread, first_loads = loader_for(store)
     try:
-        wait_until(lambda: loader.reason != "the model is not loaded yet", 5, "a failure")
+        wait_until(lambda: loader.state.reason != "the model is not loaded yet", 5, "a failure")
     finally:
         loader.stop()
         thread.join(5)
 
-    assert "current.json" in loader.reason
+    assert "current.json" in loader.state.reason
     assert not thread.is_alive()
     assert first_loads == []
 
@@ -107,9 +108,9 @@ def test_an_instance_is_ready_only_once_it_has_joined_the_rollout(
     loader, thread, first_loads = loader_for(store)
     try:
         assert candidate_reads.wait(10)
-        assert loader.model is not None and not loader.ready and first_loads == []
-        wait_until(lambda: loader.ready, 20, "ready")
-        assert loader.candidate is not None and loader.candidate.model.version == "v2"
+        assert loader.state.model is not None and not loader.state.ready and first_loads == []
+        wait_until(lambda: loader.state.ready, 20, "ready")
+        assert loader.state.candidate is not None and loader.state.candidate.model.version == "v2"
         assert first_loads == ["loaded"]
     finally:
         loader.stop()

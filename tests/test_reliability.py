@@ -74,7 +74,7 @@ class DiskEmulator:
 def point_current_at(store: ModelStore, version: str, sha256: str) -> None:
     """Write current.json by hand (promote would refuse what these tests need to serve)."""
     pointer, token = store.current()
-    history = [pointer["version"], *pointer.get("history", [])] if pointer else []
+    history = [pointer.version, *pointer.history] if pointer else []
     document = {"version": version, "sha256": sha256, "previous": None, "history": history}
     store.backend.write("current.json", encode_metadata(document), if_token=token)
 

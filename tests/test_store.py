@@ -25,8 +25,8 @@ def test_publish_then_promote_makes_it_current(store: ModelStore, iris_artifact:
     version = store.publish(iris_artifact, "v1")
     pointer = store.promote(version)
 
-    assert pointer["version"] == "v1"
-    assert pointer["previous"] is None
+    assert pointer.version == "v1"
+    assert pointer.previous is None
     assert store.resolve()["version"] == "v1"
     published = json.loads((iris_artifact / METADATA_FILE).read_text())
     assert store.read_file("v1", MODEL_FILE) == (iris_artifact / MODEL_FILE).read_bytes()
@@ -73,8 +73,8 @@ def test_rollback_walks_back_through_history(
         store.publish(artifact, version)
         store.promote(version)
 
-    assert store.rollback()["version"] == "v2"
-    assert store.rollback()["version"] == "v1"
+    assert store.rollback().version == "v2"
+    assert store.rollback().version == "v1"
     with pytest.raises(NotFound, match="no earlier version"):
         store.rollback()
     assert store.resolve()["version"] == "v1"
@@ -91,7 +91,7 @@ def test_promoting_the_current_version_changes_nothing(
     again = store.promote("v2")
 
     assert again == before  # not written again: same promoted_at, same history
-    assert store.rollback()["version"] == "v1"  # a real change, not v2 again
+    assert store.rollback().version == "v1"  # a real change, not v2 again
     with pytest.raises(NotFound, match="no earlier version"):
         store.rollback()
 
@@ -104,7 +104,7 @@ def test_rollback_skips_history_entries_equal_to_the_current_version(
     store.promote("v1")
     pointer, token = store.current()
     assert pointer is not None
-    store._point("v1", pointer["sha256"], ["v1", "v1"], token)
+    store._point("v1", pointer.sha256, ["v1", "v1"], token)
 
     with pytest.raises(NotFound, match="no earlier version"):
         store.rollback()

@@ -236,12 +236,12 @@ def _promote(args: argparse.Namespace) -> None:
     if pointer == before:
         print(f"{args.version} is already current: nothing changed")
         return
-    print(f"promoted {pointer['version']} (previous: {pointer['previous']})")
+    print(f"promoted {pointer.version} (previous: {pointer.previous})")
 
 
 def _rollback(args: argparse.Namespace) -> None:
     pointer = _store(args, args.name, verified=True).rollback()
-    print(f"rolled back: {pointer['version']} is current again")
+    print(f"rolled back: {pointer.version} is current again")
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -257,7 +257,7 @@ def _list(args: argparse.Namespace) -> None:
         there = f"models there: {', '.join(models)}" if models else "the store holds no model"
         raise TrainingError(f"no versions of {args.name!r} in {args.store} ({there})")
     pointer, _ = store.current()
-    current = pointer["version"] if pointer else None
+    current = pointer.version if pointer else None
     active = rollout.active(store)
     candidate = {active.version: active.describe()} if active else {}
     if args.json:
@@ -304,7 +304,7 @@ def _list_models(args: argparse.Namespace) -> None:
         models.append(
             {
                 "name": name,
-                "current": pointer["version"] if pointer else None,
+                "current": pointer.version if pointer else None,
                 "versions": len(store.versions()),
             }
         )
@@ -357,14 +357,12 @@ def _rollout_status(args: argparse.Namespace) -> int:
 
     store = _store(args, args.name)
     state, _ = rollout.read_state(store)
-    active = rollout.active_in(state)
+    active = state.active
     if active is None:
         ended = ""
-        if state["history"]:
-            last = state["history"][0]
-            ended = (
-                f" (the last, of {last['version']}, was {last['outcome']} at {last['ended_at']})"
-            )
+        if state.history:
+            last = state.history[0]
+            ended = f" (the last, of {last.version}, was {last.outcome} at {last.ended_at})"
         print(f"no rollout in progress in {store.uri}{ended}")
         return 0
     current = _compared_with(store, active)
@@ -391,7 +389,7 @@ def _compared_with(store: ModelStore, active: Any) -> str:
     """The version a candidate is compared with: the current one now (the one current when the
     rollout started, if nothing is)."""
     pointer, _ = store.current()
-    return str(pointer["version"]) if pointer else str(active.current)
+    return pointer.version if pointer else str(active.current)
 
 
 def _judge(args: argparse.Namespace, active: Any, current: str) -> tuple[Any, list[dict[str, Any]]]:

@@ -19,6 +19,7 @@ from function.core.artifact import (
     model_file,
     model_size,
 )
+from function.core.current import CurrentPointer
 from function.core.drift import BASELINE_FILE, parse_baseline
 from function.core.errors import IntegrityError
 from function.core.numpy_model import numpy_model
@@ -40,7 +41,7 @@ class LoadedModel:
     load_seconds: float
     runtime: str = "sklearn"  # or "onnx" (model.onnx, onnxruntime), "numpy" (model.numpy.json)
     schema: Schema = field(default_factory=lambda: Schema(()))
-    promotion: dict[str, Any] | None = None  # current.json when served as current (its history)
+    promotion: CurrentPointer | None = None  # current.json when served as current (its history)
     baseline: dict[str, Any] | None = (
         None  # the drift baseline (function/core/drift.py), if recorded
     )

@@ -11,7 +11,7 @@ Layout under a model root (gs://BUCKET/models/NAME or file:///abs/path/NAME):
     versions/<version>/model.joblib     immutable, written first (each file metadata.json lists)
     versions/<version>/metadata.sig     immutable, the publisher's signature of metadata.json
     versions/<version>/metadata.json    immutable, written last: marks the version complete
-    current.json                        {"version", "sha256", "promoted_at", "previous", "history"}
+    current.json                        the current version (function/core/current.py)
     rollout.json                        a candidate in shadow or canary (function/core/rollout.py)
 
 Two backends offer the same three calls: read(key) -> (bytes, token), write(key, data, if_token)
@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import os
 import re
 import uuid
@@ -44,6 +43,7 @@ from function.core.artifact import (
     sha256_hex,
     verify_digest,
 )
+from function.core.current import CurrentPointer, parse_current
 from function.core.errors import (
     ConfigError,
     Conflict,
@@ -325,18 +325,15 @@ class ModelStore:
         self.backend.write(prefix + METADATA_FILE, encoded, if_token=None)
         return version
 
-    def current(self) -> tuple[dict[str, Any] | None, str | None]:
+    def current(self) -> tuple[CurrentPointer | None, str | None]:
         """Return current.json (None if nothing was promoted) and its token."""
         try:
             data, token = self.backend.read(CURRENT_FILE, DOCUMENT_LIMITS[CURRENT_FILE])
         except NotFound:
             return None, None
         try:
-            pointer = json.loads(data)
-            if not isinstance(pointer, dict):
-                raise TypeError("not an object")
-            check_version_id(pointer["version"])
-        except (ValueError, TypeError, KeyError, ModelrunError) as e:
+            pointer = parse_current(data)
+        except (ValueError, UnicodeDecodeError) as e:
             raise StoreUnavailable(f"{self.uri}/{CURRENT_FILE} is corrupt: {e}") from e
         return pointer, token
 
@@ -399,7 +396,7 @@ class ModelStore:
 
     def resolve_with_pointer(
         self, version: str = "current"
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    ) -> tuple[dict[str, Any], CurrentPointer | None]:
         """Return the metadata of a version id, or of the current one with current.json (its
         promotion: when, and the versions before it); a version asked for by id has none."""
         if version != "current":
@@ -407,15 +404,15 @@ class ModelStore:
         pointer, _ = self.current()
         if pointer is None:
             raise NotFound(f"no version of {self.uri} has been promoted yet")
-        metadata = self.metadata(pointer["version"])
-        if pointer.get("sha256") != metadata["sha256"]:
+        metadata = self.metadata(pointer.version)
+        if pointer.sha256 != metadata["sha256"]:
             raise IntegrityError(
-                f"{self.uri}/{CURRENT_FILE} names sha256 {pointer.get('sha256')} for version "
-                f"{pointer['version']}, whose metadata says {metadata['sha256']}"
+                f"{self.uri}/{CURRENT_FILE} names sha256 {pointer.sha256} for version "
+                f"{pointer.version}, whose metadata says {metadata['sha256']}"
             )
         return metadata, pointer
 
-    def promote(self, version: str) -> dict[str, Any]:
+    def promote(self, version: str) -> CurrentPointer:
         """Point current.json at a complete, verified version; history remembers the old one.
 
         Promoting the version already current changes nothing (and returns the pointer as it
@@ -423,9 +420,9 @@ class ModelStore:
         """
         metadata = self.verify(version)
         pointer, token = self.current()
-        if pointer and (pointer["version"], pointer["sha256"]) == (version, metadata["sha256"]):
+        if pointer and (pointer.version, pointer.sha256) == (version, metadata["sha256"]):
             return pointer
-        history = [pointer["version"], *pointer.get("history", [])] if pointer else []
+        history = [pointer.version, *pointer.history] if pointer else []
         return self._point(version, metadata["sha256"], history, token)
 
     def verify(self, version: str) -> dict[str, Any]:
@@ -442,14 +439,14 @@ class ModelStore:
                 ) from e
         return metadata
 
-    def rollback(self) -> dict[str, Any]:
+    def rollback(self) -> CurrentPointer:
         """Point current.json back at the version promoted before the current one."""
         pointer, token = self.current()
         if not pointer:
             raise NotFound(f"{self.uri} has no earlier version to roll back to")
         # Entries equal to the current version (written before promote skipped them) are no
         # earlier version: rolling back to them would change nothing.
-        earlier = [v for v in pointer.get("history", []) if v != pointer["version"]]
+        earlier = [v for v in pointer.history if v != pointer.version]
         if not earlier:
             raise NotFound(f"{self.uri} has no earlier version to roll back to")
         version, *history = earlier
@@ -471,17 +468,12 @@ class ModelStore:
 
     def _point(
         self, version: str, sha256: str, history: list[str], token: str | None
-    ) -> dict[str, Any]:
+    ) -> CurrentPointer:
         history = history[:HISTORY_LIMIT]
-        pointer = {
-            "version": version,
-            "sha256": sha256,
-            "promoted_at": utc_now(),
-            "previous": history[0] if history else None,
-            "history": history,
-        }
+        previous = history[0] if history else None
+        pointer = CurrentPointer(version, sha256, utc_now(), previous, tuple(history))
         try:
-            self.backend.write(CURRENT_FILE, encode_metadata(pointer), if_token=token)
+            self.backend.write(CURRENT_FILE, encode_metadata(pointer.to_json()), if_token=token)
         except Conflict as e:
             raise Conflict(
                 f"{self.uri}/{CURRENT_FILE} was changed by someone else while promoting "

@@ -81,19 +81,20 @@ def _explain(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
     service.authorize(request.headers, request.remote_addr)
-    model = service.require_model()
+    served = service.served()  # once: the model and the rollout shown are one instant's
+    model = served.require_model()
     features = [f.describe() for f in model.schema.features]
     limits = {
         "max_instances_per_request": service.config.max_instances_per_request,
         "max_request_bytes": service.config.max_request_bytes,
     }
-    served = {
+    shown = {
         "runtime": model.runtime,
-        "promotion": model.promotion,
-        "rollout": service.loader.rollout(),
+        "promotion": model.promotion.to_json() if model.promotion else None,
+        "rollout": served.rollout(),
         "limits": limits,
     }
-    return {**model.metadata, "features": features, **served}
+    return {**model.metadata, "features": features, **shown}
 
 
 def _model_file(service: Service, request: Request, args: dict[str, str]) -> Any:
