@@ -174,7 +174,7 @@ def test_the_service_never_gets_ready_on_an_unsigned_version_and_keeps_serving_a
     finally:
         cold.stop()
         thread.join(5)
-    assert cold.model is None and first_loads == []
+    assert cold.state.model is None and first_loads == []
 
 
 def test_a_batch_task_verifies_as_the_service_does(published: Path, tmp_path: Path) -> None:
