@@ -60,7 +60,7 @@ def test_it_follows_current_json_and_refuses_a_bad_candidate_once(
         # tampering after raced the 50 ms poll, which could load v3 in between.)
         pointer, token = store.current()
         assert pointer is not None
-        store._point("v3", store.metadata("v3")["sha256"], [pointer.version], token)
+        store._point("v3", store.metadata("v3").sha256, [pointer.version], token)
         time.sleep(0.5)  # ten polls: refused once, not retried while current.json is unchanged
     finally:
         loader.stop()

@@ -101,7 +101,7 @@ def bad_versions(
     store = gcs_store(gcs_emulator, "faults", monkeypatch)
     store.publish(iris_artifact, "v1")
     store.promote("v1")
-    good_sha = store.metadata("v1")["sha256"]
+    good_sha = store.metadata("v1").sha256
     store.backend.write("versions/half/model.joblib", b"partial upload", if_token=None)
     publish_object(store, "notamodel", NotAModel(), iris_artifact, tmp_path)
     publish_object(
@@ -111,7 +111,7 @@ def bad_versions(
     publish_object(
         store, "tampered", joblib.load(iris_artifact / "model.joblib"), iris_artifact, tmp_path
     )
-    tampered_sha = store.metadata("tampered")["sha256"]
+    tampered_sha = store.metadata("tampered").sha256
     from google.cloud import storage  # someone with bucket access replaces the model
 
     bucket, _, prefix = store.uri.removeprefix("gs://").partition("/")
@@ -120,8 +120,8 @@ def bad_versions(
     cases = {
         "missing": ("ghost", good_sha),
         "half-written": ("half", good_sha),
-        "not an estimator": ("notamodel", store.metadata("notamodel")["sha256"]),
-        "feature count": ("threefeatures", store.metadata("threefeatures")["sha256"]),
+        "not an estimator": ("notamodel", store.metadata("notamodel").sha256),
+        "feature count": ("threefeatures", store.metadata("threefeatures").sha256),
         "digest mismatch": ("tampered", tampered_sha),
     }
     yield store, cases

@@ -87,7 +87,7 @@ def test_a_signed_version_loads_and_its_signature_covers_every_file(published: P
     model = load(published, "current", trust(MODEL_PUBLIC_KEY=OUR_KEY))
 
     assert model.version == "v-ours"
-    listed = {*model.metadata["files"], METADATA_FILE, SIGNATURE_FILE}
+    listed = {*model.metadata.files, METADATA_FILE, SIGNATURE_FILE}
     assert {p.name for p in (published / "versions" / "v-ours").iterdir()} == listed
     signature = json.loads((published / "versions" / "v-ours" / SIGNATURE_FILE).read_text())
     assert signature["algorithm"] == "EC_SIGN_P256_SHA256"

@@ -27,10 +27,10 @@ def test_publish_then_promote_makes_it_current(store: ModelStore, iris_artifact:
 
     assert pointer.version == "v1"
     assert pointer.previous is None
-    assert store.resolve()["version"] == "v1"
+    assert store.resolve().version == "v1"
     published = json.loads((iris_artifact / METADATA_FILE).read_text())
     assert store.read_file("v1", MODEL_FILE) == (iris_artifact / MODEL_FILE).read_bytes()
-    assert store.metadata("v1")["sha256"] == published["sha256"]
+    assert store.metadata("v1").sha256 == published["sha256"]
 
 
 def test_published_metadata_records_version_and_time(
@@ -40,8 +40,8 @@ def test_published_metadata_records_version_and_time(
 
     metadata = store.metadata("v1")
 
-    assert metadata["version"] == "v1"
-    assert metadata["published_at"].endswith("Z")
+    assert metadata.version == "v1"
+    assert metadata.published_at is not None and metadata.published_at.endswith("Z")
 
 
 def test_default_version_id_is_time_and_digest(store: ModelStore, iris_artifact: Path) -> None:
@@ -59,7 +59,7 @@ def test_a_version_is_never_overwritten(
 
     with pytest.raises(Conflict, match="v1 already exists"):
         store.publish(forest_artifact, "v1")
-    assert store.metadata("v1")["estimator"] == "LogisticRegression"
+    assert store.metadata("v1").estimator == "LogisticRegression"
 
 
 def test_rollback_walks_back_through_history(
@@ -77,7 +77,7 @@ def test_rollback_walks_back_through_history(
     assert store.rollback().version == "v1"
     with pytest.raises(NotFound, match="no earlier version"):
         store.rollback()
-    assert store.resolve()["version"] == "v1"
+    assert store.resolve().version == "v1"
 
 
 def test_promoting_the_current_version_changes_nothing(
@@ -147,7 +147,7 @@ def test_interrupted_publish_leaves_current_untouched(
         store.publish(forest_artifact, "v2")
     store.backend.write = real_write  # type: ignore[method-assign]
 
-    assert store.resolve()["version"] == "v1"
+    assert store.resolve().version == "v1"
     assert {v.version: v.complete for v in store.versions()} == {"v1": True, "v2": False}
     with pytest.raises(Conflict, match="v2 already exists"):
         store.publish(forest_artifact, "v2")
@@ -158,7 +158,7 @@ def test_promote_refuses_a_model_that_does_not_match_its_digest(
 ) -> None:
     store.publish(iris_artifact, "v1")
     # A version written by hand (or tampered with) whose model is not the one its metadata names.
-    metadata = {**store.metadata("v1"), "version": "v9"}
+    metadata = {**store.metadata("v1").raw, "version": "v9"}
     store.backend.write("versions/v9/model.joblib", b"evil", if_token=None)
     store.backend.write("versions/v9/metadata.json", json.dumps(metadata).encode(), if_token=None)
 
@@ -279,7 +279,7 @@ def test_a_version_whose_metadata_names_another_never_loads(
 ) -> None:
     store.publish(iris_artifact, "v1")
     # Written by whoever can write the store: the files of v1, a metadata naming another version.
-    metadata = {**store.metadata("v1"), "version": named}
+    metadata = {**store.metadata("v1").raw, "version": named}
     store.backend.write("versions/v9/model.joblib", store.read_file("v1", MODEL_FILE), None)
     store.backend.write("versions/v9/metadata.json", json.dumps(metadata).encode(), None)
 

@@ -199,18 +199,16 @@ def _publish(args: argparse.Namespace) -> None:
     from function.core.store import read_artifact_dir
 
     metadata, _ = read_artifact_dir(Path(args.dir))
-    store = _store(args, metadata["name"], verified=True)
+    store = _store(args, metadata.name, verified=True)
     same = [
-        v.version
-        for v in store.versions()
-        if (v.metadata or {}).get("sha256") == metadata["sha256"]
+        v.version for v in store.versions() if v.metadata and v.metadata.sha256 == metadata.sha256
     ]
     if same and not args.force:
         raise TrainingError(
-            f"this model (sha256 {metadata['sha256'][:12]}…) is already published in {store.uri} "
+            f"this model (sha256 {metadata.sha256[:12]}…) is already published in {store.uri} "
             f"as version {same[-1]}; promote that one, or pass --force to publish it again"
         )
-    tracked = metadata.get("mlflow") or {}
+    tracked = metadata.raw.get("mlflow") or {}
     # A tracked artifact's run is tagged with the version id chosen when it was trained: that is
     # its id here, unless --version names another or a forced copy needs a new one.
     planned = None if same else tracked.get("version")
@@ -270,7 +268,7 @@ def _list(args: argparse.Namespace) -> None:
                         "rollout": candidate.get(v.version),
                         "complete": v.complete,
                         "refused": v.refused,
-                        "metadata": v.metadata,
+                        "metadata": v.metadata and v.metadata.to_json(),
                     }
                     for v in versions
                 ],
@@ -286,10 +284,10 @@ def _list(args: argparse.Namespace) -> None:
         if v.metadata is None:
             print(f"{mark} {v.version}  INCOMPLETE (interrupted publish; never promotable)")
             continue
-        holdout = v.metadata["metrics"]["holdout"]
+        holdout = v.metadata.raw["metrics"]["holdout"]
         scores = "  ".join(f"{k}={val:.4f}" for k, val in holdout.items())
         rolling = f"  (candidate: {candidate[v.version]})" if v.version in candidate else ""
-        print(f"{mark} {v.version}  {v.metadata['estimator']:<28} {scores}{rolling}")
+        print(f"{mark} {v.version}  {v.metadata.estimator:<28} {scores}{rolling}")
 
 
 def _list_models(args: argparse.Namespace) -> None:

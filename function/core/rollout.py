@@ -34,7 +34,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from function.core.artifact import SHA256_PATTERN, encode_metadata, model_size
+from function.core.artifact import SHA256_PATTERN, encode_metadata
 from function.core.errors import Conflict, ModelrunError, NotFound, StoreUnavailable
 from function.core.store import (
     DOCUMENT_LIMITS,
@@ -211,12 +211,12 @@ def start(
     if pointer.version == version:
         raise Conflict(f"{version} is already current in {store.uri}: nothing to roll out")
     metadata = store.verify(version)
-    size = model_size(metadata)  # the sizes the metadata records: no model is downloaded twice
-    current_size = model_size(store.metadata(pointer.version))
+    size = metadata.model_bytes  # the sizes the metadata records: no model is downloaded twice
+    current_size = store.metadata(pointer.version).model_bytes
     check_fits(current_size, size, memory_mb, f"rollout of {version}")
     rollout = Rollout(
         version=version,
-        sha256=metadata["sha256"],
+        sha256=metadata.sha256,
         mode=mode,
         percent=percent,
         # To the millisecond: the verdict counts the samples Prometheus took after it.

@@ -24,6 +24,7 @@ silently overwrite each other.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import os
@@ -35,14 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from function.core.artifact import (
-    METADATA_FILE,
-    encode_metadata,
-    model_file,
-    parse_metadata,
-    sha256_hex,
-    verify_digest,
-)
+from function.core.artifact import METADATA_FILE, encode_metadata, sha256_hex, verify_digest
 from function.core.current import CurrentPointer, parse_current
 from function.core.errors import (
     ConfigError,
@@ -52,6 +46,7 @@ from function.core.errors import (
     NotFound,
     StoreUnavailable,
 )
+from function.core.metadata import Metadata, parse_metadata
 from function.core.signing import SIGNATURE_FILE, Signer, Trust, sign_metadata
 
 CURRENT_FILE = "current.json"
@@ -257,7 +252,7 @@ class VersionInfo:
     refuses (a signature that does not verify, another model's) carries the reason instead."""
 
     version: str
-    metadata: dict[str, Any] | None
+    metadata: Metadata | None
     refused: str | None = None
 
     @property
@@ -306,7 +301,7 @@ class ModelStore:
         """Upload an artifact folder as a new immutable version, signed by `signer` (unsigned
         without one), and return its id."""
         metadata, files = read_artifact_dir(artifact_dir)
-        version = default_version(metadata["sha256"]) if version is None else version
+        version = default_version(metadata.sha256) if version is None else version
         check_version_id(version)
         prefix = f"versions/{version}/"
         if self.backend.keys(prefix):
@@ -314,8 +309,12 @@ class ModelStore:
                 f"version {version} already exists in {self.uri}; versions are immutable"
             )
         # To the microsecond: `list` orders versions by it, and two can be published in a second.
-        metadata = {**metadata, "version": version, "published_at": utc_now("microseconds")}
-        encoded = encode_metadata(metadata)
+        published = {
+            **metadata.to_json(),
+            "version": version,
+            "published_at": utc_now("microseconds"),
+        }
+        encoded = encode_metadata(published)
         # Signed before anything is written: a signer that refuses leaves no trace in the store.
         signature = {SIGNATURE_FILE: sign_metadata(encoded, signer)} if signer else {}
         # The signature before metadata.json: a complete version is a signed one.
@@ -337,7 +336,7 @@ class ModelStore:
             raise StoreUnavailable(f"{self.uri}/{CURRENT_FILE} is corrupt: {e}") from e
         return pointer, token
 
-    def metadata(self, version: str) -> dict[str, Any]:
+    def metadata(self, version: str) -> Metadata:
         """Return a complete version's metadata, or raise NotFound naming what is missing."""
         check_version_id(version)
         key = f"versions/{version}/{METADATA_FILE}"
@@ -353,19 +352,19 @@ class ModelStore:
         metadata = parse_metadata(data, f"{self.uri}/{key}")
         # The version a model is served, logged and answered as is its folder's: a metadata.json
         # naming another (a path, a header-breaking line) never loads.
-        if metadata.get("version") != version:
+        if metadata.version != version:
             raise IntegrityError(
-                f"{self.uri}/{key} names version {metadata.get('version')!r:.80}, not its folder's"
+                f"{self.uri}/{key} names version {metadata.version!r:.80}, not its folder's"
             )
         # And the model it is served as is its root's: one model's signed version copied into
         # another's folder (and pointed at) is refused, as a version naming another folder is.
-        if metadata["name"] != self.name:
+        if metadata.name != self.name:
             raise IntegrityError(
-                f"{self.uri}/{key}: metadata names model {metadata['name']!r:.80}, not its "
+                f"{self.uri}/{key}: metadata names model {metadata.name!r:.80}, not its "
                 f"folder's {self.name!r}"
             )
         if self.trust is not None:  # what a loader verified, as /model and `list --json` say it
-            metadata["signature"] = signature
+            return dataclasses.replace(metadata, signature=signature, signature_checked=True)
         return metadata
 
     def _signature(self, version: str) -> bytes | None:
@@ -380,23 +379,23 @@ class ModelStore:
         data, _ = self.backend.read(f"versions/{version}/{name}", limit)
         return data
 
-    def listed_file(self, metadata: dict[str, Any], name: str, where: str) -> bytes:
+    def listed_file(self, metadata: Metadata, name: str, where: str) -> bytes:
         """One file a version's metadata lists, refused unless it has the size (when recorded:
         checked before it is read) and the digest recorded there."""
-        listed = metadata["files"][name]
-        size = listed.get("size")
-        limit = size if isinstance(size, int) and not isinstance(size, bool) else None
-        data = self.read_file(metadata["version"], name, limit)
-        verify_digest(data, listed["sha256"], f"{where} {name}")
+        listed = metadata.files[name]
+        if metadata.version is None:
+            raise IntegrityError(f"{where}: its metadata names no version (never published)")
+        data = self.read_file(metadata.version, name, listed.size)
+        verify_digest(data, listed.sha256, f"{where} {name}")
         return data
 
-    def resolve(self, version: str = "current") -> dict[str, Any]:
+    def resolve(self, version: str = "current") -> Metadata:
         """Return the metadata of a version id, or of the current one."""
         return self.resolve_with_pointer(version)[0]
 
     def resolve_with_pointer(
         self, version: str = "current"
-    ) -> tuple[dict[str, Any], CurrentPointer | None]:
+    ) -> tuple[Metadata, CurrentPointer | None]:
         """Return the metadata of a version id, or of the current one with current.json (its
         promotion: when, and the versions before it); a version asked for by id has none."""
         if version != "current":
@@ -405,10 +404,10 @@ class ModelStore:
         if pointer is None:
             raise NotFound(f"no version of {self.uri} has been promoted yet")
         metadata = self.metadata(pointer.version)
-        if pointer.sha256 != metadata["sha256"]:
+        if pointer.sha256 != metadata.sha256:
             raise IntegrityError(
                 f"{self.uri}/{CURRENT_FILE} names sha256 {pointer.sha256} for version "
-                f"{pointer.version}, whose metadata says {metadata['sha256']}"
+                f"{pointer.version}, whose metadata says {metadata.sha256}"
             )
         return metadata, pointer
 
@@ -420,17 +419,17 @@ class ModelStore:
         """
         metadata = self.verify(version)
         pointer, token = self.current()
-        if pointer and (pointer.version, pointer.sha256) == (version, metadata["sha256"]):
+        if pointer and (pointer.version, pointer.sha256) == (version, metadata.sha256):
             return pointer
         history = [pointer.version, *pointer.history] if pointer else []
-        return self._point(version, metadata["sha256"], history, token)
+        return self._point(version, metadata.sha256, history, token)
 
-    def verify(self, version: str) -> dict[str, Any]:
+    def verify(self, version: str) -> Metadata:
         """Return a complete version's metadata once every file it lists has its digest."""
         metadata = self.metadata(version)
-        model = model_file(metadata)
+        model = metadata.model_file
         # The model first (its digest is the version's), then its export and its report.
-        for name in sorted(metadata["files"], key=lambda n: n != model):
+        for name in sorted(metadata.files, key=lambda n: n != model):
             try:
                 self.listed_file(metadata, name, f"{self.uri} {version}")
             except NotFound as e:
@@ -451,7 +450,7 @@ class ModelStore:
             raise NotFound(f"{self.uri} has no earlier version to roll back to")
         version, *history = earlier
         metadata = self.verify(version)  # as promote does: never back to a changed version
-        return self._point(version, metadata["sha256"], history, token)
+        return self._point(version, metadata.sha256, history, token)
 
     def versions(self) -> list[VersionInfo]:
         """List every version, oldest first; incomplete ones have no metadata."""
@@ -464,7 +463,9 @@ class ModelStore:
                 infos.append(VersionInfo(version, None))
             except IntegrityError as e:
                 infos.append(VersionInfo(version, None, str(e)))
-        return sorted(infos, key=lambda v: ((v.metadata or {}).get("published_at", ""), v.version))
+        return sorted(
+            infos, key=lambda v: ((v.metadata and v.metadata.published_at) or "", v.version)
+        )
 
     def _point(
         self, version: str, sha256: str, history: list[str], token: str | None
@@ -482,18 +483,18 @@ class ModelStore:
         return pointer
 
 
-def read_artifact_dir(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+def read_artifact_dir(path: Path) -> tuple[Metadata, dict[str, bytes]]:
     """Read a training output folder; check its model against its metadata before upload."""
     where = path / METADATA_FILE
     try:
         metadata = parse_metadata(where.read_bytes(), str(where))
-        files = {name: (path / name).read_bytes() for name in metadata["files"]}
+        files = {name: (path / name).read_bytes() for name in metadata.files}
     except FileNotFoundError as e:
         raise NotFound(f"{path} is not a training output folder: {e.filename} is missing") from e
     except OSError as e:
         raise NotFound(f"cannot read artifact folder {path}: {e}") from e
     for name, data in files.items():
-        verify_digest(data, metadata["files"][name]["sha256"], str(path / name))
+        verify_digest(data, metadata.files[name].sha256, str(path / name))
     return metadata, files
 
 

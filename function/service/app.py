@@ -94,7 +94,7 @@ def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
         "rollout": served.rollout(),
         "limits": limits,
     }
-    return {**model.metadata, "features": features, **shown}
+    return {**model.metadata.to_json(), "features": features, **shown}
 
 
 def _model_file(service: Service, request: Request, args: dict[str, str]) -> Any:
@@ -254,7 +254,7 @@ def _readiness(service: Service, request: Request) -> LoadedModel | None:
 
 def _count(service: Service, model: LoadedModel, instances: Instances, labels: list[Any]) -> None:
     """Count the answered rows: predictions by class, and the drift bins of rows and answers."""
-    service.telemetry.predicted(model.version, labels, model.metadata["task"] == "classification")
+    service.telemetry.predicted(model.version, labels, model.metadata.classifier)
     try:
         service.drift.observe(model, instances.X, labels)
     except Exception:  # counting never costs the client its answer; the failure is counted

@@ -141,7 +141,7 @@ class Service:
     def report_file(self, model: LoadedModel, name: str) -> bytes:
         """One of the files the served version shows a person, verified: its report (plots,
         report.html) and its drift baseline."""
-        listed = [*model.metadata.get("report", {}).get("files", [])]
+        listed = [*model.metadata.report_files]
         if model.baseline is not None:
             listed.append(BASELINE_FILE)
         if name not in listed:

@@ -131,7 +131,7 @@ class ShadowScorer:
         seconds = time.perf_counter() - started
         version = candidate.version
         self.telemetry.scored(version, "shadow", seconds, ok=True, requests=len(batch), timed=timed)
-        classifier = candidate.metadata["task"] == "classification"
+        classifier = candidate.metadata.classifier
         self.telemetry.predicted(version, labels, classifier, shadow=True)
         classes = [str(c) for c in candidate.estimator.classes_] if want else []
         answers = [item.prediction for item in batch]
