@@ -9,7 +9,7 @@ Older formats, all accepted here and nowhere else (`_upgrade`):
 - no `schema_version`: the same layout, version 1 (the first that records it);
 - no `format`: joblib (before skops); no `label_type`: told by the estimator's classes;
 - no `input`/`features`: numbers in an array (function/core/schema.py `from_metadata`);
-- no `skops_trusted`, `report`, `onnx`, `numpy`, `input_example`: none of each;
+- no `skops_trusted`, `report`, `onnx`, `numpy`, `input_example`, `calibration`: none of each;
 - no `version`: a training output folder, not yet published.
 """
 
@@ -57,6 +57,7 @@ class Metadata:
     report_files: tuple[str, ...]
     runtimes: Mapping[str, Mapping[str, Any]]  # "onnx", "numpy": each export's record
     published_at: str | None
+    calibration: Mapping[str, Any] | None  # how far its probabilities can be trusted, if recorded
     raw: Mapping[str, Any] = field(repr=False)  # the document as read
     schema_version: int = SCHEMA_VERSION
     # What the loader's trust found of metadata.sig (set by the store when it checks one).
@@ -149,8 +150,8 @@ def metadata_of(document: Mapping[str, Any], where: str) -> Metadata:
     if not (isinstance(listed, list) and all(isinstance(f, str) for f in listed)):
         raise IntegrityError(f"{where}: report.files must be a list of file names")
     runtimes = {name: fields[name] for name in ("onnx", "numpy") if fields[name] is not None}
-    for name, record in runtimes.items():
-        if not isinstance(record, dict):
+    for name, record in {**runtimes, "calibration": fields["calibration"]}.items():
+        if record is not None and not isinstance(record, dict):
             raise IntegrityError(f"{where}: {name} must be an object")
     schema_version = fields["schema_version"]
     if schema_version != SCHEMA_VERSION:
@@ -175,6 +176,7 @@ def metadata_of(document: Mapping[str, Any], where: str) -> Metadata:
         report_files=tuple(listed),
         runtimes=MappingProxyType(runtimes),
         published_at=text("published_at", optional=True),
+        calibration=_frozen(fields["calibration"]),
         raw=MappingProxyType(json.loads(json.dumps(document))),  # its own copy, read-only
         schema_version=schema_version,
     )
@@ -195,8 +197,13 @@ def _upgrade(document: Mapping[str, Any], where: str) -> dict[str, Any]:
         "numpy": None,
         "version": None,  # a training output folder
         "published_at": None,
+        "calibration": None,  # before calibration was measured
     }
     return {**defaults, **document}
+
+
+def _frozen(record: dict[str, Any] | None) -> Mapping[str, Any] | None:
+    return None if record is None else MappingProxyType(dict(record))
 
 
 def _files(listed: Any, where: str) -> dict[str, FileEntry]:
