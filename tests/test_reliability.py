@@ -390,9 +390,9 @@ def test_a_version_naming_another_folder_is_never_served(
         v1 = store.metadata("v1")
         # Someone who can write the store: v1's files under v9, whose metadata says otherwise.
         store.backend.write("versions/v9/model.joblib", store.read_file("v1", "model.joblib"), None)
-        forged = {**v1, "version": "../../../elsewhere/v1\r\nX-Injected: 1"}
+        forged = {**v1.raw, "version": "../../../elsewhere/v1\r\nX-Injected: 1"}
         store.backend.write("versions/v9/metadata.json", encode_metadata(forged), None)
-        point_current_at(store, "v9", v1["sha256"])
+        point_current_at(store, "v9", v1.sha256)
         wait_until(lambda: errors_of(app, "model_refresh") > 0, 10, "the refresh to refuse v9")
         response = app.client.post("/predict", json={"features": ROW}, headers=AUTH)
 
