@@ -313,14 +313,14 @@ def test_the_model_cards_global_importance_is_the_mean_absolute_attribution(
     frame, _ = churn_frame
     X = frame.drop(columns=TARGET).iloc[:ROWS]
     model = churn_service.service.require_model()
-    summary = attribution_importance(pipeline_of(churn_service), X, model.metadata, 0, None)
+    summary = attribution_importance(pipeline_of(churn_service), X, model.metadata.raw, 0, None)
     body = explain(churn_service, {"instances": rows_of(X)}).get_json()
     shown = [e["attributions"][0]["featureAttributions"] for e in body["explanations"]]
     assert summary["explained"] and summary["units"] == "margin" and summary["rows"] == ROWS
     for name, value in summary["mean_abs"].items():
         assert value == pytest.approx(np.mean([abs(row[name]) for row in shown]), abs=1e-9)
     knn = KNeighborsClassifier().fit(np.zeros((4, 6)), [0, 1, 0, 1])
-    refused = attribution_importance(knn, np.zeros((2, 6)), model.metadata, 0, None)
+    refused = attribution_importance(knn, np.zeros((2, 6)), model.metadata.raw, 0, None)
     assert refused == {"explained": False, "reason": refused["reason"]}
     assert "KNeighborsClassifier cannot be explained" in refused["reason"]
 

@@ -199,18 +199,16 @@ def _publish(args: argparse.Namespace) -> None:
     from function.core.store import read_artifact_dir
 
     metadata, _ = read_artifact_dir(Path(args.dir))
-    store = _store(args, metadata["name"], verified=True)
+    store = _store(args, metadata.name, verified=True)
     same = [
-        v.version
-        for v in store.versions()
-        if (v.metadata or {}).get("sha256") == metadata["sha256"]
+        v.version for v in store.versions() if v.metadata and v.metadata.sha256 == metadata.sha256
     ]
     if same and not args.force:
         raise TrainingError(
-            f"this model (sha256 {metadata['sha256'][:12]}…) is already published in {store.uri} "
+            f"this model (sha256 {metadata.sha256[:12]}…) is already published in {store.uri} "
             f"as version {same[-1]}; promote that one, or pass --force to publish it again"
         )
-    tracked = metadata.get("mlflow") or {}
+    tracked = metadata.raw.get("mlflow") or {}
     # A tracked artifact's run is tagged with the version id chosen when it was trained: that is
     # its id here, unless --version names another or a forced copy needs a new one.
     planned = None if same else tracked.get("version")
@@ -236,12 +234,12 @@ def _promote(args: argparse.Namespace) -> None:
     if pointer == before:
         print(f"{args.version} is already current: nothing changed")
         return
-    print(f"promoted {pointer['version']} (previous: {pointer['previous']})")
+    print(f"promoted {pointer.version} (previous: {pointer.previous})")
 
 
 def _rollback(args: argparse.Namespace) -> None:
     pointer = _store(args, args.name, verified=True).rollback()
-    print(f"rolled back: {pointer['version']} is current again")
+    print(f"rolled back: {pointer.version} is current again")
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -257,7 +255,7 @@ def _list(args: argparse.Namespace) -> None:
         there = f"models there: {', '.join(models)}" if models else "the store holds no model"
         raise TrainingError(f"no versions of {args.name!r} in {args.store} ({there})")
     pointer, _ = store.current()
-    current = pointer["version"] if pointer else None
+    current = pointer.version if pointer else None
     active = rollout.active(store)
     candidate = {active.version: active.describe()} if active else {}
     if args.json:
@@ -270,7 +268,7 @@ def _list(args: argparse.Namespace) -> None:
                         "rollout": candidate.get(v.version),
                         "complete": v.complete,
                         "refused": v.refused,
-                        "metadata": v.metadata,
+                        "metadata": v.metadata and v.metadata.to_json(),
                     }
                     for v in versions
                 ],
@@ -286,10 +284,10 @@ def _list(args: argparse.Namespace) -> None:
         if v.metadata is None:
             print(f"{mark} {v.version}  INCOMPLETE (interrupted publish; never promotable)")
             continue
-        holdout = v.metadata["metrics"]["holdout"]
+        holdout = v.metadata.raw["metrics"]["holdout"]
         scores = "  ".join(f"{k}={val:.4f}" for k, val in holdout.items())
         rolling = f"  (candidate: {candidate[v.version]})" if v.version in candidate else ""
-        print(f"{mark} {v.version}  {v.metadata['estimator']:<28} {scores}{rolling}")
+        print(f"{mark} {v.version}  {v.metadata.estimator:<28} {scores}{rolling}")
 
 
 def _list_models(args: argparse.Namespace) -> None:
@@ -304,7 +302,7 @@ def _list_models(args: argparse.Namespace) -> None:
         models.append(
             {
                 "name": name,
-                "current": pointer["version"] if pointer else None,
+                "current": pointer.version if pointer else None,
                 "versions": len(store.versions()),
             }
         )
@@ -357,14 +355,12 @@ def _rollout_status(args: argparse.Namespace) -> int:
 
     store = _store(args, args.name)
     state, _ = rollout.read_state(store)
-    active = rollout.active_in(state)
+    active = state.active
     if active is None:
         ended = ""
-        if state["history"]:
-            last = state["history"][0]
-            ended = (
-                f" (the last, of {last['version']}, was {last['outcome']} at {last['ended_at']})"
-            )
+        if state.history:
+            last = state.history[0]
+            ended = f" (the last, of {last.version}, was {last.outcome} at {last.ended_at})"
         print(f"no rollout in progress in {store.uri}{ended}")
         return 0
     current = _compared_with(store, active)
@@ -391,7 +387,7 @@ def _compared_with(store: ModelStore, active: Any) -> str:
     """The version a candidate is compared with: the current one now (the one current when the
     rollout started, if nothing is)."""
     pointer, _ = store.current()
-    return str(pointer["version"]) if pointer else str(active.current)
+    return pointer.version if pointer else str(active.current)
 
 
 def _judge(args: argparse.Namespace, active: Any, current: str) -> tuple[Any, list[dict[str, Any]]]:

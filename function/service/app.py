@@ -121,19 +121,20 @@ def _explain(service: Service, request: Request, args: dict[str, str]) -> Any:
 
 def _model(service: Service, request: Request, args: dict[str, str]) -> Any:
     service.authorize(request.headers, request.remote_addr)
-    model = service.require_model()
+    served = service.served()  # once: the model and the rollout shown are one instant's
+    model = served.require_model()
     features = [f.describe() for f in model.schema.features]
     limits = {
         "max_instances_per_request": service.config.max_instances_per_request,
         "max_request_bytes": service.config.max_request_bytes,
     }
-    served = {
+    shown = {
         "runtime": model.runtime,
-        "promotion": model.promotion,
-        "rollout": service.loader.rollout(),
+        "promotion": model.promotion.to_json() if model.promotion else None,
+        "rollout": served.rollout(),
         "limits": limits,
     }
-    return {**model.metadata, "features": features, **served}
+    return {**model.metadata.to_json(), "features": features, **shown}
 
 
 def _model_file(service: Service, request: Request, args: dict[str, str]) -> Any:
@@ -342,7 +343,7 @@ def _readiness(service: Service, request: Request) -> LoadedModel | None:
 
 def _count(service: Service, model: LoadedModel, instances: Instances, labels: list[Any]) -> None:
     """Count the answered rows: predictions by class, and the drift bins of rows and answers."""
-    service.telemetry.predicted(model.version, labels, model.metadata["task"] == "classification")
+    service.telemetry.predicted(model.version, labels, model.metadata.classifier)
     try:
         service.drift.observe(model, instances.X, labels)
     except Exception:  # counting never costs the client its answer; the failure is counted

@@ -570,7 +570,7 @@ def _build_for(model: LoadedModel, store: ModelStore, allow_pickle: bool) -> Exp
         estimator = canonical_estimator(store, model.metadata, where, allow_pickle)
 
     def background() -> Any:
-        if BACKGROUND_FILE not in model.metadata["files"]:
+        if BACKGROUND_FILE not in model.metadata.files:
             raise NotExplainable(
                 type(final_estimator(estimator)).__name__,
                 f"version {model.version} has no background sample ({BACKGROUND_FILE}), which "
@@ -581,7 +581,7 @@ def _build_for(model: LoadedModel, store: ModelStore, allow_pickle: bool) -> Exp
         return rows_to_input(rows, "background[{}]", model.pipeline_schema)
 
     def check_rows() -> Any:
-        if BACKGROUND_FILE in model.metadata["files"]:
+        if BACKGROUND_FILE in model.metadata.files:
             return background()
         return warm_up_row(model.metadata, model.pipeline_schema)  # from before backgrounds
 

@@ -72,7 +72,7 @@ def model_metadata(model: LoadedModel) -> dict[str, Any]:
         {"name": LABELS, "datatype": _label_datatype(model), "shape": [-1]}
     ]
     if model.has_probabilities:
-        classes = model.metadata["class_names"]
+        classes = model.metadata.class_names
         outputs.append(
             {
                 "name": PROBABILITIES,
@@ -127,7 +127,7 @@ def example_inputs(schema: Schema, rows: list[list[Any]]) -> list[dict[str, Any]
 
 
 def _label_datatype(model: LoadedModel) -> str:
-    if model.metadata["task"] == "classification":
+    if model.metadata.classifier:
         return LABEL_TYPES[model.label_type]
     return "FP64"
 
