@@ -18,8 +18,14 @@ from training.live_query import duckdb_sql, query_local, read_folder
 SINCE = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-def answer(request_id: str, labels: list[object], version: str = "v1", role: str = "answer",
-           time: str = "2026-12-08T01:00:00Z", outcome: str = "ok") -> records.PredictionRecord:  # fmt: skip
+def answer(
+    request_id: str,
+    labels: list[object],
+    version: str = "v1",
+    role: str = "answer",
+    time: str = "2026-12-08T01:00:00Z",
+    outcome: str = "ok",
+) -> records.PredictionRecord:
     """A prediction record as the service writes one: one output per row."""
     outputs = records.json_text([{"label": label, "probabilities": {}} for label in labels])
     return records.PredictionRecord(
@@ -28,7 +34,9 @@ def answer(request_id: str, labels: list[object], version: str = "v1", role: str
     )  # fmt: skip
 
 
-def label(request_id: str, row: int, truth: object, time: str = "2026-12-08T02:00:00Z") -> records.FeedbackRecord:  # fmt: skip
+def label(
+    request_id: str, row: int, truth: object, time: str = "2026-12-08T02:00:00Z"
+) -> records.FeedbackRecord:
     return records.FeedbackRecord(request_id, row, time, "iris", records.json_text(truth), "key:1")
 
 
