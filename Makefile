@@ -19,7 +19,17 @@ NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: insta
 .PHONY: install install-serve serve test test-fast image test-image lint format train repro local tracking monitor batch soak attack bench bench-batch bench-timings bench-train bench-explain screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
-install-serve: $(SERVE_INSTALLED)  ## serving and training only
+install-# The BigQuery stand-in the tests run the live-quality SQL on (local/bigquery/requirements.txt says why
+# it has a venv of its own).
+BIGQUERY_VENV := .venv-bigquery
+BIGQUERY_EMULATOR := $(BIGQUERY_VENV)/.installed
+$(BIGQUERY_EMULATOR): local/bigquery/requirements.txt | $(PY)
+	$(PYTHON) -m venv $(BIGQUERY_VENV)
+	$(BIGQUERY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BIGQUERY_VENV)/bin/python -m pip install --quiet -r local/bigquery/requirements.txt
+	@touch $@
+
+serve: $(SERVE_INSTALLED)  ## serving and training only
 
 # Two levels in one venv: serving and training (`make serve`, `make train`) install only
 # training/requirements.txt (the service's packages and training's); tests, linters and the
@@ -54,7 +64,7 @@ serve: $(SERVE_INSTALLED)  ## serve MODEL (default iris, trained if needed) or M
 # Six test processes on two cores: the suite waits on servers, emulators and Prometheus about as
 # much as it computes (4:09 here against 5:08 with four).
 JOBS ?= 6
-test: install $(MLFLOW_SERVER)  ## the whole suite but the image's (JOBS=1: one process)
+test: install $(MLFLOW_SERVER) $(BIGQUERY_EMULATOR)  ## the whole suite but the image's (JOBS=1: one process)
 	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not image"
 
 # The inner loop: only the tests marked neither slow nor image, each refused any process or

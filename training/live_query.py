@@ -7,6 +7,7 @@ and corrected here (see `duckdb_sql`).
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -113,10 +114,16 @@ def query_bigquery(dataset: str, model: str, since: datetime, client: Any = None
     """Run the join in BigQuery over the sink's table in PROJECT.DATASET."""
     if not _DATASET.match(dataset):
         raise TrainingError(f"--bigquery {dataset!r} must be PROJECT.DATASET")
+    from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
     project = dataset.split(".")[0]
-    client = client or bigquery.Client(project=project)
+    if client is None:
+        # BIGQUERY_EMULATOR_HOST (the client's own variable) points it at a stand-in, which
+        # takes no credentials, as STORAGE_EMULATOR_HOST does for Cloud Storage.
+        emulated = os.environ.get("BIGQUERY_EMULATOR_HOST")
+        credentials = AnonymousCredentials() if emulated else None
+        client = bigquery.Client(project=project, credentials=credentials)
     config = bigquery.QueryJobConfig(
         query_parameters=[
             bigquery.ScalarQueryParameter("model", "STRING", model),
