@@ -19,7 +19,7 @@ from function.core import records
 from tests.support.bigquery import PROJECT, client, emulator, sink_table
 from tests.test_live_quality import SINCE, answer, label
 from training.__main__ import main
-from training.live_query import query_bigquery, query_local
+from training.live_query import Joined, query_bigquery, query_local
 
 pytestmark = pytest.mark.slow  # a server of its own
 
@@ -43,8 +43,9 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield running
 
 
-def rows(joined: list) -> list[tuple]:  # type: ignore[type-arg]
-    return sorted((j.version, j.role, j.predicted, j.truth, j.answered) for j in joined)
+def rows(joined: list[Joined]) -> list[tuple[str, str, str, str, int]]:
+    """The join's rows in one order (no label: "")."""
+    return sorted((j.version, j.role, j.predicted or "", j.truth or "", j.answered) for j in joined)
 
 
 def test_bigquery_and_the_offline_engine_join_alike(endpoint: str) -> None:

@@ -6,6 +6,7 @@ import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,3 +184,43 @@ def test_evaluate_does_not_judge_too_few_labels(
     folder = labelled_answers(tmp_path / "payloads", right=0, wrong=5)
     assert main(evaluate(store, folder)) == 0  # 5 labels, fewer than the default 30
     assert "too few labels to judge (fewer than 30)" in capsys.readouterr().out
+
+
+# --- rollout promote --auto --require-live-quality ----------------------------------------
+
+
+def live_check(store: str, folder: Path, version: str = "v1", *extra: str) -> Any:
+    """The criterion promote --auto adds, judged as the command judges it."""
+    from training.__main__ import _parser, _with_live_quality
+    from training.verdict import Check, Verdict
+
+    args = _parser().parse_args(["rollout", "promote", "--store", store, "--name", "iris",
+                                 "--auto", "--require-live-quality", "--records",
+                                 folder.as_uri(), "--since", "2026-12-01", *extra])  # fmt: skip
+    passed = Verdict([Check("traffic", "pass", "enough")])
+    return _with_live_quality(args, ModelStore(f"{store}/iris"), version, passed)
+
+
+@pytest.mark.parametrize(
+    ("right", "wrong", "decision", "detail"),
+    [
+        (30, 0, "promote", "answer 30 labels, accuracy=1.0000"),
+        (20, 10, "abort", "v1's labelled answers: answer below accuracy>=0.9"),
+        (3, 0, "wait", "3 labelled rows of v1, fewer than 30"),
+    ],
+)
+def test_promotion_requires_the_candidates_live_quality(
+    store: str, tmp_path: Path, right: int, wrong: int, decision: str, detail: str
+) -> None:
+    verdict = live_check(store, labelled_answers(tmp_path / "payloads", right, wrong))
+    assert verdict.decision == decision
+    assert detail in verdict.checks[-1].detail
+
+
+def test_require_live_quality_names_what_it_reads(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["rollout", "promote", "--store", store, "--name", "iris", "--auto",
+            "--prometheus", "http://127.0.0.1:9", "--require-live-quality"]  # fmt: skip
+    assert main(args) == 1
+    assert "give --records file:///DIR or --bigquery PROJECT.DATASET" in capsys.readouterr().err

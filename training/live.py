@@ -4,6 +4,7 @@ measured with training's own metrics and judged by the model's own gates."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,7 +72,9 @@ def measure(
         metrics = None
         failed: list[str] = []
         if len(truths) >= min_labels and truths:
-            metrics = holdout_metrics(task, *_values(task, truths, predicted))
+            with warnings.catch_warnings():  # a class not seen live is an ordinary case here
+                warnings.simplefilter("ignore", UserWarning)
+                metrics = holdout_metrics(task, *_values(task, truths, predicted))
             failed = [str(g) for g in gates if g.metric in metrics
                       and not OPERATORS[g.op](metrics[g.metric], g.threshold)]  # fmt: skip
         found.append(Quality(version, role, answered, len(truths), metrics,
