@@ -93,6 +93,10 @@ def _fast_tests_start_nothing(request: pytest.FixtureRequest) -> Iterator[None]:
 
     import grpc  # its servers listen from C, past socket.listen: refused by their constructor
 
+    # Matplotlib (the training report) builds its font cache on first use on a machine by running
+    # fc-list: build it before the guard, so a fresh machine's first run is not refused for it.
+    import matplotlib.font_manager  # noqa: F401
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(grpc, "server", refuse)
         patch.setattr(subprocess.Popen, "__init__", git_only)

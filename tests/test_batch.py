@@ -875,7 +875,7 @@ def test_ids_a_spreadsheet_would_run_are_written_as_text(tmp_path: Path, iris_ur
 def test_a_formula_cell_is_neutralised_in_the_batch_and_on_the_page(value: Any, cell: str) -> None:
     from function.batch.output import csv_text
 
-    source = (ROOT / "function" / "ui" / "ui.js").read_text()
+    source = (ROOT / "function" / "service" / "ui" / "ui.js").read_text()
     found = re.search(r"^const FORMULA_START.*?^function csvCell.*?^}\n", source, re.S | re.M)
     assert found, "csvCell and its patterns, as ui.js defines them"
     script = (
