@@ -89,7 +89,7 @@ def sink_table(bq: Any, dataset: str, found: list[records.Record]) -> None:
     """Make the sink's table in `dataset` and stream the records in, as the sink writes them."""
     from google.cloud import bigquery
 
-    from training.live_query import _sink_row
+    from training.live_query import sink_payload
 
     bq.create_dataset(f"{PROJECT}.{dataset}", exists_ok=True)
     schema = [
@@ -99,6 +99,7 @@ def sink_table(bq: Any, dataset: str, found: list[records.Record]) -> None:
     ]  # fmt: skip
     table = f"{PROJECT}.{dataset}.{SINK_TABLE}"
     bq.create_table(bigquery.Table(table, schema=schema))
-    rows = [{"timestamp": time, "jsonPayload": {k: v for k, v in payload.items() if v is not None}}
-            for time, payload in map(_sink_row, found)]  # fmt: skip
+    rows = [
+        {"timestamp": time, "jsonPayload": payload} for time, payload in map(sink_payload, found)
+    ]
     assert bq.insert_rows_json(table, rows) == []
