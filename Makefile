@@ -19,17 +19,7 @@ NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: insta
 .PHONY: install install-serve serve test test-fast image test-image lint format train repro local tracking monitor batch soak attack bench bench-batch bench-timings bench-train bench-explain screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
-install-# The BigQuery stand-in the tests run the live-quality SQL on (local/bigquery/requirements.txt says why
-# it has a venv of its own).
-BIGQUERY_VENV := .venv-bigquery
-BIGQUERY_EMULATOR := $(BIGQUERY_VENV)/.installed
-$(BIGQUERY_EMULATOR): local/bigquery/requirements.txt | $(PY)
-	$(PYTHON) -m venv $(BIGQUERY_VENV)
-	$(BIGQUERY_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(BIGQUERY_VENV)/bin/python -m pip install --quiet -r local/bigquery/requirements.txt
-	@touch $@
-
-serve: $(SERVE_INSTALLED)  ## serving and training only
+install-serve: $(SERVE_INSTALLED)  ## serving and training only
 
 # Two levels in one venv: serving and training (`make serve`, `make train`) install only
 # training/requirements.txt (the service's packages and training's); tests, linters and the
@@ -56,6 +46,16 @@ $(MLFLOW_SERVER): local/mlflow/requirements.txt | $(PY)
 	$(PYTHON) -m venv $(MLFLOW_VENV)
 	$(MLFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(MLFLOW_VENV)/bin/python -m pip install --quiet -r local/mlflow/requirements.txt
+	@touch $@
+
+# The BigQuery stand-in the tests run the live-quality SQL on (local/bigquery/requirements.txt says why
+# it has a venv of its own).
+BIGQUERY_VENV := .venv-bigquery
+BIGQUERY_EMULATOR := $(BIGQUERY_VENV)/.installed
+$(BIGQUERY_EMULATOR): local/bigquery/requirements.txt | $(PY)
+	$(PYTHON) -m venv $(BIGQUERY_VENV)
+	$(BIGQUERY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BIGQUERY_VENV)/bin/python -m pip install --quiet -r local/bigquery/requirements.txt
 	@touch $@
 
 serve: $(SERVE_INSTALLED)  ## serve MODEL (default iris, trained if needed) or MODEL_URI on :$(PORT)
