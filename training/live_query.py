@@ -119,7 +119,13 @@ def query_bigquery(dataset: str, model: str, since: datetime, client: Any = None
     if not _DATASET.match(dataset):
         raise TrainingError(f"--bigquery {dataset!r} must be PROJECT.DATASET")
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
+
+    try:  # not pinned with training (training/requirements.txt says why)
+        from google.cloud import bigquery  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        raise TrainingError(
+            "--bigquery needs the BigQuery client: pip install google-cloud-bigquery==3.47.0"
+        ) from None
 
     project = dataset.split(".")[0]
     if client is None:
