@@ -16,7 +16,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 NEED_COMPOSE = @test -n "$(COMPOSE)" || { echo "Docker Compose is missing: install Docker with \
 	its compose plugin, or docker-compose (apt-get install docker-compose)" >&2; exit 1; }
 
-.PHONY: install install-serve serve test test-fast image test-image lint format train repro local tracking monitor batch soak attack bench bench-batch bench-timings bench-train bench-explain screenshots clean clean-store
+.PHONY: install install-serve serve test test-fast image test-image lint format train repro local tracking monitor batch soak attack bench bench-batch bench-timings bench-train bench-explain bench-payloads screenshots clean clean-store
 
 install: $(INSTALLED)  ## everything: serving, training, tests, linters, the Pulumi program
 install-serve: $(SERVE_INSTALLED)  ## serving and training only
@@ -135,6 +135,9 @@ bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs 
 
 bench-explain: install  ## POST /explain p50/p95 (a forest, the mixed-type pipeline) against shap in process (QUICK=1; COMPARE_ROOT=a tree: cold starts)
 	$(PY) -m tests.perf.explain_bench $(if $(QUICK),--quick,) $(if $(COMPARE_ROOT),--compare-root $(COMPARE_ROOT),)
+
+bench-payloads: install  ## CPU per request and p50 with every request recorded (PAYLOAD_SAMPLE_RATE=1) against 0, alternating (QUICK=1)
+	$(PY) -m tests.perf.payloads $(if $(QUICK),--quick,)
 
 bench-timings: install  ## the times the suite only orders: rollout switch, time limit, deadline, lone request (QUICK=1)
 	$(PY) -m tests.perf.timings $(if $(QUICK),--quick,)

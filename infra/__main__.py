@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pulumi
 
-import config as stack_config
+import stack_config
 from alerts import Alerts, AlertsArgs
 from api_keys import ApiKeys, ApiKeysArgs
-from apis import EDGE_APIS, PAYLOAD_APIS, SCHEDULER, Apis
+from apis import EDGE_APIS, PAYLOAD_APIS, SCHEDULER, Apis, ApisArgs
 from batch_job import BatchJob, BatchJobArgs
 from bucket import ModelBucket, ModelBucketArgs
-from cloud_run import PredictionService, PredictionServiceArgs
-from dashboard import Dashboard
+from cloud_run import MetricsSidecarArgs, PredictionService, PredictionServiceArgs
+from dashboard import Dashboard, DashboardArgs
 from edge import Edge, EdgeArgs
 from function.core.store import bucket_store, model_root
-from github import GithubDeployer, GithubDeployerArgs
+from github_deployer import GithubDeployer, GithubDeployerArgs
 from payload_sink import PayloadSink, PayloadSinkArgs
 from registry import ImageRegistry, ImageRegistryArgs
 from signing import SigningKey, SigningKeyArgs
@@ -27,7 +27,7 @@ extra_apis = (
     + (EDGE_APIS if config.edge else ())
     + (PAYLOAD_APIS if payloads_on else ())
 )
-apis = Apis("apis", config.project, extra_apis)
+apis = Apis("apis", ApisArgs(config.project, extra_apis))
 after_apis = pulumi.ResourceOptions(depends_on=apis.services)
 
 registry = ImageRegistry(
@@ -77,21 +77,70 @@ signing = SigningKey(
     ),
     after_apis,
 )
+shares = config.shares  # the app's and the collector's parts of the instance
 service = PredictionService(
     "modelrun",
-    PredictionServiceArgs(config, models.name, keys.secret, keys.version, signing.public_key_pem),
+    PredictionServiceArgs(
+        project=config.project,
+        region=config.region,
+        service_name=config.service_name,
+        account_id=config.names.account("runtime"),
+        image=config.image,
+        model_name=config.model_name,
+        environment=stack_config.service_environment(config),
+        key_refresh_seconds=config.key_refresh_seconds,
+        size=config.size,
+        cpu=shares.app_cpu,
+        memory=shares.app_memory,
+        instance_billing=config.instance_billing,
+        timeout_seconds=config.timeout_seconds,
+        min_instances=config.min_instances,
+        max_instances=config.max_instances,
+        behind_edge=config.edge is not None,
+        invoker_access=config.invoker_access,
+        protect=config.deletion_protection,
+        labels=config.labels,
+        traffic_stable_revision=config.traffic_stable_revision,
+        traffic_latest_percent=config.traffic_latest_percent,
+        bucket=models.name,
+        secret=keys.secret,
+        secret_version=keys.version,
+        public_key=signing.public_key_pem,
+        sidecar=MetricsSidecarArgs(
+            project=config.project,
+            secret_id=config.names.metrics_config,
+            protect=config.deletion_protection,
+            labels=config.labels,
+            image=config.metrics_sidecar_image,
+            cpu=str(shares.sidecar_cpu),
+            memory=str(shares.sidecar_memory),
+            instance_billing=config.instance_billing,
+        )
+        if config.metrics_sidecar
+        else None,
+    ),
     after_apis,
 )
 batch = (
     BatchJob(
         "batch",
         BatchJobArgs(
-            config,
-            config.batch,
-            models.name,
-            service.image,
-            service.account,
-            signing.public_key_pem,
+            project=config.project,
+            region=config.region,
+            job_name=config.names.batch_job,
+            bucket_name=config.names.batch_bucket,
+            scheduler_account_id=config.names.account("scheduler"),
+            protect=config.deletion_protection,
+            labels=config.labels,
+            model_name=config.model_name,
+            model_version=config.model_version,
+            model_sha256=config.model_sha256,
+            service_settings=config.service_settings,
+            settings=config.batch,
+            model_bucket=models.name,
+            image=service.image,
+            account=service.account,
+            public_key=signing.public_key_pem,
         ),
         after_apis,
     )
@@ -101,7 +150,11 @@ batch = (
 # With a domain, the service is reachable only through the edge: the uptime check and the
 # deploy's smoke test go there too.
 edge = (
-    Edge("edge", EdgeArgs(config, config.edge, service.service), after_apis)
+    Edge(
+        "edge",
+        EdgeArgs(config.project, config.region, config.names, config.edge, service.service),
+        after_apis,
+    )
     if config.edge
     else None
 )
@@ -123,10 +176,10 @@ alerts = Alerts(
 )
 dashboard = Dashboard(
     "dashboard",
-    config.project,
+    DashboardArgs(
+        config.project, edge.blocked_metric.name if edge else None, service=config.service_name
+    ),
     after_apis,
-    edge.blocked_metric.name if edge else None,
-    service=config.service_name,
 )
 github = GithubDeployer(
     "github",

@@ -21,7 +21,8 @@ import pulumi
 import pulumi_gcp as gcp
 import yaml
 
-from limits import check_uptime
+from config_error import ConfigError
+from gcp_limits import check_uptime
 from promql import Unsupported, check_alert, documentation_text, inline_recorded, scoped, seconds
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,7 +141,10 @@ class Alerts(pulumi.ComponentResource):
         check_uptime(UPTIME_PERIOD, UPTIME_TIMEOUT)
         for email in args.emails:
             if not EMAIL.match(email):
-                raise ValueError(f"modelrun:alertEmails: {email!r} is not an email address")
+                raise ConfigError(
+                    "modelrun:alertEmails",
+                    f"modelrun:alertEmails: {email!r} is not an email address",
+                )
         self.channels = [
             gcp.monitoring.NotificationChannel(
                 f"{name}-email-{i}",

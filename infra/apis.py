@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_gcp as gcp
 
@@ -22,25 +24,25 @@ EDGE_APIS = ("compute.googleapis.com", "logging.googleapis.com")  # only with mo
 PAYLOAD_APIS = ("bigquery.googleapis.com", "logging.googleapis.com")
 
 
+@dataclass
+class ApisArgs:
+    project: str
+    extra: tuple[str, ...] = ()  # SCHEDULER, EDGE_APIS: as the stack's settings need them
+
+
 class Apis(pulumi.ComponentResource):
     """Enable each API once; destroying the stack leaves them enabled (others may use them)."""
 
-    def __init__(
-        self,
-        name: str,
-        project: str,
-        extra: tuple[str, ...] = (),
-        opts: pulumi.ResourceOptions | None = None,
-    ):
+    def __init__(self, name: str, args: ApisArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("modelrun:gcp:Apis", name, None, opts)
         self.services = [
             gcp.projects.Service(
                 api.split(".")[0],
-                project=project,
+                project=args.project,
                 service=api,
                 disable_on_destroy=False,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            for api in dict.fromkeys(SERVICES + extra)  # once each, however many ask
+            for api in dict.fromkeys(SERVICES + args.extra)  # once each, however many ask
         ]
         self.register_outputs({"services": [s.service for s in self.services]})

@@ -39,7 +39,7 @@ from pulumi_gcp.compute import (
     SecurityPolicyRuleRateLimitOptionsRateLimitThresholdArgs,
 )
 
-from config import EdgeSettings
+from stack_config import EdgeSettings
 
 # The CRS 3.3 rules, as "Preconfigured WAF rules overview" lists them
 # (https://cloud.google.com/armor/docs/waf-rules); tests/test_infra_edge.py holds that list.
@@ -50,7 +50,7 @@ IPS_PER_RULE = 10
 # custom rules language attributes", https://cloud.google.com/armor/docs/rules-language-reference):
 # each `||` term is one. A deny list splits into several rules, one per five; an allow list cannot
 # (what is outside it is outside every part at once, and the first rule that matches decides), so
-# config.py refuses more than five (infra/limits.py).
+# stack_config.py refuses more than five (infra/gcp_limits.py).
 SUBEXPRESSIONS_PER_RULE = 5
 DENY_IPS, ALLOW_IPS, DENY_COUNTRIES, ALLOW_COUNTRIES = 100, 200, 300, 400
 WAF_PRIORITY = 500  # before the rate-based ban (1000), whose conform action allows

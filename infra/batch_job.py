@@ -28,9 +28,9 @@ from pulumi_gcp.storage import (
     BucketLifecycleRuleConditionArgs,
 )
 
-from config import BatchSettings, StackConfig
-from function.batch.objects import TMP_SUFFIX
+from function.core.storage import TMP_SUFFIX
 from function.core.store import bucket_store, model_root
+from stack_config import BatchSettings
 
 INPUT, OUTPUT = "input/", "output/"
 # Each execution writes to its own prefix: Cloud Run sets CLOUD_RUN_EXECUTION for every task of
@@ -53,7 +53,17 @@ SHARED_SETTINGS = (
 
 @dataclass
 class BatchJobArgs:
-    config: StackConfig
+    project: str
+    region: str
+    job_name: str
+    bucket_name: str
+    scheduler_account_id: str  # the schedule's account, with modelrun:batchJobSchedule
+    protect: bool
+    labels: dict[str, str]
+    model_name: str
+    model_version: str
+    model_sha256: str | None
+    service_settings: dict[str, str]  # the stack's; the job passes on SHARED_SETTINGS
     settings: BatchSettings
     model_bucket: pulumi.Output[str]
     image: pulumi.Output[str]  # the service's: one image serves and scores
@@ -66,17 +76,17 @@ class BatchJob(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: BatchJobArgs, opts: pulumi.ResourceOptions) -> None:
         super().__init__("modelrun:gcp:BatchJob", name, None, opts)
-        config, settings = args.config, args.settings
+        settings = args.settings
         child = pulumi.ResourceOptions(parent=self)
         self.bucket = gcp.storage.Bucket(
             f"{name}-files",
-            name=config.names.batch_bucket,
-            project=config.project,
-            location=config.region,
+            name=args.bucket_name,
+            project=args.project,
+            location=args.region,
             uniform_bucket_level_access=True,
             public_access_prevention="enforced",
             # A task killed between its upload and its copy leaves a temporary object that only
-            # its own retry removes: a day later, the bucket does (function/batch/objects.py).
+            # its own retry removes: a day later, the bucket does (function/core/storage.py).
             lifecycle_rules=[
                 BucketLifecycleRuleArgs(
                     action=BucketLifecycleRuleActionArgs(type="Delete"),
@@ -85,9 +95,9 @@ class BatchJob(pulumi.ComponentResource):
                     ),
                 )
             ],
-            force_destroy=not config.deletion_protection,
-            labels=config.labels,
-            opts=pulumi.ResourceOptions(parent=self, protect=config.deletion_protection),
+            force_destroy=not args.protect,
+            labels=args.labels,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
         )
         member = args.account.member
         grants = [
@@ -116,11 +126,11 @@ class BatchJob(pulumi.ComponentResource):
         ]
         self.job = gcp.cloudrunv2.Job(
             name,
-            name=config.names.batch_job,
-            project=config.project,
-            location=config.region,
-            deletion_protection=config.deletion_protection,
-            labels=config.labels,
+            name=args.job_name,
+            project=args.project,
+            location=args.region,
+            deletion_protection=args.protect,
+            labels=args.labels,
             template=JobTemplateArgs(
                 task_count=settings.task_count,
                 parallelism=settings.parallelism,
@@ -133,7 +143,7 @@ class BatchJob(pulumi.ComponentResource):
                             image=args.image,
                             commands=["python", "-m", "function.batch"],
                             args=self.bucket.name.apply(default_args),
-                            envs=_environment(config, args.model_bucket, args.public_key),
+                            envs=_environment(args),
                             resources=JobTemplateTemplateContainerResourcesArgs(
                                 limits={"cpu": settings.cpu, "memory": settings.memory}
                             ),
@@ -144,7 +154,18 @@ class BatchJob(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=grants),
         )
         self.schedule = (
-            _Schedule(f"{name}-schedule", config, settings, self.job, child)
+            _Schedule(
+                f"{name}-schedule",
+                _ScheduleArgs(
+                    project=args.project,
+                    region=args.region,
+                    account_id=args.scheduler_account_id,
+                    schedule=settings.schedule,
+                    time_zone=settings.time_zone,
+                    job=self.job,
+                ),
+                child,
+            )
             if (settings.schedule)
             else None
         )
@@ -163,56 +184,58 @@ def default_args(bucket: str) -> list[str]:
     return [a.format(bucket=bucket, execution="{execution}") for a in DEFAULT_ARGS]
 
 
-def _environment(
-    config: StackConfig, model_bucket: pulumi.Output[str], public_key: pulumi.Output[str]
-) -> list[JobTemplateTemplateContainerEnvArgs]:
+def _environment(args: BatchJobArgs) -> list[JobTemplateTemplateContainerEnvArgs]:
     """The model the service serves, verified the same way: its URI, version, pin and the key
     that signs it."""
     env = [
         JobTemplateTemplateContainerEnvArgs(
             name="MODEL_URI",
-            value=model_bucket.apply(lambda b: model_root(bucket_store(b), config.model_name)),
+            value=args.model_bucket.apply(lambda b: model_root(bucket_store(b), args.model_name)),
         ),
-        JobTemplateTemplateContainerEnvArgs(name="MODEL_VERSION", value=config.model_version),
-        JobTemplateTemplateContainerEnvArgs(name="MODEL_PUBLIC_KEY", value=public_key),
+        JobTemplateTemplateContainerEnvArgs(name="MODEL_VERSION", value=args.model_version),
+        JobTemplateTemplateContainerEnvArgs(name="MODEL_PUBLIC_KEY", value=args.public_key),
     ]
-    if config.model_sha256:
+    if args.model_sha256:
         env.append(
-            JobTemplateTemplateContainerEnvArgs(name="MODEL_SHA256", value=config.model_sha256)
+            JobTemplateTemplateContainerEnvArgs(name="MODEL_SHA256", value=args.model_sha256)
         )
     env += [
-        JobTemplateTemplateContainerEnvArgs(name=name, value=config.service_settings[name])
+        JobTemplateTemplateContainerEnvArgs(name=name, value=args.service_settings[name])
         for name in SHARED_SETTINGS
-        if name in config.service_settings
+        if name in args.service_settings
     ]
     return env
+
+
+@dataclass
+class _ScheduleArgs:
+    project: str
+    region: str
+    account_id: str
+    schedule: str  # cron, in time_zone
+    time_zone: str
+    job: gcp.cloudrunv2.Job
 
 
 class _Schedule(pulumi.ComponentResource):
     """Cloud Scheduler runs the job (POST .../jobs/JOB:run, as the Cloud Run docs' "Execute
     jobs on a schedule" does) as its own account, which may run this job and nothing else."""
 
-    def __init__(
-        self,
-        name: str,
-        config: StackConfig,
-        settings: BatchSettings,
-        job: gcp.cloudrunv2.Job,
-        opts: pulumi.ResourceOptions,
-    ) -> None:
+    def __init__(self, name: str, args: _ScheduleArgs, opts: pulumi.ResourceOptions) -> None:
         super().__init__("modelrun:gcp:BatchSchedule", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        job = args.job
         account = gcp.serviceaccount.Account(
             name,
-            project=config.project,
-            account_id=config.names.account("scheduler"),
+            project=args.project,
+            account_id=args.account_id,
             display_name="modelrun batch schedule (runs the batch job)",
             opts=child,
         )
         runs = gcp.cloudrunv2.JobIamMember(
             f"{name}-runs-job",
-            project=config.project,
-            location=config.region,
+            project=args.project,
+            location=args.region,
             name=job.name,
             role="roles/run.invoker",  # run.jobs.run: execute, without overrides
             member=account.member,
@@ -220,16 +243,16 @@ class _Schedule(pulumi.ComponentResource):
         )
         self.job = gcp.cloudscheduler.Job(
             name,
-            project=config.project,
-            region=config.region,
-            schedule=settings.schedule,
-            time_zone=settings.time_zone,
+            project=args.project,
+            region=args.region,
+            schedule=args.schedule,
+            time_zone=args.time_zone,
             http_target=JobHttpTargetArgs(
                 http_method="POST",
                 uri=job.name.apply(
                     lambda job_name: (
-                        f"https://run.googleapis.com/v2/projects/{config.project}/"
-                        f"locations/{config.region}/jobs/{job_name}:run"
+                        f"https://run.googleapis.com/v2/projects/{args.project}/"
+                        f"locations/{args.region}/jobs/{job_name}:run"
                     )
                 ),
                 oauth_token=JobHttpTargetOauthTokenArgs(

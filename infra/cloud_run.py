@@ -28,8 +28,9 @@ from pulumi_gcp.cloudrunv2 import (
 )
 
 import metrics_sidecar
-from config import PLACEHOLDER_IMAGE, TRAFFIC_TAGS, StackConfig, service_environment
 from function.core.store import bucket_store, model_root
+from gcp_limits import InstanceSize
+from stack_config import PLACEHOLDER_IMAGE, TRAFFIC_TAGS
 
 PORT = 8080
 INGRESS_EDGE_ONLY = "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"  # internal-and-cloud-load-balancing
@@ -40,12 +41,45 @@ IMAGE_PATH = "template.containers[0].image"
 
 
 @dataclass
+class MetricsSidecarArgs:
+    project: str
+    secret_id: str  # the secret that holds its RunMonitoring configuration
+    protect: bool
+    labels: dict[str, str]
+    image: str
+    cpu: str  # its share of the instance (gcp_limits.container_shares)
+    memory: str
+    instance_billing: bool
+
+
+@dataclass
 class PredictionServiceArgs:
-    config: StackConfig
+    project: str
+    region: str
+    service_name: str
+    account_id: str  # the runtime account's
+    image: str | None  # None: keep the image the service runs (see below)
+    model_name: str
+    environment: dict[str, str]  # the plain variables (stack_config.service_environment)
+    key_refresh_seconds: int  # above 0 the app reads the key secret itself, and again
+    size: InstanceSize
+    cpu: str  # the app container's share of the instance (gcp_limits.container_shares)
+    memory: str
+    instance_billing: bool
+    timeout_seconds: int
+    min_instances: int
+    max_instances: int
+    behind_edge: bool  # modelrun:domain: only the load balancer may reach the service
+    invoker_access: str
+    protect: bool
+    labels: dict[str, str]
+    traffic_stable_revision: str | None  # None: all traffic to the latest revision
+    traffic_latest_percent: int
     bucket: pulumi.Output[str]
     secret: gcp.secretmanager.Secret
     secret_version: gcp.secretmanager.SecretVersion
     public_key: pulumi.Output[str]  # MODEL_PUBLIC_KEY: the signing key's (infra/signing.py)
+    sidecar: MetricsSidecarArgs | None = None  # None: modelrun:metricsSidecar off
 
 
 class PredictionService(pulumi.ComponentResource):
@@ -53,12 +87,11 @@ class PredictionService(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: PredictionServiceArgs, opts: pulumi.ResourceOptions):
         super().__init__("modelrun:gcp:PredictionService", name, None, opts)
-        config = args.config
         child = pulumi.ResourceOptions(parent=self)
         self.account = gcp.serviceaccount.Account(
             f"{name}-runtime",
-            project=config.project,
-            account_id=config.names.account("runtime"),
+            project=args.project,
+            account_id=args.account_id,
             display_name="modelrun prediction service (runtime)",
             opts=child,
         )
@@ -72,7 +105,7 @@ class PredictionService(pulumi.ComponentResource):
         )
         key_reader = gcp.secretmanager.SecretIamMember(
             f"{name}-reads-keys",
-            project=config.project,
+            project=args.project,
             secret_id=args.secret.secret_id,
             role="roles/secretmanager.secretAccessor",
             member=member,
@@ -81,22 +114,22 @@ class PredictionService(pulumi.ComponentResource):
         sidecar = (
             MetricsSidecar(
                 f"{name}-metrics",
-                config,
+                args.sidecar,
                 self.account,
                 pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on),
             )
-            if config.metrics_sidecar
+            if args.sidecar
             else None
         )
         app = ServiceTemplateContainerArgs(
             name=metrics_sidecar.APP_CONTAINER,
-            image=config.image or PLACEHOLDER_IMAGE,
+            image=args.image or PLACEHOLDER_IMAGE,
             ports=ServiceTemplateContainerPortsArgs(container_port=PORT),
-            envs=_environment(config, args.bucket, args.secret, args.public_key),
+            envs=_environment(args),
             resources=ServiceTemplateContainerResourcesArgs(
-                limits={"cpu": config.shares.app_cpu, "memory": config.shares.app_memory},
+                limits={"cpu": args.cpu, "memory": args.memory},
                 # Request-based billing unless modelrun:instanceBasedBilling (README, Monitoring).
-                cpu_idle=not config.instance_billing,
+                cpu_idle=not args.instance_billing,
                 startup_cpu_boost=True,
             ),
             startup_probe=ServiceTemplateContainerStartupProbeArgs(
@@ -116,36 +149,36 @@ class PredictionService(pulumi.ComponentResource):
         )
         self.service = gcp.cloudrunv2.Service(
             name,
-            name=config.service_name,
-            project=config.project,
-            location=config.region,
+            name=args.service_name,
+            project=args.project,
+            location=args.region,
             # With the edge, only the load balancer may reach the service: its run.app URL
             # refuses outside traffic (infra/edge.py).
-            ingress=INGRESS_EDGE_ONLY if config.edge else "INGRESS_TRAFFIC_ALL",
+            ingress=INGRESS_EDGE_ONLY if args.behind_edge else "INGRESS_TRAFFIC_ALL",
             # For organisations whose policy forbids allUsers: Cloud Run skips its invoker check
             # and the app's API key is the only gate (README, "Who can reach the URL").
-            invoker_iam_disabled=config.invoker_access == "public-no-iam-check",
-            deletion_protection=config.deletion_protection,
-            labels=config.labels,
+            invoker_iam_disabled=args.invoker_access == "public-no-iam-check",
+            deletion_protection=args.protect,
+            labels=args.labels,
             # Service-level scaling, stated explicitly: left out, the provider shows a diff forever.
-            scaling=ServiceScalingArgs(min_instance_count=config.min_instances),
+            scaling=ServiceScalingArgs(min_instance_count=args.min_instances),
             template=ServiceTemplateArgs(
                 service_account=self.account.email,
-                # Below 1 vCPU Cloud Run requires the first generation (infra/limits.py).
+                # Below 1 vCPU Cloud Run requires the first generation (infra/gcp_limits.py).
                 execution_environment="EXECUTION_ENVIRONMENT_GEN1"
-                if config.size.first_generation
+                if args.size.first_generation
                 else "EXECUTION_ENVIRONMENT_GEN2",
-                max_instance_request_concurrency=config.size.concurrency,
-                timeout=f"{config.timeout_seconds}s",
+                max_instance_request_concurrency=args.size.concurrency,
+                timeout=f"{args.timeout_seconds}s",
                 # Both bounds set: min alone triggers a permadiff (terraform-provider-google#20399).
                 scaling=ServiceTemplateScalingArgs(
-                    min_instance_count=config.min_instances,
-                    max_instance_count=config.max_instances,
+                    min_instance_count=args.min_instances,
+                    max_instance_count=args.max_instances,
                 ),
                 containers=[app, *([sidecar.container] if sidecar else [])],
                 volumes=[sidecar.volume] if sidecar else None,
             ),
-            traffics=traffic_split(config),
+            traffics=traffic_split(args.traffic_stable_revision, args.traffic_latest_percent),
             # A revision started before its account can read the secret fails with "Permission
             # denied on secret": create the grants (and the secret's first version) first.
             # Without modelrun:image the image is the one the service runs: the engine keeps
@@ -159,15 +192,15 @@ class PredictionService(pulumi.ComponentResource):
                     bucket_reader,
                     *(sidecar.grants if sidecar else []),
                 ],
-                ignore_changes=None if config.image else [IMAGE_PATH],
+                ignore_changes=None if args.image else [IMAGE_PATH],
             ),
         )
-        if config.invoker_access == "public":
+        if args.invoker_access == "public":
             # Public on the network only: every route but the probes checks an API key.
             gcp.cloudrunv2.ServiceIamMember(
                 f"{name}-public",
-                project=config.project,
-                location=config.region,
+                project=args.project,
+                location=args.region,
                 name=self.service.name,
                 role="roles/run.invoker",
                 member="allUsers",
@@ -183,31 +216,27 @@ class PredictionService(pulumi.ComponentResource):
         # (Cloud Run serves each tagged target at https://TAG---HOST of the service's URL).
         self.candidate_url = (
             self.url.apply(lambda url: url.replace("https://", f"https://{TRAFFIC_TAGS[0]}---", 1))
-            if config.traffic_stable_revision
+            if args.traffic_stable_revision
             else self.url
         )
         self.register_outputs({"url": self.url, "image": self.image})
 
 
-def _environment(
-    config: StackConfig,
-    bucket: pulumi.Output[str],
-    secret: gcp.secretmanager.Secret,
-    public_key: pulumi.Output[str],
-) -> list[ServiceTemplateContainerEnvArgs]:
+def _environment(args: PredictionServiceArgs) -> list[ServiceTemplateContainerEnvArgs]:
+    secret = args.secret
     env = [
         ServiceTemplateContainerEnvArgs(
             name="MODEL_URI",
-            value=bucket.apply(lambda name: model_root(bucket_store(name), config.model_name)),
+            value=args.bucket.apply(lambda name: model_root(bucket_store(name), args.model_name)),
         ),
         # Only versions this key signed load (the trainer signs; a bucket writer cannot).
-        ServiceTemplateContainerEnvArgs(name="MODEL_PUBLIC_KEY", value=public_key),
+        ServiceTemplateContainerEnvArgs(name="MODEL_PUBLIC_KEY", value=args.public_key),
     ]
     env += [
         ServiceTemplateContainerEnvArgs(name=name, value=value)
-        for name, value in service_environment(config).items()
+        for name, value in args.environment.items()
     ]
-    if config.key_refresh_seconds > 0:
+    if args.key_refresh_seconds > 0:
         # The app reads the secret itself and re-reads it: rotation needs no new revision.
         env.append(
             ServiceTemplateContainerEnvArgs(
@@ -237,8 +266,8 @@ class MetricsSidecar(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        config: StackConfig,
-        account: gcp.serviceaccount.Account,
+        args: MetricsSidecarArgs,
+        account: gcp.serviceaccount.Account,  # the runtime account: the service's, made first
         opts: pulumi.ResourceOptions,
     ) -> None:
         super().__init__("modelrun:gcp:MetricsSidecar", name, None, opts)
@@ -248,13 +277,13 @@ class MetricsSidecar(pulumi.ComponentResource):
         # holds no secret, only where to scrape.
         secret = gcp.secretmanager.Secret(
             f"{name}-config",
-            project=config.project,
-            secret_id=config.names.metrics_config,
-            deletion_protection=config.deletion_protection,
+            project=args.project,
+            secret_id=args.secret_id,
+            deletion_protection=args.protect,
             replication=gcp.secretmanager.SecretReplicationArgs(
                 auto=gcp.secretmanager.SecretReplicationAutoArgs()
             ),
-            labels=config.labels,
+            labels=args.labels,
             opts=child,
         )
         version = gcp.secretmanager.SecretVersion(
@@ -267,7 +296,7 @@ class MetricsSidecar(pulumi.ComponentResource):
             version,
             gcp.secretmanager.SecretIamMember(
                 f"{name}-reads-config",
-                project=config.project,
+                project=args.project,
                 secret_id=secret.secret_id,
                 role="roles/secretmanager.secretAccessor",
                 member=member,
@@ -276,7 +305,7 @@ class MetricsSidecar(pulumi.ComponentResource):
             # Writing time series is granted per project: Cloud Monitoring has no narrower scope.
             gcp.projects.IAMMember(
                 f"{name}-writes-metrics",
-                project=config.project,
+                project=args.project,
                 role="roles/monitoring.metricWriter",
                 member=member,
                 opts=child,
@@ -295,7 +324,7 @@ class MetricsSidecar(pulumi.ComponentResource):
         )
         self.container = ServiceTemplateContainerArgs(
             name=metrics_sidecar.CONTAINER,
-            image=config.metrics_sidecar_image,
+            image=args.image,
             # Started once the app passes its startup probe; with no probe of its own, the
             # collector never holds the instance back from serving.
             depends_ons=[metrics_sidecar.APP_CONTAINER],
@@ -305,25 +334,20 @@ class MetricsSidecar(pulumi.ComponentResource):
                 )
             ],
             resources=ServiceTemplateContainerResourcesArgs(
-                limits={
-                    "cpu": str(config.shares.sidecar_cpu),
-                    "memory": str(config.shares.sidecar_memory),
-                },
-                cpu_idle=not config.instance_billing,
+                limits={"cpu": args.cpu, "memory": args.memory},
+                cpu_idle=not args.instance_billing,
             ),
         )
         self.register_outputs({})
 
 
-def traffic_split(config: StackConfig) -> list[ServiceTrafficArgs]:
+def traffic_split(revision: str | None, percent: int) -> list[ServiceTrafficArgs]:
     """All traffic to the latest revision; or, with a stable revision, a split between the two,
     each reachable alone at its tag's URL (https://TAG---SERVICE-...run.app).
 
     Stated even when it is all to the latest: the provider keeps a split it no longer sees
     (traffics is computed), and Cloud Run keeps the last split for every later deploy.
     """
-    percent = config.traffic_latest_percent
-    revision = config.traffic_stable_revision
     if revision is None:
         return [ServiceTrafficArgs(type=LATEST, percent=100)]
     candidate, stable = TRAFFIC_TAGS

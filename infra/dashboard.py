@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import pulumi
 import pulumi_gcp as gcp
 
 from alerts import recorded_expressions
-from limits import check_mosaic
+from gcp_limits import check_mosaic
 from promql import Unsupported, check_expression, inline_recorded, scoped
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,23 +217,24 @@ def api_form(document: Any) -> Any:
     return document
 
 
+@dataclass
+class DashboardArgs:
+    project: str
+    edge_metric: pulumi.Output[str] | None = None  # the edge's blocked-requests metric
+    service: str | None = None  # the queries read this service's series alone
+
+
 class Dashboard(pulumi.ComponentResource):
     """The dashboard, and its address in the console."""
 
-    def __init__(
-        self,
-        name: str,
-        project: str,
-        opts: pulumi.ResourceOptions,
-        edge_metric: pulumi.Output[str] | None = None,
-        service: str | None = None,
-    ) -> None:
+    def __init__(self, name: str, args: DashboardArgs, opts: pulumi.ResourceOptions) -> None:
         super().__init__("modelrun:gcp:Dashboard", name, None, opts)
+        project = args.project
         self.dashboard = gcp.monitoring.Dashboard(
             name,
             project=project,
-            dashboard_json=pulumi.Output.from_input(edge_metric).apply(
-                lambda metric: json.dumps(dashboard(edge_metric=metric, service=service))
+            dashboard_json=pulumi.Output.from_input(args.edge_metric).apply(
+                lambda metric: json.dumps(dashboard(edge_metric=metric, service=args.service))
             ),
             opts=pulumi.ResourceOptions(parent=self),
         )

@@ -27,7 +27,8 @@ from pulumi_gcp.compute import (
 from pulumi_gcp.logging import MetricMetricDescriptorArgs, MetricMetricDescriptorLabelArgs
 
 import armor
-from config import EdgeSettings, StackConfig
+from resource_names import Names
+from stack_config import EdgeSettings
 
 SCHEME = "EXTERNAL_MANAGED"  # the global external Application Load Balancer
 # Requests Cloud Armor denied, from the load balancer's request logs (their
@@ -40,8 +41,12 @@ BLOCKED_FILTER = (
 
 @dataclass
 class EdgeArgs:
-    config: StackConfig
-    edge: EdgeSettings
+    """What the edge and each of its parts use (the parts are its own: they take its Args)."""
+
+    project: str
+    region: str
+    names: Names  # every part's name: names.edge(part)
+    settings: EdgeSettings
     service: gcp.cloudrunv2.Service
 
 
@@ -50,16 +55,15 @@ class Edge(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions) -> None:
         super().__init__("modelrun:gcp:Edge", name, None, opts)
-        config, edge = args.config, args.edge
         child = pulumi.ResourceOptions(parent=self)
-        backend = ServerlessBackend(f"{name}-backend", config, edge, args.service, child)
-        address = EdgeAddress(f"{name}-address", config, child)
-        HttpsFrontend(f"{name}-https", config, edge, backend.service, address.address, child)
-        HttpRedirect(f"{name}-http", config, address.address, child)
+        backend = ServerlessBackend(f"{name}-backend", args, child)
+        address = EdgeAddress(f"{name}-address", args, child)
+        HttpsFrontend(f"{name}-https", args, backend.service, address.address, child)
+        HttpRedirect(f"{name}-http", args, address.address, child)
         self.blocked_metric = gcp.logging.Metric(
             f"{name}-blocked",
-            project=config.project,
-            name=config.names.edge("edge-blocked"),
+            project=args.project,
+            name=args.names.edge("edge-blocked"),
             description="Requests Cloud Armor denied at the edge, by rule priority",
             filter=BLOCKED_FILTER,
             metric_descriptor=MetricMetricDescriptorArgs(
@@ -71,53 +75,48 @@ class Edge(pulumi.ComponentResource):
             opts=child,
         )
         self.address = address.address.address
-        self.url = f"https://{edge.domain}"
+        self.url = f"https://{args.settings.domain}"
         self.register_outputs({"address": self.address, "url": self.url})
 
 
 class ServerlessBackend(pulumi.ComponentResource):
     """A serverless NEG for the service, behind a backend service with Cloud Armor and logs."""
 
-    def __init__(
-        self,
-        name: str,
-        config: StackConfig,
-        edge: EdgeSettings,
-        service: gcp.cloudrunv2.Service,
-        opts: pulumi.ResourceOptions,
-    ) -> None:
+    def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions) -> None:
         super().__init__("modelrun:gcp:ServerlessBackend", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         neg = gcp.compute.RegionNetworkEndpointGroup(
             name,
-            project=config.project,
-            name=config.names.edge("neg"),
-            region=config.region,
+            project=args.project,
+            name=args.names.edge("neg"),
+            region=args.region,
             network_endpoint_type="SERVERLESS",
-            cloud_run=RegionNetworkEndpointGroupCloudRunArgs(service=service.name),
+            cloud_run=RegionNetworkEndpointGroupCloudRunArgs(service=args.service.name),
             opts=child,
         )
         self.policy = gcp.compute.SecurityPolicy(
             f"{name}-armor",
-            project=config.project,
-            name=config.names.edge("armor"),
+            project=args.project,
+            name=args.names.edge("armor"),
             description="modelrun edge: OWASP rules, per-IP rate-based ban, allow and deny lists",
             type="CLOUD_ARMOR",
             advanced_options_config=SecurityPolicyAdvancedOptionsConfigArgs(
                 json_parsing="STANDARD"
             ),
-            rules=armor.rules(edge),
+            rules=armor.rules(args.settings),
             opts=child,
         )
         self.service = gcp.compute.BackendService(
             name,
-            project=config.project,
-            name=config.names.edge("backend"),
+            project=args.project,
+            name=args.names.edge("backend"),
             load_balancing_scheme=SCHEME,
             protocol="HTTPS",
             backends=[BackendServiceBackendArgs(group=neg.id)],
             security_policy=self.policy.self_link,
-            log_config=BackendServiceLogConfigArgs(enable=True, sample_rate=edge.log_sample_rate),
+            log_config=BackendServiceLogConfigArgs(
+                enable=True, sample_rate=args.settings.log_sample_rate
+            ),
             opts=child,
         )
         self.register_outputs({"backend": self.service.id})
@@ -126,12 +125,12 @@ class ServerlessBackend(pulumi.ComponentResource):
 class EdgeAddress(pulumi.ComponentResource):
     """The global IPv4 address both frontends listen on: the one to put in DNS."""
 
-    def __init__(self, name: str, config: StackConfig, opts: pulumi.ResourceOptions) -> None:
+    def __init__(self, name: str, args: EdgeArgs, opts: pulumi.ResourceOptions) -> None:
         super().__init__("modelrun:gcp:EdgeAddress", name, None, opts)
         self.address = gcp.compute.GlobalAddress(
             name,
-            project=config.project,
-            name=config.names.edge("address"),
+            project=args.project,
+            name=args.names.edge("address"),
             ip_version="IPV4",
             opts=pulumi.ResourceOptions(parent=self),
         )
@@ -144,8 +143,7 @@ class HttpsFrontend(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        config: StackConfig,
-        edge: EdgeSettings,
+        args: EdgeArgs,
         backend: gcp.compute.BackendService,
         address: gcp.compute.GlobalAddress,
         opts: pulumi.ResourceOptions,
@@ -154,27 +152,27 @@ class HttpsFrontend(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         certificate = gcp.compute.ManagedSslCertificate(
             name,
-            project=config.project,
-            name=config.names.edge("certificate"),
-            managed=ManagedSslCertificateManagedArgs(domains=[edge.domain]),
+            project=args.project,
+            name=args.names.edge("certificate"),
+            managed=ManagedSslCertificateManagedArgs(domains=[args.settings.domain]),
             opts=child,
         )
         url_map = gcp.compute.URLMap(
             name,
-            project=config.project,
-            name=config.names.edge("https"),
+            project=args.project,
+            name=args.names.edge("https"),
             default_service=backend.id,
             opts=child,
         )
         proxy = gcp.compute.TargetHttpsProxy(
             name,
-            project=config.project,
-            name=config.names.edge("https-proxy"),
+            project=args.project,
+            name=args.names.edge("https-proxy"),
             url_map=url_map.id,
             ssl_certificates=[certificate.id],
             opts=child,
         )
-        _listen(name, config, "https-rule", 443, address, proxy, child)
+        _listen(name, args, "https-rule", 443, address, proxy, child)
         self.register_outputs({})
 
 
@@ -184,7 +182,7 @@ class HttpRedirect(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        config: StackConfig,
+        args: EdgeArgs,
         address: gcp.compute.GlobalAddress,
         opts: pulumi.ResourceOptions,
     ) -> None:
@@ -192,8 +190,8 @@ class HttpRedirect(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         url_map = gcp.compute.URLMap(
             name,
-            project=config.project,
-            name=config.names.edge("http-redirect"),
+            project=args.project,
+            name=args.names.edge("http-redirect"),
             default_url_redirect=URLMapDefaultUrlRedirectArgs(
                 https_redirect=True,
                 strip_query=False,
@@ -203,18 +201,18 @@ class HttpRedirect(pulumi.ComponentResource):
         )
         proxy = gcp.compute.TargetHttpProxy(
             name,
-            project=config.project,
-            name=config.names.edge("http-proxy"),
+            project=args.project,
+            name=args.names.edge("http-proxy"),
             url_map=url_map.id,
             opts=child,
         )
-        _listen(name, config, "http-rule", 80, address, proxy, child)
+        _listen(name, args, "http-rule", 80, address, proxy, child)
         self.register_outputs({})
 
 
 def _listen(
     name: str,
-    config: StackConfig,
+    args: EdgeArgs,
     part: str,
     port: int,
     address: gcp.compute.GlobalAddress,
@@ -224,8 +222,8 @@ def _listen(
     """The forwarding rule that sends the address's `port` to a proxy."""
     return gcp.compute.GlobalForwardingRule(
         name,
-        project=config.project,
-        name=config.names.edge(part),
+        project=args.project,
+        name=args.names.edge(part),
         load_balancing_scheme=SCHEME,
         ip_protocol="TCP",
         port_range=str(port),

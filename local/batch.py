@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from function.batch.objects import Place, open_place
+from function.batch.objects import open_place
 from function.batch.task import MANIFEST
+from function.core.storage import Storage, read_or_none
 from local.mirror import ROOT, fake_gcs_command, free_port, stop, wait_for
 
 FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
@@ -110,18 +111,18 @@ def kill_midway(
     child.wait()
 
 
-def results(place: Place) -> list[list[str]]:
+def results(place: Storage) -> list[list[str]]:
     """Every answer row under an output prefix (the parts' rows, headers dropped)."""
     rows: list[list[str]] = []
-    for name in place.names("part-"):
-        rows += list(csv.reader(io.StringIO((place.read(name) or b"").decode())))[1:]
+    for name in place.keys("part-"):
+        rows += list(csv.reader(io.StringIO((read_or_none(place, name) or b"").decode())))[1:]
     return rows
 
 
-def errors(place: Place) -> list[dict[str, Any]]:
+def errors(place: Storage) -> list[dict[str, Any]]:
     found = []
-    for name in place.names("errors-"):
-        found += [orjson.loads(line) for line in (place.read(name) or b"").splitlines()]
+    for name in place.keys("errors-"):
+        found += [orjson.loads(line) for line in (read_or_none(place, name) or b"").splitlines()]
     return found
 
 
@@ -212,15 +213,16 @@ def check(artifact: Path, rows: int, tasks: int) -> None:
 
     retried = open_place("gs://batch/out/retried")
     kill_midway(env, input_uri, retried.uri, 1, tasks, *extra)
-    assert retried.read(f"_tasks/00001-of-{tasks:05d}.json") is None, "the kill came too late"
+    killed = read_or_none(retried, f"_tasks/00001-of-{tasks:05d}.json")
+    assert killed is None, "the kill came too late"
     run_tasks(env, input_uri, retried.uri, tasks, *extra)
-    assert [retried.read(n) for n in retried.names("part-")] == [
-        sharded.read(n) for n in sharded.names("part-")
+    assert [read_or_none(retried, n) for n in retried.keys("part-")] == [
+        read_or_none(sharded, n) for n in sharded.keys("part-")
     ], "the rerun job's parts differ from an uninterrupted run's"
     print("3. a task killed half-way, then the job rerun: the same parts, no duplicate")
 
     found = errors(sharded)
-    manifest = orjson.loads(sharded.read(MANIFEST) or b"{}")
+    manifest = orjson.loads(read_or_none(sharded, MANIFEST) or b"{}")
     bad = sum(1 for line in data.decode().splitlines()[1:] if line.split(",", 1)[1] in BAD_ROWS)
     assert len(found) == bad == manifest["errors"], (len(found), bad, manifest["errors"])
     assert manifest["rows"] == rows and manifest["scored"] == rows - bad

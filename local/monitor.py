@@ -120,6 +120,8 @@ def run(environ: Mapping[str, str], drift: bool = False) -> None:
                 "PORT": port,
                 "HOST": "127.0.0.1",
                 "METRICS_PORT": metrics_port,
+                # Payload records (with PAYLOAD_SAMPLE_RATE), as `make serve` keeps them.
+                "PAYLOAD_DIR": environ.get("PAYLOAD_DIR", "").strip() or str(STATE / "payloads"),
             },
             environ,
         )

@@ -111,7 +111,9 @@ SETTINGS = """settings (environment variables, as `make serve` passes them):
   MODEL_URI   a model's root to serve instead (gs://BUCKET/models/NAME or file:///ABS/NAME)
   STORE       where models are published (default file://.modelrun/store in the repository)
   PORT        the port (default 8080); HOST the address (default 127.0.0.1)
-  RATE_LIMIT_PER_SECOND  per key (default 0: off)"""
+  RATE_LIMIT_PER_SECOND  per key (default 0: off)
+  PAYLOAD_SAMPLE_RATE    the share of requests recorded (default 0: off), into PAYLOAD_DIR
+                         (default .modelrun/payloads)"""
 
 
 def bind_error(host: str, port: int) -> OSError | None:
@@ -211,6 +213,8 @@ Stop with Ctrl-C.
             "HOST": host,
             # A user's own load test should measure the service, not the limiter.
             "RATE_LIMIT_PER_SECOND": rate,
+            # Payload records (with PAYLOAD_SAMPLE_RATE) kept where `modelrun evaluate` reads them.
+            "PAYLOAD_DIR": os.environ.get("PAYLOAD_DIR") or str(STATE / "payloads"),
             "HOME": os.environ.get("HOME") or str(STATE),
         }
     )

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 
 from function.batch.__main__ import parse_job
-from function.batch.objects import Item, contains, open_place
+from function.batch.objects import contains, create, open_place
 from function.batch.shards import LineReader, task_ranges
 from function.batch.task import MANIFEST, Job, TooManyErrors, run_task
 from function.core.errors import Conflict, InvalidInput
 from function.core.signing import Trust
+from function.core.storage import BATCH, Item, parse_uri
 from function.core.store import ModelStore
 from local import batch as local_batch
 from tests.artifacts import publish_object
@@ -489,7 +490,7 @@ def test_n_processes_on_fake_gcs_server_as_cloud_run_jobs_runs_them(
     """`make batch`'s checks, smaller: shards = one task = the model; a task killed half-way
     and the job rerun give the same bytes; the errors files and the manifest count the bad rows.
     (fake-gcs-server ignores ifGenerationMatch on copies: the check before the copy is what it
-    enforces; see objects.GcsPlace.create.)"""
+    enforces; see storage.GcsStorage.publish.)"""
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.host)
     from google.cloud import storage
 
@@ -608,7 +609,7 @@ def test_a_file_changed_after_it_was_listed_is_refused(tmp_path: Path) -> None:
     path.write_text("a\n2\n")
 
     with pytest.raises(Conflict, match="changed after the job listed it"):
-        place.open_at(item, 0)
+        place.open_at(item.key, 0, item.version)
 
 
 def test_an_object_is_published_whole_once_on_gcs(
@@ -620,16 +621,16 @@ def test_an_object_is_published_whole_once_on_gcs(
     place = open_place(f"gs://{fake_gcs.bucket}/create-{time.monotonic_ns()}")
 
     for data in (b"first" * 100_000, b"first" * 100_000):
-        with place.create("part.csv") as f:
+        with create(place, "part.csv") as f:
             f.write(data)
     with (
         pytest.raises(Conflict, match="already exists with other contents"),
-        place.create("part.csv") as f,
+        create(place, "part.csv") as f,
     ):
         f.write(b"second")
 
-    assert place.read("part.csv") == b"first" * 100_000
-    assert place.names("") == ["part.csv"]
+    assert place.read("part.csv")[0] == b"first" * 100_000
+    assert place.keys("") == ["part.csv"]
 
 
 def test_a_folder_of_files_is_shared_out_and_each_row_named_by_file_and_line(
@@ -939,4 +940,4 @@ def test_an_output_inside_the_input_is_refused_however_it_is_spelt(
 def test_a_gcs_prefix_contains_what_its_listing_would_read(
     source: str, output: str, inside: bool
 ) -> None:
-    assert contains(open_place(source), open_place(output)) is inside
+    assert contains(parse_uri(source, BATCH), parse_uri(output, BATCH)) is inside

@@ -191,6 +191,8 @@ def test_a_prediction_through_the_form_is_the_apis_answer(page: Any, running: Ru
         for bar in bars
     }
     assert shown == {c: f"{100 * p:.1f} %" for c, p in expected["probabilities"][0].items()}
+    # The answer's X-Request-Id, by which its payload record and feedback find it.
+    assert re.fullmatch(r"Request id: [0-9a-f]{32}", text(page, "request-id"))
     assert errors_in_console(page) == []
 
 

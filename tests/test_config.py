@@ -167,6 +167,29 @@ def test_bad_values_are_named(change: dict[str, str], message: str) -> None:
     assert message in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "change, setting",
+    [
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"MODEL_URI": "s3://b/m"}, "MODEL_URI"),
+        ({"MODEL_URI": ""}, "MODEL_URI"),
+        ({"API_KEYS": "short"}, "API_KEYS"),
+        ({"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),
+        ({"MODEL_REFRESH_SECONDS": "60", "MODEL_SHA256": "0" * 64}, "MODEL_REFRESH_SECONDS"),
+        ({"MODEL_RUNTIME": "onnx", "MODEL_SHA256": "0" * 64}, "MODEL_SHA256"),
+        ({"ALLOW_UNSIGNED_MODELS": "yes"}, "ALLOW_UNSIGNED_MODELS"),
+        ({"API_KEYS_SECRET": "projects/p/secrets/s/versions/1"}, None),  # two: neither alone
+    ],
+)
+def test_a_refusal_names_its_variable_as_a_field(
+    change: dict[str, str], setting: str | None
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config({**BASE, **change})
+
+    assert raised.value.setting == setting  # infra maps it to the stack key that sets it
+
+
 def test_a_short_key_is_never_echoed() -> None:
     secret = "hunter2-secret"
     with pytest.raises(ConfigError) as raised:

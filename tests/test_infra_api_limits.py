@@ -1,6 +1,6 @@
-"""Each Google API's documented limits, checked before anything is planned (infra/limits.py cites
-the sources; docs/ARCHITECTURE.md, "API limits", lists them). Every rule is tested on values the
-API takes and on values it refuses, so that a rule that checked nothing would fail here."""
+"""Each Google API's documented limits, checked before anything is planned (infra/gcp_limits.py
+cites the sources; docs/ARCHITECTURE.md, "API limits", lists them). Every rule is tested on values
+the API takes and on values it refuses, so that a rule that checked nothing would fail here."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_every_label_is_one_google_cloud_takes(stack_name: str) -> None:
 def test_the_label_rule_refuses_what_google_cloud_refuses(
     labels: dict[str, str], refused: bool
 ) -> None:
-    limits = infra_module("limits")
+    limits = infra_module("gcp_limits")
 
     if refused:
         with pytest.raises(ValueError, match="is not a Google Cloud label"):
@@ -67,7 +67,7 @@ def test_the_label_rule_refuses_what_google_cloud_refuses(
      ("60s", "0s", True), ("60s", "61s", True), ("60s", "10", True)],
 )  # fmt: skip
 def test_uptime_check_periods_and_timeouts(period: str, timeout: str, refused: bool) -> None:
-    limits = infra_module("limits")
+    limits = infra_module("gcp_limits")
     alerts = infra_module("alerts")
 
     limits.check_uptime(alerts.UPTIME_PERIOD, alerts.UPTIME_TIMEOUT)  # what the program uses
@@ -107,7 +107,7 @@ def test_dashboard_tiles_keep_within_the_mosaic(
 
 
 def test_display_names_keep_within_their_limits() -> None:
-    limits = infra_module("limits")
+    limits = infra_module("gcp_limits")
     stack = run_program(stack_config(**{"modelrun:githubRepository": "an-org/" + "r" * 90}))
 
     for resource in stack.resources:

@@ -127,8 +127,10 @@ def test_a_schedule_runs_the_job_as_an_account_that_may_only_run_it() -> None:
 def test_job_settings_cloud_run_would_refuse_are_refused(
     changes: dict[str, str], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as refused:
         run_program(stack_config(**BATCH, **changes))
+
+    assert refused.value.setting in changes  # the error names the setting to change
 
 
 def test_job_settings_are_not_checked_while_there_is_no_job() -> None:

@@ -230,8 +230,10 @@ def test_allow_and_deny_lists_become_rules_before_the_rest() -> None:
 def test_edge_settings_google_cloud_would_refuse_are_refused(
     changes: dict[str, str], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as refused:
         run_program(stack_config(**{**EDGE, **changes}))
+
+    assert refused.value.setting in changes  # the error names the setting to change
 
 
 def test_the_dashboard_has_an_edge_row_of_blocked_requests_by_rule(edge_stack: Stack) -> None:

@@ -81,5 +81,7 @@ def test_the_prefix_and_the_pool_id_can_be_set() -> None:
     ],
 )
 def test_bad_ids_are_refused(changes: dict[str, str], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as refused:
         run_program(stack_config(**changes))
+
+    assert refused.value.setting in changes  # the error names the setting to change

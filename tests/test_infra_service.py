@@ -209,10 +209,10 @@ def test_a_key_set_without_secret_is_refused() -> None:
 
 def test_pulumi_yaml_describes_every_key_the_program_reads() -> None:
     declared = set(load_project((ROOT / "Pulumi.yaml").read_text()).config)
-    source = (INFRA / "config.py").read_text()
+    source = (INFRA / "stack_config.py").read_text()
     read = {f"modelrun:{k}" for k in re.findall(r'(?:cfg\.require\w*|optional)\("(\w+)"', source)}
     read |= {f"gcp:{k}" for k in re.findall(r'gcp\.require\("(\w+)"\)', source)}
-    settings = infra_module("config")
+    settings = infra_module("stack_config")
     read |= {f"modelrun:{settings.setting_key(v)}" for v in settings.SERVICE_SETTINGS}
 
     # gcp:project cannot be declared (a provider key takes only a value): every stack sets it.

@@ -40,21 +40,32 @@ def test_service_settings_reach_the_container() -> None:
 
 
 @pytest.mark.parametrize(
-    "changes, message",
+    "changes, message, setting",
     [
-        ({"modelrun:logLevel": "LOUD"}, r"modelrun:logLevel \(LOG_LEVEL\): LOG_LEVEL='LOUD'"),
-        ({"modelrun:corsOrigins": "*"}, r"modelrun:corsOrigins \(CORS_ORIGINS\)"),
+        (
+            {"modelrun:logLevel": "LOUD"},
+            r"modelrun:logLevel \(LOG_LEVEL\): LOG_LEVEL='LOUD'",
+            "modelrun:logLevel",
+        ),
+        (
+            {"modelrun:corsOrigins": "*"},
+            r"modelrun:corsOrigins \(CORS_ORIGINS\)",
+            "modelrun:corsOrigins",
+        ),
         (  # a cross-setting rule of the service's, refused before the deploy
             {"modelrun:modelRefreshSeconds": "60", "modelrun:modelVersion": "20260101T000000Z-ab"},
             "MODEL_REFRESH_SECONDS follows current.json",
+            "modelrun:modelRefreshSeconds",
         ),
     ],
 )
 def test_service_settings_the_service_would_refuse_are_refused(
-    changes: dict[str, str], message: str
+    changes: dict[str, str], message: str, setting: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as refused:
         run_program(stack_config(**changes))
+
+    assert refused.value.setting == setting  # the service's error names its variable
 
 
 def configuration_table() -> dict[str, str]:
@@ -79,7 +90,7 @@ def test_every_configuration_variable_is_set_in_the_cloud_or_explained() -> None
     # the two ways to pass keys, and a pinned model
     for changes in ({"modelrun:modelSha256": "0" * 64}, {"modelrun:keyRefreshSeconds": "60"}):
         envs.update({e["name"]: e for e in container(run_program(stack_config(**changes)))["envs"]})
-    passed_through = set(infra_module("config").SERVICE_SETTINGS)
+    passed_through = set(infra_module("stack_config").SERVICE_SETTINGS)
 
     assert len(rows) > 25
     for variable, cell in rows.items():
@@ -90,7 +101,7 @@ def test_every_configuration_variable_is_set_in_the_cloud_or_explained() -> None
         for key in re.findall(r"`((?:modelrun|gcp):\w+)`", cell):
             assert key in declared | {"gcp:project"}, f"{variable}'s cell names unknown {key}"
     for variable in passed_through:
-        assert f"`modelrun:{infra_module('config').setting_key(variable)}`" == rows[variable]
+        assert f"`modelrun:{infra_module('stack_config').setting_key(variable)}`" == rows[variable]
 
 
 # --- a new image rolled out gradually: traffic between revisions ------------------------
@@ -150,8 +161,10 @@ def test_a_split_keeps_the_stable_revision_and_tags_both() -> None:
     ],
 )
 def test_a_split_cloud_run_would_refuse_is_refused(changes: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as refused:
         run_program(stack_config(**changes))
+
+    assert refused.value.setting in changes  # the error names the setting to change
 
 
 def test_model_memory_is_half_the_instance_shared_among_its_workers() -> None:

@@ -74,5 +74,5 @@ def test_the_service_and_the_batch_job_verify_with_the_keys_public_half(stack: S
 
 def test_unsigned_versions_can_be_allowed_for_a_bucket_published_before_signing() -> None:
     # A stack setting like the others (modelrun:allowUnsignedModels), which the batch job shares.
-    assert "ALLOW_UNSIGNED_MODELS" in infra_module("config").SERVICE_SETTINGS
+    assert "ALLOW_UNSIGNED_MODELS" in infra_module("stack_config").SERVICE_SETTINGS
     assert "ALLOW_UNSIGNED_MODELS" in infra_module("batch_job").SHARED_SETTINGS

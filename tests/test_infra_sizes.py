@@ -1,5 +1,5 @@
 """The Pulumi program under Pulumi's mocks (tests/support/infra.py): the instance sizes Cloud
-Run admits and refuses (infra/limits.py cites the documentation)."""
+Run admits and refuses (infra/gcp_limits.py cites the documentation)."""
 
 from __future__ import annotations
 
@@ -48,8 +48,10 @@ REFUSED_SIZES = [
 def test_sizes_cloud_run_refuses_are_refused_naming_the_setting(
     changes: dict[str, str], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as refused:
         run_program(stack_config(**changes))
+
+    assert refused.value.setting in changes  # the error names the setting to change
 
 
 @pytest.mark.parametrize(

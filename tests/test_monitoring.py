@@ -67,7 +67,7 @@ def test_promtool_checks_the_rules() -> None:
     result = run(require_binary("promtool"), "check", "rules", str(ALERT_RULES))
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 24 rules found" in result.stdout
+    assert "SUCCESS: 27 rules found" in result.stdout
 
 
 RULE_TESTS = (
@@ -75,6 +75,7 @@ RULE_TESTS = (
     "prometheus/slo.test.yml",
     "prometheus/slo-ticket.test.yml",
     "prometheus/drift.test.yml",
+    "prometheus/quality.test.yml",
 )
 
 
@@ -226,6 +227,7 @@ def test_every_dashboard_query_has_data_after_real_traffic(
             lambda: bool(
                 query(mirror.prometheus, "sum(rate(modelrun_auth_failures_total[1m])) > 0")
                 and query(mirror.prometheus, "modelrun:drift_feature_psi")  # rules evaluated
+                and query(mirror.prometheus, "modelrun:estimated_accuracy")  # each group's
             ),
             60,
             "rates over the traffic",

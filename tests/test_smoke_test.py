@@ -3,17 +3,17 @@ not Iris (a regressor on scikit-learn's diabetes data, ten features by name)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from function.core.store import ModelStore
-from tests.conftest import ROOT, run_service, train_artifact
+from tests.conftest import run_service, train_artifact
 from tests.support.diabetes import diabetes_csv
+from tests.support.infra import infra_module
 
-sys.path.insert(0, str(ROOT / "infra"))
-from smoke_test import SmokeTestFailed, example_row, smoke_test
+# Run as `python infra/smoke_test.py URL` (deploy.yml): a top-level module of infra/.
+smoke = infra_module("smoke_test")
 
 KEY = "smoke-test-key-0123456789"
 
@@ -35,7 +35,7 @@ def test_a_deploy_of_any_model_passes_with_a_row_from_its_metadata(
     store.promote(store.publish(diabetes_artifact, "v1"))
 
     with run_service({"MODEL_URI": store.uri, "API_KEYS": KEY}, tmp_path) as running:
-        summary = smoke_test(running.url, KEY)
+        summary = smoke.smoke_test(running.url, KEY)
 
     assert summary.startswith("diabetes version v1 predicted ")
     assert '"bmi": ' in summary  # the row is the model's own, by feature name
@@ -50,16 +50,16 @@ def test_a_wrong_key_fails_the_smoke_test_naming_the_step(
 
     with (
         run_service({"MODEL_URI": store.uri, "API_KEYS": KEY}, tmp_path) as running,
-        pytest.raises(SmokeTestFailed, match="GET /ready answered 401"),
+        pytest.raises(smoke.SmokeTestFailed, match="GET /ready answered 401"),
     ):
-        smoke_test(running.url, "not-the-key-0123456789")
+        smoke.smoke_test(running.url, "not-the-key-0123456789")
 
 
 def test_the_example_row_is_the_recorded_one_else_zeros_by_feature() -> None:
-    assert example_row({"input_example": {"a": 1.5}, "feature_names": ["a"]}) == {"a": 1.5}
-    assert example_row({"feature_names": ["a", "b"]}) == {"a": 0.0, "b": 0.0}
-    with pytest.raises(SmokeTestFailed, match="names no features"):
-        example_row({})
+    assert smoke.example_row({"input_example": {"a": 1.5}, "feature_names": ["a"]}) == {"a": 1.5}
+    assert smoke.example_row({"feature_names": ["a", "b"]}) == {"a": 0.0, "b": 0.0}
+    with pytest.raises(smoke.SmokeTestFailed, match="names no features"):
+        smoke.example_row({})
 
 
 def test_training_records_each_features_median_as_the_example(diabetes_artifact: Path) -> None:

@@ -11,7 +11,8 @@ import pytest
 
 from function.core.artifact import METADATA_FILE, MODEL_FILE
 from function.core.errors import ConfigError, Conflict, IntegrityError, NotFound, StoreUnavailable
-from function.core.store import ModelStore, open_backend
+from function.core.storage import STORE, parse_uri
+from function.core.store import ModelStore
 
 
 @pytest.fixture(params=["file", pytest.param("gcs", marks=pytest.mark.slow)])
@@ -214,7 +215,7 @@ def test_corrupt_current_json_is_reported(store: ModelStore, iris_artifact: Path
 )
 def test_bad_store_uris_are_named(uri: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        open_backend(uri)
+        parse_uri(uri, STORE)
 
 
 def test_unreachable_gcs_is_a_store_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from function.core.errors import ModelrunError
+from function.core.storage import STORE, FileLocation, parse_uri
 from function.core.store import ModelStore, check_version_id, model_root, store_models
 from function.core.threads import limit_native_threads
 from training.errors import (
@@ -295,8 +295,8 @@ def _list(args: argparse.Namespace) -> None:
 
 def _list_models(args: argparse.Namespace) -> None:
     """Every model in the store, with its current version and how many versions it has."""
-    local = urlparse(args.store)
-    if local.scheme in ("", "file") and not Path(local.path or args.store).is_dir():
+    location = parse_uri(args.store, STORE)
+    if isinstance(location, FileLocation) and not location.path.is_dir():
         raise TrainingError(f"no store at {args.store}: nothing was ever published there")
     models = []
     for name in store_models(args.store, args.timeout):

@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from function.batch.objects import READ_CHUNK, Item, Place
+from function.core.storage import CHUNK, Item, Storage
 
 MAX_LINE = 64 << 20  # one line longer than this is not a row of a table
 
@@ -58,7 +58,7 @@ def task_ranges(items: list[Item], index: int, count: int) -> list[Range]:
 class LineReader:
     """The lines of one range, in blocks; `sha256` and `span` describe what was read."""
 
-    def __init__(self, place: Place, piece: Range, block_bytes: int) -> None:
+    def __init__(self, place: Storage, piece: Range, block_bytes: int) -> None:
         self.place, self.piece, self.block_bytes = place, piece, block_bytes
         self.first = piece.start  # where the range's first line starts (found when read)
         self.last = piece.start  # where the range's last line ends
@@ -71,7 +71,7 @@ class LineReader:
     def blocks(self) -> Iterator[Block]:
         piece = self.piece
         begin = max(piece.start - 1, 0)
-        with self.place.open_at(piece.item, begin) as stream:
+        with self.place.open_at(piece.item.key, begin, piece.item.version) as stream:
             buffer, position = b"", begin
             if piece.start > 0:  # skip the line that started before the range: not ours
                 buffer, position = _skip_partial_line(stream, position, self.block_bytes)
@@ -114,9 +114,9 @@ def _skip_partial_line(stream: object, position: int, size: int) -> tuple[bytes,
         position += len(data)
 
 
-def read_header(place: Place, item: Item) -> bytes:
+def read_header(place: Storage, item: Item) -> bytes:
     """A file's first line, without its line break."""
-    with place.open_at(item, 0) as stream:
+    with place.open_at(item.key, 0, item.version) as stream:
         data = b""
         while b"\n" not in data and len(data) <= MAX_LINE:
             block = stream.read(1 << 16)
@@ -126,14 +126,14 @@ def read_header(place: Place, item: Item) -> bytes:
     return data.split(b"\n", 1)[0].rstrip(b"\r")
 
 
-def lines_before(place: Place, item: Item, offset: int) -> int:
+def lines_before(place: Storage, item: Item, offset: int) -> int:
     """How many lines a file has before `offset` (counted in blocks, nothing parsed)."""
     if offset == 0:
         return 0
     count, position = 0, 0
-    with place.open_at(item, 0) as stream:
+    with place.open_at(item.key, 0, item.version) as stream:
         while position < offset:
-            data = stream.read(min(READ_CHUNK, offset - position))
+            data = stream.read(min(CHUNK, offset - position))
             if not data:
                 break
             count += data.count(b"\n")

@@ -6,7 +6,7 @@ Under the output prefix, for task i of n (five digits each):
     errors-0000i-of-0000n.jsonl   its refused rows, with the API's messages
     _tasks/0000i-of-0000n.json    its summary, written last: the task is done when it exists
     _manifest.json                the job's, written by the task that finds every summary
-    _tmp/                         objects being written (objects.py); removed when published,
+    _tmp/                         objects being written (core/storage.py); removed when published,
                                   and the folder too when a task ends and it is empty
 
 Every object is created, never overwritten, and holds the same bytes whenever the same task
@@ -29,11 +29,10 @@ from typing import Any
 import orjson
 
 from function.batch.objects import (
-    TMP,
-    Item,
-    Place,
     Writer,
     contains,
+    create,
+    discard_staged,
     join,
     open_place,
     relative_name,
@@ -44,6 +43,7 @@ from function.batch.shards import LineReader, Range, lines_before, read_header, 
 from function.core.errors import Conflict, InvalidInput, ModelrunError
 from function.core.model import LoadedModel, load_model
 from function.core.signing import Trust
+from function.core.storage import Item, Storage, read_or_none
 from function.core.store import ModelStore
 
 log = logging.getLogger("modelrun.batch")
@@ -88,8 +88,10 @@ class Job:
 def run_task(job: Job) -> dict[str, Any]:
     """Score this task's share (or find it done); write the manifest if every task is done.
     Raise TooManyErrors after writing everything when the share of refused rows is too high."""
-    source, output = open_place(job.input), open_place(job.output)
-    if contains(source, output):  # a later run would read this run's outputs as input
+    source = open_place(job.input, job.store_timeout)
+    output = open_place(job.output, job.store_timeout)
+    # A later run would read this run's outputs as its input.
+    if contains(source.location, output.location):
         raise InvalidInput(f"--output {job.output} is inside --input {job.input}: choose another")
     try:
         return _run_task(job, source, output)
@@ -97,7 +99,7 @@ def run_task(job: Job) -> dict[str, Any]:
         output.tidy()
 
 
-def _run_task(job: Job, source: Place, output: Place) -> dict[str, Any]:
+def _run_task(job: Job, source: Storage, output: Storage) -> dict[str, Any]:
     items, fmt = list_inputs(source)
     model = load_model(
         ModelStore(job.model_uri, timeout=job.store_timeout, trust=job.trust),
@@ -108,14 +110,14 @@ def _run_task(job: Job, source: Place, output: Place) -> dict[str, Any]:
     )
     identity = _identity(job, model, source, items, fmt)
     summary_name = job.names[2]
-    done = output.read(summary_name)
+    done = read_or_none(output, summary_name)
     if done is not None:
         summary = _same_run(orjson.loads(done), identity, join(output.uri, summary_name))
         log.info("task %d/%d was already done", job.task_index, job.task_count)
     else:
         _refuse_another_run(output, identity)
         summary = {**identity, **_score_share(job, model, source, output, items, fmt)}
-        with output.create(summary_name) as f:
+        with create(output, summary_name) as f:
             f.write(_json(summary))
     write_manifest(output, job.task_count)
     share = summary["errors"] / max(summary["rows"], 1)
@@ -128,7 +130,7 @@ def _run_task(job: Job, source: Place, output: Place) -> dict[str, Any]:
     return summary
 
 
-def list_inputs(source: Place) -> tuple[list[Item], str]:
+def list_inputs(source: Storage) -> tuple[list[Item], str]:
     """The input files (CSV or JSON Lines, one format per job), sorted by name."""
     listed = source.items()
     items = [i for i in listed if i.size and PurePosixPath(i.uri).suffix in FORMATS]
@@ -146,12 +148,11 @@ def list_inputs(source: Place) -> tuple[list[Item], str]:
 
 
 def _score_share(
-    job: Job, model: LoadedModel, source: Place, output: Place, items: list[Item], fmt: str
+    job: Job, model: LoadedModel, source: Storage, output: Storage, items: list[Item], fmt: str
 ) -> dict[str, Any]:
     results_name, errors_name, _ = job.names
     for name in (results_name, errors_name):  # what a killed attempt left half-written
-        for stale in output.names(f"{TMP}{name}."):
-            output.delete(stale)
+        discard_staged(output, name)
     ranges = task_ranges(items, job.task_index, job.task_count)
     # Line numbers restart in each file: with several, a row is known as FILE:LINE.
     named = len(items) > 1 and not job.id_column
@@ -160,7 +161,7 @@ def _score_share(
     classes = [str(c) for c in getattr(model.estimator, "classes_", [])]
     counts = {"rows": 0, "scored": 0, "errors": 0}
     read: list[dict[str, Any]] = []
-    with output.create(results_name) as results, output.create(errors_name) as errors:
+    with create(output, results_name) as results, create(output, errors_name) as errors:
         results.write(result_header(id_name, classes, model.has_probabilities))
         for piece in ranges:
             reader = LineReader(source, piece, job.block_bytes)
@@ -191,7 +192,7 @@ def _score_share(
 
 
 def _score_range(
-    job: Job, model: LoadedModel, source: Place, reader: LineReader, fmt: str, name: str | None
+    job: Job, model: LoadedModel, source: Storage, reader: LineReader, fmt: str, name: str | None
 ) -> Iterator[tuple[Scored, list[int]]]:
     """Each block of the range's lines, parsed and scored, with each row's byte offset. A row
     is known by its id column's value, else by its line number (prefixed with its file's
@@ -244,17 +245,18 @@ def _line_starts(offset: int, lines: list[bytes], at: Sequence[int]) -> list[int
     return [starts[k] for k in at]
 
 
-def write_manifest(output: Place, count: int) -> bool:
+def write_manifest(output: Storage, count: int) -> bool:
     """Write the job's manifest once every task's summary exists; say whether it exists."""
-    if output.read(MANIFEST) is not None:
+    if read_or_none(output, MANIFEST) is not None:
         return True
     suffix = f"-of-{count:05d}.json"
-    names = [n for n in output.names("_tasks/") if n.endswith(suffix)]
+    names = [n for n in output.keys("_tasks/") if n.endswith(suffix)]
     if len(names) < count:
         return False
     # Read at once: the last of ten thousand tasks would otherwise wait for 10,000 GETs in turn.
     with ThreadPoolExecutor(max_workers=16) as pool:
-        summaries = [orjson.loads(d or b"{}") for d in pool.map(output.read, sorted(names))]
+        found = pool.map(lambda name: read_or_none(output, name), sorted(names))
+        summaries = [orjson.loads(d or b"{}") for d in found]
     first = summaries[0]
     for other in summaries[1:]:
         _same_run(other, _identity_of(first), join(output.uri, "_tasks/"))
@@ -276,7 +278,7 @@ def write_manifest(output: Place, count: int) -> bool:
             for s in summaries
         ],
     }
-    with output.create(MANIFEST) as f:
+    with create(output, MANIFEST) as f:
         f.write(_json(manifest))
     log.info("the job's manifest is written", extra={"fields": {"rows": rows, "errors": errors}})
     return True
@@ -286,7 +288,7 @@ IDENTITY = ("model", "input", "id", "tasks")
 
 
 def _identity(
-    job: Job, model: LoadedModel, source: Place, items: list[Item], fmt: str
+    job: Job, model: LoadedModel, source: Storage, items: list[Item], fmt: str
 ) -> dict[str, Any]:
     """What makes two tasks parts of one run: the model, the input as listed, the task count."""
     return {
@@ -307,14 +309,15 @@ def _identity(
     }
 
 
-def _refuse_another_run(output: Place, identity: dict[str, Any]) -> None:
+def _refuse_another_run(output: Storage, identity: dict[str, Any]) -> None:
     """Refuse an output that holds another run's tasks (another model, input, id or task
     count): its parts and ours would mix, a row scored in both."""
-    names = output.names("_tasks/")
+    names = output.keys("_tasks/")
     ours = f"-of-{identity['tasks']:05d}.json"
     other = next((n for n in names if not n.endswith(ours)), names[0] if names else None)
     if other is not None:
-        _same_run(orjson.loads(output.read(other) or b"{}"), identity, join(output.uri, other))
+        summary = orjson.loads(read_or_none(output, other) or b"{}")
+        _same_run(summary, identity, join(output.uri, other))
 
 
 def _identity_of(summary: dict[str, Any]) -> dict[str, Any]:

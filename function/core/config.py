@@ -13,7 +13,8 @@ from typing import TypeVar
 from function.core.artifact import SHA256_PATTERN
 from function.core.errors import ConfigError, ModelrunError
 from function.core.signing import Trust, load_public_keys
-from function.core.store import check_version_id, open_backend
+from function.core.storage import STORE, parse_uri
+from function.core.store import check_version_id
 
 MIN_KEY_LENGTH = 16
 MAX_WORKERS = 64
@@ -65,6 +66,12 @@ class Config:
     vertex: bool = False  # started by Vertex AI (AIP_HTTP_PORT set): it authenticates callers
     vertex_health_route: str | None = None
     vertex_predict_route: str | None = None
+    # Payload records (function/service/payloads.py): the share of requests recorded (0: off),
+    # features recorded as a keyed digest or dropped, and a local folder of JSONL files.
+    payload_sample_rate: float = 0.0
+    payload_redact: tuple[tuple[str, str], ...] = ()  # (feature, "digest" or "drop")
+    payload_digest_key: str | None = field(default=None, repr=False)
+    payload_dir: Path | None = None
 
     @property
     def auth_enabled(self) -> bool:
@@ -102,14 +109,17 @@ def load_config(environ: Mapping[str, str]) -> Config:
             return parse(raw)
         except (ValueError, ModelrunError) as e:
             shown = "(value not shown)" if secret else repr(raw)
-            raise ConfigError(f"{name}={shown} is invalid: {e}") from e
+            raise ConfigError(f"{name}={shown} is invalid: {e}", setting=name) from e
 
     vertex = get("AIP_HTTP_PORT") is not None
     # On Vertex AI the model comes from the artifact URI it was registered with.
     model_uri = get("MODEL_URI") or get("AIP_STORAGE_URI")
     if model_uri is None:
-        raise ConfigError("MODEL_URI is required, e.g. gs://BUCKET/models/iris or file:///abs/iris")
-    parsed("MODEL_URI", open_backend, None)
+        raise ConfigError(
+            "MODEL_URI is required, e.g. gs://BUCKET/models/iris or file:///abs/iris",
+            setting="MODEL_URI",
+        )
+    parsed("MODEL_URI", lambda uri: parse_uri(uri, STORE), None)
     api_keys: frozenset[str] = parsed("API_KEYS", parse_keys, frozenset(), secret=True)
     config = Config(
         model_uri=model_uri,
@@ -148,32 +158,49 @@ def load_config(environ: Mapping[str, str]) -> Config:
         vertex=vertex,
         vertex_health_route=parsed("AIP_HEALTH_ROUTE", _route, None),
         vertex_predict_route=parsed("AIP_PREDICT_ROUTE", _route, None),
+        payload_sample_rate=parsed("PAYLOAD_SAMPLE_RATE", _rate, 0.0),
+        payload_redact=parsed("PAYLOAD_REDACT", parse_redaction, ()),
+        payload_digest_key=parsed("PAYLOAD_DIGEST_KEY", _digest_key, None, secret=True),
+        payload_dir=parsed("PAYLOAD_DIR", _folder, None),
     )
+    digested = [name for name, mode in config.payload_redact if mode == "digest"]
+    if digested and config.payload_sample_rate > 0 and not config.payload_digest_key:
+        raise ConfigError(
+            f"PAYLOAD_REDACT records {', '.join(digested)} as a digest: set PAYLOAD_DIGEST_KEY "
+            "(16 characters or more), the key that keeps a digest from being reversed by trying "
+            "every likely value"
+        )
     if config.model_refresh_seconds and config.model_version != "current":
         raise ConfigError(
             f"MODEL_REFRESH_SECONDS follows current.json, but MODEL_VERSION pins "
-            f"{config.model_version!r}: unset one of them"
+            f"{config.model_version!r}: unset one of them",
+            setting="MODEL_REFRESH_SECONDS",
         )
     if config.model_refresh_seconds and config.model_sha256:
         raise ConfigError(
             "MODEL_REFRESH_SECONDS follows current.json, but MODEL_SHA256 pins one model: "
-            "unset one of them"
+            "unset one of them",
+            setting="MODEL_REFRESH_SECONDS",
         )
     refuse_onnx_pin(config.model_runtime, config.model_sha256)
     serving_port = get("AIP_HTTP_PORT") or get("PORT") or "8080"
     if config.metrics_port and str(config.metrics_port) == serving_port:
         raise ConfigError(
             f"METRICS_PORT={config.metrics_port} is the serving port: the keyless metrics port "
-            "must be another one"
+            "must be another one",
+            setting="METRICS_PORT",
         )
     if "*" in config.cors_origins and config.environment != "development":
-        raise ConfigError("CORS_ORIGINS='*' is refused in production: list the origins")
+        raise ConfigError(
+            "CORS_ORIGINS='*' is refused in production: list the origins", setting="CORS_ORIGINS"
+        )
     if config.api_keys and config.api_keys_secret:
         raise ConfigError("set API_KEYS or API_KEYS_SECRET, not both")
     if config.vertex and config.max_request_bytes > VERTEX_MAX_REQUEST_BYTES:
         raise ConfigError(
             f"MAX_REQUEST_BYTES={config.max_request_bytes} exceeds Vertex AI's request limit "
-            f"of {VERTEX_MAX_REQUEST_BYTES} bytes"
+            f"of {VERTEX_MAX_REQUEST_BYTES} bytes",
+            setting="MAX_REQUEST_BYTES",
         )
     # Vertex AI endpoints admit only callers its IAM allows; the app's keys stay optional there.
     if not config.auth_enabled and not config.vertex and config.environment != "development":
@@ -191,12 +218,14 @@ def load_trust(environ: Mapping[str, str]) -> Trust:
     try:
         keys = load_public_keys(raw) if raw else ()
     except ValueError as e:  # the value not shown: a PEM is long, and the error says what is wrong
-        raise ConfigError(f"MODEL_PUBLIC_KEY is invalid: {e}") from e
+        raise ConfigError(f"MODEL_PUBLIC_KEY is invalid: {e}", setting="MODEL_PUBLIC_KEY") from e
     unsigned = environ.get("ALLOW_UNSIGNED_MODELS", "").strip() or "false"
     try:
         return Trust(keys, parse_boolean(unsigned))
     except ValueError as e:
-        raise ConfigError(f"ALLOW_UNSIGNED_MODELS={unsigned!r} is invalid: {e}") from e
+        raise ConfigError(
+            f"ALLOW_UNSIGNED_MODELS={unsigned!r} is invalid: {e}", setting="ALLOW_UNSIGNED_MODELS"
+        ) from e
 
 
 def parse_keys(raw: str) -> frozenset[str]:
@@ -216,6 +245,49 @@ def parse_keys(raw: str) -> frozenset[str]:
             "Latin-1, or a control character)"
         )
     return keys
+
+
+REDACTIONS = ("digest", "drop")
+
+
+def parse_redaction(raw: str) -> tuple[tuple[str, str], ...]:
+    """PAYLOAD_REDACT: `feature` (a digest), `feature:digest` or `feature:drop`, by commas."""
+    rules: dict[str, str] = {}
+    for item in (i.strip() for i in raw.split(",")):
+        if not item:
+            continue
+        name, _, mode = item.partition(":")
+        name, mode = name.strip(), (mode.strip().lower() or "digest")
+        if not name:
+            raise ValueError(f"{item!r} names no feature")
+        if mode not in REDACTIONS:
+            raise ValueError(f"{item!r}: expected {name}:digest or {name}:drop")
+        if name in rules:
+            raise ValueError(f"{name} is named twice")
+        rules[name] = mode
+    if not rules:
+        raise ValueError("expected feature names, each optionally :digest or :drop")
+    return tuple(rules.items())
+
+
+def _rate(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value <= 1:
+        raise ValueError("expected a share of requests from 0 (off) to 1 (every request)")
+    return value
+
+
+def _digest_key(raw: str) -> str:
+    if len(raw) < MIN_KEY_LENGTH:
+        raise ValueError(f"is shorter than {MIN_KEY_LENGTH} characters")
+    return raw
+
+
+def _folder(raw: str) -> Path:
+    path = Path(raw).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError("is a file, not a folder")
+    return path
 
 
 def _feature_names(raw: str) -> frozenset[str] | None:
@@ -287,7 +359,9 @@ def refuse_onnx_pin(runtime: str, sha256: str | None) -> None:
     files, cannot honour it (the service's rule, and the batch's)."""
     if runtime in ("onnx", "numpy") and sha256:
         raise ConfigError(
-            f"MODEL_SHA256 pins the joblib model's digest; MODEL_RUNTIME={runtime} cannot honour it"
+            f"MODEL_SHA256 pins the joblib model's digest; MODEL_RUNTIME={runtime} cannot "
+            "honour it",
+            setting="MODEL_SHA256",
         )
 
 

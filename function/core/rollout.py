@@ -32,13 +32,7 @@ from typing import Any
 
 from function.core.artifact import SHA256_PATTERN, encode_metadata, model_size
 from function.core.errors import Conflict, ModelrunError, NotFound, StoreUnavailable
-from function.core.store import (
-    DOCUMENT_LIMITS,
-    ROLLOUT_FILE,
-    ModelStore,
-    check_version_id,
-    utc_now,
-)
+from function.core.store import ROLLOUT_FILE, ModelStore, check_version_id, utc_now
 
 MODES = ("shadow", "canary")
 CLIENT_HEADER = "X-Client-Id"  # a canary client's identity when sent; else its API key
@@ -115,7 +109,7 @@ def check_fits(current_bytes: int, candidate_bytes: int, limit_mb: float, where:
 def read_state(store: ModelStore) -> tuple[dict[str, Any], str | None]:
     """Return rollout.json (an empty state if absent) and its token."""
     try:
-        data, token = store.backend.read(ROLLOUT_FILE, DOCUMENT_LIMITS[ROLLOUT_FILE])
+        data, token = store.read_document(ROLLOUT_FILE)
     except NotFound:
         return {"active": None, "history": []}, None
     try:
@@ -217,7 +211,7 @@ def _end(store: ModelStore, outcome: str, judged: Rollout | None) -> Rollout:
 
 def _write(store: ModelStore, state: dict[str, Any], token: str | None, doing: str) -> None:
     try:
-        store.backend.write(ROLLOUT_FILE, encode_metadata(state), if_token=token)
+        store.write_document(ROLLOUT_FILE, encode_metadata(state), if_token=token)
     except Conflict as e:
         raise Conflict(
             f"{store.uri}/{ROLLOUT_FILE} was changed by someone else while {doing} the rollout; "

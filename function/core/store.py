@@ -14,34 +14,27 @@ Layout under a model root (gs://BUCKET/models/NAME or file:///abs/path/NAME):
     current.json                        {"version", "sha256", "promoted_at", "previous", "history"}
     rollout.json                        a candidate in shadow or canary (function/core/rollout.py)
 
-Two backends offer the same three calls: read(key) -> (bytes, token), write(key, data, if_token)
-and keys(prefix). A token identifies what was read (a GCS generation, or the content's sha256 on
-disk); write with if_token=None creates only if absent, so versions are never overwritten, and
-current.json is replaced only if it still holds what was read, so concurrent promotions cannot
-silently overwrite each other.
+The bytes live in core's storage layer (function/core/storage.py: a folder or a GCS prefix,
+under its STORE acceptance rule), through three of its calls: read(key) -> (bytes, token),
+write(key, data, if_token) and keys(prefix). Versions are written create-only, so never
+overwritten; current.json and rollout.json are replaced only if they still hold what was read
+(`write_document`), so concurrent promotions cannot silently overwrite each other.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import json
-import os
 import re
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlparse
+from typing import Any
 
 from function.core.artifact import (
     METADATA_FILE,
     encode_metadata,
     model_file,
     parse_metadata,
-    sha256_hex,
     verify_digest,
 )
 from function.core.errors import (
@@ -53,6 +46,7 @@ from function.core.errors import (
     StoreUnavailable,
 )
 from function.core.signing import SIGNATURE_FILE, Signer, Trust, sign_metadata
+from function.core.storage import STORE, Storage, open_storage
 
 CURRENT_FILE = "current.json"
 ROLLOUT_FILE = "rollout.json"  # its state: function/core/rollout.py
@@ -71,186 +65,6 @@ DOCUMENT_LIMITS = {
 VERSION_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 
-class Backend(Protocol):
-    """Where the bytes live."""
-
-    uri: str
-
-    def read(self, key: str, limit: int | None = None) -> tuple[bytes, str]: ...
-
-    def write(self, key: str, data: bytes, if_token: str | None) -> None: ...
-
-    def keys(self, prefix: str) -> list[str]: ...
-
-
-class FileBackend:
-    """A folder on local disk; atomic renames and a lock file stand in for GCS preconditions."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.uri = root.as_uri()
-
-    def read(self, key: str, limit: int | None = None) -> tuple[bytes, str]:
-        try:
-            with open(self.root / key, "rb") as f:
-                check_size(os.fstat(f.fileno()).st_size, limit, f"{self.uri}/{key}")
-                # At most limit + 1 bytes: a file that grew since fstat is refused all the same.
-                data = f.read() if limit is None else f.read(limit + 1)
-        except FileNotFoundError as e:
-            raise NotFound(f"{self.uri}/{key} does not exist") from e
-        except OSError as e:
-            raise StoreUnavailable(f"cannot read {self.uri}/{key}: {e.strerror}") from e
-        check_size(len(data), limit, f"{self.uri}/{key}")
-        return data, sha256_hex(data)
-
-    def write(self, key: str, data: bytes, if_token: str | None) -> None:
-        path = self.root / key
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with self._locked(), self._staged(path, data) as staged:
-                if if_token is None:
-                    # link() fails if the name exists: create-only, and never a partial file.
-                    os.link(staged, path)
-                else:
-                    _, token = self.read(key)
-                    if token != if_token:
-                        raise Conflict(f"{self.uri}/{key} changed since it was read")
-                    os.replace(staged, path)
-        except FileExistsError as e:
-            raise Conflict(f"{self.uri}/{key} already exists") from e
-        except NotFound as e:
-            raise Conflict(f"{self.uri}/{key} was removed since it was read") from e
-        except OSError as e:
-            raise StoreUnavailable(f"cannot write {self.uri}/{key}: {e.strerror}") from e
-
-    def keys(self, prefix: str) -> list[str]:
-        base = self.root / prefix
-        if not base.is_dir():
-            return []
-        return sorted(
-            str(p.relative_to(self.root))
-            for p in base.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
-        )
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.root / ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            yield
-
-    @contextlib.contextmanager
-    def _staged(self, path: Path, data: bytes) -> Iterator[str]:
-        # Created as open() creates a file (0666 less the umask), not mkstemp's 0600: a service
-        # running as another user (the image's) reads a store its publisher mounts for it.
-        staged = str(path.parent / f".staged-{uuid.uuid4().hex}")
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            yield staged
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(staged)
-
-
-class GcsBackend:
-    """A prefix in a GCS bucket, through google-cloud-storage (the client is made on first use)."""
-
-    def __init__(self, bucket: str, prefix: str, timeout: float) -> None:
-        # The library now, the client (its connections) on first use: the service makes its
-        # store in gunicorn's master, so the workers it forks share the imported modules' memory.
-        import google.cloud.storage  # noqa: F401
-
-        self.bucket_name = bucket
-        self.prefix = prefix.strip("/")
-        self.uri = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
-        self.timeout = timeout
-        self._bucket: Any = None
-
-    def read(self, key: str, limit: int | None = None) -> tuple[bytes, str]:
-        with self._errors(key):
-            blob = self._client_bucket().get_blob(
-                self._name(key), timeout=self.timeout, retry=self._retry()
-            )
-            if blob is None:
-                raise NotFound(f"{self.uri}/{key} does not exist")
-            # The object's size comes with its generation, which the download must match.
-            check_size(blob.size or 0, limit, f"{self.uri}/{key}")
-            generation = blob.generation  # taken first: a download may reset blob properties
-            data = blob.download_as_bytes(
-                if_generation_match=generation, timeout=self.timeout, retry=self._retry()
-            )
-            return data, str(generation)
-
-    def write(self, key: str, data: bytes, if_token: str | None) -> None:
-        content_type = "application/json" if key.endswith(".json") else "application/octet-stream"
-        with self._errors(key):
-            self._client_bucket().blob(self._name(key)).upload_from_string(
-                data,
-                content_type=content_type,
-                if_generation_match=int(if_token) if if_token else 0,
-                timeout=self.timeout,
-                retry=self._retry(),
-            )
-
-    def keys(self, prefix: str) -> list[str]:
-        with self._errors(prefix):
-            bucket = self._client_bucket()
-            blobs = bucket.client.list_blobs(
-                bucket, prefix=self._name(prefix), timeout=self.timeout, retry=self._retry()
-            )
-            start = len(self._name(""))
-            return sorted(b.name[start:] for b in blobs)
-
-    def _name(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
-    def _client_bucket(self) -> Any:
-        if self._bucket is None:
-            self._bucket = client_bucket(self.bucket_name)
-        return self._bucket
-
-    def _retry(self) -> Any:
-        from google.cloud.storage.retry import DEFAULT_RETRY
-
-        return DEFAULT_RETRY.with_timeout(self.timeout)
-
-    def _errors(self, key: str) -> contextlib.AbstractContextManager[None]:
-        return gcs_errors(f"{self.uri}/{key}")
-
-
-def client_bucket(name: str) -> Any:
-    """A bucket through a new google-cloud-storage client (made on first use by its callers:
-    the service builds its store in gunicorn's master, before the workers fork)."""
-    from google.cloud import storage
-
-    return storage.Client().bucket(name)
-
-
-@contextlib.contextmanager
-def gcs_errors(where: str) -> Iterator[None]:
-    """Turn the GCS client's errors about `where` into modelrun's (each with its status)."""
-    from google.api_core import exceptions as gexc
-    from google.auth import exceptions as auth_exc
-    from requests import exceptions as req_exc
-
-    try:
-        yield
-    except ModelrunError:
-        raise
-    except gexc.PreconditionFailed as e:
-        raise Conflict(f"{where} changed since it was read, or already exists") from e
-    except gexc.NotFound as e:
-        raise NotFound(f"{where} does not exist (or the bucket does not)") from e
-    except gexc.Forbidden as e:
-        raise StoreUnavailable(f"access to {where} was denied: {e.message}") from e
-    except (gexc.GoogleAPIError, auth_exc.GoogleAuthError, req_exc.RequestException) as e:
-        raise StoreUnavailable(f"cannot reach {where}: {type(e).__name__}: {e}") from e
-
-
 @dataclass(frozen=True)
 class VersionInfo:
     """One version as listed: complete versions carry their metadata; one the store's trust
@@ -265,35 +79,11 @@ class VersionInfo:
         return self.metadata is not None
 
 
-def check_size(size: int, limit: int | None, where: str) -> None:
-    """Refuse a store object larger than its limit (before it is read, where the size is known)."""
-    if limit is not None and size > limit:
-        raise IntegrityError(
-            f"{where} is {size:,} bytes or more, over its limit of {limit:,}: refused unread"
-        )
-
-
-def open_backend(uri: str, timeout: float = 30.0) -> Backend:
-    """Return the backend for gs://BUCKET/PREFIX, file:///ABS/PATH or a plain path."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "gs":
-        if not parsed.netloc:
-            raise ConfigError(f"store URI {uri!r} has no bucket (expected gs://BUCKET/PREFIX)")
-        return GcsBackend(parsed.netloc, parsed.path, timeout)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
-            raise ConfigError(f"store URI {uri!r} must be file:///ABSOLUTE/PATH")
-        return FileBackend(Path(parsed.path))
-    if parsed.scheme == "" and uri:
-        return FileBackend(Path(uri).resolve())
-    raise ConfigError(f"store URI {uri!r} must start with gs:// or file://")
-
-
 class ModelStore:
     """The versions of one model and the pointer to the current one."""
 
     def __init__(self, uri: str, *, timeout: float = 30.0, trust: Trust | None = None) -> None:
-        self.backend = open_backend(uri.rstrip("/"), timeout)
+        self.backend: Storage = open_storage(uri.rstrip("/"), STORE, timeout)
         self.uri = self.backend.uri
         self.name = self.uri.rsplit("/", 1)[-1]  # the model's name: its root's last segment
         # A loader's (the service's, the batch job's): every version's metadata.json must pass it
@@ -328,7 +118,7 @@ class ModelStore:
     def current(self) -> tuple[dict[str, Any] | None, str | None]:
         """Return current.json (None if nothing was promoted) and its token."""
         try:
-            data, token = self.backend.read(CURRENT_FILE, DOCUMENT_LIMITS[CURRENT_FILE])
+            data, token = self.read_document(CURRENT_FILE)
         except NotFound:
             return None, None
         try:
@@ -339,6 +129,16 @@ class ModelStore:
         except (ValueError, TypeError, KeyError, ModelrunError) as e:
             raise StoreUnavailable(f"{self.uri}/{CURRENT_FILE} is corrupt: {e}") from e
         return pointer, token
+
+    def read_document(self, name: str) -> tuple[bytes, str]:
+        """Return one of the root's documents (current.json, rollout.json) and its token,
+        refused unread over its limit; NotFound when it does not exist."""
+        return self.backend.read(name, DOCUMENT_LIMITS[name])
+
+    def write_document(self, name: str, data: bytes, if_token: str | None) -> None:
+        """Replace one of the root's documents only if it still holds what was read as
+        `if_token` (None: create it only if absent); Conflict otherwise."""
+        self.backend.write(name, data, if_token=if_token)
 
     def metadata(self, version: str) -> dict[str, Any]:
         """Return a complete version's metadata, or raise NotFound naming what is missing."""
@@ -481,7 +281,7 @@ class ModelStore:
             "history": history,
         }
         try:
-            self.backend.write(CURRENT_FILE, encode_metadata(pointer), if_token=token)
+            self.write_document(CURRENT_FILE, encode_metadata(pointer), if_token=token)
         except Conflict as e:
             raise Conflict(
                 f"{self.uri}/{CURRENT_FILE} was changed by someone else while promoting "
@@ -522,7 +322,7 @@ def model_root(store: str, name: str) -> str:
 def store_models(store: str, timeout: float = 30.0) -> list[str]:
     """The names of the models in a store: each folder holding versions or a current.json."""
     names = set()
-    for key in open_backend(store, timeout).keys(""):
+    for key in open_storage(store, STORE, timeout).keys(""):
         name, _, rest = key.partition("/")
         if (rest == CURRENT_FILE or rest.startswith("versions/")) and VERSION_PATTERN.match(name):
             names.add(name)

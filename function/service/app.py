@@ -18,6 +18,7 @@ from werkzeug.routing import Map, MapAdapter, Rule
 
 from function.core.config import Config, load_config
 from function.core.errors import (
+    Conflict,
     Forbidden,
     InvalidInput,
     MethodNotAllowed,
@@ -32,13 +33,14 @@ from function.core.logs import request_fields, setup_logging
 from function.core.model import LoadedModel
 from function.core.predict import Instances, Prediction, answer, infer, parse_instances
 from function.core.rollout import CLIENT_HEADER
-from function.service import explain, metrics_port, oip, pages
+from function.service import explain, feedback, metrics_port, oip, pages, request_ids
 from function.service.auth import presented_key
 from function.service.body import read_bytes, read_json
 from function.service.deadline import DeadlineExceeded
 from function.service.openapi import document
+from function.service.payloads import Answered, client_of
 from function.service.service import Service
-from function.service.shadow import ShadowScorer
+from function.service.shadow import Recorder, ShadowScorer
 
 log = logging.getLogger("modelrun.http")
 SECURITY_HEADERS = {
@@ -49,29 +51,67 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Strict-Transport-Security": "max-age=31536000",  # served over HTTPS on Cloud Run
 }
-CORS_HEADERS = f"Authorization, Content-Type, X-API-Key, {CLIENT_HEADER}"
+CORS_HEADERS = f"Authorization, Content-Type, X-API-Key, {CLIENT_HEADER}, {request_ids.HEADER}"
 NOT_READY = "not ready to serve; a caller with an API key is told why"
 VERSION_HEADER = "X-Model-Version"  # on every prediction: the version that answered
+EXCHANGE = "modelrun.exchange"  # the request's Exchange, in its WSGI environ
+# The routes whose answers carry X-Request-Id and yield payload records, by record protocol.
+PREDICTION_ROUTES = {"predict": "native", "explain": "native", "vertex_predict": "vertex",
+                     "v2_infer": "v2"}  # fmt: skip
+ID_ROUTES = {*PREDICTION_ROUTES, "feedback"}  # feedback's answer carries one too
 
 Handler = Callable[[Service, Request, dict[str, str]], Any]
 
 
 def _predict(service: Service, request: Request, args: dict[str, str]) -> Any:
     model, shadow, instances = _instances(service, request)
-    prediction = _score(service, model, shadow, instances)
+    prediction = _score(service, request, model, shadow, instances)
     return _answered(answer(model, prediction), model)
+
+
+def _feedback(service: Service, request: Request, args: dict[str, str]) -> Any:
+    """Labels for earlier answers (function/service/feedback.py): each one recorded, whatever
+    the sample rate, while records are on. Feedback is rare and each label is worth more than
+    any one answer; sampling it again would lose labels whose answers were recorded."""
+    _authorize(service, request)
+    model = service.require_model()
+    if not service.payloads.on:
+        raise Conflict(
+            "payload records are off (PAYLOAD_SAMPLE_RATE=0): feedback would not be kept"
+        )
+    body = read_json(request, service.config.max_request_bytes)
+    limit = service.config.max_instances_per_request
+    records = feedback.parse(body, model, _exchange(request).client, limit)
+    for record in records:
+        service.payloads.submit(record)
+    return _json({"accepted": len(records)}, 202)
+
+
+def _authorize(service: Service, request: Request, cost: int = 1) -> str:
+    """service.authorize, noting who asked for the request's payload record."""
+    identity = service.authorize(request.headers, request.remote_addr, cost=cost)
+    _exchange(request).client = client_of(identity)
+    return identity
+
+
+def _exchange(request: Request) -> Exchange:
+    exchange: Exchange = request.environ[EXCHANGE]
+    return exchange
 
 
 def _explain(service: Service, request: Request, args: dict[str, str]) -> Any:
     """Why this answer: the prediction split into a base value and one attribution per input
     feature (function/service/explain.py); counted as EXPLAIN_COST predictions against the rate
     limit."""
-    identity = service.authorize(request.headers, request.remote_addr, cost=explain.EXPLAIN_COST)
+    identity = _authorize(service, request, cost=explain.EXPLAIN_COST)
     model, _ = service.serving(identity, request.headers)
+    exchange = _exchange(request)
+    exchange.model = model
     body, wanted = explain.parse_parameters(read_json(request, service.config.max_request_bytes))
     limit = service.config.max_instances_per_request
     with service.deadlines.interruptible():
         instances = parse_instances(body, model.pipeline_schema, limit)
+    exchange.X = instances.X
     # Built outside the time limit's reach: an import stopped half-way would stay broken.
     explainer = service.explainers.get(model, service.loader.store, service.config.allow_pickle)
     with service.deadlines.interruptible():
@@ -167,9 +207,11 @@ def _v2_model_ready(service: Service, request: Request, args: dict[str, str]) ->
 
 
 def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
-    identity = service.authorize(request.headers, request.remote_addr)
+    identity = _authorize(service, request)
     served, shadow = service.serving(identity, request.headers, args.get("version"))
     model = oip.select(served, args["name"], args.get("version"))
+    exchange = _exchange(request)
+    exchange.model = model
     limit = service.config.max_instances_per_request
     header_length = request.headers.get(oip.BINARY_HEADER)
     if header_length is None:
@@ -181,7 +223,13 @@ def _v2_infer(service: Service, request: Request, args: dict[str, str]) -> Any:
         )  # fmt: skip
     with service.deadlines.interruptible():
         instances, outputs, request_id = oip.parse_request(body, model, limit)
-    prediction = _score(service, model, shadow, instances)
+    exchange.X = instances.X
+    # v2's own id names the request when the client sent no X-Request-Id and it can be one;
+    # the body echoes it as sent either way.
+    own = isinstance(request_id, str) and request_ids.valid(request_id)
+    if own and request_ids.HEADER not in request.headers:
+        exchange.request_id = request_id
+    prediction = _score(service, request, model, shadow, instances)
     return _answered(oip.response(model, prediction, outputs, request_id), model)
 
 
@@ -195,26 +243,34 @@ def _vertex_health(service: Service, request: Request, args: dict[str, str]) -> 
 
 def _vertex_predict(service: Service, request: Request, args: dict[str, str]) -> Any:
     model, shadow, instances = _instances(service, request)
-    prediction = _score(service, model, shadow, instances)
+    prediction = _score(service, request, model, shadow, instances)
     return _answered({"predictions": prediction.labels}, model)
 
 
 def _instances(
     service: Service, request: Request
 ) -> tuple[LoadedModel, ShadowScorer | None, Instances]:
-    identity = service.authorize(request.headers, request.remote_addr)
+    identity = _authorize(service, request)
     model, shadow = service.serving(identity, request.headers)
+    exchange = _exchange(request)
+    exchange.model = model
     body = read_json(request, service.config.max_request_bytes)
     limit = service.config.max_instances_per_request
     with service.deadlines.interruptible():
-        return model, shadow, parse_instances(body, model.schema, limit)
+        instances = parse_instances(body, model.schema, limit)
+    exchange.X = instances.X
+    return model, shadow, instances
 
 
 def _score(
-    service: Service, model: LoadedModel, shadow: ShadowScorer | None, instances: Instances
+    service: Service,
+    request: Request,
+    model: LoadedModel,
+    shadow: ShadowScorer | None,
+    instances: Instances,
 ) -> Prediction:
     """Run the answering model, timed and counted by version; hand the rows and the answer to a
-    shadow candidate (it cannot change the answer), and count the drift bins."""
+    shadow candidate (it cannot change the answer), and count the drift bins and confidence."""
     started = time.perf_counter()
     try:
         prediction = infer(model, instances, service.run_model)
@@ -224,10 +280,43 @@ def _score(
         service.telemetry.scored(model.version, "answer", 0.0, ok=False)
         raise
     service.telemetry.scored(model.version, "answer", time.perf_counter() - started, ok=True)
+    exchange = _exchange(request)
+    exchange.prediction = prediction
+    if prediction.probabilities is not None:
+        service.telemetry.confident(model.version, "answer", prediction.probabilities)
     if shadow is not None:
-        shadow.submit(instances.X, prediction)
+        sampled = service.payloads.sampled(exchange.request_id)
+        record = _shadow_record(service, exchange) if sampled else None
+        shadow.submit(instances.X, prediction, record)
     _count(service, model, instances, prediction.labels)
     return prediction
+
+
+def _shadow_record(service: Service, exchange: Exchange) -> Recorder:
+    """The payload record of a shadow candidate's answer to this request (its own thread's)."""
+    request_id, client, X = exchange.request_id or "", exchange.client, exchange.X
+    path = exchange.request.path  # read now: the request is gone when the shadow answers
+    protocol = PREDICTION_ROUTES.get(exchange.endpoint or "", "native")
+
+    def record(candidate: LoadedModel, prediction: Prediction | None, seconds: float) -> None:
+        service.payloads.submit(
+            Answered(
+                request_id=request_id,
+                time=exchange.arrived,
+                model=candidate,
+                role="shadow",
+                protocol=protocol,
+                route=path,
+                status=200 if prediction else 500,
+                outcome="ok" if prediction else "model-error",
+                latency_ms=seconds * 1000,
+                client=client,
+                X=X,
+                prediction=prediction,
+            )
+        )
+
+    return record
 
 
 def _answered(body: Any, model: LoadedModel) -> Response:
@@ -272,6 +361,7 @@ class Route:
 V2_MODEL = ("/v2/models/<name>", "/v2/models/<name>/versions/<version>")
 ROUTES: dict[str, Route] = {
     "predict": Route(_predict, "POST", ("/predict",)),
+    "feedback": Route(_feedback, "POST", ("/feedback",)),
     "explain": Route(_explain, "POST", ("/explain",)),
     "model": Route(_model, "GET", ("/model",)),
     "model_file": Route(_model_file, "GET", ("/model/files/<name>",)),
@@ -331,9 +421,17 @@ class Exchange:
 
     request: Request
     started: float = field(default_factory=time.perf_counter)
+    arrived: float = field(default_factory=time.time)  # the payload record's time
     endpoint: str | None = None  # the route's name, once matched
     rule: str | None = None  # its pattern (/v2/models/<name>/infer), the metrics' route label
     protocol: str = field(init=False)  # the matched route's; until then the path's family
+    # What a prediction route's payload record is made of, noted as the request goes.
+    request_id: str | None = None  # X-Request-Id, on ID_ROUTES
+    client: str = "unauthenticated"
+    model: LoadedModel | None = None
+    X: Any = None  # the parsed rows
+    prediction: Prediction | None = None
+    error: ModelrunError | None = None
 
     def __post_init__(self) -> None:
         self.protocol = path_protocol(self.request.path)
@@ -363,11 +461,13 @@ def handler(service: Service) -> Callable[[Request], Response]:
     def handle(request: Request) -> Response:
         service.start()
         exchange = Exchange(request)
+        request.environ[EXCHANGE] = exchange
         try:
             with service.deadlines.guard():
                 response = dispatch(service, table, urls, exchange)
         except Exception as e:  # every failure becomes its protocol's error body
-            response = error_response(service, exchange, as_error(service, request, e))
+            exchange.error = as_error(service, request, e)
+            response = error_response(service, exchange, exchange.error)
         return after_response(service, exchange, response)
 
     return handle
@@ -393,6 +493,9 @@ def dispatch(
     exchange.endpoint, exchange.rule = str(rule.endpoint), rule.rule
     route = table[exchange.endpoint]
     exchange.protocol = route.protocol
+    if exchange.endpoint in ID_ROUTES:
+        exchange.request_id = request_ids.generated()  # a refusal of the client's carries one
+        exchange.request_id = request_ids.from_headers(request.headers) or exchange.request_id
     if route.method != "POST" and has_body(
         request
     ):  # refused unread (function/service/connections.py)
@@ -433,6 +536,10 @@ def after_response(service: Service, exchange: Exchange, response: Response) -> 
     secured(response)
     _cors(service.config.cors_origins, request, response)
     seconds = time.perf_counter() - exchange.started
+    if exchange.request_id is not None:
+        response.headers[request_ids.HEADER] = exchange.request_id
+        if exchange.endpoint in PREDICTION_ROUTES and service.payloads.sampled(exchange.request_id):
+            _record(service, exchange, response.status_code, seconds)
     service.telemetry.request(request.method, exchange.rule, response.status_code, seconds)
     level = logging.DEBUG if exchange.endpoint in QUIET_ROUTES else logging.INFO
     log.log(
@@ -444,6 +551,27 @@ def after_response(service: Service, exchange: Exchange, response: Response) -> 
         extra={"fields": request_fields(request, response.status_code, seconds)},
     )
     return response
+
+
+def _record(service: Service, exchange: Exchange, status: int, seconds: float) -> None:
+    """Queue the answer's payload record (function/service/payloads.py): never waits."""
+    error = exchange.error
+    service.payloads.submit(
+        Answered(
+            request_id=exchange.request_id or "",
+            time=exchange.arrived,
+            model=exchange.model,
+            role="answer",
+            protocol=PREDICTION_ROUTES[exchange.endpoint or ""],
+            route=exchange.request.path,
+            status=status,
+            outcome="ok" if error is None else error.kind.replace("_", "-"),
+            latency_ms=seconds * 1000,
+            client=exchange.client,
+            X=exchange.X,
+            prediction=exchange.prediction,
+        )
+    )
 
 
 def _json(body: Any, status: int) -> Response:
@@ -512,5 +640,6 @@ def _cors(origins: tuple[str, ...], request: Request, response: Response) -> Non
     origin = request.headers.get("Origin")
     if origin and _origin_allowed(origins, origin):
         response.headers["Access-Control-Allow-Origin"] = "*" if "*" in origins else origin
-        response.headers["Access-Control-Expose-Headers"] = VERSION_HEADER
+        exposed = f"{VERSION_HEADER}, {request_ids.HEADER}"
+        response.headers["Access-Control-Expose-Headers"] = exposed
         response.headers.add("Vary", "Origin")

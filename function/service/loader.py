@@ -30,6 +30,7 @@ from function.core.errors import ModelrunError, StoreUnavailable
 from function.core.model import LoadedModel, load_model
 from function.core.rollout import Rollout, check_fits
 from function.core.store import ModelStore
+from function.service.redaction import Redactor
 from function.service.shadow import ShadowScorer
 from function.service.telemetry import ROLLOUT_UNREADABLE, Telemetry
 
@@ -294,6 +295,10 @@ class ModelLoader:
                 None if version else self.config.model_sha256,
                 self.config.allow_pickle,
                 self.config.model_runtime,
+            )
+            # Named features this version has not would be recorded in the clear if renamed.
+            Redactor(self.config.payload_redact, None).check(
+                model.feature_names, f"version {model.version}"
             )
         except Exception as e:  # a thread boundary: every failure is reported, none kills it
             reason = f"{e.title}: {e}" if isinstance(e, ModelrunError) else f"unexpected {e!r}"

@@ -33,6 +33,7 @@ from function.service.explain import Explainers
 from function.service.loader import ModelLoader
 from function.service.metrics_port import serve_metrics
 from function.service.oip import select
+from function.service.payloads import Payloads
 from function.service.ratelimit import FAILED_KEYS_BURST, FAILED_KEYS_PER_SECOND, TokenBuckets
 from function.service.shadow import ShadowScorer
 from function.service.telemetry import prometheus_telemetry
@@ -70,7 +71,9 @@ class Service:
             self.model_state,
             [DriftCollector(self.drift)],
             candidate_state=lambda: self.loader.candidate_state(),
+            models=self.loaded_models,
         )
+        self.payloads = Payloads(config, self.telemetry.payload_not_written)
         # Several workers answer as one instance: one merged page, one readiness.
         self.workers = (
             Workers(config.workers, page, lambda: self._own_readiness() is None)
@@ -98,6 +101,12 @@ class Service:
         """The model served now (None until the first load)."""
         return self.loader.model
 
+    def loaded_models(self) -> list[LoadedModel]:
+        """The served version, and a rollout's candidate beside it."""
+        candidate = self.loader.candidate  # read before the model: see ModelLoader
+        found = [self.loader.model, candidate.model if candidate else None]
+        return [m for m in found if m is not None]
+
     def start(self) -> None:
         """Start the threads (once per process; called after fork and on the first request)."""
         if self._started:  # every request calls this: no lock once started
@@ -107,6 +116,7 @@ class Service:
                 return
             self._started = True
         threading.Thread(target=self.loader.run, name="model-loader", daemon=True).start()
+        self.payloads.start()
         if self.workers:
             threading.Thread(
                 target=self.workers.run, args=(self._stop,), name="worker-pages", daemon=True
@@ -125,6 +135,7 @@ class Service:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
         self.loader.stop()
+        self.payloads.stop()
         if self.secret:
             self.secret.stop()
 

@@ -27,6 +27,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +46,18 @@ SHADOW_LINGER_SECONDS = 0.05  # how long the first request of a batch waits for 
 REGRESSION_AGREEMENT = 0.01  # a regressor agrees within 1 % of the current answer
 
 
+# Called from the scorer's thread with the candidate, its answer for one request's rows (None
+# when it failed) and the call's seconds: the request's payload record as the shadow's.
+Recorder = Callable[[LoadedModel, Prediction | None, float], None]
+
+
 @dataclass(frozen=True)
 class Answered:
     """What the current version answered for a request's rows."""
 
     X: Any
     prediction: Prediction
+    record: Recorder | None = None  # the request was sampled for payload records
 
 
 class ShadowScorer:
@@ -76,10 +83,10 @@ class ShadowScorer:
         with contextlib.suppress(queue.Full):
             self._queue.put_nowait(None)  # wakes the thread if it waits
 
-    def submit(self, X: Any, prediction: Prediction) -> None:
+    def submit(self, X: Any, prediction: Prediction, record: Recorder | None = None) -> None:
         """Hand a request's rows and answer to the candidate, or drop them if it lags."""
         try:
-            self._queue.put_nowait(Answered(X, prediction))
+            self._queue.put_nowait(Answered(X, prediction, record))
         except queue.Full:
             self.telemetry.dropped(self.candidate.version)
 
@@ -127,13 +134,17 @@ class ShadowScorer:
                 raise ValueError(f"{len(labels)} answers for {rows} rows")
         except Exception as e:  # the candidate's failure is counted; no client sees it
             self._failed(e, len(batch))
+            _record(batch, None, None, [], candidate, 0.0)
             return
         seconds = time.perf_counter() - started
         version = candidate.version
         self.telemetry.scored(version, "shadow", seconds, ok=True, requests=len(batch), timed=timed)
         classifier = candidate.metadata["task"] == "classification"
         self.telemetry.predicted(version, labels, classifier, shadow=True)
+        if probabilities is not None:
+            self.telemetry.confident(version, "shadow", probabilities)
         classes = [str(c) for c in candidate.estimator.classes_] if want else []
+        _record(batch, labels, probabilities, classes, candidate, seconds)
         answers = [item.prediction for item in batch]
         current = list(itertools.chain.from_iterable(a.labels for a in answers))
         if probabilities is not None and all(
@@ -158,6 +169,28 @@ class ShadowScorer:
                 error,
             )
         self.telemetry.scored(self.candidate.version, "shadow", 0.0, ok=False, requests=requests)
+
+
+def _record(
+    batch: list[Answered],
+    labels: list[Any] | None,
+    probabilities: np.ndarray | None,
+    classes: list[str],
+    candidate: LoadedModel,
+    seconds: float,
+) -> None:
+    """Hand each sampled request its own rows of the candidate's answer (None: it failed)."""
+    start = 0
+    for item in batch:
+        end = start + len(item.prediction.labels)
+        if item.record is not None:
+            own = probabilities[start:end] if probabilities is not None else None
+            answer = Prediction(labels[start:end], own, classes) if labels is not None else None
+            try:
+                item.record(candidate, answer, seconds)
+            except Exception:  # a record is never worth the scorer's thread
+                log.exception("the shadow's payload record could not be queued")
+        start = end
 
 
 def compare(

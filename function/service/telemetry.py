@@ -16,6 +16,7 @@ from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.resources import Resource
 from prometheus_client.registry import Collector
 
+from function.service.confidence import Confidence
 from function.service.model_calls import ModelCalls
 
 # OpenTelemetry's recommended boundaries for http.server.request.duration (semantic conventions).
@@ -41,10 +42,12 @@ class Telemetry:
         model_state: Callable[[], tuple[dict[str, str] | None, bool]],
         candidate_state: Callable[[], dict[str, str] | None] = lambda: None,
         calls: ModelCalls | None = None,
+        confidence: Confidence | None = None,
     ) -> None:
         self._model_state = model_state
         self._candidate_state = candidate_state
         self.calls = calls or ModelCalls()
+        self.confidence = confidence or Confidence()
         self.provider = MeterProvider(
             metric_readers=[reader],
             resource=Resource.create({"service.name": "modelrun"}),
@@ -125,6 +128,12 @@ class Telemetry:
             unit="{request}",
             description="Requests a shadow candidate could not keep up with (its queue was full).",
         )
+        self.payload_dropped = meter.create_counter(
+            "modelrun.payload.dropped",
+            unit="{record}",
+            description="Payload records not written, by reason (queue_full: the writer fell "
+            "behind; write_failed, unwritable).",
+        )
         meter.create_observable_gauge(
             "modelrun.rollout.candidate",
             callbacks=[self._observe_candidate],
@@ -186,6 +195,13 @@ class Telemetry:
         self.shadow_agreed.add(agreed, attributes)
         self.shadow_difference.add(difference, attributes)
 
+    def confident(self, version: str, role: str, probabilities: Any) -> None:
+        """Count rows by their top-class probability (function/service/confidence.py)."""
+        self.confidence.add(version, role, probabilities)
+
+    def payload_not_written(self, reason: str) -> None:
+        self.payload_dropped.add(1, {"reason": reason})
+
     def dropped(self, version: str) -> None:
         self.shadow_dropped.add(1, {"model.version": version})
 
@@ -222,18 +238,20 @@ def prometheus_telemetry(
     model_state: Callable[[], tuple[dict[str, str] | None, bool]],
     collectors: Iterable[Collector] = (),
     candidate_state: Callable[[], dict[str, str] | None] = lambda: None,
+    models: Callable[[], list[Any]] = list,
 ) -> tuple[Telemetry, Callable[[], bytes]]:
     """Return the service's Telemetry and a function rendering its /metrics page, which also
-    shows the model calls by version (function/service/model_calls.py) and the families of
-    `collectors` (the drift counts, kept in arrays: function/core/drift.py)."""
+    shows the model calls by version (function/service/model_calls.py), the confidence sums and
+    hold-out figures of the served `models` (function/service/confidence.py) and the families
+    of `collectors` (the drift counts, kept in arrays: function/core/drift.py)."""
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
     registry = CollectorRegistry(auto_describe=True)
     ProcessCollector(registry=registry)  # process_resident_memory_bytes, process_cpu_seconds_total
-    calls = ModelCalls()
-    for collector in [calls, *collectors]:
+    calls, confidence = ModelCalls(), Confidence(models)
+    for collector in [calls, confidence, *collectors]:
         registry.register(collector)
     reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
-    telemetry = Telemetry(reader, model_state, candidate_state, calls)
+    telemetry = Telemetry(reader, model_state, candidate_state, calls, confidence)
     return telemetry, lambda: generate_latest(registry)

@@ -32,6 +32,8 @@ GAUGES: dict[str, Callable[[Iterable[float]], float]] = {
     "modelrun_drift_reference_ratio": max,  # the same training shares in every worker
     "modelrun_drift_prediction_reference_ratio": max,
     "modelrun_rollout_candidate": max,  # a rollout's candidate, loaded (or refused) by any worker
+    "modelrun_holdout_accuracy": max,  # the version's metadata, the same in every worker
+    "modelrun_estimate_trusted": min,
 }  # any other gauge (resident memory, open file descriptors) adds up
 
 

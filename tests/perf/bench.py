@@ -146,7 +146,10 @@ class Server:
         stop(self.process)
 
 
-def start_modelrun(model_uri: str, name: str, gcs: str, tmp: Path, runtime: str = "auto") -> Server:
+def start_modelrun(
+    model_uri: str, name: str, gcs: str, tmp: Path, runtime: str = "auto",
+    extra: dict[str, str] | None = None,
+) -> Server:  # fmt: skip
     port = free_port()
     env = {
         **os.environ,
@@ -163,6 +166,7 @@ def start_modelrun(model_uri: str, name: str, gcs: str, tmp: Path, runtime: str 
         "MAX_REQUEST_BYTES": "4194304",
         "MODEL_RUNTIME": runtime,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(extra or {}),
     }
     url = f"http://127.0.0.1:{port}/v2/models/{name}/infer"
     return Server("modelrun", container.command(), env, ROOT, url, tmp / f"modelrun-{port}.log")

@@ -4,6 +4,10 @@ tests/test_cloud_*.py, tests/test_metrics_sidecar.py).
 The Pulumi CLI and the GCP provider plugin cannot run here, so the engine is replaced by
 pulumi.runtime's mock monitor (the official unit-test path). The program itself, its config
 reading and every resource's resolved inputs are real.
+
+This is the one place tests load infra/: the program as the language host runs it
+(`run_program`), and a module of it by its top-level name (`infra_module`); no test touches
+sys.path itself.
 """
 
 from __future__ import annotations
@@ -173,13 +177,14 @@ def run_program(config: MergedConfig, stack: str = "dev") -> Stack:
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project="modelrun", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(config.values, config.secret_keys)
-    infra_module("config")  # Pulumi runs the program with its folder on the path
     namespace: dict[str, Any] = {}
     secret: set[str] = set()
 
     @pulumi.runtime.test
     def program() -> pulumi.Output[Any]:
-        namespace.update(runpy.run_path(str(INFRA / "__main__.py")))
+        # As the language host runs Pulumi.yaml's `main: infra/`: run_path on the folder puts it
+        # first on sys.path for the run and executes its __main__.py as __main__.
+        namespace.update(runpy.run_path(str(INFRA), run_name="__main__"))
         outputs = namespace["outputs"]
 
         def note_secrets(name: str, output: pulumi.Output[Any]) -> pulumi.Output[Any]:
@@ -212,10 +217,13 @@ def run_program(config: MergedConfig, stack: str = "dev") -> Stack:
 
 
 def infra_module(name: str) -> Any:
-    """Import one of infra/'s modules as Pulumi runs them (infra/ on the path)."""
-    if str(INFRA) not in sys.path:
-        sys.path.insert(0, str(INFRA))
-    return importlib.import_module(name)
+    """Import one of infra/'s modules by its top-level name, as the program imports it (infra/
+    on sys.path, as the language host puts it there: for the import only)."""
+    sys.path.insert(0, str(INFRA))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(INFRA))
 
 
 IAM_MEMBER_TYPES = re.compile(r"IAMMember$|IamMember$")

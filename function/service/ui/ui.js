@@ -45,7 +45,8 @@ async function call(path, options = {}) {
   }
   const type = response.headers.get("Content-Type") || "";
   const body = type.includes("json") ? await response.json() : await response.blob();
-  return { ok: response.ok, status: response.status, body };
+  const requestId = response.headers.get("X-Request-Id");
+  return { ok: response.ok, status: response.status, body, requestId };
 }
 
 function problemText(result) {
@@ -220,6 +221,10 @@ async function predictOne(event) {
   }
   showModelIdentity(result.body.model);
   $("answer").replaceChildren(...answerNodes(result.body));
+  // The id its payload record and any feedback (POST /feedback) find this answer by.
+  if (result.requestId) {
+    $("answer").append(el("p", { id: "request-id", class: "note", text: `Request id: ${result.requestId}` }));
+  }
   const version = result.body.model.version;
   if (!(state.whyNot && state.whyNot.version === version)) {
     const why = await call("/explain", {

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from config_error import ConfigError
+
 MEMORY_PATTERN = re.compile(r"^([0-9]+)(Mi|Gi|M|G)$")
 MEMORY_UNITS_MIB = {"Mi": 1.0, "Gi": 1024.0, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
 GIB = 1024
@@ -65,25 +67,29 @@ def instance_size(
     vcpus = _cpu(cpu, cpu_key)
     mib = _memory(memory, memory_key)
     if not 1 <= concurrency <= 1000:
-        raise ValueError(f"modelrun:concurrency must be 1..1000, got {concurrency}")
+        raise ConfigError(
+            "modelrun:concurrency", f"modelrun:concurrency must be 1..1000, got {concurrency}"
+        )
     for above, needs in MEMORY_NEEDS_CPU:
         if mib > above and vcpus < needs:
-            raise ValueError(
-                f"{memory_key} {memory} needs {cpu_key} of at least {needs:g}, got {cpu}"
+            raise ConfigError(
+                memory_key,
+                f"{memory_key} {memory} needs {cpu_key} of at least {needs:g}, got {cpu}",
             )
     if mib > 32 * GIB:
-        raise ValueError(f"{memory_key} may be at most 32Gi, got {memory}")
+        raise ConfigError(memory_key, f"{memory_key} may be at most 32Gi, got {memory}")
     if vcpus < 1:
         least = 128  # the first generation's least
     else:
         least = max([512] + [m for c, m in CPU_NEEDS_MEMORY.items() if c <= vcpus])
     if mib < least:
-        raise ValueError(
-            f"{memory_key} must be at least {least:g}Mi with {cpu_key} {cpu}, got {memory}"
+        raise ConfigError(
+            memory_key,
+            f"{memory_key} must be at least {least:g}Mi with {cpu_key} {cpu}, got {memory}",
         )
     if vcpus < 1 and concurrency != 1:
-        raise ValueError(
-            f"{cpu_key} below 1 ({cpu}) requires modelrun:concurrency 1, got {concurrency}"
+        raise ConfigError(
+            cpu_key, f"{cpu_key} below 1 ({cpu}) requires modelrun:concurrency 1, got {concurrency}"
         )
     return InstanceSize(vcpus, mib, concurrency)
 
@@ -110,10 +116,11 @@ def container_shares(
     app_millis = round(size.cpu * 1000) - sidecar_millis
     app_mib = int(size.memory_mib) - sidecar_mib
     if app_millis < sidecar_millis or app_mib < sidecar_mib:
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:metricsSidecar",
             f"modelrun:metricsSidecar takes {sidecar_millis}m vCPU and {sidecar_mib}Mi out of the "
             f"instance: modelrun:cpu must be at least {2 * sidecar_millis / 1000:g} and "
-            f"modelrun:memory at least {2 * sidecar_mib}Mi, got {cpu} and {memory}"
+            f"modelrun:memory at least {2 * sidecar_mib}Mi, got {cpu} and {memory}",
         )
     return ContainerShares(
         f"{app_millis}m", f"{app_mib}Mi", app_mib, f"{sidecar_millis}m", f"{sidecar_mib}Mi"
@@ -126,21 +133,26 @@ def _cpu(text: str, key: str) -> float:
         if not value.is_finite():
             raise InvalidOperation
     except InvalidOperation:
-        raise ValueError(
-            f"{key} must be a number of vCPUs like 1, 2 or 0.5 (or millicores, 500m), got {text!r}"
+        raise ConfigError(
+            key,
+            f"{key} must be a number of vCPUs like 1, 2 or 0.5 (or millicores, 500m), got {text!r}",
         ) from None
     if value < 1:
         if value < Decimal("0.08") or value != value.quantize(Decimal("0.001")):
-            raise ValueError(f"{key} below 1 must be from 0.08 in steps of 0.001, got {text!r}")
+            raise ConfigError(
+                key, f"{key} below 1 must be from 0.08 in steps of 0.001, got {text!r}"
+            )
     elif value not in WHOLE_CPUS:
-        raise ValueError(f"{key} above 1 must be 2, 4, 6 or 8 (Cloud Run's table), got {text!r}")
+        raise ConfigError(
+            key, f"{key} above 1 must be 2, 4, 6 or 8 (Cloud Run's table), got {text!r}"
+        )
     return float(value)
 
 
 def _memory(text: str, key: str) -> float:
     match = MEMORY_PATTERN.match(text)
     if not match:
-        raise ValueError(f"{key} must be like 512Mi, 1Gi or 2G, got {text!r}")
+        raise ConfigError(key, f"{key} must be like 512Mi, 1Gi or 2G, got {text!r}")
     return int(match.group(1)) * MEMORY_UNITS_MIB[match.group(2)]
 
 
@@ -157,19 +169,27 @@ MAX_RETRIES = 10
 def check_job(tasks: int, parallelism: int, timeout_seconds: int, retries: int) -> None:
     """Refuse a job's task settings that Cloud Run would, naming the key."""
     if not 1 <= tasks <= MAX_TASKS:
-        raise ValueError(f"modelrun:batchJobTaskCount must be 1..{MAX_TASKS}, got {tasks}")
+        raise ConfigError(
+            "modelrun:batchJobTaskCount",
+            f"modelrun:batchJobTaskCount must be 1..{MAX_TASKS}, got {tasks}",
+        )
     if not 0 <= parallelism <= tasks:
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:batchJobParallelism",
             f"modelrun:batchJobParallelism must be 0 (as many as possible) up to "
-            f"modelrun:batchJobTaskCount ({tasks}), got {parallelism}"
+            f"modelrun:batchJobTaskCount ({tasks}), got {parallelism}",
         )
     if not 1 <= timeout_seconds <= MAX_TASK_SECONDS:
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:batchJobTimeoutSeconds",
             f"modelrun:batchJobTimeoutSeconds must be 1..{MAX_TASK_SECONDS} (168 hours), "
-            f"got {timeout_seconds}"
+            f"got {timeout_seconds}",
         )
     if not 0 <= retries <= MAX_RETRIES:
-        raise ValueError(f"modelrun:batchJobMaxRetries must be 0..{MAX_RETRIES}, got {retries}")
+        raise ConfigError(
+            "modelrun:batchJobMaxRetries",
+            f"modelrun:batchJobMaxRetries must be 0..{MAX_RETRIES}, got {retries}",
+        )
 
 
 # The edge (infra/edge.py). Cloud Armor's rate-based ban ("Rate limiting overview",
@@ -190,43 +210,57 @@ def check_edge(edge: Any) -> None:
     import ipaddress
 
     if not DOMAIN_PATTERN.match(edge.domain):
-        raise ValueError(
-            f"modelrun:domain must be a DNS name like api.example.com, got {edge.domain!r}"
+        raise ConfigError(
+            "modelrun:domain",
+            f"modelrun:domain must be a DNS name like api.example.com, got {edge.domain!r}",
         )
     if not 0 <= edge.waf_sensitivity <= 4:
-        raise ValueError(f"modelrun:edgeWafSensitivity must be 0..4, got {edge.waf_sensitivity}")
+        raise ConfigError(
+            "modelrun:edgeWafSensitivity",
+            f"modelrun:edgeWafSensitivity must be 0..4, got {edge.waf_sensitivity}",
+        )
     if not 1 <= edge.rate_limit_count <= 10_000:
-        raise ValueError(
-            f"modelrun:edgeRateLimitCount must be 1..10000, got {edge.rate_limit_count}"
+        raise ConfigError(
+            "modelrun:edgeRateLimitCount",
+            f"modelrun:edgeRateLimitCount must be 1..10000, got {edge.rate_limit_count}",
         )
     if edge.rate_limit_interval_seconds not in RATE_LIMIT_INTERVALS:
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:edgeRateLimitIntervalSeconds",
             "modelrun:edgeRateLimitIntervalSeconds must be one of "
-            f"{', '.join(map(str, RATE_LIMIT_INTERVALS))}, got {edge.rate_limit_interval_seconds}"
+            f"{', '.join(map(str, RATE_LIMIT_INTERVALS))}, got {edge.rate_limit_interval_seconds}",
         )
     if edge.ban_seconds < 1:
-        raise ValueError(f"modelrun:edgeBanSeconds must be at least 1, got {edge.ban_seconds}")
+        raise ConfigError(
+            "modelrun:edgeBanSeconds",
+            f"modelrun:edgeBanSeconds must be at least 1, got {edge.ban_seconds}",
+        )
     for key, codes in (("edgeDenyCountries", edge.deny_countries),
                        ("edgeAllowCountries", edge.allow_countries)):  # fmt: skip
         bad = [c for c in codes if not COUNTRY_PATTERN.match(c)]
         if bad:
-            raise ValueError(f"modelrun:{key} takes ISO 3166-1 alpha-2 codes (FR, US), got {bad}")
+            raise ConfigError(
+                f"modelrun:{key}",
+                f"modelrun:{key} takes ISO 3166-1 alpha-2 codes (FR, US), got {bad}",
+            )
     # Cloud Armor's five subexpressions an expression (infra/armor.py): an allow list is one
     # expression; a deny list is split, within the hundred priorities its rules have.
     for key, allowed in (("edgeAllowIpRanges", edge.allow_ip_ranges),
                          ("edgeAllowCountries", edge.allow_countries)):  # fmt: skip
         if len(allowed) > ALLOW_LIST_MAX:
-            raise ValueError(
+            raise ConfigError(
+                f"modelrun:{key}",
                 f"modelrun:{key} may list at most {ALLOW_LIST_MAX} entries (Cloud Armor allows "
                 "five subexpressions in one rule's expression, and an allow list cannot be split "
-                f"across rules), got {len(allowed)}"
+                f"across rules), got {len(allowed)}",
             )
     for key, denied, per_rule in (("edgeDenyIpRanges", edge.deny_ip_ranges, 10),
                                   ("edgeDenyCountries", edge.deny_countries, 5)):  # fmt: skip
         if len(denied) > per_rule * 100:
-            raise ValueError(
+            raise ConfigError(
+                f"modelrun:{key}",
                 f"modelrun:{key} may list at most {per_rule * 100} entries ({per_rule} a Cloud "
-                f"Armor rule, 100 rules), got {len(denied)}"
+                f"Armor rule, 100 rules), got {len(denied)}",
             )
     for key, ranges in (("edgeDenyIpRanges", edge.deny_ip_ranges),
                         ("edgeAllowIpRanges", edge.allow_ip_ranges)):  # fmt: skip
@@ -234,10 +268,13 @@ def check_edge(edge: Any) -> None:
             try:
                 ipaddress.ip_network(value)
             except ValueError as e:
-                raise ValueError(f"modelrun:{key}: {value!r} is not an IP range: {e}") from None
+                raise ConfigError(
+                    f"modelrun:{key}", f"modelrun:{key}: {value!r} is not an IP range: {e}"
+                ) from None
     if not 0 <= edge.log_sample_rate <= 1:
-        raise ValueError(
-            f"modelrun:edgeLogSampleRate must be a number from 0 to 1, got {edge.log_sample_rate}"
+        raise ConfigError(
+            "modelrun:edgeLogSampleRate",
+            f"modelrun:edgeLogSampleRate must be a number from 0 to 1, got {edge.log_sample_rate}",
         )
 
 

@@ -8,12 +8,12 @@ import pulumi
 import pulumi_gcp as gcp
 from pulumi_gcp.iam import WorkloadIdentityPoolProviderOidcArgs
 
-from limits import (
+from gcp_limits import (
     ACCOUNT_DISPLAY_NAME,
     POOL_DISPLAY_NAME,
     check_display_name,
 )
-from names import Names
+from resource_names import Names
 from signing import PUBLIC_KEY_VIEWER, SIGNER, SigningKey
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"

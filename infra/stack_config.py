@@ -15,7 +15,8 @@ from pathlib import Path
 import pulumi
 
 import metrics_sidecar
-from limits import (
+from config_error import ConfigError
+from gcp_limits import (
     ContainerShares,
     InstanceSize,
     check_edge,
@@ -25,12 +26,12 @@ from limits import (
     instance_size,
     label_value,
 )
-from names import Names, names
+from resource_names import Names, names
 
 # The service's own configuration rules (function/core/config.py) check the settings passed through.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from function.core.config import load_config
-from function.core.errors import ConfigError
+from function.core.errors import ConfigError as ServiceConfigError
 from function.core.store import bucket_store, model_root
 
 PLACEHOLDER_IMAGE = "us-docker.pkg.dev/cloudrun/container/hello"
@@ -235,16 +236,17 @@ def _api_key(cfg: pulumi.Config) -> pulumi.Output[str] | None:
     if not (pulumi.runtime.get_config(API_KEY) or ""):
         return None
     if not pulumi.runtime.is_config_secret(API_KEY):
-        raise ValueError(
+        raise ConfigError(
+            API_KEY,
             f"{API_KEY} is stored in plain text in the stack file: remove it "
             f"(pulumi config rm {API_KEY}), rotate that key, and set it again with "
-            f"pulumi config set --secret {API_KEY} ..."
+            f"pulumi config set --secret {API_KEY} ...",
         )
     return cfg.require_secret("apiKey")
 
 
 def _batch(cfg: pulumi.Config) -> BatchSettings:
-    """The batch job's settings, refused as Cloud Run would refuse them (infra/limits.py)."""
+    """The batch job's settings, refused as Cloud Run would refuse them (infra/gcp_limits.py)."""
     cpu, memory = cfg.require("batchJobCpu"), cfg.require("batchJobMemory")
     settings = BatchSettings(
         task_count=cfg.require_int("batchJobTaskCount"),
@@ -260,21 +262,25 @@ def _batch(cfg: pulumi.Config) -> BatchSettings:
     check_job(settings.task_count, settings.parallelism, settings.timeout_seconds,
               settings.max_retries)  # fmt: skip
     if settings.schedule and len(settings.schedule.split()) != 5:
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:batchJobSchedule",
             "modelrun:batchJobSchedule must be a cron schedule of five fields (minute hour day "
-            f"month weekday), like '0 2 * * *', got {settings.schedule!r}"
+            f"month weekday), like '0 2 * * *', got {settings.schedule!r}",
         )
     return settings
 
 
 def _edge(cfg: pulumi.Config, domain: str) -> EdgeSettings:
-    """The edge's settings, refused as Google Cloud would refuse them (infra/limits.py)."""
+    """The edge's settings, refused as Google Cloud would refuse them (infra/gcp_limits.py)."""
 
     rate = cfg.require("edgeLogSampleRate")
     try:
         sample_rate = float(rate)
     except ValueError:
-        raise ValueError(f"modelrun:edgeLogSampleRate must be a number, got {rate!r}") from None
+        raise ConfigError(
+            "modelrun:edgeLogSampleRate",
+            f"modelrun:edgeLogSampleRate must be a number, got {rate!r}",
+        ) from None
     settings = EdgeSettings(
         domain=domain.lower().rstrip("."),
         waf_sensitivity=cfg.require_int("edgeWafSensitivity"),
@@ -335,44 +341,53 @@ def service_environment(config: StackConfig) -> dict[str, str]:
 
 def _check(config: StackConfig) -> None:
     if not REPOSITORY_PATTERN.match(config.github_repository):
-        raise ValueError(
-            f"modelrun:githubRepository must be OWNER/NAME, got {config.github_repository!r}"
+        raise ConfigError(
+            "modelrun:githubRepository",
+            f"modelrun:githubRepository must be OWNER/NAME, got {config.github_repository!r}",
         )
     if not config.github_owner_id.isdigit():
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:githubRepositoryOwnerId",
             "modelrun:githubRepositoryOwnerId must be the owner's numeric id "
-            f"(gh api users/OWNER --jq .id), got {config.github_owner_id!r}"
+            f"(gh api users/OWNER --jq .id), got {config.github_owner_id!r}",
         )
     if config.payload_retention_days < 1:
         raise ValueError(
             f"modelrun:payloadRetentionDays must be at least 1, got {config.payload_retention_days}"
         )
     if config.invoker_access not in INVOKER_ACCESS:
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:invokerAccess",
             f"modelrun:invokerAccess must be one of {', '.join(INVOKER_ACCESS)}, "
-            f"got {config.invoker_access!r}"
+            f"got {config.invoker_access!r}",
         )
     if not 0 <= config.min_instances <= config.max_instances:
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:minInstances",
             f"need 0 <= modelrun:minInstances ({config.min_instances}) <= "
-            f"modelrun:maxInstances ({config.max_instances})"
+            f"modelrun:maxInstances ({config.max_instances})",
         )
     if config.instance_billing and config.size.cpu < 1:
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:instanceBasedBilling",
             "modelrun:instanceBasedBilling needs modelrun:cpu of 1 or more, got "
-            f"{config.size.cpu:g} (below 1 vCPU Cloud Run bills by request only)"
+            f"{config.size.cpu:g} (below 1 vCPU Cloud Run bills by request only)",
         )
     _check_traffic(config)
     _ = config.shares  # an instance too small to give the collector its share is refused here
     check_labels(config.labels, f"the stack name {config.stack!r}")
     if config.edge and config.invoker_access == "iam":
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:domain",
             "modelrun:domain puts a load balancer in front, which forwards callers' requests "
             "without an identity token: use modelrun:invokerAccess public (or "
-            "public-no-iam-check), where the API key is the gate"
+            "public-no-iam-check), where the API key is the gate",
         )
     if not 1 <= config.timeout_seconds <= 3600:
-        raise ValueError(f"modelrun:timeoutSeconds must be 1..3600, got {config.timeout_seconds}")
+        raise ConfigError(
+            "modelrun:timeoutSeconds",
+            f"modelrun:timeoutSeconds must be 1..3600, got {config.timeout_seconds}",
+        )
     # The service would refuse these at start, after the deploy: refuse them now, in its words.
     placeholders = {
         "MODEL_URI": model_root(bucket_store("bucket"), config.model_name),
@@ -380,11 +395,11 @@ def _check(config: StackConfig) -> None:
     }
     try:
         load_config({**service_environment(config), **placeholders})
-    except ConfigError as e:
-        variable = str(e).split("=")[0].split(" ")[0]
-        key = setting_key(variable) if variable in SERVICE_SETTINGS else None
-        where = f"modelrun:{key} ({variable})" if key else "the service settings"
-        raise ValueError(f"{where}: {e}") from e
+    except ServiceConfigError as e:
+        if e.setting not in SERVICE_SETTINGS:  # none, or one the stack derives (MODEL_VERSION...)
+            raise ValueError(f"the service settings: {e}") from e
+        key = f"modelrun:{setting_key(e.setting)}"
+        raise ConfigError(key, f"{key} ({e.setting}): {e}") from e
 
 
 def _check_traffic(config: StackConfig) -> None:
@@ -392,18 +407,23 @@ def _check_traffic(config: StackConfig) -> None:
     gives the latest revision a whole percentage; without one, the latest takes all."""
     percent = config.traffic_latest_percent
     if not 0 <= percent <= 100:
-        raise ValueError(f"modelrun:trafficLatestPercent must be 0..100, got {percent}")
+        raise ConfigError(
+            "modelrun:trafficLatestPercent",
+            f"modelrun:trafficLatestPercent must be 0..100, got {percent}",
+        )
     revision = config.traffic_stable_revision
     if revision is None:
         if percent != 100:
-            raise ValueError(
+            raise ConfigError(
+                "modelrun:trafficLatestPercent",
                 f"modelrun:trafficLatestPercent {percent} needs modelrun:trafficStableRevision, "
-                "the revision that keeps the rest (pulumi stack output latestRevision)"
+                "the revision that keeps the rest (pulumi stack output latestRevision)",
             )
         return
     pattern = re.compile(rf"^{re.escape(config.service_name)}-[a-z0-9-]+$")
     if not pattern.match(revision) or len(revision) > 63:
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:trafficStableRevision",
             f"modelrun:trafficStableRevision must name a revision of {config.service_name} "
-            f"({config.service_name}-00001-abc), got {revision!r}"
+            f"({config.service_name}-00001-abc), got {revision!r}",
         )

@@ -19,6 +19,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from config_error import ConfigError
+
 PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9-]{2,20}[a-z0-9]$")
 POOL_PATTERN = re.compile(r"^(?!gcp-)[a-z0-9-]{4,32}$")
 
@@ -81,22 +83,25 @@ def names(project: str, stack: str, prefix: str | None, pool_id: str | None) -> 
     if prefix is None:
         prefix = fit("modelrun-" + re.sub(r"[^a-z0-9]+", "-", stack.lower()).strip("-"), 22)
     elif not PREFIX_PATTERN.match(prefix):
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:resourcePrefix",
             f"modelrun:resourcePrefix must be 4-22 characters of a-z, 0-9 and '-', starting "
-            f"with a letter and not ending with '-', got {prefix!r}"
+            f"with a letter and not ending with '-', got {prefix!r}",
         )
     bucket = Names(prefix, project, "").bucket
     if bucket.startswith("goog") or "google" in bucket:
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:resourcePrefix",
             f"the bucket name {bucket!r} may not start with 'goog' or hold 'google': "
-            "change modelrun:resourcePrefix"
+            "change modelrun:resourcePrefix",
         )
     if pool_id is None:
         pool_id = fit(f"{prefix}-github", 32)
     elif not POOL_PATTERN.match(pool_id):
-        raise ValueError(
+        raise ConfigError(
+            "modelrun:identityPoolId",
             f"modelrun:identityPoolId must be 4-32 characters of a-z, 0-9 and '-', not starting "
-            f"with 'gcp-', got {pool_id!r}"
+            f"with 'gcp-', got {pool_id!r}",
         )
     return Names(prefix, project, pool_id)
 
