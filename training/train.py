@@ -183,6 +183,7 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
         "params": jsonable(params),
         **describe_inputs(pipeline, train_frame, task),
         "metrics": {"holdout": holdout, "cv": cv_metrics},
+        **_calibration(task, pipeline, X_test, y_test),
         "dataset": {
             "source": data.source,
             "target": data.target,
@@ -202,6 +203,15 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
     )
     # Built once, from the parts: what was trained, and what each extra file records of itself.
     return pipeline, {**described, **records}, extra
+
+
+def _calibration(task: str, pipeline: Any, X_test: Any, y_test: Any) -> dict[str, Any]:
+    """The "calibration" field: a classifier's ECE on the hold-out (none for a regressor, or a
+    classifier without probabilities)."""
+    from training.calibration import calibration
+
+    found = calibration(pipeline, X_test, y_test) if task == "classification" else None
+    return {"calibration": found} if found is not None else {}
 
 
 def describe_inputs(pipeline: Any, frame: Any, task: str) -> dict[str, Any]:
