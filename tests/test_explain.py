@@ -1,4 +1,4 @@
-"""Why this answer: `POST /explain` (function/service/explain.py) against shap itself, in process.
+"""Why this answer: `POST /explain` (function/core/explain.py) against shap itself, in process.
 
 The service runs in process (tests/inprocess.py) on a folder store with real artifacts: the churn
 notebook pipeline (one-hot, imputer, HistGradientBoosting; packaged), and Iris trained as a
@@ -21,9 +21,7 @@ import numpy as np
 import pytest
 
 from function.core.errors import TooManyRequests
-from function.core.model import canonical_estimator
-from function.core.store import ModelStore
-from function.service.explain import (
+from function.core.explain import (
     BACKGROUND_FILE,
     EXPLAIN_COST,
     METHODS,
@@ -31,6 +29,8 @@ from function.service.explain import (
     Untraceable,
     column_sources,
 )
+from function.core.model import canonical_estimator
+from function.core.store import ModelStore
 from function.service.ratelimit import TokenBuckets
 from tests.artifacts import publish_object
 from tests.conftest import KEY
@@ -186,7 +186,7 @@ def test_a_linear_model_served_by_onnx_equals_shap_on_the_stored_background(
 ) -> None:
     import shap
 
-    from function.service.explain import parse_background
+    from function.core.explain import parse_background
 
     with serving(store, "iris", MODEL_VERSION="lr") as service:
         model = service.service.require_model()
@@ -332,7 +332,7 @@ def test_trees_that_shap_reads_otherwise_than_scikit_learn_are_refused() -> None
     import shap
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from function.service.explain import TREES, Explainer, check_trees
+    from function.core.explain import TREES, Explainer, check_trees
 
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.integers(0, 6, 400), rng.normal(size=400)]).astype(float)

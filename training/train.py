@@ -28,16 +28,16 @@ from function.core.artifact import (
     sha256_hex,
 )
 from function.core.drift import BASELINE_FILE, build_baseline
-from function.core.metadata import SCHEMA_VERSION as METADATA_SCHEMA
-from function.core.predict import rows_to_input
-from function.core.schema import from_metadata
-from function.core.store import utc_now
-from function.service.explain import (
+from function.core.explain import (
     BACKGROUND_FILE,
     BACKGROUND_ROWS,
     background_file,
     parse_background,
 )
+from function.core.metadata import SCHEMA_VERSION as METADATA_SCHEMA
+from function.core.predict import rows_to_input
+from function.core.schema import from_metadata
+from function.core.store import utc_now
 from training.data import Dataset
 from training.errors import GateFailed, TrainingError
 from training.estimators import REGRESSORS, build_pipeline, spec
@@ -314,7 +314,7 @@ def _baseline(
 
 
 def _background(metadata: dict[str, Any], X_fit: Any, seed: int) -> tuple[bytes, dict[str, Any]]:
-    """The explanations' background (function/service/explain.py): a seeded sample of the rows
+    """The explanations' background (function/core/explain.py): a seeded sample of the rows
     fitted on, and its summary for the metadata ("background")."""
     import pandas as pd
 

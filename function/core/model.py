@@ -147,7 +147,7 @@ def canonical_estimator(
     store: ModelStore, metadata: Metadata, where: str, allow_pickle: bool
 ) -> Any:
     """The version's scikit-learn model, verified and deserialised: what explanations read when
-    onnxruntime serves the answers (function/service/explain.py)."""
+    onnxruntime serves the answers (function/core/explain.py)."""
     if metadata.format == "joblib" and not allow_pickle:
         raise IntegrityError(
             f"{where} is a pickle (joblib) and ALLOW_PICKLE=false: publish it with --format skops"

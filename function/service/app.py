@@ -16,6 +16,7 @@ from flask import Request, Response
 from werkzeug import exceptions as wz
 from werkzeug.routing import Map, MapAdapter, Rule
 
+from function.core import explain
 from function.core.config import Config, load_config
 from function.core.errors import (
     Conflict,
@@ -33,7 +34,7 @@ from function.core.logs import request_fields, setup_logging
 from function.core.model import LoadedModel
 from function.core.predict import Instances, Prediction, answer, infer, parse_instances
 from function.core.rollout import CLIENT_HEADER
-from function.service import explain, feedback, metrics_port, oip, pages, request_ids
+from function.service import feedback, metrics_port, oip, pages, request_ids
 from function.service.auth import presented_key
 from function.service.body import read_bytes, read_json
 from function.service.deadline import DeadlineExceeded
@@ -101,7 +102,7 @@ def _exchange(request: Request) -> Exchange:
 
 def _explain(service: Service, request: Request, args: dict[str, str]) -> Any:
     """Why this answer: the prediction split into a base value and one attribution per input
-    feature (function/service/explain.py); counted as EXPLAIN_COST predictions against the rate
+    feature (function/core/explain.py); counted as EXPLAIN_COST predictions against the rate
     limit."""
     identity = _authorize(service, request, cost=explain.EXPLAIN_COST)
     model, _ = service.serving(identity, request.headers)

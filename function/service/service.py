@@ -23,6 +23,7 @@ from werkzeug.datastructures import Headers
 from function.core.config import Config
 from function.core.drift import BASELINE_FILE, Drift
 from function.core.errors import BadRequest, NotFound, Unauthorized
+from function.core.explain import Explainers
 from function.core.model import LoadedModel
 from function.core.predict import Run, run_model
 from function.core.rollout import CLIENT_HEADER, MAX_CLIENT_ID
@@ -30,7 +31,6 @@ from function.core.store import ModelStore
 from function.service.auth import KeyRing, SecretKeySource, client_address, presented_key
 from function.service.batching import MicroBatcher
 from function.service.deadline import Deadlines
-from function.service.explain import Explainers
 from function.service.loader import ModelLoader
 from function.service.metrics_port import serve_metrics
 from function.service.oip import select
