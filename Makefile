@@ -48,13 +48,23 @@ $(MLFLOW_SERVER): local/mlflow/requirements.txt | $(PY)
 	$(MLFLOW_VENV)/bin/python -m pip install --quiet -r local/mlflow/requirements.txt
 	@touch $@
 
+# The BigQuery stand-in the tests run the live-quality SQL on (local/bigquery/requirements.txt says why
+# it has a venv of its own).
+BIGQUERY_VENV := .venv-bigquery
+BIGQUERY_EMULATOR := $(BIGQUERY_VENV)/.installed
+$(BIGQUERY_EMULATOR): local/bigquery/requirements.txt | $(PY)
+	$(PYTHON) -m venv $(BIGQUERY_VENV)
+	$(BIGQUERY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BIGQUERY_VENV)/bin/python -m pip install --quiet -r local/bigquery/requirements.txt
+	@touch $@
+
 serve: $(SERVE_INSTALLED)  ## serve MODEL (default iris, trained if needed) or MODEL_URI on :$(PORT)
 	PORT=$(PORT) STORE=$(STORE) $(PY) -m local.serve
 
 # Six test processes on two cores: the suite waits on servers, emulators and Prometheus about as
 # much as it computes (4:09 here against 5:08 with four).
 JOBS ?= 6
-test: install $(MLFLOW_SERVER)  ## the whole suite but the image's (JOBS=1: one process)
+test: install $(MLFLOW_SERVER) $(BIGQUERY_EMULATOR)  ## the whole suite but the image's (JOBS=1: one process)
 	$(PY) -m pytest -n $(JOBS) --dist worksteal -m "not image"
 
 # The inner loop: only the tests marked neither slow nor image, each refused any process or

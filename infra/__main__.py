@@ -7,7 +7,7 @@ import pulumi
 import stack_config
 from alerts import Alerts, AlertsArgs
 from api_keys import ApiKeys, ApiKeysArgs
-from apis import EDGE_APIS, SCHEDULER, Apis, ApisArgs
+from apis import EDGE_APIS, PAYLOAD_APIS, SCHEDULER, Apis, ApisArgs
 from batch_job import BatchJob, BatchJobArgs
 from bucket import ModelBucket, ModelBucketArgs
 from cloud_run import MetricsSidecarArgs, PredictionService, PredictionServiceArgs
@@ -15,12 +15,18 @@ from dashboard import Dashboard, DashboardArgs
 from edge import Edge, EdgeArgs
 from function.core.store import bucket_store, model_root
 from github_deployer import GithubDeployer, GithubDeployerArgs
+from payload_sink import PayloadSink, PayloadSinkArgs
 from registry import ImageRegistry, ImageRegistryArgs
 from signing import SigningKey, SigningKeyArgs
 
 config = stack_config.load()
 scheduled = config.batch is not None and config.batch.schedule is not None
-extra_apis = ((SCHEDULER,) if scheduled else ()) + (EDGE_APIS if config.edge else ())
+payloads_on = config.payload_sample_rate > 0
+extra_apis = (
+    ((SCHEDULER,) if scheduled else ())
+    + (EDGE_APIS if config.edge else ())
+    + (PAYLOAD_APIS if payloads_on else ())
+)
 apis = Apis("apis", ApisArgs(config.project, extra_apis))
 after_apis = pulumi.ResourceOptions(depends_on=apis.services)
 
@@ -198,6 +204,26 @@ github = GithubDeployer(
     after_apis,
 )
 
+payloads = (
+    PayloadSink(
+        "payloads",
+        PayloadSinkArgs(
+            project=config.project,
+            region=config.region,
+            service_name=config.service_name,
+            dataset_id=config.service_name.replace("-", "_") + "_payloads",
+            retention_days=config.payload_retention_days,
+            protect=config.deletion_protection,
+            labels=config.labels,
+        ),
+        after_apis,
+    )
+    if payloads_on
+    else None
+)
+if payloads:  # the trainer's `promote --auto --require-live-quality` reads them
+    payloads.grant_reader("trainer", github.trainer.member)
+
 outputs = {
     "serviceUrl": service.url,
     "candidateUrl": pulumi.Output.from_input(edge.url) if edge else service.candidate_url,
@@ -221,6 +247,8 @@ outputs = {
 }
 if edge:
     outputs |= {"edgeUrl": edge.url, "edgeAddress": edge.address}
+if payloads:
+    outputs |= {"payloadDataset": payloads.dataset_ref}  # evaluate --bigquery PROJECT.DATASET
 if batch:
     outputs |= {
         "batchJob": batch.job.name,

@@ -20,6 +20,8 @@ SERVICES = (
 )
 SCHEDULER = "cloudscheduler.googleapis.com"  # only with modelrun:batchJobSchedule
 EDGE_APIS = ("compute.googleapis.com", "logging.googleapis.com")  # only with modelrun:domain
+# only with payload records on (modelrun:payloadSampleRate above 0)
+PAYLOAD_APIS = ("bigquery.googleapis.com", "logging.googleapis.com")
 
 
 @dataclass
@@ -41,6 +43,6 @@ class Apis(pulumi.ComponentResource):
                 disable_on_destroy=False,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            for api in SERVICES + args.extra
+            for api in dict.fromkeys(SERVICES + args.extra)  # once each, however many ask
         ]
         self.register_outputs({"services": [s.service for s in self.services]})

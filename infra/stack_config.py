@@ -137,6 +137,8 @@ class StackConfig:
     traffic_latest_percent: int = 100
     batch: BatchSettings | None = None  # None: no batch job
     edge: EdgeSettings | None = None  # None: the run.app URL only
+    payload_sample_rate: float = 0.0  # above 0: payload records, and their sink (payload_sink.py)
+    payload_retention_days: int = 90
 
     @property
     def labels(self) -> dict[str, str]:
@@ -215,6 +217,8 @@ def load() -> StackConfig:
         traffic_latest_percent=cfg.require_int("trafficLatestPercent"),
         batch=_batch(cfg) if cfg.require_bool("batchJob") else None,
         edge=_edge(cfg, domain) if (domain := optional("domain")) else None,
+        payload_sample_rate=_rate(cfg.require("payloadSampleRate")),
+        payload_retention_days=cfg.require_int("payloadRetentionDays"),
     )
     _check(config)
     return config
@@ -293,6 +297,17 @@ def _edge(cfg: pulumi.Config, domain: str) -> EdgeSettings:
     return settings
 
 
+def _rate(text: str) -> float:
+    """modelrun:payloadSampleRate, a share from 0 to 1."""
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if not 0 <= rate <= 1:  # NaN too
+        raise ValueError(f"modelrun:payloadSampleRate must be a number from 0 to 1, got {text!r}")
+    return rate
+
+
 def _listed(text: str) -> tuple[str, ...]:
     """A setting's comma-separated values."""
     return tuple(v.strip() for v in text.split(",") if v.strip())
@@ -317,6 +332,8 @@ def service_environment(config: StackConfig) -> dict[str, str]:
         env["MODEL_MEMORY_MB"] = str(int(share))
     if config.key_refresh_seconds > 0:
         env["API_KEYS_REFRESH_SECONDS"] = str(config.key_refresh_seconds)
+    if config.payload_sample_rate > 0:
+        env["PAYLOAD_SAMPLE_RATE"] = f"{config.payload_sample_rate:g}"
     if config.metrics_sidecar:
         env["METRICS_PORT"] = str(metrics_sidecar.METRICS_PORT)  # on loopback: the sidecar's
     return env
@@ -333,6 +350,10 @@ def _check(config: StackConfig) -> None:
             "modelrun:githubRepositoryOwnerId",
             "modelrun:githubRepositoryOwnerId must be the owner's numeric id "
             f"(gh api users/OWNER --jq .id), got {config.github_owner_id!r}",
+        )
+    if config.payload_retention_days < 1:
+        raise ValueError(
+            f"modelrun:payloadRetentionDays must be at least 1, got {config.payload_retention_days}"
         )
     if config.invoker_access not in INVOKER_ACCESS:
         raise ConfigError(

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from function.core.drift import BASELINE_FILE, parse_baseline
+from function.core.baseline import BASELINE_FILE, parse_baseline
 from function.core.errors import IntegrityError
 from function.core.store import bucket_store, model_root
 from local import container, drift_traffic

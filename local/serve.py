@@ -65,7 +65,7 @@ def example_body(model_uri: str) -> str:
         metadata = ModelStore(model_uri).resolve()
     except ModelrunError:
         return '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'  # the service will say what is wrong
-    row = metadata.get("input_example") or dict.fromkeys(metadata["feature_names"], 0.0)
+    row = dict(metadata.input_example or dict.fromkeys(metadata.feature_names, 0.0))
     return json.dumps({"instances": [row]})
 
 

@@ -745,10 +745,10 @@ def test_rows_the_model_refuses_are_found_alone_and_the_rest_scored() -> None:
     from function.batch.rows import Rows, score
     from function.core.model import LoadedModel
     from function.core.schema import Schema
+    from tests.support.metadata import metadata_for
 
     names = ["a", "b"]
-    model = LoadedModel(Picky(), {"task": "classification", "feature_names": names}, 0.0,
-                        schema=Schema.of_numbers(names))  # fmt: skip
+    model = LoadedModel(Picky(), metadata_for(names), 0.0, schema=Schema.of_numbers(names))
     X = np.ones((1000, 2))
     X[[10, 500], 0] = -1.0  # refused by the model
     X[777, 1] = -1.0  # answered NaN

@@ -301,6 +301,12 @@ def test_the_model_card_shows_metrics_plots_digests_and_history(
     card = text(page, "card")
     for value in model["metrics"]["holdout"].values():
         assert f"{value:.4f}" in card
+    calibration = model["calibration"]  # a classifier's, measured at training
+    trusted = "trusted:" if calibration["trusted"] else "not trusted:"
+    assert (
+        f"expected calibration error {calibration['ece']:.4f} on the hold-out (15 bins); {trusted}"
+        in card
+    )
     for name, entry in model["files"].items():
         assert name in card and entry["sha256"] in card
     assert "previous version\nv1" in card

@@ -35,7 +35,7 @@ def test_every_verb_is_a_modelrun_command(tmp_path: Path) -> None:
     assert said.returncode == 0, said.stderr
     assert said.stdout.startswith("usage: modelrun ")
     for verb in ("train", "package", "publish", "promote", "rollback", "list", "rollout",
-                 "serve", "batch"):  # fmt: skip
+                 "evaluate", "serve", "batch"):  # fmt: skip
         assert f"    {verb} " in said.stdout, verb
 
 

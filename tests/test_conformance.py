@@ -259,15 +259,15 @@ def test_every_path_gives_the_pipelines_own_answer(
         # with no difference; as a 100 % canary it answers, exactly.
         store.publish(made.artifact, "v2")
         rollout.start(store, "v2", "shadow", 100)
-        wait_until(lambda: app.service.loader.candidate is not None, 10, "the shadow")
+        wait_until(lambda: app.service.loader.state.candidate is not None, 10, "the shadow")
         check_native(made, post(app, "/predict", {"instances": rows}))
         wait_until(lambda: shadow_rows(app) == len(rows), 10, "the shadow's rows")
         assert metric(app, "modelrun_shadow_agreed_total") == len(rows)
         assert metric(app, "modelrun_shadow_difference_total") == 0
         rollout.abort(store)
-        wait_until(lambda: app.service.loader.candidate is None, 10, "the shadow dropped")
+        wait_until(lambda: app.service.loader.state.candidate is None, 10, "the shadow dropped")
         rollout.start(store, "v2", "canary", 100)
-        wait_until(lambda: app.service.loader.candidate is not None, 10, "the canary")
+        wait_until(lambda: app.service.loader.state.candidate is not None, 10, "the canary")
         response = app.client.post("/predict", json={"instances": rows}, headers=AUTH)
         assert response.headers["X-Model-Version"] == "v2"
         check_native(made, response.get_json())

@@ -55,8 +55,8 @@ def scripts(document: dict[str, Any]) -> str:
     return "\n".join(step.get("run", "") for step in steps(document))
 
 
-def test_the_three_workflows_exist() -> None:
-    assert set(all_workflows()) == {"ci.yml", "deploy.yml", "train.yml"}
+def test_the_four_workflows_exist() -> None:
+    assert set(all_workflows()) == {"ci.yml", "deploy.yml", "train.yml", "evaluate.yml"}
 
 
 def test_make_targets_named_in_workflows_exist() -> None:

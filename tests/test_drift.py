@@ -28,6 +28,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from function.core.baseline import parse_baseline
 from function.core.drift import BASELINE_FILE, MAX_CATEGORIES, Watch, number_labels
 from function.core.schema import from_metadata
 from function.service.workers import merge
@@ -334,7 +335,6 @@ def test_drift_features_none_still_counts_the_predictions(artifact: Path, tmp_pa
 def test_a_malformed_baseline_is_refused_naming_what_is_wrong(
     iris_artifact: Path, change: Any, reason: str
 ) -> None:
-    from function.core.drift import parse_baseline
     from function.core.errors import IntegrityError
 
     baseline = json.loads((iris_artifact / BASELINE_FILE).read_bytes())
@@ -388,7 +388,8 @@ def test_rows_kept_across_requests_count_as_rows_counted_at_once(artifact: Path)
     schema = from_metadata(metadata, "test")
     frame = churn(300, seed=5).drop(columns=TARGET)
     labels = ["0", "1"] * 150
-    at_once, kept = Watch("v", baseline, schema), Watch("v", baseline, schema)
+    bins = parse_baseline(json.dumps(baseline).encode(), "test")
+    at_once, kept = Watch("v", bins, schema), Watch("v", bins, schema)
 
     at_once.count(frame, labels)
     for start in range(0, 300, 7):  # requests of up to 7 rows, flushed when read

@@ -1,4 +1,4 @@
-"""Why this answer: `POST /explain` (function/service/explain.py) against shap itself, in process.
+"""Why this answer: `POST /explain` (function/core/explain.py) against shap itself, in process.
 
 The service runs in process (tests/inprocess.py) on a folder store with real artifacts: the churn
 notebook pipeline (one-hot, imputer, HistGradientBoosting; packaged), and Iris trained as a
@@ -21,9 +21,7 @@ import numpy as np
 import pytest
 
 from function.core.errors import TooManyRequests
-from function.core.model import canonical_estimator
-from function.core.store import ModelStore
-from function.service.explain import (
+from function.core.explain import (
     BACKGROUND_FILE,
     EXPLAIN_COST,
     METHODS,
@@ -31,6 +29,8 @@ from function.service.explain import (
     Untraceable,
     column_sources,
 )
+from function.core.model import canonical_estimator
+from function.core.store import ModelStore
 from function.service.ratelimit import TokenBuckets
 from tests.artifacts import publish_object
 from tests.conftest import KEY
@@ -186,7 +186,7 @@ def test_a_linear_model_served_by_onnx_equals_shap_on_the_stored_background(
 ) -> None:
     import shap
 
-    from function.service.explain import parse_background
+    from function.core.explain import parse_background
 
     with serving(store, "iris", MODEL_VERSION="lr") as service:
         model = service.service.require_model()
@@ -313,14 +313,14 @@ def test_the_model_cards_global_importance_is_the_mean_absolute_attribution(
     frame, _ = churn_frame
     X = frame.drop(columns=TARGET).iloc[:ROWS]
     model = churn_service.service.require_model()
-    summary = attribution_importance(pipeline_of(churn_service), X, model.metadata, 0, None)
+    summary = attribution_importance(pipeline_of(churn_service), X, model.metadata.raw, 0, None)
     body = explain(churn_service, {"instances": rows_of(X)}).get_json()
     shown = [e["attributions"][0]["featureAttributions"] for e in body["explanations"]]
     assert summary["explained"] and summary["units"] == "margin" and summary["rows"] == ROWS
     for name, value in summary["mean_abs"].items():
         assert value == pytest.approx(np.mean([abs(row[name]) for row in shown]), abs=1e-9)
     knn = KNeighborsClassifier().fit(np.zeros((4, 6)), [0, 1, 0, 1])
-    refused = attribution_importance(knn, np.zeros((2, 6)), model.metadata, 0, None)
+    refused = attribution_importance(knn, np.zeros((2, 6)), model.metadata.raw, 0, None)
     assert refused == {"explained": False, "reason": refused["reason"]}
     assert "KNeighborsClassifier cannot be explained" in refused["reason"]
 
@@ -332,7 +332,7 @@ def test_trees_that_shap_reads_otherwise_than_scikit_learn_are_refused() -> None
     import shap
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from function.service.explain import TREES, Explainer, check_trees
+    from function.core.explain import TREES, Explainer, check_trees
 
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.integers(0, 6, 400), rng.normal(size=400)]).astype(float)

@@ -1,4 +1,4 @@
-"""modelrun's own TreeSHAP (function/service/treeshap.py) for HistGradientBoosting with native
+"""modelrun's own TreeSHAP (function/core/treeshap.py) for HistGradientBoosting with native
 categorical
 features, which shap reads as numeric thresholds.
 
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from function.core.explain import NotExplainable, build
 from function.core.predict import Instances
-from function.service.explain import NotExplainable, build
-from function.service.treeshap import Trees
+from function.core.treeshap import Trees
 from tests.conftest import KEY
 from tests.inprocess import in_process
 from tests.support.churn import TARGET, rows_of
@@ -239,10 +239,10 @@ def test_a_bare_estimator_on_text_categories_is_explained_from_its_dataframe() -
 def test_what_it_does_not_read_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    import function.service.treeshap
+    import function.core.treeshap
 
     model, X = hgb("binary", [1, 3])
-    monkeypatch.setattr(function.service.treeshap, "VERIFIED_SKLEARN", ("1.8",))
+    monkeypatch.setattr(function.core.treeshap, "VERIFIED_SKLEARN", ("1.8",))
     with pytest.raises(NotExplainable, match="reads scikit-learn 1.8's HistGradientBoosting"):
         build(model, 5, lambda: X[:10])
     monkeypatch.undo()

@@ -1,5 +1,5 @@
 """What `POST /explain` refuses and how it says so, and the class a request may name: the
-explainer built in process on real small estimators (function/service/explain.py), no service."""
+explainer built in process on real small estimators (function/core/explain.py), no service."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from function.core.errors import InvalidInput
+from function.core.explain import NotExplainable, build, parse_parameters
 from function.core.predict import Instances
-from function.service.explain import NotExplainable, build, parse_parameters
 
 
 def iris() -> tuple[np.ndarray, np.ndarray]:

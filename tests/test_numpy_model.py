@@ -119,7 +119,7 @@ def test_the_service_serves_it_with_numpy_and_answers_as_scikit_learn(store: Mod
 
 
 def test_a_pin_keeps_scikit_learn(store: ModelStore) -> None:
-    pinned = load_model(store, "current", store.resolve("current")["sha256"])
+    pinned = load_model(store, "current", store.resolve("current").sha256)
 
     assert pinned.runtime == "sklearn"
 

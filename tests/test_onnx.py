@@ -176,7 +176,7 @@ def test_a_tampered_onnx_file_is_refused(iris_artifact: Path, tmp_path: Path) ->
         store.promote("v1")
     store.backend.write(
         "current.json",
-        json.dumps({"version": "v1", "sha256": store.metadata("v1")["sha256"]}).encode(),
+        json.dumps({"version": "v1", "sha256": store.metadata("v1").sha256}).encode(),
         if_token=None,
     )
     with pytest.raises(IntegrityError, match="model.onnx: sha256"):

@@ -269,8 +269,8 @@ def test_a_redaction_naming_a_feature_the_model_has_not_refuses_the_model(iris_u
            "PAYLOAD_REDACT": "email:drop,sepal_length:drop"}  # fmt: skip
     with in_process(env, wait_ready=False) as app:
         app.service.start()
-        wait_until(lambda: "PAYLOAD_REDACT" in app.service.loader.reason, 30, "the refusal")
-        reason = app.service.loader.reason
+        wait_until(lambda: "PAYLOAD_REDACT" in app.service.loader.state.reason, 30, "the refusal")
+        reason = app.service.loader.state.reason
 
     assert "names email" in reason and "sepal_length, sepal_width" in reason
 

@@ -14,10 +14,12 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from function.core.errors import BadRequest, InvalidInput
+from function.core.metadata import metadata_of
 from function.core.model import LoadedModel
 from function.core.predict import Instances, answer, infer, parse_instances
 from function.core.schema import Schema
 from function.service.body import _parse_exactly, parse_json
+from tests.support.metadata import metadata_for
 
 NAMES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
 ROW = [5.1, 3.5, 1.4, 0.2]
@@ -221,7 +223,7 @@ def test_predictions_equal_the_estimators_own(iris_artifact: Path) -> None:
 
     estimator = joblib.load(iris_artifact / "model.joblib")
     metadata = json.loads((iris_artifact / "metadata.json").read_text())
-    model = LoadedModel(estimator, {**metadata, "version": "v1"}, 0.0)
+    model = LoadedModel(estimator, metadata_of({**metadata, "version": "v1"}, "iris"), 0.0)
     X = load_iris().data
 
     body = answer(model, infer(model, Instances(np.asarray(X, dtype=np.float64))))
@@ -255,8 +257,7 @@ def test_the_refused_row_is_found_by_halving_not_row_by_row(bad: list[int]) -> N
     in about log2(1000) calls (the refusal's search once took one call per row, 3.9 s)."""
     names = ["a", "b"]
     estimator = Refusing()
-    model = LoadedModel(estimator, {"task": "classification", "feature_names": names}, 0.0,
-                        schema=Schema.of_numbers(names))  # fmt: skip
+    model = LoadedModel(estimator, metadata_for(names), 0.0, schema=Schema.of_numbers(names))
     X = np.ones((1000, 2))
     X[bad, 0] = -1.0
 

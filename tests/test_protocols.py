@@ -235,9 +235,12 @@ def test_the_specialised_document_states_the_tensor_the_server_takes() -> None:
     from function.core.model import LoadedModel
     from function.core.schema import Schema
     from function.service.openapi import document
+    from tests.support.metadata import metadata_for
 
     names = ["a", "b", "c", "d"]
-    model = LoadedModel(None, {"feature_names": names}, 0.0, schema=Schema.of_numbers(names))
+    model = LoadedModel(
+        None, metadata_for(names, "regression"), 0.0, schema=Schema.of_numbers(names)
+    )
     schemas = document(model, max_instances=10)["components"]["schemas"]
     tensor = Draft202012Validator(schemas["V2InputTensor"])
     outputs = Draft202012Validator(schemas["V2InferRequest"]["properties"]["outputs"])

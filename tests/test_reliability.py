@@ -74,7 +74,7 @@ class DiskEmulator:
 def point_current_at(store: ModelStore, version: str, sha256: str) -> None:
     """Write current.json by hand (promote would refuse what these tests need to serve)."""
     pointer, token = store.current()
-    history = [pointer["version"], *pointer.get("history", [])] if pointer else []
+    history = [pointer.version, *pointer.history] if pointer else []
     document = {"version": version, "sha256": sha256, "previous": None, "history": history}
     store.backend.write("current.json", encode_metadata(document), if_token=token)
 
@@ -101,7 +101,7 @@ def bad_versions(
     store = gcs_store(gcs_emulator, "faults", monkeypatch)
     store.publish(iris_artifact, "v1")
     store.promote("v1")
-    good_sha = store.metadata("v1")["sha256"]
+    good_sha = store.metadata("v1").sha256
     store.backend.write("versions/half/model.joblib", b"partial upload", if_token=None)
     publish_object(store, "notamodel", NotAModel(), iris_artifact, tmp_path)
     publish_object(
@@ -111,7 +111,7 @@ def bad_versions(
     publish_object(
         store, "tampered", joblib.load(iris_artifact / "model.joblib"), iris_artifact, tmp_path
     )
-    tampered_sha = store.metadata("tampered")["sha256"]
+    tampered_sha = store.metadata("tampered").sha256
     from google.cloud import storage  # someone with bucket access replaces the model
 
     bucket, _, prefix = store.uri.removeprefix("gs://").partition("/")
@@ -120,8 +120,8 @@ def bad_versions(
     cases = {
         "missing": ("ghost", good_sha),
         "half-written": ("half", good_sha),
-        "not an estimator": ("notamodel", store.metadata("notamodel")["sha256"]),
-        "feature count": ("threefeatures", store.metadata("threefeatures")["sha256"]),
+        "not an estimator": ("notamodel", store.metadata("notamodel").sha256),
+        "feature count": ("threefeatures", store.metadata("threefeatures").sha256),
         "digest mismatch": ("tampered", tampered_sha),
     }
     yield store, cases
@@ -390,9 +390,9 @@ def test_a_version_naming_another_folder_is_never_served(
         v1 = store.metadata("v1")
         # Someone who can write the store: v1's files under v9, whose metadata says otherwise.
         store.backend.write("versions/v9/model.joblib", store.read_file("v1", "model.joblib"), None)
-        forged = {**v1, "version": "../../../elsewhere/v1\r\nX-Injected: 1"}
+        forged = {**v1.raw, "version": "../../../elsewhere/v1\r\nX-Injected: 1"}
         store.backend.write("versions/v9/metadata.json", encode_metadata(forged), None)
-        point_current_at(store, "v9", v1["sha256"])
+        point_current_at(store, "v9", v1.sha256)
         wait_until(lambda: errors_of(app, "model_refresh") > 0, 10, "the refresh to refuse v9")
         response = app.client.post("/predict", json={"features": ROW}, headers=AUTH)
 

@@ -5,6 +5,7 @@ gunicorn workers) against the GCS emulator where it does, with a real Prometheus
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import subprocess
@@ -109,9 +110,9 @@ def test_the_commands_answer_in_one_line_with_an_exit_code(
     code, said = run("promote")
     assert (code, said) == (0, "promoted v2: it is current (was v1) and the rollout ended")
     pointer, _ = store.current()
-    assert pointer is not None and pointer["version"] == "v2"
+    assert pointer is not None and pointer.version == "v2"
     state, _ = rollout.read_state(store)
-    assert [(h["version"], h["outcome"]) for h in state["history"]] == [
+    assert [(h.version, h.outcome) for h in state.history] == [
         ("v2", "promoted"),
         ("v2", "aborted"),
     ]
@@ -284,7 +285,7 @@ def rolling(
     store.publish(candidate, "v2")
     with serve(store) as app:
         rollout.start(store, "v2", mode, percent)
-        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+        wait_until(lambda: app.service.loader.state.candidate is not None, 10, "the candidate")
         yield app
 
 
@@ -318,7 +319,7 @@ def test_a_shadow_candidate_that_raises_or_hangs_changes_nothing_for_clients(
     with serve(folder_store) as app:
         before = answers(app)
         rollout.start(folder_store, "odd", "shadow")
-        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+        wait_until(lambda: app.service.loader.state.candidate is not None, 10, "the candidate")
         during = answers(app) + answers(app) + answers(app)
         assert during == before * 3  # the same answers, all from v1
 
@@ -357,7 +358,7 @@ def test_a_shadow_candidate_is_compared_row_by_row(
         shown = app.client.get("/model", headers=AUTH).get_json()["rollout"]
         assert (shown["version"], shown["mode"], shown["state"]) == ("v2", "shadow", "loaded")
         rollout.abort(folder_store)
-        wait_until(lambda: app.service.loader.candidate is None, 10, "the candidate dropped")
+        wait_until(lambda: app.service.loader.state.candidate is None, 10, "the candidate dropped")
         assert app.client.get("/model", headers=AUTH).get_json()["rollout"] is None
 
 
@@ -367,8 +368,8 @@ def test_an_instance_refuses_a_candidate_that_would_not_fit(
     folder_store.publish(forest_artifact, "v2")
     with serve(folder_store, MODEL_MEMORY_MB="0.02") as app:  # the forest alone is 0.03 MiB
         rollout.start(folder_store, "v2", "canary", 100)  # the command was given no limit
-        wait_until(lambda: app.service.loader.refused is not None, 10, "the refusal")
-        assert "MODEL_MEMORY_MB=0.02" in app.service.loader.refused[1]
+        wait_until(lambda: app.service.loader.state.refused is not None, 10, "the refusal")
+        assert "MODEL_MEMORY_MB=0.02" in app.service.loader.state.refused[1]
         assert {a["model"]["version"] for a in answers(app)} == {"v1"}
         assert metric(app, "modelrun_rollout_candidate", state="refused") == 1
         assert metric(app, "modelrun_errors_total", kind="rollout_refused") == 1  # not each poll
@@ -595,9 +596,9 @@ def test_auto_aborts_a_failing_candidate_and_promotes_a_good_one(
                 assert decided.returncode == 0, decided.stdout + decided.stderr
                 assert said.startswith("promoted v3 on metrics (traffic pass")
         pointer, _ = gcs_versions.current()
-        assert pointer is not None and pointer["version"] == "v3"
+        assert pointer is not None and pointer.version == "v3"
         state, _ = rollout.read_state(gcs_versions)
-        assert [h["outcome"] for h in state["history"]] == ["promoted", "aborted"]
+        assert [h.outcome for h in state.history] == ["promoted", "aborted"]
         assert query(mirror.prometheus, 'modelrun_model_calls_total{model_version="failing"}')
 
 
@@ -734,7 +735,7 @@ def test_a_verdict_acts_only_on_the_rollout_it_judged(
     with pytest.raises(Exception, match="changed since it was judged"):
         rollout.promote(store, judged=judged)
     pointer, _ = store.current()
-    assert pointer is not None and pointer["version"] == "v1"
+    assert pointer is not None and pointer.version == "v1"
     assert rollout.active(store) is not None
 
 
@@ -751,7 +752,7 @@ def test_a_candidate_with_other_features_is_checked_against_its_own_schema(
     publish_object(folder_store, "v2", three, iris_artifact, tmp_path, feature_names=names)
     with serve(folder_store) as app:
         rollout.start(folder_store, "v2", mode, 100)
-        wait_until(lambda: app.service.loader.candidate is not None, 10, "the candidate")
+        wait_until(lambda: app.service.loader.state.candidate is not None, 10, "the candidate")
         four = app.client.post("/predict", json={"features": ROWS[0].tolist()}, headers=AUTH)
         if mode == "canary":  # every client: the candidate's schema checks the request
             assert four.status_code == 422
@@ -777,7 +778,8 @@ def corrupt_rollout(store: ModelStore, percent: str) -> None:
     """rollout.json as someone who can write the store leaves it: a canary of v2 whose percentage
     is `percent` (raw JSON, since json.dumps would not write NaN from a string)."""
     state, token = rollout.read_state(store)
-    active = {**state["active"], "percent": "PERCENT"}
+    assert state.active is not None
+    active = {**dataclasses.asdict(state.active), "percent": "PERCENT"}
     text = json.dumps({"active": active, "history": []}).replace('"PERCENT"', percent)
     store.backend.write(rollout.ROLLOUT_FILE, text.encode(), if_token=token)
 
@@ -791,7 +793,7 @@ def test_a_corrupt_rollout_is_unreadable_and_fails_no_request(
             a["model"]["version"] for a in answers(app) + answers(app, {"X-API-Key": OTHER_KEY})
         }
         corrupt_rollout(folder_store, percent)
-        wait_until(lambda: app.service.loader.unreadable is not None, 10, "the corrupt read")
+        wait_until(lambda: app.service.loader.state.unreadable is not None, 10, "the corrupt read")
         time.sleep(0.3)  # a few more polls: counted once, not at each
         during = answers(app) + answers(app, {"X-API-Key": OTHER_KEY})
         shown = app.client.get("/model", headers=AUTH).get_json()["rollout"]

@@ -87,7 +87,7 @@ def test_a_signed_version_loads_and_its_signature_covers_every_file(published: P
     model = load(published, "current", trust(MODEL_PUBLIC_KEY=OUR_KEY))
 
     assert model.version == "v-ours"
-    listed = {*model.metadata["files"], METADATA_FILE, SIGNATURE_FILE}
+    listed = {*model.metadata.files, METADATA_FILE, SIGNATURE_FILE}
     assert {p.name for p in (published / "versions" / "v-ours").iterdir()} == listed
     signature = json.loads((published / "versions" / "v-ours" / SIGNATURE_FILE).read_text())
     assert signature["algorithm"] == "EC_SIGN_P256_SHA256"
@@ -153,28 +153,28 @@ def test_the_service_never_gets_ready_on_an_unsigned_version_and_keeps_serving_a
     store = ModelStore(root.as_uri(), trust=trust(**env))
     loader, thread, _ = loader_for(store, **env)
     try:
-        wait_until(lambda: loader.model is not None, 10, "the cold start")
+        wait_until(lambda: loader.state.model is not None, 10, "the cold start")
         tamper(root, "v-theirs", tmp_path / "payload-ran")
         pointer, token = store.current()
         assert pointer is not None
         # Pointed at as a bucket writer could (current.json is not signed: see the README).
         store._point("v-theirs", json.loads(
             (root / "versions" / "v-theirs" / METADATA_FILE).read_text())["sha256"],
-            [pointer["version"]], token)  # fmt: skip
+            [pointer.version], token)  # fmt: skip
         wait_until(lambda: errors_counted(loader, "model_refresh") == 1, 10, "the refusal")
     finally:
         loader.stop()
         thread.join(5)
-    assert loader.model is not None and loader.model.version == "v-ours"
+    assert loader.state.model is not None and loader.state.model.version == "v-ours"
     assert not (tmp_path / "payload-ran").exists()
 
     cold, thread, first_loads = loader_for(store, **env)  # current.json names v-theirs now
     try:
-        wait_until(lambda: "does not verify" in cold.reason, 10, "the refusal at cold start")
+        wait_until(lambda: "does not verify" in cold.state.reason, 10, "the refusal at cold start")
     finally:
         cold.stop()
         thread.join(5)
-    assert cold.model is None and first_loads == []
+    assert cold.state.model is None and first_loads == []
 
 
 def test_a_batch_task_verifies_as_the_service_does(published: Path, tmp_path: Path) -> None:

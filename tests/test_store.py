@@ -26,12 +26,12 @@ def test_publish_then_promote_makes_it_current(store: ModelStore, iris_artifact:
     version = store.publish(iris_artifact, "v1")
     pointer = store.promote(version)
 
-    assert pointer["version"] == "v1"
-    assert pointer["previous"] is None
-    assert store.resolve()["version"] == "v1"
+    assert pointer.version == "v1"
+    assert pointer.previous is None
+    assert store.resolve().version == "v1"
     published = json.loads((iris_artifact / METADATA_FILE).read_text())
     assert store.read_file("v1", MODEL_FILE) == (iris_artifact / MODEL_FILE).read_bytes()
-    assert store.metadata("v1")["sha256"] == published["sha256"]
+    assert store.metadata("v1").sha256 == published["sha256"]
 
 
 def test_published_metadata_records_version_and_time(
@@ -41,8 +41,8 @@ def test_published_metadata_records_version_and_time(
 
     metadata = store.metadata("v1")
 
-    assert metadata["version"] == "v1"
-    assert metadata["published_at"].endswith("Z")
+    assert metadata.version == "v1"
+    assert metadata.published_at is not None and metadata.published_at.endswith("Z")
 
 
 def test_default_version_id_is_time_and_digest(store: ModelStore, iris_artifact: Path) -> None:
@@ -60,7 +60,7 @@ def test_a_version_is_never_overwritten(
 
     with pytest.raises(Conflict, match="v1 already exists"):
         store.publish(forest_artifact, "v1")
-    assert store.metadata("v1")["estimator"] == "LogisticRegression"
+    assert store.metadata("v1").estimator == "LogisticRegression"
 
 
 def test_rollback_walks_back_through_history(
@@ -74,11 +74,11 @@ def test_rollback_walks_back_through_history(
         store.publish(artifact, version)
         store.promote(version)
 
-    assert store.rollback()["version"] == "v2"
-    assert store.rollback()["version"] == "v1"
+    assert store.rollback().version == "v2"
+    assert store.rollback().version == "v1"
     with pytest.raises(NotFound, match="no earlier version"):
         store.rollback()
-    assert store.resolve()["version"] == "v1"
+    assert store.resolve().version == "v1"
 
 
 def test_promoting_the_current_version_changes_nothing(
@@ -92,7 +92,7 @@ def test_promoting_the_current_version_changes_nothing(
     again = store.promote("v2")
 
     assert again == before  # not written again: same promoted_at, same history
-    assert store.rollback()["version"] == "v1"  # a real change, not v2 again
+    assert store.rollback().version == "v1"  # a real change, not v2 again
     with pytest.raises(NotFound, match="no earlier version"):
         store.rollback()
 
@@ -105,7 +105,7 @@ def test_rollback_skips_history_entries_equal_to_the_current_version(
     store.promote("v1")
     pointer, token = store.current()
     assert pointer is not None
-    store._point("v1", pointer["sha256"], ["v1", "v1"], token)
+    store._point("v1", pointer.sha256, ["v1", "v1"], token)
 
     with pytest.raises(NotFound, match="no earlier version"):
         store.rollback()
@@ -148,7 +148,7 @@ def test_interrupted_publish_leaves_current_untouched(
         store.publish(forest_artifact, "v2")
     store.backend.write = real_write  # type: ignore[method-assign]
 
-    assert store.resolve()["version"] == "v1"
+    assert store.resolve().version == "v1"
     assert {v.version: v.complete for v in store.versions()} == {"v1": True, "v2": False}
     with pytest.raises(Conflict, match="v2 already exists"):
         store.publish(forest_artifact, "v2")
@@ -159,7 +159,7 @@ def test_promote_refuses_a_model_that_does_not_match_its_digest(
 ) -> None:
     store.publish(iris_artifact, "v1")
     # A version written by hand (or tampered with) whose model is not the one its metadata names.
-    metadata = {**store.metadata("v1"), "version": "v9"}
+    metadata = {**store.metadata("v1").raw, "version": "v9"}
     store.backend.write("versions/v9/model.joblib", b"evil", if_token=None)
     store.backend.write("versions/v9/metadata.json", json.dumps(metadata).encode(), if_token=None)
 
@@ -280,7 +280,7 @@ def test_a_version_whose_metadata_names_another_never_loads(
 ) -> None:
     store.publish(iris_artifact, "v1")
     # Written by whoever can write the store: the files of v1, a metadata naming another version.
-    metadata = {**store.metadata("v1"), "version": named}
+    metadata = {**store.metadata("v1").raw, "version": named}
     store.backend.write("versions/v9/model.joblib", store.read_file("v1", MODEL_FILE), None)
     store.backend.write("versions/v9/metadata.json", json.dumps(metadata).encode(), None)
 

@@ -85,8 +85,8 @@ def test_of_two_concurrent_promotions_exactly_one_wins(
     winner = one_wins(promote, ["v2", "v3"])
     pointer, _ = setup.current()
     assert pointer is not None
-    assert pointer["version"] == winner
-    assert pointer["history"] == ["v1"]
+    assert pointer.version == winner
+    assert pointer.history == ("v1",)
 
 
 def test_many_concurrent_promotions_lose_no_successful_one(
@@ -112,7 +112,7 @@ def test_many_concurrent_promotions_lose_no_successful_one(
 
     pointer, _ = setup.current()
     assert pointer is not None
-    chain = [pointer["version"], *pointer["history"]]
+    chain = [pointer.version, *pointer.history]
     # Every promotion that reported success is in the chain: none was silently overwritten.
     assert sorted(chain) == sorted(won)
 
@@ -171,11 +171,9 @@ def test_a_promote_and_an_abort_at_once_end_the_rollout_one_way(
     assert outcomes.count("conflict") == 1
     won = next(o for o in outcomes if o != "conflict")
     state, _ = rollout.read_state(setup)
-    assert state["active"] is None
-    assert [h["outcome"] for h in state["history"]] == [
-        {"promote": "promoted", "abort": "aborted"}[won]
-    ]
+    assert state.active is None
+    assert [h.outcome for h in state.history] == [{"promote": "promoted", "abort": "aborted"}[won]]
     pointer, _ = setup.current()
     assert pointer is not None
     # What the store says happened did happen: promoted means current, aborted means not.
-    assert pointer["version"] == ("v2" if won == "promote" else "v1")
+    assert pointer.version == ("v2" if won == "promote" else "v1")

@@ -178,22 +178,32 @@ def test_every_declared_series_is_on_the_page_under_its_prometheus_name(iris_art
     """metrics.py is the one place: each series it declares reaches /metrics, named as declared,
     of its kind, with its help text; and nothing but the process collector's is undeclared."""
     import json
+    from types import SimpleNamespace
 
     import numpy as np
 
-    from function.core.drift import BASELINE_FILE, Drift, parse_baseline
+    from function.core.baseline import parse_baseline
+    from function.core.drift import BASELINE_FILE, Drift
+    from function.core.metadata import metadata_of
     from function.core.model import LoadedModel
-    from function.core.schema import from_metadata
     from function.service import metrics
 
-    metadata = json.loads((iris_artifact / "metadata.json").read_text())
+    document = json.loads((iris_artifact / "metadata.json").read_text())
+    metadata = metadata_of({**document, "version": "v1"}, "iris")
     baseline = parse_baseline((iris_artifact / BASELINE_FILE).read_bytes(), "iris")
-    schema = from_metadata(metadata, "iris")
-    model = LoadedModel(None, {**metadata, "version": "v1"}, 0.0, schema=schema, baseline=baseline)
+    model = LoadedModel(None, metadata, 0.0, schema=metadata.schema, baseline=baseline)
     drift = Drift(None)
+    # What the confidence series read of a served classifier (LoadedModel's fields).
+    calibrated = {"metrics": {"holdout": {"accuracy": 0.9}}, "calibration": {"ece": 0.01}}
+    served = SimpleNamespace(
+        has_probabilities=True, version="v1", metadata=SimpleNamespace(raw=calibrated)
+    )
     identity = {"model.name": "iris", "model.version": "v1"}
     telemetry, page = prometheus_telemetry(
-        lambda: (identity, True), drift, candidate_state=lambda: {"model.version": "v2"}
+        lambda: (identity, True),
+        drift,
+        candidate_state=lambda: {"model.version": "v2"},
+        models=lambda: [served],
     )
     for series in metrics.SERIES:
         if series.kind == "counter" and not series.counted:
@@ -201,6 +211,7 @@ def test_every_declared_series_is_on_the_page_under_its_prometheus_name(iris_art
         elif series.kind == "histogram" and not series.counted:
             telemetry.record(series, 0.5)
     telemetry.scored("v1", "answer", 0.001, ok=True)
+    telemetry.confident("v1", "answer", np.array([[0.9, 0.1]]))
     drift.observe(model, np.array([[5.1, 3.5, 1.4, 0.2]]), ["setosa"])
 
     families = page_families(page())

@@ -185,7 +185,9 @@ def test_a_published_version_takes_the_tagged_id_and_model_shows_the_run(
 
     assert done.returncode == 0, done.stderr
     assert f"versions/{tracked['version']} (MLflow run {tracked['run_id']})" in done.stdout
-    assert ModelStore(f"{store.as_uri()}/iris").metadata(tracked["version"])["mlflow"] == tracked
+    assert (
+        ModelStore(f"{store.as_uri()}/iris").metadata(tracked["version"]).raw["mlflow"] == tracked
+    )
     assert shown_card["version"] == tracked["version"]
     assert shown_card["mlflow"]["run_id"] == tracked["run_id"]
     # Published again (forced), the copy needs an id of its own: publish says the tag is elsewhere.

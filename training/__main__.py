@@ -23,6 +23,7 @@ from function.core.storage import STORE, FileLocation, parse_uri
 from function.core.store import ModelStore, check_version_id, model_root, store_models
 from function.core.threads import limit_native_threads
 from training.errors import (
+    EXIT_GATE,
     EXIT_INTERRUPTED,
     EXIT_PIPE_CLOSED,
     EXIT_ROLLOUT_ABORTED,
@@ -199,18 +200,16 @@ def _publish(args: argparse.Namespace) -> None:
     from function.core.store import read_artifact_dir
 
     metadata, _ = read_artifact_dir(Path(args.dir))
-    store = _store(args, metadata["name"], verified=True)
+    store = _store(args, metadata.name, verified=True)
     same = [
-        v.version
-        for v in store.versions()
-        if (v.metadata or {}).get("sha256") == metadata["sha256"]
+        v.version for v in store.versions() if v.metadata and v.metadata.sha256 == metadata.sha256
     ]
     if same and not args.force:
         raise TrainingError(
-            f"this model (sha256 {metadata['sha256'][:12]}…) is already published in {store.uri} "
+            f"this model (sha256 {metadata.sha256[:12]}…) is already published in {store.uri} "
             f"as version {same[-1]}; promote that one, or pass --force to publish it again"
         )
-    tracked = metadata.get("mlflow") or {}
+    tracked = metadata.raw.get("mlflow") or {}
     # A tracked artifact's run is tagged with the version id chosen when it was trained: that is
     # its id here, unless --version names another or a forced copy needs a new one.
     planned = None if same else tracked.get("version")
@@ -236,12 +235,12 @@ def _promote(args: argparse.Namespace) -> None:
     if pointer == before:
         print(f"{args.version} is already current: nothing changed")
         return
-    print(f"promoted {pointer['version']} (previous: {pointer['previous']})")
+    print(f"promoted {pointer.version} (previous: {pointer.previous})")
 
 
 def _rollback(args: argparse.Namespace) -> None:
     pointer = _store(args, args.name, verified=True).rollback()
-    print(f"rolled back: {pointer['version']} is current again")
+    print(f"rolled back: {pointer.version} is current again")
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -257,7 +256,7 @@ def _list(args: argparse.Namespace) -> None:
         there = f"models there: {', '.join(models)}" if models else "the store holds no model"
         raise TrainingError(f"no versions of {args.name!r} in {args.store} ({there})")
     pointer, _ = store.current()
-    current = pointer["version"] if pointer else None
+    current = pointer.version if pointer else None
     active = rollout.active(store)
     candidate = {active.version: active.describe()} if active else {}
     if args.json:
@@ -270,7 +269,7 @@ def _list(args: argparse.Namespace) -> None:
                         "rollout": candidate.get(v.version),
                         "complete": v.complete,
                         "refused": v.refused,
-                        "metadata": v.metadata,
+                        "metadata": v.metadata and v.metadata.to_json(),
                     }
                     for v in versions
                 ],
@@ -286,10 +285,10 @@ def _list(args: argparse.Namespace) -> None:
         if v.metadata is None:
             print(f"{mark} {v.version}  INCOMPLETE (interrupted publish; never promotable)")
             continue
-        holdout = v.metadata["metrics"]["holdout"]
+        holdout = v.metadata.raw["metrics"]["holdout"]
         scores = "  ".join(f"{k}={val:.4f}" for k, val in holdout.items())
         rolling = f"  (candidate: {candidate[v.version]})" if v.version in candidate else ""
-        print(f"{mark} {v.version}  {v.metadata['estimator']:<28} {scores}{rolling}")
+        print(f"{mark} {v.version}  {v.metadata.estimator:<28} {scores}{rolling}")
 
 
 def _list_models(args: argparse.Namespace) -> None:
@@ -304,7 +303,7 @@ def _list_models(args: argparse.Namespace) -> None:
         models.append(
             {
                 "name": name,
-                "current": pointer["version"] if pointer else None,
+                "current": pointer.version if pointer else None,
                 "versions": len(store.versions()),
             }
         )
@@ -357,14 +356,12 @@ def _rollout_status(args: argparse.Namespace) -> int:
 
     store = _store(args, args.name)
     state, _ = rollout.read_state(store)
-    active = rollout.active_in(state)
+    active = state.active
     if active is None:
         ended = ""
-        if state["history"]:
-            last = state["history"][0]
-            ended = (
-                f" (the last, of {last['version']}, was {last['outcome']} at {last['ended_at']})"
-            )
+        if state.history:
+            last = state.history[0]
+            ended = f" (the last, of {last.version}, was {last.outcome} at {last.ended_at})"
         print(f"no rollout in progress in {store.uri}{ended}")
         return 0
     current = _compared_with(store, active)
@@ -391,7 +388,7 @@ def _compared_with(store: ModelStore, active: Any) -> str:
     """The version a candidate is compared with: the current one now (the one current when the
     rollout started, if nothing is)."""
     pointer, _ = store.current()
-    return str(pointer["version"]) if pointer else str(active.current)
+    return pointer.version if pointer else str(active.current)
 
 
 def _judge(args: argparse.Namespace, active: Any, current: str) -> tuple[Any, list[dict[str, Any]]]:
@@ -429,6 +426,11 @@ def _promote_on_metrics(args: argparse.Namespace, store: ModelStore) -> int:
 
     if not args.prometheus:
         raise TrainingError("--auto decides on metrics: give --prometheus URL (or PROMETHEUS_URL)")
+    if args.require_live_quality and not (args.records or args.bigquery):
+        raise TrainingError(
+            "--require-live-quality reads the candidate's labelled answers: give --records "
+            "file:///DIR or --bigquery PROJECT.DATASET"
+        )
     args.show = False  # one line: the decision and its reasons
     deadline = time.monotonic() + args.wait
     while True:
@@ -436,6 +438,8 @@ def _promote_on_metrics(args: argparse.Namespace, store: ModelStore) -> int:
         if active is None:
             raise TrainingError(f"no rollout is in progress in {store.uri}")
         verdict, _ = _judge(args, active, _compared_with(store, active))
+        if args.require_live_quality:
+            verdict = _with_live_quality(args, store, active.version, verdict)
         reasons = "; ".join(f"{c.name} {c.state}: {c.detail}" for c in verdict.checks)
         if verdict.decision == "promote":
             rollout.promote(store, judged=active)
@@ -452,11 +456,97 @@ def _promote_on_metrics(args: argparse.Namespace, store: ModelStore) -> int:
         time.sleep(args.every)
 
 
+def _with_live_quality(
+    args: argparse.Namespace, store: ModelStore, version: str, verdict: Any
+) -> Any:
+    """The verdict with one more check: the candidate's live quality (evaluate's, over its
+    answers or its shadow's) meets its gates. Too few labels yet is a wait, never a promotion."""
+    from training import verdict as judging
+
+    found, _ = _live_quality(args, store.name, version)
+    judged = [q for q in found if q.judged]
+    if any(q.failed for q in judged):
+        failed = "; ".join(f"{q.role} below {', '.join(q.failed)}" for q in judged if q.failed)
+        check = judging.Check("live", "fail", f"{version}'s labelled answers: {failed}")
+    elif judged:
+        shown = "; ".join(
+            f"{q.role} {q.labelled} labels, "
+            + ", ".join(f"{m}={v:.4f}" for m, v in (q.metrics or {}).items())
+            for q in judged
+        )
+        check = judging.Check("live", "pass", shown)
+    else:
+        labelled = max((q.labelled for q in found), default=0)
+        check = judging.Check(
+            "live", "wait", f"{labelled} labelled rows of {version}, fewer than {args.min_labels}"
+        )
+    return judging.Verdict([*verdict.checks, check])
+
+
 def _rollout_abort(args: argparse.Namespace) -> None:
     from function.core import rollout
 
     ended = rollout.abort(_store(args, args.name))
     print(f"aborted the rollout of {ended.version}: {ended.current} stays current")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Join each version's answers with the labels given later; report its metrics beside its
+    hold-out figures; exit EXIT_GATE when one is below its gates."""
+    found, source = _live_quality(args, args.name, args.version)
+    since = _since(args).isoformat().replace("+00:00", "Z")
+    if args.json:
+        print(json.dumps({"model": args.name, "since": since, "source": source,
+                          "versions": [q.as_json() for q in found]}, indent=2))  # fmt: skip
+    else:
+        print(f"live quality of {args.name} since {since} ({source})")
+        if not found:
+            print("no answers recorded in that window")
+        from training.live import table
+
+        for line in table(found, args.min_labels):
+            print(line)
+    return EXIT_GATE if any(q.failed for q in found) else 0
+
+
+def _live_quality(
+    args: argparse.Namespace, name: str, version: str | None
+) -> tuple[list[Any], str]:
+    """Each version's (or one version's) live quality from --records or --bigquery, and a line
+    naming where the records came from."""
+    from training import live_query
+    from training.live import measure
+    from training.train import parse_gate
+
+    since = _since(args)
+    if args.records:
+        local = live_query.read_folder(args.records)
+        joined = live_query.query_local(local.records, name, since)
+        source = (f"{len(local.records)} records in {local.files} files under {args.records}, "
+                  f"{local.bad_lines} bad lines skipped")  # fmt: skip
+    else:
+        joined = live_query.query_bigquery(args.bigquery, name, since)
+        source = f"BigQuery {args.bigquery}.{live_query.SINK_TABLE}"
+    if version is not None:
+        joined = [j for j in joined if j.version == version]
+    store = _store(args, name)
+    gates = [parse_gate(g) for g in args.gate]
+    return measure(joined, store.metadata, gates, args.min_labels), source
+
+
+def _since(args: argparse.Namespace) -> Any:
+    """The window's start: --since (a date or an ISO time, UTC unless it says), else --days ago."""
+    from datetime import UTC, datetime, timedelta
+
+    if args.since:
+        try:
+            start = datetime.fromisoformat(args.since)
+        except ValueError:
+            raise TrainingError(
+                f"--since {args.since!r} is not a date or time (2026-12-01, 2026-12-01T08:00Z)"
+            ) from None
+        return start if start.tzinfo else start.replace(tzinfo=UTC)
+    return datetime.now(UTC) - timedelta(days=args.days)
 
 
 def _store(args: argparse.Namespace, name: str, verified: bool = False) -> ModelStore:
@@ -706,6 +796,30 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--max-latency-ratio", type=float, default=1.25)
         p.add_argument("--min-agreement", type=float, default=0.95)
 
+    def live_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+        source = p.add_mutually_exclusive_group(required=required)
+        source.add_argument(
+            "--records",
+            metavar="file:///DIR",
+            help="the payload records kept offline (the service's PAYLOAD_DIR): its *.jsonl files",
+        )
+        source.add_argument(
+            "--bigquery",
+            metavar="PROJECT.DATASET",
+            help="the dataset the stack's log sink writes (stack output payloadDataset)",
+        )
+        window = p.add_mutually_exclusive_group()
+        window.add_argument("--since", help="from this date or time (UTC unless it says)")
+        window.add_argument("--days", type=float, default=7.0, help="the last N days (default 7)")
+        p.add_argument(
+            "--min-labels",
+            type=int,
+            default=30,
+            help="judge a version only on at least this many labelled rows (default 30)",
+        )
+        p.add_argument("--gate", action="append", default=[], metavar="METRIC>=VALUE",
+                       help="a gate besides the version's own (repeat)")  # fmt: skip
+
     status = actions.add_parser("status", help="the rollout, and its comparison from Prometheus")
     store_args(status)
     metric_args(status)
@@ -724,12 +838,30 @@ def _parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=0.0, help="with --auto: keep asking this many seconds"
     )
     finish.add_argument("--every", type=float, default=15.0, help="with --wait: seconds between")
+    finish.add_argument(
+        "--require-live-quality",
+        action="store_true",
+        help="with --auto: also require the candidate's live quality (as `evaluate` measures it "
+        "from --records or --bigquery) to meet its gates; too few labels yet: no promotion",
+    )
+    live_args(finish, required=False)
     signing_key_arg(finish)
     finish.set_defaults(run=_rollout_promote)
 
     abort = actions.add_parser("abort", help="drop the candidate; end the rollout")
     store_args(abort)
     abort.set_defaults(run=_rollout_abort)
+
+    evaluate = verbs.add_parser(
+        "evaluate",
+        help="live quality: answers joined with the labels sent to /feedback, measured as at "
+        "training, beside the hold-out figures; exits 3 below the model's gates",
+    )
+    store_args(evaluate)
+    live_args(evaluate)
+    evaluate.add_argument("--version", help="only this version (default: every one answering)")
+    evaluate.add_argument("--json", action="store_true", help="machine-readable output")
+    evaluate.set_defaults(run=_evaluate)
 
     # Listed for --help; _run hands them their arguments before this parser sees them.
     verbs.add_parser("serve", help="serve a model on this machine, as `make serve` (MODEL, "

@@ -171,7 +171,8 @@ def build_package(
         "git_commit": git_commit(),
     }
     apply_gates(gates, metadata)
-    return estimator, metadata, extra_files(estimator, metadata, X, X, truth, 0, report, onnx)
+    extra, records = extra_files(estimator, metadata, X, X, truth, 0, report, onnx)
+    return estimator, {**metadata, **records}, extra  # built once, from the parts
 
 
 def _task(estimator: Any) -> str:

@@ -171,8 +171,8 @@ def attribution_importance(
     """Each feature's mean |attribution| over (a sample of) these rows, each row's predicted
     class explained as POST /explain explains it, in its units; or why the model has none. A
     report never fails training for it: any failure is recorded as the reason."""
+    from function.core.explain import NotExplainable, build, final_estimator
     from function.core.predict import Instances
-    from function.service.explain import NotExplainable, build, final_estimator
 
     names = metadata["feature_names"]
     rows = len(X)

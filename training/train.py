@@ -28,15 +28,16 @@ from function.core.artifact import (
     sha256_hex,
 )
 from function.core.drift import BASELINE_FILE, build_baseline
-from function.core.predict import rows_to_input
-from function.core.schema import from_metadata
-from function.core.store import utc_now
-from function.service.explain import (
+from function.core.explain import (
     BACKGROUND_FILE,
     BACKGROUND_ROWS,
     background_file,
     parse_background,
 )
+from function.core.metadata import SCHEMA_VERSION as METADATA_SCHEMA
+from function.core.predict import rows_to_input
+from function.core.schema import from_metadata
+from function.core.store import utc_now
 from training.data import Dataset
 from training.errors import GateFailed, TrainingError
 from training.estimators import REGRESSORS, build_pipeline, spec
@@ -171,7 +172,7 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
         }
         for m, (_, sign) in scorers.items()
     }
-    metadata = {
+    described = {
         "name": options.name,
         "version": None,
         "created_at": utc_now(),
@@ -182,6 +183,7 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
         "params": jsonable(params),
         **describe_inputs(pipeline, train_frame, task),
         "metrics": {"holdout": holdout, "cv": cv_metrics},
+        **_calibration(task, pipeline, X_test, y_test),
         "dataset": {
             "source": data.source,
             "target": data.target,
@@ -195,11 +197,21 @@ def train(data: Dataset, options: Options) -> tuple[Any, dict[str, Any], dict[st
         "versions": library_versions(),
         "git_commit": git_commit(),
     }
-    apply_gates(options.gates, metadata)
-    extra = extra_files(
-        pipeline, metadata, X_train, X_test, y_test, options.seed, options.report, options.onnx
+    apply_gates(options.gates, described)
+    extra, records = extra_files(
+        pipeline, described, X_train, X_test, y_test, options.seed, options.report, options.onnx
     )
-    return pipeline, metadata, extra
+    # Built once, from the parts: what was trained, and what each extra file records of itself.
+    return pipeline, {**described, **records}, extra
+
+
+def _calibration(task: str, pipeline: Any, X_test: Any, y_test: Any) -> dict[str, Any]:
+    """The "calibration" field: a classifier's ECE on the hold-out (none for a regressor, or a
+    classifier without probabilities)."""
+    from training.calibration import calibration
+
+    found = calibration(pipeline, X_test, y_test) if task == "classification" else None
+    return {"calibration": found} if found is not None else {}
 
 
 def describe_inputs(pipeline: Any, frame: Any, task: str) -> dict[str, Any]:
@@ -241,14 +253,16 @@ def extra_files(
     seed: int,
     report: bool,
     onnx: bool,
-) -> dict[str, bytes]:
+) -> tuple[dict[str, bytes], dict[str, Any]]:
     """The artifact's files besides the model: the drift baseline and the explanations'
     background sample of the rows fitted on, then each asked for: the training report on the
-    evaluation rows, and the verified ONNX export. Their records go into metadata ("baseline",
-    "background", "report", "onnx")."""
+    evaluation rows, and the verified ONNX export. Return them, and their records for the
+    metadata ("baseline", "background", "report", "onnx", "numpy"); `metadata` is not changed."""
+    extra: dict[str, bytes] = {}
+    records: dict[str, Any] = {}
     with step("drift baseline: the training rows' bins"):
-        extra: dict[str, bytes] = {BASELINE_FILE: _baseline(pipeline, metadata, X_fit, X_eval)}
-    extra[BACKGROUND_FILE] = _background(metadata, X_fit, seed)
+        extra[BASELINE_FILE], records["baseline"] = _baseline(pipeline, metadata, X_fit, X_eval)
+    extra[BACKGROUND_FILE], records["background"] = _background(metadata, X_fit, seed)
     if report:
         from training.report import build_report
 
@@ -256,28 +270,32 @@ def extra_files(
             rows = parse_background(extra[BACKGROUND_FILE], "the background")
             return rows_to_input(rows, "background[{}]", from_metadata(metadata, "the model"))
 
-        files, metadata["report"] = build_report(
+        files, records["report"] = build_report(
             pipeline, X_eval, y_eval, metadata, seed, background
         )
         extra.update(files)
     if onnx:
         nullable = [j for j, f in enumerate(metadata["features"]) if f["nullable"]]
         with step("ONNX: export, then verification against scikit-learn"):
-            exported, metadata["onnx"] = _export_onnx(
+            exported, records["onnx"] = _export_onnx(
                 pipeline, X_fit, X_eval, seed, metadata["task"], nullable
             )
         if exported is not None:
             extra[ONNX_FILE] = exported
         with step("numpy: compile, then verification against scikit-learn"):
-            compiled, metadata["numpy"] = _compile_numpy(pipeline, X_fit, X_eval, metadata, seed)
+            compiled, records["numpy"] = _compile_numpy(
+                pipeline, X_fit, X_eval, metadata, records["onnx"], seed
+            )
         if compiled is not None:
             extra[NUMPY_FILE] = compiled
-    return extra
+    return extra, records
 
 
-def _baseline(pipeline: Any, metadata: dict[str, Any], X_fit: Any, X_eval: Any) -> bytes:
+def _baseline(
+    pipeline: Any, metadata: dict[str, Any], X_fit: Any, X_eval: Any
+) -> tuple[bytes, dict[str, Any]]:
     """The drift baseline (function/core/drift.py) of the rows fitted on and of the predictions on
-    the evaluation rows; its summary goes into metadata ("baseline")."""
+    the evaluation rows, and its summary for the metadata ("baseline")."""
     import pandas as pd
 
     schema = from_metadata(metadata, "the trained model")
@@ -286,31 +304,30 @@ def _baseline(pipeline: Any, metadata: dict[str, Any], X_fit: Any, X_eval: Any) 
         baseline = build_baseline(frame, schema, pipeline.predict(X_eval), metadata["class_names"])
     except ValueError as e:
         raise TrainingError(f"cannot record the drift baseline: {e}") from e
-    metadata["baseline"] = {
+    record = {
         "file": BASELINE_FILE,
-        "bins": baseline["bins"],
-        "rows": baseline["rows"],
-        "prediction_rows": baseline["prediction_rows"],
+        "bins": baseline.bins,
+        "rows": baseline.rows,
+        "prediction_rows": baseline.prediction_rows,
     }
-    return json.dumps(baseline, separators=(",", ":")).encode()
+    return json.dumps(baseline.to_json(), separators=(",", ":")).encode(), record
 
 
-def _background(metadata: dict[str, Any], X_fit: Any, seed: int) -> bytes:
-    """The explanations' background (function/service/explain.py): a seeded sample of the rows
-    fitted on;
-    its summary goes into metadata ("background")."""
+def _background(metadata: dict[str, Any], X_fit: Any, seed: int) -> tuple[bytes, dict[str, Any]]:
+    """The explanations' background (function/core/explain.py): a seeded sample of the rows
+    fitted on, and its summary for the metadata ("background")."""
     import pandas as pd
 
     schema = from_metadata(metadata, "the trained model")
     frame = X_fit if hasattr(X_fit, "columns") else pd.DataFrame(X_fit, columns=schema.names)
     data = background_file(frame[schema.names], seed)
-    metadata["background"] = {
+    record = {
         "file": BACKGROUND_FILE,
         "rows": min(len(frame), BACKGROUND_ROWS),
         "drawn_from": len(frame),
         "seed": seed,
     }
-    return data
+    return data, record
 
 
 def _export_onnx(
@@ -336,11 +353,16 @@ def _export_onnx(
 
 
 def _compile_numpy(
-    pipeline: Any, X_fit: Any, X_eval: Any, metadata: dict[str, Any], seed: int
+    pipeline: Any,
+    X_fit: Any,
+    X_eval: Any,
+    metadata: dict[str, Any],
+    onnx: dict[str, Any],
+    seed: int,
 ) -> tuple[bytes | None, dict[str, Any]]:
     """The verified numpy compilation (function/core/numpy_model.py), skipped where the ONNX export
-    serves the model already."""
-    if metadata["onnx"]["verified"]:
+    (its record: `onnx`) serves the model already."""
+    if onnx["verified"]:
         reason = "not compiled because the verified ONNX export serves it"
         return None, {"exported": False, "verified": False, "reason": reason}
     from training.numpy_export import export
@@ -390,6 +412,7 @@ def write_artifact(
     name = MODEL_FILES[fmt]
     files = {name: model, **(extra_files or {})}
     metadata = {
+        "schema_version": METADATA_SCHEMA,
         **metadata,
         **extra,
         "format": fmt,

@@ -1,4 +1,5 @@
-"""The artifact contract between training/ and function/: file names, digests, metadata."""
+"""The artifact contract between training/ and function/: file names, digests, how metadata is
+written (its type and parser: function/core/metadata.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import re
 from typing import Any
 
 from function.core.errors import IntegrityError
-from function.core.schema import from_metadata
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
@@ -31,8 +31,6 @@ ARGMAX_CLASSIFIERS = {"RandomForestClassifier", "ExtraTreesClassifier", "Decisio
 TRUSTED_LIBRARIES = ("sklearn", "numpy", "scipy")
 TRUSTED_PREFIXES = tuple(f"{library}." for library in TRUSTED_LIBRARIES)
 
-# Every field the service relies on; training writes these and more (see docs/ARCHITECTURE.md).
-REQUIRED_FIELDS = ("name", "sha256", "task", "estimator", "feature_names", "class_names", "files")
 TASKS = ("classification", "regression")
 # A class label is answered as its own JSON type (probability keys are its text: JSON keys are
 # strings), and as this Open Inference Protocol datatype.
@@ -60,50 +58,6 @@ def sha256_hex(data: bytes) -> str:
 def encode_metadata(metadata: dict[str, Any]) -> bytes:
     """Serialise metadata the one way it is stored everywhere."""
     return (json.dumps(metadata, indent=2, sort_keys=True) + "\n").encode()
-
-
-def parse_metadata(data: bytes, where: str) -> dict[str, Any]:
-    """Parse and check metadata.json, naming the file and the field that is wrong."""
-    try:
-        metadata = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise IntegrityError(f"{where} is not valid JSON: {e}") from e
-    if not isinstance(metadata, dict):
-        raise IntegrityError(f"{where} must hold a JSON object")
-    missing = [f for f in REQUIRED_FIELDS if f not in metadata]
-    if missing:
-        raise IntegrityError(f"{where} lacks the field(s) {', '.join(missing)}")
-    if metadata["task"] not in TASKS:
-        raise IntegrityError(f"{where}: task must be one of {TASKS}, got {metadata['task']!r}")
-    names = metadata["feature_names"]
-    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
-        raise IntegrityError(f"{where}: feature_names must be a non-empty list of strings")
-    if len(set(names)) != len(names):
-        raise IntegrityError(f"{where}: feature_names has duplicates")
-    if metadata.get("label_type", "string") not in LABEL_TYPES:
-        raise IntegrityError(f"{where}: label_type must be one of {', '.join(LABEL_TYPES)}")
-    from_metadata(metadata, where)  # the features' types, when recorded, are well formed
-    fmt = metadata.setdefault("format", "joblib")
-    if fmt not in MODEL_FILES:
-        raise IntegrityError(f"{where}: format must be one of {tuple(MODEL_FILES)}, got {fmt!r}")
-    name = MODEL_FILES[fmt]
-    files = metadata["files"]
-    if not (isinstance(files, dict) and isinstance(files.get(name), dict)):
-        raise IntegrityError(f"{where}: files must describe {name}")
-    if files[name].get("sha256") != metadata["sha256"]:
-        raise IntegrityError(f"{where}: files.{name}.sha256 disagrees with sha256")
-    return metadata
-
-
-def model_file(metadata: dict[str, Any]) -> str:
-    """Return the name of the model file a (parsed) metadata describes."""
-    return MODEL_FILES[metadata.get("format", "joblib")]
-
-
-def model_size(metadata: dict[str, Any]) -> int:
-    """The model file's size in bytes, as the metadata records it (the estimate of a model's
-    memory in function/core/rollout.py)."""
-    return int(metadata["files"][model_file(metadata)].get("size", 0))
 
 
 def verify_digest(data: bytes, expected: str, what: str) -> None:

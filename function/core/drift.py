@@ -22,8 +22,8 @@ watched feature: its bins plus "(missing)" (a category also "(other)" and "(unkn
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import json
 import logging
 import threading
 from collections import Counter
@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from function.core.errors import IntegrityError
+from function.core.baseline import BASELINE_FILE, Baseline, Bins
 from function.core.schema import Feature, Schema
 
 if TYPE_CHECKING:
     from function.core.model import LoadedModel
 
 log = logging.getLogger("modelrun.drift")
-BASELINE_FILE = "baseline.json"
+__all__ = ["BASELINE_FILE", "Drift", "Watch", "build_baseline"]
 BINS = 10  # deciles
 MAX_CATEGORIES = 20  # a category's most frequent values get a bin each; the rest share one
 MISSING, UNKNOWN, OTHER = "(missing)", "(unknown)", "(other)"
@@ -71,19 +71,33 @@ def number_labels(edges: Sequence[float]) -> list[str]:
     return [*labels, f"{len(edges):02d} >= {edges[-1]:.4g}"]
 
 
-def bin_labels(record: dict[str, Any], feature: bool) -> list[str]:
+def bin_labels(
+    kind: str, edges: Sequence[float], values: Sequence[str], feature: bool
+) -> list[str]:
     """The labels of a record's bins, in the order of its shares: a feature's end with
     "(missing)", a category's values are followed by "(other)" and "(unknown)"."""
-    if record["kind"] == "number":
-        labels = number_labels(record["edges"])
+    if kind == "number":
+        labels = number_labels(edges)
     else:
-        labels = [*map(str, record["values"]), *((OTHER, UNKNOWN) if feature else ())]
+        labels = [*map(str, values), *((OTHER, UNKNOWN) if feature else ())]
     return [*labels, MISSING] if feature else labels
 
 
+def _bins(name: str | None, kind: str, values: Any = (), bins: int = BINS) -> Bins:
+    """A record's bins, without shares yet: a category's values, or a number's edges at the
+    quantiles of its values."""
+    if kind == "category":
+        labels = bin_labels(kind, (), values, feature=name is not None)
+        return Bins(name, kind, tuple(labels), (), values=tuple(values))
+    edges = number_edges(values, bins)
+    labels = bin_labels(kind, edges, (), feature=name is not None)
+    low, high = float(values.min()), float(values.max())
+    return Bins(name, kind, tuple(labels), (), edges=tuple(edges), min=low, max=high)
+
+
 def build_baseline(
-    frame: Any, schema: Schema, predictions: Any, classes: list[str], bins: int = BINS
-) -> dict[str, Any]:
+    frame: Any, schema: Schema, predictions: Any, classes: Sequence[str], bins: int = BINS
+) -> Baseline:
     """The baseline of the rows a pipeline was fitted on (a DataFrame with the schema's columns)
     and of its predictions on the hold-out rows (class names for a classifier, else numbers)."""
     import pandas as pd
@@ -105,45 +119,27 @@ def build_baseline(
             values = present.to_numpy(dtype=np.float64)
             if not len(values):
                 raise ValueError(f"feature {feature.name} has no value to draw a baseline from")
-            record: dict[str, Any] = {
-                "name": feature.name,
-                "kind": "number",
-                "edges": number_edges(values, bins),
-                "min": float(values.min()),
-                "max": float(values.max()),
-            }
+            features.append(_bins(feature.name, "number", values, bins))
         elif feature.type == "boolean":
-            record = {"name": feature.name, "kind": "category", "values": ["false", "true"]}
+            features.append(_bins(feature.name, "category", ["false", "true"]))
         else:
             counts = present.astype(str).value_counts(sort=True)
-            record = {
-                "name": feature.name,
-                "kind": "category",
-                "values": sorted(map(str, counts.index[:MAX_CATEGORIES])),
-            }
-        features.append(record)
+            known = sorted(map(str, counts.index[:MAX_CATEGORIES]))
+            features.append(_bins(feature.name, "category", known))
     if classes:
-        prediction: dict[str, Any] = {"kind": "category", "values": list(classes)}
+        prediction = _bins(None, "category", list(classes))
     else:
-        numbers = np.asarray(predictions, dtype=np.float64)
-        prediction = {
-            "kind": "number",
-            "edges": number_edges(numbers, bins),
-            "min": float(numbers.min()),
-            "max": float(numbers.max()),
-        }
-    for record in features:
-        record["labels"] = bin_labels(record, feature=True)
-    prediction["labels"] = bin_labels(prediction, feature=False)
-    baseline = {"bins": bins, "rows": len(frame), "features": features, "prediction": prediction}
+        prediction = _bins(None, "number", np.asarray(predictions, dtype=np.float64), bins)
+    unshared = Baseline(bins, len(frame), len(predictions), tuple(features), prediction)
     # The shares, counted as the service will count live rows.
-    watch = Watch("baseline", baseline, schema)
+    watch = Watch("baseline", unshared, schema)
     watch.count(pd.DataFrame(columns), list(predictions))
-    for record, shares in zip(features, watch.feature_shares(), strict=True):
-        record["shares"] = shares
-    prediction["shares"] = watch.prediction_shares()
-    baseline["prediction_rows"] = len(predictions)
-    return baseline
+    shared = [
+        dataclasses.replace(record, shares=tuple(shares))
+        for record, shares in zip(features, watch.feature_shares(), strict=True)
+    ]
+    prediction = dataclasses.replace(prediction, shares=tuple(watch.prediction_shares()))
+    return dataclasses.replace(unshared, features=tuple(shared), prediction=prediction)
 
 
 @dataclass(frozen=True)
@@ -164,7 +160,7 @@ class Watch:
     def __init__(
         self,
         version: str,
-        baseline: dict[str, Any],
+        baseline: Baseline,
         schema: Schema,
         watched: frozenset[str] | None = None,
     ) -> None:
@@ -183,30 +179,28 @@ class Watch:
         # Categories and booleans: (column, name, value -> slot, unknown slot, missing slot).
         self._categories: list[tuple[int, str, dict[Any, int], int, int]] = []
         self._feature_slots: list[list[int]] = []  # per watched feature, in schema order
-        records = {r["name"]: r for r in baseline["features"]}
+        records = {r.name: r for r in baseline.features}
         for j, feature in enumerate(schema.features):
             record = records.get(feature.name)
             if record is None or (watched is not None and feature.name not in watched):
                 continue
-            shares = iter(record.get("shares", []))  # none yet while the baseline is built
-            if record["kind"] == "number":
+            shares = iter(record.shares)  # none yet while the baseline is built
+            if record.kind == "number":
                 self._add_number(j, feature.name, record, shares)
             else:
                 self._add_category(j, feature, record, shares)
-        self._prediction = self._prediction_bins(baseline["prediction"])
+        self._prediction = self._prediction_bins(baseline.prediction)
         self.counts = np.zeros(len(self.slots), dtype=np.int64)
         self._pending: list[tuple[Any, Sequence[Any] | np.ndarray]] = []
         self._pending_rows = 0
 
-    def _add_number(
-        self, column: int, name: str, record: dict[str, Any], shares: Iterator[float]
-    ) -> None:
-        edges = [float(e) for e in record["edges"]]
-        *bins, missing = (self._row(name, label, next(shares, 0.0)) for label in record["labels"])
+    def _add_number(self, column: int, name: str, record: Bins, shares: Iterator[float]) -> None:
+        edges = list(record.edges)
+        *bins, missing = (self._row(name, label, next(shares, 0.0)) for label in record.labels)
         below, above = (
             self._slot(Slot("out_of_range", (("feature", name), ("side", side)))) for side in SIDES
         )
-        extended = [float(record["min"]), *edges, float(np.nextafter(record["max"], np.inf))]
+        extended = [record.min, *edges, float(np.nextafter(record.max, np.inf))]
         self._row_of.append(np.array([bins[0], *bins, bins[-1]], dtype=np.intp))
         self._side_of.append(np.array([below, *[self._ignored] * len(bins), above], np.intp))
         self._numbers.append((column, name))
@@ -215,13 +209,13 @@ class Watch:
         self._feature_slots.append([*bins, missing])
 
     def _add_category(
-        self, column: int, feature: Feature, record: dict[str, Any], shares: Iterator[float]
+        self, column: int, feature: Feature, record: Bins, shares: Iterator[float]
     ) -> None:
         name = feature.name
         *known_slots, other, unknown, missing = (
-            self._row(name, label, next(shares, 0.0)) for label in record["labels"]
+            self._row(name, label, next(shares, 0.0)) for label in record.labels
         )
-        slots = dict(zip(map(str, record["values"]), known_slots, strict=True))
+        slots = dict(zip(record.values, known_slots, strict=True))
         if feature.type == "boolean":
             known: dict[Any, int] = {False: slots["false"], True: slots["true"]}
         else:  # the known values beyond the most frequent share (other)
@@ -236,15 +230,15 @@ class Watch:
     def _row(self, feature: str, label: str, share: float) -> int:
         return self._slot(Slot("rows", (("feature", feature), ("bin", label)), float(share)))
 
-    def _prediction_bins(self, record: dict[str, Any]) -> tuple[Any, list[int]]:
-        shares = iter(record.get("shares", []))
+    def _prediction_bins(self, record: Bins) -> tuple[Any, list[int]]:
+        shares = iter(record.shares)
         slots = [
             self._slot(Slot("prediction", (("bin", label),), float(next(shares, 0.0))))
-            for label in record["labels"]
+            for label in record.labels
         ]
-        if record["kind"] == "number":
-            return np.array(record["edges"], dtype=np.float64), slots
-        return dict(zip(map(str, record["values"]), slots, strict=True)), slots
+        if record.kind == "number":
+            return np.array(record.edges, dtype=np.float64), slots
+        return dict(zip(record.values, slots, strict=True)), slots
 
     def observe(self, X: Any, predictions: Sequence[Any] | np.ndarray) -> None:
         """Keep a request's rows (as the pipeline took them: a float matrix, an object matrix or
@@ -341,36 +335,6 @@ def _numbers(X: Any, numbers: list[tuple[int, str]]) -> np.ndarray:
         values = [X[name].to_numpy(dtype=np.float64, na_value=np.nan) for _, name in numbers]
         return np.column_stack(values).reshape(len(X), len(numbers))
     return X[:, columns].astype(np.float64)
-
-
-def parse_baseline(data: bytes, where: str) -> dict[str, Any]:
-    """A baseline file read back and checked; IntegrityError naming what is wrong with it."""
-    try:
-        baseline = json.loads(data)
-        records = [*baseline["features"], baseline["prediction"]]
-        for i, record in enumerate(records):
-            prediction = i == len(records) - 1
-            _check_record(record, extra=0 if prediction else 1)
-    except (ValueError, KeyError, TypeError) as e:
-        raise IntegrityError(f"{where} {BASELINE_FILE} is not a drift baseline: {e}") from e
-    return dict(baseline)
-
-
-def _check_record(record: dict[str, Any], extra: int) -> None:
-    """A feature's (extra=1: its "(missing)" bin) or the predictions' bins and their shares."""
-    if record["kind"] == "number":
-        bins = len(record["edges"]) + 1
-        if not all(isinstance(record[end], (int, float)) for end in ("min", "max")):
-            raise ValueError(f"{record.get('name', 'prediction')}: min and max must be numbers")
-    elif record["kind"] == "category":
-        bins = len(record["values"]) + (2 if extra else 0)  # (other), (unknown)
-    else:
-        raise ValueError(f"kind {record['kind']!r} is neither number nor category")
-    shares, labels = record["shares"], record["labels"]
-    if len(shares) != bins + extra or not all(isinstance(x, (int, float)) for x in shares):
-        raise ValueError(f"{record.get('name', 'prediction')}: expected {bins + extra} shares")
-    if len(labels) != len(shares) or not all(isinstance(x, str) for x in labels):
-        raise ValueError(f"{record.get('name', 'prediction')}: expected a label for each share")
 
 
 class Drift:

@@ -5,9 +5,13 @@ compare-and-swap as current.json (function/core/store.py), so that two commands 
 lose
 an update:
 
-    {"active": {"version", "sha256", "mode": "shadow" | "canary", "percent", "started_at",
+    {"schema_version": 1,
+     "active": {"version", "sha256", "mode": "shadow" | "canary", "percent", "started_at",
                 "current", "model_bytes"} | null,
-     "history": [{"version", "mode", "percent", "started_at", "ended_at", "outcome"}, ...]}
+     "history": [{...the same fields, "ended_at", "outcome": "promoted" | "aborted"}, ...]}
+
+`RolloutState` is that document as a value, and `parse_state` its one parser (a document from
+before schema_version has the same shape: version 1).
 
 Every instance follows it through the refresh it already does (function/service/loader.py): it
 loads and
@@ -27,14 +31,16 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from function.core.artifact import SHA256_PATTERN, encode_metadata, model_size
+from function.core.artifact import SHA256_PATTERN, encode_metadata
 from function.core.errors import Conflict, ModelrunError, NotFound, StoreUnavailable
 from function.core.store import ROLLOUT_FILE, ModelStore, check_version_id, utc_now
 
 MODES = ("shadow", "canary")
+OUTCOMES = ("promoted", "aborted")
+SCHEMA_VERSION = 1
 CLIENT_HEADER = "X-Client-Id"  # a canary client's identity when sent; else its API key
 MAX_CLIENT_ID = 256
 HISTORY_KEPT = 20
@@ -75,6 +81,38 @@ class Rollout:
         return int.from_bytes(digest[:8], "big") % 10_000 < round(self.percent * 100)
 
 
+@dataclass(frozen=True)
+class Ended:
+    """A rollout that ended, as rollout.json's history records it."""
+
+    rollout: Rollout
+    ended_at: str
+    outcome: str  # promoted or aborted
+
+    @property
+    def version(self) -> str:
+        return self.rollout.version
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self.rollout), "ended_at": self.ended_at, "outcome": self.outcome}
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """rollout.json: the rollout in progress (None when none) and the ended ones, newest first."""
+
+    active: Rollout | None = None
+    history: tuple[Ended, ...] = field(default=())
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "active": asdict(self.active) if self.active else None,
+            "history": [ended.to_json() for ended in self.history],
+        }
+
+
 def parse_percent(text: str) -> float:
     """A canary's share: more than 0 and at most 100 percent, to a hundredth."""
     try:
@@ -106,33 +144,46 @@ def check_fits(current_bytes: int, candidate_bytes: int, limit_mb: float, where:
         )
 
 
-def read_state(store: ModelStore) -> tuple[dict[str, Any], str | None]:
+def read_state(store: ModelStore) -> tuple[RolloutState, str | None]:
     """Return rollout.json (an empty state if absent) and its token."""
     try:
         data, token = store.read_document(ROLLOUT_FILE)
     except NotFound:
-        return {"active": None, "history": []}, None
+        return RolloutState(), None
     try:
-        state = json.loads(data)
-        if not isinstance(state, dict) or not isinstance(state.get("history"), list):
-            raise TypeError("not an object with a history")
-        if not all(isinstance(ended, dict) for ended in state["history"]):
-            raise TypeError("history must hold objects")
-        if state.get("active") is not None:
-            _rollout(state["active"])
+        return parse_state(data), token
     except (ValueError, TypeError, KeyError, ModelrunError) as e:
         raise StoreUnavailable(f"{store.uri}/{ROLLOUT_FILE} is corrupt: {e}") from e
-    return state, token
+
+
+def parse_state(data: bytes) -> RolloutState:
+    """rollout.json checked like a request: an error naming the field that is wrong."""
+    state = json.loads(data)
+    if not isinstance(state, dict) or not isinstance(state.get("history"), list):
+        raise TypeError("not an object with a history")
+    schema = state.get("schema_version", SCHEMA_VERSION)  # before it: the same shape
+    if schema != SCHEMA_VERSION:
+        raise ValueError(f"schema_version {schema!r:.20} is not {SCHEMA_VERSION}")
+    history = []
+    for i, ended in enumerate(state["history"]):
+        if not isinstance(ended, dict):
+            raise TypeError("history must hold objects")
+        try:
+            outcome, ended_at = ended["outcome"], ended["ended_at"]
+            if outcome not in OUTCOMES:
+                raise ValueError(f"outcome must be one of {OUTCOMES}, got {outcome!r:.40}")
+            if not isinstance(ended_at, str):
+                raise TypeError(f"ended_at must be a string, got {type(ended_at).__name__}")
+            history.append(Ended(_rollout(ended), ended_at, outcome))
+        except (ValueError, TypeError, KeyError, ModelrunError) as e:
+            raise type(e)(f"history[{i}]: {e}") from e
+    active = None if state.get("active") is None else _rollout(state["active"])
+    return RolloutState(active, tuple(history))
 
 
 def active(store: ModelStore) -> Rollout | None:
     """The rollout in progress (None when there is none)."""
-    return active_in(read_state(store)[0])
-
-
-def active_in(state: dict[str, Any]) -> Rollout | None:
-    """The rollout in progress in a rollout.json already read."""
-    return _rollout(state["active"]) if state["active"] else None
+    return read_state(store)[0].active
 
 
 def start(
@@ -142,8 +193,8 @@ def start(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     state, token = read_state(store)
-    if state["active"]:
-        running = _rollout(state["active"])
+    if state.active:
+        running = state.active
         raise Conflict(
             f"a rollout of {running.version} ({running.describe()}) is in progress in "
             f"{store.uri}: promote or abort it first"
@@ -151,23 +202,23 @@ def start(
     pointer, _ = store.current()
     if pointer is None:
         raise NotFound(f"no version of {store.uri} is current: promote one before a rollout")
-    if pointer["version"] == version:
+    if pointer.version == version:
         raise Conflict(f"{version} is already current in {store.uri}: nothing to roll out")
     metadata = store.verify(version)
-    size = model_size(metadata)  # the sizes the metadata records: no model is downloaded twice
-    current_size = model_size(store.metadata(pointer["version"]))
+    size = metadata.model_bytes  # the sizes the metadata records: no model is downloaded twice
+    current_size = store.metadata(pointer.version).model_bytes
     check_fits(current_size, size, memory_mb, f"rollout of {version}")
     rollout = Rollout(
         version=version,
-        sha256=metadata["sha256"],
+        sha256=metadata.sha256,
         mode=mode,
         percent=percent,
         # To the millisecond: the verdict counts the samples Prometheus took after it.
         started_at=utc_now("milliseconds"),
-        current=pointer["version"],
+        current=pointer.version,
         model_bytes=size,
     )
-    _write(store, {"active": asdict(rollout), "history": state["history"]}, token, "starting")
+    _write(store, RolloutState(rollout, state.history), token, "starting")
     return rollout
 
 
@@ -193,25 +244,24 @@ def promote(store: ModelStore, judged: Rollout | None = None) -> Rollout:
 
 def _end(store: ModelStore, outcome: str, judged: Rollout | None) -> Rollout:
     state, token = read_state(store)
-    if not state["active"]:
-        last = state["history"][0] if state["history"] else None
-        ended = f" (the last one, of {last['version']}, was {last['outcome']})" if last else ""
+    rollout = state.active
+    if rollout is None:
+        last = state.history[0] if state.history else None
+        ended = f" (the last one, of {last.version}, was {last.outcome})" if last else ""
         raise NotFound(f"no rollout is in progress in {store.uri}{ended}")
-    rollout = _rollout(state["active"])
     if judged is not None and rollout != judged:
         raise Conflict(
             f"the rollout in {store.uri} changed since it was judged (now {rollout.version}, "
             f"{rollout.describe()}): nothing was {outcome}"
         )
-    record = {**asdict(rollout), "ended_at": utc_now(), "outcome": outcome}
-    history = [record, *state["history"]][:HISTORY_KEPT]
-    _write(store, {"active": None, "history": history}, token, "ending")
+    history = (Ended(rollout, utc_now(), outcome), *state.history)[:HISTORY_KEPT]
+    _write(store, RolloutState(None, history), token, "ending")
     return rollout
 
 
-def _write(store: ModelStore, state: dict[str, Any], token: str | None, doing: str) -> None:
+def _write(store: ModelStore, state: RolloutState, token: str | None, doing: str) -> None:
     try:
-        store.write_document(ROLLOUT_FILE, encode_metadata(state), if_token=token)
+        store.write_document(ROLLOUT_FILE, encode_metadata(state.to_json()), if_token=token)
     except Conflict as e:
         raise Conflict(
             f"{store.uri}/{ROLLOUT_FILE} was changed by someone else while {doing} the rollout; "
@@ -220,8 +270,9 @@ def _write(store: ModelStore, state: dict[str, Any], token: str | None, doing: s
 
 
 def _rollout(fields: Any) -> Rollout:
-    """Parse rollout.json's `active` like a request: every field of its type, a percentage finite
-    and within 0-100 (json.loads takes NaN and Infinity, and float() takes "inf")."""
+    """Parse rollout.json's `active` (or a history record) like a request: every field of its
+    type, a percentage finite and within 0-100 (json.loads takes NaN and Infinity, and float()
+    takes "inf")."""
     if not isinstance(fields, dict):
         raise TypeError("active must be an object")
     text = {name: fields[name] for name in ("version", "sha256", "mode", "started_at", "current")}

@@ -11,7 +11,7 @@ Layout under a model root (gs://BUCKET/models/NAME or file:///abs/path/NAME):
     versions/<version>/model.joblib     immutable, written first (each file metadata.json lists)
     versions/<version>/metadata.sig     immutable, the publisher's signature of metadata.json
     versions/<version>/metadata.json    immutable, written last: marks the version complete
-    current.json                        {"version", "sha256", "promoted_at", "previous", "history"}
+    current.json                        the current version (function/core/current.py)
     rollout.json                        a candidate in shadow or canary (function/core/rollout.py)
 
 The bytes live in core's storage layer (function/core/storage.py: a folder or a GCS prefix,
@@ -23,28 +23,22 @@ overwritten; current.json and rollout.json are replaced only if they still hold 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from function.core.artifact import (
-    METADATA_FILE,
-    encode_metadata,
-    model_file,
-    parse_metadata,
-    verify_digest,
-)
+from function.core.artifact import METADATA_FILE, encode_metadata, verify_digest
+from function.core.current import CurrentPointer, parse_current
 from function.core.errors import (
     ConfigError,
     Conflict,
     IntegrityError,
-    ModelrunError,
     NotFound,
     StoreUnavailable,
 )
+from function.core.metadata import Metadata, parse_metadata
 from function.core.signing import SIGNATURE_FILE, Signer, Trust, sign_metadata
 from function.core.storage import STORE, Storage, open_storage
 
@@ -71,7 +65,7 @@ class VersionInfo:
     refuses (a signature that does not verify, another model's) carries the reason instead."""
 
     version: str
-    metadata: dict[str, Any] | None
+    metadata: Metadata | None
     refused: str | None = None
 
     @property
@@ -96,7 +90,7 @@ class ModelStore:
         """Upload an artifact folder as a new immutable version, signed by `signer` (unsigned
         without one), and return its id."""
         metadata, files = read_artifact_dir(artifact_dir)
-        version = default_version(metadata["sha256"]) if version is None else version
+        version = default_version(metadata.sha256) if version is None else version
         check_version_id(version)
         prefix = f"versions/{version}/"
         if self.backend.keys(prefix):
@@ -104,8 +98,12 @@ class ModelStore:
                 f"version {version} already exists in {self.uri}; versions are immutable"
             )
         # To the microsecond: `list` orders versions by it, and two can be published in a second.
-        metadata = {**metadata, "version": version, "published_at": utc_now("microseconds")}
-        encoded = encode_metadata(metadata)
+        published = {
+            **metadata.to_json(),
+            "version": version,
+            "published_at": utc_now("microseconds"),
+        }
+        encoded = encode_metadata(published)
         # Signed before anything is written: a signer that refuses leaves no trace in the store.
         signature = {SIGNATURE_FILE: sign_metadata(encoded, signer)} if signer else {}
         # The signature before metadata.json: a complete version is a signed one.
@@ -115,18 +113,15 @@ class ModelStore:
         self.backend.write(prefix + METADATA_FILE, encoded, if_token=None)
         return version
 
-    def current(self) -> tuple[dict[str, Any] | None, str | None]:
+    def current(self) -> tuple[CurrentPointer | None, str | None]:
         """Return current.json (None if nothing was promoted) and its token."""
         try:
             data, token = self.read_document(CURRENT_FILE)
         except NotFound:
             return None, None
         try:
-            pointer = json.loads(data)
-            if not isinstance(pointer, dict):
-                raise TypeError("not an object")
-            check_version_id(pointer["version"])
-        except (ValueError, TypeError, KeyError, ModelrunError) as e:
+            pointer = parse_current(data)
+        except (ValueError, UnicodeDecodeError) as e:
             raise StoreUnavailable(f"{self.uri}/{CURRENT_FILE} is corrupt: {e}") from e
         return pointer, token
 
@@ -140,7 +135,7 @@ class ModelStore:
         `if_token` (None: create it only if absent); Conflict otherwise."""
         self.backend.write(name, data, if_token=if_token)
 
-    def metadata(self, version: str) -> dict[str, Any]:
+    def metadata(self, version: str) -> Metadata:
         """Return a complete version's metadata, or raise NotFound naming what is missing."""
         check_version_id(version)
         key = f"versions/{version}/{METADATA_FILE}"
@@ -156,19 +151,19 @@ class ModelStore:
         metadata = parse_metadata(data, f"{self.uri}/{key}")
         # The version a model is served, logged and answered as is its folder's: a metadata.json
         # naming another (a path, a header-breaking line) never loads.
-        if metadata.get("version") != version:
+        if metadata.version != version:
             raise IntegrityError(
-                f"{self.uri}/{key} names version {metadata.get('version')!r:.80}, not its folder's"
+                f"{self.uri}/{key} names version {metadata.version!r:.80}, not its folder's"
             )
         # And the model it is served as is its root's: one model's signed version copied into
         # another's folder (and pointed at) is refused, as a version naming another folder is.
-        if metadata["name"] != self.name:
+        if metadata.name != self.name:
             raise IntegrityError(
-                f"{self.uri}/{key}: metadata names model {metadata['name']!r:.80}, not its "
+                f"{self.uri}/{key}: metadata names model {metadata.name!r:.80}, not its "
                 f"folder's {self.name!r}"
             )
         if self.trust is not None:  # what a loader verified, as /model and `list --json` say it
-            metadata["signature"] = signature
+            return dataclasses.replace(metadata, signature=signature, signature_checked=True)
         return metadata
 
     def _signature(self, version: str) -> bytes | None:
@@ -183,23 +178,23 @@ class ModelStore:
         data, _ = self.backend.read(f"versions/{version}/{name}", limit)
         return data
 
-    def listed_file(self, metadata: dict[str, Any], name: str, where: str) -> bytes:
+    def listed_file(self, metadata: Metadata, name: str, where: str) -> bytes:
         """One file a version's metadata lists, refused unless it has the size (when recorded:
         checked before it is read) and the digest recorded there."""
-        listed = metadata["files"][name]
-        size = listed.get("size")
-        limit = size if isinstance(size, int) and not isinstance(size, bool) else None
-        data = self.read_file(metadata["version"], name, limit)
-        verify_digest(data, listed["sha256"], f"{where} {name}")
+        listed = metadata.files[name]
+        if metadata.version is None:
+            raise IntegrityError(f"{where}: its metadata names no version (never published)")
+        data = self.read_file(metadata.version, name, listed.size)
+        verify_digest(data, listed.sha256, f"{where} {name}")
         return data
 
-    def resolve(self, version: str = "current") -> dict[str, Any]:
+    def resolve(self, version: str = "current") -> Metadata:
         """Return the metadata of a version id, or of the current one."""
         return self.resolve_with_pointer(version)[0]
 
     def resolve_with_pointer(
         self, version: str = "current"
-    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    ) -> tuple[Metadata, CurrentPointer | None]:
         """Return the metadata of a version id, or of the current one with current.json (its
         promotion: when, and the versions before it); a version asked for by id has none."""
         if version != "current":
@@ -207,15 +202,15 @@ class ModelStore:
         pointer, _ = self.current()
         if pointer is None:
             raise NotFound(f"no version of {self.uri} has been promoted yet")
-        metadata = self.metadata(pointer["version"])
-        if pointer.get("sha256") != metadata["sha256"]:
+        metadata = self.metadata(pointer.version)
+        if pointer.sha256 != metadata.sha256:
             raise IntegrityError(
-                f"{self.uri}/{CURRENT_FILE} names sha256 {pointer.get('sha256')} for version "
-                f"{pointer['version']}, whose metadata says {metadata['sha256']}"
+                f"{self.uri}/{CURRENT_FILE} names sha256 {pointer.sha256} for version "
+                f"{pointer.version}, whose metadata says {metadata.sha256}"
             )
         return metadata, pointer
 
-    def promote(self, version: str) -> dict[str, Any]:
+    def promote(self, version: str) -> CurrentPointer:
         """Point current.json at a complete, verified version; history remembers the old one.
 
         Promoting the version already current changes nothing (and returns the pointer as it
@@ -223,17 +218,17 @@ class ModelStore:
         """
         metadata = self.verify(version)
         pointer, token = self.current()
-        if pointer and (pointer["version"], pointer["sha256"]) == (version, metadata["sha256"]):
+        if pointer and (pointer.version, pointer.sha256) == (version, metadata.sha256):
             return pointer
-        history = [pointer["version"], *pointer.get("history", [])] if pointer else []
-        return self._point(version, metadata["sha256"], history, token)
+        history = [pointer.version, *pointer.history] if pointer else []
+        return self._point(version, metadata.sha256, history, token)
 
-    def verify(self, version: str) -> dict[str, Any]:
+    def verify(self, version: str) -> Metadata:
         """Return a complete version's metadata once every file it lists has its digest."""
         metadata = self.metadata(version)
-        model = model_file(metadata)
+        model = metadata.model_file
         # The model first (its digest is the version's), then its export and its report.
-        for name in sorted(metadata["files"], key=lambda n: n != model):
+        for name in sorted(metadata.files, key=lambda n: n != model):
             try:
                 self.listed_file(metadata, name, f"{self.uri} {version}")
             except NotFound as e:
@@ -242,19 +237,19 @@ class ModelStore:
                 ) from e
         return metadata
 
-    def rollback(self) -> dict[str, Any]:
+    def rollback(self) -> CurrentPointer:
         """Point current.json back at the version promoted before the current one."""
         pointer, token = self.current()
         if not pointer:
             raise NotFound(f"{self.uri} has no earlier version to roll back to")
         # Entries equal to the current version (written before promote skipped them) are no
         # earlier version: rolling back to them would change nothing.
-        earlier = [v for v in pointer.get("history", []) if v != pointer["version"]]
+        earlier = [v for v in pointer.history if v != pointer.version]
         if not earlier:
             raise NotFound(f"{self.uri} has no earlier version to roll back to")
         version, *history = earlier
         metadata = self.verify(version)  # as promote does: never back to a changed version
-        return self._point(version, metadata["sha256"], history, token)
+        return self._point(version, metadata.sha256, history, token)
 
     def versions(self) -> list[VersionInfo]:
         """List every version, oldest first; incomplete ones have no metadata."""
@@ -267,21 +262,18 @@ class ModelStore:
                 infos.append(VersionInfo(version, None))
             except IntegrityError as e:
                 infos.append(VersionInfo(version, None, str(e)))
-        return sorted(infos, key=lambda v: ((v.metadata or {}).get("published_at", ""), v.version))
+        return sorted(
+            infos, key=lambda v: ((v.metadata and v.metadata.published_at) or "", v.version)
+        )
 
     def _point(
         self, version: str, sha256: str, history: list[str], token: str | None
-    ) -> dict[str, Any]:
+    ) -> CurrentPointer:
         history = history[:HISTORY_LIMIT]
-        pointer = {
-            "version": version,
-            "sha256": sha256,
-            "promoted_at": utc_now(),
-            "previous": history[0] if history else None,
-            "history": history,
-        }
+        previous = history[0] if history else None
+        pointer = CurrentPointer(version, sha256, utc_now(), previous, tuple(history))
         try:
-            self.write_document(CURRENT_FILE, encode_metadata(pointer), if_token=token)
+            self.write_document(CURRENT_FILE, encode_metadata(pointer.to_json()), if_token=token)
         except Conflict as e:
             raise Conflict(
                 f"{self.uri}/{CURRENT_FILE} was changed by someone else while promoting "
@@ -290,18 +282,18 @@ class ModelStore:
         return pointer
 
 
-def read_artifact_dir(path: Path) -> tuple[dict[str, Any], dict[str, bytes]]:
+def read_artifact_dir(path: Path) -> tuple[Metadata, dict[str, bytes]]:
     """Read a training output folder; check its model against its metadata before upload."""
     where = path / METADATA_FILE
     try:
         metadata = parse_metadata(where.read_bytes(), str(where))
-        files = {name: (path / name).read_bytes() for name in metadata["files"]}
+        files = {name: (path / name).read_bytes() for name in metadata.files}
     except FileNotFoundError as e:
         raise NotFound(f"{path} is not a training output folder: {e.filename} is missing") from e
     except OSError as e:
         raise NotFound(f"cannot read artifact folder {path}: {e}") from e
     for name, data in files.items():
-        verify_digest(data, metadata["files"][name]["sha256"], str(path / name))
+        verify_digest(data, metadata.files[name].sha256, str(path / name))
     return metadata, files
 
 

@@ -46,8 +46,8 @@ def handlers(service: Service) -> dict[str, Handler]:
         config.auth_enabled, authorize, service.readiness, service.require_model
     )
     described = h.Descriptions(
-        authorize, service.require_model, lambda: service.model, service.named,
-        service.loader.rollout, service.report_file, readiness, limits,
+        authorize, service.require_model, service.served, lambda: service.model, service.named,
+        service.report_file, readiness, limits,
     )  # fmt: skip
     metrics = h.Metrics(
         config.metrics_public, authorize, service.metrics_page, metrics_port.CONTENT_TYPE

@@ -118,10 +118,10 @@ def confidence(sums: Confidence, models: Callable[[], list[Any]], start: int) ->
         if not model.has_probabilities:
             continue
         labels = {"model.version": model.version}
-        held = holdout_accuracy(model.metadata)
+        held = holdout_accuracy(model.metadata.raw)
         if held is not None:
             accuracy.append((labels, held))
-        trust.append((labels, 1.0 if trusted(model.metadata) else 0.0))
+        trust.append((labels, 1.0 if trusted(model.metadata.raw) else 0.0))
     families = ((CONFIDENCE_SUM, total), (CONFIDENCE_ROWS, rows), (HOLDOUT_ACCURACY, accuracy),
                 (ESTIMATE_TRUSTED, trust))  # fmt: skip
     return [_number(series, points, start, now) for series, points in families if points]

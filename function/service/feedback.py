@@ -37,7 +37,7 @@ def parse(body: Any, model: LoadedModel, client: str, max_rows: int) -> list[Fee
         raise InvalidInput(
             f"{len(items)} items exceed the limit of {MAX_ITEMS} per request", field="feedback"
         )
-    classifier = model.metadata.get("task") == "classification"
+    classifier = model.metadata.task == "classification"
     answer = "label" if classifier else "value"
     classes = list(model.estimator.classes_.tolist()) if classifier else []
     now = timestamp(time.time())
@@ -50,7 +50,7 @@ def parse(body: Any, model: LoadedModel, client: str, max_rows: int) -> list[Fee
         if set(item) != expected:
             missing, extra = sorted(expected - set(item)), sorted(set(item) - expected)
             said = ", ".join([*(f"missing {m}" for m in missing), *(f"unknown {e}" for e in extra)])
-            raise InvalidInput(f"{said} (a {model.metadata.get('task')} takes {answer})",
+            raise InvalidInput(f"{said} (a {model.metadata.task} takes {answer})",
                                field=where)  # fmt: skip
         request_id = item["request_id"]
         if not isinstance(request_id, str) or not request_ids.valid(request_id):

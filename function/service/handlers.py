@@ -20,19 +20,21 @@ import orjson
 from flask import Request, Response
 from werkzeug.datastructures import Headers
 
+from function.core import explain
 from function.core.drift import Drift
 from function.core.errors import Conflict, InvalidInput, NotReady
+from function.core.explain import Explainers
 from function.core.model import LoadedModel
 from function.core.predict import Instances, Prediction, Run, answer, infer, parse_instances
 from function.core.store import ModelStore
-from function.service import explain, feedback, pages, request_ids
+from function.service import feedback, pages, request_ids
 from function.service.auth import presented_key
 from function.service.body import read_bytes, read_json
 from function.service.deadline import Deadlines
-from function.service.explain import Explainers
 from function.service.openapi import document
 from function.service.payloads import Answered, Payloads, client_of
 from function.service.protocols import native, v2_binary, v2_metadata, v2_request, v2_response
+from function.service.served import Served
 from function.service.shadow import Recorder, ShadowScorer
 from function.service.telemetry import Telemetry
 
@@ -145,7 +147,7 @@ class Scorer:
     def _count(self, model: LoadedModel, instances: Instances, labels: list[Any]) -> None:
         """Count the answered rows: predictions by class, and the drift bins of rows and
         answers."""
-        self.telemetry.predicted(model.version, labels, model.metadata["task"] == "classification")
+        self.telemetry.predicted(model.version, labels, model.metadata.classifier)
         try:
             self.drift.observe(model, instances.X, labels)
         except Exception:  # counting never costs the client its answer; the failure is counted
@@ -211,7 +213,7 @@ class Predictions:
 @dataclass(frozen=True)
 class Explanations:
     """POST /explain: the prediction split into a base value and one attribution per input
-    feature (function/service/explain.py), counted as EXPLAIN_COST predictions against the rate
+    feature (function/core/explain.py), counted as EXPLAIN_COST predictions against the rate
     limit."""
 
     authorize: Authorize
@@ -313,28 +315,29 @@ class Descriptions:
 
     authorize: Authorize
     require_model: Callable[[], LoadedModel]
+    served: Callable[[], Served]  # what this process serves now, one snapshot
     current: Callable[[], LoadedModel | None]  # the served model, None before the first load
     named: Callable[[str, str | None], LoadedModel]  # the model an OIP path names, else 404
-    rollout: Callable[[], dict[str, Any] | None]  # the rollout this instance takes part in
     report_file: Callable[[LoadedModel, str], bytes]
     readiness: Readiness
     limits: Limits
 
     def model(self, exchange: Exchange, args: dict[str, str]) -> Any:
         authorized(self.authorize, exchange)
-        model = self.require_model()
+        served = self.served()  # once: the model and the rollout shown are one instant's
+        model = served.require_model()
         features = [f.describe() for f in model.schema.features]
         limits = {
             "max_instances_per_request": self.limits.max_instances,
             "max_request_bytes": self.limits.max_request_bytes,
         }
-        served = {
+        shown = {
             "runtime": model.runtime,
-            "promotion": model.promotion,
-            "rollout": self.rollout(),
+            "promotion": model.promotion.to_json() if model.promotion else None,
+            "rollout": served.rollout(),
             "limits": limits,
         }
-        return {**model.metadata, "features": features, **served}
+        return {**model.metadata.to_json(), "features": features, **shown}
 
     def model_file(self, exchange: Exchange, args: dict[str, str]) -> Response:
         authorized(self.authorize, exchange)

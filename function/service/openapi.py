@@ -70,7 +70,7 @@ def document(model: LoadedModel | None, max_instances: int) -> dict[str, Any]:
         del schemas["V2InputTensor"]
         inputs["items"] = {"$ref": "#/components/schemas/V2ColumnTensor"}
         inputs["minItems"] = len(required) or 1
-    classes = model.metadata.get("class_names") or []
+    classes = list(model.metadata.class_names)
     chosen = schemas["ExplainParameters"]["properties"]
     if classes:
         chosen["class"]["enum"] = list(classes)
@@ -82,9 +82,10 @@ def document(model: LoadedModel | None, max_instances: int) -> dict[str, Any]:
 
 def _examples(doc: dict[str, Any], model: LoadedModel) -> None:
     """The served model's own example row in every request example."""
-    example = model.metadata.get("input_example")
-    if not isinstance(example, dict) or set(example) != set(model.feature_names):
+    recorded = model.metadata.input_example
+    if recorded is None or set(recorded) != set(model.feature_names):
         return  # an older artifact without one: the generic examples stay
+    example = dict(recorded)
     from function.service.protocols.v2_metadata import example_inputs
 
     row = [example[n] for n in model.feature_names]
@@ -97,7 +98,7 @@ def _examples(doc: dict[str, Any], model: LoadedModel) -> None:
     }
     explain = doc["paths"]["/explain"]["post"]["requestBody"]["content"]["application/json"]
     explain["examples"] = {"instances": {"value": {"instances": [row]}}}
-    classes = model.metadata.get("class_names") or []
+    classes = list(model.metadata.class_names)
     if classes:
         chosen = {"instances": [row], "parameters": {"class": classes[-1]}}
         explain["examples"]["class"] = {"value": chosen}

@@ -250,7 +250,7 @@ def _missing(value: Any) -> bool:
 
 def answers_of(prediction: Prediction, model: LoadedModel) -> list[dict[str, Any]]:
     """Each row's answer: a label (with its probabilities when computed), or a value."""
-    if model.metadata.get("task") != "classification":
+    if model.metadata.task != "classification":
         return [{"value": v} for v in prediction.labels]
     if prediction.probabilities is None:
         return [{"label": label} for label in prediction.labels]

@@ -1,6 +1,7 @@
 """The running service: it composes what requests use, each part in its own module.
 
-- the model, loaded and kept current by `loader.ModelLoader` (its own thread);
+- the model, loaded and kept current by `loader.ModelLoader` (its own thread), read by each
+  request once, as one snapshot (`served.Served`);
 - the keys (`auth.KeyRing`), re-read from Secret Manager by `auth.SecretKeySource` when set;
 - the request time limit (`deadline.Deadlines`), rate limits (`ratelimit.TokenBuckets`),
   telemetry (`telemetry.Telemetry`) with the drift counts (`drift.Drift`), the workers' shared
@@ -21,7 +22,8 @@ from werkzeug.datastructures import Headers
 
 from function.core.config import Config
 from function.core.drift import BASELINE_FILE, Drift
-from function.core.errors import BadRequest, NotFound, NotReady, Unauthorized
+from function.core.errors import BadRequest, NotFound, Unauthorized
+from function.core.explain import Explainers
 from function.core.model import LoadedModel
 from function.core.predict import Run, run_model
 from function.core.rollout import CLIENT_HEADER, MAX_CLIENT_ID
@@ -29,12 +31,12 @@ from function.core.store import ModelStore
 from function.service.auth import KeyRing, SecretKeySource, client_address, presented_key
 from function.service.batching import MicroBatcher
 from function.service.deadline import Deadlines
-from function.service.explain import Explainers
 from function.service.loader import ModelLoader
 from function.service.metrics_port import serve_metrics
 from function.service.payloads import Payloads
 from function.service.protocols.v2_metadata import select
 from function.service.ratelimit import FAILED_KEYS_BURST, FAILED_KEYS_PER_SECOND, TokenBuckets
+from function.service.served import Served
 from function.service.shadow import ShadowScorer
 from function.service.telemetry import prometheus_telemetry
 from function.service.workers import Workers
@@ -70,7 +72,7 @@ class Service:
         self.telemetry, page = prometheus_telemetry(
             self.model_state,
             self.drift,
-            candidate_state=lambda: self.loader.candidate_state(),
+            candidate_state=lambda: self.loader.state.candidate_state(),
             models=self.loaded_models,
         )
         self.payloads = Payloads(config, self.telemetry.payload_not_written)
@@ -99,12 +101,16 @@ class Service:
     @property
     def model(self) -> LoadedModel | None:
         """The model served now (None until the first load)."""
-        return self.loader.model
+        return self.loader.state.model
+
+    def served(self) -> Served:
+        """What this process serves now, one snapshot: read it once per request."""
+        return self.loader.state
 
     def loaded_models(self) -> list[LoadedModel]:
-        """The served version, and a rollout's candidate beside it."""
-        candidate = self.loader.candidate  # read before the model: see ModelLoader
-        found = [self.loader.model, candidate.model if candidate else None]
+        """The served version, and a rollout's candidate beside it (one snapshot)."""
+        state = self.loader.state
+        found = [state.model, state.candidate.model if state.candidate else None]
         return [m for m in found if m is not None]
 
     def start(self) -> None:
@@ -141,15 +147,12 @@ class Service:
 
     def require_model(self) -> LoadedModel:
         """Return the loaded model, or raise 503 with the reason it is not there."""
-        model = self.loader.model
-        if model is None:
-            raise NotReady(self.loader.reason)
-        return model
+        return self.loader.state.require_model()
 
     def report_file(self, model: LoadedModel, name: str) -> bytes:
         """One of the files the served version shows a person, verified: its report (plots,
         report.html) and its drift baseline."""
-        listed = [*model.metadata.get("report", {}).get("files", [])]
+        listed = [*model.metadata.report_files]
         if model.baseline is not None:
             listed.append(BASELINE_FILE)
         if name not in listed:
@@ -197,25 +200,12 @@ class Service:
         client = headers.get(CLIENT_HEADER)
         if client is not None and len(client) > MAX_CLIENT_ID:
             raise BadRequest(f"{CLIENT_HEADER} is longer than {MAX_CLIENT_ID} characters")
-        candidate = self.loader.candidate  # read before the model: see ModelLoader
-        model = self.require_model()
-        if candidate is None or candidate.model.version == model.version:
-            return model, None
-        if version == candidate.model.version:
-            return candidate.model, None
-        if candidate.shadow is not None:
-            return model, candidate.shadow if candidate.rollout.shadows() else None
-        chosen = version is None and candidate.rollout.answers(client or identity)
-        return (candidate.model if chosen else model), None
+        return self.loader.state.serving(client or identity, version)
 
     def named(self, name: str, version: str | None) -> LoadedModel:
         """The loaded model an Open Inference Protocol path names: the served version, or a
         rollout's candidate by its version (the one infer answers with on that path); else 404."""
-        candidate = self.loader.candidate  # read before the model: see ModelLoader
-        model = self.require_model()
-        if candidate is not None and version == candidate.model.version:
-            model = candidate.model
-        return select(model, name, version)
+        return select(self.loader.state.named(version), name, version)
 
     def readiness(self) -> str | None:
         """Return why the instance cannot serve yet, or None when it can."""
@@ -226,7 +216,7 @@ class Service:
 
     def model_state(self) -> tuple[dict[str, str] | None, bool]:
         """Return the served model's identity (None before one is loaded) and readiness."""
-        model = self.loader.model
+        model = self.loader.state.model
         identity = (
             {
                 "model.name": model.name,
@@ -242,8 +232,9 @@ class Service:
         return identity, self._own_readiness() is None  # this worker: pages merge
 
     def _own_readiness(self) -> str | None:
-        if not self.loader.ready:
-            return self.loader.reason
+        served = self.loader.state
+        if not served.ready:
+            return served.reason
         if self.config.auth_enabled and not self.keys.loaded:
             return "API keys are not loaded yet"
         return None

@@ -139,7 +139,7 @@ class ShadowScorer:
         seconds = time.perf_counter() - started
         version = candidate.version
         self.telemetry.scored(version, "shadow", seconds, ok=True, requests=len(batch), timed=timed)
-        classifier = candidate.metadata["task"] == "classification"
+        classifier = candidate.metadata.classifier
         self.telemetry.predicted(version, labels, classifier, shadow=True)
         if probabilities is not None:
             self.telemetry.confident(version, "shadow", probabilities)

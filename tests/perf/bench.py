@@ -157,6 +157,7 @@ def start_modelrun(
         "MODEL_URI": model_uri,
         "STORAGE_EMULATOR_HOST": gcs,
         "API_KEYS": KEY,
+        "ALLOW_UNSIGNED_MODELS": "true",  # the versions here are published unsigned
         "PORT": str(port),
         "HOST": "127.0.0.1",
         "HOME": str(tmp),

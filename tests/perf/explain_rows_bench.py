@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from function.core.explain import build
 from function.core.predict import Instances
-from function.service.explain import build
 
 
 def best(run: Callable[[], Any], times: int = 5) -> float:

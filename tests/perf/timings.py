@@ -88,7 +88,8 @@ def time_limit(iris: Path, tmp: Path) -> float:
     store = ModelStore((tmp / "slow").as_uri())
     publish_object(store, "slow", SlowModel(), iris, tmp, class_names=["slow"])
     store.promote("slow")
-    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "CLOUD_RUN_TIMEOUT_SECONDS": "1"}
+    env = {"MODEL_URI": store.uri, "API_KEYS": KEY, "CLOUD_RUN_TIMEOUT_SECONDS": "1",
+           "ALLOW_UNSIGNED_MODELS": "true"}  # fmt: skip
     with run_service(env, tmp) as running:
         started = time.monotonic()
         response = running.post("/predict", json={"features": ROW}, headers={"X-API-Key": KEY})
@@ -105,7 +106,8 @@ def rollout_switch(end: str, iris: Path, forest: Path, tmp: Path) -> float:
     store.publish(forest, "v2")
     rollout.start(store, "v2", "canary", 50)
     env = {"MODEL_URI": store.uri, "API_KEYS": f"{KEY},{OTHER_KEY}", "WORKERS": "2",
-           "MODEL_REFRESH_SECONDS": str(REFRESH_SECONDS), "RATE_LIMIT_PER_SECOND": "0"}  # fmt: skip
+           "MODEL_REFRESH_SECONDS": str(REFRESH_SECONDS), "RATE_LIMIT_PER_SECOND": "0",
+           "ALLOW_UNSIGNED_MODELS": "true"}  # fmt: skip
     answers: list[tuple[float, str]] = []
     stop = threading.Event()
     with run_service(env, tmp) as running:

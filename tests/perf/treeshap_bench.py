@@ -1,4 +1,4 @@
-"""modelrun's own TreeSHAP (function/service/treeshap.py) on the model `train` makes from text
+"""modelrun's own TreeSHAP (function/core/treeshap.py) on the model `train` makes from text
 columns:
 a native categorical HistGradientBoosting (100 trees of at most 31 leaves) on 5,000 churn rows.
 
@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
+from function.core.explain import build
 from function.core.predict import Instances
-from function.service.explain import build
-from function.service.treeshap import _kernels
+from function.core.treeshap import _kernels
 from training.churn import churn
 from training.estimators import build_pipeline
 

@@ -114,6 +114,11 @@ class Mocks(pulumi.runtime.Mocks):
             state["result"] = "generated-key-" + "x" * 26
         elif short == "GlobalAddress":
             state["address"] = EDGE_ADDRESS
+        elif short == "ProjectSink":
+            # The identity Cloud Logging makes for a sink with unique_writer_identity.
+            state["writerIdentity"] = (
+                "serviceAccount:service-123@gcp-sa-logging.iam.gserviceaccount.com"
+            )
         elif short == "SecurityPolicy":
             state["selfLink"] = f"https://www.googleapis.com/compute/v1/{args.name}"
         return f"{args.name}-id", state

@@ -35,7 +35,7 @@ def model_metadata(model: LoadedModel) -> dict[str, Any]:
         {"name": LABELS, "datatype": label_datatype(model), "shape": [-1]}
     ]
     if model.has_probabilities:
-        classes = model.metadata["class_names"]
+        classes = model.metadata.class_names
         outputs.append(
             {
                 "name": PROBABILITIES,

@@ -99,6 +99,6 @@ def flatten(data: Any, where: Location) -> list[Any]:
 
 def label_datatype(model: LoadedModel) -> str:
     """The datatype of the labels' tensor: BYTES for a classifier's names, FP64 for a regressor."""
-    if model.metadata["task"] == "classification":
+    if model.metadata.classifier:
         return LABEL_TYPES[model.label_type]
     return "FP64"

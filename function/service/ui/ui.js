@@ -595,6 +595,21 @@ function metricsTable(metrics) {
   );
 }
 
+// training/calibration.py: a classifier's top-class probability against its accuracy on the
+// hold-out; the confidence-based accuracy estimate is worth a figure only where they agree.
+function calibrationView(calibration) {
+  if (!calibration) {
+    return el("p", { class: "calibration", text: "Calibration: not measured (a regressor, a classifier without probabilities, or an older version)." });
+  }
+  const verdict = calibration.trusted
+    ? "trusted: the accuracy estimated from the answers' confidence can be read as a figure"
+    : "not trusted: read the accuracy estimated from the answers' confidence as a trend only";
+  return el("p", {
+    class: "calibration",
+    text: `Calibration: expected calibration error ${number(calibration.ece)} on the hold-out (${calibration.bins} bins); ${verdict}.`,
+  });
+}
+
 function section(title, ...children) {
   return el("section", { class: "card-section" }, el("h2", { text: title }), ...children);
 }
@@ -664,7 +679,7 @@ function renderCard(m) {
         : el("p", { text: "This version is pinned by MODEL_VERSION, not followed through current.json." }),
     ),
     section("Rollout", rolloutView(m.rollout)),
-    section("Metrics", metricsTable(m.metrics || {})),
+    section("Metrics", metricsTable(m.metrics || {}), calibrationView(m.calibration)),
     section(
       "Gates",
       gates.length

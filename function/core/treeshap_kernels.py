@@ -1,4 +1,4 @@
-"""The numba kernels of function/service/treeshap.py: imported, and compiled, on the first
+"""The numba kernels of function/core/treeshap.py: imported, and compiled, on the first
 explanation.
 
 `_tree_shap` is shap's `tree_shap_recursive` (shap/cext/tree_shap.h, with no conditioning) with

@@ -220,7 +220,7 @@ def _kernels() -> Any:
     any request's time limit, as shap's import is)."""
     global _compiled
     if _compiled is None:
-        from function.service import treeshap_kernels
+        from function.core import treeshap_kernels
 
         # Both kernels compiled now, for the types Trees always holds: a one-leaf tree, one row.
         i, f, b = np.zeros(1, np.int64), np.zeros(1), np.ones(1, bool)

@@ -10,7 +10,7 @@ a model is first explained (it costs seconds to import, which no cold start shou
 - gradient boosting, HistGradientBoosting: `TreeExplainer`; a classifier's margin (log-odds; a
   class's raw score when multiclass), or a regressor's value;
 - HistGradientBoosting with native categorical features: modelrun's own TreeSHAP
-  (function/service/treeshap.py), the same algorithm over the estimator's own nodes, since shap
+  (function/core/treeshap.py), the same algorithm over the estimator's own nodes, since shap
   reads
   their categorical splits as numeric thresholds; in the same units.
 
@@ -54,7 +54,7 @@ from function.core.model import LoadedModel, canonical_estimator, warm_up_row
 from function.core.predict import Instances, rows_to_input
 from function.core.schema import kind
 from function.core.store import ModelStore
-from function.service.treeshap import Trees, Unsupported
+from function.core.treeshap import Trees, Unsupported
 
 BACKGROUND_FILE = "background.json"
 BACKGROUND_ROWS = 100  # shap's own advice for a background; a linear explainer's cost grows with it
@@ -570,7 +570,7 @@ def _build_for(model: LoadedModel, store: ModelStore, allow_pickle: bool) -> Exp
         estimator = canonical_estimator(store, model.metadata, where, allow_pickle)
 
     def background() -> Any:
-        if BACKGROUND_FILE not in model.metadata["files"]:
+        if BACKGROUND_FILE not in model.metadata.files:
             raise NotExplainable(
                 type(final_estimator(estimator)).__name__,
                 f"version {model.version} has no background sample ({BACKGROUND_FILE}), which "
@@ -581,7 +581,7 @@ def _build_for(model: LoadedModel, store: ModelStore, allow_pickle: bool) -> Exp
         return rows_to_input(rows, "background[{}]", model.pipeline_schema)
 
     def check_rows() -> Any:
-        if BACKGROUND_FILE in model.metadata["files"]:
+        if BACKGROUND_FILE in model.metadata.files:
             return background()
         return warm_up_row(model.metadata, model.pipeline_schema)  # from before backgrounds
 
