@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ class Quality:
                 "holdout": self.holdout, "gates": self.gates, "failed": self.failed}  # fmt: skip
 
 
-def live_gates(metadata: dict[str, Any], extra: Sequence[Gate] = ()) -> list[Gate]:
+def live_gates(metadata: Mapping[str, Any], extra: Sequence[Gate] = ()) -> list[Gate]:
     """The gates training applied to this version, and any given now. A cross-validated gate
     (cv_accuracy>=0.9) is the author's floor for that metric: live, it applies to the metric
     itself, the only estimate there is."""
@@ -50,12 +50,12 @@ def live_gates(metadata: dict[str, Any], extra: Sequence[Gate] = ()) -> list[Gat
 
 def measure(
     joined: Iterable[Joined],
-    metadata_of: Any,
+    metadata_of: Callable[[str], Mapping[str, Any]],
     extra_gates: Sequence[Gate] = (),
     min_labels: int = 1,
 ) -> list[Quality]:
     """Each (version, role)'s metrics over its labelled rows, beside its hold-out figures, with
-    the gates it fails; `metadata_of(version)` gives a version's metadata."""
+    the gates it fails; `metadata_of(version)` gives a version's metadata.json."""
     groups: dict[tuple[str, str], tuple[int, list[str], list[str]]] = {}
     for row in joined:
         answered, truths, predicted = groups.setdefault(
