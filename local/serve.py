@@ -187,11 +187,13 @@ def main(argv: list[str] | None = None, prog: str = "python -m local.serve") -> 
     warn_unverified(model_uri, trusted["MODEL_PUBLIC_KEY"])
     rate = os.environ.get("RATE_LIMIT_PER_SECOND", "0")
     url = f"http://localhost:{port}"
+    payload_dir = os.environ.get("PAYLOAD_DIR") or str(STATE / "payloads")
     print(
         f"""
 modelrun is starting on {url} (listening on {host}) with the model {model_uri}
 development API key: {key}
 {rate_limit_line(rate)}
+{payload_line(os.environ.get("PAYLOAD_SAMPLE_RATE", ""), payload_dir)}
 
   open {url}/ in a browser: the prediction page and model card ({url}/docs: the API)
 
@@ -214,7 +216,7 @@ Stop with Ctrl-C.
             # A user's own load test should measure the service, not the limiter.
             "RATE_LIMIT_PER_SECOND": rate,
             # Payload records (with PAYLOAD_SAMPLE_RATE) kept where `modelrun evaluate` reads them.
-            "PAYLOAD_DIR": os.environ.get("PAYLOAD_DIR") or str(STATE / "payloads"),
+            "PAYLOAD_DIR": payload_dir,
             "HOME": os.environ.get("HOME") or str(STATE),
         }
     )
@@ -223,6 +225,13 @@ Stop with Ctrl-C.
     if program is None:
         raise SystemExit(f"{argv[0]} is not on PATH: run `make install`")
     raise SystemExit(run_server(program, argv, env))
+
+
+def payload_line(rate: str, folder: str) -> str:
+    """What the banner says of payload records (the service checks the rate itself)."""
+    if rate.strip() in ("", "0", "0.0"):
+        return "payload records: off (PAYLOAD_SAMPLE_RATE=0)"
+    return f"payload records: {rate.strip()} of the answers, and every feedback, under {folder}"
 
 
 def run_server(program: str, argv: list[str], env: dict[str, str]) -> int:

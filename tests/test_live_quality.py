@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,33 +11,10 @@ import pytest
 
 from function.core import records
 from function.core.store import ModelStore
+from tests.support.records import SINCE, answer, label
 from training.__main__ import main
 from training.calibration import expected_calibration_error
 from training.live_query import duckdb_sql, query_local, read_folder
-
-SINCE = datetime(2026, 12, 1, tzinfo=UTC)
-
-
-def answer(
-    request_id: str,
-    labels: list[object],
-    version: str = "v1",
-    role: str = "answer",
-    time: str = "2026-12-08T01:00:00Z",
-    outcome: str = "ok",
-) -> records.PredictionRecord:
-    """A prediction record as the service writes one: one output per row."""
-    outputs = records.json_text([{"label": label, "probabilities": {}} for label in labels])
-    return records.PredictionRecord(
-        request_id, time, "iris", version, role, "native", "/predict", 200, outcome, 1.5,
-        "key:0a1b2c3d", records.json_text([{"x": 1}] * len(labels)), outputs,
-    )  # fmt: skip
-
-
-def label(
-    request_id: str, row: int, truth: object, time: str = "2026-12-08T02:00:00Z"
-) -> records.FeedbackRecord:
-    return records.FeedbackRecord(request_id, row, time, "iris", records.json_text(truth), "key:1")
 
 
 def write(folder: Path, *found: records.Record, extra: str = "") -> Path:

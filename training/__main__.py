@@ -531,6 +531,7 @@ def _live_quality(
         joined = [j for j in joined if j.version == version]
     store = _store(args, name)
     gates = [parse_gate(g) for g in args.gate]
+    # The document as written: measure reads its metrics and gates, which Metadata does not model.
     return measure(joined, store.metadata, gates, args.min_labels), source
 
 

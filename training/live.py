@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from function.core.metadata import Metadata
 from training.live_query import Joined
 from training.train import OPERATORS, Gate, holdout_metrics, parse_gate
 
@@ -40,17 +41,17 @@ class Quality:
                 "holdout": self.holdout, "gates": self.gates, "failed": self.failed}  # fmt: skip
 
 
-def live_gates(metadata: dict[str, Any], extra: Sequence[Gate] = ()) -> list[Gate]:
+def live_gates(metadata: Metadata, extra: Sequence[Gate] = ()) -> list[Gate]:
     """The gates training applied to this version, and any given now. A cross-validated gate
     (cv_accuracy>=0.9) is the author's floor for that metric: live, it applies to the metric
     itself, the only estimate there is."""
-    gates = [parse_gate(g) for g in metadata.get("gates", [])] + list(extra)
+    gates = [parse_gate(g) for g in metadata.raw.get("gates", [])] + list(extra)
     return [Gate(g.metric.removeprefix("cv_"), g.op, g.threshold) for g in gates]
 
 
 def measure(
     joined: Iterable[Joined],
-    metadata_of: Any,
+    metadata_of: Callable[[str], Metadata],
     extra_gates: Sequence[Gate] = (),
     min_labels: int = 1,
 ) -> list[Quality]:
@@ -67,7 +68,7 @@ def measure(
     found = []
     for (version, role), (answered, truths, predicted) in sorted(groups.items()):
         metadata = metadata_of(version)
-        task = metadata["task"]
+        task = metadata.task
         gates = live_gates(metadata, extra_gates)
         metrics = None
         failed: list[str] = []
@@ -78,7 +79,7 @@ def measure(
             failed = [str(g) for g in gates if g.metric in metrics
                       and not OPERATORS[g.op](metrics[g.metric], g.threshold)]  # fmt: skip
         found.append(Quality(version, role, answered, len(truths), metrics,
-                             dict(metadata["metrics"]["holdout"]), [str(g) for g in gates],
+                             dict(metadata.raw["metrics"]["holdout"]), [str(g) for g in gates],
                              failed))  # fmt: skip
     return found
 

@@ -7,11 +7,10 @@ and corrected here (see `duckdb_sql`).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -114,36 +113,23 @@ def query_local(found: Iterable[records.Record], model: str, since: datetime) ->
     return [Joined(*row) for row in result]
 
 
-def query_bigquery(dataset: str, model: str, since: datetime, client: Any = None) -> list[Joined]:
-    """Run the join in BigQuery over the sink's table in PROJECT.DATASET."""
+def query_bigquery(
+    dataset: str, model: str, since: datetime, page_rows: int | None = None
+) -> list[Joined]:
+    """Run the join in BigQuery over the sink's table in PROJECT.DATASET (page_rows: see
+    training.bigquery.query)."""
     if not _DATASET.match(dataset):
         raise TrainingError(f"--bigquery {dataset!r} must be PROJECT.DATASET")
-    from google.auth.credentials import AnonymousCredentials
+    from training import bigquery
 
-    try:  # not pinned with training (training/requirements.txt says why)
-        from google.cloud import bigquery  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        raise TrainingError(
-            "--bigquery needs the BigQuery client: pip install google-cloud-bigquery==3.47.0"
-        ) from None
-
-    project = dataset.split(".")[0]
-    if client is None:
-        # BIGQUERY_EMULATOR_HOST (the client's own variable) points it at a stand-in, which
-        # takes no credentials, as STORAGE_EMULATOR_HOST does for Cloud Storage.
-        emulated = os.environ.get("BIGQUERY_EMULATOR_HOST")
-        credentials = AnonymousCredentials() if emulated else None
-        client = bigquery.Client(project=project, credentials=credentials)
-    config = bigquery.QueryJobConfig(
-        query_parameters=[
-            bigquery.ScalarQueryParameter("model", "STRING", model),
-            bigquery.ScalarQueryParameter("since", "TIMESTAMP", since),
-        ]
-    )
+    parameters = {
+        "model": ("STRING", model),
+        "since": ("TIMESTAMP", since.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00:00")),
+    }
     sql = SQL.format(payloads=f"`{dataset}.{SINK_TABLE}`")
-    result = client.query(sql, job_config=config).result()
+    found = bigquery.query(dataset.split(".")[0], sql, parameters, dataset, page_rows)
     return [
-        Joined(r["version"], r["role"], r["predicted"], r["truth"], r["answered"]) for r in result
+        Joined(r["version"], r["role"], r["predicted"], r["truth"], r["answered"]) for r in found
     ]
 
 

@@ -127,6 +127,8 @@ class ConfigError(ModelrunError):
     """A setting is missing or has a bad value; raised before anything starts. `setting` names
     the variable at fault when one is (infra/stack_config.py maps it to its stack key)."""
 
+    title = "Configuration Error"
+
     def __init__(self, detail: str, *, setting: str | None = None) -> None:
         super().__init__(detail)
         self.setting = setting

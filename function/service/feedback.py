@@ -50,17 +50,20 @@ def parse(body: Any, model: LoadedModel, client: str, max_rows: int) -> list[Fee
         if set(item) != expected:
             missing, extra = sorted(expected - set(item)), sorted(set(item) - expected)
             said = ", ".join([*(f"missing {m}" for m in missing), *(f"unknown {e}" for e in extra)])
-            raise InvalidInput(f"{said} (a {model.metadata.task} takes {answer})",
+            raise InvalidInput(f"{said}: an item holds request_id, row and {answer}",
                                field=where)  # fmt: skip
         request_id = item["request_id"]
         if not isinstance(request_id, str) or not request_ids.valid(request_id):
             raise InvalidInput(
-                "expected the X-Request-Id of an earlier answer", field=f"{where}.request_id"
+                "expected an earlier answer's X-Request-Id: 1 to 128 characters of an HTTP token, "
+                f"got {json_text(request_id)[:40]}",
+                field=f"{where}.request_id",
             )
         row = item["row"]
         if type(row) is not int or not 0 <= row < max_rows:
             raise InvalidInput(
-                f"expected a row index from 0 to {max_rows - 1}, got {row!r}", field=f"{where}.row"
+                f"expected a row index from 0 to {max_rows - 1}, got {json_text(row)}",
+                field=f"{where}.row",
             )
         truth = item[answer]
         if classifier:

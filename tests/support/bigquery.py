@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from function.core import records
 from tests.conftest import ROOT, free_port, wait_until
-from training.live_query import SINK_TABLE
+from training.live_query import SINK_TABLE, sink_payload
 
 VENV = ROOT / ".venv-bigquery"
 PROJECT = "modelrun-test"
@@ -76,30 +77,27 @@ def _answers(endpoint: str) -> bool:
         return False
 
 
-def client(endpoint: str) -> Any:
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import bigquery
-
-    return bigquery.Client(project=PROJECT, credentials=AnonymousCredentials(),  # type: ignore[no-untyped-call]
-                           client_options=ClientOptions(api_endpoint=endpoint))  # fmt: skip
-
-
-def sink_table(bq: Any, dataset: str, found: list[records.Record]) -> None:
-    """Make the sink's table in `dataset` and stream the records in, as the sink writes them."""
-    from google.cloud import bigquery
-
-    from training.live_query import sink_payload
-
-    bq.create_dataset(f"{PROJECT}.{dataset}", exists_ok=True)
-    schema = [
-        bigquery.SchemaField("timestamp", "TIMESTAMP"),
-        bigquery.SchemaField("jsonPayload", "RECORD",
-                             fields=[bigquery.SchemaField(n, t) for n, t in PAYLOAD_FIELDS]),
-    ]  # fmt: skip
-    table = f"{PROJECT}.{dataset}.{SINK_TABLE}"
-    bq.create_table(bigquery.Table(table, schema=schema))
+def sink_table(endpoint: str, dataset: str, found: list[records.Record]) -> None:
+    """Make the sink's table in `dataset` and stream the records in, as the sink writes them, over
+    BigQuery's REST API (datasets.insert, tables.insert, tabledata.insertAll)."""
+    datasets = f"{endpoint}/bigquery/v2/projects/{PROJECT}/datasets"
+    _post(datasets, {"datasetReference": {"projectId": PROJECT, "datasetId": dataset}})
+    fields = [{"name": n, "type": t} for n, t in PAYLOAD_FIELDS]
+    schema = [{"name": "timestamp", "type": "TIMESTAMP"},
+              {"name": "jsonPayload", "type": "RECORD", "fields": fields}]  # fmt: skip
+    reference = {"projectId": PROJECT, "datasetId": dataset, "tableId": SINK_TABLE}
+    _post(
+        f"{datasets}/{dataset}/tables", {"tableReference": reference, "schema": {"fields": schema}}
+    )
     rows = [
-        {"timestamp": time, "jsonPayload": payload} for time, payload in map(sink_payload, found)
+        {"json": {"timestamp": time, "jsonPayload": payload}}
+        for time, payload in map(sink_payload, found)
     ]
-    assert bq.insert_rows_json(table, rows) == []
+    inserted = _post(f"{datasets}/{dataset}/tables/{SINK_TABLE}/insertAll", {"rows": rows})
+    assert not inserted.get("insertErrors"), inserted
+
+
+def _post(url: str, body: dict[str, Any]) -> Any:
+    response = requests.post(url, json=body, timeout=30)
+    assert response.ok, (url, response.status_code, response.text[:2000])
+    return response.json()
