@@ -128,10 +128,11 @@ soak: install  ## a bounded soak (REQUESTS=100000): errors, latency, RSS growth
 attack: install  ## issue 35's attacks while clients predict: worker RSS and others' p99 (REQUESTS=10000)
 	$(PY) -m tests.perf.attack --requests $(or $(REQUESTS),10000)
 
-bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs wrk (apt); then bench-batch, bench-explain
+bench: install  ## modelrun vs MLServer 1.7.1 (QUICK=1: one short round); needs wrk (apt); then bench-batch, bench-explain, bench-payloads
 	$(PY) -m tests.perf.bench $(if $(QUICK),--quick,)
 	$(MAKE) bench-batch
 	$(MAKE) bench-explain
+	$(MAKE) bench-payloads
 
 bench-explain: install  ## POST /explain p50/p95 (a forest, the mixed-type pipeline) against shap in process (QUICK=1; COMPARE_ROOT=a tree: cold starts)
 	$(PY) -m tests.perf.explain_bench $(if $(QUICK),--quick,) $(if $(COMPARE_ROOT),--compare-root $(COMPARE_ROOT),)
