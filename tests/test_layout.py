@@ -14,9 +14,12 @@ FORBIDDEN = {
     "function.core": ("function.service", "function.batch", "training", "infra", "local"),
     "function.service": ("function.batch", "training", "infra", "local"),
     "function.batch": ("function.service", "training", "infra", "local"),
-    "training": ("function.service", "infra"),
+    "training": ("function.service", "infra"),  # batch and local: only its batch and serve verbs
     "infra": ("function.service", "function.batch", "training", "local"),
+    "local": ("infra",),  # the launchers: any part they launch
 }
+# training/ reaches these only from the verbs that hand over to them (training/__main__.py).
+HANDED_OVER = {"training/__main__.py": {"function.batch.__main__", "local.serve"}}
 
 
 def imported(source: str) -> set[str]:
@@ -49,6 +52,16 @@ def sources_of(part: str) -> dict[str, str]:
 def test_each_part_imports_only_what_the_map_allows(part: str) -> None:
     assert sources_of(part), part
     assert violations(part, sources_of(part)) == []
+
+
+def test_training_reaches_batch_and_local_only_from_the_verbs_that_hand_over() -> None:
+    found = {
+        (name, module)
+        for name, source in sources_of("training").items()
+        for module in imported(source)
+        if module.split(".")[0] == "local" or module.startswith("function.batch")
+    }
+    assert found == {(name, m) for name, ms in HANDED_OVER.items() for m in ms}
 
 
 def test_the_rule_sees_a_lazy_import_inside_a_function() -> None:

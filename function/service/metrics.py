@@ -3,12 +3,14 @@ text, buckets, and how an instance's workers combine a gauge.
 
 A new series is one line below, e.g.
 
-    PAYLOAD_DROPPED = counter("modelrun.payload.dropped", "{record}", "Payload records dropped.")
+    EMPTY_BODIES = counter("modelrun.requests.empty_body", "{request}", "Requests with no body.")
 
-recorded with `telemetry.add(PAYLOAD_DROPPED, 1, {...})` (or `telemetry.record` for a histogram).
+recorded with `telemetry.add(EMPTY_BODIES, 1, {...})` (or `telemetry.record` for a histogram)
+wherever a Telemetry is at hand (handlers and responses have one), and a row in README's metrics
+table. tests/test_telemetry.py checks every declared series reaches the page.
 OpenTelemetry's Prometheus exporter gives the Prometheus names: dots become underscores, a
 unit of seconds adds `_seconds`, a counter adds `_total`, attribute `model.version` becomes
-label `model_version` (`modelrun.payload.dropped` → `modelrun_payload_dropped_total`).
+label `model_version` (`modelrun.requests.empty_body` → `modelrun_requests_empty_body_total`).
 
 Most series are OpenTelemetry instruments (function/service/telemetry.py). Those marked
 `counted` are kept in plain arrays instead, because they are counted on the request path where an
